@@ -1,0 +1,1 @@
+"""Images over HTTP: server/ (aiohttp) and client/ (push, pull, copy)."""

@@ -1,0 +1,1 @@
+"""soko: registry/client."""

@@ -1,0 +1,275 @@
+"""The blob store: files at `blobs/<alg>/<encoded>`, as in an OCI image layout.
+
+A blob is either whole and correct or absent. Every write goes to a file
+under `ingest/`, is hashed as it is written, fsynced, verified and renamed
+into place. Two writers of the same blob at once are safe: each has its own
+temporary file and the rename of identical content is atomic. A resumable
+writer (`BlobWriter` with an ingest id) keeps its data on disk, so its offset
+survives a restart of the process.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+from . import digests
+from .errors import BlobNotFound, DigestMismatch, SizeMismatch, StorageError
+
+_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs"
+        self.ingest_dir = self.root / "ingest"
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- reading -----------------------------------------------------------
+    def path(self, digest: str) -> Path:
+        d = digests.parse(digest)
+        return self.blobs_dir / d.algorithm / d.encoded
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def open(self, digest: str) -> BinaryIO:
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def read_bytes(self, digest: str) -> bytes:
+        with self.open(digest) as f:
+            return f.read()
+
+    def read_range(self, digest: str, offset: int, length: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of [offset, offset+length) in chunks."""
+        with self.open(digest) as f:
+            f.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                n = digests.CHUNK if remaining is None else min(digests.CHUNK, remaining)
+                chunk = f.read(n)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def __iter__(self) -> Iterator[str]:
+        """Every stored blob's digest."""
+        for alg in digests.ALGORITHMS:
+            d = self.blobs_dir / alg
+            if d.is_dir():
+                for entry in os.scandir(d):
+                    name = f"{alg}:{entry.name}"
+                    if entry.is_file() and digests.is_valid(name):
+                        yield name
+
+    # -- writing -----------------------------------------------------------
+    def writer(self, ingest_id: str | None = None) -> "BlobWriter":
+        """A new writer, or (with `ingest_id`) the resumable one of that id."""
+        return BlobWriter(self, ingest_id)
+
+    def put_bytes(self, data: bytes, expected: str | None = None) -> str:
+        w = self.writer()
+        try:
+            w.write(data)
+            return w.commit(expected, len(data) if expected else None)
+        finally:
+            w.close()
+
+    def put_stream(self, chunks: Iterable[bytes] | BinaryIO, expected: str | None = None,
+                   size: int | None = None) -> str:
+        w = self.writer()
+        try:
+            if hasattr(chunks, "read"):
+                while True:
+                    chunk = chunks.read(digests.CHUNK)  # type: ignore[union-attr]
+                    if not chunk:
+                        break
+                    w.write(chunk)
+            else:
+                for chunk in chunks:  # type: ignore[union-attr]
+                    w.write(chunk)
+            return w.commit(expected, size)
+        finally:
+            w.close()
+
+    def new_temp(self, suffix: str = "") -> Path:
+        """A private path under ingest/ (same filesystem as blobs/) for a caller
+        that produces a file itself, then hands it over with `adopt`."""
+        return self.ingest_dir / f"tmp-{secrets.token_hex(12)}{suffix}"
+
+    def adopt(self, tmp: Path, digest: str, verify: bool = False) -> str:
+        """Move a finished temporary file into place as `digest`.
+
+        The caller computed the digest while writing it; `verify=True`
+        hashes it again (for files whose producer is not trusted)."""
+        if verify:
+            actual, _ = digests.of_path(tmp, digests.parse(digest).algorithm)
+            if actual != digest:
+                tmp.unlink(missing_ok=True)
+                raise DigestMismatch(digest, actual)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        return self._place(tmp, digest)
+
+    def _place(self, tmp: Path, digest: str) -> str:
+        dest = self.path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            tmp.unlink(missing_ok=True)
+        else:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        return digest
+
+    def delete(self, digest: str) -> bool:
+        try:
+            self.path(digest).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def ingest_entries(self) -> Iterator[tuple[Path, float]]:
+        """(path, mtime) of everything under ingest/, for garbage collection."""
+        for entry in os.scandir(self.ingest_dir):
+            try:
+                yield Path(entry.path), entry.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue
+
+    def clean_ingest(self, older_than: float) -> int:
+        """Remove ingest files untouched for `older_than` seconds (abandoned writes)."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for path, mtime in list(self.ingest_entries()):
+            if mtime < cutoff:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+class BlobWriter:
+    """Streams one blob to disk while hashing it.
+
+    Anonymous writers use a private temporary file that vanishes on `close`
+    unless committed. Resumable writers (an `ingest_id`) keep `ingest/<id>`;
+    reopening one re-hashes what is on disk, so the offset is whatever was
+    durably written, even after a `kill -9`.
+    """
+
+    def __init__(self, store: BlobStore, ingest_id: str | None = None, algorithm: str = "sha256"):
+        self.store = store
+        self.ingest_id = ingest_id
+        self.resumable = ingest_id is not None
+        if ingest_id is not None:
+            if not ingest_id or not set(ingest_id) <= _ID_OK or len(ingest_id) > 128:
+                raise StorageError(f"invalid ingest id {ingest_id!r}")
+            self.tmp = store.ingest_dir / f"upload-{ingest_id}"
+        else:
+            self.tmp = store.new_temp()
+        self._hash = digests.hasher(algorithm)
+        self.algorithm = algorithm
+        self.offset = 0
+        self._file: BinaryIO | None = open(self.tmp, "ab+")
+        self._file.seek(0)
+        if self.resumable:
+            buf = bytearray(digests.CHUNK)
+            view = memoryview(buf)
+            while True:
+                n = self._file.readinto(buf)
+                if not n:
+                    break
+                self._hash.update(view[:n])
+                self.offset += n
+        self.committed = False
+
+    def write(self, data: bytes) -> int:
+        assert self._file is not None, "writer is closed"
+        self._file.write(data)
+        self._hash.update(data)
+        self.offset += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Make what was written durable (so a resumed writer sees it)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self._hash.hexdigest()}"
+
+    def commit(self, expected: str | None = None, size: int | None = None) -> str:
+        """Verify and move into place; returns the digest. On a mismatch the
+        partial data is discarded and DigestMismatch/SizeMismatch raised."""
+        assert self._file is not None, "writer is closed"
+        self.flush()
+        self._file.close()
+        self._file = None
+        try:
+            if size is not None and size != self.offset:
+                raise SizeMismatch(f"size mismatch: expected {size} bytes, got {self.offset}")
+            actual = self.digest
+            if expected is not None:
+                alg = digests.parse(expected).algorithm
+                if alg != self.algorithm:
+                    actual, _ = digests.of_path(self.tmp, alg)
+                if actual != expected:
+                    raise DigestMismatch(expected, actual)
+            self.store._place(self.tmp, actual)
+            self.committed = True
+            return actual
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+
+    def abort(self) -> None:
+        """Throw the data away, also for a resumable writer."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the file; an anonymous uncommitted writer loses its data,
+        a resumable one keeps it for later."""
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+        if not self.resumable and not self.committed:
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,81 @@
+"""Shared test fixtures: a private store per test and a way to run the real `soko` command."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+IS_ROOT = os.geteuid() == 0
+IN_CI = bool(os.environ.get("CI"))
+
+
+def need_root() -> None:
+    """Skip outside root (CI always runs as root, so nothing is skipped there)."""
+    if not IS_ROOT:
+        if IN_CI:
+            pytest.fail("CI must run as root")
+        pytest.skip("needs root (namespaces, overlayfs, real tools)")
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class SokoCLI:
+    """Runs `python -m soko --root ROOT ...` as a user would, from this checkout."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def __call__(self, *args: str, input: bytes | str | None = None, check: bool = True,
+                 timeout: float = 600, env: dict | None = None) -> Result:
+        cmd = [sys.executable, "-m", "soko", "--root", str(self.root), *map(str, args)]
+        p = subprocess.run(cmd, input=input.encode() if isinstance(input, str) else input,
+                           capture_output=True, timeout=timeout, env={**self.env, **(env or {})})
+        r = Result(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
+        if check and p.returncode != 0:
+            raise AssertionError(f"soko {' '.join(map(str, args))} exited {p.returncode}\n"
+                                 f"stdout: {r.stdout}\nstderr: {r.stderr}")
+        return r
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def soko(store_root: Path) -> SokoCLI:
+    return SokoCLI(store_root)
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs() -> Path:
+    """The byte-identical busybox root filesystem tarball from fixtures/."""
+    sys.path.insert(0, str(REPO / "fixtures"))
+    import recipes  # fixtures/recipes.py
+
+    return recipes.busybox_rootfs()
+
+
+@pytest.fixture(scope="session")
+def bookworm_rootfs() -> Path:
+    """Debian bookworm minbase (debootstrap, cached between runs)."""
+    need_root()
+    sys.path.insert(0, str(REPO / "fixtures"))
+    import recipes
+
+    return recipes.bookworm_rootfs()
