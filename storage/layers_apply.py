@@ -9,8 +9,8 @@ Two modes:
 Whiteouts follow image-spec layer.md: they only hide lower content, never
 what the same layer adds, whatever their position in the tar.
 
-Reading, both digests and decompression run on a helper thread; the main
-thread parses headers and writes files. Paths are resolved by
+Reading, decompressing and both digests run on helper threads
+(layers_stream.py); the main thread parses headers and writes files. Paths are resolved by
 `layers_paths.Resolver`, so nothing is ever written outside the target.
 Into a fresh directory, the layer is applied into a temporary sibling that
 is renamed into place only when everything (digests included) checked out.
@@ -18,23 +18,20 @@ is renamed into place only when everything (digests included) checked out.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import queue
 import secrets
 import shutil
 import stat
-import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from . import compression as comp
 from . import layers_tar as tar
 from .blobs import BlobStore
-from .digests import DigestingReader
 from .errors import DigestMismatch, LayerError, StorageError, UnsafePathError
 from .layers_paths import Parts, Resolver, split_entry
+from .layers_stream import LayerStream
 
 PLAIN = "plain"
 OVERLAY = "overlay"
@@ -62,85 +59,16 @@ class ApplyResult:
     skipped: tuple[str, ...]  # "entry: reason" for what could not be applied (no privilege)
 
 
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _Hasher:
-    """sha256 on a thread of its own: with gzip the decompressing thread is
-    the bottleneck, so the uncompressed digest must not run on it."""
-
-    def __init__(self) -> None:
-        self.hash = hashlib.sha256()
-        self.size = 0
-        self._q: queue.Queue = queue.Queue(maxsize=16)
-        self._thread = threading.Thread(target=self._run, name="soko-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._q.get()) is not None:
-            self.hash.update(chunk)
-            self.size += len(chunk)
-
-    def put(self, chunk: bytes) -> None:
-        self._q.put(chunk)
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-
-
-class _Feeder:
-    """Reads, hashes and decompresses on a thread; chunks cross over a queue."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = DigestingReader(raw)
-        self.compression, src = comp.sniff(self.raw)
-        self.diff = _Hasher()
-        self._q: queue.Queue = queue.Queue(maxsize=8)
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, args=(src,), name="soko-unpack",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self, src: BinaryIO) -> None:
-        try:
-            for chunk in comp.iter_decompressed(src, self.compression):
-                self.diff.put(chunk)
-                if not self._put(chunk):
-                    return
-            self._put(_END)
-        except BaseException as e:
-            self._put(_Failure(e))
-        finally:
-            self.diff.close()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop:
-            try:
-                self._q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            item = self._q.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item  # type: ignore[misc]
-
-    def close(self) -> None:
-        self._stop = True
-        self._thread.join()
+@contextmanager
+def _one_line(what: str) -> Iterator[None]:
+    """OS errors (disk full, EPERM, names with NUL) as one LayerError line."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise LayerError(f"{what}: {reason}") from e
 
 
 class _Applier:
@@ -153,6 +81,7 @@ class _Applier:
         self.whiteouts: set[Parts] = set()  # overlay mode: whiteout devices made here
         self.dirs: list[tuple[Parts, tar.Entry, str]] = []
         self.skipped: list[str] = []
+        self.unmapped: set[tuple[int, int]] = set()
         self.count = 0
 
     # -- driver ---------------------------------------------------------------
@@ -161,15 +90,11 @@ class _Applier:
             self.count += 1
             self.res.trim()
             name = os.fsdecode(entry.name)
-            try:
+            with _one_line(f"cannot apply layer entry {name!r}"):
                 self._entry(entry, name, stream)
-            except StorageError:
-                raise
-            except (OSError, ValueError) as e:
-                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-                raise LayerError(f"cannot apply layer entry {name!r}: {reason}") from e
         stream.drain()
-        self._finish_dirs()
+        with _one_line("cannot set directory attributes"):
+            self._finish_dirs()
 
     def close(self) -> None:
         self.res.close()
@@ -241,8 +166,7 @@ class _Applier:
                 while piece:
                     n = os.write(fd, piece)
                     piece = piece[n:]
-            if self.is_root:
-                os.fchown(fd, e.uid, e.gid)
+            self._chown(e, base, fd)
             os.fchmod(fd, e.mode & 0o7777)
             self._xattrs(fd, e, base)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
@@ -422,10 +346,27 @@ class _Applier:
                 else:
                     raise
 
+    def _chown(self, e: tar.Entry, name: str, target: int | str, pfd: int | None = None) -> None:
+        """Owners as recorded, when we may (root); in a user namespace ids
+        that are not mapped cannot be set: noted once per uid:gid in skipped."""
+        if not self.is_root:
+            return
+        try:
+            if pfd is None:
+                os.fchown(target, e.uid, e.gid)  # type: ignore[arg-type]
+            else:
+                os.chown(target, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            if (e.uid, e.gid) not in self.unmapped:
+                self.unmapped.add((e.uid, e.gid))
+                self.skipped.append(f"{name}: owner {e.uid}:{e.gid} cannot be set here "
+                                    f"({err.strerror}); so for every entry with it")
+
     def _path_attrs(self, pfd: int, base: str, e: tar.Entry, chmod: bool) -> None:
         """Attributes of something that cannot be opened (symlink, device, fifo)."""
-        if self.is_root:
-            os.chown(base, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        self._chown(e, base, base, pfd)
         if chmod:
             os.chmod(base, e.mode & 0o7777, dir_fd=pfd)  # just made here: not a symlink
         if e.xattrs:
@@ -442,8 +383,7 @@ class _Applier:
             if found is None or found[1] != real:
                 continue  # replaced later in the same layer
             fd = found[0]
-            if self.is_root:
-                os.fchown(fd, e.uid, e.gid)
+            self._chown(e, name, fd)
             os.fchmod(fd, e.mode & 0o7777)
             self._xattrs(fd, e, name)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
@@ -471,6 +411,8 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, mode: str = PLAI
         os.mkdir(work, 0o755)
     else:
         work = dest
+        if os.path.lexists(work) and not work.is_dir():
+            raise LayerError(f"cannot apply a layer onto {work}: not a directory")
         work.mkdir(parents=True, exist_ok=True)
     try:
         result = _apply_into(stream, work, mode, diff_id, digest, progress)
@@ -485,7 +427,7 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, mode: str = PLAI
 
 def _apply_into(stream: BinaryIO, work: Path, mode: str, diff_id: str | None,
                 digest: str | None, progress: Progress | None) -> ApplyResult:
-    feeder = _Feeder(stream)
+    feeder = LayerStream(stream)
     root_fd = os.open(work, _O_DIR)
     applier = _Applier(root_fd, mode)
     try:

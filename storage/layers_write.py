@@ -401,10 +401,13 @@ def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: st
         pipe = _TarPipe(writer, progress)
         source(_Emitter(pipe, epoch))
         pipe.finish()
-    except BaseException:
+    except BaseException as e:
         writer.abort()
         os.close(fd)
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a file vanished, disk full, ...: one line
+            where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+            raise LayerError(f"cannot write layer: {where}{e.strerror or e}") from e
         raise
     os.close(fd)
     diff_id = "sha256:" + pipe.hash.hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 import subprocess
 from pathlib import Path
 
@@ -242,3 +243,31 @@ def test_replacing_entries_of_other_types(tmp_path, store):
     assert (out / "x").read_bytes() == b"now a file"
     assert (out / "y").is_dir() and not (out / "z").is_symlink()
     assert (out / "z").read_bytes() == b"z"
+
+
+def test_without_privileges_devices_and_owners_are_skipped(tmp_path, store):
+    """In a user namespace (rootless), mknod and unmapped owners fail: the
+    rest of the layer still applies and `skipped` says what was left out."""
+    need_root()  # to make the device node and owners in the source tree
+    src = tmp_path / "src"
+    src.mkdir()
+    os.mknod(src / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mkfifo(src / "fifo")
+    (src / "f").write_text("data")
+    os.chown(src / "f", 1234, 1234)
+    info = write_layer(src, store)
+    out = tmp_path / "out"
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from storage.blobs import BlobStore\n"
+        "from storage.layers import apply_blob\n"
+        "r = apply_blob(BlobStore(sys.argv[2]), sys.argv[3], sys.argv[4])\n"
+        "print('\\n'.join(r.skipped))\n")
+    p = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", script,
+                        str(Path(__file__).resolve().parents[2]), str(store.root), info.digest,
+                        str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "null: creating device nodes is not permitted" in p.stdout
+    assert "owner 1234:1234 cannot be set" in p.stdout
+    assert (out / "f").read_text() == "data" and stat.S_ISFIFO(os.lstat(out / "fifo").st_mode)
+    assert not (out / "null").exists()
