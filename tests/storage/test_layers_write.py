@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
