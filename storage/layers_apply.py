@@ -168,7 +168,8 @@ class _Applier:
                     piece = piece[n:]
             self._chown(e, base, fd)
             os.fchmod(fd, e.mode & 0o7777)
-            self._xattrs(fd, e, base)
+            if e.xattrs:
+                self._xattrs(fd, e, base)
             os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
         finally:
             os.close(fd)
@@ -447,7 +448,7 @@ def _apply_into(stream: BinaryIO, work: Path, mode: str, diff_id: str | None,
         raise DigestMismatch(diff_id, actual_diff, "layer diff_id")
     return ApplyResult(diff_id=actual_diff, digest=actual_digest,
                        compression=feeder.compression, size=feeder.raw.size,
-                       uncompressed_size=feeder.diff.size, entries=applier.count,
+                       uncompressed_size=feeder.uncompressed_size, entries=applier.count,
                        skipped=tuple(applier.skipped))
 
 

@@ -25,8 +25,8 @@ Parts = tuple[str, ...]
 def split_entry(name: str) -> Parts:
     """Components of a tar entry name relative to the root: leading `/` and
     `.` dropped (as Docker does), `..` refused."""
-    parts = tuple(p for p in name.split("/") if p and p != ".")
-    if ".." in parts or any("\0" in p for p in parts):
+    parts = tuple([p for p in name.split("/") if p and p != "."])
+    if ".." in parts or "\0" in name:
         raise UnsafePathError(f"layer entry {name!r} points outside the target")
     return parts
 

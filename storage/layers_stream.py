@@ -55,7 +55,8 @@ class LayerStream:
     def __init__(self, raw: BinaryIO):
         self.raw = DigestingReader(raw)
         self.compression, src = comp.sniff(self.raw)
-        self.diff = _Hasher()
+        # Uncompressed: the blob is the tar, one digest serves as both.
+        self.diff = _Hasher() if self.compression != comp.NONE else None
         self._q: queue.Queue = queue.Queue(maxsize=8)
         self._stop = False
         self._thread = threading.Thread(target=self._run, args=(src,), name="soko-unpack",
@@ -65,14 +66,16 @@ class LayerStream:
     def _run(self, src: BinaryIO) -> None:
         try:
             for chunk in comp.iter_decompressed(src, self.compression):
-                self.diff.put(chunk)
+                if self.diff is not None:
+                    self.diff.put(chunk)
                 if not self._put(chunk):
                     return
             self._put(_END)
         except BaseException as e:
             self._put(_Failure(e))
         finally:
-            self.diff.close()
+            if self.diff is not None:
+                self.diff.close()
 
     def _put(self, item: object) -> bool:
         while not self._stop:
@@ -98,7 +101,11 @@ class LayerStream:
 
     @property
     def diff_id(self) -> str:
-        return "sha256:" + self.diff.hash.hexdigest()
+        return self.raw.digest if self.diff is None else "sha256:" + self.diff.hash.hexdigest()
+
+    @property
+    def uncompressed_size(self) -> int:
+        return self.raw.size if self.diff is None else self.diff.size
 
 
 @dataclass(frozen=True)
@@ -120,4 +127,5 @@ def digest_layer(raw: BinaryIO) -> LayerDigests:
     finally:
         stream.close()
     return LayerDigests(diff_id=stream.diff_id, digest=stream.raw.digest, size=stream.raw.size,
-                        uncompressed_size=stream.diff.size, compression=stream.compression)
+                        uncompressed_size=stream.uncompressed_size,
+                        compression=stream.compression)

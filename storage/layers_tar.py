@@ -240,7 +240,7 @@ def iter_entries(stream: ChunkStream) -> Iterator[Entry]:
         (name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic, _version,
          _uname, _gname, devmajor, devminor, prefix, _pad) = fields
         expected = _num(chksum, "checksum", offset)
-        unsigned = sum(block[:148]) + 256 + sum(block[156:])
+        unsigned = sum(block) - sum(block[148:156]) + 256  # the field counts as spaces
         if expected != unsigned:
             signed = sum(struct.unpack("148b", block[:148])) + 256 + \
                 sum(struct.unpack("356b", block[156:]))
