@@ -111,22 +111,26 @@ def warm(root: Path) -> int:
     return total
 
 
-def timed(fn, repeat: int, prepare=None) -> tuple[float, float]:
-    """Best wall time of `repeat` runs and the CPU seconds (all threads and
-    child processes) of that run. Before each run, `prepare` (untimed) and a
-    sync, so one row's dirty pages and deletions do not slow down the next."""
-    best = (float("inf"), 0.0)
+def measure(fn) -> tuple[float, float]:
+    """Wall and CPU seconds (all threads and child processes) of one run,
+    after a sync, so that one run's dirty pages do not slow down the next."""
+    os.sync()
+    c0 = os.times()
+    t = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t
+    c1 = os.times()
+    return wall, sum(c1[:4]) - sum(c0[:4])
+
+
+def interleaved(cases: list[tuple[str, object]], repeat: int) -> dict[str, tuple[float, float]]:
+    """Best (wall, cpu) per case, the cases taking turns run by run, so a
+    noisy moment on a shared machine does not land on one side only."""
+    best: dict[str, tuple[float, float]] = {}
     for _ in range(repeat):
-        if prepare is not None:
-            prepare()
-        os.sync()
-        c0 = os.times()
-        t = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - t
-        c1 = os.times()
-        cpu = sum(c1[:4]) - sum(c0[:4])
-        best = min(best, (wall, cpu))
+        for name, fn in cases:
+            got = measure(fn)
+            best[name] = min(best.get(name, got), got)
     return best
 
 
@@ -160,43 +164,55 @@ def main() -> None:
 
     rows: list[tuple[str, float, float, str]] = []
 
-    def add(name: str, measured: tuple[float, float], note: str = "") -> None:
-        seconds, cpu = measured
-        rows.append((name, seconds, cpu, note))
-        print(f"  {name:<30} {mb / seconds:8.1f} MB/s  {seconds:6.2f} s  cpu {cpu:6.2f} s  {note}",
-              flush=True)
+    def add(results: dict[str, tuple[float, float]], notes: dict[str, str] | None = None) -> None:
+        for name, (seconds, cpu) in results.items():
+            note = (notes or {}).get(name, "")
+            rows.append((name, seconds, cpu, note))
+            print(f"  {name:<30} {mb / seconds:8.1f} MB/s  {seconds:6.2f} s  cpu {cpu:6.2f} s"
+                  f"  {note}", flush=True)
 
     infos = {}
+    blobs = {"gzip": work / "t.tar.gz", "zstd": work / "t.tar.zst", "pigz": work / "t.pigz.gz"}
+    tools = {"gzip": "gzip", "zstd": "zstd -q -T0", "pigz": "pigz"}
     for c in ("gzip", "zstd"):
         def w(c=c):
             infos[c] = write_layer(root, store, compression=c)
-        add(f"soko write {c}", timed(w, args.repeat))
-        rows[-1] = (*rows[-1][:3], f"{infos[c].size / tar_bytes:.3f} of tar")
-    tgz, tzst = work / "t.tar.gz", work / "t.tar.zst"
-    add("tar -cf - . | gzip", timed(lambda: sh(f"tar -C {root} -cf - . | gzip > {tgz}"),
-                                    args.repeat), f"{tgz.stat().st_size / tar_bytes:.3f} of tar")
-    add("tar -cf - . | zstd -T0", timed(lambda: sh(f"tar -C {root} -cf - . | zstd -q -T0 > {tzst}"),
-                                        args.repeat), f"{tzst.stat().st_size / tar_bytes:.3f} of tar")
-    if shutil.which("pigz"):  # the parallel gzip, for reference
-        tpz = work / "t.pigz.gz"
-        add("tar -cf - . | pigz", timed(lambda: sh(f"tar -C {root} -cf - . | pigz > {tpz}"),
-                                        args.repeat), f"{tpz.stat().st_size / tar_bytes:.3f} of tar")
-    # Applying: onto the disk the tree lives on (ext4 here: journal commits
-    # wait for data writeback, so this is largely I/O) and onto tmpfs (CPU).
+
+        def t(c=c):
+            sh(f"tar -C {root} -cf - . | {tools[c]} > {blobs[c]}")
+        cases = [(f"soko write {c}", w), (f"tar -cf - . | {'zstd -T0' if c == 'zstd' else c}", t)]
+        if c == "gzip" and shutil.which("pigz"):  # the parallel gzip, for reference
+            cases.append(("tar -cf - . | pigz",
+                          lambda: sh(f"tar -C {root} -cf - . | pigz > {blobs['pigz']}")))
+        results = interleaved(cases, args.repeat)
+        notes = {cases[0][0]: f"{infos[c].size / tar_bytes:.3f} of tar",
+                 cases[1][0]: f"{blobs[c].stat().st_size / tar_bytes:.3f} of tar"}
+        if len(cases) > 2:
+            notes[cases[2][0]] = f"{blobs['pigz'].stat().st_size / tar_bytes:.3f} of tar"
+        add(results, notes)
+
+    # Applying: onto the disk the tree lives on (ext4 here) and onto tmpfs.
+    # Every run gets a fresh directory, deleted only after all runs, so no
+    # run pays for the previous one's deletion.
     places = [("disk", work / "apply")]
     if Path("/dev/shm").is_dir():
         places.append(("tmpfs", Path("/dev/shm") / f"soko-bench-{os.getpid()}"))
-    for place, dest in places:
+    for place, base in places:
+        runs = iter(range(1_000_000))
+
+        def fresh(base=base, runs=runs) -> Path:
+            return base / f"run{next(runs)}"
         for c in ("gzip", "zstd"):
-            def a(c=c, dest=dest):
-                apply_blob(store, infos[c].digest, dest, diff_id=infos[c].diff_id)
-            add(f"soko apply {c} ({place})", timed(a, args.repeat, lambda d=dest: clear(d)))
-        for c, blob in (("gzip", tgz), ("zstd", tzst)):
-            def x(blob=blob, c=c, dest=dest):
-                sh(f"{c} -dc {blob} | tar -C {dest} -xf -")
-            add(f"{c} -dc | tar -x ({place})",
-                timed(x, args.repeat, lambda d=dest: (clear(d), d.mkdir())))
-        clear(dest)
+            def a(c=c, fresh=fresh):
+                apply_blob(store, infos[c].digest, fresh(), diff_id=infos[c].diff_id)
+
+            def x(c=c, fresh=fresh):
+                dest = fresh()
+                dest.mkdir(parents=True)
+                sh(f"{c} -dc {blobs[c]} | tar -C {dest} -xf -")
+            add(interleaved([(f"soko apply {c} ({place})", a),
+                             (f"{c} -dc | tar -x ({place})", x)], args.repeat))
+            clear(base)
 
     raw = store.path(plain.digest)
 
@@ -207,7 +223,7 @@ def main() -> None:
         with open(raw, "rb", buffering=0) as f:
             while n := f.readinto(buf):
                 h.update(view[:n])
-    add("sha256 of the tar (ceiling)", timed(hash_only, args.repeat))
+    add(interleaved([("sha256 of the tar (ceiling)", hash_only)], args.repeat))
 
     base = {r[0]: r[1] for r in rows}
     print()
