@@ -35,8 +35,10 @@ COMPRESSIONS = (GZIP, ZSTD, NONE)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# Formats Docker once accepted but OCI never did: named in the error.
-_UNSUPPORTED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+# Formats Docker once accepted but OCI never did: named in the error. (bzip2
+# with its first block's magic too: a tar may well start with a file "BZh…".)
+_UNSUPPORTED_MAGIC = {**{b"BZh%d1AY&SY" % i: "bzip2" for i in range(1, 10)},
+                      b"\xfd7zXZ\x00": "xz"}
 
 CHUNK = 1 << 20           # decompressed pieces handed to consumers
 READ_SIZE = 1 << 20       # reads from the compressed source
@@ -84,8 +86,8 @@ class _Prefixed:
 def sniff(raw: BinaryIO) -> tuple[str, BinaryIO]:
     """Detect the compression of `raw` without losing the bytes read to do it."""
     head = b""
-    while len(head) < 6:
-        more = raw.read(6 - len(head))
+    while len(head) < 10:
+        more = raw.read(10 - len(head))
         if not more:
             break
         head += more

@@ -162,3 +162,8 @@ def test_bzip2_and_xz_are_named_not_misread():
         p = subprocess.run(cmd, input=b"data" * 100, capture_output=True, check=True)
         with pytest.raises(LayerError, match=f"^{name}-compressed layers are not supported"):
             read_all(p.stdout)
+
+
+def test_tar_starting_with_bzh_is_still_a_tar():
+    data = b"BZh9-is-a-file-name" + bytes(100)
+    assert read_all(data) == data
