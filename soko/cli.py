@@ -20,6 +20,9 @@ VERSION = "0.1.0"
 
 # command name -> "module:attribute" under soko.commands
 COMMANDS: dict[str, str] = {
+    "import": "images:import_cmd",
+    "save": "archives:save_cmd",
+    "load": "archives:load_cmd",
     "images": "images:images_cmd",
     "history": "images:history_cmd",
     "inspect": "images:inspect_cmd",

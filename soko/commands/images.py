@@ -136,3 +136,29 @@ def rmi_cmd(ctx: click.Context, force: bool, images: tuple[str, ...]) -> None:
             failed = True
     if failed:
         sys.exit(1)
+
+
+@click.command("import")
+@click.option("-c", "--change", "changes", multiple=True, help="A Dockerfile instruction for the config.")
+@click.option("-m", "--message", default=None, help="Commit message (the history comment).")
+@click.argument("source")
+@click.argument("name", required=False)
+@click.pass_context
+def import_cmd(ctx: click.Context, changes: tuple[str, ...], message: str | None, source: str,
+               name: str | None) -> None:
+    """Make a one-layer image from a root filesystem tarball (FILE or -)."""
+    from pathlib import Path
+
+    from storage import references
+    from storage.rootfs_import import import_rootfs
+
+    from ..changes import apply_changes
+
+    store = _store(ctx)
+    ref = references.parse(name) if name else None  # validate before the work
+    cfg = apply_changes(changes)
+    src = sys.stdin.buffer if source == "-" else Path(source)
+    manifest = import_rootfs(store, src, cfg, message, source)
+    if ref is not None:
+        store.tag(ref, manifest.digest)
+    click.echo(manifest.config.digest)
