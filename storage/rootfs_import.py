@@ -44,16 +44,27 @@ class _Decompressed:
 
 
 def check_entries(f: BinaryIO) -> int:
-    """Validate entry names of a (possibly compressed) tar; returns the count."""
+    """Validate entry names of a (possibly compressed) tar; returns the count.
+
+    Refused: `..` components, absolute names, hardlinks leaving the root, and
+    entries written through a symlink the same tarball created (the classic
+    `evil -> /etc`, then `evil/passwd`)."""
     count = 0
+    symlinks: set[str] = set()
     try:
         with tarfile.open(fileobj=_Decompressed(f), mode="r|") as tar:
             for m in tar:
                 parts = [p for p in m.name.split("/") if p not in ("", ".")]
-                if ".." in parts:
+                if ".." in parts or m.name.startswith("/"):
                     raise UnsafePathError(f"refusing tar entry {m.name!r}: it escapes the root")
-                if m.islnk() and ".." in m.linkname.split("/"):
+                if m.islnk() and (".." in m.linkname.split("/") or m.linkname.startswith("/")):
                     raise UnsafePathError(f"refusing hardlink {m.name!r} -> {m.linkname!r}: it escapes the root")
+                for i in range(1, len(parts)):
+                    if "/".join(parts[:i]) in symlinks:
+                        raise UnsafePathError(f"refusing tar entry {m.name!r}: it is written through the "
+                                              f"symlink {'/'.join(parts[:i])!r}")
+                if m.issym():
+                    symlinks.add("/".join(parts))
                 count += 1
     except tarfile.TarError as e:
         raise LayerError(f"not a valid tar archive: {e}") from None
