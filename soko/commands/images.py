@@ -52,7 +52,7 @@ def history_cmd(ctx: click.Context, no_trunc: bool, fmt: str, human: bool, image
     img = _store(ctx).resolve(image)
     layers = iter(img.manifest.layers)
     rows = []
-    for i, h in enumerate(img.config.history):
+    for h in img.config.history:
         layer = None if h.get("empty_layer") else next(layers, None)
         size = layer.size if layer else 0
         rows.append((h, size))

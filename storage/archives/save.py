@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from .. import digests, mediatypes as mt, references
 from ..compression import PushDecompressor, detect
-from ..errors import DigestMismatch
+from ..errors import DigestMismatch, InvalidReference
 from ..images import Image, ImageStore
 from ..model import Descriptor, build_manifest, canonical_json
 from .load import NAME_ANNOTATION, REF_ANNOTATION, _blob_name
@@ -22,22 +22,18 @@ from .tarfiles import ArchiveWriter
 
 
 def _targets(store: ImageStore, refs: list[str]) -> list[tuple[Image, list[str]]]:
-    """Each image once, with the tags to record: the ones the user named,
-    or all its tags when it was named by ID or digest."""
+    """Each image once, with the tags the user named; an image named by ID
+    or digest is saved without tags, as `docker save` does."""
     out: dict[str, tuple[Image, list[str]]] = {}
     for ref in refs:
         img = store.resolve(ref)
-        named: list[str] = []
+        entry = out.setdefault(img.digest, (img, []))
         try:
             r = references.parse(ref)
-            if not r.digest and r.familiar() in img.tags:
-                named = [r.familiar()]
-        except Exception:
-            pass
-        entry = out.setdefault(img.digest, (img, []))
-        for t in named or ([] if any(ref.startswith(p) for p in ("sha256:",)) else img.tags):
-            if t not in entry[1]:
-                entry[1].append(t)
+        except InvalidReference:
+            continue
+        if not r.digest and r.familiar() in img.tags and r.familiar() not in entry[1]:
+            entry[1].append(r.familiar())
     return list(out.values())
 
 
