@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, need_root
+from tests.conftest import REPO, need_root
 
 sys.path.insert(0, str(REPO / "fixtures"))
 import recipes  # noqa: E402  (fixtures/recipes.py)
