@@ -78,22 +78,19 @@ def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildR
         config.data["created"] = history.timestamp(epoch)
     try:
         manifest = store.commit(config, final.layers, mt.OCI_MANIFEST)
-        for out in opts.output:
-            _export(store, manifest, opts, out)
         tagged = [store.tag(t, manifest.digest).familiar() for t in opts.tags]
     except StorageError as e:
         raise BuildError(f"committing the image: {e}") from None
+    for out in opts.output:
+        _export(store, manifest.digest, tagged, out)
     return BuildResult(manifest.config.digest, manifest.digest, tagged, exe.steps, exe.cached, exe.warnings)
 
 
-def _export(store, manifest, opts: BuildOptions, out) -> None:
+def _export(store, digest: str, tags: list[str], out) -> None:
     """--output type=oci|docker,dest=FILE through storage's archive writers."""
+    from storage.archives import save
+
     try:
-        from storage import archives  # type: ignore[attr-defined]
-    except ImportError:
-        raise BuildError("--output needs storage.archives, which this soko does not have yet") from None
-    names = list(opts.tags)
-    if out.type == "oci":
-        archives.save_oci(store, [manifest.digest], out.dest, names=names)
-    else:
-        archives.save_docker(store, [manifest.digest], out.dest, names=names)
+        save(store, tags or [digest], out.dest, fmt=out.type)
+    except (StorageError, OSError) as e:
+        raise BuildError(f"--output {out.type} to {out.dest}: {e}") from None

@@ -197,6 +197,8 @@ class Context:
     def lookup(self, rel: str, follow: bool = True) -> Entry | None:
         """The entry at `rel`, following a symlink in its last component (within
         the context) when `follow`; None when absent or excluded."""
+        if not rel:
+            return Entry("", self.root, os.lstat(self.root))
         for _ in range(40):
             st = self._lstat(rel)
             if st is None:

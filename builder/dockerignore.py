@@ -91,9 +91,14 @@ class Pattern:
         i = 0
         n = len(text)
         first = True
+        in_class = False
         while i < n:
             ch = text[i]
             i += 1
+            if in_class and ch not in "]\\":
+                rx.append(ch if ch in "-^" else re.escape(ch))
+                first = False
+                continue
             if ch == "*":
                 if i < n and text[i] == "*":
                     i += 1
@@ -125,6 +130,7 @@ class Pattern:
                     rx.append(r"\\")
             elif ch in "[]":
                 rx.append(ch)
+                in_class = ch == "["
                 kind = _REGEX
             else:
                 rx.append(re.escape(ch))

@@ -245,7 +245,7 @@ def extract_flags(line: str, escape: str = "\\") -> tuple[str, list[str]]:
             pos += 1
         text = "".join(word)
         if text == "--":
-            return line[pos:], words
+            return line[pos:].lstrip(), words
         if text or blank_ok:
             words.append(text)
 
