@@ -216,7 +216,9 @@ class Executor:
     def _apply_hit(self, state: StageState, hit: cachemod.Entry) -> None:
         state.config = ImageConfig(hit.config).changed()
         if hit.diff_id is not None:
-            state.layers.append(layerio.descriptor_for(self.store, hit.diff_id, self.opts.storage_compression))
+            d = layerio.descriptor_for(self.store, hit.diff_id, self.opts.storage_compression)
+            self.cache.hold_more(hit.key, [d.digest])
+            state.layers.append(d)
         state.key = hit.key
 
     def _run_job(self, state: StageState, stage: Stage, cmd: Command, job: Job, index: int, total: int) -> None:

@@ -92,11 +92,9 @@ class RootView:
     @property
     def view(self):
         if self._view is None:
-            from runtime.layerview import LayerView
-            from runtime.snapshots import Snapshots
+            from runtime.build import layer_view
 
-            dirs = Snapshots(self.store).prepare(self.diff_ids) if self.diff_ids else []
-            self._view = LayerView([str(p) for p in reversed(dirs)])
+            self._view = layer_view(self.store, self.diff_ids)
         return self._view
 
     def lstat(self, path: str) -> os.stat_result | None:

@@ -95,8 +95,7 @@ def job(exe, state, stage, cmd: Run):
                     host = pipes / os.path.basename(target)
                     host.write_bytes(data)
                     host.chmod(0o755)
-                    mounts.append({"destination": target, "source": str(host), "type": "bind",
-                                   "options": ["rbind", "ro"]})
+                    mounts.append((str(host), target, True))
             code = run_step(exe.store, diff_ids, upper, work, argv, run_env, user, workdir, network,
                             mounts, on_output)
             if pending[0]:

@@ -55,3 +55,35 @@ def import_busybox(store: ImageStore, rootfs: Path, name: str = "busybox:latest"
     m = import_rootfs(store, rootfs, {"Cmd": ["sh"]})
     store.tag(name, m.digest)
     return name
+
+
+class ImageFS:
+    """The merged filesystem of a built image, read through its layers."""
+
+    def __init__(self, store: ImageStore, ref: str):
+        from runtime.build import layer_view
+
+        self.image = store.resolve(ref)
+        self.view = layer_view(store, list(self.image.config.diff_ids))
+
+    def stat(self, path: str, follow: bool = False) -> os.stat_result | None:
+        _, e = self.view.resolve(path, follow_last=follow)
+        return e.st if e else None
+
+    def read(self, path: str) -> bytes | None:
+        return self.view.read_file(path)
+
+    def readlink(self, path: str) -> str:
+        _, e = self.view.resolve(path, follow_last=False)
+        return os.readlink(e.host_path)
+
+    def mode(self, path: str) -> int:
+        import stat
+        st = self.stat(path)
+        assert st is not None, f"{path} missing"
+        return stat.S_IMODE(st.st_mode)
+
+    def owner(self, path: str) -> tuple[int, int]:
+        st = self.stat(path)
+        assert st is not None, f"{path} missing"
+        return st.st_uid, st.st_gid
