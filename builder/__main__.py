@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         def show(e: BuildEvent) -> None:
             if quiet:
                 return
-            if e.kind == "step" and not e.metadata:
+            if e.kind == "step":
                 print(e.header() + ("\n#%d CACHED" % e.step if e.cached else ""), flush=True)
             elif e.kind == "output":
                 print(f"#{e.step} {e.text}", flush=True)

@@ -161,10 +161,13 @@ class Executor:
 
     # -- steps -------------------------------------------------------------------
     def _event(self, kind: str, stage: Stage, index: int, total: int, text: str, **kw) -> BuildEvent:
+        """A step event (`text` is the instruction), or an output line (`text` is the line)."""
         if kind == "step":
             self.step_no += 1
-        return BuildEvent(kind, self.step_no, stage.label if self.multi_stage or stage.name else None,
-                          index, total, text, **kw)
+        where = stage.label if self.multi_stage or stage.name else None
+        if kind == "output":
+            return BuildEvent(kind, self.step_no, where, index, total, text=text, **kw)
+        return BuildEvent(kind, self.step_no, where, index, total, text, **kw)
 
     def now(self) -> str:
         return history.timestamp(self.epoch)
