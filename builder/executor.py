@@ -147,6 +147,9 @@ class Executor:
             except StorageError as e:
                 raise DockerfileError(f"FROM {ref}: {e}", f.line, self.plan.filename) from None
             config = _base_config(image.config)
+            env = list(config.config.get("Env") or [])
+            if not any(e.startswith("PATH=") for e in env):
+                config.config["Env"] = [f"PATH={DEFAULT_PATH}", *env]  # as BuildKit and buildah do
             layers = [layerio.oci_descriptor(d) for d in image.manifest.layers if mt.is_layer(d.media_type)]
             state = StageState(config, layers, cachemod.key(None, base=image.manifest.digest),
                                StageArgs(self.globals), filename=self.plan.filename, lexer=self.lexer)
