@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "tag": "images:tag_cmd",
     "rmi": "images:rmi_cmd",
     "gc": "gc:gc_cmd",
+    "run": "run:run_cmd",
+    "serve": "serve:serve_cmd",
 }
 
 
