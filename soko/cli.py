@@ -31,6 +31,12 @@ COMMANDS: dict[str, str] = {
     "gc": "gc:gc_cmd",
     "run": "run:run_cmd",
     "serve": "serve:serve_cmd",
+    "build": "build:build_cmd",
+    "push": "transfer:push_cmd",
+    "pull": "transfer:pull_cmd",
+    "copy": "transfer:copy_cmd",
+    "login": "transfer:login_cmd",
+    "logout": "transfer:logout_cmd",
 }
 
 
