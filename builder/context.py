@@ -278,7 +278,7 @@ class Context:
         return self.hashes.digest(e.path, e.st, self.root)
 
 
-def tree_records(ctx: Context, top: Entry, name: str) -> Iterable[str]:
+def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | None = None) -> Iterable[str]:
     """Cache-key records for a source: its type, mode and content (or link
     target), and the same for everything under it; mtime and owner are left
     out (COPY from the context writes uid/gid 0 unless --chown says otherwise)."""
@@ -295,5 +295,5 @@ def tree_records(ctx: Context, top: Entry, name: str) -> Iterable[str]:
     yield record(top, name)
     if top.is_dir:
         cut = len(top.rel) + 1 if top.rel else 0
-        for e in ctx.walk(top.rel):
+        for e in (children if children is not None else ctx.walk(top.rel)):
             yield record(e, f"{name}/{e.rel[cut:]}" if name else e.rel[cut:])

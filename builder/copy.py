@@ -167,7 +167,9 @@ def job(exe, state, stage, cmd: Copy):
                 tree = Tree(root, view, uid, gid)
                 _place_all(tree, view, items, dest_abs, dest_is_dir, chown_spec is not None, uid, gid, chmod)
                 tree.finish()
-                return layerio.write_dir(exe.store, root, exe.opts.storage_compression, exe.epoch)
+                layer = layerio.write_dir(exe.store, root, exe.opts.storage_compression, exe.epoch)
+                layerio.adopt(exe.store, [*diff_ids, layer.diff_id], root)
+                return layer
         except BuildError as e:
             if isinstance(e, (StepError, DockerfileError)):
                 raise
@@ -195,12 +197,14 @@ def _context_sources(exe, src: str, unpack: bool) -> list[Item]:
     for e in entries:
         name = e.rel.rpartition("/")[2] if e.rel else ""
         item = Item(name, e.path, e.st)
+        children = None
         if e.is_dir:
             cut = len(e.rel) + 1 if e.rel else 0
-            item.walk = (lambda e=e, cut=cut: ((c.rel[cut:], c.path, c.st) for c in ctx.walk(e.rel)))
+            children = list(ctx.walk(e.rel))  # walked once: for the key, then for the copy
+            item.walk = (lambda children=children, cut=cut: ((c.rel[cut:], c.path, c.st) for c in children))
         elif unpack and e.is_file and addmod.is_archive(e.path):
             item.archive = True
-        item.records = [f"src ctx {e.rel or '.'}", *tree_records(ctx, e, name)]
+        item.records = [f"src ctx {e.rel or '.'}", *tree_records(ctx, e, name, children)]
         if item.archive:
             item.records.append("unpack")
         out.append(item)
@@ -370,13 +374,16 @@ def _place(tree: Tree, path: Path, host: Path, st: os.stat_result, uid: int, gid
     if kind == stat.S_IFDIR:
         tree.make_dir(path, mode, uid, gid, mtime_ns)
         return
+    if kind == stat.S_IFREG:
+        try:
+            _copy_file(host, path, mode, uid, gid, mtime_ns)
+        except FileExistsError:  # a second source writing the same path: the last one wins
+            remove(path)
+            _copy_file(host, path, mode, uid, gid, mtime_ns)
+        return
     if path.exists() or path.is_symlink():
         remove(path)
-    if kind == stat.S_IFREG:
-        shutil.copyfile(host, path, follow_symlinks=False)
-        chown(path, uid, gid)
-        os.chmod(path, mode)
-    elif kind == stat.S_IFLNK:
+    if kind == stat.S_IFLNK:
         os.symlink(os.readlink(host), path)
         chown(path, uid, gid)
     elif kind == stat.S_IFIFO:
@@ -388,3 +395,35 @@ def _place(tree: Tree, path: Path, host: Path, st: os.stat_result, uid: int, gid
     else:
         return  # sockets cannot be copied
     os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+_O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> None:
+    """Data in the kernel (copy_file_range), metadata through the open descriptor."""
+    sfd = os.open(src, _O_SRC)
+    try:
+        dfd = os.open(dst, _O_DST, 0o600)
+        try:
+            left = os.fstat(sfd).st_size
+            while left > 0:
+                try:
+                    n = os.copy_file_range(sfd, dfd, left)
+                except OSError:
+                    n = os.sendfile(dfd, sfd, None, left)
+                if n == 0:
+                    break
+                left -= n
+            try:
+                os.fchown(dfd, uid, gid)
+            except PermissionError:
+                if (uid, gid) != (os.geteuid(), os.getegid()):
+                    raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None
+            os.fchmod(dfd, mode)
+            os.utime(dfd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)

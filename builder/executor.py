@@ -280,7 +280,9 @@ class Executor:
                 except BuildError as e:
                     raise StepError(f"WORKDIR {path}: {e}", cmd.line, self.plan.filename) from None
                 tree.finish()
-                return layerio.write_dir(self.store, root, self.opts.storage_compression, self.epoch)
+                layer = layerio.write_dir(self.store, root, self.opts.storage_compression, self.epoch)
+                layerio.adopt(self.store, [*diff_ids, layer.diff_id], root)
+                return layer
 
         return Job(key, created_by, produce)
 

@@ -40,6 +40,29 @@ def write_upper(store, upper: Path, compression: str, epoch: int | None) -> NewL
     return _record(store, write_layer_from_overlay(upper, store.blobs, compression=compression, epoch=epoch))
 
 
+def adopt(store, diff_ids: list[str], directory: Path) -> bool:
+    """Keep a layer's own tree (a COPY staging directory, a RUN upper, both in
+    overlay form) as the snapshot of the stack `diff_ids`, so the next step
+    does not unpack the layer it has just written. False when one exists."""
+    from runtime.snapshots import Snapshots, chain_ids
+
+    snaps = Snapshots(store)
+    cid = chain_ids(diff_ids)[-1]
+    if snaps.has(cid):
+        return False
+    os.chmod(directory, 0o755)  # an overlay's root takes the top layer's root mode
+    os.chown(directory, 0, 0) if os.geteuid() == 0 else None
+    snaps.root.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(directory, snaps.path(cid))
+    except OSError:
+        return False  # another build adopted or unpacked it first
+    record = getattr(snaps, "record", None)
+    if record is not None:
+        record(cid, diff_ids[-1], chain_ids(diff_ids)[-2] if len(diff_ids) > 1 else None)
+    return True
+
+
 def descriptor_for(store, diff_id: str, compression: str) -> Descriptor:
     """A stored blob of layer `diff_id` in `compression`, converting one that
     exists in another compression when needed (a cache hit after --compression changed)."""

@@ -112,7 +112,9 @@ def job(exe, state, stage, cmd: Run):
             _clean_stubs(upper, layerio.RootView(exe.store, diff_ids), [*STUB_TARGETS, *files])
             if not any(upper.iterdir()) and not _opaque(upper):
                 return None
-            return layerio.write_upper(exe.store, upper, exe.opts.storage_compression, exe.epoch)
+            layer = layerio.write_upper(exe.store, upper, exe.opts.storage_compression, exe.epoch)
+            layerio.adopt(exe.store, [*diff_ids, layer.diff_id], upper)
+            return layer
 
     return Job(key, created_by, produce)
 
