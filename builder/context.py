@@ -194,29 +194,50 @@ class Context:
             return next(self.walk(rel), None) is not None
         return False
 
-    def lookup(self, rel: str, follow: bool = True) -> Entry | None:
-        """The entry at `rel`, following a symlink in its last component (within
-        the context) when `follow`; None when absent or excluded."""
-        if not rel:
-            return Entry("", self.root, os.lstat(self.root))
-        for _ in range(40):
-            st = self._lstat(rel)
+    def resolve(self, rel: str, follow: bool = True) -> str | None:
+        """`rel` with every symlink resolved as if the context were `/` (absolute
+        targets start at the root, `..` stops there), as BuildKit resolves paths in
+        the context it received; None when a component is missing."""
+        todo = [c for c in rel.split("/") if c and c != "."]
+        todo.reverse()
+        done: list[str] = []
+        links = 0
+        while todo:
+            name = todo.pop()
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            cur = "/".join([*done, name])
+            st = self._lstat(cur)
             if st is None:
                 return None
-            if follow and stat.S_ISLNK(st.st_mode):
-                target = os.readlink(self._abs(rel))
-                base = "" if target.startswith("/") else rel.rpartition("/")[0]
-                rel = clean_source(f"{base}/{target}")
+            if stat.S_ISLNK(st.st_mode) and (todo or follow):
+                links += 1
+                if links > 40:
+                    raise ContextError(f"too many levels of symbolic links: {rel}")
+                target = os.readlink(self._abs(cur))
+                if target.startswith("/"):
+                    done = []
+                todo.extend(reversed([c for c in target.split("/") if c and c != "."]))
                 continue
-            # intermediate components are real directories of the context (symlinks in
-            # them are resolved by the OS but must stay inside the root)
-            real = os.path.realpath(self._abs(rel).parent)
-            if not (real == str(self.root) or real.startswith(str(self.root) + os.sep)):
+            if todo and not stat.S_ISDIR(st.st_mode):
                 return None
-            if not self.visible(rel, st):
-                return None
-            return Entry(rel, self._abs(rel), st)
-        raise ContextError(f"too many levels of symbolic links: {rel}")
+            done.append(name)
+        return "/".join(done)
+
+    def lookup(self, rel: str, follow: bool = True) -> Entry | None:
+        """The entry at `rel` (symlinks resolved inside the context, the last one
+        too when `follow`); None when absent or excluded by .dockerignore."""
+        real = self.resolve(rel, follow)
+        if real is None:
+            return None
+        if not real:
+            return Entry("", self.root, os.lstat(self.root))
+        st = self._lstat(real)
+        if st is None or not self.visible(real, st):
+            return None
+        return Entry(real, self._abs(real), st)
 
     # -- listing ---------------------------------------------------------------
     def walk(self, rel: str) -> Iterator[Entry]:
@@ -256,14 +277,17 @@ class Context:
                 if not has_wildcards(comp):
                     literal = re.sub(r"\\(.)", r"\1", comp)
                     cand = f"{d}/{literal}" if d else literal
-                    if self._lstat(cand) is not None:
+                    if self.resolve(cand, follow=False) is not None:
                         nxt.append(cand)
                     continue
-                rx = component_regex(comp)
+                real = self.resolve(d) if d else ""
+                if real is None:
+                    continue
                 try:
-                    names = sorted(os.listdir(self._abs(d)))
+                    names = sorted(os.listdir(self._abs(real)))
                 except (NotADirectoryError, FileNotFoundError):
                     continue
+                rx = component_regex(comp)
                 nxt.extend(f"{d}/{n}" if d else n for n in names if rx.match(n))
             current = nxt
         out = []
