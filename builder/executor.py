@@ -128,7 +128,8 @@ class Executor:
             except StorageError as e:
                 raise DockerfileError(str(e), f.line, self.plan.filename) from None
         started = time.monotonic()
-        event = self._event("step", stage, 1, total, f.inst.original, cached=True)
+        shown = f"FROM {ref}" + (f" AS {f.name}" if f.name else "")  # variables expanded, as BuildKit shows it
+        event = self._event("step", stage, 1, total, shown, cached=True)
         dep = self.plan.lookup(ref, before=stage.index)
         if ref.lower() == "scratch":
             config = ImageConfig.new(platform)
@@ -154,7 +155,7 @@ class Executor:
             state = StageState(config, layers, cachemod.key(None, base=image.manifest.digest),
                                StageArgs(self.globals), filename=self.plan.filename, lexer=self.lexer)
         self.emit(event)
-        self.emit(self._event("done", stage, 1, total, f.inst.original, cached=True,
+        self.emit(self._event("done", stage, 1, total, shown, cached=True,
                               elapsed=time.monotonic() - started))
         triggers = list(state.cfg.get("OnBuild") or [])
         if triggers:

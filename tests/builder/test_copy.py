@@ -297,3 +297,12 @@ def test_reproducible_with_source_date_epoch(store, ctx):
     a = do_build(store, ctx, text, source_date_epoch=1700000000)
     b = do_build(store, ctx, text, source_date_epoch=1700000000, no_cache=True)
     assert a.result.image_id == b.result.image_id and a.result.manifest_digest == b.result.manifest_digest
+
+
+def test_only_the_files_a_step_needs_are_read(store, ctx):
+    huge = ctx / "huge.bin"
+    with open(huge, "wb") as f:
+        f.truncate(1 << 40)  # sparse: reading it would take hours
+    do_build(store, ctx, "FROM busybox\nENV A=1\n")  # no COPY: the context is not even listed
+    fs = build(store, ctx, "FROM busybox\nCOPY a.txt dir /x/\n")
+    assert fs.read("/x/a.txt") == b"A" and fs.read("/x/one") == b"1"
