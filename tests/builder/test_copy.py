@@ -306,3 +306,20 @@ def test_only_the_files_a_step_needs_are_read(store, ctx):
     do_build(store, ctx, "FROM busybox\nENV A=1\n")  # no COPY: the context is not even listed
     fs = build(store, ctx, "FROM busybox\nCOPY a.txt dir /x/\n")
     assert fs.read("/x/a.txt") == b"A" and fs.read("/x/one") == b"1"
+
+
+def test_variables_in_copy_flags_and_paths(store, ctx):
+    (ctx / "$FILE").write_text("dollar")
+    fs = build(store, ctx, "FROM busybox AS src\nCOPY a.txt /made/a.txt\nFROM busybox\nARG STAGE=src\n"
+                           "ARG OWNER=app\nARG MODE=600\nENV DEST=/dst FILE=a.txt\n"
+                           "COPY --from=${STAGE} --chown=$OWNER --chmod=$MODE /made/${FILE} $DEST/\n"
+                           "COPY \\$FILE /literal-dollar\n", tag="vars")
+    assert fs.read("/dst/a.txt") == b"A" and fs.owner("/dst/a.txt") == (1000, 1000) and fs.mode("/dst/a.txt") == 0o600
+    assert fs.read("/literal-dollar") == b"dollar"
+
+
+def test_onbuild_copy_uses_the_childs_context(store, ctx, tmp_path):
+    parent_ctx = write_context(tmp_path / "parent", {})
+    do_build(store, parent_ctx, "FROM busybox\nONBUILD COPY a.txt /from-child-context\n", tags=["obparent"])
+    fs = build(store, ctx, "FROM obparent\n", tag="obchild")
+    assert fs.read("/from-child-context") == b"A"
