@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path

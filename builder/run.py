@@ -9,7 +9,6 @@ handed to the shell whole, body included.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import deque
 from pathlib import Path
 
