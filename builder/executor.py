@@ -235,6 +235,9 @@ class Executor:
             raise
         except StorageError as e:
             raise StepError(f"{cmd.cmd}: {e}", cmd.line, self.plan.filename) from None
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            raise StepError(f"{cmd.cmd}: {e.strerror or e}{where}", cmd.line, self.plan.filename) from None
         if layer is None:
             self._record(state, job.key, job.created_by, None)
         else:
