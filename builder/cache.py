@@ -31,6 +31,13 @@ MIGRATIONS = [
     );
     CREATE INDEX builder_cache_used ON builder_cache(last_used);
     """,
+    # 2: the latest result of each COPY "family" (parent + instruction), a donor of hard links
+    """
+    CREATE TABLE builder_copy_family (
+        family TEXT PRIMARY KEY,
+        chain_id TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -96,6 +96,30 @@ class HashCache:
         self._dirty.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
         return digest
 
+    def known(self, path: Path, st: os.stat_result, root: Path) -> str | None:
+        """The remembered digest of `path` if still valid, without reading it."""
+        self._load(root)
+        hit = self._mem.get(str(path))
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] == st.st_ino:
+            return hit[3]
+        return None
+
+    def remember(self, path: Path, size: int, mtime_ns: int, inode: int, digest: str) -> None:
+        """Record a digest known without reading (a file just written from a hashed source)."""
+        key = str(path)
+        self._mem[key] = (size, mtime_ns, inode, digest)
+        self._dirty.append((key, size, mtime_ns, inode, digest))
+
+    def forget_under(self, root: Path) -> None:
+        """Drop what is remembered about files under `root` (a superseded snapshot)."""
+        prefix = str(root).rstrip("/") + "/"
+        for k in [k for k in self._mem if k.startswith(prefix)]:
+            del self._mem[k]
+        self._dirty = [d for d in self._dirty if not d[0].startswith(prefix)]
+        if self.db is not None:
+            self.db.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?",
+                            (prefix, prefix[:-1] + "0"))
+
     def flush(self) -> None:
         if self.db is None or not self._dirty:
             return

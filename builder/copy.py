@@ -32,6 +32,7 @@ from .context import clean_source, component_regex, has_wildcards, tree_records
 from .errors import BuildError, DockerfileError, ExpansionError, StepError
 from .instructions import Copy
 from .perms import Chmod, resolve_chown
+from .reuse import Reuse
 from .tree import Tree, chown, remove
 
 Walk = Callable[[], Iterator[tuple[str, Path, os.stat_result]]]
@@ -49,6 +50,7 @@ class Item:
     archive: bool = False          # ADD: unpack into the destination
     records: list[str] = field(default_factory=list)
     mtime: int | None = None       # override (URL Last-Modified, heredocs)
+    hash_root: Path | None = None  # where its files' digests are remembered (see HashCache)
 
     @property
     def is_dir(self) -> bool:
@@ -151,10 +153,11 @@ def job(exe, state, stage, cmd: Copy):
     exe.hashes.flush()
 
     records = [r for i in items for r in i.records]
-    key = cachemod.key(state.key, copy={
-        "cmd": what, "dest": dest_abs, "dest_dir": dest_is_dir, "chown": chown_spec, "chmod": chmod_spec,
-        "from": from_label, "unpack": cmd.unpack,
-    }, sources=hashlib.sha256("\n".join(records).encode()).hexdigest(), **exe._key_extra())
+    spec = {"cmd": what, "dest": dest_abs, "dest_dir": dest_is_dir, "chown": chown_spec, "chmod": chmod_spec,
+            "from": from_label, "unpack": cmd.unpack}
+    key = cachemod.key(state.key, copy=spec, sources=hashlib.sha256("\n".join(records).encode()).hexdigest(),
+                       **exe._key_extra())
+    family = cachemod.key(state.key, copy=spec, **exe._key_extra())
     created_by = f"{what} {' '.join(shown)} {dest}"
     diff_ids = list(state.config.diff_ids)
 
@@ -162,12 +165,16 @@ def job(exe, state, stage, cmd: Copy):
         try:
             view = layerio.RootView(exe.store, diff_ids)
             uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
+            reuse = Reuse(exe.store, exe.hashes, family)
             with exe.staging() as root:
                 tree = Tree(root, view, uid, gid)
-                _place_all(tree, view, items, dest_abs, dest_is_dir, chown_spec is not None, uid, gid, chmod)
+                placer = _Placer(tree, exe.hashes, reuse, chmod)
+                _place_all(placer, view, items, dest_abs, dest_is_dir, chown_spec is not None, uid, gid)
                 tree.finish()
                 layer = layerio.write_dir(exe.store, root, exe.opts.storage_compression, exe.epoch)
-                layerio.adopt(exe.store, [*diff_ids, layer.diff_id], root)
+                chain = [*diff_ids, layer.diff_id]
+                if layerio.adopt(exe.store, chain, root):
+                    reuse.remember(layerio.chain_id(chain))
                 return layer
         except BuildError as e:
             if isinstance(e, (StepError, DockerfileError)):
@@ -195,7 +202,7 @@ def _context_sources(exe, src: str, unpack: bool) -> list[Item]:
     out = []
     for e in entries:
         name = e.rel.rpartition("/")[2] if e.rel else ""
-        item = Item(name, e.path, e.st)
+        item = Item(name, e.path, e.st, hash_root=ctx.root)
         children = None
         if e.is_dir:
             cut = len(e.rel) + 1 if e.rel else 0
@@ -224,7 +231,7 @@ def _view_sources(exe, view, src: str) -> list[Item]:
             continue
         host, st = found
         name = posixpath.basename(p.rstrip("/"))
-        item = Item(name, Path(host), st, keep_owner=True)
+        item = Item(name, Path(host), st, keep_owner=True, hash_root=Path(exe.store.root) / "snapshots")
         if stat.S_ISDIR(st.st_mode):
             resolved = "/" + "/".join(view.resolve(p)[0])
             item.walk = (lambda r=resolved: _view_walk(view, r))
@@ -313,8 +320,9 @@ def _with_mode(st: os.stat_result, mode: int) -> os.stat_result:
 
 
 # -- writing the layer tree ----------------------------------------------------------
-def _place_all(tree: Tree, view, items: list[Item], dest: str, dest_is_dir: bool, chowned: bool,
-               uid: int, gid: int, chmod: Chmod | None) -> None:
+def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_dir: bool, chowned: bool,
+               uid: int, gid: int) -> None:
+    tree, chmod = placer.tree, placer.chmod
     parts, entry = view.resolve(dest)
     dest_exists_dir = entry is not None and stat.S_ISDIR(entry.st.st_mode)
     into_dir = dest_is_dir or dest_exists_dir or len(items) > 1
@@ -334,7 +342,7 @@ def _place_all(tree: Tree, view, items: list[Item], dest: str, dest_is_dir: bool
                 continue
             for rel, host, st in item.walk() if item.walk else ():
                 o_uid, o_gid = owner(st, item.keep_owner)
-                _place(tree, target / rel, host, st, o_uid, o_gid, chmod, None)
+                placer.place(target / rel, host, st, o_uid, o_gid, None, item.hash_root)
             continue
         file_parts = parts + [item.name] if into_dir else parts
         if not file_parts:
@@ -350,7 +358,7 @@ def _place_all(tree: Tree, view, items: list[Item], dest: str, dest_is_dir: bool
         if item.data is not None:
             _write_data(target, item.data, chmod.apply(0o644, False) if chmod else 0o644, o_uid, o_gid, item.mtime)
         else:
-            _place(tree, target, item.host, item.st, o_uid, o_gid, chmod, item.mtime)  # type: ignore[arg-type]
+            placer.place(target, item.host, item.st, o_uid, o_gid, item.mtime, item.hash_root)  # type: ignore[arg-type]
 
 
 def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: int | None) -> None:
@@ -363,44 +371,62 @@ def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: i
         os.utime(path, (mtime, mtime))
 
 
-def _place(tree: Tree, path: Path, host: Path, st: os.stat_result, uid: int, gid: int,
-           chmod: Chmod | None, mtime: int | None) -> None:
-    mode = stat.S_IMODE(st.st_mode)
-    kind = stat.S_IFMT(st.st_mode)
-    if chmod is not None:
-        mode = chmod.apply(mode, kind == stat.S_IFDIR)
-    mtime_ns = mtime * 1_000_000_000 if mtime is not None else st.st_mtime_ns
-    if kind == stat.S_IFDIR:
-        tree.make_dir(path, mode, uid, gid, mtime_ns)
-        return
-    if kind == stat.S_IFREG:
-        try:
-            _copy_file(host, path, mode, uid, gid, mtime_ns)
-        except FileExistsError:  # a second source writing the same path: the last one wins
+class _Placer:
+    """Writes entries into the tree: hard links from the previous result when
+    possible (see reuse.py), else new files copied through descriptors."""
+
+    def __init__(self, tree: Tree, hashes, reuse: Reuse, chmod: Chmod | None):
+        self.tree = tree
+        self.hashes = hashes
+        self.reuse = reuse
+        self.chmod = chmod
+
+    def place(self, path: Path, host: Path, st: os.stat_result, uid: int, gid: int, mtime: int | None,
+              hash_root: Path | None) -> None:
+        mode = stat.S_IMODE(st.st_mode)
+        kind = stat.S_IFMT(st.st_mode)
+        if self.chmod is not None:
+            mode = self.chmod.apply(mode, kind == stat.S_IFDIR)
+        mtime_ns = mtime * 1_000_000_000 if mtime is not None else st.st_mtime_ns
+        if kind == stat.S_IFDIR:
+            self.tree.make_dir(path, mode, uid, gid, mtime_ns)
+            return
+        if kind == stat.S_IFREG:
+            self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
+            return
+        if path.exists() or path.is_symlink():
             remove(path)
-            _copy_file(host, path, mode, uid, gid, mtime_ns)
-        return
-    if path.exists() or path.is_symlink():
-        remove(path)
-    if kind == stat.S_IFLNK:
-        os.symlink(os.readlink(host), path)
-        chown(path, uid, gid)
-    elif kind == stat.S_IFIFO:
-        os.mkfifo(path, mode)
-        chown(path, uid, gid)
-    elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-        os.mknod(path, kind | mode, st.st_rdev)
-        chown(path, uid, gid)
-    else:
-        return  # sockets cannot be copied
-    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        if kind == stat.S_IFLNK:
+            os.symlink(os.readlink(host), path)
+            chown(path, uid, gid)
+        elif kind == stat.S_IFIFO:
+            os.mkfifo(path, mode)
+            chown(path, uid, gid)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+            os.mknod(path, kind | mode, st.st_rdev)
+            chown(path, uid, gid)
+        else:
+            return  # sockets cannot be copied
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def _file(self, path: Path, host: Path, st: os.stat_result, mode: int, uid: int, gid: int, mtime_ns: int,
+              hash_root: Path | None) -> None:
+        digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
+        if os.path.lexists(path):
+            remove(path)  # a second source writing the same path: the last one wins
+        rel = str(path.relative_to(self.tree.root))
+        if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
+            return
+        inode = _copy_file(host, path, mode, uid, gid, mtime_ns)
+        if digest is not None:
+            self.reuse.written(rel, inode, st.st_size, mtime_ns, digest)
 
 
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def _copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> None:
+def _copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> int:
     """Data in the kernel (copy_file_range), metadata through the open descriptor."""
     sfd = os.open(src, _O_SRC)
     try:
@@ -422,6 +448,7 @@ def _copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: in
                     raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None
             os.fchmod(dfd, mode)
             os.utime(dfd, ns=(mtime_ns, mtime_ns))
+            return os.fstat(dfd).st_ino
         finally:
             os.close(dfd)
     finally:

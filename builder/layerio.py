@@ -40,6 +40,12 @@ def write_upper(store, upper: Path, compression: str, epoch: int | None) -> NewL
     return _record(store, write_layer_from_overlay(upper, store.blobs, compression=compression, epoch=epoch))
 
 
+def chain_id(diff_ids: list[str]) -> str:
+    from runtime.snapshots import chain_ids
+
+    return chain_ids(diff_ids)[-1]
+
+
 def adopt(store, diff_ids: list[str], directory: Path) -> bool:
     """Keep a layer's own tree (a COPY staging directory, a RUN upper, both in
     overlay form) as the snapshot of the stack `diff_ids`, so the next step
