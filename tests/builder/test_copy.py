@@ -323,3 +323,26 @@ def test_onbuild_copy_uses_the_childs_context(store, ctx, tmp_path):
     do_build(store, parent_ctx, "FROM busybox\nONBUILD COPY a.txt /from-child-context\n", tags=["obparent"])
     fs = build(store, ctx, "FROM obparent\n", tag="obchild")
     assert fs.read("/from-child-context") == b"A"
+
+
+def test_copy_again_links_unchanged_files_from_its_previous_result(store, ctx):
+    from runtime.snapshots import Snapshots, chain_ids
+
+    def snapshot_of(ref: str):
+        return Snapshots(store).path(chain_ids(store.resolve(ref).config.diff_ids)[-1])
+
+    text = "FROM busybox\nCOPY dir /d\n"
+    do_build(store, ctx, text, tags=["v1"])
+    old = snapshot_of("v1")
+    (ctx / "dir/one").write_text("changed")
+    os.chmod(ctx / "dir/sub/two", 0o600)
+    do_build(store, ctx, text, tags=["v2"])
+    new = snapshot_of("v2")
+    assert new != old
+    assert os.stat(new / "d/.hidden").st_ino == os.stat(old / "d/.hidden").st_ino  # unchanged: linked
+    assert os.stat(new / "d/one").st_ino != os.stat(old / "d/one").st_ino          # content changed
+    assert os.stat(new / "d/sub/two").st_ino != os.stat(old / "d/sub/two").st_ino  # mode changed
+    fs = ImageFS(store, "v2")
+    assert fs.read("/d/one") == b"changed" and fs.read("/d/.hidden") == b"h" and fs.mode("/d/sub/two") == 0o600
+    old_fs = ImageFS(store, "v1")
+    assert old_fs.read("/d/one") == b"1" and old_fs.mode("/d/sub/two") == 0o644
