@@ -1,0 +1,174 @@
+"""Upload sessions and the streaming write path.
+
+A session is a row in SQLite plus the resumable ingest file `upload-<id>`;
+its offset is what the file holds, so after a restart (even `kill -9`) the
+session continues where the bytes end. Request bodies are read on the event
+loop and handed in batches to a worker thread that hashes and writes them,
+while the loop already receives the next batch; at most one batch is in
+flight per upload. A blob becomes visible only when the closing PUT's digest
+matches: the file is then renamed into the blob store and linked into the
+repository in one metadata transaction.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from aiohttp import StreamReader
+
+from storage import digests
+from storage.blobs import BlobWriter
+
+from ..errors import APIError
+from .core import Registry
+
+BATCH = 4 * 1024 * 1024  # bytes handed to the worker thread at once
+IDLE_CLOSE = 300.0  # seconds after which an idle session's file is closed (reopened on demand)
+_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass
+class Session:
+    id: str
+    repo: str
+    writer: BlobWriter | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+
+def _write_all(writer: BlobWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
+
+
+class Uploads:
+    def __init__(self, reg: Registry):
+        self.reg = reg
+        self.sessions: dict[str, Session] = {}
+
+    async def create(self, repo: str) -> Session:
+        s = Session(str(uuid.uuid4()), repo)
+        await self.reg.run(self.reg.meta.new_upload, s.id, repo)
+        self.sessions[s.id] = s
+        return s
+
+    def get(self, repo: str, upload_id: str) -> Session:
+        """The session, if it exists and belongs to `repo` (BLOB_UPLOAD_UNKNOWN otherwise)."""
+        s = self.sessions.get(upload_id)
+        if s is None:
+            row = self.reg.meta.upload(upload_id) if _ID_RE.match(upload_id) else None
+            if row is not None:
+                s = self.sessions.setdefault(upload_id, Session(upload_id, row.repo))
+        if s is None or s.repo != repo or s.closed:
+            raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
+        s.last_used = time.monotonic()
+        return s
+
+    async def writer(self, s: Session) -> BlobWriter:
+        """The session's writer (hold `s.lock`); reopening re-hashes what is on disk."""
+        if s.closed:
+            raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": s.id})
+        if s.writer is None:
+            s.writer = await self.reg.run(BlobWriter, self.reg.blobs, s.id)
+        return s.writer
+
+    async def receive(self, writer: BlobWriter, content: StreamReader) -> int:
+        """Stream a request body into `writer`; returns the bytes received.
+
+        What arrived before a disconnect is kept: the upload resumes at the
+        offset a status GET reports."""
+        run = self.reg.run
+        limit = self.reg.config.limits.max_blob_bytes
+        start = writer.offset
+        received = 0
+        chunks: list[bytes] = []
+        batched = 0
+        pending: asyncio.Future | None = None
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    break
+                received += len(chunk)
+                if limit is not None and start + received > limit:
+                    raise APIError("SIZE_INVALID", f"blob larger than the limit of {limit} bytes", status=413)
+                chunks.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH:
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.ensure_future(run(_write_all, writer, chunks))
+                    chunks, batched = [], 0
+        finally:
+            if pending is not None:
+                await pending
+            if chunks:
+                await run(_write_all, writer, chunks)
+            await run(writer.flush, False)  # in the kernel: survives kill -9
+        return received
+
+    async def cancel(self, s: Session) -> None:
+        s.closed = True
+        self.sessions.pop(s.id, None)
+        w = s.writer
+        s.writer = None
+
+        def drop() -> None:
+            if w is not None:
+                w.abort()
+            else:
+                (self.reg.blobs.ingest_dir / f"upload-{s.id}").unlink(missing_ok=True)
+            self.reg.meta.delete_upload(s.id)
+
+        await self.reg.run(drop)
+
+    async def complete(self, s: Session, expected: str) -> int:
+        """Verify the whole upload against `expected` and publish it; returns its size."""
+        w = await self.writer(s)
+        size = w.offset
+        try:
+            await self.reg.run(finish, self.reg, w, s.repo, expected, s.id)
+        finally:
+            s.closed = True
+            s.writer = None
+            self.sessions.pop(s.id, None)
+        return size
+
+    async def close_idle(self) -> None:
+        """Release file handles of sessions nobody touched for a while."""
+        cutoff = time.monotonic() - IDLE_CLOSE
+        for s in list(self.sessions.values()):
+            if s.last_used < cutoff and not s.lock.locked():
+                self.sessions.pop(s.id, None)
+                if s.writer is not None:
+                    w, s.writer = s.writer, None
+                    await self.reg.run(w.close)
+
+    async def close_all(self) -> None:
+        for s in list(self.sessions.values()):
+            if s.writer is not None:
+                await self.reg.run(s.writer.close)
+        self.sessions.clear()
+
+
+def finish(reg: Registry, w: BlobWriter, repo: str, expected: str, upload_id: str | None) -> None:
+    """(worker thread) Check the digest, then move the data into place and
+    link it into `repo` in one transaction. On a mismatch the data and the
+    session are dropped and DIGEST_INVALID raised."""
+    w.flush(sync=True)  # before the transaction: placing it inside is then instant
+    alg = digests.parse(expected).algorithm
+    actual = w.digest if alg == w.algorithm else digests.of_path(w.tmp, alg)[0]
+    if actual != expected:
+        w.abort()
+        if upload_id is not None:
+            reg.meta.delete_upload(upload_id)
+        raise APIError("DIGEST_INVALID", f"upload has digest {actual}, not {expected}",
+                       {"expected": expected, "actual": actual})
+    size = w.offset
+    tmp = w.tmp
+    w.close()  # a resumable writer keeps its file: handed over below
+    reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected))
