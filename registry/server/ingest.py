@@ -58,15 +58,27 @@ class Uploads:
 
     def get(self, repo: str, upload_id: str) -> Session:
         """The session, if it exists and belongs to `repo` (BLOB_UPLOAD_UNKNOWN otherwise)."""
+        # The row decides, not memory: garbage collection in another process
+        # may have expired the session.
+        row = self.reg.meta.upload(upload_id) if _ID_RE.match(upload_id) else None
         s = self.sessions.get(upload_id)
-        if s is None:
-            row = self.reg.meta.upload(upload_id) if _ID_RE.match(upload_id) else None
-            if row is not None:
-                s = self.sessions.setdefault(upload_id, Session(upload_id, row.repo))
+        if row is None:
+            if s is not None and not s.lock.locked():
+                self._forget(s)
+            s = None
+        elif s is None:
+            s = self.sessions.setdefault(upload_id, Session(upload_id, row.repo))
         if s is None or s.repo != repo or s.closed:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
         s.last_used = time.monotonic()
         return s
+
+    def _forget(self, s: Session) -> None:
+        s.closed = True
+        self.sessions.pop(s.id, None)
+        if s.writer is not None:
+            self.reg.pool.submit(s.writer.close)
+            s.writer = None
 
     async def writer(self, s: Session) -> BlobWriter:
         """The session's writer (hold `s.lock`); reopening re-hashes what is on disk."""
