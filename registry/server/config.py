@@ -50,7 +50,7 @@ class ServerConfig:
     read_only: bool = False
     readers: list[str] = field(default_factory=list)  # htpasswd users that may only pull (DENIED on push)
     delete_enabled: bool = True
-    fsync: bool = True  # fsync blobs before they become visible
+    direct_io: bool = True  # write uploads with O_DIRECT (see directio.py)
     access_log: bool = False
     limits: Limits = field(default_factory=Limits)
     gc: GCOptions = field(default_factory=GCOptions)

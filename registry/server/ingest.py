@@ -3,7 +3,7 @@
 A session is a row in SQLite plus the resumable ingest file `upload-<id>`;
 its offset is what the file holds, so after a restart (even `kill -9`) the
 session continues where the bytes end. Request bodies are read on the event
-loop and handed in batches to a worker thread that hashes and writes them,
+loop and handed in batches to two worker threads, one hashing and one writing,
 while the loop already receives the next batch; at most one batch is in
 flight per upload. A blob becomes visible only when the closing PUT's digest
 matches: the file is then renamed into the blob store and linked into the
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from aiohttp import StreamReader
 
 from storage import digests
-from storage.blobs import BlobWriter
 
 from ..errors import APIError
 from .core import Registry
+from .directio import DirectWriter
 
 BATCH = 4 * 1024 * 1024  # bytes handed to the worker thread at once
 IDLE_CLOSE = 300.0  # seconds after which an idle session's file is closed (reopened on demand)
@@ -34,15 +34,20 @@ _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 class Session:
     id: str
     repo: str
-    writer: BlobWriter | None = None
+    writer: DirectWriter | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
 
 
-def _write_all(writer: BlobWriter, chunks: list[bytes]) -> None:
+def _hash_all(writer: DirectWriter, chunks: list[bytes]) -> None:
     for chunk in chunks:
-        writer.write(chunk)
+        writer.hash(chunk)
+
+
+def _store_all(writer: DirectWriter, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        writer.store(chunk)
 
 
 class Uploads:
@@ -80,15 +85,19 @@ class Uploads:
             self.reg.pool.submit(s.writer.close)
             s.writer = None
 
-    async def writer(self, s: Session) -> BlobWriter:
+    async def writer(self, s: Session) -> DirectWriter:
         """The session's writer (hold `s.lock`); reopening re-hashes what is on disk."""
         if s.closed:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": s.id})
         if s.writer is None:
-            s.writer = await self.reg.run(BlobWriter, self.reg.blobs, s.id)
+            s.writer = await self.reg.run(self.open_writer, s.id)
         return s.writer
 
-    async def receive(self, writer: BlobWriter, content: StreamReader) -> int:
+    def open_writer(self, upload_id: str) -> DirectWriter:
+        """(worker thread) A session's writer; reopening re-hashes what is on disk."""
+        return DirectWriter(self.reg.blobs, upload_id, direct=self.reg.config.direct_io)
+
+    async def receive(self, writer: DirectWriter, content: StreamReader) -> int:
         """Stream a request body into `writer`; returns the bytes received.
 
         What arrived before a disconnect is kept: the upload resumes at the
@@ -113,13 +122,14 @@ class Uploads:
                 if batched >= BATCH:
                     if pending is not None:
                         await pending
-                    pending = asyncio.ensure_future(run(_write_all, writer, chunks))
+                    # hashing and writing release the GIL: two threads, one batch
+                    pending = asyncio.gather(run(_hash_all, writer, chunks), run(_store_all, writer, chunks))
                     chunks, batched = [], 0
         finally:
             if pending is not None:
                 await pending
             if chunks:
-                await run(_write_all, writer, chunks)
+                await asyncio.gather(run(_hash_all, writer, chunks), run(_store_all, writer, chunks))
             await run(writer.flush, False)  # in the kernel: survives kill -9
         return received
 
@@ -167,7 +177,7 @@ class Uploads:
         self.sessions.clear()
 
 
-def finish(reg: Registry, w: BlobWriter, repo: str, expected: str, upload_id: str | None) -> None:
+def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: str | None) -> None:
     """(worker thread) Check the digest, then move the data into place and
     link it into `repo` in one transaction. On a mismatch the data and the
     session are dropped and DIGEST_INVALID raised."""

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, AsyncIterator
 from aiohttp import web
 
 from storage import digests, references
-from storage.blobs import BlobWriter
 from storage.errors import StorageError
 
 from ..errors import APIError
@@ -85,7 +84,7 @@ async def post_upload(srv: "Server", request: web.Request, name: str) -> web.Str
 async def _single_post(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
     reg = srv.reg
     async with _body_slot(srv):
-        w = await reg.run(BlobWriter, reg.blobs, str(uuid.uuid4()))
+        w = await reg.run(srv.uploads.open_writer, str(uuid.uuid4()))
         try:
             received = await srv.uploads.receive(w, request.content)
             if request.content_length is not None and received != request.content_length:
