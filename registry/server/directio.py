@@ -45,7 +45,8 @@ class DirectWriter:
         self._fill = self.offset - self._base
         if self._fill:
             self._buf[:self._fill] = os.pread(self._fd, self._fill, self._base)
-        self._dirty = False
+        self._dirty = False  # tail not yet in the file
+        self._unsynced = False  # file data not yet fdatasync'ed
 
     def _rehash(self) -> None:
         while True:
@@ -87,15 +88,18 @@ class DirectWriter:
             raise OSError(f"short write to {self.tmp}: {written} of {BLOCK} bytes")
         self._base += BLOCK
         self._fill = 0
+        self._unsynced = True
 
     def flush(self, sync: bool = True) -> None:
         """Put the unaligned tail in the file (page cache: survives the
         process dying); `sync` also makes everything durable."""
         if self._dirty and self._fill:
             os.pwrite(self._fd, memoryview(self._buf)[:self._fill], self._base)
+            self._unsynced = True
         self._dirty = False
-        if sync:
+        if sync and self._unsynced:
             os.fdatasync(self._fd)
+            self._unsynced = False
 
     @property
     def digest(self) -> str:

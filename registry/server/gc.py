@@ -64,22 +64,23 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
     now = time.time()
     cutoff = now - grace
     c = meta.db.conn
-    c.execute("BEGIN IMMEDIATE")
-    try:
-        expired = _expire_uploads(c, now - upload_ttl, busy_uploads or set())
-        report.uploads_removed = len(expired)
-        if untagged:
-            report.manifests_removed, report.tags_removed = _untagged(c, cutoff)
-        report.links_removed = _dead_links(c, cutoff)
-        c.execute("DELETE FROM reg_manifest_refs WHERE manifest NOT IN (SELECT digest FROM reg_manifests)")
-        c.execute("DELETE FROM reg_repositories WHERE name NOT IN (SELECT repo FROM reg_blob_links) "
-                  "AND name NOT IN (SELECT repo FROM reg_manifests) AND name NOT IN (SELECT repo FROM reg_tags)")
-        candidates = _unlinked_blobs(c, blobs, cutoff) if dry_run else []
-        c.execute("ROLLBACK" if dry_run else "COMMIT")
-    except BaseException:
-        if c.in_transaction:
-            c.execute("ROLLBACK")
-        raise
+    with meta.write_lock:  # this process's writers wait; readers go on
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            expired = _expire_uploads(c, now - upload_ttl, busy_uploads or set())
+            report.uploads_removed = len(expired)
+            if untagged:
+                report.manifests_removed, report.tags_removed = _untagged(c, cutoff)
+            report.links_removed = _dead_links(c, cutoff)
+            c.execute("DELETE FROM reg_manifest_refs WHERE manifest NOT IN (SELECT digest FROM reg_manifests)")
+            c.execute("DELETE FROM reg_repositories WHERE name NOT IN (SELECT repo FROM reg_blob_links) "
+                      "AND name NOT IN (SELECT repo FROM reg_manifests) AND name NOT IN (SELECT repo FROM reg_tags)")
+            candidates = _unlinked_blobs(c, blobs, cutoff) if dry_run else []
+            c.execute("ROLLBACK" if dry_run else "COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
     if dry_run:
         report.blobs_removed = [d for d, _ in candidates]
         report.bytes_freed = sum(size for _, size in candidates)
@@ -88,8 +89,9 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
     for upload_id in expired:
         (blobs.ingest_dir / f"upload-{upload_id}").unlink(missing_ok=True)
     report.ingest_removed = _clean_ingest(c, blobs, cutoff)
-    with meta.db.transaction():
-        for digest, size in _unlinked_blobs(c, blobs, cutoff):
+    candidates = _unlinked_blobs(c, blobs, cutoff)  # outside the lock: walks every blob
+    with meta.write():  # each one checked again where no push can link it meanwhile
+        for digest, size in _unlinked_blobs(c, blobs, cutoff, only=[d for d, _ in candidates]):
             report.blobs_removed.append(digest)
             report.bytes_freed += size
             blobs.delete(digest)
@@ -141,9 +143,11 @@ def _dead_links(c: sqlite3.Connection, cutoff: float) -> int:
         (cutoff,)).rowcount
 
 
-def _unlinked_blobs(c: sqlite3.Connection, blobs: BlobStore, cutoff: float) -> list[tuple[str, int]]:
+def _unlinked_blobs(c: sqlite3.Connection, blobs: BlobStore, cutoff: float,
+                    only: list[str] | None = None) -> list[tuple[str, int]]:
+    """(digest, size) of blob files no repository links, older than cutoff."""
     out = []
-    for digest in blobs:
+    for digest in (blobs if only is None else only):
         if c.execute("SELECT 1 FROM reg_blob_links WHERE digest=? LIMIT 1", (digest,)).fetchone():
             continue
         try:

@@ -181,7 +181,7 @@ def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: 
     """(worker thread) Check the digest, then move the data into place and
     link it into `repo` in one transaction. On a mismatch the data and the
     session are dropped and DIGEST_INVALID raised."""
-    w.flush(sync=True)  # before the transaction: placing it inside is then instant
+    w.flush(sync=True)  # durable before the transaction, which then only renames
     alg = digests.parse(expected).algorithm
     actual = w.digest if alg == w.algorithm else digests.of_path(w.tmp, alg)[0]
     if actual != expected:
@@ -193,4 +193,5 @@ def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: 
     size = w.offset
     tmp = w.tmp
     w.close()  # a resumable writer keeps its file: handed over below
-    reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected))
+    reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected, sync=False))
+    reg.blobs.sync_dir(expected)

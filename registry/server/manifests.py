@@ -2,6 +2,7 @@
 clients expect), PUT (validated, references checked, `?tag=`), DELETE."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -100,6 +101,26 @@ def _describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
+def _store(reg, new: NewManifest, tags: list[str], raw: bytes) -> list[str]:
+    """(worker thread) Write the bytes durably first, then record the
+    manifest and rename the bytes into place in one short transaction."""
+    tmp = None
+    if not reg.blobs.has(new.digest):
+        tmp = reg.blobs.new_temp()
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+    try:
+        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False))
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    if tmp is not None and not missing:
+        reg.blobs.sync_dir(new.digest)
+    return missing
+
+
 async def put_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = srv.reg
     raw = await _read_limited(request, reg.config.limits.max_manifest_bytes)
@@ -119,12 +140,7 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
     except ManifestError as e:
         raise APIError("MANIFEST_INVALID", str(e)) from None
     new = _describe(name, m)
-
-    def place() -> None:
-        if not reg.blobs.has(digest):
-            reg.blobs.put_bytes(raw, digest)
-
-    missing = await reg.run(reg.meta.put_manifest, new, tags, place)
+    missing = await reg.run(_store, reg, new, tags, raw)
     if missing:
         return error_response(*[APIError("MANIFEST_BLOB_UNKNOWN", f"unknown blob or manifest {d}", {"digest": d})
                                 for d in missing])

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from storage.metadata import MetadataDB, Migration
 
@@ -124,6 +126,20 @@ class RegistryDB:
     def __init__(self, db: MetadataDB):
         self.db = db
         db.migrate("registry", MIGRATIONS)
+        # Writers of this process queue here, woken the moment the lock is
+        # free, instead of in SQLite's busy handler, which sleeps and polls.
+        # Other processes (`soko gc`) still meet SQLite's own lock.
+        self.write_lock = threading.Lock()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: keep it short (no fsync inside)."""
+        with self.write_lock, self.db.transaction() as c:
+            yield c
+
+    def _execute(self, sql: str, params: Iterable[Any]) -> int:
+        with self.write() as c:
+            return c.execute(sql, tuple(params)).rowcount
 
     # -- reads (cheap point queries on indexed tables) ------------------------
     def repo_exists(self, repo: str) -> bool:
@@ -199,7 +215,7 @@ class RegistryDB:
         """Link a blob into `repo` if `still_there()` says its file exists,
         checked inside the write transaction (so GC cannot delete it under us)."""
         now = time.time()
-        with self.db.transaction() as c:
+        with self.write() as c:
             if not still_there():
                 return False
             self._ensure_repo(c, repo, now)
@@ -208,7 +224,7 @@ class RegistryDB:
         return True
 
     def unlink_blob(self, repo: str, digest: str) -> bool:
-        return self.db.execute("DELETE FROM reg_blob_links WHERE repo=? AND digest=?", (repo, digest)) > 0
+        return self._execute("DELETE FROM reg_blob_links WHERE repo=? AND digest=?", (repo, digest)) > 0
 
     def missing_refs(self, c: sqlite3.Connection, repo: str, refs: Iterable[tuple[str, str]]) -> list[str]:
         missing = []
@@ -223,7 +239,7 @@ class RegistryDB:
         repository; returns the missing references instead when some do not.
         `place()` stores the manifest bytes as a blob, inside the transaction."""
         now = time.time()
-        with self.db.transaction() as c:
+        with self.write() as c:
             missing = self.missing_refs(c, m.repo, m.refs)
             if missing:
                 return missing
@@ -245,11 +261,11 @@ class RegistryDB:
         return []
 
     def delete_tag(self, repo: str, tag: str) -> bool:
-        return self.db.execute("DELETE FROM reg_tags WHERE repo=? AND tag=?", (repo, tag)) > 0
+        return self._execute("DELETE FROM reg_tags WHERE repo=? AND tag=?", (repo, tag)) > 0
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
         """The manifest, every tag on it and its blob link in `repo`."""
-        with self.db.transaction() as c:
+        with self.write() as c:
             n = c.execute("DELETE FROM reg_manifests WHERE repo=? AND digest=?", (repo, digest)).rowcount
             if not n:
                 return False
@@ -259,20 +275,20 @@ class RegistryDB:
 
     def new_upload(self, upload_id: str, repo: str) -> None:
         now = time.time()
-        self.db.execute("INSERT INTO reg_uploads(id, repo, started, updated) VALUES(?, ?, ?, ?)",
+        self._execute("INSERT INTO reg_uploads(id, repo, started, updated) VALUES(?, ?, ?, ?)",
                         (upload_id, repo, now, now))
 
     def touch_upload(self, upload_id: str) -> None:
-        self.db.execute("UPDATE reg_uploads SET updated=? WHERE id=?", (time.time(), upload_id))
+        self._execute("UPDATE reg_uploads SET updated=? WHERE id=?", (time.time(), upload_id))
 
     def delete_upload(self, upload_id: str) -> None:
-        self.db.execute("DELETE FROM reg_uploads WHERE id=?", (upload_id,))
+        self._execute("DELETE FROM reg_uploads WHERE id=?", (upload_id,))
 
     def finish_upload(self, upload_id: str, repo: str, digest: str, size: int, place) -> None:
         """Atomically: move the upload's file into place as a blob, link it
         into `repo` and forget the session."""
         now = time.time()
-        with self.db.transaction() as c:
+        with self.write() as c:
             place()
             self._ensure_repo(c, repo, now)
             c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "
