@@ -19,7 +19,6 @@ from .meta import RegistryDB
 
 T = TypeVar("T")
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
-SMALL_READ = 256 * 1024  # files up to this size are read on the loop (page cache, microseconds)
 
 
 class ManifestCache:
@@ -72,10 +71,7 @@ class Registry:
         if data is None:
             path = self.blobs.path(digest)
             try:
-                if size <= SMALL_READ:
-                    data = path.read_bytes()
-                else:
-                    data = await self.run(path.read_bytes)
+                data = await self.run(path.read_bytes)  # a miss may go to the disk
             except FileNotFoundError:
                 return None
             self.manifests.put(digest, data)

@@ -19,6 +19,7 @@ from .respond import API_VERSION, accepted_types, check_digest, check_tag, empty
 if TYPE_CHECKING:
     from .app import Server
 
+SMALL_MANIFEST = 64 * 1024  # bigger ones are hashed and parsed off the event loop
 # Layers that live elsewhere (foreign/non-distributable with URLs) need not be pushed.
 _FOREIGN = {mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_GZIP,
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"}
@@ -121,24 +122,34 @@ def _store(reg, new: NewManifest, tags: list[str], raw: bytes) -> list[str]:
     return missing
 
 
-async def put_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:
-    reg = srv.reg
-    raw = await _read_limited(request, reg.config.limits.max_manifest_bytes)
-    content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip() or None
+def _validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:
+    """Digest and parse the body (CPU work: off the loop for big manifests)."""
     if is_digest_ref(reference):
-        check_digest(reference)
         digest = digests.of_bytes(raw, digests.parse(reference).algorithm)
         if digest != reference:
             raise APIError("DIGEST_INVALID", f"manifest has digest {digest}, not {reference}",
                            {"expected": reference, "actual": digest})
+    else:
+        digest = digests.of_bytes(raw)
+    try:
+        return parse_manifest(raw, content_type, digest), digest
+    except ManifestError as e:
+        raise APIError("MANIFEST_INVALID", str(e)) from None
+
+
+async def put_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    reg = srv.reg
+    if is_digest_ref(reference):
+        check_digest(reference)
         tags = [check_tag(t) for t in request.query.getall("tag", [])]
     else:
         tags = [check_tag(reference)]
-        digest = digests.of_bytes(raw)
-    try:
-        m = parse_manifest(raw, content_type, digest)
-    except ManifestError as e:
-        raise APIError("MANIFEST_INVALID", str(e)) from None
+    raw = await _read_limited(request, reg.config.limits.max_manifest_bytes)
+    content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip() or None
+    if len(raw) > SMALL_MANIFEST:
+        m, digest = await reg.run(_validate, name, reference, raw, content_type)
+    else:
+        m, digest = _validate(name, reference, raw, content_type)
     new = _describe(name, m)
     missing = await reg.run(_store, reg, new, tags, raw)
     if missing:
