@@ -154,10 +154,17 @@ class Uploads:
         size = w.offset
         try:
             await self.reg.run(finish, self.reg, w, s.repo, expected, s.id)
-        finally:
-            s.closed = True
+        except APIError:  # the digest did not match: finish() dropped data and session
+            self._forget(s)
+            raise
+        except BaseException:  # a disk or database failure: the session stays, reopened on its next request
             s.writer = None
             self.sessions.pop(s.id, None)
+            self.reg.pool.submit(w.close)
+            raise
+        s.closed = True
+        s.writer = None
+        self.sessions.pop(s.id, None)
         return size
 
     async def close_idle(self) -> None:
