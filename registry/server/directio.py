@@ -14,6 +14,7 @@ It keeps the file layout and naming of storage's resumable BlobWriter
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -80,9 +81,16 @@ class DirectWriter:
         return len(data)
 
     def _write_block(self) -> None:
+        written = -1
         if self._dfd is not None:
-            written = os.pwrite(self._dfd, self._buf, self._base)
-        else:
+            try:
+                written = os.pwrite(self._dfd, self._buf, self._base)
+            except OSError as e:
+                if e.errno != errno.EINVAL:  # EINVAL: alignment this filesystem refuses
+                    raise
+                os.close(self._dfd)
+                self._dfd = None
+        if written < 0:
             written = os.pwrite(self._fd, self._buf, self._base)
         if written != BLOCK:  # a full disk: no partial block may stand as data
             raise OSError(f"short write to {self.tmp}: {written} of {BLOCK} bytes")
