@@ -141,7 +141,10 @@ def test_too_many_uploads(fresh_server, tmp_path):
     loc = c.request("POST", f"/v2/{name}/blobs/uploads/").header("Location")
     s = socket.create_connection(("127.0.0.1", srv.port))
     s.sendall(f"PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * 10)
-    time.sleep(0.3)
+    upload_file = srv.root / "ingest" / f"upload-{loc.rsplit('/', 1)[1]}"
+    deadline = time.time() + 15
+    while not upload_file.exists() and time.time() < deadline:  # the PATCH holds its slot
+        time.sleep(0.02)
     r = c.request("POST", f"/v2/{name}/blobs/uploads/?digest={sha256(b'y')}", body=b"y")
     assert r.status == 429 and r.codes == ["TOOMANYREQUESTS"]
     s.sendall(b"x" * 990)

@@ -96,7 +96,7 @@ def test_gc_while_pushing(fresh_server):
     c = srv.client()
     garbage_repo = unique("garbage")
     garbage = [c.push_blob(garbage_repo, os.urandom(1000)) for _ in range(5)]
-    time.sleep(1.2)
+    time.sleep(3.2)
     stop = threading.Event()
     removed: list[str] = []
     errors: list[BaseException] = []
@@ -104,7 +104,7 @@ def test_gc_while_pushing(fresh_server):
     def gc_loop() -> None:
         try:
             while not stop.is_set():
-                removed.extend(collect(srv.root, grace=1.0, untagged=True).blobs_removed)
+                removed.extend(collect(srv.root, grace=3.0, untagged=True).blobs_removed)
                 time.sleep(0.02)
         except BaseException as e:  # surfaced below
             errors.append(e)

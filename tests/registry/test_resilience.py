@@ -25,6 +25,16 @@ def _offset(client, loc: str) -> int:
     return int(r.header("Range").split("-")[1]) + 1
 
 
+def _offset_settles_at(client, loc: str, expected: int, timeout: float = 15) -> int:
+    """The server may still be taking in the dropped request: wait for it."""
+    deadline = time.time() + timeout
+    offset = _offset(client, loc)
+    while offset != expected and time.time() < deadline:
+        time.sleep(0.05)
+        offset = _offset(client, loc)
+    return offset
+
+
 def test_disconnect_mid_patch_then_resume(client, server):
     name = unique()
     data = os.urandom(2 * 1024 * 1024)
@@ -34,7 +44,7 @@ def test_disconnect_mid_patch_then_resume(client, server):
     # nothing is visible as a blob
     assert client.request("HEAD", f"/v2/{name}/blobs/{sha256(data)}").status == 404
     assert client.request("HEAD", f"/v2/{name}/blobs/{sha256(data[:sent])}").status == 404
-    offset = _offset(client, loc)
+    offset = _offset_settles_at(client, loc, sent)
     assert offset == sent  # what arrived is kept; the client resumes there
     r = client.request("PATCH", loc, body=data[offset:], headers={"Content-Range": f"{offset}-{len(data) - 1}"})
     assert r.status == 202
@@ -53,7 +63,7 @@ def test_disconnect_mid_chunk_with_content_range(client, server):
               f"Content-Length: 200000\r\n\r\n".encode() + data[100_000:150_000])
     time.sleep(0.3)
     s.close()
-    offset = _offset(client, loc)
+    offset = _offset_settles_at(client, loc, 150_000)
     assert offset == 150_000
     # the old range is now out of order; the reported offset is the way on
     r = client.request("PATCH", loc, body=data[100_000:], headers={"Content-Range": "100000-299999"})
