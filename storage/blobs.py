@@ -226,14 +226,11 @@ class BlobWriter:
         self.offset += len(data)
         return len(data)
 
-    def flush(self, sync: bool = True) -> None:
-        """Hand what was written to the kernel, so a resumed writer sees it
-        even after the process dies; `sync` also makes it survive a crash of
-        the machine (fsync)."""
+    def flush(self) -> None:
+        """Make what was written durable (so a resumed writer sees it)."""
         if self._file is not None:
             self._file.flush()
-            if sync:
-                os.fsync(self._file.fileno())
+            os.fsync(self._file.fileno())
 
     @property
     def digest(self) -> str:
