@@ -240,9 +240,13 @@ def _create_v2(sysinfo: System, cid: str, res: Resources, cg: Cgroups) -> None:
 
 def join_self(paths: list[str]) -> None:
     """Move the calling process into every cgroup (called in the container's first process)."""
+    join(paths, 0)
+
+
+def join(paths: list[str], pid: int) -> None:
+    """Move process `pid` (0: the caller) into every cgroup."""
     for p in paths:
-        with open(f"{p}/cgroup.procs", "w") as f:
-            f.write("0")
+        _write(f"{p}/cgroup.procs", str(pid))
 
 
 def _pids(path: str) -> list[int]:

@@ -48,6 +48,7 @@ class Rootfs:
     upper: str = ""
     work: str = ""
     source_dir: str = ""  # copy mode: the prepared root, bind-mounted on target
+    base: str = ""  # the store root: overlay paths are given relative to it
 
 
 @dataclass
@@ -61,9 +62,10 @@ class ChildSetup:
     err_w: int
     life_r: int
     console_sock: int | None  # -t: the pty master goes back to soko through this
+    go_r: int = -1  # when soko joins us to the cgroups itself: one byte here means "done"
 
 
-def _fail(err_w: int, status: int, message: str) -> None:
+def fail(err_w: int, status: int, message: str) -> None:
     try:
         os.write(err_w, f"{status} {message}".encode()[:4000])
     finally:
@@ -75,13 +77,13 @@ def run(s: ChildSetup) -> None:
     try:
         _setup_and_exec(s)
     except StartError as e:
-        _fail(s.err_w, e.status, str(e))
+        fail(s.err_w, e.status, str(e))
     except ContainerError as e:
-        _fail(s.err_w, e.status, str(e))
+        fail(s.err_w, e.status, str(e))
     except OSError as e:
-        _fail(s.err_w, 125, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        fail(s.err_w, 125, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
     except BaseException as e:  # noqa: BLE001 - nothing may escape a forked child
-        _fail(s.err_w, 125, f"{type(e).__name__}: {e}")
+        fail(s.err_w, 125, f"{type(e).__name__}: {e}")
     os._exit(125)
 
 
@@ -99,16 +101,17 @@ def _setup_and_exec(s: ChildSetup) -> None:
     os.close(s.life_r)
     spec = s.spec
     linux = spec.get("linux", {})
-    cgroups.join_self(s.cgroup_paths)
+    if s.go_r < 0:
+        cgroups.join_self(s.cgroup_paths)
     flags = 0
     for ns in linux.get("namespaces", []):
         flags |= _NS.get(ns["type"], 0)
     sc.unshare(flags)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     root = s.rootfs.target
-    _mount_root(s.rootfs, s.err_w)
+    mount_root(s.rootfs, s.err_w)
     for target, volume in s.copy_up:
-        _copy_up(root, target, volume)
+        copy_up(root, target, volume)
     for m in spec.get("mounts", []):
         extra = sc.MS_NODEV if (m["destination"] == "/dev" and m.get("type") == "tmpfs") else 0
         mounts.mount_one(root, m, s.cgroup_mounts, extra)
@@ -142,31 +145,35 @@ def _setup_and_exec(s: ChildSetup) -> None:
     for i, fd in enumerate(stdio):
         if fd != i:
             os.dup2(fd, i)
+    if s.go_r >= 0 and os.read(s.go_r, 1) != b"1":
+        fail(s.err_w, 125, "soko could not place the container in its cgroups")
     os.closerange(3, s.err_w)
     os.closerange(s.err_w + 1, 1 << 16)
     _exec(process["args"], process.get("env", []), s.err_w)
 
 
-def _mount_root(r: Rootfs, err_w: int) -> None:
+def mount_root(r: Rootfs, err_w: int) -> None:
+    """Make `r.target` the root: an overlay of the snapshots, or a bind of a ready tree.
+
+    Overlay options must fit in one page and may not contain ',' or ':', so
+    the paths are given relative to the store root (the cwd for the mount)."""
     if r.lowers:
-        opts = f"lowerdir={':'.join(r.lowers)},upperdir={r.upper},workdir={r.work}"
-        if len(opts) > 3800:  # one page: go relative to the common parent of the snapshots
-            base = os.path.dirname(r.lowers[0])
-            if all(os.path.dirname(p) == base for p in r.lowers):
-                os.chdir(base)
-                opts = (f"lowerdir={':'.join(os.path.basename(p) for p in r.lowers)},"
-                        f"upperdir={r.upper},workdir={r.work}")
+        paths = r.lowers + [r.upper, r.work]
+        if r.base and all(p.startswith(r.base.rstrip("/") + "/") for p in paths):
+            os.chdir(r.base)
+            paths = [os.path.relpath(p, r.base) for p in paths]
+        opts = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]}"
         try:
             sc.mount("overlay", r.target, "overlay", sc.MS_NODEV, opts)
-        except OSError as e:
-            _fail(err_w, OVERLAY_FAILED, f"overlay: {e}")
+        except ContainerError as e:
+            fail(err_w, OVERLAY_FAILED, f"overlay: {e}")
     else:
         src = r.source_dir or r.target
         sc.mount(src, r.target, None, sc.MS_BIND | sc.MS_REC)
         sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
 
 
-def _copy_up(root: str, target: str, volume: str) -> None:
+def copy_up(root: str, target: str, volume: str) -> None:
     """A new named volume starts with what the image has at its mount point (Docker)."""
     from .paths import secure_join
     from .copy import copy_tree
@@ -244,10 +251,10 @@ def _exec(args: list[str], env_list: list[str], err_w: int) -> None:
         os.execvpe(prog, args, env)
     except FileNotFoundError:
         if "/" in prog:
-            _fail(err_w, 127, f'exec: "{prog}": stat {prog}: no such file or directory')
-        _fail(err_w, 127, f'exec: "{prog}": executable file not found in $PATH')
+            fail(err_w, 127, f'exec: "{prog}": stat {prog}: no such file or directory')
+        fail(err_w, 127, f'exec: "{prog}": executable file not found in $PATH')
     except PermissionError:
-        _fail(err_w, 126, f'exec: "{prog}": permission denied')
+        fail(err_w, 126, f'exec: "{prog}": permission denied')
     except OSError as e:
-        _fail(err_w, 126, f'exec: "{prog}": {e.strerror}')
+        fail(err_w, 126, f'exec: "{prog}": {e.strerror}')
     sys.exit(125)

@@ -120,3 +120,47 @@ class LayerView:
         if len(data) > limit:
             raise UnsafePath(f"{path}: larger than {limit} bytes")
         return data
+
+    def dir_layers(self, path: str) -> list[str]:
+        """Host directories that make up the merged directory at `path` (no symlinks followed), top first."""
+        parts = [c for c in path.split("/") if c and c != "."]
+        candidates = list(self.layers)
+        rel = ""
+        for name in parts:
+            rel = os.path.join(rel, name)
+            nxt: list[str] = []
+            for layer in candidates:
+                host = os.path.join(layer, rel)
+                try:
+                    st = os.lstat(host)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if is_whiteout(st) or not stat.S_ISDIR(st.st_mode):
+                    break
+                nxt.append(layer)
+                if is_opaque(host):
+                    break
+            candidates = nxt
+            if not candidates:
+                return []
+        return [os.path.join(layer, rel) for layer in candidates]
+
+    def listdir(self, path: str) -> dict[str, Entry]:
+        """Visible entries of the merged directory at `path` (no symlinks followed)."""
+        out: dict[str, Entry] = {}
+        hidden: set[str] = set()
+        for d in self.dir_layers(path):
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            for n in names:
+                if n in out or n in hidden:
+                    continue
+                host = os.path.join(d, n)
+                st = os.lstat(host)
+                if is_whiteout(st):
+                    hidden.add(n)
+                else:
+                    out[n] = Entry(host, st)
+        return out
