@@ -126,18 +126,18 @@ def _setup_and_exec(s: ChildSetup) -> None:
     sc.umount2(".", sc.MNT_DETACH)
     os.chdir("/")
     mounts.mask_paths(linux.get("maskedPaths", []), linux.get("readonlyPaths", []))
+    cwd = process.get("cwd") or "/"
+    try:
+        os.makedirs(cwd, 0o755, exist_ok=True)  # before the root goes read-only, as Docker does
+        os.chdir(cwd)
+    except OSError as e:
+        raise StartError(f"cannot use {cwd!r} as the working directory: {e.strerror}") from None
     if spec.get("root", {}).get("readonly"):
         sc.mount(None, "/", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NODEV)
     if flags & sc.CLONE_NEWUTS and spec.get("hostname"):
         sc.sethostname(spec["hostname"])
     if flags & sc.CLONE_NEWNET:
         _loopback_up()
-    cwd = process.get("cwd") or "/"
-    try:
-        os.makedirs(cwd, 0o755, exist_ok=True)
-        os.chdir(cwd)
-    except OSError as e:
-        raise StartError(f"cannot use {cwd!r} as the working directory: {e.strerror}") from None
     for rl in process.get("rlimits", []):
         if rl["type"] in _RLIMITS:
             resource.setrlimit(_RLIMITS[rl["type"]], (rl["soft"], rl["hard"]))

@@ -12,16 +12,19 @@ stderr, so a failure to start maps onto Docker's 125/126/127.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
+import termios
 from pathlib import Path
 from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import ContainerError, RuntimeNotAvailable, StartError
 from .executor_builtin import FORWARDED, IO, OverlayUnavailable, exit_status
+from .tty import Terminal
 
 STATE_ROOT = "/run/soko"
 
@@ -70,8 +73,10 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
     log = bundle / f"{name}.log"
     root = state_root(name)
     os.makedirs(root, mode=0o700, exist_ok=True)
-    argv = [exe, "--root", root, "--log", str(log), "--log-format", "json", "run", "--bundle", str(bundle),
-            oci_id]
+    argv = [exe, "--root", root, "--log", str(log), "--log-format", "json", "run", "--bundle", str(bundle)]
+    tty = bool(spec["process"].get("terminal"))
+    pty_master = None
+    argv.append(oci_id)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     devnull = None
     stdin = io.stdin
@@ -79,7 +84,12 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
         devnull = stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     stdout, stderr = io.stdout, io.stderr
     out_r = None
-    if io.on_output is not None:
+    if tty:
+        # runc relays a terminal only when its own stdio is one (with a
+        # controlling tty): give it a pty and relay that one to soko's stdio.
+        pty_master, pty_slave = os.openpty()
+        stdin = stdout = stderr = pty_slave
+    elif io.on_output is not None:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         stdout = stderr = out_w
     pid = 0
@@ -98,23 +108,32 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
     try:
         pid = os.fork()
         if pid == 0:
-            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w)
+            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty)
         os.close(err_w)
         if devnull is not None:
             os.close(devnull)
         if out_r is not None:
             os.close(out_w)
+        if pty_master is not None:
+            os.close(pty_slave)
         if on_started:
             on_started(pid)
         for s in pending:
             forward(s, None)
-        if out_r is not None:
+        if pty_master is not None:
+            with Terminal(pty_master, io.stdin, io.stdout if io.on_output is None else None,
+                          io.on_output, pid) as term:
+                pty_master = None  # the Terminal closes it
+                status = term.pump()
+        elif out_r is not None:
             while True:
                 b = os.read(out_r, 65536)
                 if not b:
                     break
                 io.on_output(b)
-        _, status = os.waitpid(pid, 0)
+            _, status = os.waitpid(pid, 0)
+        else:
+            _, status = os.waitpid(pid, 0)
         msg = os.read(err_r, 4096).decode(errors="replace")
         if msg:
             code, _, text = msg.partition(" ")
@@ -141,10 +160,12 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
         os.close(err_r)
         if out_r is not None:
             os.close(out_r)
+        if pty_master is not None:
+            os.close(pty_master)
 
 
 def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]],
-            stdio: tuple[int, int, int], err_w: int) -> None:
+            stdio: tuple[int, int, int], err_w: int, tty: bool = False) -> None:
     """Forked: private mount namespace, root mounted, then exec the runtime."""
     try:
         for sig in FORWARDED + [signal.SIGPIPE, signal.SIGXFSZ]:
@@ -156,6 +177,9 @@ def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]
         for target, volume in copy_up:
             child.copy_up(rootfs.target, target, volume)
         os.chdir("/")
+        if tty:
+            os.setsid()
+            fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
         for i, fd in enumerate(stdio):
             if fd != i:
                 os.dup2(fd, i)
