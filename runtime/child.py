@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from . import caps, cgroups, mounts, syscalls as sc
 from .errors import ContainerError, StartError
+from .paths import mkdir_in_root
 
 OVERLAY_FAILED = 200  # tells soko to fall back to the copy snapshotter
 
@@ -128,8 +129,8 @@ def _setup_and_exec(s: ChildSetup) -> None:
     mounts.mask_paths(linux.get("maskedPaths", []), linux.get("readonlyPaths", []))
     cwd = process.get("cwd") or "/"
     try:
-        os.makedirs(cwd, 0o755, exist_ok=True)  # before the root goes read-only, as Docker does
-        os.chdir(cwd)
+        # before the root goes read-only, as Docker does; symlinks resolve inside the root
+        os.chdir(mkdir_in_root("/", cwd))
     except OSError as e:
         raise StartError(f"cannot use {cwd!r} as the working directory: {e.strerror}") from None
     if spec.get("root", {}).get("readonly"):

@@ -23,6 +23,7 @@ from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import ContainerError, RuntimeNotAvailable, StartError
+from .paths import mkdir_in_root
 from .executor_builtin import FORWARDED, IO, OverlayUnavailable, exit_status
 from .tty import Terminal
 
@@ -108,7 +109,7 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
     try:
         pid = os.fork()
         if pid == 0:
-            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty)
+            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty, spec["process"].get("cwd", ""))
         os.close(err_w)
         if devnull is not None:
             os.close(devnull)
@@ -165,7 +166,7 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
 
 
 def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]],
-            stdio: tuple[int, int, int], err_w: int, tty: bool = False) -> None:
+            stdio: tuple[int, int, int], err_w: int, tty: bool = False, cwd: str = "") -> None:
     """Forked: private mount namespace, root mounted, then exec the runtime."""
     try:
         for sig in FORWARDED + [signal.SIGPIPE, signal.SIGXFSZ]:
@@ -176,6 +177,9 @@ def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]
         child.mount_root(rootfs, err_w)
         for target, volume in copy_up:
             child.copy_up(rootfs.target, target, volume)
+        if cwd:
+            # Docker makes the workdir itself (runc cannot through an in-image symlink)
+            mkdir_in_root(rootfs.target, cwd)
         os.chdir("/")
         if tty:
             os.setsid()
