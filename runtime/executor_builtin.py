@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import cgroups, child, syscalls as sc
-from .errors import StartError
+from .errors import CgroupError, StartError
 from .tty import Terminal
 
 FORWARDED = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -110,14 +110,19 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
         for fd in to_close:
             os.close(fd)
     try:
+        join_error: BaseException | None = None
         if go_w >= 0:
             try:
                 cgroups.join(setup.cgroup_paths, pid)
                 os.write(go_w, b"1")
+            except (OSError, CgroupError) as e:
+                join_error = e  # the child may have failed first: its message wins
             finally:
                 os.close(go_w)
         msg = _read_all(err_r)
         os.close(err_r)
+        if join_error is not None and not msg:
+            raise join_error
         if msg:
             _, status = os.waitpid(pid, 0)
             code, _, text = msg.decode(errors="replace").partition(" ")
