@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import containers, etc_files, runner, spec as specmod, users
+from . import containers, runner, spec as specmod, users
 from .errors import InvalidOption
 from .layerview import LayerView
 from .options import RunOptions
@@ -62,16 +62,14 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     exec_user = users.resolve(user, view.read_file)
     options = RunOptions(command=list(argv), user=user, workdir=workdir or "/", network=network, rm=True)
     options.validate()
-    c = containers.create(root, None, "", "build-step", "builtin", True)
-    c.state.layers = chain_ids(diff_ids)
+    c = runner.new_container(root, options, "", "build-step", chain_ids(diff_ids))
     try:
         name = hostname or c.id[:12]
         full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
-        etc = etc_files.write(c.dir, name, network)
-        return runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, etc,
-                              _mounts(mounts), [], [str(p) for p in lowers], snapshotter,
-                              stdin=None, stdout=1, stderr=2, on_output=on_output, on_event=on_event,
-                              upper=Path(upper), work=Path(work), want_upper=True)
+        return runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, _mounts(mounts), [],
+                              [str(p) for p in lowers], snapshotter, stdin=None, stdout=1, stderr=2,
+                              on_output=on_output, on_event=on_event, upper=Path(upper), work=Path(work),
+                              want_upper=True)
     finally:
         runner.finish(c, True)
 

@@ -146,6 +146,29 @@ def v2_path(sysinfo: System, container_id: str) -> str:
     return os.path.join(h.mount, h.own.lstrip("/"), "soko", container_id)
 
 
+def _v1_targets(sysinfo: System, cid: str) -> list[tuple[Hierarchy, str]]:
+    out: list[tuple[Hierarchy, str]] = []
+    seen: set[str] = set()
+    for ctrl in V1_CONTROLLERS:
+        h = sysinfo.v1(ctrl)
+        if h is None or h.mount in seen:
+            continue
+        seen.add(h.mount)
+        out.append((h, os.path.join(h.mount, h.own.lstrip("/"), "soko", cid)))
+    return out
+
+
+def plan(container_id: str) -> list[str]:
+    """The directories `create` makes for this container (known before it makes them)."""
+    sysinfo = system()
+    if sysinfo.mode == "v2":
+        return [v2_path(sysinfo, container_id)]
+    paths = [p for _h, p in _v1_targets(sysinfo, container_id)]
+    if sysinfo.v2 is not None:
+        paths.append(v2_path(sysinfo, container_id))
+    return paths
+
+
 def create(container_id: str, res: Resources) -> Cgroups:
     """Make the container's cgroups and set its limits (before any process joins)."""
     sysinfo = system()
@@ -166,18 +189,10 @@ def create(container_id: str, res: Resources) -> Cgroups:
 
 
 def _create_v1(sysinfo: System, cid: str, res: Resources, cg: Cgroups) -> None:
-    wanted = {"memory": res.memory is not None, "pids": res.pids is not None, "cpu": res.cpus is not None}
-    done: set[str] = set()
-    for ctrl in V1_CONTROLLERS:
-        h = sysinfo.v1(ctrl)
-        if h is None:
-            if wanted.get(ctrl):
-                raise CgroupError(f"cgroup: the {ctrl} controller is not mounted on this host")
-            continue
-        if h.mount in done:
-            continue
-        done.add(h.mount)
-        path = os.path.join(h.mount, h.own.lstrip("/"), "soko", cid)
+    for ctrl, wanted in (("memory", res.memory), ("pids", res.pids), ("cpu", res.cpus)):
+        if wanted is not None and sysinfo.v1(ctrl) is None:
+            raise CgroupError(f"cgroup: the {ctrl} controller is not mounted on this host")
+    for h, path in _v1_targets(sysinfo, cid):
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:

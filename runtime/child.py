@@ -15,7 +15,6 @@ import os
 import resource
 import select
 import signal
-import socket
 import stat
 import struct
 import sys
@@ -50,6 +49,8 @@ class Rootfs:
     work: str = ""
     source_dir: str = ""  # copy mode: the prepared root, bind-mounted on target
     base: str = ""  # the store root: overlay paths are given relative to it
+    etc_dir: str = ""  # where a private tmpfs gets /etc/hosts, /etc/hostname, /etc/resolv.conf
+    etc_files: dict[str, str] = field(default_factory=dict)  # file name -> text
 
 
 @dataclass
@@ -172,6 +173,11 @@ def mount_root(r: Rootfs, err_w: int) -> None:
         src = r.source_dir or r.target
         sc.mount(src, r.target, None, sc.MS_BIND | sc.MS_REC)
         sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
+    if r.etc_dir:
+        from .etc_files import write_into
+
+        sc.mount("tmpfs", r.etc_dir, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=256k,mode=755")
+        write_into(r.etc_dir, r.etc_files)
 
 
 def copy_up(root: str, target: str, volume: str) -> None:
@@ -203,6 +209,8 @@ def _console(root: str, sock: int | None, uid: int) -> tuple[int, int, int]:
     finally:
         os.close(fd)
     if sock is not None:
+        import socket
+
         socket.send_fds(socket.socket(fileno=sock), [b"pty"], [master])
     os.close(master)
     os.setsid()
@@ -211,10 +219,13 @@ def _console(root: str, sock: int | None, uid: int) -> tuple[int, int, int]:
 
 
 def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    fd = sc.socket(2, 2)  # AF_INET, SOCK_DGRAM: any socket will do for interface ioctls
+    try:
         ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifr))[1]
-        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+        flags = struct.unpack("16sH14x", fcntl.ioctl(fd, SIOCGIFFLAGS, ifr))[1]
+        fcntl.ioctl(fd, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    finally:
+        os.close(fd)
 
 
 def _become(process: dict) -> None:

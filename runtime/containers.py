@@ -1,13 +1,17 @@
 """Container state on disk, and the sweep that cleans up after killed runs.
 
 Each container has `<store root>/containers/<id>/` holding state.json, its
-upper and work directories, the files bind-mounted into it, the runc bundle
-when one is used, and a `lock` file. The process that runs the container
-holds an exclusive flock on `lock` for as long as it lives; the kernel drops
-it however that process ends. So a later run that can take the lock knows
-the owner is gone (no pid reuse questions) and cleans up: any mount left
-under the directory, the OCI runtime's container, the cgroups, and with
---rm the directory itself. Without --rm the container stays, marked exited.
+upper and work directories and the runc bundle when one is used. The
+process that runs the container holds an exclusive flock on the directory
+itself for as long as it lives; the kernel drops it however that process
+ends. So a later run that can take the lock knows the owner is gone (no pid
+reuse questions) and cleans up: any mount left under the directory, the OCI
+runtime's container, the cgroups, and with --rm the directory itself.
+Without --rm the container stays, marked exited.
+
+state.json is written once when the container is created (everything that
+cleanup needs is known by then) and again at exit only for kept containers:
+on some disks every freed block costs milliseconds.
 """
 from __future__ import annotations
 
@@ -15,9 +19,7 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,7 +42,7 @@ class State:
     owner_pid: int
     runtime: str
     rm: bool
-    status: str = "created"  # created, running, exited
+    status: str = "running"  # running, exited
     exit_code: int | None = None
     pid: int | None = None  # host pid of the container's first process
     cgroups: list[str] = field(default_factory=list)
@@ -108,51 +110,58 @@ def _states(base: Path) -> Iterator[tuple[Path, State | None]]:
             yield d, None
 
 
-def create(store_root: Path, name: str | None, image: str, image_ref: str, runtime: str, rm: bool) -> Container:
-    """A new container directory, locked by this process, visible only when complete."""
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+def new_state(name: str | None, image: str, image_ref: str, runtime: str, rm: bool,
+              cid: str | None = None) -> State:
+    return State(cid or new_id(), name.lstrip("/") if name else None, image, image_ref, time.time(),
+                 os.getpid(), runtime, rm)
+
+
+def _lock_dir(path: Path, block: bool = True) -> int | None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
+def create(store_root: Path, state: State) -> Container:
+    """The container's directory, locked by this process, visible only when complete."""
     base = containers_dir(store_root)
     base.mkdir(parents=True, exist_ok=True)
-    cid = secrets.token_hex(32)
-    new = base / f".new-{cid}"
+    new = base / f".new-{state.id}"
     new.mkdir(mode=0o700)
-    lock_fd = os.open(new / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
-    if name is not None:
-        name = name.lstrip("/")
-    state = State(cid, name, image, image_ref, time.time(), os.getpid(), runtime, rm)
+    lock_fd = _lock_dir(new)
+    assert lock_fd is not None
     c = Container(new, state, lock_fd)
-    c.save()
     try:
-        if name is None:
-            os.rename(new, base / cid)
+        c.save()
+        if state.name is None:
+            os.rename(new, base / state.id)
         else:
             with _global_lock(base):
-                for d, st in _states(base):
-                    if st is not None and st.name == name:
-                        raise NameConflict(f'Conflict. The container name "/{name}" is already in use by '
-                                           f'container "{st.id}". You have to remove (or rename) that '
+                for _d, st in _states(base):
+                    if st is not None and st.name == state.name:
+                        raise NameConflict(f'Conflict. The container name "/{state.name}" is already in use '
+                                           f'by container "{st.id}". You have to remove (or rename) that '
                                            "container to be able to reuse that name.")
-                os.rename(new, base / cid)
+                os.rename(new, base / state.id)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         os.close(lock_fd)
         raise
-    c.dir = base / cid
+    c.dir = base / state.id
     return c
 
 
 def _try_lock(d: Path) -> int | None:
     """The lock of a container whose owner is gone, or None while it lives."""
-    try:
-        fd = os.open(d / "lock", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        os.close(fd)
-        return None
+    return _lock_dir(d, block=False)
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -176,10 +185,11 @@ def release_resources(d: Path, st: State | None) -> None:
             pass
     if st is None:
         return
-    if st.oci_id and st.oci_binary:
-        subprocess.run([st.oci_binary, "--root", st.oci_root or "/run/soko/runc", "delete", "--force",
-                        st.oci_id], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+    if st.oci_id and st.oci_binary and st.oci_root:
+        import subprocess
+
+        subprocess.run([st.oci_binary, "--root", st.oci_root, "delete", "--force", st.oci_id],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if st.cgroups:
         cgroups.destroy(st.cgroups)
 

@@ -1,12 +1,13 @@
 """/etc/hosts, /etc/resolv.conf and /etc/hostname, written per container.
 
-They live in the container's state directory and are bind-mounted over the
-image's files, as Docker does, so the image itself is never modified.
+They are bind-mounted over the image's files, as Docker does, so the image
+itself is never modified. They live on a small tmpfs that the container's
+first process mounts in its own mount namespace: nothing on disk to write or
+delete, and nothing that outlives the container.
 """
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 HOSTS_BASE = (
@@ -21,7 +22,7 @@ FALLBACK_DNS = ["8.8.8.8", "8.8.4.4"]
 
 
 def host_hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename
 
 
 def hosts(hostname: str, network: str) -> str:
@@ -57,15 +58,23 @@ def resolv_conf(network: str, host_file: str = "/etc/resolv.conf") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(state_dir: Path, hostname: str, network: str) -> dict[str, Path]:
-    """Write the three files; returns {container path: host file}."""
-    out = {
-        "/etc/hosts": (state_dir / "hosts", hosts(hostname, network)),
-        "/etc/hostname": (state_dir / "hostname", hostname + "\n"),
-        "/etc/resolv.conf": (state_dir / "resolv.conf", resolv_conf(network)),
-    }
-    for path, text in out.values():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+NAMES = {"/etc/hosts": "hosts", "/etc/hostname": "hostname", "/etc/resolv.conf": "resolv.conf"}
+
+
+def contents(hostname: str, network: str) -> dict[str, str]:
+    """{file name: text} for the three files."""
+    return {"hosts": hosts(hostname, network), "hostname": hostname + "\n",
+            "resolv.conf": resolv_conf(network)}
+
+
+def write_into(directory: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        fd = os.open(os.path.join(directory, name),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-    return {k: v[0] for k, v in out.items()}
+
+
+def mounts(directory: str) -> dict[str, str]:
+    """{container path: host file} once the files are in `directory`."""
+    return {path: os.path.join(directory, name) for path, name in NAMES.items()}

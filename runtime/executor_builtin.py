@@ -12,15 +12,12 @@ along. What remains for a later sweep is only directories and cgroups.
 from __future__ import annotations
 
 import os
-import select
 import signal
-import socket
 from dataclasses import dataclass
 from typing import Callable
 
 from . import cgroups, child, syscalls as sc
 from .errors import CgroupError, StartError
-from .tty import Terminal
 
 FORWARDED = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                          signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM)]
@@ -63,6 +60,8 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
         stdout = stderr = out_w
         to_close.append(out_w)
     if tty:
+        import socket
+
         sock_parent, sock_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         to_close.append(sock_child.detach())
         setup.console_sock = to_close[-1]
@@ -134,6 +133,8 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
         for s in pending:
             forward(s, None)
         if tty:
+            from .tty import Terminal
+
             master = _receive_master(sock_parent)
             with Terminal(master, io.stdin, io.stdout if io.on_output is None else None,
                           io.on_output, pid) as term:
@@ -180,12 +181,10 @@ def _pump(fd: int, sink: Callable[[bytes], None]) -> None:
         sink(b)
 
 
-def _receive_master(sock: socket.socket) -> int:
+def _receive_master(sock) -> int:
+    import socket
+
     msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
     if not fds:
         raise StartError("the container did not send its terminal")
     return fds[0]
-
-
-def poll_in(fds: list[int], timeout: float | None) -> list[int]:
-    return select.select(fds, [], [], timeout)[0]

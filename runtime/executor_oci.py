@@ -109,7 +109,8 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
     try:
         pid = os.fork()
         if pid == 0:
-            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty, spec["process"].get("cwd", ""))
+            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty,
+                    spec["process"].get("cwd", ""))
         os.close(err_w)
         if devnull is not None:
             os.close(devnull)

@@ -3,12 +3,18 @@
 The order matters for cleanup: sweep what killed runs left, resolve
 everything that can fail cheaply (image, user, command, options) before
 anything is created, then create the container directory (locked by this
-process) and its cgroups, run, and release it all in `finally`.
+process, with everything cleanup needs already in its state.json) and its
+cgroups, run, and release it all in `finally`.
+
+The root and the /etc files are mounted in the container's own mount
+namespace, on mount points shared by all containers of the store
+(`<store>/runtime/rootfs`, `<store>/runtime/etc`): each namespace sees only
+its own mounts there, and a container needs no directories of its own
+except its upper and work directories.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -24,17 +30,6 @@ if TYPE_CHECKING:
 Event = Callable[[str, str], None]
 SNAPSHOTTERS = ("auto", "overlay", "copy")
 _overlay_broken: str | None = None  # set once overlay failed in this process
-
-
-@dataclass
-class Plan:
-    """Everything decided before the container exists."""
-    args: list[str]
-    user: users.ExecUser
-    extra_env: list[str]
-    lowers: list[Path]  # bottom first
-    chain_ids: list[str]
-    volumes: list = field(default_factory=list)
 
 
 def _emit(on_event: Event | None, kind: str, msg: str) -> None:
@@ -102,6 +97,22 @@ def resources(opts: RunOptions) -> cgroups.Resources:
                              cpus=opts.cpus, pids=opts.pids_limit)
 
 
+def new_container(root: Path, options: RunOptions, image_id: str, image_ref: str,
+                  layers: list[str]) -> containers.Container:
+    """Create the locked container directory with all cleanup facts in its state."""
+    st = containers.new_state(options.name, image_id, image_ref, options.runtime, options.rm)
+    st.layers = layers
+    if options.runtime == "builtin":
+        st.cgroups = cgroups.plan(st.id)
+    else:
+        from . import executor_oci
+
+        st.oci_binary = executor_oci.binary(options.runtime)
+        st.oci_root = executor_oci.state_root(options.runtime)
+        st.oci_id = f"soko-{st.id[:32]}"
+    return containers.create(root, st)
+
+
 def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin: int | None = 0,
         stdout: int = 1, stderr: int = 2, on_output: Callable[[bytes], None] | None = None,
         on_event: Event | None = None, snapshotter: str | None = None) -> int:
@@ -116,20 +127,17 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
     cfg = dict(img.config.config or {})
     args = specmod.process_args(cfg, options)
     env_extra = extra_env(options)
-    snaps = Snapshots(store)
-    lowers = snaps.prepare_image(img, on_event)
+    lowers = Snapshots(store).prepare_image(img, on_event)
     view = LayerView([str(p) for p in reversed(lowers)])
     user = users.resolve(options.user if options.user is not None else cfg.get("User"), view.read_file)
     net = network_mode(options)
+    user_mounts, seed = volume_mounts(root, options)
     ref = image if isinstance(image, str) else (img.tags[0] if img.tags else img.id)
-    c = containers.create(root, options.name, img.id, ref, options.runtime, options.rm)
-    c.state.layers = chain_ids(img.config.diff_ids)
+    c = new_container(root, options, img.id, ref, chain_ids(img.config.diff_ids))
     try:
         hostname = options.hostname or (etc_files.host_hostname() if net == "host" else c.id[:12])
         env = specmod.merge_env(list(cfg.get("Env") or []), env_extra, hostname, user.home, options.tty)
-        etc = etc_files.write(c.dir, hostname, net)
-        user_mounts, seed = volume_mounts(root, options)
-        return execute(store, c, cfg, options, args, env, user, hostname, etc, user_mounts, seed,
+        return execute(store, c, cfg, options, args, env, user, hostname, user_mounts, seed,
                        [str(p) for p in lowers], snapshotter,
                        stdin=stdin if options.interactive else None, stdout=stdout, stderr=stderr,
                        on_output=on_output, on_event=on_event, want_upper=not options.rm)
@@ -137,9 +145,16 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
         finish(c, options.rm)
 
 
+def _shared_dir(root: Path, name: str) -> Path:
+    p = root / "runtime" / name
+    if not p.is_dir():
+        p.mkdir(parents=True, mode=0o755, exist_ok=True)
+    return p
+
+
 def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: RunOptions, args: list[str],
-            env: list[str], user: users.ExecUser, hostname: str, etc: dict, user_mounts: list,
-            seed: list, lowers: list[str], snapshotter: str, *, stdin: int | None, stdout: int, stderr: int,
+            env: list[str], user: users.ExecUser, hostname: str, user_mounts: list, seed: list,
+            lowers: list[str], snapshotter: str, *, stdin: int | None, stdout: int, stderr: int,
             on_output, on_event: Event | None, upper: Path | None = None, work: Path | None = None,
             want_upper: bool = True) -> int:
     """Create cgroups, build the spec and run it with the chosen executor."""
@@ -151,34 +166,29 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
     net = network_mode(options)
     upper = upper or c.dir / "upper"
     work = work or c.dir / "work"
-    rootfs_dir = c.dir / "rootfs"
-    for d in (upper, work, rootfs_dir):
+    for d in (upper, work):
         d.mkdir(mode=0o755, exist_ok=True)
+    rootfs_dir = _shared_dir(root, "rootfs")
+    etc_dir = _shared_dir(root, "etc")
     sysinfo = cgroups.system()
     builtin = options.runtime == "builtin"
     if builtin:
         cg = cgroups.create(c.id, resources(options))
-        c.state.cgroups = cg.paths
         cg_path = None
     else:
-        from . import executor_oci
-
         cg = cgroups.Cgroups()
         cg_path = ("/" if sysinfo.mode == "v2" else "") + cgroups.relative_path(c.id)
-        c.state.oci_binary = executor_oci.binary(options.runtime)
-        c.state.oci_root = executor_oci.state_root(options.runtime)
-        c.state.oci_id = f"soko-{c.id[:32]}"
-    c.state.status = "running"
-    c.save()
     spec = specmod.build(specmod.SpecInput(
         image_config=cfg, options=options, args=args, env=env, user=user, hostname=hostname,
-        cwd=specmod.cwd_of(cfg, options), rootfs=str(rootfs_dir), etc_files={k: str(v) for k, v in etc.items()},
+        cwd=specmod.cwd_of(cfg, options), rootfs=str(rootfs_dir), etc_files=etc_files.mounts(str(etc_dir)),
         mounts=user_mounts, cgroups_path=cg_path, cgroup_mode=sysinfo.mode))
     io = IO(stdin=stdin, stdout=stdout, stderr=stderr, on_output=on_output)
+    etc = etc_files.contents(hostname, net)
 
     def started(pid: int) -> None:
-        c.state.pid = pid
-        c.save()
+        if not c.state.rm:
+            c.state.pid = pid
+            c.save()
 
     use_copy = snapshotter == "copy" or (snapshotter == "auto" and _overlay_broken is not None)
     if use_copy and snapshotter == "auto":
@@ -191,17 +201,18 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
         else:
             rootfs = child.Rootfs(str(rootfs_dir), list(reversed(lowers)) or [_empty_lower(root)],
                                   str(upper), str(work), base=str(root))
+        rootfs.etc_dir, rootfs.etc_files = str(etc_dir), etc
         try:
             if builtin:
-                setup = child.ChildSetup(spec, rootfs, cg.paths, _cgroup_mounts(sysinfo, cg.paths), seed,
-                                         (0, 1, 2), -1, -1, None)
                 from . import executor_builtin
 
+                setup = child.ChildSetup(spec, rootfs, cg.paths, _cgroup_mounts(sysinfo, cg.paths), seed,
+                                         (0, 1, 2), -1, -1, None)
                 status = executor_builtin.run(setup, io, started)
             else:
                 from . import executor_oci
 
-                status = executor_oci.run(options.runtime, c.dir, c.state.oci_id, spec, rootfs, seed, io,
+                status = executor_oci.run(options.runtime, c.dir, c.state.oci_id or "", spec, rootfs, seed, io,
                                           started)
         except OverlayUnavailable as e:
             if attempt or snapshotter == "overlay":
@@ -214,7 +225,8 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
             finish_copy(lowers, c.dir / "merged", upper)
         c.state.status = "exited"
         c.state.exit_code = status
-        c.save()
+        if not c.state.rm:
+            c.save()
         return status
     raise StartError("cannot mount the container root")
 
@@ -226,9 +238,7 @@ def _cgroup_mounts(sysinfo: cgroups.System, paths: list[str]):
 
 
 def _empty_lower(root: Path) -> str:
-    p = root / "snapshots" / "empty"
-    p.mkdir(parents=True, exist_ok=True)
-    return str(p)
+    return str(_shared_dir(root, "empty"))
 
 
 def prepare_copy(lowers: list[str], upper: Path, merged: Path) -> None:
@@ -261,7 +271,7 @@ def finish(c: containers.Container, rm: bool) -> None:
             if rm:
                 containers.remove_dir(c.dir)
             else:
-                for d in ("work", "rootfs", "merged"):
+                for d in ("work", "merged"):
                     if (c.dir / d).exists():
                         containers.remove_dir(c.dir / d)
                 if c.state.status != "exited":

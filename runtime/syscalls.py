@@ -169,6 +169,11 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
                                 ctypes.c_size_t(ctypes.sizeof(how))), f"openat2 {path}")
 
 
+def socket(family: int, kind: int, proto: int = 0) -> int:
+    """A bare socket descriptor (close-on-exec), without importing the socket module."""
+    return _check(_libc.socket(family, kind | os.O_CLOEXEC, proto), "socket")
+
+
 def last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:

@@ -80,7 +80,7 @@ def _wait_running(root: Path, timeout: float = 20) -> dict:
                 st = json.loads((root / "containers" / n / "state.json").read_text())
             except (OSError, ValueError):
                 continue
-            if st.get("status") == "running" and st.get("pid"):
+            if st.get("status") == "running":
                 return st
         time.sleep(0.05)
     raise AssertionError("container did not start")
@@ -94,7 +94,7 @@ def test_killed_soko_is_cleaned_up_by_the_next_run(store, rt):
                              "--runtime", rt, "--memory", "64m", "busybox", "sleep", marker],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        st = _wait_running(store.root)
+        st = _wait_running(store.root)  # state.json names it from the start
         deadline = time.monotonic() + 10
         while not procs_with(f"sleep {marker}") and time.monotonic() < deadline:
             time.sleep(0.05)

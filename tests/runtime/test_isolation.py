@@ -1,6 +1,7 @@
 """Isolation facts read from inside containers, under the built-in executor and runc, same spec."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -163,3 +164,18 @@ def test_zombies_are_reaped_with_the_container(store):
     time.sleep(0.2)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "sleep 300" not in ps
+
+
+def test_crun_runs_where_it_can(store):
+    """crun refuses hybrid cgroup hosts (like this one): a clear 125 there, a working run elsewhere."""
+    from runtime import cgroups
+
+    p = run_cli(store.root, "--rm", "--runtime", "crun", "--network", "none", "busybox", "sh", "-c",
+                "echo hi; grep NoNewPrivs /proc/self/status")
+    if cgroups.system().mode == "hybrid":
+        assert p.returncode == 125
+        assert b"hybrid" in p.stderr
+    else:
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.decode().split() == ["hi", "NoNewPrivs:", "1"]
+    assert [n for n in os.listdir(store.root / "containers") if n != ".lock"] == []
