@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 from . import caps, cgroups, mounts, syscalls as sc
 from .errors import ContainerError, StartError
-from .paths import mkdir_in_root
+from .copy import copy_tree
+from .etc_files import write_into
+from .paths import ensure_target, mkdir_in_root, open_inside, secure_join
 
 OVERLAY_FAILED = 200  # tells soko to fall back to the copy snapshotter
 
@@ -174,17 +176,12 @@ def mount_root(r: Rootfs, err_w: int) -> None:
         sc.mount(src, r.target, None, sc.MS_BIND | sc.MS_REC)
         sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
     if r.etc_dir:
-        from .etc_files import write_into
-
         sc.mount("tmpfs", r.etc_dir, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=256k,mode=755")
         write_into(r.etc_dir, r.etc_files)
 
 
 def copy_up(root: str, target: str, volume: str) -> None:
     """A new named volume starts with what the image has at its mount point (Docker)."""
-    from .paths import secure_join
-    from .copy import copy_tree
-
     src = secure_join(root, target)
     try:
         st = os.lstat(src)
@@ -196,8 +193,6 @@ def copy_up(root: str, target: str, volume: str) -> None:
 
 def _console(root: str, sock: int | None, uid: int) -> tuple[int, int, int]:
     """A pty from the container's own devpts; the master goes to soko."""
-    from .paths import ensure_target, open_inside
-
     master = os.open(os.path.join(root, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)

@@ -23,6 +23,21 @@ FORWARDED = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SI
                          signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM)]
 
 
+def forward_signals(handler) -> dict:
+    """Install `handler` for the forwarded signals; {} off the main thread (a
+    builder running steps in threads), where Python cannot take signals."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, handler) for s in FORWARDED}
+
+
+def restore_signals(old: dict) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
 class OverlayUnavailable(Exception):
     """The overlay mount failed in the child; the caller falls back to copying."""
 
@@ -89,7 +104,7 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
         else:
             pending.append(signum)
 
-    old = {s: signal.signal(s, forward) for s in FORWARDED}
+    old = forward_signals(forward)
     own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         sc.unshare(sc.CLONE_NEWPID)
@@ -155,8 +170,7 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
             pass
         raise
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        restore_signals(old)
         os.close(life_w)
         if out_r is not None:
             os.close(out_r)

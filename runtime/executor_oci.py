@@ -24,7 +24,8 @@ from typing import Callable
 from . import child, syscalls as sc
 from .errors import ContainerError, RuntimeNotAvailable, StartError
 from .paths import mkdir_in_root
-from .executor_builtin import FORWARDED, IO, OverlayUnavailable, exit_status
+from .executor_builtin import (FORWARDED, IO, OverlayUnavailable, exit_status, forward_signals,
+                               restore_signals)
 from .tty import Terminal
 
 STATE_ROOT = "/run/soko"
@@ -105,7 +106,7 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
         else:
             pending.append(signum)
 
-    old = {s: signal.signal(s, forward) for s in FORWARDED}
+    old = forward_signals(forward)
     try:
         pid = os.fork()
         if pid == 0:
@@ -157,8 +158,7 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
                 pass
         raise
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        restore_signals(old)
         os.close(err_r)
         if out_r is not None:
             os.close(out_r)

@@ -39,7 +39,10 @@ class Terminal:
             mode[2] |= termios.CS8
             termios.tcsetattr(self.stdin, termios.TCSAFLUSH, mode)
             self._resize()
-            self._old_winch = signal.signal(signal.SIGWINCH, lambda *_: self._resize())
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                self._old_winch = signal.signal(signal.SIGWINCH, lambda *_: self._resize())
         return self
 
     def __exit__(self, *exc) -> None:

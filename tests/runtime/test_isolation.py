@@ -179,3 +179,22 @@ def test_crun_runs_where_it_can(store):
         assert p.returncode == 0, p.stderr
         assert p.stdout.decode().split() == ["hi", "NoNewPrivs:", "1"]
     assert [n for n in os.listdir(store.root / "containers") if n != ".lock"] == []
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_named_volume_is_seeded_from_the_image_and_kept(store, rt):
+    vol = f"seed-{rt}"
+    p = run_cli(store.root, "--rm", "--runtime", rt, "-v", f"{vol}:/home", "busybox", "sh", "-c",
+                "stat -c '%n %u' /home/app; echo kept > /home/note")
+    assert p.stdout.decode().split() == ["/home/app", "1000"], p.stderr
+    data = store.root / "volumes" / vol / "_data"
+    assert (data / "note").read_text() == "kept\n" and (data / "app").stat().st_uid == 1000
+    p = run_cli(store.root, "--rm", "--runtime", rt, "-v", f"{vol}:/elsewhere:ro", "busybox", "sh", "-c",
+                "cat /elsewhere/note; touch /elsewhere/x 2>/dev/null || echo read-only")
+    assert p.stdout.decode().split() == ["kept", "read-only"], p.stderr
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_entrypoint_option(store, rt):
+    p = run_cli(store.root, "--rm", "--runtime", rt, "--entrypoint", "echo", "busybox", "a", "b")
+    assert p.stdout == b"a b\n", p.stderr

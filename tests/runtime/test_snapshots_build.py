@@ -222,3 +222,30 @@ def test_read_file_and_resolve_user_for_copy_chown(store, layered):
     assert build.read_file(store, diff_ids, "/bin/vi") is None
     u = build.resolve_user(store, diff_ids, "new")
     assert (u.uid, u.gid) == (77, 77)
+
+
+def test_run_steps_in_parallel_threads(store):
+    """The builder may run independent stages in threads: steps must not need the main thread."""
+    import threading
+
+    diff_ids = list(store.resolve("busybox").config.diff_ids)
+    results: dict[int, object] = {}
+
+    def step(i: int) -> None:
+        upper, work = store.root / f"u{i}", store.root / f"w{i}"
+        upper.mkdir()
+        work.mkdir()
+        try:
+            results[i] = build.run_step(store, diff_ids, upper, work, ["sh", "-c", f"echo {i} > /n; exit {i}"],
+                                        [], None, "/", on_output=lambda b: None)
+        except BaseException as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=step, args=(i,)) for i in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {1: 1, 2: 2, 3: 3}
+    for i in (1, 2, 3):
+        assert (store.root / f"u{i}" / "n").read_text() == f"{i}\n"
