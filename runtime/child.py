@@ -168,7 +168,12 @@ def mount_root(r: Rootfs, err_w: int) -> None:
             paths = [os.path.relpath(p, r.base) for p in paths]
         opts = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]}"
         try:
-            sc.mount("overlay", r.target, "overlay", sc.MS_NODEV, opts)
+            if len(opts) < 4000:
+                sc.mount("overlay", r.target, "overlay", sc.MS_NODEV, opts)
+            else:  # too many layers for one page of options: one option at a time
+                sc.mount_fs("overlay", r.target, [("lowerdir+", p) for p in paths[:-2]]
+                            + [("upperdir", paths[-2]), ("workdir", paths[-1])])
+                sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
         except ContainerError as e:
             fail(err_w, OVERLAY_FAILED, f"overlay: {e}")
     else:

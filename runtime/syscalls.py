@@ -72,6 +72,10 @@ _SYSCALLS = {
     "capget": (125, 90),
     "capset": (126, 91),
     "openat2": (437, 437),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
 }
 _ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(platform.machine())
 
@@ -167,6 +171,34 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     return _check(_libc.syscall(_nr("openat2"), dirfd, _b(path), ctypes.byref(how),
                                 ctypes.c_size_t(ctypes.sizeof(how))), f"openat2 {path}")
+
+
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_AT_FDCWD = -100
+
+
+def mount_fs(fstype: str, target: str, strings: list[tuple[str, str]], flags: list[str] = ()) -> None:
+    """Mount a new filesystem through the fsopen/fsconfig API: each option is set
+    on its own, so no one-page limit applies (overlay's `lowerdir+`, Linux 6.8+)."""
+    fs = _check(_libc.syscall(_nr("fsopen"), _b(fstype), 1), f"fsopen {fstype}")  # FSOPEN_CLOEXEC
+    try:
+        for key, value in strings:
+            _check(_libc.syscall(_nr("fsconfig"), fs, FSCONFIG_SET_STRING, _b(key), _b(value), 0),
+                   f"{fstype}: {key}={value}")
+        for key in flags:
+            _check(_libc.syscall(_nr("fsconfig"), fs, FSCONFIG_SET_FLAG, _b(key), None, 0), f"{fstype}: {key}")
+        _check(_libc.syscall(_nr("fsconfig"), fs, FSCONFIG_CMD_CREATE, None, None, 0), f"{fstype}: create")
+        mnt = _check(_libc.syscall(_nr("fsmount"), fs, 1, 0), f"fsmount {fstype}")  # FSMOUNT_CLOEXEC
+        try:
+            _check(_libc.syscall(_nr("move_mount"), mnt, b"", _AT_FDCWD, _b(target), MOVE_MOUNT_F_EMPTY_PATH),
+                   f"move_mount {fstype} to {target}")
+        finally:
+            os.close(mnt)
+    finally:
+        os.close(fs)
 
 
 def socket(family: int, kind: int, proto: int = 0) -> int:

@@ -249,3 +249,15 @@ def test_run_steps_in_parallel_threads(store):
     assert results == {1: 1, 2: 2, 3: 3}
     for i in (1, 2, 3):
         assert (store.root / f"u{i}" / "n").read_text() == f"{i}\n"
+
+
+@pytest.mark.parametrize("rt", ["builtin", "runc"])
+def test_many_layers_beyond_one_page_of_mount_options(store, rt):
+    layers = [base_layer(store)] + [tar_of_entries([(f"l{i:03d}", "f", f"{i}\n"), ("top", "f", f"{i}\n")])
+                                    for i in range(70)]
+    add_image(store, layers, {"Cmd": ["sh"]}, tag="tall")
+    p = run_cli(store.root, "--rm", "--runtime", rt, "tall", "sh", "-c", "cat /l000 /l069 /top; ls / | grep -c '^l'",
+                env={"SOKO_RUNTIME_EVENTS": "1"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split() == ["0", "69", "69", "70"]
+    assert b"fallback" not in p.stderr  # the overlay itself, not the copy
