@@ -70,9 +70,14 @@ class Container:
     def id(self) -> str:
         return self.state.id
 
-    def save(self) -> None:
+    def save(self, fresh: bool = False) -> None:
+        """Write state.json; atomically (temp + rename) unless the directory is still private."""
+        data = json.dumps(asdict(self.state), indent=1)
+        if fresh:
+            (self.dir / "state.json").write_text(data)
+            return
         tmp = self.dir / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self.state), indent=1))
+        tmp.write_text(data)
         os.rename(tmp, self.dir / "state.json")
 
     def release(self) -> None:
@@ -140,7 +145,7 @@ def create(store_root: Path, state: State) -> Container:
     assert lock_fd is not None
     c = Container(new, state, lock_fd)
     try:
-        c.save()
+        c.save(fresh=True)  # not visible before the rename below
         if state.name is None:
             os.rename(new, base / state.id)
         else:
