@@ -7,7 +7,6 @@ noNewPrivileges (soko always sets it).
 """
 from __future__ import annotations
 
-import os
 import resource
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,11 +193,3 @@ def cwd_of(image_config: dict, opts: RunOptions) -> str:
     from .paths import lexical_clean
 
     return lexical_clean(opts.workdir or image_config.get("WorkingDir") or "/")
-
-
-def env_home_default(env: list[str]) -> str | None:
-    return next((e[5:] for e in env if e.startswith("HOME=")), None)
-
-
-def os_hostname_ok(name: str) -> bool:
-    return bool(name) and len(name) <= 64 and os.sep not in name

@@ -201,7 +201,8 @@ def test_run_step_upper_becomes_a_layer(store):
     upper.mkdir()
     work.mkdir()
     assert build.run_step(store, list(img.config.diff_ids), upper, work,
-                          ["sh", "-c", "echo built > /built; rm /bin/vi"], [], None, "/", on_output=lambda b: None) == 0
+                          ["sh", "-c", "echo built > /built; rm /bin/vi"], [], None, "/",
+                          on_output=lambda b: None) == 0
     info = write_layer_from_overlay(upper, store.blobs)
     store.record_layer(info.diff_id, info.digest, info.compression, info.size)
     cfg = img.config.changed()
@@ -256,8 +257,8 @@ def test_many_layers_beyond_one_page_of_mount_options(store, rt):
     layers = [base_layer(store)] + [tar_of_entries([(f"l{i:03d}", "f", f"{i}\n"), ("top", "f", f"{i}\n")])
                                     for i in range(70)]
     add_image(store, layers, {"Cmd": ["sh"]}, tag="tall")
-    p = run_cli(store.root, "--rm", "--runtime", rt, "tall", "sh", "-c", "cat /l000 /l069 /top; ls / | grep -c '^l'",
-                env={"SOKO_RUNTIME_EVENTS": "1"})
+    p = run_cli(store.root, "--rm", "--runtime", rt, "tall", "sh", "-c",
+                "cat /l000 /l069 /top; ls / | grep -c '^l'", env={"SOKO_RUNTIME_EVENTS": "1"})
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode().split() == ["0", "69", "69", "70"]
     assert b"fallback" not in p.stderr  # the overlay itself, not the copy
