@@ -16,8 +16,8 @@ import signal
 from dataclasses import dataclass
 from typing import Callable
 
-from . import cgroups, child, syscalls as sc
-from .errors import CgroupError, StartError
+from . import child, syscalls as sc
+from .errors import StartError
 
 FORWARDED = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                          signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM)]
@@ -82,16 +82,6 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
         setup.console_sock = to_close[-1]
     setup.stdio = (stdin, stdout, stderr)
     setup.err_w, setup.life_r = err_w, life_r
-    # Moving a process between cgroups costs an RCU grace period (~15 ms) on
-    # cgroup v1. Without a cgroup namespace to set up (v1, hybrid), soko does
-    # it while the child builds its mounts; the child waits only before exec.
-    parallel_join = bool(setup.cgroup_paths) and not any(
-        ns["type"] == "cgroup" for ns in setup.spec.get("linux", {}).get("namespaces", []))
-    go_w = -1
-    if parallel_join:
-        setup.go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        to_close.append(setup.go_r)
-
     pid = 0
     pending: list[int] = []
 
@@ -113,8 +103,6 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
             if pid == 0:
                 os.close(err_r)
                 os.close(life_w)
-                if go_w >= 0:
-                    os.close(go_w)
                 child.run(setup)  # never returns
         finally:
             if pid != 0:
@@ -124,19 +112,8 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
         for fd in to_close:
             os.close(fd)
     try:
-        join_error: BaseException | None = None
-        if go_w >= 0:
-            try:
-                cgroups.join(setup.cgroup_paths, pid)
-                os.write(go_w, b"1")
-            except (OSError, CgroupError) as e:
-                join_error = e  # the child may have failed first: its message wins
-            finally:
-                os.close(go_w)
         msg = _read_all(err_r)
         os.close(err_r)
-        if join_error is not None and not msg:
-            raise join_error
         if msg:
             _, status = os.waitpid(pid, 0)
             code, _, text = msg.decode(errors="replace").partition(" ")
