@@ -16,9 +16,9 @@ One image, three ways, each `true` with --rm and no network:
 The image is the busybox fixture (fixtures/recipes.py). Podman gets its own
 storage under bench/out/ and a CONTAINERS_CONF without default ulimits
 (this machine refuses raising RLIMIT_NOFILE), so nothing on the host is
-changed. Timing uses hyperfine when installed (median of --runs after
---warmup), else a loop here. Python byte-code is compiled first, as an
-installed package would have it.
+changed. The commands run round-robin, so load from elsewhere falls on all
+of them alike; medians and minimums are reported. Python byte-code is
+compiled first, as an installed package would have it.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -87,28 +86,18 @@ def prepare_runc(tar: Path) -> list[str]:
     return ["runc", "--root", "/run/soko-bench-runc", "run", "--bundle", str(bundle), "soko-bench-floor"]
 
 
-def time_loop(cmd: list[str], runs: int, warmup: int, env: dict) -> list[float]:
-    out = []
+def measure(cmds: dict[str, list[str]], runs: int, warmup: int, env: dict) -> dict[str, list[float]]:
+    """Seconds per run of each command, taken round-robin (a b c a b c ...), so
+    load from elsewhere on the machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in cmds}
     for i in range(warmup + runs):
-        t = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        if i >= warmup:
-            out.append(time.perf_counter() - t)
-    return out
-
-
-def measure(cmds: dict[str, list[str]], runs: int, warmup: int, env: dict) -> dict[str, float]:
-    """Median seconds per command."""
-    if shutil.which("hyperfine"):
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            args = ["hyperfine", "-N", "--style", "basic", "--warmup", str(warmup), "--runs", str(runs),
-                    "--export-json", f.name]
-            for name, cmd in cmds.items():
-                args += ["-n", name, " ".join(cmd)]
-            subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL)
-            data = json.load(open(f.name))
-        return {r["command"]: r["median"] for r in data["results"]}
-    return {name: statistics.median(time_loop(cmd, runs, warmup, env)) for name, cmd in cmds.items()}
+        for name, cmd in cmds.items():
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=True)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return times
 
 
 def main() -> int:
@@ -135,10 +124,13 @@ def main() -> int:
     }
     for cmd in cmds.values():  # each works, and the first soko run unpacks the snapshot
         subprocess.run(cmd, env=env, check=True, cwd=REPO)
-    med = measure(cmds, args.runs, args.warmup, env)
-    print(f"{'':10} {'median':>10}")
-    for name in cmds:
-        print(f"{name:10} {med[name] * 1000:8.1f} ms")
+    times = measure(cmds, args.runs, args.warmup, env)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(f"{args.runs} runs each, round-robin, after {args.warmup} warm-up rounds "
+          f"(load average {os.getloadavg()[0]:.2f})")
+    print(f"{'':10} {'median':>9} {'min':>9}")
+    for name, t in times.items():
+        print(f"{name:10} {med[name] * 1000:6.1f} ms {min(t) * 1000:6.1f} ms")
     print(f"podman / soko: {med['podman'] / med['soko']:.2f}x   soko / runc: {med['soko'] / med['runc']:.2f}x")
     return 0
 
