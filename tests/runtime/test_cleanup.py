@@ -141,3 +141,31 @@ def test_kept_container_stays_and_is_not_swept(store):
         assert container_dirs(store.root) == ids
     finally:
         os.close(devnull)
+
+
+def test_cgroup_v2_path_on_the_v2_tree_of_this_host(store):
+    """The pure-v2 code path (cgroup.procs, cgroup namespace, cgroup2 mount, /soko/<id> at the
+    root) exercised on the host's real v2 hierarchy, without its v1 controllers. On a pure v2
+    machine every other test takes this path anyway."""
+    from runtime import cgroups
+
+    real = cgroups.system()
+    if real.v2 is None:
+        pytest.skip("no cgroup v2 hierarchy on this host")
+    v2 = real.v2
+    cgroups._system = cgroups.System([cgroups.Hierarchy(2, v2.mount, v2.controllers, v2.own)])
+    try:
+        out: list[bytes] = []
+        status = run(store, "busybox", RunOptions(
+            rm=True, network="none", pids_limit=20 if "pids" in v2.controllers else None,
+            command=["sh", "-c", "grep '^0::' /proc/self/cgroup; grep ' /sys/fs/cgroup ' /proc/self/mountinfo; "
+                                 "ls /sys/fs/cgroup/cgroup.procs"]), on_output=out.append)
+        text = b"".join(out).decode()
+        assert status == 0, text
+        lines = text.splitlines()
+        assert lines[0] == "0::/"  # its own cgroup namespace
+        assert " cgroup2 " in lines[1] and " ro," in lines[1]
+        soko = os.path.join(v2.mount, "soko")
+        assert [d for d in os.listdir(soko) if os.path.isdir(os.path.join(soko, d))] == []
+    finally:
+        cgroups._system = real
