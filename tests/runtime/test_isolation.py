@@ -198,3 +198,14 @@ def test_named_volume_is_seeded_from_the_image_and_kept(store, rt):
 def test_entrypoint_option(store, rt):
     p = run_cli(store.root, "--rm", "--runtime", rt, "--entrypoint", "echo", "busybox", "a", "b")
     assert p.stdout == b"a b\n", p.stderr
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_image_without_layers(store, rt):
+    """A scratch image: the root is an empty overlay; a bind-mounted static busybox runs in it."""
+    add_image(store, [], {"Cmd": ["/nothing"]}, tag="scratch")
+    assert run_cli(store.root, "--rm", "--runtime", rt, "scratch").returncode == 127
+    p = run_cli(store.root, "--rm", "--runtime", rt, "-v", "/bin/busybox:/busybox:ro", "--entrypoint", "/busybox",
+                "scratch", "ls", "/")
+    assert p.returncode == 0, p.stderr
+    assert set(p.stdout.decode().split()) >= {"busybox", "dev", "etc", "proc", "sys"}
