@@ -18,24 +18,7 @@ from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import StartError
-
-FORWARDED = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                         signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM)]
-
-
-def forward_signals(handler) -> dict:
-    """Install `handler` for the forwarded signals; {} off the main thread (a
-    builder running steps in threads), where Python cannot take signals."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, handler) for s in FORWARDED}
-
-
-def restore_signals(old: dict) -> None:
-    for s, h in old.items():
-        signal.signal(s, h)
+from .waiting import Forwarder, wait
 
 
 class OverlayUnavailable(Exception):
@@ -83,76 +66,58 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
     setup.stdio = (stdin, stdout, stderr)
     setup.err_w, setup.life_r = err_w, life_r
     pid = 0
-    pending: list[int] = []
-
-    def forward(signum: int, _frame) -> None:
-        if pid:
+    with Forwarder() as fwd:
+        own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.unshare(sc.CLONE_NEWPID)
             try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-        else:
-            pending.append(signum)
-
-    old = forward_signals(forward)
-    own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        sc.unshare(sc.CLONE_NEWPID)
-        try:
-            pid = os.fork()
-            if pid == 0:
-                os.close(err_r)
-                os.close(life_w)
-                child.run(setup)  # never returns
+                pid = os.fork()
+                if pid == 0:
+                    os.close(err_r)
+                    os.close(life_w)
+                    child.run(setup)  # never returns
+            finally:
+                if pid != 0:
+                    sc.setns(own_ns, sc.CLONE_NEWPID)
         finally:
-            if pid != 0:
-                sc.setns(own_ns, sc.CLONE_NEWPID)
-    finally:
-        os.close(own_ns)
-        for fd in to_close:
-            os.close(fd)
-    try:
-        msg = _read_all(err_r)
-        os.close(err_r)
-        if msg:
-            _, status = os.waitpid(pid, 0)
-            code, _, text = msg.decode(errors="replace").partition(" ")
-            if code.isdigit() and int(code) == child.OVERLAY_FAILED:
-                raise OverlayUnavailable(text)
-            raise StartError(text, int(code) if code.isdigit() else 125)
-        if on_started:
-            on_started(pid)
-        for s in pending:
-            forward(s, None)
-        if tty:
-            from .tty import Terminal
-
-            master = _receive_master(sock_parent)
-            with Terminal(master, io.stdin, io.stdout if io.on_output is None else None,
-                          io.on_output, pid) as term:
-                status = term.pump()
-        elif out_r is not None:
-            _pump(out_r, io.on_output)
-            _, status = os.waitpid(pid, 0)
-        else:
-            _, status = os.waitpid(pid, 0)
-        return exit_status(status)
-    except BaseException:
+            os.close(own_ns)
+            for fd in to_close:
+                os.close(fd)
         try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        except ProcessLookupError:
-            pass
-        raise
-    finally:
-        restore_signals(old)
-        os.close(life_w)
-        if out_r is not None:
-            os.close(out_r)
-        if sock_parent is not None:
-            sock_parent.close()
+            msg = _read_all(err_r)
+            os.close(err_r)
+            if msg:
+                os.waitpid(pid, 0)
+                code, _, text = msg.decode(errors="replace").partition(" ")
+                if code.isdigit() and int(code) == child.OVERLAY_FAILED:
+                    raise OverlayUnavailable(text)
+                raise StartError(text, int(code) if code.isdigit() else 125)
+            fwd.started(pid)
+            if on_started:
+                on_started(pid)
+            if tty:
+                from .tty import Terminal
+
+                master = _receive_master(sock_parent)
+                with Terminal(master, io.stdin, io.stdout if io.on_output is None else None,
+                              io.on_output, pid) as term:
+                    status = term.pump(fwd)
+            else:
+                status = wait(pid, fwd, out_r, io.on_output)
+            return exit_status(status)
+        except BaseException:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ChildProcessError, ProcessLookupError):
+                pass
+            raise
+        finally:
+            os.close(life_w)
+            if out_r is not None:
+                os.close(out_r)
+            if sock_parent is not None:
+                sock_parent.close()
 
 
 def _read_all(fd: int) -> bytes:
@@ -162,14 +127,6 @@ def _read_all(fd: int) -> bytes:
         if not b:
             return b"".join(chunks)
         chunks.append(b)
-
-
-def _pump(fd: int, sink: Callable[[bytes], None]) -> None:
-    while True:
-        b = os.read(fd, 65536)
-        if not b:
-            return
-        sink(b)
 
 
 def _receive_master(sock) -> int:

@@ -24,8 +24,8 @@ from typing import Callable
 from . import child, syscalls as sc
 from .errors import ContainerError, RuntimeNotAvailable, StartError
 from .paths import mkdir_in_root
-from .executor_builtin import (FORWARDED, IO, OverlayUnavailable, exit_status, forward_signals,
-                               restore_signals)
+from .executor_builtin import IO, OverlayUnavailable, exit_status
+from .waiting import FORWARDED, Forwarder, wait
 from .tty import Terminal
 
 STATE_ROOT = "/run/soko"
@@ -95,82 +95,62 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         stdout = stderr = out_w
     pid = 0
-    pending: list[int] = []
-
-    def forward(signum: int, _frame) -> None:
-        if pid:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-        else:
-            pending.append(signum)
-
-    old = forward_signals(forward)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty,
-                    spec["process"].get("cwd", ""))
-        os.close(err_w)
-        if devnull is not None:
-            os.close(devnull)
-        if out_r is not None:
-            os.close(out_w)
-        if pty_master is not None:
-            os.close(pty_slave)
-        if on_started:
-            on_started(pid)
-        for s in pending:
-            forward(s, None)
-        if pty_master is not None:
-            with Terminal(pty_master, io.stdin, io.stdout if io.on_output is None else None,
-                          io.on_output, pid) as term:
-                pty_master = None  # the Terminal closes it
-                status = term.pump()
-        elif out_r is not None:
-            while True:
-                b = os.read(out_r, 65536)
-                if not b:
-                    break
-                io.on_output(b)
-            _, status = os.waitpid(pid, 0)
-        else:
-            _, status = os.waitpid(pid, 0)
-        msg = os.read(err_r, 4096).decode(errors="replace")
-        if msg:
-            code, _, text = msg.partition(" ")
-            if code == str(child.OVERLAY_FAILED):
-                raise OverlayUnavailable(text)
-            raise StartError(text, int(code) if code.isdigit() else 125)
-        code = exit_status(status)
-        if code != 0:
-            errs = _errors(log)
-            if errs:
-                raise StartError(f"{name}: {errs[-1]}", _status_for(errs[-1]))
-        return code
-    except BaseException:
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-        raise
-    finally:
-        restore_signals(old)
-        os.close(err_r)
-        if out_r is not None:
-            os.close(out_r)
-        if pty_master is not None:
-            os.close(pty_master)
+    with Forwarder() as fwd:
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty,
+                        spec["process"].get("cwd", ""))
+            os.close(err_w)
+            if devnull is not None:
+                os.close(devnull)
+            if out_r is not None:
+                os.close(out_w)
+            if pty_master is not None:
+                os.close(pty_slave)
+            fwd.started(pid)
+            if on_started:
+                on_started(pid)
+            if pty_master is not None:
+                with Terminal(pty_master, io.stdin, io.stdout if io.on_output is None else None,
+                              io.on_output, pid) as term:
+                    pty_master = None  # the Terminal closes it
+                    status = term.pump(fwd)
+            else:
+                status = wait(pid, fwd, out_r, io.on_output)
+            msg = os.read(err_r, 4096).decode(errors="replace")
+            if msg:
+                code, _, text = msg.partition(" ")
+                if code == str(child.OVERLAY_FAILED):
+                    raise OverlayUnavailable(text)
+                raise StartError(text, int(code) if code.isdigit() else 125)
+            code = exit_status(status)
+            if code != 0:
+                errs = _errors(log)
+                if errs:
+                    raise StartError(f"{name}: {errs[-1]}", _status_for(errs[-1]))
+            return code
+        except BaseException:
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+            raise
+        finally:
+            os.close(err_r)
+            if out_r is not None:
+                os.close(out_r)
+            if pty_master is not None:
+                os.close(pty_master)
 
 
 def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]],
             stdio: tuple[int, int, int], err_w: int, tty: bool = False, cwd: str = "") -> None:
     """Forked: private mount namespace, root mounted, then exec the runtime."""
     try:
-        for sig in FORWARDED + [signal.SIGPIPE, signal.SIGXFSZ]:
+        for sig in FORWARDED + [signal.SIGPIPE, signal.SIGXFSZ]:  # back to defaults for the runtime
             signal.signal(sig, signal.SIG_DFL)
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         sc.unshare(sc.CLONE_NEWNS)

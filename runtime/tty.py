@@ -12,7 +12,10 @@ import os
 import select
 import signal
 import termios
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .waiting import Forwarder
 
 
 class Terminal:
@@ -68,14 +71,17 @@ class Terminal:
                 n = os.write(self.stdout, view)
                 view = view[n:]
 
-    def pump(self) -> int:
+    def pump(self, fwd: "Forwarder | None" = None) -> int:
         """Relay until the container's PID 1 exits; returns the raw wait status."""
         pidfd = os.pidfd_open(self.pid)
         stdin = self.stdin
+        wake = fwd.fds if fwd is not None else []
         try:
             while True:
-                fds = [self.master, pidfd] + ([stdin] if stdin is not None else [])
+                fds = [self.master, pidfd] + ([stdin] if stdin is not None else []) + wake
                 ready = select.select(fds, [], [])[0]
+                if wake and wake[0] in ready:
+                    fwd.drain()
                 if self.master in ready:
                     try:
                         data = os.read(self.master, 65536)
