@@ -53,7 +53,7 @@ class RunOptions:
     network: str = "default"  # none | host | default (host until bridge networking exists)
     memory: int | None = None  # bytes; parse_size("32m")
     cpus: float | None = None
-    pids_limit: int | None = None
+    pids_limit: int | None = None  # 0 or -1: unlimited, as in Docker
     runtime: str = "builtin"
 
     def validate(self) -> None:
@@ -69,8 +69,8 @@ class RunOptions:
         if self.cpus is not None and not (0.01 <= self.cpus <= os.cpu_count() * 1.0):
             raise InvalidOption(f"range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only "
                                 f"{os.cpu_count()} CPUs available")
-        if self.pids_limit is not None and self.pids_limit == 0:
-            raise InvalidOption("--pids-limit must be positive (or -1 for unlimited)")
+        if self.pids_limit is not None and self.pids_limit < -1:
+            raise InvalidOption("--pids-limit must be positive (0 or -1: unlimited)")
         if self.hostname is not None and self.network == "host":
             raise InvalidOption("conflicting options: hostname and the network mode")
         if self.hostname is not None and not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}$", self.hostname):

@@ -94,7 +94,7 @@ def cgroup_binds(paths: list[str]) -> list[tuple[str, str]]:
 
 def resources(opts: RunOptions) -> cgroups.Resources:
     return cgroups.Resources(memory=opts.memory, memory_swap=2 * opts.memory if opts.memory else None,
-                             cpus=opts.cpus, pids=opts.pids_limit)
+                             cpus=opts.cpus, pids=-1 if opts.pids_limit == 0 else opts.pids_limit)
 
 
 def new_container(root: Path, options: RunOptions, image_id: str, image_ref: str,

@@ -169,7 +169,7 @@ def build(inp: SpecInput) -> dict[str, Any]:
         resources["cpu"] = {"quota": max(1000, int(opts.cpus * cgroups.CFS_PERIOD)),
                             "period": cgroups.CFS_PERIOD}
     if opts.pids_limit is not None:
-        resources["pids"] = {"limit": opts.pids_limit}
+        resources["pids"] = {"limit": -1 if opts.pids_limit == 0 else opts.pids_limit}
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "resources": resources,
