@@ -165,16 +165,27 @@ def mount_root(r: Rootfs, err_w: int) -> None:
         # volatile: no sync of the whole upper filesystem when the overlay goes
         # away (that sync costs tens of ms on a busy disk); a container's upper
         # directory does not survive a crash of the host as an image does anyway.
-        opts = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]},volatile"
-        try:
-            if len(opts) < 4000:
-                sc.mount("overlay", r.target, "overlay", sc.MS_NODEV, opts)
-            else:  # too many layers for one page of options: one option at a time
-                sc.mount_fs("overlay", r.target, [("lowerdir+", p) for p in paths[:-2]]
-                            + [("upperdir", paths[-2]), ("workdir", paths[-1])], ["volatile"])
-                sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
-        except ContainerError as e:
-            fail(err_w, OVERLAY_FAILED, f"overlay: {e}")
+        # redirect_dir/metacopy/index off: the upper must hold plain files and
+        # whiteouts that a layer can be written from, whatever the kernel defaults.
+        extras = ["redirect_dir=off", "index=off", "metacopy=off", "volatile"]
+        base = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]}"
+        error: ContainerError | None = None
+        for extra in (extras, []):  # older kernels may not know an extra: then without
+            try:
+                if len(base) < 3900:
+                    sc.mount("overlay", r.target, "overlay", sc.MS_NODEV, ",".join([base] + extra))
+                else:  # too many layers for one page of options: one option at a time
+                    sc.mount_fs("overlay", r.target, [("lowerdir+", p) for p in paths[:-2]]
+                                + [("upperdir", paths[-2]), ("workdir", paths[-1])]
+                                + [tuple(e.split("=")) for e in extra if "=" in e],
+                                [e for e in extra if "=" not in e])
+                    sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
+                error = None
+                break
+            except ContainerError as e:
+                error = e
+        if error is not None:
+            fail(err_w, OVERLAY_FAILED, f"overlay: {error}")
     else:
         src = r.source_dir or r.target
         sc.mount(src, r.target, None, sc.MS_BIND | sc.MS_REC)
