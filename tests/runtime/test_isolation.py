@@ -209,3 +209,45 @@ def test_image_without_layers(store, rt):
                 "scratch", "ls", "/")
     assert p.returncode == 0, p.stderr
     assert set(p.stdout.decode().split()) >= {"busybox", "dev", "etc", "proc", "sys"}
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_interactive_shell_on_a_terminal(store, rt):
+    """-i -t from a real terminal: keystrokes in, echo and output back, the exit status out."""
+    import pty
+    import select as sel
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(REPO)
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "runtime", "run", "--root", str(store.root), "--rm",
+                                  "-i", "-t", "--runtime", rt, "busybox", "sh"])
+    out = b""
+
+    def read_until(token: bytes, timeout: float = 20) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while token not in out and time.monotonic() < deadline:
+            if sel.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        assert token in out, out
+
+    try:
+        read_until(b"# ")  # the prompt
+        os.write(fd, b"echo $((6*7)); tty\n")
+        read_until(b"/dev/pts/0")
+        assert b"42" in out
+        os.write(fd, b"exit 3\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
