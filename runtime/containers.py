@@ -169,13 +169,22 @@ def _try_lock(d: Path) -> int | None:
     return _lock_dir(d, block=False)
 
 
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as \\ooo octal escapes."""
+    if "\\" not in field:
+        return field
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below `path` in this mount namespace, deepest first."""
     prefix = str(path).rstrip("/")
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
+            mp = _unescape(line.split()[4])
             if mp == prefix or mp.startswith(prefix + "/"):
                 out.append(mp)
     return sorted(out, key=lambda p: p.count("/"), reverse=True)
