@@ -55,7 +55,7 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     if not argv:
         raise InvalidOption("a RUN step needs a command")
     snapshotter = snapshotter or os.environ.get("SOKO_SNAPSHOTTER") or "auto"
-    root = Path(store.root)
+    root = Path(os.path.abspath(store.root))  # mounts and /proc/self/fd checks need absolute paths
     containers.sweep(root, on_event)
     lowers = Snapshots(store).prepare(list(diff_ids), on_event=on_event)
     view = LayerView([str(upper)] + [str(p) for p in reversed(lowers)])

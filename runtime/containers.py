@@ -87,7 +87,7 @@ class Container:
 
 
 def containers_dir(store_root: Path) -> Path:
-    return Path(store_root) / "containers"
+    return Path(os.path.abspath(store_root)) / "containers"
 
 
 @contextmanager

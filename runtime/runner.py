@@ -121,7 +121,7 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
     snapshotter = snapshotter or os.environ.get("SOKO_SNAPSHOTTER") or "auto"
     if snapshotter not in SNAPSHOTTERS:
         raise InvalidOption(f"unknown snapshotter {snapshotter!r}")
-    root = Path(store.root)
+    root = Path(os.path.abspath(store.root))  # mounts and /proc/self/fd checks need absolute paths
     containers.sweep(root, on_event)
     img = store.resolve(image) if isinstance(image, str) else image
     cfg = dict(img.config.config or {})
@@ -162,7 +162,7 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
     from .executor_builtin import IO, OverlayUnavailable
 
     global _overlay_broken
-    root = Path(store.root)
+    root = Path(os.path.abspath(store.root))  # mounts and /proc/self/fd checks need absolute paths
     net = network_mode(options)
     upper = upper or c.dir / "upper"
     work = work or c.dir / "work"

@@ -60,7 +60,7 @@ def _hex(chain_id: str) -> str:
 class Snapshots:
     def __init__(self, store: "ImageStore"):
         self.store = store
-        self.root = Path(store.root) / "snapshots"
+        self.root = Path(os.path.abspath(store.root)) / "snapshots"
         self._migrated = False
 
     def _db(self):

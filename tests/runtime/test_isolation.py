@@ -251,3 +251,11 @@ def test_interactive_shell_on_a_terminal(store, rt):
         except (ProcessLookupError, ChildProcessError):
             pass
         os.close(fd)
+
+
+def test_relative_store_root(store):
+    rel = os.path.relpath(store.root, REPO)
+    p = subprocess.run([sys.executable, "-m", "runtime", "run", "--root", rel, "--rm", "busybox", "sh", "-c",
+                        "echo ok; grep ' / ' /proc/self/mountinfo"], cwd=REPO, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(b"ok\n") and b" overlay " in p.stdout  # the overlay, not the copy fallback
