@@ -52,7 +52,7 @@ For the builder::
 Housekeeping::
 
     runtime.containers.sweep(store_root, on_event=None) -> int
-    runtime.snapshots.prune(store, keep=(), on_event=None) -> list[str]   (for `soko gc`)
+    runtime.snapshots.prune(store, keep=(), on_event=None, dry_run=False) -> list[str]  (for `soko gc`)
     runtime.snapshots.chain_ids(diff_ids) -> list[str]
 
 Tests and benchmarks use the same functions through `python -m runtime run

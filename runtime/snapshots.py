@@ -172,10 +172,11 @@ class Snapshots:
         return n
 
 
-def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None) -> list[str]:
+def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None,
+          dry_run: bool = False) -> list[str]:
     """Remove snapshots that no image in the store, no container and nothing in `keep` uses.
 
-    For `soko gc`; returns the removed chain IDs."""
+    For `soko gc`; returns the removed (with dry_run: removable) chain IDs."""
     from . import containers
 
     snaps = Snapshots(store)
@@ -192,9 +193,11 @@ def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None 
     removed = []
     for cid in snaps.list():
         if cid not in used:
-            snaps.remove(cid)
+            if not dry_run:
+                snaps.remove(cid)
             removed.append(cid)
             if on_event:
                 on_event("removed", f"snapshot {cid}")
-    snaps.clean_temporaries()
+    if not dry_run:
+        snaps.clean_temporaries()
     return removed

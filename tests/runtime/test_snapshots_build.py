@@ -95,7 +95,9 @@ def test_prune_keeps_what_images_use(store, layered):
     stray = chain_ids([layered.config.diff_ids[1]])[0]  # a chain no image has
     snaps.prepare([layered.config.diff_ids[1]])
     assert snaps.has(stray)
+    assert prune(store, dry_run=True) == [stray] and snaps.has(stray)
     assert prune(store) == [stray]
+    assert not snaps.has(stray)
     assert all(snaps.has(c) for c in chain_ids(layered.config.diff_ids))
 
 
