@@ -14,9 +14,11 @@ from .errors import InvalidOption
 
 RUNTIMES = ("builtin", "runc", "crun")
 NETWORKS = ("none", "host", "default")
-_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-_CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_ENV_KEY = re.compile(r"^[^=\s]+$")
+# Patterns as strings: `re` compiles (and caches) only those a run needs.
+_VOLUME_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+_CONTAINER_NAME = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+_ENV_KEY = r"^[^=\s]+$"
+_SIZE = r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$"
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class RunOptions:
             raise InvalidOption(f"unknown runtime {self.runtime!r} (builtin, runc or crun)")
         if self.network not in NETWORKS:
             raise InvalidOption(f"network {self.network!r} is not supported (none or host)")
-        if self.name is not None and not _CONTAINER_NAME.match(self.name):
+        if self.name is not None and not re.match(_CONTAINER_NAME, self.name):
             raise InvalidOption(f"invalid container name {self.name!r}: "
                                 "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         if self.memory is not None and self.memory < 6 * 1024 * 1024:
@@ -92,13 +94,12 @@ class RunOptions:
         return [parse_tmpfs(t) for t in self.tmpfs]
 
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def parse_size(text: str) -> int:
     """Docker's RAMInBytes: `32m`, `1g`, `512k`, `1024` (bytes)."""
-    m = _SIZE.match(text.strip())
+    m = re.match(_SIZE, text.strip(), re.IGNORECASE)
     if not m:
         raise InvalidOption(f"invalid size: {text!r}")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
@@ -115,7 +116,7 @@ def parse_cpus(text: str) -> float:
 def parse_env_entry(text: str, environ: dict[str, str] | None = None) -> str | None:
     """`K=V` stays; `K` takes soko's own value, or is dropped when unset (Docker's rule)."""
     key, eq, _ = text.partition("=")
-    if not key or not _ENV_KEY.match(key):
+    if not key or not re.match(_ENV_KEY, key):
         raise InvalidOption(f"invalid environment variable: {text!r}")
     if eq:
         return text
@@ -171,7 +172,7 @@ def parse_volume(text: str) -> Volume:
         raise InvalidOption(f"invalid volume {text!r}: the destination cannot be '/'")
     if src.startswith("/"):
         return Volume(os.path.normpath(src), dst, ro, False)
-    if not _VOLUME_NAME.match(src):
+    if not re.match(_VOLUME_NAME, src):
         raise InvalidOption(f"invalid volume name {src!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; "
                             "a host directory must be an absolute path")
     return Volume(src, dst, ro, True)
