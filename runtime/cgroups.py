@@ -294,3 +294,35 @@ def destroy(cg: Cgroups | list[str], timeout: float = 5.0) -> None:
                     pass
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def sweep_orphans(min_age: float = 60.0) -> int:
+    """Remove empty container cgroups older than `min_age` seconds.
+
+    A container's cgroups always hold its processes while it runs and are
+    removed when it ends, so an empty one that has been around for a while
+    lost its container (its state directory was deleted, or another store's
+    soko was killed before it could record it). Cheap: one listdir per tree."""
+    sysinfo = system()
+    parents = {os.path.join(h.mount, h.own.lstrip("/"), "soko") for h in sysinfo.hierarchies if h.version == 1}
+    if sysinfo.v2 is not None:
+        parents.add(os.path.join(sysinfo.v2.mount, "soko"))
+    now = time.time()
+    removed = 0
+    for parent in parents:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for n in names:
+            p = os.path.join(parent, n)
+            if len(n) != 64 or not os.path.isdir(p):
+                continue
+            try:
+                if now - os.stat(p).st_mtime < min_age or _pids(p):
+                    continue
+                os.rmdir(p)
+                removed += 1
+            except OSError:
+                pass
+    return removed

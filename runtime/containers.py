@@ -9,6 +9,9 @@ reuse questions) and cleans up: any mount left under the directory, the OCI
 runtime's container, the cgroups, and with --rm the directory itself.
 Without --rm the container stays, marked exited.
 
+The sweep also removes empty container cgroups older than a minute, whose
+record is gone (see cgroups.sweep_orphans).
+
 state.json is written once when the container is created (everything that
 cleanup needs is known by then) and again at exit only for kept containers:
 on some disks every freed block costs milliseconds.
@@ -225,6 +228,7 @@ def remove_dir(d: Path) -> None:
 def sweep(store_root: Path, on_event: Callable[[str, str], None] | None = None) -> int:
     """Clean up containers whose soko process died. Returns how many were swept."""
     base = containers_dir(store_root)
+    cgroups.sweep_orphans()
     try:
         names = os.listdir(base)
     except FileNotFoundError:

@@ -169,3 +169,27 @@ def test_cgroup_v2_path_on_the_v2_tree_of_this_host(store):
         assert [d for d in os.listdir(soko) if os.path.isdir(os.path.join(soko, d))] == []
     finally:
         cgroups._system = real
+
+
+def test_orphaned_empty_cgroups_are_swept_and_live_ones_kept():
+    """Cgroups whose container record vanished (its store deleted, say) go; busy ones stay."""
+    from runtime import cgroups
+
+    empty_id, busy_id = os.urandom(32).hex(), os.urandom(32).hex()
+    empty = cgroups.create(empty_id, cgroups.Resources())
+    busy = cgroups.create(busy_id, cgroups.Resources())
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        for p in busy.paths:
+            with open(f"{p}/cgroup.procs", "w") as f:
+                f.write(str(proc.pid))
+        cgroups.sweep_orphans(min_age=3600)
+        assert all(os.path.isdir(p) for p in empty.paths)  # too young to judge
+        cgroups.sweep_orphans(min_age=0)
+        assert not any(os.path.isdir(p) for p in empty.paths)
+        assert all(os.path.isdir(p) for p in busy.paths)
+    finally:
+        proc.kill()
+        proc.wait()
+        cgroups.destroy(busy)
+        cgroups.destroy(empty)
