@@ -1,0 +1,307 @@
+"""Test helpers for the registry client: images in a store, registries, a TCP proxy."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage import digests, mediatypes as mt
+from storage.images import ImageStore
+from storage.model import Descriptor, ImageConfig, Manifest
+
+BUSYBOX = Path("/usr/bin/busybox")
+
+
+def _tar(entries: list[tuple[str, bytes | str]]) -> bytes:
+    """A layer tar: (name, bytes) is a file, (name, "->target") a symlink."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        dirs: set[str] = set()
+        for name, content in entries:
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    ti = tarfile.TarInfo(d)
+                    ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 0
+                    tf.addfile(ti)
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 0
+            if isinstance(content, str):
+                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, content[2:], 0o777
+                tf.addfile(ti)
+            else:
+                ti.size, ti.mode = len(content), 0o755
+                tf.addfile(ti, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def add_layer(store: ImageStore, entries: list[tuple[str, bytes | str]], level: int = 1) -> tuple[Descriptor, str]:
+    """Store a gzip layer; returns its descriptor and diff_id."""
+    raw = _tar(entries)
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    gz = gzip.compress(raw, compresslevel=level, mtime=0)
+    digest = store.blobs.put_bytes(gz)
+    store.record_layer(diff_id, digest, "gzip", len(gz))
+    return Descriptor(mt.OCI_LAYER_GZIP, digest, len(gz)), diff_id
+
+
+def busybox_layer(store: ImageStore) -> tuple[Descriptor, str]:
+    data = BUSYBOX.read_bytes()
+    return add_layer(store, [("bin/busybox", data), ("bin/sh", "->busybox"), ("bin/ls", "->busybox")], level=6)
+
+
+def random_layer(store: ImageStore, size: int, seed: int, name: str = "data.bin") -> tuple[Descriptor, str]:
+    rnd = random.Random(seed)
+    return add_layer(store, [(f"data/{name}", rnd.randbytes(size))], level=1)
+
+
+def make_image(store: ImageStore, ref: str, layers: list[tuple[Descriptor, str]],
+               media_type: str = mt.OCI_MANIFEST, cmd: list[str] | None = None) -> Manifest:
+    cfg = ImageConfig.new()
+    cfg.config["Cmd"] = cmd or ["/bin/sh"]
+    cfg.data["created"] = "2024-01-01T00:00:00Z"
+    for _, diff_id in layers:
+        cfg.diff_ids.append(diff_id)
+        cfg.history.append({"created": "2024-01-01T00:00:00Z", "created_by": "test"})
+    m = store.commit(cfg, [d for d, _ in layers], media_type)
+    store.tag(ref, m.digest)
+    return m
+
+
+# -- registries -----------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means it is up (401 with auth)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@dataclass
+class Registry:
+    kind: str
+    host: str                  # 127.0.0.1:PORT
+    root: Path
+    proc: subprocess.Popen | None = None
+    user: str | None = None
+    password: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, token: dict | None = None) -> Registry:
+    """CNCF distribution 2.8 (`docker-registry serve`) on a free loopback port."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    auth = ""
+    if htpasswd:
+        user, password = htpasswd
+        line = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True).stdout
+        (root / "htpasswd").write_bytes(line)
+        auth = f"auth:\n  htpasswd:\n    realm: soko-test\n    path: {root / 'htpasswd'}\n"
+    elif token:
+        auth = ("auth:\n  token:\n"
+                f"    realm: {token['realm']}\n    service: {token['service']}\n"
+                f"    issuer: {token['issuer']}\n    rootcertbundle: {token['rootcertbundle']}\n")
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: soko-test-secret\n" + auth)
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
+    reg = Registry("distribution", f"127.0.0.1:{port}", root, proc,
+                   htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
+    try:
+        wait_http(f"http://{reg.host}/v2/")
+    except Exception:
+        reg.stop()
+        raise
+    return reg
+
+
+def have_soko_server() -> bool:
+    try:
+        import registry.server.__main__  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None) -> Registry:
+    """The soko registry (`python -m registry.server`) on a free loopback port."""
+    import sys
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}", "--root", str(root / "data")]
+    if htpasswd:
+        line = subprocess.run(["htpasswd", "-Bbn", *htpasswd], check=True, capture_output=True).stdout
+        (root / "htpasswd").write_bytes(line)
+        cmd += ["--htpasswd", str(root / "htpasswd")]
+    log = open(root / "registry.log", "wb")
+    repo_root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=repo_root,
+                            env={**os.environ, "PYTHONPATH": str(repo_root)})
+    reg = Registry("soko", f"127.0.0.1:{port}", root, proc,
+                   htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
+    try:
+        wait_http(f"http://{reg.host}/v2/")
+    except Exception:
+        reg.stop()
+        raise
+    return reg
+
+
+# -- a TCP proxy that misbehaves once ----------------------------------------------------
+class Proxy:
+    """Forwards 127.0.0.1:port to a target, counting bytes each way.
+
+    `drop_after=(direction, n)`: once, when that direction ('up' = client to
+    server, 'down' = server to client) has carried n bytes in total, both
+    sockets of that connection are closed mid-stream. `corrupt_at=n`: once,
+    the n-th downstream byte is flipped."""
+
+    def __init__(self, target: str, drop_after: tuple[str, int] | None = None, corrupt_at: int | None = None):
+        self.target_host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.drop_after = drop_after
+        self.corrupt_at = corrupt_at
+        self.up = 0
+        self.down = 0
+        self.dropped = False
+        self.corrupted = False
+        self.connections = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Proxy":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            sr, sw = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            cw.close()
+            return
+        closed = asyncio.Event()
+
+        def kill() -> None:
+            for w in (cw, sw):
+                try:
+                    w.transport.abort()
+                except Exception:
+                    pass
+            closed.set()
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, direction: str) -> None:
+            try:
+                while not closed.is_set():
+                    data = await r.read(65536)
+                    if not data:
+                        break
+                    before = self.up if direction == "up" else self.down
+                    if direction == "down" and self.corrupt_at is not None and not self.corrupted \
+                            and before <= self.corrupt_at < before + len(data):
+                        i = self.corrupt_at - before
+                        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+                        self.corrupted = True
+                    if self.drop_after and not self.dropped and self.drop_after[0] == direction \
+                            and before + len(data) >= self.drop_after[1]:
+                        keep = self.drop_after[1] - before
+                        data = data[:keep]
+                        self.dropped = True
+                        if data:
+                            w.write(data)
+                            await w.drain()
+                        self._count(direction, len(data))
+                        kill()
+                        return
+                    w.write(data)
+                    await w.drain()
+                    self._count(direction, len(data))
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                try:
+                    w.write_eof() if not closed.is_set() else None
+                except (OSError, RuntimeError):
+                    pass
+
+        await asyncio.gather(pump(cr, sw, "up"), pump(sr, cw, "down"))
+        for w in (cw, sw):
+            w.close()
+
+    def _count(self, direction: str, n: int) -> None:
+        if direction == "up":
+            self.up += n
+        else:
+            self.down += n
+
+
+def sha256_file(path: Path) -> str:
+    return "sha256:" + digests.of_path(path)[0].split(":", 1)[1]
+
+
+def rmtree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)
