@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import random
 import ssl
 import time
@@ -135,40 +136,59 @@ class RegistrySession:
         if self.base is not None:
             return
         async with self._ping_lock:
-            if self.base is not None:
-                return
-            last: BaseException | None = None
-            for scheme, ctx in self._candidates():
+            if self.base is None:
+                await self._ping()
+
+    async def _ping(self) -> None:
+        last: BaseException | None = None
+        candidates = self._candidates()
+        hint: float | None = None
+        for attempt in range(self.options.retries + 1):
+            if attempt:
+                await self.backoff(attempt, hint)
+                hint = None
+            for i, (scheme, ctx) in enumerate(candidates):
+                more = i + 1 < len(candidates)
                 url = f"{scheme}://{self.host}/v2/"
                 try:
                     resp = await self._send("GET", url, ctx, {}, None, None, True)
                 except aiohttp.ClientConnectorCertificateError as e:
                     raise self._tls_error(e) from None
                 except aiohttp.ClientSSLError as e:
-                    last = e
-                    if scheme == "https" and ctx is not False:
+                    if ctx is not False:
                         raise self._tls_error(e) from None
+                    last = e
                     continue
                 except aiohttp.ClientConnectorError as e:
-                    raise Unreachable(f"cannot connect to registry {self.registry}: "
-                                      f"{e.os_error.strerror or e.os_error}") from None
-                except RETRYABLE_EXC as e:
+                    if attempt >= min(self.options.retries, 2):
+                        raise Unreachable(f"cannot connect to registry {self.registry}: "
+                                          f"{os_reason(e)}") from None
                     last = e
+                    break
+                except RETRYABLE_EXC as e:
+                    last = e  # e.g. plain HTTP to a TLS port: the next candidate may work
                     continue
                 async with resp:
-                    if resp.status == 401:
+                    status = resp.status
+                    if status == 400 and scheme == "http" and more:
+                        continue  # plain HTTP sent to a TLS port
+                    if retryable_status(status) and attempt < self.options.retries:
+                        last = HTTPStatusError(f"GET /v2/ gave {status}", status)
+                        hint = retry_after(resp.headers)
+                        break
+                    if status == 401:
                         self.auth.on_challenge(resp.headers.get("WWW-Authenticate"))
-                    elif resp.status == 404:
+                    elif status == 404:
                         raise ProtocolError(f"{self.registry} does not look like a registry (GET /v2/ gave 404)")
-                    elif resp.status >= 500:
-                        raise HTTPStatusError(f"registry {self.registry} is unhealthy: GET /v2/ gave "
-                                              f"{resp.status}", resp.status)
+                    elif status >= 500:
+                        raise HTTPStatusError(f"registry {self.registry} is unhealthy: GET /v2/ gave {status}",
+                                              status)
                 self.base = f"{scheme}://{self.host}"
                 self.ssl = ctx
                 return
-            raise Unreachable(f"cannot talk to registry {self.registry}: {describe(last)}"
-                              + ("" if self.options.insecure or is_loopback(self.host) else
-                                 " (if it speaks plain HTTP, use --insecure)"))
+        raise Unreachable(f"cannot talk to registry {self.registry}: {describe(last)}"
+                          + ("" if self.options.insecure or is_loopback(self.host) else
+                             " (if it speaks plain HTTP, use --insecure)"))
 
     def _tls_error(self, e: BaseException) -> TLSFailure:
         return TLSFailure(f"TLS failure talking to {self.registry}: {describe(e)}; pass the registry's CA "
@@ -211,7 +231,7 @@ class RegistrySession:
             except aiohttp.ClientConnectorError as e:
                 if attempt >= min(max_retries, 2):
                     raise Unreachable(f"cannot connect to registry {self.registry}: "
-                                      f"{e.os_error.strerror or e.os_error}") from None
+                                      f"{os_reason(e)}") from None
                 attempt += 1
                 await self.backoff(attempt, None)
                 continue
@@ -282,6 +302,14 @@ async def error_detail(resp: aiohttp.ClientResponse) -> str:
         pass
     text = raw.decode(errors="replace").strip().splitlines()
     return text[0][:200] if text else ""
+
+
+def os_reason(e: aiohttp.ClientConnectorError) -> str:
+    """`connection refused` rather than asyncio's "Connect call failed ('127.0.0.1', 5000)"."""
+    err = e.os_error
+    if getattr(err, "errno", None):
+        return os.strerror(err.errno).lower()
+    return str(err) or type(err).__name__
 
 
 def path_of(url: str) -> str:

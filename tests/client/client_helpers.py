@@ -194,9 +194,14 @@ class Proxy:
     `drop_after=(direction, n)`: once, when that direction ('up' = client to
     server, 'down' = server to client) has carried n bytes in total, both
     sockets of that connection are closed mid-stream. `corrupt_at=n`: once,
-    the n-th downstream byte is flipped."""
+    the n-th downstream byte is flipped. `fail_first=k`: the first k connections
+    get `fail_status` (with `retry_after`, if given) to their first request.
+    `drop_request=(b"PATCH ", n)`: the connection carrying the n-th request that
+    starts so is closed before any of it reaches the server."""
 
-    def __init__(self, target: str, drop_after: tuple[str, int] | None = None, corrupt_at: int | None = None):
+    def __init__(self, target: str, drop_after: tuple[str, int] | None = None, corrupt_at: int | None = None,
+                 fail_first: int = 0, fail_status: int = 503, retry_after: str | None = None,
+                 drop_request: tuple[bytes, int] | None = None):
         self.target_host, port = target.rsplit(":", 1)
         self.target_port = int(port)
         self.drop_after = drop_after
@@ -206,6 +211,12 @@ class Proxy:
         self.dropped = False
         self.corrupted = False
         self.connections = 0
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.retry_after = retry_after
+        self.failed_requests: list[str] = []
+        self.drop_request = drop_request
+        self._seen_requests = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -239,6 +250,20 @@ class Proxy:
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            try:
+                head = await cr.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                cw.close()
+                return
+            self.failed_requests.append(head.split(b"\r\n", 1)[0].decode())
+            extra = f"Retry-After: {self.retry_after}\r\n" if self.retry_after is not None else ""
+            cw.write(f"HTTP/1.1 {self.fail_status} Nope\r\n{extra}Content-Length: 0\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+            await cw.drain()
+            cw.close()
+            return
         try:
             sr, sw = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
@@ -260,6 +285,13 @@ class Proxy:
                     data = await r.read(65536)
                     if not data:
                         break
+                    if direction == "up" and self.drop_request and not self.dropped \
+                            and data.startswith(self.drop_request[0]):
+                        self._seen_requests += 1
+                        if self._seen_requests == self.drop_request[1]:
+                            self.dropped = True
+                            kill()
+                            return
                     before = self.up if direction == "up" else self.down
                     if direction == "down" and self.corrupt_at is not None and not self.corrupted \
                             and before <= self.corrupt_at < before + len(data):
