@@ -55,7 +55,7 @@ class Repository:
         resp = await self.session.request("GET", f"/v2/{self.path}/manifests/{ref}", scopes=self.scopes,
                                           headers={"Accept": MANIFEST_ACCEPT})
         async with resp:
-            await self.session.raise_for_status(resp, f"manifest {what}")
+            await self.session.raise_for_status(resp, f"manifest {what}", self.describe())
             length = resp.content_length
             if length is not None and length > MAX_MANIFEST:
                 raise ProtocolError(f"manifest {what} is {length} bytes, more than the {MAX_MANIFEST} allowed")
@@ -85,7 +85,7 @@ class Repository:
         async with resp:
             if resp.status == 404:
                 return None
-            await self.session.raise_for_status(resp, f"manifest {self.describe(ref)}")
+            await self.session.raise_for_status(resp, f"manifest {self.describe(ref)}", self.describe())
             return resp.headers.get("Docker-Content-Digest") or ref
 
     async def put_manifest(self, ref: str, raw: bytes, media_type: str) -> str:
@@ -99,7 +99,7 @@ class Repository:
                 detail = await error_detail(resp)
                 raise UploadError(f"registry refused manifest {what} ({resp.status}"
                                   f"{': ' + detail if detail else ''})")
-            await self.session.raise_for_status(resp, f"manifest {what}")
+            await self.session.raise_for_status(resp, f"manifest {what}", self.describe())
             return resp.headers.get("Docker-Content-Digest") or digests.of_bytes(raw)
 
     # -- blobs ----------------------------------------------------------------
@@ -109,7 +109,7 @@ class Repository:
         async with resp:
             if resp.status == 404:
                 return None
-            await self.session.raise_for_status(resp, f"blob {digest} in {self.describe()}")
+            await self.session.raise_for_status(resp, f"blob {digest} in {self.describe()}", self.describe())
             return resp.content_length if resp.content_length is not None else -1
 
     async def open_blob(self, digest: str, offset: int = 0) -> aiohttp.ClientResponse:
@@ -123,7 +123,7 @@ class Repository:
             raise ProtocolError(f"blob {digest}: {self.registry} cannot serve from offset {offset}")
         if resp.status >= 400:
             async with resp:
-                await self.session.raise_for_status(resp, f"blob {digest} in {self.describe()}")
+                await self.session.raise_for_status(resp, f"blob {digest} in {self.describe()}", self.describe())
         return resp
 
     # -- uploads ----------------------------------------------------------------
@@ -144,7 +144,7 @@ class Repository:
             if resp.status == 201 and params:
                 return None, True
             if resp.status != 202:
-                await self.session.raise_for_status(resp, f"upload to {self.describe()}")
+                await self.session.raise_for_status(resp, f"upload to {self.describe()}", self.describe())
                 raise ProtocolError(f"{self.registry}: starting an upload gave {resp.status}, expected 202")
             return self._absolute(resp.headers.get("Location"), "upload start"), False
 
@@ -155,7 +155,7 @@ class Repository:
         async with resp:
             if resp.status in (400, 404, 416):
                 return None
-            await self.session.raise_for_status(resp, f"upload status in {self.describe()}")
+            await self.session.raise_for_status(resp, f"upload status in {self.describe()}", self.describe())
             rng = resp.headers.get("Range", "")
             m = _RANGE_RE.match(rng.strip())
             offset = int(m.group(2)) + 1 if m and int(m.group(2)) >= 0 else 0

@@ -265,13 +265,16 @@ class RegistrySession:
             suggested = self.options.backoff * (2 ** (attempt - 1)) * (0.8 + 0.4 * random.random())
         await asyncio.sleep(min(suggested, self.options.max_backoff))
 
-    async def raise_for_status(self, resp: aiohttp.ClientResponse, what: str) -> None:
-        """Turn an error response into the matching one-line ClientError."""
+    async def raise_for_status(self, resp: aiohttp.ClientResponse, what: str, who: str | None = None) -> None:
+        """Turn an error response into the matching one-line ClientError; `who`
+        (the repository) replaces `what` in messages about access."""
         if resp.status < 400:
             return
         detail = await error_detail(resp)
         status = resp.status
         resp.release()
+        if status in (401, 403) and who:
+            what = who
         if status == 401:
             if self.auth.creds.empty:
                 raise AuthenticationRequired(f"{what}: authentication required ({self.registry} gave 401"

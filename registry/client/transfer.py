@@ -329,7 +329,7 @@ async def _put(repo: Repository, location: str, digest: str, source: BlobSource,
 
 async def _upload_failed(repo: Repository, resp: aiohttp.ClientResponse, digest: str) -> None:
     if resp.status in (401, 403):
-        await repo.session.raise_for_status(resp, f"blob {digest} to {repo.describe()}")
+        await repo.session.raise_for_status(resp, f"blob {digest} to {repo.describe()}", repo.describe())
     detail = await error_detail(resp)
     if "digest" in detail.lower() and resp.status == 400:
         raise VerificationError(f"blob {digest}: {repo.registry} says the uploaded content does not match "

@@ -337,3 +337,144 @@ def sha256_file(path: Path) -> str:
 
 def rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
+
+
+# -- a Docker token service for distribution's `auth: token` ---------------------------------
+class TokenServer:
+    """Issues RS256 JWTs with an x5c chain, as distribution's token auth expects.
+
+    Anonymous callers get `pull` on repositories under `public/`; users (Basic
+    auth, or a refresh token handed out with `offline_token=true`) get what
+    they ask for. `jwt_lifetime` is what the registry enforces, `expires_in`
+    what clients are told (they differ when a test wants a token to die early)."""
+
+    service = "soko-test-registry"
+    issuer = "soko-test-issuer"
+
+    def __init__(self, root: Path, users: dict[str, str], expires_in: int = 300, jwt_lifetime: int | None = None):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.users = users
+        self.expires_in = expires_in
+        self.jwt_lifetime = jwt_lifetime if jwt_lifetime is not None else expires_in
+        self.requests: list[dict] = []
+        self.refresh_tokens: dict[str, str] = {}
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soko test token signer")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self._key, hashes.SHA256()))
+        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self.bundle = root / "token-ca.pem"
+        self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self._server = None
+        self.port = 0
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def _jwt(self, subject: str, access: list[dict]) -> str:
+        import base64
+        import json as _json
+        import secrets as _secrets
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + self.jwt_lifetime,
+                  "nbf": now - 1, "iat": now, "jti": _secrets.token_hex(8), "access": access}
+        signing_input = f"{b64(_json.dumps(header).encode())}.{b64(_json.dumps(claims).encode())}"
+        sig = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64(sig)}"
+
+    def _grant(self, user: str | None, scopes: list[str]) -> list[dict]:
+        access = []
+        for scope in scopes:
+            parts = scope.split(":")
+            if len(parts) != 3:
+                continue
+            kind, name, actions = parts
+            wanted = [a for a in actions.split(",") if a]
+            allowed = wanted if user else [a for a in wanted if a == "pull" and name.startswith("public/")]
+            if allowed:
+                access.append({"type": kind, "name": name, "actions": allowed})
+        return access
+
+    def __enter__(self) -> "TokenServer":
+        import base64
+        import http.server
+        import json as _json
+        import secrets as _secrets
+        from urllib.parse import parse_qs, urlparse
+
+        ts = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = _json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _issue(self, user: str | None, scopes: list[str], offline: bool, how: str) -> None:
+                ts.requests.append({"how": how, "user": user, "scopes": scopes, "offline": offline})
+                body = {"token": ts._jwt(user or "", ts._grant(user, scopes)), "expires_in": ts.expires_in,
+                        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                if offline and user:
+                    rt = _secrets.token_hex(16)
+                    ts.refresh_tokens[rt] = user
+                    body["refresh_token"] = rt
+                self._answer(200, body)
+
+            def do_GET(self) -> None:
+                q = parse_qs(urlparse(self.path).query)
+                user = None
+                authz = self.headers.get("Authorization", "")
+                if authz.startswith("Basic "):
+                    u, _, p = base64.b64decode(authz[6:]).decode().partition(":")
+                    if ts.users.get(u) != p:
+                        ts.requests.append({"how": "denied", "user": u, "scopes": q.get("scope", [])})
+                        return self._answer(401, {"details": "incorrect username or password"})
+                    user = u
+                self._issue(user, q.get("scope", []), q.get("offline_token", [""])[0] == "true", "get")
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length", "0"))
+                form = parse_qs(self.rfile.read(n).decode())
+                if form.get("grant_type") == ["refresh_token"]:
+                    user = ts.refresh_tokens.get(form.get("refresh_token", [""])[0])
+                    if user is None:
+                        return self._answer(401, {"details": "invalid refresh token"})
+                    scopes = " ".join(form.get("scope", [])).split()
+                    return self._issue(user, scopes, False, "refresh")
+                self._answer(400, {"details": "unsupported grant"})
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
