@@ -191,6 +191,9 @@ class RegistrySession:
                              " (if it speaks plain HTTP, use --insecure)"))
 
     def _tls_error(self, e: BaseException) -> TLSFailure:
+        if "wrong version number" in describe(e).lower():
+            return TLSFailure(f"{self.registry} does not speak TLS (plain HTTP?); use --insecure to allow "
+                              f"plain HTTP")
         return TLSFailure(f"TLS failure talking to {self.registry}: {describe(e)}; pass the registry's CA "
                           f"file (--ca-file or {CERTS_D}/{self.host}/ca.crt) or use --insecure")
 

@@ -84,10 +84,75 @@ def make_image(store: ImageStore, ref: str, layers: list[tuple[Descriptor, str]]
 
 
 # -- registries -----------------------------------------------------------------------
-def free_port() -> int:
+def free_port(ip: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((ip, 0))
         return s.getsockname()[1]
+
+
+def wait_port(ip: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((ip, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def local_ip() -> str:
+    """A non-loopback IPv4 address of this machine (traffic to it stays inside the machine)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    raise RuntimeError("this machine has no non-loopback IPv4 address for the TLS tests")
+
+
+def make_tls(root: Path, ips: list[str]) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for `ips`: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    root.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soko test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ips[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(i)) for i in ips]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (root / "ca.pem", root / "cert.pem", root / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
 
 
 def wait_http(url: str, timeout: float = 15.0) -> None:
@@ -124,10 +189,11 @@ class Registry:
                 self.proc.wait()
 
 
-def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, token: dict | None = None) -> Registry:
-    """CNCF distribution 2.8 (`docker-registry serve`) on a free loopback port."""
+def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, token: dict | None = None,
+                       ip: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Registry:
+    """CNCF distribution 2.8 (`docker-registry serve`) on a free port (loopback unless `ip`)."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port(ip)
     auth = ""
     if htpasswd:
         user, password = htpasswd
@@ -142,13 +208,14 @@ def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, toke
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: soko-test-secret\n" + auth)
+        f"http:\n  addr: {ip}:{port}\n  secret: soko-test-secret\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") + auth)
     log = open(root / "registry.log", "wb")
     proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
-    reg = Registry("distribution", f"127.0.0.1:{port}", root, proc,
+    reg = Registry("distribution", f"{ip}:{port}", root, proc,
                    htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
     try:
-        wait_http(f"http://{reg.host}/v2/")
+        wait_port(ip, port)
     except Exception:
         reg.stop()
         raise
