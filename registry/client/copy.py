@@ -26,7 +26,7 @@ from .push import push_async, push_blob, unique_blobs
 from .remote import FetchedManifest, Repository
 from .session import RegistrySession
 from .tasks import run_all
-from .transfer import RemoteSource
+from .upload import RemoteSource
 from .transports import Endpoint, parse_endpoint
 
 

@@ -19,7 +19,7 @@ from .options import ClientOptions, Progress, ProgressEvent, PullResult, no_prog
 from .remote import FetchedManifest, Repository
 from .session import RegistrySession
 from .tasks import run_all
-from .transfer import download_blob
+from .download import download_blob
 
 
 def parse_fetched(f: FetchedManifest, what: str) -> Manifest | Index:

@@ -19,7 +19,7 @@ from .options import ClientOptions, Progress, ProgressEvent, PushResult, no_prog
 from .remote import Repository
 from .session import RegistrySession
 from .tasks import run_all
-from .transfer import BlobSource, FileSource, upload_blob
+from .upload import BlobSource, FileSource, upload_blob
 
 MAX_MOUNT_TRIES = 3
 

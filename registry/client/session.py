@@ -27,8 +27,8 @@ import aiohttp
 
 from .auth import Authenticator
 from .credentials import Credentials
-from .errors import (AccessDenied, AuthenticationRequired, ConnectionDropped, HTTPStatusError, NotFound,
-                     ProtocolError, TLSFailure, Unreachable)
+from .errors import (AccessDenied, AuthenticationRequired, ClientError, ConnectionDropped, HTTPStatusError,
+                     NotFound, ProtocolError, TLSFailure, Unreachable)
 from .options import ClientOptions
 
 DOCKER_HUB = "docker.io"
@@ -97,6 +97,7 @@ class RegistrySession:
                                             sock_read=self.options.read_timeout)
             conn = aiohttp.TCPConnector(limit=max(8, self.options.jobs * 2), enable_cleanup_closed=True)
             self._http = aiohttp.ClientSession(connector=conn, timeout=timeout, auto_decompress=False,
+                                               read_bufsize=1 << 18,
                                                headers={"User-Agent": self.options.user_agent})
         return self
 
@@ -274,21 +275,23 @@ class RegistrySession:
         if resp.status < 400:
             return
         detail = await error_detail(resp)
-        status = resp.status
         resp.release()
+        raise self.status_error(resp.status, detail, what, who)
+
+    def status_error(self, status: int, detail: str, what: str, who: str | None = None) -> ClientError:
         if status in (401, 403) and who:
             what = who
         if status == 401:
             if self.auth.creds.empty:
-                raise AuthenticationRequired(f"{what}: authentication required ({self.registry} gave 401"
-                                             f"{': ' + detail if detail else ''}); run soko login {self.registry}")
-            raise AuthenticationRequired(f"{what}: unauthorized: {self.registry} refused the credentials"
-                                         f"{' (' + detail + ')' if detail else ''}")
+                return AuthenticationRequired(f"{what}: authentication required ({self.registry} gave 401"
+                                              f"{': ' + detail if detail else ''}); run soko login {self.registry}")
+            return AuthenticationRequired(f"{what}: unauthorized: {self.registry} refused the credentials"
+                                          f"{' (' + detail + ')' if detail else ''}")
         if status == 403:
-            raise AccessDenied(f"{what}: access denied by {self.registry}{': ' + detail if detail else ''}")
+            return AccessDenied(f"{what}: access denied by {self.registry}{': ' + detail if detail else ''}")
         if status == 404:
-            raise NotFound(f"{what}: not found{': ' + detail if detail else ''}")
-        raise HTTPStatusError(f"{what}: {self.registry} answered {status}{': ' + detail if detail else ''}", status)
+            return NotFound(f"{what}: not found{': ' + detail if detail else ''}")
+        return HTTPStatusError(f"{what}: {self.registry} answered {status}{': ' + detail if detail else ''}", status)
 
 
 async def error_detail(resp: aiohttp.ClientResponse) -> str:
@@ -297,6 +300,10 @@ async def error_detail(resp: aiohttp.ClientResponse) -> str:
         raw = await resp.content.read(65536)
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return ""
+    return detail_of(raw)
+
+
+def detail_of(raw: bytes) -> str:
     try:
         obj = json.loads(raw)
         errs = obj.get("errors") if isinstance(obj, dict) else None

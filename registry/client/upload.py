@@ -1,30 +1,25 @@
-"""Moving one blob: download into a blob store, upload from a source.
+"""Uploading one blob from a source (a local blob file, or another registry).
 
-Downloads stream into a resumable blob writer keyed by the digest, so a
-dropped connection (or a killed process) continues with `Range:` from what
-is already on disk; the writer hashes as it writes and the blob only enters
-the store when digest and size match. Uploads put small blobs in one PUT and
-send large ones as PATCH chunks; after a drop they ask the registry for its
-offset (GET upload status -> Range) and continue from there, starting over
-only when the registry has lost or refused the session.
+Small blobs go in one PUT, large ones as PATCH chunks; after a drop the
+registry is asked for its offset (GET upload status -> Range) and the upload
+continues from there, starting over only when the registry has lost or
+refused the session. Local files are sent with sendfile(2).
 """
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 from typing import AsyncIterator, Callable, Protocol
 
 import aiohttp
+import aiohttp.payload
 
 from storage import digests
-from storage.blobs import BlobStore
-from storage.errors import DigestMismatch, SizeMismatch
 
-from .errors import ClientError, ConnectionDropped, ProtocolError, UploadError, VerificationError
+from .errors import ClientError, ConnectionDropped, UploadError, VerificationError
 from .options import ClientOptions
 from .remote import Repository, with_digest
-from .session import RETRYABLE_EXC, error_detail, retry_after, retryable_status
+from .session import error_detail, retry_after, retryable_status
 
 CHUNK = 1 << 20
 Report = Callable[[int], None]   # bytes done so far
@@ -38,107 +33,6 @@ class _Retry(Exception):
         self.wait = wait
 
 
-# -- downloads -------------------------------------------------------------------
-async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobStore,
-                        options: ClientOptions, report: Report) -> bool:
-    """Fetch `digest` into `blobs`, verified. False when it was already there."""
-    if blobs.has(digest):
-        return False
-    d = digests.parse(digest)
-    ingest_id = f"pull-{d.algorithm}-{d.encoded}"
-    lock_path = blobs.ingest_dir / f"lock-{ingest_id}"
-    lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)  # another pull of the same blob
-        if blobs.has(digest):
-            return False
-        await _download_locked(repo, digest, size, blobs, ingest_id, options, report)
-        lock_path.unlink(missing_ok=True)
-        return True
-    finally:
-        os.close(lock_fd)
-
-
-def _too_long(repo: Repository, digest: str, size: int) -> VerificationError:
-    return VerificationError(f"blob {digest} from {repo.describe()}: more data than the {size} bytes its "
-                             f"descriptor announces; nothing was stored", digest)
-
-
-async def _download_locked(repo: Repository, digest: str, size: int, blobs: BlobStore, ingest_id: str,
-                           options: ClientOptions, report: Report) -> None:
-    writer = blobs.writer(ingest_id)
-    if writer.offset > size:  # leftovers of something else: start clean
-        writer.abort()
-        writer = blobs.writer(ingest_id)
-    loop = asyncio.get_running_loop()
-    failures = 0
-    try:
-        fetch = writer.offset < size or size == 0
-        while fetch:
-            report(writer.offset)
-            start = writer.offset
-            resp = await repo.open_blob(digest, start)
-            async with resp:
-                if start and resp.status == 200:  # the registry ignored Range: take it all again
-                    writer.abort()
-                    writer = blobs.writer(ingest_id)
-                elif start and resp.status == 206:
-                    cr = resp.headers.get("Content-Range", "")
-                    if not cr.startswith(f"bytes {start}-"):
-                        raise ProtocolError(f"blob {digest}: asked for bytes from {start}, got range {cr!r}")
-                elif resp.status not in (200, 206):
-                    raise ProtocolError(f"blob {digest}: unexpected status {resp.status}")
-                pending: asyncio.Future | None = None
-                buf = bytearray()
-                try:
-                    async for piece in resp.content.iter_any():
-                        buf += piece
-                        if len(buf) >= CHUNK:
-                            if pending is not None:
-                                await pending
-                            if writer.offset + len(buf) > size:
-                                raise _too_long(repo, digest, size)
-                            pending = loop.run_in_executor(None, writer.write, bytes(buf))
-                            buf.clear()
-                            report(writer.offset)
-                    if pending is not None:
-                        await pending
-                        pending = None
-                except RETRYABLE_EXC as e:
-                    if pending is not None:
-                        await pending
-                    if buf and writer.offset + len(buf) <= size:
-                        writer.write(bytes(buf))  # keep what did arrive
-                    writer.flush()
-                    failures += 1
-                    if failures > options.retries:
-                        raise ConnectionDropped(f"blob {digest} from {repo.describe()}: the connection kept "
-                                                f"dropping ({e.__class__.__name__})") from e
-                    report(writer.offset)
-                    await repo.session.backoff(failures, None)
-                    continue
-                if writer.offset + len(buf) > size:
-                    raise _too_long(repo, digest, size)
-                if buf:
-                    writer.write(bytes(buf))
-            if writer.offset >= size:
-                break
-            failures += 1  # a clean end short of the size: ask for the rest
-            if failures > options.retries:
-                break
-        report(writer.offset)
-        try:
-            await loop.run_in_executor(None, writer.commit, digest, size)
-        except (DigestMismatch, SizeMismatch) as e:
-            raise VerificationError(f"blob {digest} from {repo.describe()} failed verification ({e}); "
-                                    f"nothing was stored", digest) from None
-    except VerificationError:
-        writer.abort()
-        raise
-    finally:
-        writer.close()
-
-
 # -- upload sources ----------------------------------------------------------------
 class BlobSource(Protocol):
     size: int
@@ -149,11 +43,15 @@ class BlobSource(Protocol):
 
 
 class FileSource:
-    """A blob file of a local store: already verified when it was stored."""
+    """A blob file of a local store: already verified when it was stored, so it
+    is sent as is, with sendfile(2) where the connection allows it."""
 
     def __init__(self, path: os.PathLike | str, size: int):
         self.path = path
         self.size = size
+
+    def body(self, start: int, end: int, report: Report) -> "SendfilePayload":
+        return SendfilePayload(self.path, start, end, report)
 
     async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
         f = open(self.path, "rb")
@@ -171,6 +69,45 @@ class FileSource:
 
     def check(self) -> None:
         pass
+
+
+class SendfilePayload(aiohttp.payload.Payload):
+    """Bytes [start, end) of a file as a request body, handed to the kernel with
+    loop.sendfile (os.sendfile on plain TCP, read/write under TLS)."""
+
+    SLICE = 8 * CHUNK  # progress is reported between slices
+
+    def __init__(self, path: os.PathLike | str, start: int, end: int, report: Report):
+        super().__init__(str(path), content_type="application/octet-stream")
+        self._path = path
+        self._start = start
+        self._end = end
+        self._report = report
+        self._size = end - start
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a blob body is not text")
+
+    async def write(self, writer) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer, content_length: int | None) -> None:
+        end = self._end if content_length is None else min(self._end, self._start + content_length)
+        writer.send_headers()
+        await writer.drain()
+        transport = writer.transport
+        if transport is None or transport.is_closing():
+            raise aiohttp.ClientConnectionResetError("connection closed before the body was sent")
+        loop = asyncio.get_running_loop()
+        with open(self._path, "rb") as f:
+            pos = self._start
+            while pos < end:
+                n = min(self.SLICE, end - pos)
+                sent = await loop.sendfile(transport, f, pos, n)
+                if not sent:
+                    raise UploadError(f"{self._path} is shorter than expected")
+                pos += sent
+                self._report(pos)
 
 
 class RemoteSource:
@@ -227,7 +164,11 @@ class RemoteSource:
                                         f"not copied", self.digest)
 
 
-def _counted(source: BlobSource, start: int, end: int, report: Report) -> Callable[[], AsyncIterator[bytes]]:
+def _counted(source: BlobSource, start: int, end: int, report: Report) -> Callable[[], object]:
+    """A body factory (a request may be sent again, so each attempt gets a new body)."""
+    if hasattr(source, "body"):
+        return lambda: source.body(start, end, report)  # type: ignore[attr-defined]
+
     async def body() -> AsyncIterator[bytes]:
         done = start
         async for chunk in source.chunks(start, end):
