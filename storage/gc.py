@@ -70,6 +70,7 @@ def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRA
                 store.blobs.delete(digest)
         if not dry_run:
             removed = set(report.removed)
+            store.forget(removed)
             store.db.conn.executemany("DELETE FROM layers WHERE blob_digest=?", [(d,) for d in removed])
             store.db.conn.executemany("DELETE FROM layer_sources WHERE blob_digest=?", [(d,) for d in removed])
     if not dry_run:

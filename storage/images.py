@@ -270,7 +270,14 @@ class ImageStore:
         return events
 
     def roots(self) -> set[str]:
-        """Digests that garbage collection must keep, with all they reference."""
-        rows = self.db.query("SELECT manifest_digest FROM images UNION SELECT index_digest FROM indexes "
-                             "UNION SELECT manifest_digest FROM tags UNION SELECT digest FROM holds")
+        """Digests that garbage collection must keep, with all they reference:
+        tagged images and indexes, and what other components hold. Untagged
+        images are garbage, as `docker image prune` treats dangling images."""
+        rows = self.db.query("SELECT manifest_digest FROM tags UNION SELECT digest FROM holds")
         return {r[0] for r in rows}
+
+    def forget(self, removed: set[str]) -> None:
+        """Drop the records of images and indexes whose manifests gc removed."""
+        with self.db.transaction() as c:
+            c.executemany("DELETE FROM images WHERE manifest_digest=?", [(d,) for d in removed])
+            c.executemany("DELETE FROM indexes WHERE index_digest=?", [(d,) for d in removed])
