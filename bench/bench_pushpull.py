@@ -30,13 +30,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "client"))
-
-from client_helpers import start_distribution  # noqa: E402
 
 from storage import mediatypes as mt  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 from storage.model import Descriptor, ImageConfig  # noqa: E402
+from tests.client.client_helpers import start_distribution  # noqa: E402
 
 PY = sys.executable
 

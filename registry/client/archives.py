@@ -3,35 +3,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.errors import StorageError
+from storage import references
+from storage.archives import load as load_archive, save as save_archive
+from storage.errors import InvalidReference, StorageError
 from storage.images import ImageStore
 
 from .errors import ClientError, UsageError
 
-
-def _module():
-    try:
-        from storage import archives  # written on another branch; present once merged
-    except ImportError:
-        raise UsageError("archive transports are not available in this build (storage.archives missing)") from None
-    return archives
+FORMATS = {"oci-archive": "oci", "docker-archive": "docker"}
 
 
 def load(kind: str, path: Path, store: ImageStore, ref: str | None) -> str:
-    """Read an archive into `store`; returns the manifest (or index) digest of `ref`
-    (or of the archive's only image)."""
-    mod = _module()
+    """Read the archive into `store` (a scratch store: every image of the archive
+    lands there); returns the manifest (or index) digest of the image `ref`
+    names, or of the archive's only image."""
+    if not path.is_file():
+        raise ClientError(f"{kind}:{path}: no such file")
     try:
-        return mod.load_for_copy(kind, path, store, ref)
+        loaded = load_archive(store, path)
     except StorageError as e:
         raise ClientError(f"{kind}:{path}: {e}") from None
-    except FileNotFoundError:
-        raise ClientError(f"{kind}:{path}: no such file") from None
+    if ref:
+        try:
+            want = references.parse(ref).familiar()
+        except InvalidReference as e:
+            raise UsageError(str(e)) from None
+        named = [item for item in loaded if want in item.tags]
+        if named:
+            return named[0].digest
+    distinct = {item.digest for item in loaded}
+    if len(distinct) == 1:
+        return loaded[0].digest
+    names = ", ".join(t for item in loaded for t in item.tags) or "untagged images"
+    if ref:
+        raise ClientError(f"{kind}:{path}: no image named {ref} (the archive holds {names})")
+    raise ClientError(f"{kind}:{path} holds {len(distinct)} images ({names}); name one as {kind}:{path}:NAME")
 
 
-def save(kind: str, path: Path, store: ImageStore, digest: str, ref: str | None) -> None:
-    mod = _module()
+def save(kind: str, path: Path, store: ImageStore, ref: str) -> None:
+    """Write the image `ref` (a reference or digest in `store`) as an archive at `path`."""
     try:
-        mod.save_for_copy(kind, path, store, digest, ref)
+        save_archive(store, [ref], path, FORMATS[kind])
     except StorageError as e:
         raise ClientError(f"{kind}:{path}: {e}") from None
+    except OSError as e:
+        raise ClientError(f"{kind}:{path}: {e.strerror or e}") from None

@@ -3,8 +3,9 @@
 Registry to registry streams each blob from one to the other without
 touching the local store (and mounts instead when both are one registry);
 an index travels with all its children unless `options.all_platforms` is
-off. Archives go through a temporary store (or the local one when the
-other side is `soko:`), using storage.archives to read and write them.
+off. soko: <-> docker:// is push or pull. Archives are read and written by
+storage.archives through a temporary store, so loading an archive never
+adds its other images or tags to the local store.
 """
 from __future__ import annotations
 
@@ -20,14 +21,15 @@ from storage.model import Index, Manifest, Platform
 from . import archives
 from .credentials import CredentialStore
 from .errors import ClientError, ProtocolError, UsageError
+from .local import transfer
 from .options import ClientOptions, CopyResult, Progress, PushResult, no_progress
 from .pull import parse_fetched, pull_async
 from .push import push_async, push_blob, unique_blobs
 from .remote import FetchedManifest, Repository
 from .session import RegistrySession
 from .tasks import run_all
-from .upload import RemoteSource
 from .transports import Endpoint, parse_endpoint
+from .upload import RemoteSource
 
 
 async def copy_async(src: str, dst: str, options: ClientOptions | None = None,
@@ -39,59 +41,62 @@ async def copy_async(src: str, dst: str, options: ClientOptions | None = None,
         raise UsageError("soko: endpoints need the local store")
     if s.kind == "docker" and d.kind == "docker":
         digest = await copy_between_registries(s.ref, d.ref, options, progress, platform)  # type: ignore[arg-type]
-        return CopyResult(src, dst, digest)
-    if s.kind == "soko" and d.kind == "soko":
-        assert store is not None
+    elif s.kind == "soko" and d.kind == "soko":
         digest = _resolve(store, s.ref)  # type: ignore[arg-type]
         _tag(store, d.ref, digest)  # type: ignore[arg-type]
-        return CopyResult(src, dst, digest)
-    # Everything else meets in a store: the local one when an end is soko:, else a temporary one.
-    tmp: Path | None = None
-    work = store if "soko" in (s.kind, d.kind) else None
+    elif s.kind == "soko" and d.kind == "docker":
+        digest = (await push_async(store, s.ref, d.ref, options, progress)).digest  # type: ignore[arg-type]
+    elif s.kind == "docker" and d.kind == "soko":
+        digest = (await pull_async(store, s.ref, platform, options, progress,  # type: ignore[arg-type]
+                                   tag_as=d.ref)).digest
+    elif s.kind == "soko" and (d.ref is None or _same(d.ref, s.ref)):  # type: ignore[arg-type]
+        digest = _resolve(store, s.ref)  # type: ignore[arg-type]
+        archives.save(d.kind, d.path, store, s.ref)  # type: ignore[arg-type]
+    else:
+        digest = await _through_scratch(s, d, options, progress, store, platform)
+    return CopyResult(src, dst, digest)
+
+
+async def _through_scratch(s: Endpoint, d: Endpoint, options: ClientOptions, progress: Progress,
+                           store: ImageStore | None, platform: Platform | None) -> str:
+    """An archive on one side at least: the image passes through a temporary
+    store (under the local store's ingest/ when there is one, so blobs link)."""
+    parent = store.blobs.ingest_dir if store is not None else None
+    tmp = Path(tempfile.mkdtemp(prefix="copy-", dir=parent))
     try:
-        if work is None:
-            tmp = Path(tempfile.mkdtemp(prefix="soko-copy-"))
-            work = ImageStore(tmp)
-        digest = await _into_store(s, d, work, options, progress, platform)
-        await _out_of_store(d, s, work, digest, options, progress)
-        return CopyResult(src, dst, digest)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def _into_store(s: Endpoint, d: Endpoint, work: ImageStore, options: ClientOptions,
-                      progress: Progress, platform: Platform | None) -> str:
-    """Make the source image present in `work`; returns its manifest (or index) digest."""
-    if s.kind == "soko":
-        return _resolve(work, s.ref)  # type: ignore[arg-type]
-    if s.kind == "docker":
-        tag_as = d.ref if d.kind == "soko" else None
-        result = await pull_async(work, s.ref, platform, options, progress,  # type: ignore[arg-type]
-                                  tag_as=tag_as or _scratch_tag(s.ref))  # type: ignore[arg-type]
-        return result.digest
-    digest = archives.load(s.kind, s.path, work, s.ref)  # type: ignore[arg-type]
-    if d.kind == "soko":
-        _tag(work, d.ref, digest)  # type: ignore[arg-type]
-    return digest
-
-
-async def _out_of_store(d: Endpoint, s: Endpoint, work: ImageStore, digest: str, options: ClientOptions,
-                        progress: Progress) -> None:
-    if d.kind == "soko":
+        work = ImageStore(tmp)
+        name = d.ref or s.ref   # the name the image carries into an archive
         if s.kind == "soko":
-            _tag(work, d.ref, digest)  # type: ignore[arg-type]
-        return
-    if d.kind == "docker":
-        await push_async(work, digest, d.ref, options, progress)
-        return
-    ref = d.ref or s.ref
-    archives.save(d.kind, d.path, work, digest, ref)  # type: ignore[arg-type]
+            assert store is not None
+            digest = transfer(store, work, _resolve(store, s.ref), _full(name))  # type: ignore[arg-type]
+        elif s.kind == "docker":
+            digest = (await pull_async(work, s.ref, platform, options, progress,  # type: ignore[arg-type]
+                                       tag_as=_full(name))).digest  # type: ignore[arg-type]
+        else:
+            digest = archives.load(s.kind, s.path, work, s.ref)  # type: ignore[arg-type]
+            if name:
+                _tag(work, _full(name), digest)
+        if d.kind == "docker":
+            await push_async(work, digest, d.ref, options, progress)
+        elif d.kind == "soko":
+            assert store is not None
+            transfer(work, store, digest, d.ref)
+        else:
+            archives.save(d.kind, d.path, work, _full(name) if name else digest)  # type: ignore[arg-type]
+        return digest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _scratch_tag(ref: str) -> str:
+def _full(ref: str | None) -> str | None:
+    if ref is None:
+        return None
     r = references.parse(ref)
-    return str(r.with_tag(r.tag or "latest"))
+    return str(r.with_tag(r.tag or "latest")) if not r.digest or r.tag else str(r)
+
+
+def _same(a: str, b: str) -> bool:
+    return references.parse(a) == references.parse(b)
 
 
 def _resolve(store: ImageStore, ref: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from client_helpers import (Registry, have_soko_server, start_distribution,  # noqa: E402
+from tests.client.client_helpers import (Registry, have_soko_server, start_distribution,  # noqa: E402
                             start_soko_server)
 
 from storage.images import ImageStore  # noqa: E402

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
-from client_helpers import busybox_layer, make_image
 
 from registry.client import ClientOptions, login, logout, pull, push
 from registry.client.credentials import CredentialStore
 from registry.client.errors import AuthenticationRequired
+from tests.client.client_helpers import busybox_layer, make_image
 
 FAST = ClientOptions(backoff=0.05)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from client_helpers import Proxy, busybox_layer, make_image, random_layer
 
 from registry.client import ClientOptions, copy, pull, push
-from registry.client.errors import UsageError, VerificationError
+from registry.client.errors import ClientError, UsageError, VerificationError
 from registry.client.transports import parse_endpoint
-from storage import mediatypes as mt
 from storage.images import ImageStore
 from storage.model import Descriptor, ImageConfig, Platform, build_index
+from tests.client.client_helpers import Proxy, busybox_layer, make_image, random_layer
 
 FAST = dict(backoff=0.05)
 
@@ -121,3 +120,56 @@ def test_copy_catches_a_source_serving_wrong_bytes(registry, distribution, store
                            f"http://{distribution.host}/v2/{repo_name}/bad/blobs/{layer[0].digest}"],
                           capture_output=True, text=True).stdout
     assert head == "404"  # nor the blob
+
+
+def skopeo(*args: str) -> bytes:
+    return subprocess.run(["skopeo", *args], capture_output=True, check=True, timeout=120).stdout
+
+
+def test_local_store_to_oci_archive_and_on_to_a_registry(registry, store, tmp_path, repo_name):
+    m = make_image(store, "arch/one:1", [busybox_layer(store), random_layer(store, 100_000, 50)])
+    archive = tmp_path / "one.tar"
+    copy("soko:arch/one:1", f"oci-archive:{archive}", store=store)
+    assert skopeo("inspect", "--raw", f"oci-archive:{archive}") == m.raw
+    dest = f"{registry.host}/{repo_name}:from-archive"
+    r = copy(f"oci-archive:{archive}", f"docker://{dest}", ClientOptions(**FAST))
+    assert r.digest == m.digest and skopeo_raw(dest) == m.raw
+
+
+def test_registry_to_docker_archive_and_back_into_a_store(registry, store, store2, tmp_path, repo_name):
+    src = f"{registry.host}/{repo_name}:d"
+    m = make_image(store, src, [busybox_layer(store)])
+    push(store, src)
+    archive = tmp_path / "d.tar"
+    copy(f"docker://{src}", f"docker-archive:{archive}:saved/image:7", ClientOptions(**FAST))
+    cfg = skopeo("inspect", "--config", "--raw", f"docker-archive:{archive}")
+    assert cfg == store.blobs.read_bytes(m.config.digest)   # the same image, layers stored uncompressed
+    copy(f"docker-archive:{archive}", "soko:restored:1", store=store2)
+    img = store2.resolve("restored:1")
+    assert img.id == m.config.digest
+    assert [t for t in (s.repository for s in store2.list())] == ["restored"]  # not saved/image too
+
+
+def test_archive_skopeo_wrote_into_the_store(registry, store, store2, tmp_path, repo_name):
+    src = f"{registry.host}/{repo_name}:s"
+    m = make_image(store, src, [busybox_layer(store), random_layer(store, 80_000, 51)])
+    push(store, src)
+    archive = tmp_path / "sk.tar"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{src}", f"docker-archive:{archive}:sk/app:2")
+    copy(f"docker-archive:{archive}:sk/app:2", "soko:sk/app:2", store=store2)
+    assert store2.resolve("sk/app:2").config.diff_ids == store.resolve(src).config.diff_ids
+
+
+def test_archive_with_several_images_needs_a_name(store, tmp_path):
+    make_image(store, "multi/a:1", [busybox_layer(store)])
+    make_image(store, "multi/b:1", [random_layer(store, 10_000, 52)])
+    from storage.archives import save
+    archive = tmp_path / "two.tar"
+    save(store, ["multi/a:1", "multi/b:1"], archive, "oci")
+    with pytest.raises(ClientError) as ei:
+        copy(f"oci-archive:{archive}", "soko:x:1", store=store)
+    assert "multi/a:1" in str(ei.value) and "multi/b:1" in str(ei.value) and "\n" not in str(ei.value)
+    copy(f"oci-archive:{archive}:multi/b:1", "soko:picked:1", store=store)
+    assert store.resolve("picked:1").digest == store.resolve("multi/b:1").digest
+    with pytest.raises(ClientError):
+        copy(f"oci-archive:{tmp_path / 'missing.tar'}", "soko:x:1", store=store)

@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from client_helpers import busybox_layer, make_image, random_layer
 
 from registry.client import ClientOptions, pull, push
 from storage import mediatypes as mt
 from storage.images import ImageStore
+from tests.client.client_helpers import busybox_layer, make_image, random_layer
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess:

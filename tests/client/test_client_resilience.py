@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from client_helpers import Proxy, busybox_layer, free_port, make_image, random_layer
 
 from registry.client import ClientOptions, pull, push
 from registry.client.errors import (ClientError, HTTPStatusError, Unreachable, VerificationError)
 from storage import digests
+from tests.client.client_helpers import Proxy, busybox_layer, free_port, make_image, random_layer
 
 FAST = dict(backoff=0.05, max_backoff=2.0)
 SLACK = 64 * 1024  # headers, manifest and config around the big blob

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from client_helpers import busybox_layer, local_ip, make_image, make_tls, start_distribution
 
 from registry.client import ClientOptions, pull, push
 from registry.client.errors import TLSFailure, Unreachable
+from tests.client.client_helpers import busybox_layer, local_ip, make_image, make_tls, start_distribution
 
 FAST = dict(backoff=0.05)
 

@@ -6,13 +6,13 @@ import base64
 import json
 
 import pytest
-from client_helpers import TokenServer, busybox_layer, make_image, random_layer, start_distribution
 
 from registry.client import ClientOptions, login, pull, push
 from registry.client.credentials import Credentials
 from registry.client.errors import AuthenticationRequired
 from registry.client.remote import Repository
 from registry.client.session import RegistrySession
+from tests.client.client_helpers import TokenServer, busybox_layer, make_image, random_layer, start_distribution
 
 FAST = ClientOptions(backoff=0.05)
 
