@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -83,14 +84,22 @@ def oci_layout(store: ImageStore, digest: str, dest: Path) -> None:
          "annotations": {"org.opencontainers.image.ref.name": "1"}}]}))
 
 
-def timed(cmd: list[str], env: dict | None = None) -> float:
+CPU: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], env: dict | None = None, label: str | None = None) -> float:
+    """Wall time of `cmd`; its CPU time (user + system) goes to CPU[label]."""
     os.sync()  # start each run with no dirty pages from the one before
     time.sleep(0.2)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, env=env)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr.decode()}")
+    if label:
+        CPU.setdefault(label, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return dt
 
 
@@ -101,6 +110,7 @@ def main() -> None:
     ap.add_argument("--layer-mb", type=int, default=50)
     ap.add_argument("--jobs", type=int, default=4)
     a = ap.parse_args()
+    load0 = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="soko-bench-"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_CONFIG": str(work / "docker-config")}
     try:
@@ -119,10 +129,12 @@ def main() -> None:
                     ref = f"{reg.host}/bench/image:1"
                     if tool == "soko":
                         times["soko push"].append(timed(soko + ["--root", str(work / "store"), "push",
-                                                                "-j", str(a.jobs), "bench/image:1", ref], env))
+                                                                "-j", str(a.jobs), "bench/image:1", ref], env,
+                                                        "soko push"))
                     else:
                         times["skopeo push"].append(timed(["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                                                           f"oci:{layout}:1", f"docker://{ref}"], env))
+                                                           f"oci:{layout}:1", f"docker://{ref}"], env,
+                                                          "skopeo push"))
                 finally:
                     reg.stop()
                     shutil.rmtree(work / f"reg-{run}-{tool}", ignore_errors=True)
@@ -136,21 +148,25 @@ def main() -> None:
                     shutil.rmtree(dest, ignore_errors=True)
                     if tool == "soko":
                         times["soko pull"].append(timed(soko + ["--root", str(dest), "pull", "-j", str(a.jobs),
-                                                                ref], env))
+                                                                ref], env, "soko pull"))
                     else:
                         times["skopeo pull"].append(timed(["skopeo", "copy", "-q", "--src-tls-verify=false",
-                                                           f"docker://{ref}", f"oci:{dest}:1"], env))
+                                                           f"docker://{ref}", f"oci:{dest}:1"], env,
+                                                          "skopeo pull"))
                     shutil.rmtree(dest, ignore_errors=True)
         finally:
             reg.stop()
         med = {k: statistics.median(v) for k, v in times.items()}
+        cpu = {k: statistics.median(v) for k, v in CPU.items()}
         print(f"Image: {a.layers} layers, {total / 1e6:.0f} MB compressed; {a.runs} runs each; "
-              f"{os.cpu_count()} CPUs; soko -j {a.jobs}\n")
-        print("| operation | soko (median s) | skopeo (median s) | soko / skopeo |")
-        print("|---|---|---|---|")
+              f"{os.cpu_count()} CPUs; soko -j {a.jobs}; load average before: {load0:.1f}\n")
+        print("| operation | soko wall (median s) | skopeo wall (median s) | soko / skopeo | "
+              "soko CPU (s) | skopeo CPU (s) |")
+        print("|---|---|---|---|---|---|")
         for op in ("push", "pull"):
             s, k = med[f"soko {op}"], med[f"skopeo {op}"]
-            print(f"| {op} | {s:.2f} | {k:.2f} | {s / k:.2f}x |")
+            print(f"| {op} | {s:.2f} | {k:.2f} | {s / k:.2f}x | {cpu[f'soko {op}']:.2f} | "
+                  f"{cpu[f'skopeo {op}']:.2f} |")
         print("\nAll runs (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -8,7 +8,7 @@ an index before the index, with their exact stored bytes and media types.
 """
 from __future__ import annotations
 
-from storage import references
+from storage import mediatypes as mt, references
 from storage.errors import StorageError
 from storage.images import ImageStore
 from storage.model import Descriptor, Index, Manifest
@@ -44,10 +44,18 @@ def local_manifests(store: ImageStore, digest: str) -> tuple[Manifest | Index, l
     return top, children
 
 
+NON_DISTRIBUTABLE = (mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_GZIP,
+                     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
+
+
 def unique_blobs(manifests: list[Manifest]) -> list[Descriptor]:
+    """Config and layers to transfer, once each; foreign (non-distributable)
+    layers stay where their URLs say, as Docker leaves them."""
     out: dict[str, Descriptor] = {}
     for m in manifests:
         for d in m.references():
+            if d.media_type in NON_DISTRIBUTABLE:
+                continue
             out.setdefault(d.digest, d)
     return list(out.values())
 
