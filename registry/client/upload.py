@@ -16,7 +16,7 @@ import aiohttp.payload
 
 from storage import digests
 
-from .errors import ClientError, ConnectionDropped, UploadError, VerificationError
+from .errors import ClientError, ConnectionDropped, Unreachable, UploadError, VerificationError
 from .options import ClientOptions
 from .remote import Repository, with_digest
 from .session import error_detail, retry_after, retryable_status
@@ -187,8 +187,21 @@ async def upload_blob(repo: Repository, digest: str, size: int, source: BlobSour
     assert location is not None
     offset = 0
     failures = 0
+    recover = False
     while True:
         try:
+            if recover:   # after a failure: where does the registry stand?
+                if await _exists(repo, digest):
+                    report(size)
+                    return  # the last attempt did land
+                status = await _status(repo, location)
+                if status is None or status[0] > size:
+                    location = await _start(repo)
+                    offset = 0
+                else:
+                    offset, location = status
+                report(offset)
+                recover = False
             if offset == 0 and size <= options.monolithic_max:
                 await _put(repo, location, digest, source, size, report, with_body=True)
                 return
@@ -206,29 +219,38 @@ async def upload_blob(repo: Repository, digest: str, size: int, source: BlobSour
                 raise UploadError(f"blob {digest} to {repo.describe()}: giving up after {failures} attempts "
                                   f"({e})") from None
             await repo.session.backoff(failures, e.wait)
-            if await _exists(repo, digest):
-                return  # the last attempt did land
-            status = await repo.upload_status(location)
-            if status is None or status[0] > size:
-                location, _ = await repo.start_upload()
-                assert location is not None
-                offset = 0
-            else:
-                offset, location = status
-            report(offset)
+            recover = True
 
 
 async def _exists(repo: Repository, digest: str) -> bool:
     try:
         return await repo.blob_size(digest) is not None
+    except (Unreachable, ConnectionDropped) as e:
+        raise _Retry(str(e)) from None
     except ClientError:
         return False
+
+
+async def _start(repo: Repository) -> str:
+    try:
+        location, _ = await repo.start_upload()
+    except (Unreachable, ConnectionDropped) as e:
+        raise _Retry(str(e)) from None
+    assert location is not None
+    return location
+
+
+async def _status(repo: Repository, location: str) -> tuple[int, str] | None:
+    try:
+        return await repo.upload_status(location)
+    except (Unreachable, ConnectionDropped) as e:
+        raise _Retry(str(e)) from None
 
 
 async def _send(repo: Repository, method: str, url: str, headers: dict, data) -> aiohttp.ClientResponse:
     try:
         resp = await repo.session.request(method, url, scopes=repo.scopes, headers=headers, data=data, retries=0)
-    except ConnectionDropped as e:
+    except (ConnectionDropped, Unreachable) as e:
         raise _Retry(str(e)) from None
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
         raise _Retry(f"{e.__class__.__name__}: {e}") from None
