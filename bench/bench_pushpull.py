@@ -8,7 +8,10 @@ The image: `--layers` gzip layers of random-ish data (`--layer-mb` each,
 nothing is skipped as already present. Both tools run as commands
 (`python -m registry.client ...` and `skopeo copy ...`), so process
 start-up counts for both. skopeo reads and writes an OCI layout directory
-holding the very same blob files. Prints medians and ratios as Markdown.
+holding the very same blob files. Each round runs both tools back to back
+(order alternating, `sync` before each run); the ratio reported is the
+median of the per-round ratios, which cancels load drifting over the run.
+Prints Markdown. Work files go to $BENCH_TMP (default: the system temp dir).
 """
 from __future__ import annotations
 
@@ -111,7 +114,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=4)
     a = ap.parse_args()
     load0 = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="soko-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="soko-bench-", dir=os.environ.get("BENCH_TMP")))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_CONFIG": str(work / "docker-config")}
     try:
         store = ImageStore(work / "store")
@@ -160,12 +163,14 @@ def main() -> None:
         cpu = {k: statistics.median(v) for k, v in CPU.items()}
         print(f"Image: {a.layers} layers, {total / 1e6:.0f} MB compressed; {a.runs} runs each; "
               f"{os.cpu_count()} CPUs; soko -j {a.jobs}; load average before: {load0:.1f}\n")
-        print("| operation | soko wall (median s) | skopeo wall (median s) | soko / skopeo | "
+        print("| operation | soko wall (median s) | skopeo wall (median s) | soko / skopeo (paired median) | "
               "soko CPU (s) | skopeo CPU (s) |")
         print("|---|---|---|---|---|---|")
         for op in ("push", "pull"):
             s, k = med[f"soko {op}"], med[f"skopeo {op}"]
-            print(f"| {op} | {s:.2f} | {k:.2f} | {s / k:.2f}x | {cpu[f'soko {op}']:.2f} | "
+            # each round ran both tools back to back: the paired ratio cancels load that drifts
+            paired = statistics.median(x / y for x, y in zip(times[f"soko {op}"], times[f"skopeo {op}"]))
+            print(f"| {op} | {s:.2f} | {k:.2f} | {paired:.2f}x | {cpu[f'soko {op}']:.2f} | "
                   f"{cpu[f'skopeo {op}']:.2f} |")
         print("\nAll runs (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
     finally:

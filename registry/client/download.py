@@ -48,6 +48,7 @@ class _Outcome:
     body: bytes = b""            # error bodies only
     dropped: BaseException | None = None   # the connection broke (resume from writer.offset)
     too_long: bool = False
+    bad_range: str = ""
 
 
 class _Cancel:
@@ -103,8 +104,9 @@ def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float
             if resp.status not in (200, 206):
                 return _Outcome(resp.status, hdrs, resp.read(65536))
             skip = start if (start and resp.status == 200) else 0  # the registry ignored Range
-            if resp.status == 206 and not hdrs.get("content-range", "").startswith(f"bytes {start}-"):
-                return _Outcome(resp.status, hdrs, b"unexpected Content-Range " + hdrs.get("content-range", "").encode())
+            got = hdrs.get("content-range", "")
+            if resp.status == 206 and not got.startswith(f"bytes {start}-"):
+                return _Outcome(resp.status, hdrs, bad_range=f"asked for bytes from {start}, got range {got!r}")
             return _stream(resp, writer, size, skip, cancel, progress, hdrs)
         except (OSError, http.client.HTTPException, ssl.SSLError) as e:
             return _Outcome(dropped=e)
@@ -227,8 +229,8 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         loop.call_soon_threadsafe(report, done)
 
     try:
-        fetch = writer.offset < size or size == 0   # a killed pull may have left it all on disk
-        while fetch:
+        # (a killed pull may have left it all on disk already; a drop may come right at the end)
+        while writer.offset < size or size == 0:
             report(writer.offset)
             start = writer.offset
             headers = {"User-Agent": options.user_agent}
@@ -251,6 +253,8 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
                 raise
             if out.too_long:
                 raise _too_long(repo, digest, size)
+            if out.bad_range:
+                raise ProtocolError(f"blob {digest} from {repo.describe()}: {out.bad_range}")
             if out.status == 401 and not auth_retried:
                 c = sess.auth.on_challenge(out.headers.get("www-authenticate"))
                 if c is not None and (c.scheme == "bearer" or not sess.auth.creds.empty):
@@ -260,8 +264,6 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
             wait = None
             if out.dropped is None and out.status not in (200, 206):
                 if not retryable_status(out.status):
-                    if out.status == 206:
-                        raise ProtocolError(f"blob {digest}: {out.body.decode(errors='replace')}")
                     raise sess.status_error(out.status, detail_of(out.body), f"blob {digest} in {repo.describe()}",
                                             repo.describe())
                 wait = retry_after(out.headers)
