@@ -21,6 +21,7 @@ import os
 import socket
 import ssl
 import threading
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
@@ -188,8 +189,9 @@ def _stream(resp: http.client.HTTPResponse, writer: BlobWriter, size: int, skip:
 
 
 async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobStore,
-                        options: ClientOptions, report: Report) -> bool:
-    """Fetch `digest` into `blobs`, verified. False when it was already there."""
+                        options: ClientOptions, report: Report, pool: Executor | None = None) -> bool:
+    """Fetch `digest` into `blobs`, verified. False when it was already there.
+    `pool` runs the blocking body reads (one thread per blob in flight)."""
     if blobs.has(digest):
         return False
     d = digests.parse(digest)
@@ -200,7 +202,7 @@ async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobSto
         await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)  # another pull of the same blob
         if blobs.has(digest):
             return False
-        await _download_locked(repo, digest, size, blobs, ingest_id, options, report)
+        await _download_locked(repo, digest, size, blobs, ingest_id, options, report, pool)
         lock_path.unlink(missing_ok=True)
         return True
     finally:
@@ -213,7 +215,7 @@ def _too_long(repo: Repository, digest: str, size: int) -> VerificationError:
 
 
 async def _download_locked(repo: Repository, digest: str, size: int, blobs: BlobStore, ingest_id: str,
-                           options: ClientOptions, report: Report) -> None:
+                           options: ClientOptions, report: Report, pool: Executor | None) -> None:
     sess = repo.session
     await sess.ping()
     writer = blobs.writer(ingest_id)
@@ -240,7 +242,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
             if authz:
                 headers["Authorization"] = authz
             cancel = _Cancel()
-            fut = loop.run_in_executor(None, _blocking_get, url, headers, sess.ssl, options.read_timeout,
+            fut = loop.run_in_executor(pool, _blocking_get, url, headers, sess.ssl, options.read_timeout,
                                        writer, size, start, cancel, progress)
             try:
                 out = await asyncio.shield(fut)

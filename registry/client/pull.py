@@ -8,6 +8,8 @@ later push to the same registry can mount instead of upload.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from storage import mediatypes as mt, references
 from storage.errors import StorageError
 from storage.images import ImageStore
@@ -94,14 +96,14 @@ async def fetch_blobs(repo: Repository, store: ImageStore, m: Manifest, options:
         if d.digest in layers:
             progress(ProgressEvent(short_id(d.digest), "Waiting", 0, d.size, d.digest))
 
-    async def one(d: Descriptor) -> None:
+    async def one(d: Descriptor, pool: ThreadPoolExecutor) -> None:
         quiet = d.digest not in layers   # Docker shows layers, not the config
 
         def report(done: int) -> None:
             if not quiet:
                 progress(ProgressEvent(short_id(d.digest), "Downloading", done, d.size, d.digest))
 
-        fetched = await download_blob(repo, d.digest, d.size, store.blobs, options, report)
+        fetched = await download_blob(repo, d.digest, d.size, store.blobs, options, report, pool)
         if fetched:
             result.downloaded.append(d.digest)
         else:
@@ -111,4 +113,5 @@ async def fetch_blobs(repo: Repository, store: ImageStore, m: Manifest, options:
 
     # the config first: it is small and tells early whether the image is usable
     todo.sort(key=lambda d: d.digest in layers)
-    await run_all((one(d) for d in todo), options.jobs)
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="soko-pull") as pool:
+        await run_all((one(d, pool) for d in todo), options.jobs)
