@@ -29,6 +29,14 @@ COMMANDS: dict[str, str] = {
     "tag": "images:tag_cmd",
     "rmi": "images:rmi_cmd",
     "gc": "gc:gc_cmd",
+    "run": "run:run_cmd",
+    "serve": "serve:serve_cmd",
+    "build": "build:build_cmd",
+    "push": "transfer:push_cmd",
+    "pull": "transfer:pull_cmd",
+    "copy": "transfer:copy_cmd",
+    "login": "transfer:login_cmd",
+    "logout": "transfer:logout_cmd",
 }
 
 

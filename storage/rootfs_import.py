@@ -15,32 +15,10 @@ from typing import BinaryIO
 
 from . import mediatypes as mt
 from .archives.ingest import Ingest
-from .compression import PushDecompressor, detect
+from .compression import open_reader
 from .errors import LayerError, UnsafePathError
 from .images import ImageStore
 from .model import Descriptor, ImageConfig, Manifest
-
-
-class _Decompressed:
-    """A read()-able view of the decompressed content of a binary file."""
-
-    def __init__(self, f: BinaryIO):
-        head = f.read(8)
-        f.seek(0)
-        self.f, self.dec, self.buf = f, PushDecompressor(detect(head)), b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            chunk = self.f.read(1 << 20)
-            if not chunk:
-                self.dec.finish()
-                break
-            self.buf += self.dec.feed(chunk)
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
 
 
 def check_entries(f: BinaryIO) -> int:
@@ -52,7 +30,7 @@ def check_entries(f: BinaryIO) -> int:
     count = 0
     symlinks: set[str] = set()
     try:
-        with tarfile.open(fileobj=_Decompressed(f), mode="r|") as tar:
+        with tarfile.open(fileobj=open_reader(f), mode="r|") as tar:
             for m in tar:
                 parts = [p for p in m.name.split("/") if p not in ("", ".")]
                 if ".." in parts or m.name.startswith("/"):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from .. import digests
-from ..compression import PushDecompressor, detect
+from .. import compression, digests
 from ..blobs import BlobStore
 from ..errors import DigestMismatch
 
@@ -32,16 +31,13 @@ class Ingest:
         computed in the same pass and checked against `diff_id` when given."""
         w = self.blobs.writer()
         try:
-            head = stream.read(digests.CHUNK)
-            kind = detect(head)
-            dec = PushDecompressor(kind)
+            tee = _Tee(stream, w.write)
+            kind, src = compression.sniff(tee)
             diff = digests.hasher()
-            chunk = head
-            while chunk:
-                w.write(chunk)
-                diff.update(dec.feed(chunk))
-                chunk = stream.read(digests.CHUNK)
-            dec.finish()
+            for chunk in compression.iter_decompressed(src, kind):
+                diff.update(chunk)
+            while tee.read(digests.CHUNK):  # anything the decompressor did not need
+                pass
             actual_diff = f"sha256:{diff.hexdigest()}"
             if diff_id is not None and actual_diff != diff_id:
                 raise DigestMismatch(diff_id, actual_diff, "layer diff_id")
@@ -58,3 +54,16 @@ class Ingest:
         for d in self.added:
             self.blobs.delete(d)
         self.added.clear()
+
+
+class _Tee:
+    """A reader that hands every byte it reads to `sink` as well."""
+
+    def __init__(self, raw: BinaryIO, sink):
+        self.raw, self.sink = raw, sink
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.sink(data)
+        return data

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import digests, mediatypes as mt, references
-from ..compression import PushDecompressor, detect
+from ..compression import iter_decompressed
 from ..errors import DigestMismatch, InvalidReference
 from ..images import Image, ImageStore
 from ..model import Descriptor, build_manifest, canonical_json
@@ -69,15 +69,10 @@ def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Path:
         return store.blobs.path(d.digest)
     tmp = store.blobs.new_temp(".tar")
     with store.blobs.open(d.digest) as f, open(tmp, "wb") as out:
-        head = f.read(8)
-        f.seek(0)
-        dec = PushDecompressor(detect(head))
         h = digests.hasher()
-        while chunk := f.read(1 << 20):
-            data = dec.feed(chunk)
+        for data in iter_decompressed(f):
             h.update(data)
             out.write(data)
-        dec.finish()
     if f"sha256:{h.hexdigest()}" != diff_id:
         tmp.unlink(missing_ok=True)
         raise DigestMismatch(diff_id, f"sha256:{h.hexdigest()}", f"layer {d.digest} diff_id")

@@ -65,11 +65,9 @@ def open_archive(path: Path, scratch: BlobStore) -> Iterator[tarfile.TarFile]:
             if kind != "none":
                 f.seek(0)
                 tmp = scratch.new_temp(".tar")
-                dec = compression.PushDecompressor(kind)
                 with open(tmp, "wb") as out:
-                    while chunk := f.read(1 << 20):
-                        out.write(dec.feed(chunk))
-                dec.finish()
+                    for chunk in compression.iter_decompressed(f, kind):
+                        out.write(chunk)
         try:
             tar = tarfile.open(tmp or path, "r:")
         except tarfile.TarError as e:

@@ -1,0 +1,225 @@
+"""Layer write/apply throughput against the tar pipelines, on one machine.
+
+    python bench/bench_layers.py [--repeat N] [--files 10000] [--mb 500]
+
+Makes (once, cached under bench/out/) a deterministic tree of ~10,000 files
+totalling ~500 MB: mostly small files, some medium, a few large ones; about
+three quarters word-like text and one quarter random bytes, so it compresses
+to roughly half. Then measures, in MB/s of uncompressed tar stream:
+
+- soko write gzip / zstd   (tree -> blob in a BlobStore, both digests)
+- soko apply gzip / zstd   (blob -> fresh directory, both digests verified)
+- tar -cf - . | gzip       and  tar -cf - . | zstd -T0
+- gzip -dc | tar -x        and  zstd -dc | tar -x   (apply counterparts)
+- sha256 of the uncompressed tar (the ceiling: one pass over the bytes)
+
+All inputs are in the page cache (the tree is read once before timing).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from storage.blobs import BlobStore  # noqa: E402
+from storage.layers import apply_blob, write_layer  # noqa: E402
+
+OUT = HERE / "out"
+TREE_VERSION = 1
+MTIME = 1_700_000_000
+
+
+def make_tree(root: Path, files: int, total_mb: int, seed: int = 7) -> None:
+    """Deterministic content: the same arguments give the same bytes."""
+    r = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(r.choices(letters, k=r.randint(2, 10))) for _ in range(8000)]
+    text = " ".join(r.choices(words, k=5_000_000)).encode()[: 32 << 20]
+    n_large = max(1, files // 125)
+    n_medium = files // 5
+    n_small = files - n_large - n_medium
+    # Sizes first (log-uniform per class), then scaled to the requested total.
+    sizes = ([int(2 ** r.uniform(7, 14)) for _ in range(n_small)]
+             + [int(2 ** r.uniform(14, 19)) for _ in range(n_medium)]
+             + [int(2 ** r.uniform(20, 22)) for _ in range(n_large)])
+    scale = (total_mb << 20) / sum(sizes)
+    sizes = [max(0, int(s * scale)) for s in sizes]
+    r.shuffle(sizes)
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    dirs = [Path(f"d{i:02d}") / f"s{j}" for i in range(60) for j in range(r.randint(1, 4))]
+    for d in dirs:
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, size in enumerate(sizes):
+        path = tmp / r.choice(dirs) / f"f{i:05d}.dat"
+        parts = []
+        left = size
+        while left > 0:
+            n = min(left, r.randint(1024, 65536))
+            if r.random() < 0.75:
+                off = r.randrange(0, len(text) - n)
+                parts.append(text[off:off + n])
+            else:
+                parts.append(r.randbytes(n))
+            left -= n
+        path.write_bytes(b"".join(parts))
+        paths.append(path)
+    for i in range(files // 100):  # some symlinks and hard links, as real trees have
+        src = r.choice(paths)
+        os.symlink(os.path.relpath(src, tmp / dirs[i % len(dirs)]),
+                   tmp / dirs[i % len(dirs)] / f"link{i}")
+        os.link(r.choice(paths), tmp / dirs[-1 - i % len(dirs)] / f"hard{i}")
+    for dirpath, dirnames, filenames in os.walk(tmp, topdown=False):
+        for name in filenames:
+            os.utime(os.path.join(dirpath, name), (MTIME, MTIME), follow_symlinks=False)
+        os.utime(dirpath, (MTIME, MTIME))
+    shutil.rmtree(root, ignore_errors=True)
+    os.rename(tmp, root)
+
+
+def tree(files: int, total_mb: int) -> Path:
+    root = OUT / f"tree-v{TREE_VERSION}-{files}-{total_mb}"
+    done = root.with_name(root.name + ".done")
+    if not done.exists():
+        print(f"making {root} ...", flush=True)
+        make_tree(root, files, total_mb)
+        done.touch()
+    return root
+
+
+def warm(root: Path) -> int:
+    """Read everything once (page cache); returns the content bytes."""
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                with open(p, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        total += len(chunk)
+    return total
+
+
+def timed(fn, repeat: int, prepare=None) -> float:
+    """Best wall time of `repeat` runs; before each, `prepare` (untimed) and a
+    sync, so one row's dirty pages and deletions do not slow down the next."""
+    best = float("inf")
+    for _ in range(repeat):
+        if prepare is not None:
+            prepare()
+        os.sync()
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def clear(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sh(cmd: str) -> None:
+    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--mb", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per row; the best is shown")
+    args = ap.parse_args()
+
+    root = tree(args.files, args.mb)
+    content = warm(root)
+    work = OUT / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    store = BlobStore(work / "store")
+
+    plain = write_layer(root, store, compression="none")
+    tar_bytes = plain.uncompressed_size
+    mb = tar_bytes / 1e6
+    print(f"tree: {root.name}: {content / 1e6:.0f} MB of file content, tar stream {mb:.0f} MB, "
+          f"{os.cpu_count()} CPUs")
+
+    rows: list[tuple[str, float, str]] = []
+
+    def add(name: str, seconds: float, note: str = "") -> None:
+        rows.append((name, seconds, note))
+        print(f"  {name:<34} {mb / seconds:8.1f} MB/s  {seconds:6.2f} s  {note}", flush=True)
+
+    infos = {}
+    for c in ("gzip", "zstd"):
+        def w(c=c):
+            infos[c] = write_layer(root, store, compression=c)
+        add(f"soko write {c}", timed(w, args.repeat))
+        rows[-1] = (rows[-1][0], rows[-1][1], f"{infos[c].size / tar_bytes:.3f} of tar")
+    tgz, tzst = work / "t.tar.gz", work / "t.tar.zst"
+    add("tar -cf - . | gzip", timed(lambda: sh(f"tar -C {root} -cf - . | gzip > {tgz}"),
+                                    args.repeat), f"{tgz.stat().st_size / tar_bytes:.3f} of tar")
+    add("tar -cf - . | zstd -T0", timed(lambda: sh(f"tar -C {root} -cf - . | zstd -q -T0 > {tzst}"),
+                                        args.repeat), f"{tzst.stat().st_size / tar_bytes:.3f} of tar")
+    # The same work as soko's writers: both digests (uncompressed and stored).
+    digests = "tee >(sha256sum >/dev/null)"
+    add("tar | sha256 | gzip | sha256", timed(lambda: sh(
+        f"tar -C {root} -cf - . | {digests} | gzip | {digests} > {tgz}"), args.repeat))
+    add("tar | sha256 | zstd -T0 | sha256", timed(lambda: sh(
+        f"tar -C {root} -cf - . | {digests} | zstd -q -T0 | {digests} > {tzst}"), args.repeat))
+
+    # Applying: onto the disk the tree lives on (ext4 here: journal commits
+    # wait for data writeback, so this is largely I/O) and onto tmpfs (CPU).
+    places = [("disk", work / "apply")]
+    if Path("/dev/shm").is_dir():
+        places.append(("tmpfs", Path("/dev/shm") / f"soko-bench-{os.getpid()}"))
+    for place, dest in places:
+        for c in ("gzip", "zstd"):
+            def a(c=c, dest=dest):
+                apply_blob(store, infos[c].digest, dest, diff_id=infos[c].diff_id)
+            add(f"soko apply {c} ({place})", timed(a, args.repeat, lambda d=dest: clear(d)))
+        for c, blob in (("gzip", tgz), ("zstd", tzst)):
+            def x(blob=blob, c=c, dest=dest):
+                sh(f"{c} -dc {blob} | tar -C {dest} -xf -")
+            add(f"{c} -dc | tar -x ({place})",
+                timed(x, args.repeat, lambda d=dest: (clear(d), d.mkdir())))
+        clear(dest)
+
+    raw = store.path(plain.digest)
+
+    def hash_only() -> None:
+        h = hashlib.sha256()
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        with open(raw, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(view[:n])
+    add("sha256 of the tar (ceiling)", timed(hash_only, args.repeat))
+
+    base = {r[0]: r[1] for r in rows}
+    print()
+    print(f"| {'what':<32} | {'MB/s':>7} | {'s':>6} | vs tar pipeline | vs with digests | note |")
+    print(f"|{'-' * 34}|{'-' * 9}|{'-' * 8}|-----------------|-----------------|------|")
+    ref = {"soko write gzip": "tar -cf - . | gzip", "soko write zstd": "tar -cf - . | zstd -T0"}
+    for place, _ in places:
+        for c in ("gzip", "zstd"):
+            ref[f"soko apply {c} ({place})"] = f"{c} -dc | tar -x ({place})"
+    ref2 = {"soko write gzip": "tar | sha256 | gzip | sha256",
+            "soko write zstd": "tar | sha256 | zstd -T0 | sha256"}
+    for name, seconds, note in rows:
+        vs = f"{base[ref[name]] / seconds:.2f}x" if name in ref else ""
+        vs2 = f"{base[ref2[name]] / seconds:.2f}x" if name in ref2 else ""
+        print(f"| {name:<32} | {mb / seconds:7.1f} | {seconds:6.2f} | {vs:>15} | {vs2:>15} | {note} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

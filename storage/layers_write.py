@@ -1,0 +1,458 @@
+"""Writing layers: a directory tree, a list of changes, or an overlayfs upper
+directory becomes a compressed tar blob in the blob store.
+
+One pass: file data is read straight into 1 MiB buffers that are hashed
+(diff_id), handed to the compressor (threads), and the compressed output is
+hashed (digest) while it is written to a temporary file in the store's
+ingest area, which `adopt` then moves into place.
+
+Deterministic: entries in sorted order (whiteouts first in each directory,
+as image-spec recommends), numeric uid/gid, no user or group names, integer
+mtimes clamped to SOURCE_DATE_EPOCH (or `epoch`) when given.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from . import compression as comp
+from . import layers_tar as tar
+from .blobs import BlobStore
+from .errors import LayerError
+from .mediatypes import LAYER_BY_COMPRESSION
+
+CHUNK = 1 << 20
+WHITEOUT_PREFIX = b".wh."
+OPAQUE = b".wh..wh..opq"
+OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+# Overlay bookkeeping and host SELinux labels never belong in an image.
+_SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a written layer is: `diff_id` names the uncompressed tar (image
+    config rootfs.diff_ids), `digest`/`size` the stored blob (manifest)."""
+    diff_id: str
+    digest: str
+    size: int
+    compression: str
+    media_type: str
+    uncompressed_size: int
+
+
+@dataclass
+class Changes:
+    """A filesystem change set relative to `root`, for `write_layer_from_changes`.
+
+    `paths`: added or modified entries (files, links, directories, devices);
+    each stands for itself only (a directory's contents are not implied), and
+    their parent directories are included automatically. `deleted`: paths
+    removed since the parent layer (written as `.wh.NAME`). `opaque`:
+    directories whose lower content is hidden entirely (`.wh..wh..opq`)."""
+    paths: Sequence[str] = ()
+    deleted: Sequence[str] = ()
+    opaque: Sequence[str] = ()
+
+
+def resolve_epoch(epoch: int | None) -> int | None:
+    """`epoch` if given, else SOURCE_DATE_EPOCH from the environment, else None."""
+    if epoch is not None:
+        return int(epoch)
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise LayerError(f"SOURCE_DATE_EPOCH is not an integer: {value!r}") from None
+
+
+class _Output:
+    """The compressed side: hashed and written to the temporary blob file."""
+
+    def __init__(self, fd: int, hashing: bool):
+        self.fd = fd
+        self.hash = hashlib.sha256() if hashing else None
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.hash is not None:
+            self.hash.update(data)
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        self.size += len(data)
+
+
+class _TarPipe:
+    """The uncompressed side: fills 1 MiB buffers, hashes and hands them on."""
+
+    def __init__(self, writer: comp.CompressWriter, progress: Progress | None):
+        self._writer = writer
+        self._progress = progress
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._new()
+
+    def _new(self) -> None:
+        self._buf = bytearray(CHUNK)  # zero-filled: padding is just a skip
+        self._view = memoryview(self._buf)
+        self._pos = 0
+
+    def _flush(self) -> None:
+        data = self._buf if self._pos == CHUNK else bytes(self._view[:self._pos])
+        self._view.release()
+        self.hash.update(data)
+        self._writer.write(data)
+        self.size += len(data)
+        if self._progress is not None:
+            self._progress(self.size)
+        self._new()
+
+    def write(self, data: bytes) -> None:
+        n = len(data)
+        if self._pos + n < CHUNK:
+            self._view[self._pos:self._pos + n] = data
+            self._pos += n
+            return
+        view = memoryview(data)
+        while view:
+            if self._pos == CHUNK:
+                self._flush()
+            take = min(len(view), CHUNK - self._pos)
+            self._view[self._pos:self._pos + take] = view[:take]
+            self._pos += take
+            view = view[take:]
+
+    def skip(self, n: int) -> None:
+        while n:
+            if self._pos == CHUNK:
+                self._flush()
+            take = min(n, CHUNK - self._pos)
+            self._pos += take
+            n -= take
+
+    def copy_file(self, fd: int, size: int, path: bytes) -> None:
+        remaining = size
+        while remaining:
+            if self._pos == CHUNK:
+                self._flush()
+            want = min(remaining, CHUNK - self._pos)
+            got = os.readv(fd, [self._view[self._pos:self._pos + want]])
+            if not got:
+                raise LayerError(f"{os.fsdecode(path)} shrank while the layer was written")
+            self._pos += got
+            remaining -= got
+        self.skip(-size % tar.BLOCK)
+
+    def finish(self) -> None:
+        self.write(tar.END_OF_ARCHIVE)
+        if self._pos:
+            self._flush()
+        self._writer.close()
+
+
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _check_name(name: bytes, path: bytes) -> None:
+    if name.startswith(WHITEOUT_PREFIX):
+        raise LayerError(f"{os.fsdecode(path)}: names starting with .wh. are reserved for whiteouts")
+
+
+class _Emitter:
+    """Turns filesystem objects into tar entries on a `_TarPipe`."""
+
+    def __init__(self, pipe: _TarPipe, epoch: int | None):
+        self.pipe = pipe
+        self.epoch = epoch
+        self.links: dict[tuple[int, int], bytes] = {}
+        self._noatime = os.O_NOATIME if hasattr(os, "O_NOATIME") else 0
+
+    def _mtime(self, st: os.stat_result) -> int:
+        mtime = st.st_mtime_ns // 1_000_000_000
+        if self.epoch is not None and mtime > self.epoch:
+            return self.epoch
+        return mtime
+
+    @staticmethod
+    def xattrs(path: bytes) -> dict[bytes, bytes]:
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return {}
+            raise
+        out: dict[bytes, bytes] = {}
+        for name in names:
+            if name.startswith(_SKIP_XATTR_PREFIXES):
+                continue
+            try:
+                out[name.encode("utf-8", "surrogateescape")] = \
+                    os.getxattr(path, name, follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.ENODATA:
+                    raise
+        return out
+
+    def whiteout(self, arc: bytes) -> None:
+        self.pipe.write(tar.encode_header(arc, mode=0o644, mtime=0))
+
+    def entry(self, arc: bytes, path: bytes, st: os.stat_result) -> None:
+        """Emit `path` (already lstat'ed) as `arc`; directories get a trailing slash."""
+        mode = st.st_mode
+        common = dict(mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
+                      mtime=self._mtime(st))
+        if stat.S_ISDIR(mode):
+            self.pipe.write(tar.encode_header(arc + b"/", typeflag=tar.DIR,
+                                              xattrs=self.xattrs(path), **common))
+            return
+        if st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            first = self.links.get(key)
+            if first is not None:
+                self.pipe.write(tar.encode_header(arc, typeflag=tar.LNK, linkname=first, **common))
+                return
+            self.links[key] = arc
+        if stat.S_ISREG(mode):
+            try:
+                fd = os.open(path, _O_READ | self._noatime)
+            except PermissionError:
+                if not self._noatime:
+                    raise
+                self._noatime = 0  # O_NOATIME needs ownership (or root)
+                fd = os.open(path, _O_READ)
+            try:
+                self.pipe.write(tar.encode_header(arc, size=st.st_size, typeflag=tar.REG,
+                                                  xattrs=self.xattrs(path), **common))
+                self.pipe.copy_file(fd, st.st_size, path)
+            finally:
+                os.close(fd)
+        elif stat.S_ISLNK(mode):
+            self.pipe.write(tar.encode_header(arc, typeflag=tar.SYM, linkname=os.readlink(path),
+                                              xattrs=self.xattrs(path), **common))
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            self.pipe.write(tar.encode_header(
+                arc, typeflag=tar.CHR if stat.S_ISCHR(mode) else tar.BLK,
+                devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+                xattrs=self.xattrs(path), **common))
+        elif stat.S_ISFIFO(mode):
+            self.pipe.write(tar.encode_header(arc, typeflag=tar.FIFO,
+                                              xattrs=self.xattrs(path), **common))
+        # sockets cannot be archived; tar skips them too
+
+
+def _sorted_dir(path: bytes) -> list[tuple[bytes, os.stat_result]]:
+    with os.scandir(path) as it:
+        found = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+    found.sort(key=lambda t: t[0])
+    return found
+
+
+def _is_overlay_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _overlay_xattr(path: bytes, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None
+        raise
+
+
+def _walk(emitter: _Emitter, root: bytes, overlay: bool) -> None:
+    """Depth first, children sorted by name, whiteouts before their siblings."""
+    stack: list[Iterator[tuple[bytes, bytes, os.stat_result]]] = []
+
+    def listing(path: bytes, arc: bytes) -> Iterator[tuple[bytes, bytes, os.stat_result]]:
+        children = _sorted_dir(path)
+        if overlay:
+            if arc and any(_overlay_xattr(path, x) == b"y" for x in OVERLAY_OPAQUE_XATTRS):
+                emitter.whiteout(arc + OPAQUE)
+            rest = []
+            for name, st in children:
+                if _is_overlay_whiteout(st):
+                    emitter.whiteout(arc + WHITEOUT_PREFIX + name)
+                else:
+                    rest.append((name, st))
+            children = rest
+        for name, st in children:
+            yield path + b"/" + name, arc + name, st
+
+    if overlay and any(_overlay_xattr(root, x) == b"y" for x in OVERLAY_OPAQUE_XATTRS):
+        emitter.whiteout(OPAQUE)
+    stack.append(listing(root, b""))
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        path, arc, st = item
+        _check_name(os.path.basename(arc), path)
+        if overlay:
+            _check_overlay_features(path, st)
+        emitter.entry(arc, path, st)
+        if stat.S_ISDIR(st.st_mode):
+            stack.append(listing(path, arc + b"/"))
+
+
+def _check_overlay_features(path: bytes, st: os.stat_result) -> None:
+    """Uppers made with redirect_dir or metacopy refer to lower content we cannot see."""
+    what = "trusted.overlay.redirect" if stat.S_ISDIR(st.st_mode) else \
+        "trusted.overlay.metacopy" if stat.S_ISREG(st.st_mode) else None
+    if what and _overlay_xattr(path, what) is not None:
+        raise LayerError(f"{os.fsdecode(path)}: overlay upper uses {what.split('.')[-1]}; "
+                         "mount with redirect_dir=off,metacopy=off")
+
+
+def _split(path: str, what: str) -> tuple[bytes, ...]:
+    parts = tuple(p for p in os.fsencode(path).split(b"/") if p and p != b".")
+    if not parts or b".." in parts:
+        raise LayerError(f"invalid {what} path {path!r}")
+    return parts
+
+
+class _Node:
+    __slots__ = ("children", "include", "whiteout", "opaque")
+
+    def __init__(self) -> None:
+        self.children: dict[bytes, _Node] = {}
+        self.include = False
+        self.whiteout = False
+        self.opaque = False
+
+
+def _changes_tree(changes: Changes) -> _Node:
+    top = _Node()
+
+    def node(parts: tuple[bytes, ...]) -> _Node:
+        cur = top
+        for part in parts:
+            cur = cur.children.setdefault(part, _Node())
+            cur.include = True  # parents come along with what they contain
+        return cur
+
+    for p in changes.paths:
+        node(_split(p, "changed"))
+    for p in changes.opaque:
+        node(_split(p, "opaque")).opaque = True
+    for p in changes.deleted:
+        parts = _split(p, "deleted")
+        n = node(parts[:-1]).children.setdefault(parts[-1], _Node())
+        n.whiteout = True
+    return top
+
+
+def _walk_changes(emitter: _Emitter, root: bytes, top: _Node) -> None:
+    def listing(path: bytes, arc: bytes, n: _Node) -> Iterator[tuple[bytes, bytes, _Node]]:
+        if n.opaque:
+            emitter.whiteout(arc + OPAQUE)
+        names = sorted(n.children)
+        for name in names:
+            if n.children[name].whiteout:
+                emitter.whiteout(arc + WHITEOUT_PREFIX + name)
+        for name in names:
+            child = n.children[name]
+            if child.include:  # else deleted only
+                yield path + b"/" + name, arc + name, child
+
+    stack = [listing(root, b"", top)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        path, arc, n = item
+        _check_name(os.path.basename(arc), path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise LayerError(f"changed path {os.fsdecode(arc)} does not exist "
+                             f"under {os.fsdecode(root)}") from None
+        emitter.entry(arc, path, st)
+        if n.children or n.opaque:
+            if not stat.S_ISDIR(st.st_mode):
+                raise LayerError(f"{os.fsdecode(arc)} is not a directory but has changes below it")
+            stack.append(listing(path, arc + b"/", n))
+
+
+def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: str,
+           level: int | None, epoch: int | None, media_types: str,
+           progress: Progress | None, threads: int | None) -> LayerInfo:
+    comp.check(compression)
+    if media_types not in LAYER_BY_COMPRESSION:
+        raise LayerError(f"unknown media type family {media_types!r} (use oci or docker)")
+    epoch = resolve_epoch(epoch)
+    tmp = store.new_temp(".layer")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    out = _Output(fd, hashing=compression != comp.NONE)
+    writer = comp.open_writer(out, compression, level, threads)
+    try:
+        pipe = _TarPipe(writer, progress)
+        source(_Emitter(pipe, epoch))
+        pipe.finish()
+    except BaseException as e:
+        writer.abort()
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a file vanished, disk full, ...: one line
+            where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+            raise LayerError(f"cannot write layer: {where}{e.strerror or e}") from e
+        raise
+    os.close(fd)
+    diff_id = "sha256:" + pipe.hash.hexdigest()
+    digest = diff_id if out.hash is None else "sha256:" + out.hash.hexdigest()
+    store.adopt(tmp, digest)
+    return LayerInfo(diff_id=diff_id, digest=digest, size=out.size, compression=compression,
+                     media_type=LAYER_BY_COMPRESSION[media_types][compression],
+                     uncompressed_size=pipe.size)
+
+
+def write_layer(src: str | os.PathLike, store: BlobStore, *, compression: str = comp.GZIP,
+                level: int | None = None, epoch: int | None = None, media_types: str = "oci",
+                progress: Progress | None = None, threads: int | None = None) -> LayerInfo:
+    """The whole tree under `src` as one layer (`soko import`, COPY output)."""
+    root = os.fsencode(src)
+    if not os.path.isdir(root):
+        raise LayerError(f"not a directory: {os.fsdecode(root)}")
+    return _write(lambda em: _walk(em, root, overlay=False), store, compression, level, epoch,
+                  media_types, progress, threads)
+
+
+def write_layer_from_changes(root: str | os.PathLike, changes: Changes, store: BlobStore, *,
+                             compression: str = comp.GZIP, level: int | None = None,
+                             epoch: int | None = None, media_types: str = "oci",
+                             progress: Progress | None = None,
+                             threads: int | None = None) -> LayerInfo:
+    """A layer of `changes`, taking content and metadata from the tree at `root`."""
+    base = os.fsencode(root)
+    top = _changes_tree(changes)
+    return _write(lambda em: _walk_changes(em, base, top), store, compression, level, epoch,
+                  media_types, progress, threads)
+
+
+def write_layer_from_overlay(upper: str | os.PathLike, store: BlobStore, *,
+                             compression: str = comp.GZIP, level: int | None = None,
+                             epoch: int | None = None, media_types: str = "oci",
+                             progress: Progress | None = None,
+                             threads: int | None = None) -> LayerInfo:
+    """The overlayfs upper directory `upper` (after a RUN step) as a layer:
+    0/0 character devices become `.wh.NAME`, opaque directories
+    (trusted.overlay.opaque=y, or user.overlay.opaque with userxattr) get
+    `.wh..wh..opq`, overlay xattrs are dropped. The overlay must not be
+    mounted with redirect_dir or metacopy (LayerError if the upper uses them)."""
+    root = os.fsencode(upper)
+    if not os.path.isdir(root):
+        raise LayerError(f"not a directory: {os.fsdecode(root)}")
+    return _write(lambda em: _walk(em, root, overlay=True), store, compression, level, epoch,
+                  media_types, progress, threads)

@@ -1,0 +1,157 @@
+"""Compression: detection, streaming readers, parallel writers, broken streams."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import random
+import subprocess
+
+import pytest
+import zstandard
+
+from storage import compression as comp
+from storage.errors import LayerError
+
+
+def sample(n: int = 5 << 20, seed: int = 1) -> bytes:
+    r = random.Random(seed)
+    words = [r.randbytes(r.randint(2, 8)).hex().encode() for _ in range(500)]
+    return b" ".join(r.choices(words, k=n // 8))[:n]
+
+
+def compressed(data: bytes, kind: str, **kw) -> bytes:
+    out = io.BytesIO()
+    w = comp.open_writer(out, kind, **kw)
+    for i in range(0, len(data), 300_000):  # sizes unrelated to the block size
+        w.write(data[i:i + 300_000])
+    w.close()
+    return out.getvalue()
+
+
+def read_all(data: bytes, kind: str | None = None) -> bytes:
+    return b"".join(comp.iter_decompressed(io.BytesIO(data), kind))
+
+
+def test_detect_by_magic_bytes():
+    assert comp.detect(gzip.compress(b"x")) == "gzip"
+    assert comp.detect(zstandard.ZstdCompressor().compress(b"x")) == "zstd"
+    assert comp.detect(b"etc/passwd\0\0\0") == "none"
+    assert comp.detect(b"") == "none"
+    kind, stream = comp.sniff(io.BytesIO(b"\x1f\x8b rest"))
+    assert kind == "gzip" and stream.read() == b"\x1f\x8b rest"  # nothing lost to sniffing
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_round_trip_and_reader(kind):
+    data = sample()
+    blob = compressed(data, kind)
+    assert comp.detect(blob) == kind
+    assert read_all(blob) == data
+    reader = comp.open_reader(io.BytesIO(blob))
+    assert reader.compression == kind
+    got = bytearray()
+    while chunk := reader.read(777_777):
+        got += chunk
+    assert bytes(got) == data
+    if kind != "none":
+        assert len(blob) < len(data) * 0.8
+
+
+def test_gzip_output_is_one_standard_member_readable_by_gzip():
+    data = sample()
+    blob = compressed(data, "gzip")
+    assert gzip.decompress(blob) == data
+    p = subprocess.run(["gzip", "-t"], input=blob, capture_output=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(["gzip", "-dc"], input=blob, capture_output=True, check=True)
+    assert p.stdout == data
+    # parallel blocks cost next to nothing in ratio compared with one zlib stream
+    assert len(blob) < len(gzip.compress(data, 6)) * 1.01
+
+
+def test_gzip_is_deterministic_whatever_the_thread_count():
+    data = sample(3 << 20)
+    one = compressed(data, "gzip", threads=1)
+    four = compressed(data, "gzip", threads=4)
+    assert one == four
+    assert one[4:8] == b"\0\0\0\0"  # no timestamp in the header
+
+
+def test_zstd_is_deterministic_and_readable_by_zstd():
+    data = sample(3 << 20)
+    a = compressed(data, "zstd", threads=1)
+    b = compressed(data, "zstd", threads=2)
+    assert a == b
+    p = subprocess.run(["zstd", "-dc"], input=a, capture_output=True, check=True)
+    assert p.stdout == data
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_truncated_streams_raise_layer_error(kind):
+    blob = compressed(sample(1 << 20), kind)
+    for cut in (len(blob) - 1, len(blob) // 2, 12):
+        with pytest.raises(LayerError, match=f"^truncated {kind} stream$"):
+            read_all(blob[:cut])
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_corrupt_streams_raise_layer_error(kind):
+    blob = bytearray(compressed(sample(1 << 20), kind))
+    for i in range(len(blob) // 3, len(blob) // 3 + 64):
+        blob[i] ^= 0x5A
+    with pytest.raises(LayerError, match=f"^corrupt {kind} stream"):
+        read_all(bytes(blob))
+
+
+def test_gzip_members_padding_and_garbage():
+    assert read_all(gzip.compress(b"ab") + gzip.compress(b"cd")) == b"abcd"
+    assert read_all(gzip.compress(b"ab") + bytes(1000)) == b"ab"
+    with pytest.raises(LayerError, match="gzip"):
+        read_all(gzip.compress(b"ab") + b"garbage")
+
+
+def test_zstd_frames_and_garbage():
+    z = zstandard.ZstdCompressor()
+    assert read_all(z.compress(b"ab") + z.compress(b"cd")) == b"abcd"
+    with pytest.raises(LayerError, match="zstd"):
+        read_all(z.compress(b"ab") + b"garbage!")
+
+
+def test_explicit_compression_is_checked():
+    with pytest.raises(LayerError, match="unknown compression"):
+        read_all(b"x", "lz4")
+    with pytest.raises(LayerError, match="unknown compression"):
+        comp.open_writer(io.BytesIO(), "bzip2")
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_decompression_bombs_come_out_in_bounded_pieces(kind):
+    size = 1 << 30  # 1 GiB of zeros: tiny compressed
+    if kind == "gzip":
+        c = gzip.compress(bytes(64 << 20), 9)
+        blob = c * 16  # 16 members of 64 MiB each
+    else:
+        cctx = zstandard.ZstdCompressor(level=19)
+        blob = cctx.compress(bytes(size))
+    assert len(blob) < 2 << 20
+    total = 0
+    biggest = 0
+    for piece in comp.iter_decompressed(io.BytesIO(blob)):
+        total += len(piece)
+        biggest = max(biggest, len(piece))
+    assert total == size
+    assert biggest <= 160 << 20  # never the whole gigabyte at once
+
+
+def test_writer_errors_surface():
+    class Full:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    w = comp.ZstdWriter(Full())
+    with pytest.raises(OSError, match="No space"):
+        for _ in range(50):
+            w.write(os.urandom(1 << 20))
+        w.close()
+    w.abort()
