@@ -9,12 +9,14 @@ The request is made by the async session's rules (scheme, TLS context,
 credentials, token) but the body is read in a worker thread with a blocking
 socket and one reused buffer: socket reads, hashing and file writes all
 release the GIL there, so several blobs use both cores, where reading through
-the event loop cost about half again as much CPU per byte.
+the event loop cost about half again as much CPU per byte. Blobs are written
+with storage's DirectWriter (O_DIRECT where the filesystem allows it): fresh
+page-cache pages are slow to fill on the machines this runs on, and the fsync
+that makes each blob durable then has little left to do.
 """
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import http.client
 import os
@@ -27,8 +29,8 @@ from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 from storage import digests
-from storage.blobs import BlobStore, BlobWriter
-from storage.errors import DigestMismatch, SizeMismatch
+from storage.blobs import BlobStore
+from storage.directio import DirectWriter
 
 from .errors import ConnectionDropped, ProtocolError, VerificationError
 from .options import ClientOptions
@@ -37,7 +39,6 @@ from .session import detail_of, retry_after, retryable_status
 
 BUFFER = 1 << 20
 MAX_REDIRECTS = 5
-WRITEBACK_EVERY = 16 << 20
 Report = Callable[[int], None]
 
 
@@ -76,7 +77,7 @@ def _ssl_context(ssl_setting) -> ssl.SSLContext | None:
     return ssl.create_default_context()
 
 
-def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float, writer: BlobWriter, size: int,
+def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float, writer: DirectWriter, size: int,
                   start: int, cancel: _Cancel, progress: Callable[[int], None]) -> _Outcome:
     """GET `url` and append the body to `writer` (runs in a worker thread)."""
     headers = dict(headers)
@@ -117,47 +118,11 @@ def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float
     return _Outcome(310, {}, b"too many redirects")
 
 
-def _writeback_starter(path) -> Callable[[int, int], None]:
-    """Start writing [offset, offset+n) of the file to disk without waiting
-    (sync_file_range WRITE), so the fsync at commit finds little left to do
-    and the disk works while the network does. A no-op where unsupported."""
-    fn = _sync_file_range()
-    if fn is None:
-        return lambda offset, n: None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return lambda offset, n: None
-
-    def start(offset: int, n: int) -> None:
-        if n > 0:
-            fn(fd, ctypes.c_int64(offset), ctypes.c_int64(n), 2)  # SYNC_FILE_RANGE_WRITE
-    start.close = lambda: os.close(fd)  # type: ignore[attr-defined]
-    return start
-
-
-_SFR: list = []
-
-
-def _sync_file_range():
-    if not _SFR:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fn = libc.sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            _SFR.append(fn)
-        except (OSError, AttributeError):
-            _SFR.append(None)
-    return _SFR[0]
-
-
-def _stream(resp: http.client.HTTPResponse, writer: BlobWriter, size: int, skip: int, cancel: _Cancel,
+def _stream(resp: http.client.HTTPResponse, writer: DirectWriter, size: int, skip: int, cancel: _Cancel,
             progress: Callable[[int], None], hdrs: dict[str, str]) -> _Outcome:
     buf = bytearray(BUFFER)
     view = memoryview(buf)
     reported = writer.offset
-    flushed = writer.offset
-    writeback = _writeback_starter(writer.tmp)
     try:
         while True:
             if cancel.stop.is_set():
@@ -178,13 +143,8 @@ def _stream(resp: http.client.HTTPResponse, writer: BlobWriter, size: int, skip:
             if writer.offset - reported >= 4 * BUFFER:
                 reported = writer.offset
                 progress(reported)
-            if writer.offset - flushed >= WRITEBACK_EVERY:
-                writeback(flushed, writer.offset - flushed)
-                flushed = writer.offset
     except (OSError, http.client.HTTPException, ssl.SSLError) as e:
         return _Outcome(resp.status, hdrs, dropped=e)
-    finally:
-        getattr(writeback, "close", lambda: None)()
     return _Outcome(resp.status, hdrs)
 
 
@@ -218,10 +178,11 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
                            options: ClientOptions, report: Report, pool: Executor | None) -> None:
     sess = repo.session
     await sess.ping()
-    writer = blobs.writer(ingest_id)
+    algorithm = digests.parse(digest).algorithm
+    writer = DirectWriter(blobs, ingest_id, algorithm, direct=options.direct_io)
     if writer.offset > size:  # leftovers of something else: start clean
         writer.abort()
-        writer = blobs.writer(ingest_id)
+        writer = DirectWriter(blobs, ingest_id, algorithm, direct=options.direct_io)
     loop = asyncio.get_running_loop()
     url = sess.url(f"/v2/{repo.path}/blobs/{digest}")
     failures = 0
@@ -272,7 +233,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
             elif out.dropped is None and writer.offset >= size:
                 break
             # a drop, a retryable status, or a clean end short of the size: again, from writer.offset
-            writer.flush()
+            writer.flush(sync=False)
             failures += 1
             if failures > options.retries:
                 if out.dropped is not None:
@@ -283,13 +244,21 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
                 break
             await sess.backoff(failures, wait)
         report(writer.offset)
-        try:
-            await loop.run_in_executor(None, writer.commit, digest, size)
-        except (DigestMismatch, SizeMismatch) as e:
-            raise VerificationError(f"blob {digest} from {repo.describe()} failed verification ({e}); "
-                                    f"nothing was stored", digest) from None
+        if writer.offset != size:
+            raise VerificationError(f"blob {digest} from {repo.describe()}: got {writer.offset} bytes, its "
+                                    f"descriptor says {size}; nothing was stored", digest)
+        if writer.digest != digest:
+            raise VerificationError(f"blob {digest} from {repo.describe()} failed verification (the content "
+                                    f"has digest {writer.digest}); nothing was stored", digest)
+        await loop.run_in_executor(None, _publish, writer, blobs, digest)
     except VerificationError:
         writer.abort()
         raise
     finally:
         writer.close()
+
+
+def _publish(writer: DirectWriter, blobs: BlobStore, digest: str) -> None:
+    """Durable, then in place: the blob store's adopt() renames it under blobs/."""
+    writer.close()   # writes the tail and fdatasyncs
+    blobs.adopt(writer.tmp, digest)

@@ -23,6 +23,7 @@ class ClientOptions:
     connect_timeout: float = 30.0
     read_timeout: float = 300.0     # silence on an open connection before it counts as dropped
     all_platforms: bool = True      # copy: an index travels with all its children
+    direct_io: bool = True          # pulled blobs bypass the page cache (O_DIRECT) where possible
     user_agent: str = "soko/0.1"
 
 
