@@ -32,9 +32,10 @@ class ProgressEvent:
     """One step of one blob (or manifest), for the CLI to draw.
 
     `id` is the short digest (12 hex digits) Docker shows, `action` one of
-    Waiting, Pushing, Pushed, Layer already exists, Mounted from NAME,
-    Downloading, Verifying Checksum, Download complete, Pull complete,
-    Already exists, Retrying; `current`/`total` are bytes when known."""
+    Waiting, Pushing, Pushed, Layer already exists, Mounted from NAME (push),
+    Waiting, Downloading, Pull complete, Already exists (pull); `current` and
+    `total` are bytes. Only layers are reported, as Docker does (not configs).
+    A retried transfer shows `current` going back to where it resumes."""
     id: str
     action: str
     current: int = 0
