@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Coroutine, Iterable, TypeVar
+from typing import Coroutine, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -12,9 +12,12 @@ async def run_all(coros: Iterable[Coroutine[object, object, T]], jobs: int) -> l
     raised as itself (not wrapped in an ExceptionGroup)."""
     sem = asyncio.Semaphore(max(1, jobs))
 
-    async def one(c: Awaitable[T]) -> T:
-        async with sem:
-            return await c
+    async def one(c: Coroutine[object, object, T]) -> T:
+        try:
+            async with sem:
+                return await c
+        finally:
+            c.close()  # a no-op once it ran; quiets one cancelled before it started
 
     pending = list(coros)
     try:

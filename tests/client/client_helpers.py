@@ -309,11 +309,21 @@ class Proxy:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        handlers: set[asyncio.Task] = set()
+
+        def start(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            t = asyncio.ensure_future(self._handle(r, w))
+            handlers.add(t)
+            t.add_done_callback(handlers.discard)
+
+        server = await asyncio.start_server(start, "127.0.0.1", 0)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         async with server:
             await self._stop.wait()
+            for t in list(handlers):
+                t.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         self.connections += 1

@@ -137,3 +137,36 @@ def test_missing_image_is_a_clear_404(registry, store2, repo_name):
         pull(store2, f"{registry.host}/{repo_name}:nope", None, ClientOptions(**FAST))
     msg = str(ei.value)
     assert "not found" in msg and repo_name in msg and "\n" not in msg
+
+
+async def test_a_cancelled_pull_keeps_what_arrived_for_the_next(registry, store, store2, repo_name):
+    """Ctrl-C (task cancellation) mid-blob: the worker thread stops, the bytes stay in
+    ingest/, and the next pull asks only for the rest."""
+    import asyncio
+
+    from registry.client.pull import pull_async
+    from registry.client.push import push_async
+    ref = f"{registry.host}/{repo_name}:x"
+    m, big = _one_big_layer(store, ref, size=8_000_000, seed=16)
+    await push_async(store, ref)
+    with Proxy(registry.host) as px:
+        started = asyncio.Event()
+
+        def progress(ev):
+            if ev.action == "Downloading" and ev.current >= 1_000_000:
+                started.set()
+        task = asyncio.ensure_future(pull_async(store2, f"{px.host}/{repo_name}:x", None,
+                                                ClientOptions(jobs=1), progress))
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        first = px.down
+    assert not store2.blobs.has(big.digest)
+    kept = sum(p.stat().st_size for p, _ in store2.blobs.ingest_entries() if p.name.startswith("upload-"))
+    assert kept >= 1_000_000
+    with Proxy(registry.host) as px:
+        await pull_async(store2, f"{px.host}/{repo_name}:x", None, ClientOptions(jobs=1))
+    assert px.down < big.size - kept + SLACK
+    assert first + px.down < big.size + 2 * SLACK + 4 * 1024 * 1024
+    assert store2.blobs.read_bytes(big.digest) == store.blobs.read_bytes(big.digest)
