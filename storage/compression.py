@@ -35,6 +35,8 @@ COMPRESSIONS = (GZIP, ZSTD, NONE)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Formats Docker once accepted but OCI never did: named in the error.
+_UNSUPPORTED_MAGIC = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
 CHUNK = 1 << 20           # decompressed pieces handed to consumers
 READ_SIZE = 1 << 20       # reads from the compressed source
@@ -82,11 +84,14 @@ class _Prefixed:
 def sniff(raw: BinaryIO) -> tuple[str, BinaryIO]:
     """Detect the compression of `raw` without losing the bytes read to do it."""
     head = b""
-    while len(head) < 4:
-        more = raw.read(4 - len(head))
+    while len(head) < 6:
+        more = raw.read(6 - len(head))
         if not more:
             break
         head += more
+    for magic, name in _UNSUPPORTED_MAGIC.items():
+        if head.startswith(magic):
+            raise LayerError(f"{name}-compressed layers are not supported (gzip, zstd or none)")
     return detect(head), _Prefixed(head, raw)  # type: ignore[return-value]
 
 

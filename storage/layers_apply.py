@@ -439,7 +439,7 @@ def _apply_into(stream: BinaryIO, work: Path, mode: str, diff_id: str | None,
         feeder.close()
         applier.close()
         os.close(root_fd)
-    actual_diff = "sha256:" + feeder.diff.hash.hexdigest()
+    actual_diff = feeder.diff_id
     actual_digest = feeder.raw.digest
     if digest is not None and actual_digest != digest:
         raise DigestMismatch(digest, actual_digest, "layer blob")

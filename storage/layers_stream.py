@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from . import compression as comp
@@ -94,3 +95,29 @@ class LayerStream:
     def close(self) -> None:
         self._stop = True
         self._thread.join()
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self.diff.hash.hexdigest()
+
+
+@dataclass(frozen=True)
+class LayerDigests:
+    diff_id: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    compression: str
+
+
+def digest_layer(raw: BinaryIO) -> LayerDigests:
+    """Both digests of a layer blob in one pass, e.g. to learn the diff_id of
+    a pulled or loaded layer. LayerError if the compression is damaged."""
+    stream = LayerStream(raw)
+    try:
+        for _ in stream:
+            pass
+    finally:
+        stream.close()
+    return LayerDigests(diff_id=stream.diff_id, digest=stream.raw.digest, size=stream.raw.size,
+                        uncompressed_size=stream.diff.size, compression=stream.compression)

@@ -30,11 +30,12 @@ _MAX_OCT12 = 0o77777777777
 # -- writing -------------------------------------------------------------------
 
 def _pax_record(key: bytes, value: bytes) -> bytes:
+    """`"%d key=value\n"`, where the length counts its own digits."""
     body = b" " + key + b"=" + value + b"\n"
-    n = len(body) + len(str(len(body)))
-    if len(str(n)) != len(str(n - len(body))):  # the length field grew a digit
-        n = len(body) + len(str(n))
-    return str(n).encode() + body
+    digits = len(str(len(body)))
+    while len(str(len(body) + digits)) != digits:
+        digits += 1
+    return b"%d" % (len(body) + digits) + body
 
 
 def _checksum(block: bytearray) -> None:
@@ -196,11 +197,11 @@ def _parse_pax(data: bytes, offset: int) -> dict[bytes, bytes]:
             break
         sp = data.find(b" ", pos)
         try:
-            length = int(data[pos:sp])
+            length = int(data[pos:sp]) if sp > pos else 0
         except ValueError:
-            raise LayerError(f"corrupt PAX header at byte {offset}") from None
+            length = 0
         record = data[sp + 1:pos + length]
-        if length <= 0 or sp < 0 or not record.endswith(b"\n") or b"=" not in record:
+        if sp < 0 or length <= sp - pos or not record.endswith(b"\n") or b"=" not in record:
             raise LayerError(f"corrupt PAX header at byte {offset}")
         key, value = record[:-1].split(b"=", 1)
         records[key] = value
@@ -246,6 +247,8 @@ def iter_entries(stream: ChunkStream) -> Iterator[Entry]:
             if expected != signed:
                 raise LayerError(f"corrupt tar header at byte {offset}: bad checksum")
         size_n = _num(size, "size", offset)
+        if size_n < 0:
+            raise LayerError(f"corrupt tar header at byte {offset}: negative size")
         if typeflag in (PAX, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK):
             if size_n > 16 << 20:
                 raise LayerError(f"oversized extended header at byte {offset}")
@@ -283,6 +286,8 @@ def iter_entries(stream: ChunkStream) -> Iterator[Entry]:
             _apply_pax(entry, pax, offset)
         pending = {}
         long_name = long_link = None
+        if entry.size < 0:
+            raise LayerError(f"corrupt tar header at byte {offset}: negative size")
         if entry.typeflag in HEADER_ONLY:
             entry.size = 0  # as Go and Python read them: these types carry no data
         before = stream.offset

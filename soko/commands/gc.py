@@ -32,6 +32,10 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str |
 
     store = ctx.obj.image_store()
     report = gc.collect(store, dry_run=dry_run, grace=grace)
+    from runtime import snapshots
+
+    pruned = snapshots.prune(store, dry_run=dry_run)  # after the blobs: dropped images free theirs
     for d in report.removed:
         click.echo(f"{verb}: {d}")
-    click.echo(f"{verb} {len(report.removed)} blobs ({human_size(report.freed)}), kept {report.kept}")
+    click.echo(f"{verb} {len(report.removed)} blobs ({human_size(report.freed)}), kept {report.kept}; "
+               f"{len(pruned)} snapshots")

@@ -155,3 +155,10 @@ def test_writer_errors_surface():
             w.write(os.urandom(1 << 20))
         w.close()
     w.abort()
+
+
+def test_bzip2_and_xz_are_named_not_misread():
+    for cmd, name in ((["bzip2", "-c"], "bzip2"), (["xz", "-c"], "xz")):
+        p = subprocess.run(cmd, input=b"data" * 100, capture_output=True, check=True)
+        with pytest.raises(LayerError, match=f"^{name}-compressed layers are not supported"):
+            read_all(p.stdout)

@@ -5,7 +5,6 @@ import hashlib
 import io
 import os
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from tests.conftest import need_root
 from storage import compression as comp
 from storage.blobs import BlobStore
 from storage.errors import LayerError
-from storage.layers import (Changes, apply_blob, write_layer, write_layer_from_changes,
-                            write_layer_from_overlay)
+from storage.layers import (Changes, apply_blob, digest_layer, write_layer,
+                            write_layer_from_changes, write_layer_from_overlay)
 from tests.storage.test_layers_support import overlay_mount, snapshot, tar_members, tar_names
 
 
@@ -267,3 +266,16 @@ def test_overlay_upper_with_redirects_is_refused(tmp_path, store):
     with pytest.raises(LayerError, match="redirect"):
         write_layer_from_overlay(upper, store)
     assert list(store) == []
+
+
+def test_digest_layer_matches_what_was_written(tmp_path, store):
+    src = make_tree(tmp_path / "src")
+    for kind in ("gzip", "zstd", "none"):
+        info = write_layer(src, store, compression=kind)
+        with store.open(info.digest) as f:
+            d = digest_layer(f)
+        assert (d.diff_id, d.digest, d.size, d.uncompressed_size, d.compression) == \
+            (info.diff_id, info.digest, info.size, info.uncompressed_size, kind)
+    data = store.read_bytes(write_layer(src, store, compression="zstd").digest)
+    with pytest.raises(LayerError, match="truncated zstd stream"):
+        digest_layer(io.BytesIO(data[:-10]))
