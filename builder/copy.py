@@ -295,7 +295,7 @@ def _view_records(exe, item: Item, name: str) -> list[str]:
 
 # -- ADD <url> ---------------------------------------------------------------------
 def _url_item(exe, url: str, cmd: Copy, dest_is_dir: bool, downloads: list[Path]) -> Item:
-    exe.tmp_root.mkdir(parents=True, exist_ok=True)
+    exe._sweep_tmp()
     tmp = Path(exe.tmp_root) / f"download-{os.getpid()}-{len(downloads)}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
     downloads.append(tmp)
     checksum = exe.lexer.word(cmd.checksum, {}) if cmd.checksum else None

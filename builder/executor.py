@@ -297,7 +297,7 @@ class Executor:
 
         class _Tmp:
             def __enter__(self) -> Path:
-                exe.tmp_root.mkdir(parents=True, exist_ok=True)
+                exe._sweep_tmp()
                 self.path = Path(tempfile.mkdtemp(prefix="layer-", dir=exe.tmp_root))
                 return self.path
 
@@ -305,6 +305,20 @@ class Executor:
                 shutil.rmtree(self.path, ignore_errors=True)
 
         return _Tmp()
+
+    def _sweep_tmp(self, older_than: float = 6 * 3600) -> None:
+        """Once per build: remove staging trees that killed builds left behind."""
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        if getattr(self, "_swept", False):
+            return
+        self._swept = True
+        cutoff = time.time() - older_than
+        for p in self.tmp_root.iterdir():
+            try:
+                if p.lstat().st_mtime < cutoff:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+            except FileNotFoundError:
+                pass
 
     @property
     def hashes(self):
