@@ -1,7 +1,7 @@
-"""Temporary command line until `soko build` exists: `python -m builder build [flags] CONTEXT`.
+"""A development entry beside `soko build`: `python -m builder build [flags] CONTEXT`.
 
-The flags are soko build's (CLI.md). This module is the only place in
-builder/ that prints.
+The flags are soko build's (CLI.md); the benchmark uses it. This module is
+the only place in builder/ that prints.
 """
 from __future__ import annotations
 
