@@ -72,7 +72,14 @@ def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache
         elif ev.kind == "done" and not ev.metadata and not ev.cached:
             click.echo(f"#{ev.step} DONE {ev.elapsed:.1f}s")
 
-    result = build(store, opts, on_event)
+    from builder import RunFailed
+
+    try:
+        result = build(store, opts, on_event)
+    except RunFailed as exc:
+        if not show and exc.output:  # the lines were not streamed: show them now
+            click.echo("\n".join(exc.output), err=True)
+        raise
     if push:
         from .transfer import push_image
 
