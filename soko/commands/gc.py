@@ -15,8 +15,11 @@ from ..render import human_size
               help="Collect a registry root instead (default with the flag alone: <store root>/registry).",
               is_flag=False, flag_value="", )
 @click.option("--untagged", is_flag=True, help="With --registry: also delete manifests no tag refers to.")
+@click.option("--cache-max-age", type=float, default=7 * 86400.0, show_default=True,
+              help="Forget build cache entries unused for this many seconds (0: all).")
 @click.pass_context
-def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str | None, untagged: bool) -> None:
+def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str | None, untagged: bool,
+           cache_max_age: float) -> None:
     """Delete blobs, snapshots and cache entries that nothing references."""
     verb = "Would remove" if dry_run else "Removed"
     if registry_root is not None:
@@ -28,9 +31,11 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str |
                    f"{len(r.manifests_removed)} manifests, {r.uploads_removed} stale uploads; "
                    f"kept {r.blobs_kept} blobs")
         return
+    from builder.cache import BuildCache
     from storage import gc
 
     store = ctx.obj.image_store()
+    dropped = 0 if dry_run else BuildCache(store).prune(cache_max_age)  # releases their layers first
     report = gc.collect(store, dry_run=dry_run, grace=grace)
     from runtime import snapshots
 
@@ -38,4 +43,4 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str |
     for d in report.removed:
         click.echo(f"{verb}: {d}")
     click.echo(f"{verb} {len(report.removed)} blobs ({human_size(report.freed)}), kept {report.kept}; "
-               f"{len(pruned)} snapshots")
+               f"{len(pruned)} snapshots, {dropped} build cache entries")

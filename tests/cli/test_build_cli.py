@@ -44,3 +44,16 @@ def test_build_failure_shows_output_and_tags_nothing(soko, ctx):
     (ctx / "Dockerfile").write_text("FROM busybox\nFROOM x\n")
     r = soko("build", ctx, check=False)
     assert r.returncode == 1 and r.stderr.startswith("soko: Dockerfile:2:")
+
+
+def test_gc_keeps_build_cache_until_it_ages(soko, ctx):
+    soko("build", "-t", "app:1", ctx)
+    soko("rmi", "app:1")
+    soko("gc", "--grace", "0")  # the cache holds its layers: a rebuild is all CACHED
+    again = soko("build", "-t", "app:1", ctx).stdout.splitlines()
+    assert all(line.endswith("CACHED") for line in again if re.match(r"#\d+ \[[23]/4\] ", line))
+    soko("rmi", "app:1")
+    out = soko("gc", "--grace", "0", "--cache-max-age", "0").stdout
+    assert re.search(r"; \d+ snapshots, [1-9]\d* build cache entries", out), out
+    rebuilt = soko("build", "-t", "app:1", ctx).stdout.splitlines()
+    assert not any(line.endswith("CACHED") for line in rebuilt if re.match(r"#\d+ \[[23]/4\] ", line))
