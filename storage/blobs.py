@@ -121,21 +121,25 @@ class BlobStore:
         that produces a file itself, then hands it over with `adopt`."""
         return self.ingest_dir / f"tmp-{secrets.token_hex(12)}{suffix}"
 
-    def adopt(self, tmp: Path, digest: str, verify: bool = False) -> str:
+    def adopt(self, tmp: Path, digest: str, verify: bool = False, sync: bool = True) -> str:
         """Move a finished temporary file into place as `digest`.
 
         The caller computed the digest while writing it; `verify=True`
-        hashes it again (for files whose producer is not trusted)."""
+        hashes it again (for files whose producer is not trusted).
+        `sync=False` skips the fsyncs for a caller that synced the file
+        itself and calls `sync_dir(digest)` afterwards (so a rename can
+        happen inside a short database transaction)."""
         if verify:
             actual, _ = digests.of_path(tmp, digests.parse(digest).algorithm)
             if actual != digest:
                 tmp.unlink(missing_ok=True)
                 raise DigestMismatch(digest, actual)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        return self._place(tmp, digest)
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        return self._place(tmp, digest, sync)
 
-    def _place(self, tmp: Path, digest: str) -> str:
+    def _place(self, tmp: Path, digest: str, sync: bool = True) -> str:
         dest = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
@@ -143,8 +147,13 @@ class BlobStore:
         else:
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            if sync:
+                _fsync_dir(dest.parent)
         return digest
+
+    def sync_dir(self, digest: str) -> None:
+        """Make the placement of `digest` durable (after adopt(sync=False))."""
+        _fsync_dir(self.path(digest).parent)
 
     def delete(self, digest: str) -> bool:
         try:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_root
+from tests.conftest import need_root
 from storage.blobs import BlobStore
 from storage.errors import DigestMismatch, LayerError
 from storage.layers import apply_blob, apply_layer, write_layer
-from test_layers_support import make_tar, overlay_readonly, snapshot
+from tests.storage.test_layers_support import make_tar, overlay_readonly, snapshot
 
 
 @pytest.fixture

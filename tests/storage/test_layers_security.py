@@ -9,7 +9,7 @@ import pytest
 
 from storage.errors import LayerError, UnsafePathError
 from storage.layers import apply_layer
-from test_layers_support import make_tar, snapshot
+from tests.storage.test_layers_support import make_tar, snapshot
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_root
+from tests.conftest import need_root
 from storage import compression as comp
 from storage.blobs import BlobStore
 from storage.errors import LayerError
 from storage.layers import (Changes, apply_blob, digest_layer, write_layer,
                             write_layer_from_changes, write_layer_from_overlay)
-from test_layers_support import overlay_mount, snapshot, tar_members, tar_names
+from tests.storage.test_layers_support import overlay_mount, snapshot, tar_members, tar_names
 
 
 @pytest.fixture

@@ -1,0 +1,86 @@
+# soko: setup, tests, demo and benchmarks on a Debian 12 machine (run as root).
+# Every target is idempotent: it installs or rebuilds only what is missing or stale.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.soko-installed
+PYTEST_ARGS ?=
+
+# Debian packages the tests and benchmarks use (python3-venv: for the .venv itself).
+APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-registry \
+	debootstrap apache2-utils curl pigz zstd hey wrk hyperfine python3-venv
+
+DEMO_DIR := $(CURDIR)/.demo-store
+DEMO_SOKO := $(VENV)/bin/soko --root $(DEMO_DIR)/root
+
+.PHONY: help setup apt venv fixtures test demo bench clean distclean
+
+help:
+	@echo "make demo       set up, then import/list/save/load a busybox image with soko"
+	@echo "make test       set up, then run the test suite (PYTEST_ARGS='-k foo -x' to narrow it)"
+	@echo "make setup      apt packages, .venv and fixtures; only what is missing"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make clean      remove built fixtures, demo store and caches (keeps .venv and the bookworm cache)"
+	@echo "make distclean  clean, plus .venv and fixtures/cache"
+
+setup: apt venv fixtures
+
+# dpkg-query decides; apt-get update runs only when something must be installed.
+apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  if [ "$$(dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null)" != installed ]; then missing="$$missing $$p"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run make as root, or apt-get install them)" >&2; exit 1; fi; \
+	  echo "+ apt-get install$$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	fi
+
+venv: $(VENV_STAMP)
+
+# Redone only when pyproject.toml is newer than the stamp.
+$(VENV_STAMP): pyproject.toml
+	@if [ ! -x $(VPY) ]; then echo "+ $(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); fi
+	@echo "+ pip install -e '.[test]'"
+	@$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
+
+# The recipe keeps its own stamp (busybox sha256), so calling it is cheap when nothing changed.
+fixtures: venv
+	@$(VPY) fixtures/recipes.py busybox >/dev/null
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# A throwaway store, reset each run; each command is echoed before it runs.
+demo: setup
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/root
+	@run() { printf '\n$$ soko %s\n' "$$*"; $(DEMO_SOKO) "$$@"; }; \
+	run import fixtures/out/busybox-rootfs.tar busybox:demo; \
+	run images; \
+	run history busybox:demo; \
+	run save -o $(DEMO_DIR)/busybox-demo.tar busybox:demo; \
+	run rmi busybox:demo; \
+	run load -i $(DEMO_DIR)/busybox-demo.tar; \
+	run images
+	@echo; echo "demo store: $(DEMO_DIR)/root (removed by the next 'make demo' or 'make clean')"
+
+# Every bench/*.py that exists (files starting with _ are helpers, not benchmarks).
+bench: setup
+	@shopt -s nullglob; found=0; \
+	for f in bench/[!_]*.py; do found=1; echo "+ $(VPY) $$f"; $(VPY) "$$f"; done; \
+	if [ $$found = 0 ]; then echo "no benchmarks in bench/ yet"; fi
+
+clean:
+	rm -rf fixtures/out $(DEMO_DIR) .pytest_cache bench/out build *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) fixtures/cache

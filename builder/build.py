@@ -1,0 +1,96 @@
+"""The builder's entry: a Dockerfile and a context in, a tagged image in the store out."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from storage import mediatypes as mt
+from storage import references
+from storage.errors import InvalidReference, StorageError
+
+from . import history
+from .errors import BuildError
+from .executor import Executor
+from .expand import Lexer
+from .options import BuildEvent, BuildOptions, BuildResult
+from .parse import parse
+from .stages import plan as make_plan
+
+Progress = Callable[[BuildEvent], None]
+
+
+def read_dockerfile(opts: BuildOptions) -> tuple[str | bytes, str]:
+    """The Dockerfile's text and the name errors use for it."""
+    if opts.dockerfile_text is not None:
+        return opts.dockerfile_text, "Dockerfile"
+    path = Path(opts.dockerfile) if opts.dockerfile else Path(opts.context) / "Dockerfile"
+    try:
+        return path.read_bytes(), path.name
+    except FileNotFoundError:
+        raise BuildError(f"cannot find the Dockerfile: {path}") from None
+    except IsADirectoryError:
+        raise BuildError(f"{path} is a directory, not a Dockerfile") from None
+    except OSError as e:
+        raise BuildError(f"cannot read {path}: {e.strerror}") from None
+
+
+def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    """Build the image `opts` describes; BuildError (one line) when anything fails,
+    in which case nothing is tagged."""
+    emit = progress or (lambda e: None)
+    opts.validate()
+    if not Path(opts.context).is_dir():
+        raise BuildError(f"build context {opts.context} is not a directory")
+    for t in opts.tags:
+        try:
+            r = references.parse(t)
+        except InvalidReference as e:
+            raise BuildError(f"invalid tag {t!r}: {e}") from None
+        if r.digest:
+            raise BuildError(f"invalid tag {t!r}: a tag cannot name a digest")
+    try:
+        epoch = opts.source_date_epoch
+        if epoch is None:
+            epoch = history.source_date_epoch(opts.build_args)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+
+    text, filename = read_dockerfile(opts)
+    df = parse(text, filename)
+    for n in df.notices:
+        emit(BuildEvent("notice", text=n))
+    plan = make_plan(df)
+    lexer = Lexer(df.escape)
+    exe = Executor(store, opts, plan, lexer, emit, epoch)
+    exe.declare_globals()
+    target = plan.target(opts.target)
+    for stage in plan.needed(target, exe.globals.env(), lexer):
+        exe.stage_result(stage)
+    final = exe.results[target.index]
+    exe.finish()
+
+    config = final.config.changed()
+    if opts.labels:
+        labels = dict(config.config.get("Labels") or {})
+        labels.update(opts.labels)
+        config.config["Labels"] = labels
+    if "created" not in config.data:
+        config.data["created"] = history.timestamp(epoch)
+    try:
+        manifest = store.commit(config, final.layers, mt.OCI_MANIFEST)
+        tagged = [store.tag(t, manifest.digest).familiar() for t in opts.tags]
+    except StorageError as e:
+        raise BuildError(f"committing the image: {e}") from None
+    for out in opts.output:
+        _export(store, manifest.digest, tagged, out)
+    return BuildResult(manifest.config.digest, manifest.digest, tagged, exe.steps, exe.cached, exe.warnings)
+
+
+def _export(store, digest: str, tags: list[str], out) -> None:
+    """--output type=oci|docker,dest=FILE through storage's archive writers."""
+    from storage.archives import save
+
+    try:
+        save(store, tags or [digest], out.dest, fmt=out.type)
+    except (StorageError, OSError) as e:
+        raise BuildError(f"--output {out.type} to {out.dest}: {e}") from None

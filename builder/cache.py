@@ -1,0 +1,102 @@
+"""The build cache: step key -> the image config after the step and the layer it added.
+
+Keys are chained (see builder/CACHE.md): each step's key hashes its parent's
+key, so a change invalidates that step and every later one, never an
+earlier one. Entries live in the store's SQLite database (`builder_cache`);
+the blobs of their layers are held with `store.hold`, so `soko gc` keeps
+them while the entry exists.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from storage import digests
+from storage.model import canonical_json
+
+# Bump when the meaning of a key changes, so old entries stop matching.
+KEY_VERSION = "soko-build-cache-v1"
+HOLD_PREFIX = "builder-cache:"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE builder_cache (
+        key TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        diff_id TEXT,
+        created REAL NOT NULL,
+        last_used REAL NOT NULL
+    );
+    CREATE INDEX builder_cache_used ON builder_cache(last_used);
+    """,
+    # 2: the latest result of each COPY "family" (parent + instruction), a donor of hard links
+    """
+    CREATE TABLE builder_copy_family (
+        family TEXT PRIMARY KEY,
+        chain_id TEXT NOT NULL
+    );
+    """,
+]
+
+
+def key(parent: str | None, **parts: Any) -> str:
+    """The key of a step: its parent's key plus what defines the step."""
+    doc = {"v": KEY_VERSION, "parent": parent, **parts}
+    return digests.of_bytes(canonical_json(doc))
+
+
+@dataclass
+class Entry:
+    key: str
+    config: dict
+    diff_id: str | None
+
+
+class BuildCache:
+    def __init__(self, store):
+        self.store = store
+        store.db.migrate("builder", MIGRATIONS)
+
+    def get(self, k: str) -> Entry | None:
+        row = self.store.db.one("SELECT config, diff_id FROM builder_cache WHERE key=?", (k,))
+        if row is None:
+            return None
+        if row[1] is not None and not self.store.layer_blobs(row[1]):
+            self.drop(k)  # its layer was collected: a miss, and forget it
+            return None
+        self.store.db.execute("UPDATE builder_cache SET last_used=? WHERE key=?", (time.time(), k))
+        return Entry(k, json.loads(row[0]), row[1])
+
+    def put(self, k: str, config: dict, diff_id: str | None, blob_digests: list[str]) -> None:
+        now = time.time()
+        with self.store.db.transaction() as c:
+            c.execute("INSERT INTO builder_cache(key, config, diff_id, created, last_used) VALUES(?,?,?,?,?) "
+                      "ON CONFLICT(key) DO UPDATE SET config=excluded.config, diff_id=excluded.diff_id, "
+                      "last_used=excluded.last_used",
+                      (k, canonical_json(config).decode(), diff_id, now, now))
+            if blob_digests:
+                self.store.hold(HOLD_PREFIX + k, blob_digests)
+
+    def hold_more(self, k: str, blob_digests: list[str]) -> None:
+        """Keep another stored form (compression) of an entry's layer alive too."""
+        self.store.hold(HOLD_PREFIX + k, blob_digests)
+
+    def drop(self, k: str) -> None:
+        with self.store.db.transaction() as c:
+            c.execute("DELETE FROM builder_cache WHERE key=?", (k,))
+        self.store.release(HOLD_PREFIX + k)
+
+    def prune(self, older_than: float | None = None) -> int:
+        """Forget entries unused for `older_than` seconds (all when None), releasing
+        their layers to garbage collection. Returns how many were dropped."""
+        cutoff = time.time() - older_than if older_than is not None else float("inf")
+        rows = self.store.db.query("SELECT key FROM builder_cache WHERE last_used < ?", (cutoff,))
+        for r in rows:
+            self.drop(r[0])
+        return len(rows)
+
+    def __len__(self) -> int:
+        row = self.store.db.one("SELECT COUNT(*) FROM builder_cache")
+        return int(row[0]) if row else 0

@@ -1,0 +1,347 @@
+"""The build context: a directory seen through .dockerignore, read only on demand.
+
+Nothing is read up front. COPY and ADD ask for the paths their sources
+match; only those are walked, and only those files are hashed. File digests
+are cached in the store's database keyed by (path, size, mtime, inode), so
+a rebuild re-reads only files that changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .dockerignore import Matcher
+from .errors import ContextError
+
+_WILDCARD = re.compile(r"(?<!\\)[*?\[]")
+CHUNK = 1 << 20
+
+MIGRATIONS = [
+    """
+    CREATE TABLE builder_file_hashes (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode INTEGER NOT NULL,
+        digest TEXT NOT NULL
+    );
+    """,
+]
+
+
+@dataclass
+class Entry:
+    """One path of the (filtered) context."""
+    rel: str              # '/'-separated, relative to the context root; "" is the root
+    path: Path            # absolute
+    st: os.stat_result    # lstat
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.st.st_mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.st.st_mode)
+
+
+class HashCache:
+    """sha256 of file contents, remembered across builds by (path, size, mtime, inode)."""
+
+    def __init__(self, db=None):
+        self.db = db
+        self._mem: dict[str, tuple[int, int, int, str]] = {}
+        self._loaded: set[str] = set()
+        self._dirty: list[tuple[str, int, int, int, str]] = []
+        self.reads = 0  # files actually read (tests check rebuilds read nothing)
+        if db is not None:
+            db.migrate("builder_context", MIGRATIONS)
+
+    def _load(self, root: Path) -> None:
+        key = str(root)
+        if self.db is None or key in self._loaded:
+            return
+        self._loaded.add(key)
+        lo = key.rstrip("/") + "/"
+        hi = key.rstrip("/") + "0"  # '0' sorts right after '/'
+        for r in self.db.query("SELECT path, size, mtime_ns, inode, digest FROM builder_file_hashes "
+                               "WHERE path >= ? AND path < ?", (lo, hi)):
+            self._mem[r[0]] = (r[1], r[2], r[3], r[4])
+
+    def digest(self, path: Path, st: os.stat_result, root: Path) -> str:
+        self._load(root)
+        key = str(path)
+        hit = self._mem.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] == st.st_ino:
+            return hit[3]
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+        except OSError as e:
+            raise ContextError(f"cannot read {path}: {e.strerror}") from None
+        self.reads += 1
+        digest = "sha256:" + h.hexdigest()
+        self._mem[key] = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        self._dirty.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+        return digest
+
+    def known(self, path: Path, st: os.stat_result, root: Path) -> str | None:
+        """The remembered digest of `path` if still valid, without reading it."""
+        self._load(root)
+        hit = self._mem.get(str(path))
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] == st.st_ino:
+            return hit[3]
+        return None
+
+    def remember(self, path: Path, size: int, mtime_ns: int, inode: int, digest: str) -> None:
+        """Record a digest known without reading (a file just written from a hashed source)."""
+        key = str(path)
+        self._mem[key] = (size, mtime_ns, inode, digest)
+        self._dirty.append((key, size, mtime_ns, inode, digest))
+
+    def forget_under(self, root: Path) -> None:
+        """Drop what is remembered about files under `root` (a superseded snapshot)."""
+        prefix = str(root).rstrip("/") + "/"
+        for k in [k for k in self._mem if k.startswith(prefix)]:
+            del self._mem[k]
+        self._dirty = [d for d in self._dirty if not d[0].startswith(prefix)]
+        if self.db is not None:
+            self.db.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?",
+                            (prefix, prefix[:-1] + "0"))
+
+    def flush(self) -> None:
+        if self.db is None or not self._dirty:
+            return
+        with self.db.transaction() as c:
+            c.executemany("INSERT INTO builder_file_hashes(path, size, mtime_ns, inode, digest) VALUES(?,?,?,?,?) "
+                          "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
+                          "inode=excluded.inode, digest=excluded.digest", self._dirty)
+        self._dirty.clear()
+
+
+def clean_source(src: str) -> str:
+    """A COPY source relative to the context root: a leading `/` and any `..`
+    that would leave the root are dropped, trailing slashes ignored."""
+    parts: list[str] = []
+    for comp in src.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(comp)
+    return "/".join(parts)
+
+
+def has_wildcards(path: str) -> bool:
+    return bool(_WILDCARD.search(path))
+
+
+def component_regex(pattern: str) -> re.Pattern:
+    """Go's filepath.Match for one path component."""
+    out = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "\\" and i < n:
+            out.append(re.escape(pattern[i]))
+            i += 1
+        elif ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            j = i
+            cls = ["["]
+            if j < n and pattern[j] == "^":
+                cls.append("^")
+                j += 1
+            while j < n and pattern[j] != "]":
+                c = pattern[j]
+                if c == "\\" and j + 1 < n:
+                    cls.append(re.escape(pattern[j + 1]))
+                    j += 2
+                    continue
+                cls.append("-" if c == "-" else re.escape(c))
+                j += 1
+            if j >= n:
+                raise ContextError(f"syntax error in pattern {pattern!r}")
+            cls.append("]")
+            out.append("".join(cls))
+            i = j + 1
+        else:
+            out.append(re.escape(ch))
+    return re.compile("^" + "".join(out) + "$", re.S)
+
+
+class Context:
+    """A build context directory filtered by a .dockerignore matcher."""
+
+    def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ContextError(f"build context {root} is not a directory")
+        self.matcher = matcher or Matcher([])
+        self.hashes = hashes or HashCache()
+
+    # -- visibility ------------------------------------------------------------
+    def _abs(self, rel: str) -> Path:
+        return self.root / rel if rel else self.root
+
+    def _lstat(self, rel: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self._abs(rel))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def visible(self, rel: str, st: os.stat_result) -> bool:
+        if not rel or not self.matcher:
+            return True
+        if not self.matcher.excluded(rel):
+            # a parent excluded without exceptions reaching here hides it too
+            return True
+        if stat.S_ISDIR(st.st_mode) and self.matcher.may_include_under(rel):
+            return next(self.walk(rel), None) is not None
+        return False
+
+    def resolve(self, rel: str, follow: bool = True) -> str | None:
+        """`rel` with every symlink resolved as if the context were `/` (absolute
+        targets start at the root, `..` stops there), as BuildKit resolves paths in
+        the context it received; None when a component is missing."""
+        todo = [c for c in rel.split("/") if c and c != "."]
+        todo.reverse()
+        done: list[str] = []
+        links = 0
+        while todo:
+            name = todo.pop()
+            if name == "..":
+                if done:
+                    done.pop()
+                continue
+            cur = "/".join([*done, name])
+            st = self._lstat(cur)
+            if st is None:
+                return None
+            if stat.S_ISLNK(st.st_mode) and (todo or follow):
+                links += 1
+                if links > 40:
+                    raise ContextError(f"too many levels of symbolic links: {rel}")
+                target = os.readlink(self._abs(cur))
+                if target.startswith("/"):
+                    done = []
+                todo.extend(reversed([c for c in target.split("/") if c and c != "."]))
+                continue
+            if todo and not stat.S_ISDIR(st.st_mode):
+                return None
+            done.append(name)
+        return "/".join(done)
+
+    def lookup(self, rel: str, follow: bool = True) -> Entry | None:
+        """The entry at `rel` (symlinks resolved inside the context, the last one
+        too when `follow`); None when absent or excluded by .dockerignore."""
+        real = self.resolve(rel, follow)
+        if real is None:
+            return None
+        if not real:
+            return Entry("", self.root, os.lstat(self.root))
+        st = self._lstat(real)
+        if st is None or not self.visible(real, st):
+            return None
+        return Entry(real, self._abs(real), st)
+
+    # -- listing ---------------------------------------------------------------
+    def walk(self, rel: str) -> Iterator[Entry]:
+        """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
+        base = self._abs(rel)
+        try:
+            names = sorted(os.listdir(base))
+        except OSError as e:
+            raise ContextError(f"cannot list {base}: {e.strerror}") from None
+        for name in names:
+            child = f"{rel}/{name}" if rel else name
+            path = base / name
+            st = os.lstat(path)
+            excluded = bool(self.matcher) and self.matcher.excluded(child)
+            if stat.S_ISDIR(st.st_mode):
+                if excluded:
+                    if self.matcher.may_include_under(child):
+                        sub = self.walk(child)
+                        first = next(sub, None)
+                        if first is not None:
+                            yield Entry(child, path, st)
+                            yield first
+                            yield from sub
+                    continue
+                yield Entry(child, path, st)
+                yield from self.walk(child)
+            elif not excluded:
+                yield Entry(child, path, st)
+
+    def glob(self, pattern: str) -> list[Entry]:
+        """Entries matching a cleaned source pattern with wildcards, sorted."""
+        comps = pattern.split("/")
+        current = [""]
+        for i, comp in enumerate(comps):
+            nxt: list[str] = []
+            for d in current:
+                if not has_wildcards(comp):
+                    literal = re.sub(r"\\(.)", r"\1", comp)
+                    cand = f"{d}/{literal}" if d else literal
+                    if self.resolve(cand, follow=False) is not None:
+                        nxt.append(cand)
+                    continue
+                real = self.resolve(d) if d else ""
+                if real is None:
+                    continue
+                try:
+                    names = sorted(os.listdir(self._abs(real)))
+                except (NotADirectoryError, FileNotFoundError):
+                    continue
+                rx = component_regex(comp)
+                nxt.extend(f"{d}/{n}" if d else n for n in names if rx.match(n))
+            current = nxt
+        out = []
+        for rel in current:
+            e = self.lookup(rel, follow=True)
+            if e is not None:
+                out.append(e)
+        return out
+
+    # -- hashing -----------------------------------------------------------------
+    def file_digest(self, e: Entry) -> str:
+        return self.hashes.digest(e.path, e.st, self.root)
+
+
+def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | None = None) -> Iterable[str]:
+    """Cache-key records for a source: its type, mode and content (or link
+    target), and the same for everything under it; mtime and owner are left
+    out (COPY from the context writes uid/gid 0 unless --chown says otherwise)."""
+    def record(e: Entry, rel: str) -> str:
+        mode = stat.S_IMODE(e.st.st_mode)
+        if e.is_dir:
+            return f"d {mode:o} {rel}"
+        if e.is_symlink:
+            return f"l {mode:o} {rel} -> {os.readlink(e.path)}"
+        if e.is_file:
+            return f"f {mode:o} {rel} {ctx.file_digest(e)}"
+        return f"o {stat.S_IFMT(e.st.st_mode):o} {mode:o} {rel}"
+
+    yield record(top, name)
+    if top.is_dir:
+        cut = len(top.rel) + 1 if top.rel else 0
+        for e in (children if children is not None else ctx.walk(top.rel)):
+            yield record(e, f"{name}/{e.rel[cut:]}" if name else e.rel[cut:])

@@ -1,0 +1,371 @@
+"""Runs a plan: stages in dependency order, one cached step at a time.
+
+Every instruction is a step with a chained cache key (builder/CACHE.md). A
+hit reuses the config (and layer) the step produced before, so a fully
+cached rebuild gives the same image ID; a miss computes the step and
+records it. Metadata steps only edit the config; RUN, COPY, ADD and a
+WORKDIR that must create its directory also add a layer.
+"""
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from storage import mediatypes as mt
+from storage.errors import ImageNotFound, StorageError
+from storage.model import ImageConfig, Platform
+
+from . import cache as cachemod
+from . import dispatch, history, layerio
+from .args import BuildArgs, GlobalScope, StageArgs
+from .cache import BuildCache
+from .dispatch import DEFAULT_PATH, StageState
+from .errors import BuildError, DockerfileError, ExpansionError, StepError
+from .expand import Lexer
+from .instructions import Command, Copy, From, Onbuild, Run, Workdir, convert
+from .options import BuildEvent, BuildOptions
+from .parse import parse_line
+from .stages import Plan, Stage
+from .tree import Tree
+
+Emit = Callable[[BuildEvent], None]
+
+
+@dataclass
+class Job:
+    """A layer step decided but not yet run: its key, its history text, and how
+    to make its layer on a miss (None: the step turned out to need no layer)."""
+    key: str
+    created_by: str
+    produce: Callable[[], "layerio.NewLayer | None"]
+    empty_if_none: bool = True
+
+
+class Executor:
+    def __init__(self, store, opts: BuildOptions, plan: Plan, lexer: Lexer, emit: Emit,
+                 epoch: int | None, dockerfile_dir: Path | None = None):
+        self.store = store
+        self.opts = opts
+        self.plan = plan
+        self.lexer = lexer
+        self.emit = emit
+        self.epoch = epoch
+        self.cache = BuildCache(store)
+        self.build_args = BuildArgs(dict(opts.build_args))
+        self.platform = Platform.host()
+        self.globals = GlobalScope.new(self.build_args, self.platform)
+        self.results: dict[int, StageState] = {}
+        self._building: set[int] = set()
+        self.step_no = 0
+        self.steps = 0
+        self.cached = 0
+        self.warnings: list[str] = []
+        self.dockerfile_dir = dockerfile_dir
+        self._context = None
+        self._hashes = None
+        self.tmp_root = Path(store.root) / "builder" / "tmp"
+        self.multi_stage = len(plan.stages) > 1
+
+    # -- stages ------------------------------------------------------------------
+    def declare_globals(self) -> None:
+        for a in self.plan.global_args:
+            for k, v in a.pairs:
+                env = self.globals.env()
+                try:
+                    key = self.lexer.word(k, env)
+                    value = self.lexer.word(v, env) if v is not None else None
+                except ExpansionError as e:
+                    raise DockerfileError(str(e), a.line, self.plan.filename) from None
+                self.globals.declare(key, value)
+
+    def stage_result(self, stage: Stage) -> StageState:
+        if stage.index in self.results:
+            return self.results[stage.index]
+        if stage.index in self._building:
+            raise BuildError(f"stage {stage.label} depends on itself")
+        self._building.add(stage.index)
+        try:
+            state = self._build_stage(stage)
+        finally:
+            self._building.discard(stage.index)
+        self.results[stage.index] = state
+        return state
+
+    def _build_stage(self, stage: Stage) -> StageState:
+        total = 1 + len(stage.commands)
+        state, triggers = self._from(stage, total)
+        k = 1
+        for text in triggers:
+            inst = parse_line(text, stage.from_.line, self.lexer.escape, self.plan.filename)
+            cmd = convert(inst, self.plan.filename)
+            if isinstance(cmd, Onbuild) or cmd.cmd in ("FROM", "MAINTAINER"):
+                raise DockerfileError(f"{cmd.cmd} isn't allowed as an ONBUILD trigger", cmd.line, self.plan.filename)
+            self.step(state, stage, cmd, k, total, label=f"ONBUILD {text}")
+        for cmd in stage.commands:
+            k += 1
+            self.step(state, stage, cmd, k, total)
+        return state
+
+    def _from(self, stage: Stage, total: int) -> tuple[StageState, list[str]]:
+        f: From = stage.from_
+        env = self.globals.env()
+        try:
+            ref = self.lexer.word(f.image, env)
+            plat_text = self.lexer.word(f.platform, env) if f.platform else None
+        except ExpansionError as e:
+            raise DockerfileError(str(e), f.line, self.plan.filename) from None
+        if not ref:
+            raise DockerfileError("FROM names no image (an empty variable?)", f.line, self.plan.filename)
+        platform = self.platform
+        if plat_text:
+            try:
+                platform = Platform.parse(plat_text)
+            except StorageError as e:
+                raise DockerfileError(str(e), f.line, self.plan.filename) from None
+        started = time.monotonic()
+        shown = f"FROM {ref}" + (f" AS {f.name}" if f.name else "")  # variables expanded, as BuildKit shows it
+        event = self._event("step", stage, 1, total, shown, cached=True)
+        dep = self.plan.lookup(ref, before=stage.index)
+        if ref.lower() == "scratch":
+            config = ImageConfig.new(platform)
+            config.config["Env"] = [f"PATH={DEFAULT_PATH}"]
+            state = StageState(config, [], cachemod.key(None, base="scratch", platform=str(platform)),
+                               StageArgs(self.globals), filename=self.plan.filename, lexer=self.lexer)
+        elif dep is not None:
+            state = self.stage_result(dep).copy()
+            state.cmd_set = False
+        else:
+            try:
+                image = self.store.resolve(ref, platform)
+            except ImageNotFound:
+                raise DockerfileError(f"FROM {ref}: no such image in the local store (pull or import it first)",
+                                      f.line, self.plan.filename) from None
+            except StorageError as e:
+                raise DockerfileError(f"FROM {ref}: {e}", f.line, self.plan.filename) from None
+            config = _base_config(image.config)
+            env = list(config.config.get("Env") or [])
+            if not any(e.startswith("PATH=") for e in env):
+                config.config["Env"] = [f"PATH={DEFAULT_PATH}", *env]  # as BuildKit and buildah do
+            layers = [layerio.oci_descriptor(d) for d in image.manifest.layers if mt.is_layer(d.media_type)]
+            state = StageState(config, layers, cachemod.key(None, base=image.manifest.digest),
+                               StageArgs(self.globals), filename=self.plan.filename, lexer=self.lexer)
+        self.emit(event)
+        self.emit(self._event("done", stage, 1, total, shown, cached=True,
+                              elapsed=time.monotonic() - started))
+        triggers = list(state.cfg.get("OnBuild") or [])
+        if triggers:
+            state.cfg.pop("OnBuild", None)  # triggers run once, in this child, and are not inherited
+            state.key = cachemod.key(state.key, onbuild_cleared=True)
+        return state, triggers
+
+    # -- steps -------------------------------------------------------------------
+    def _event(self, kind: str, stage: Stage, index: int, total: int, text: str, **kw) -> BuildEvent:
+        """A step event (`text` is the instruction), or an output line (`text` is the line)."""
+        if kind == "step":
+            self.step_no += 1
+        where = stage.label if self.multi_stage or stage.name else None
+        if kind == "output":
+            return BuildEvent(kind, self.step_no, where, index, total, text=text, **kw)
+        return BuildEvent(kind, self.step_no, where, index, total, text, **kw)
+
+    def now(self) -> str:
+        return history.timestamp(self.epoch)
+
+    def step(self, state: StageState, stage: Stage, cmd: Command, index: int, total: int,
+             label: str | None = None) -> None:
+        text = label or cmd.inst.original
+        started = time.monotonic()
+        self.steps += 1
+        if isinstance(cmd, (Run, Copy)) or isinstance(cmd, Workdir):
+            job = self._job(state, stage, cmd)
+            hit = None if self.opts.no_cache else self.cache.get(job.key)
+            self.emit(self._event("step", stage, index, total, text, cached=hit is not None))
+            if hit is not None:
+                self._apply_hit(state, hit)
+            else:
+                self._run_job(state, stage, cmd, job, index, total)
+        else:
+            handler = dispatch.HANDLERS[type(cmd)]
+            created_by = handler(state, cmd)
+            key = cachemod.key(state.key, step=created_by, **self._key_extra())
+            hit = None if self.opts.no_cache else self.cache.get(key)
+            self.emit(self._event("step", stage, index, total, text, cached=hit is not None, metadata=True))
+            if hit is not None:
+                self._apply_hit(state, hit)
+            else:
+                self._record(state, key, created_by, None)
+            state.key = key
+        if hit is not None:
+            self.cached += 1
+        self.emit(self._event("done", stage, index, total, text, cached=hit is not None,
+                              metadata=not isinstance(cmd, (Run, Copy, Workdir)),
+                              elapsed=time.monotonic() - started))
+
+    def _key_extra(self) -> dict:
+        return {"epoch": self.epoch} if self.epoch is not None else {}
+
+    def _job(self, state: StageState, stage: Stage, cmd: Command) -> Job:
+        if isinstance(cmd, Workdir):
+            return self._workdir_job(state, cmd)
+        if isinstance(cmd, Run):
+            from . import run
+
+            return run.job(self, state, stage, cmd)
+        from . import copy
+
+        return copy.job(self, state, stage, cmd)  # type: ignore[arg-type]
+
+    def _apply_hit(self, state: StageState, hit: cachemod.Entry) -> None:
+        state.config = ImageConfig(hit.config).changed()
+        if hit.diff_id is not None:
+            d = layerio.descriptor_for(self.store, hit.diff_id, self.opts.storage_compression)
+            self.cache.hold_more(hit.key, [d.digest])
+            state.layers.append(d)
+        state.key = hit.key
+
+    def _run_job(self, state: StageState, stage: Stage, cmd: Command, job: Job, index: int, total: int) -> None:
+        try:
+            layer = job.produce()
+        except (BuildError, DockerfileError):
+            raise
+        except StorageError as e:
+            raise StepError(f"{cmd.cmd}: {e}", cmd.line, self.plan.filename) from None
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            raise StepError(f"{cmd.cmd}: {e.strerror or e}{where}", cmd.line, self.plan.filename) from None
+        if layer is None:
+            self._record(state, job.key, job.created_by, None)
+        else:
+            self._record(state, job.key, job.created_by + " # buildkit", layer)
+        state.key = job.key
+
+    def _record(self, state: StageState, key: str, created_by: str, layer: "layerio.NewLayer | None") -> None:
+        now = self.now()
+        state.config.history.append(history.entry(created_by, now, layer is None))
+        state.config.data["created"] = now
+        blobs: list[str] = []
+        diff_id = None
+        if layer is not None:
+            state.config.diff_ids.append(layer.diff_id)
+            state.layers.append(layer.descriptor)
+            blobs = [layer.descriptor.digest]
+            diff_id = layer.diff_id
+        self.cache.put(key, state.config.data, diff_id, blobs)
+
+    # -- WORKDIR -------------------------------------------------------------------
+    def _workdir_job(self, state: StageState, cmd: Workdir) -> Job:
+        created_by = dispatch.do_workdir(state, cmd)
+        path = state.workdir()
+        key = cachemod.key(state.key, step=created_by, **self._key_extra())
+        diff_ids = list(state.config.diff_ids)
+        user = state.cfg.get("User") or ""
+
+        def produce():
+            if path == "/":
+                return None
+            view = layerio.RootView(self.store, diff_ids)
+            parts, entry = view.resolve(path)
+            if entry is not None:
+                if not stat.S_ISDIR(entry.st.st_mode):
+                    raise StepError(f"WORKDIR {path}: exists and is not a directory", cmd.line, self.plan.filename)
+                return None
+            from .copy import resolve_owner
+
+            uid, gid = resolve_owner(view, user, cmd, self.plan.filename) if user else (0, 0)
+            with self.staging() as root:
+                tree = Tree(root, view, uid, gid)
+                try:
+                    tree.ensure_dir(parts)
+                except BuildError as e:
+                    raise StepError(f"WORKDIR {path}: {e}", cmd.line, self.plan.filename) from None
+                tree.finish()
+                layer = layerio.write_dir(self.store, root, self.opts.storage_compression, self.epoch)
+                layerio.adopt(self.store, [*diff_ids, layer.diff_id], root)
+                return layer
+
+        return Job(key, created_by, produce)
+
+    # -- helpers ---------------------------------------------------------------------
+    def staging(self):
+        """A fresh directory for a layer's tree, removed afterwards."""
+        exe = self
+
+        class _Tmp:
+            def __enter__(self) -> Path:
+                exe._sweep_tmp()
+                self.path = Path(tempfile.mkdtemp(prefix="layer-", dir=exe.tmp_root))
+                return self.path
+
+            def __exit__(self, *exc) -> None:
+                shutil.rmtree(self.path, ignore_errors=True)
+
+        return _Tmp()
+
+    def _sweep_tmp(self, older_than: float = 6 * 3600) -> None:
+        """Once per build: remove staging trees that killed builds left behind."""
+        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        if getattr(self, "_swept", False):
+            return
+        self._swept = True
+        cutoff = time.time() - older_than
+        for p in self.tmp_root.iterdir():
+            try:
+                if p.lstat().st_mtime < cutoff:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+            except FileNotFoundError:
+                pass
+
+    @property
+    def hashes(self):
+        """File digests remembered across builds (context files and snapshot files)."""
+        if self._hashes is None:
+            from .context import HashCache
+
+            self._hashes = HashCache(self.store.db)
+        return self._hashes
+
+    @property
+    def context(self):
+        """The build context, opened on first use (FROM-only builds never read it)."""
+        if self._context is None:
+            from . import dockerignore
+            from .context import Context
+
+            root = Path(self.opts.context)
+            dockerfile = None
+            if self.opts.dockerfile and self.opts.dockerfile_text is None:
+                dockerfile = Path(self.opts.dockerfile)
+            elif self.opts.dockerfile_text is None:
+                dockerfile = root / "Dockerfile"
+            matcher = dockerignore.load(root, dockerfile)
+            self._context = Context(root, matcher, self.hashes)
+        return self._context
+
+    def finish(self) -> None:
+        if self._hashes is not None:
+            self._hashes.flush()
+        unused = self.build_args.unused()
+        if unused:
+            msg = f"one or more build-args {unused} were not consumed"
+            self.warnings.append(msg)
+            self.emit(BuildEvent("warning", text=msg))
+
+
+def _base_config(base: ImageConfig) -> ImageConfig:
+    """A child's starting config: the base's runtime config, rootfs and history."""
+    src = base.data
+    data: dict = {k: src[k] for k in ("architecture", "os", "os.version", "os.features", "variant", "author")
+                  if k in src}
+    data["config"] = dict(src.get("config") or {})
+    data["rootfs"] = {"type": "layers", "diff_ids": list(base.diff_ids)}
+    data["history"] = list(src.get("history") or [])
+    if src.get("created"):
+        data["created"] = src["created"]
+    return ImageConfig(data).changed()
+
+

@@ -1,0 +1,169 @@
+"""The builder's only door to layer blobs and snapshots (storage.layers, runtime.snapshots).
+
+Keeps the rest of the builder independent of how layers are written,
+converted between compressions, and unpacked for lookups.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage import mediatypes as mt
+from storage.model import Descriptor
+
+from .errors import BuildError
+
+
+@dataclass
+class NewLayer:
+    diff_id: str
+    descriptor: Descriptor
+
+
+def _record(store, info) -> NewLayer:
+    store.record_layer(info.diff_id, info.digest, info.compression, info.size)
+    return NewLayer(info.diff_id, Descriptor(info.media_type, info.digest, info.size))
+
+
+def write_dir(store, path: Path, compression: str, epoch: int | None) -> NewLayer:
+    """A fresh directory tree (COPY/ADD/WORKDIR output) as a stored layer."""
+    from storage.layers import write_layer
+
+    return _record(store, write_layer(path, store.blobs, compression=compression, epoch=epoch))
+
+
+def write_upper(store, upper: Path, compression: str, epoch: int | None) -> NewLayer:
+    """An overlay upper directory (a RUN step's changes) as a stored layer."""
+    from storage.layers import write_layer_from_overlay
+
+    return _record(store, write_layer_from_overlay(upper, store.blobs, compression=compression, epoch=epoch))
+
+
+def chain_id(diff_ids: list[str]) -> str:
+    from runtime.snapshots import chain_ids
+
+    return chain_ids(diff_ids)[-1]
+
+
+def adopt(store, diff_ids: list[str], directory: Path) -> bool:
+    """Keep a layer's own tree (a COPY staging directory, a RUN upper, both in
+    overlay form) as the snapshot of the stack `diff_ids`, so the next step
+    does not unpack the layer it has just written. False when one exists."""
+    from runtime.snapshots import Snapshots, chain_ids
+
+    snaps = Snapshots(store)
+    cid = chain_ids(diff_ids)[-1]
+    if snaps.has(cid):
+        return False
+    os.chmod(directory, 0o755)  # an overlay's root takes the top layer's root mode
+    os.chown(directory, 0, 0) if os.geteuid() == 0 else None
+    snaps.root.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(directory, snaps.path(cid))
+    except OSError:
+        return False  # another build adopted or unpacked it first
+    record = getattr(snaps, "record", None)
+    if record is not None:
+        record(cid, diff_ids[-1], chain_ids(diff_ids)[-2] if len(diff_ids) > 1 else None)
+    return True
+
+
+def descriptor_for(store, diff_id: str, compression: str) -> Descriptor:
+    """A stored blob of layer `diff_id` in `compression`, converting one that
+    exists in another compression when needed (a cache hit after --compression changed)."""
+    rows = store.layer_blobs(diff_id)
+    if not rows:
+        raise BuildError(f"layer {diff_id} is not in the store")
+    for digest, comp, size in rows:
+        if comp == compression:
+            return Descriptor(mt.LAYER_BY_COMPRESSION["oci"][comp], digest, size)
+    return _convert(store, diff_id, rows[0][0], compression)
+
+
+def _convert(store, diff_id: str, source: str, compression: str) -> Descriptor:
+    from storage import compression as comp
+    from storage.digests import DigestingReader
+
+    with store.blobs.open(source) as raw:
+        reader = DigestingReader(comp.open_reader(raw))
+        with store.blobs.writer() as w:
+            writer = comp.open_writer(w, compression)
+            while chunk := reader.read(1 << 20):
+                writer.write(chunk)
+            writer.close()
+            if reader.digest != diff_id:
+                w.abort()
+                raise BuildError(f"layer blob {source} does not hold {diff_id}")
+            digest = w.commit()
+    size = store.blobs.size(digest)
+    store.record_layer(diff_id, digest, compression, size)
+    return Descriptor(mt.LAYER_BY_COMPRESSION["oci"][compression], digest, size)
+
+
+def oci_descriptor(d: Descriptor) -> Descriptor:
+    """A base image's layer descriptor with its OCI media type (same bytes)."""
+    comp = mt.layer_compression(d.media_type)
+    if d.media_type in mt.LAYER_BY_COMPRESSION["oci"].values() or comp is None or "foreign" in d.media_type \
+            or "nondistributable" in d.media_type:
+        return d
+    return Descriptor(mt.LAYER_BY_COMPRESSION["oci"][comp], d.digest, d.size, d.annotations, d.platform, d.urls)
+
+
+class RootView:
+    """Read-only lookups in a state's filesystem (its layers, unpacked once as snapshots)."""
+
+    def __init__(self, store, diff_ids: list[str]):
+        self.store = store
+        self.diff_ids = list(diff_ids)
+        self._view = None
+
+    @property
+    def view(self):
+        if self._view is None:
+            from runtime.build import layer_view
+
+            self._view = layer_view(self.store, self.diff_ids)
+        return self._view
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        _, e = self.view.resolve(path, follow_last=False)
+        return e.st if e else None
+
+    def stat(self, path: str) -> os.stat_result | None:
+        return self.view.stat(path)
+
+    def resolve(self, path: str, follow_last: bool = True):
+        """(components with symlinks resolved, entry or None)."""
+        return self.view.resolve(path, follow_last)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.view.read_file(path)
+
+    def host_path(self, path: str, follow_last: bool = True) -> tuple[str, os.stat_result] | None:
+        _, e = self.view.resolve(path, follow_last)
+        return (e.host_path, e.st) if e else None
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a directory of the merged tree (whiteouts and opaque dirs honoured)."""
+        from runtime.layerview import is_opaque, is_whiteout
+
+        parts, e = self.view.resolve(path)
+        if e is None:
+            return []
+        rel = "/".join(parts)
+        seen: dict[str, bool] = {}
+        for layer in self.view.layers:
+            d = os.path.join(layer, rel)
+            try:
+                st = os.lstat(d)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not os.path.isdir(d) or os.path.islink(d):
+                break  # a file, link or whiteout here hides everything below
+            for n in os.listdir(d):
+                if n not in seen:
+                    seen[n] = not is_whiteout(os.lstat(os.path.join(d, n)))
+            if is_opaque(d):
+                break
+        return sorted(n for n, visible in seen.items() if visible)

@@ -1,0 +1,169 @@
+"""RUN: a command on an overlay of the stage's layers; the upper directory is the new layer.
+
+The command sees the image's ENV, the ARGs declared so far (ENV wins), and
+proxy build args; PATH is added when the image has none. Heredocs follow
+BuildKit: `RUN <<EOF` alone runs the body with the shell (or, when it starts
+with `#!`, as a script mounted at /dev/pipes/EOF); any other heredoc use is
+handed to the shell whole, body included.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+
+from . import cache as cachemod
+from . import history, layerio
+from .args import env_dict
+from .dispatch import DEFAULT_PATH
+from .errors import RunFailed, StepError
+from .instructions import Run
+from .parse import _HEREDOC_RE
+
+OUTPUT_TAIL = 40
+
+
+def argv_of(state, cmd: Run) -> tuple[list[str], dict[str, bytes]]:
+    """The command line, and files to mount read-only (path in the container -> content)."""
+    if cmd.exec_form is not None:
+        return list(cmd.exec_form), {}
+    text = cmd.shell
+    if cmd.heredocs:
+        words = text.split()
+        single = len(words) == 1 and _HEREDOC_RE.match(words[0]) and len(cmd.heredocs) == 1
+        if single:
+            h = cmd.heredocs[0]
+            body = h.text()
+            if body.startswith("#!"):
+                target = f"/dev/pipes/{h.name}"
+                return [*state.shell(), target], {target: body.encode()}
+            return [*state.shell(), body], {}
+        full = text
+        for h in cmd.heredocs:
+            full += "\n" + h.content + h.name
+        return [*state.shell(), full], {}
+    return [*state.shell(), text], {}
+
+
+def job(exe, state, stage, cmd: Run):
+    from .executor import Job
+
+    argv, files = argv_of(state, cmd)
+    if not argv:
+        raise StepError("RUN: empty command", cmd.line, exe.plan.filename)
+    env = state.env()
+    run_args = state.args.run_args(env)
+    run_env = state.args.run_env(env)
+    if "PATH" not in env_dict(run_env):
+        run_env.append(f"PATH={DEFAULT_PATH}")
+    network = cmd.network or exe.opts.network
+    if network == "default":
+        network = "host"  # no build network of our own yet
+    key = cachemod.key(state.key, run=argv, args=run_args, network=network,
+                       files={k: v.decode(errors="replace") for k, v in files.items()}, **exe._key_extra())
+    created_by = history.run_text(argv, run_args)
+    diff_ids = list(state.config.diff_ids)
+    user = state.cfg.get("User") or ""
+    workdir = state.workdir()
+
+    def produce():
+        from runtime.build import run_step
+        from runtime.errors import ContainerError
+
+        tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
+        pending = [b""]
+
+        def on_output(data: bytes | str) -> None:
+            if isinstance(data, str):
+                data = data.encode()
+            buf = pending[0] + data
+            *lines, pending[0] = buf.split(b"\n")
+            for line in lines:
+                text = line.decode("utf-8", "replace").rstrip("\r")
+                tail.append(text)
+                exe.emit(exe._event("output", stage, 0, 0, text))
+
+        with exe.staging() as tmp:
+            upper, work = tmp / "upper", tmp / "work"
+            upper.mkdir()
+            work.mkdir()
+            mounts = []
+            if files:
+                pipes = tmp / "pipes"
+                pipes.mkdir()
+                for target, data in files.items():
+                    host = pipes / os.path.basename(target)
+                    host.write_bytes(data)
+                    host.chmod(0o755)
+                    mounts.append((str(host), target, True))
+            try:
+                code = run_step(exe.store, diff_ids, upper, work, argv, run_env, user, workdir, network,
+                                mounts, on_output)
+            except ContainerError as e:
+                raise StepError(f"process \"{' '.join(argv)}\" could not run: {e}", cmd.line,
+                                exe.plan.filename) from None
+            if pending[0]:
+                on_output(b"\n")
+            if code != 0:
+                shown = " ".join(argv)
+                raise RunFailed(f"process \"{shown}\" did not complete successfully: exit code: {code}",
+                                cmd.line, exe.plan.filename, list(tail), code)
+            _clean_stubs(upper, layerio.RootView(exe.store, diff_ids), [*STUB_TARGETS, *files])
+            if not any(upper.iterdir()) and not _opaque(upper):
+                return None
+            layer = layerio.write_upper(exe.store, upper, exe.opts.storage_compression, exe.epoch)
+            layerio.adopt(exe.store, [*diff_ids, layer.diff_id], upper)
+            return layer
+
+    return Job(key, created_by, produce)
+
+
+# Mount points the runtime makes when the image lacks them; like BuildKit's
+# mount stub cleaner, the builder removes them (still empty) from the change.
+STUB_TARGETS = ("/proc", "/sys", "/sys/fs/cgroup", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
+                "/etc/resolv.conf", "/etc/hostname", "/etc/hosts")
+
+
+def _clean_stubs(upper: Path, lower, targets) -> None:
+    for target in sorted(set(targets), key=lambda t: t.count("/"), reverse=True):
+        parts = [p for p in target.split("/") if p]
+        if lower.lstat(target) is not None:
+            continue
+        host = upper.joinpath(*parts)
+        if not _empty_stub(host):
+            continue
+        _remove(host)
+        for depth in range(len(parts) - 1, 0, -1):
+            parent = upper.joinpath(*parts[:depth])
+            if not _empty_stub(parent) or not parent.is_dir():
+                break
+            below = lower.lstat("/" + "/".join(parts[:depth]))
+            if below is not None:
+                st = parent.lstat()
+                if (below.st_mode, below.st_uid, below.st_gid) != (st.st_mode, st.st_uid, st.st_gid):
+                    break  # a real change to the directory: keep it
+            parent.rmdir()
+
+
+def _empty_stub(p: Path) -> bool:
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        return False
+    if p.is_dir() and not p.is_symlink():
+        return not any(p.iterdir()) and not _opaque(p)
+    return p.is_file() and st.st_size == 0
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        p.rmdir()
+    else:
+        p.unlink()
+
+
+def _opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque") == b"y"
+    except OSError:
+        return False

@@ -1,0 +1,88 @@
+"""A fresh layer directory being filled by COPY, ADD or WORKDIR.
+
+Parent directories that exist in the image are mirrored with the image's
+own mode, owner and mtime (so `/tmp` stays 1777); missing ones are created
+0755 with the step's owner. Directory mtimes are set last, deepest first,
+because creating their contents would move them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from .errors import BuildError
+
+
+class Tree:
+    def __init__(self, root: Path, view, uid: int = 0, gid: int = 0):
+        self.root = root
+        self.view = view        # layerio.RootView of the image being added to
+        self.uid = uid          # owner of directories this step creates
+        self.gid = gid
+        self._times: dict[Path, tuple[int, int]] = {}
+
+    def host(self, parts: list[str]) -> Path:
+        return self.root.joinpath(*parts) if parts else self.root
+
+    def ensure_dir(self, parts: list[str]) -> Path:
+        """`mkdir -p` of image path `parts` (symlinks already resolved) in the tree."""
+        cur = self.root
+        for i, comp in enumerate(parts):
+            cur = cur / comp
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if not stat.S_ISDIR(st.st_mode):
+                    raise BuildError(f"/{'/'.join(parts[:i + 1])} is not a directory")
+                continue
+            below = self.view.lstat("/" + "/".join(parts[:i + 1])) if self.view is not None else None
+            if below is not None and stat.S_ISDIR(below.st_mode):
+                self.make_dir(cur, stat.S_IMODE(below.st_mode), below.st_uid, below.st_gid, below.st_mtime_ns)
+            elif below is not None:
+                raise BuildError(f"cannot create directory /{'/'.join(parts[:i + 1])}: "
+                                 "a file of that name exists in the image")
+            else:
+                self.make_dir(cur, 0o755, self.uid, self.gid, None)
+        return cur
+
+    def make_dir(self, path: Path, mode: int, uid: int, gid: int, mtime_ns: int | None) -> None:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            if not path.is_dir() or path.is_symlink():
+                remove(path)
+                os.mkdir(path, 0o700)
+        chown(path, uid, gid)
+        os.chmod(path, mode)
+        if mtime_ns is not None:
+            self._times[path] = (mtime_ns, mtime_ns)
+        else:
+            self._times.pop(path, None)
+
+    def set_times(self, path: Path, mtime_ns: int) -> None:
+        """Remember a directory's mtime, applied by `finish` after its contents exist."""
+        self._times[path] = (mtime_ns, mtime_ns)
+
+    def finish(self) -> None:
+        for path in sorted(self._times, key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not path.is_symlink():
+                os.utime(path, ns=self._times[path], follow_symlinks=False)
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def chown(path: Path | str, uid: int, gid: int) -> None:
+    try:
+        os.lchown(path, uid, gid)
+    except PermissionError:
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None

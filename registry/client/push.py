@@ -1,0 +1,127 @@
+"""Push: an image (or index) of the local store -> a registry.
+
+Each blob is HEADed first and skipped when the repository has it; when the
+store knows another repository on the same registry that holds it (from a
+pull or an earlier push), it is mounted from there instead of uploaded. The
+rest upload side by side (`options.jobs`). Manifests go last, children of
+an index before the index, with their exact stored bytes and media types.
+"""
+from __future__ import annotations
+
+from storage import mediatypes as mt, references
+from storage.errors import StorageError
+from storage.images import ImageStore
+from storage.model import Descriptor, Index, Manifest
+
+from .credentials import CredentialStore
+from .errors import ClientError
+from .options import ClientOptions, Progress, ProgressEvent, PushResult, no_progress, short_id
+from .remote import Repository
+from .session import RegistrySession
+from .tasks import run_all
+from .upload import BlobSource, FileSource, upload_blob
+
+MAX_MOUNT_TRIES = 3
+
+
+def local_manifests(store: ImageStore, digest: str) -> tuple[Manifest | Index, list[Manifest]]:
+    """The top manifest and the image manifests under it, all from the store."""
+    try:
+        top = store.manifest(digest)
+    except StorageError as e:
+        raise ClientError(str(e)) from None
+    if isinstance(top, Manifest):
+        return top, [top]
+    children: list[Manifest] = []
+    for d in top.manifests:
+        if not store.blobs.has(d.digest):
+            raise ClientError(f"index {digest} refers to {d.digest} ({d.platform or 'no platform'}), which is "
+                              f"not in the local store; pull it with --platform first")
+        child = store.manifest(d.digest)
+        if isinstance(child, Index):
+            raise ClientError(f"index {digest}: nested index {d.digest} is not supported")
+        children.append(child)
+    return top, children
+
+
+NON_DISTRIBUTABLE = (mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_GZIP,
+                     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd")
+
+
+def unique_blobs(manifests: list[Manifest]) -> list[Descriptor]:
+    """Config and layers to transfer, once each; foreign (non-distributable)
+    layers stay where their URLs say, as Docker leaves them."""
+    out: dict[str, Descriptor] = {}
+    for m in manifests:
+        for d in m.references():
+            if d.media_type in NON_DISTRIBUTABLE:
+                continue
+            out.setdefault(d.digest, d)
+    return list(out.values())
+
+
+async def push_blob(repo: Repository, d: Descriptor, source: BlobSource, mount_from: list[str],
+                    options: ClientOptions, progress: Progress, result: PushResult, quiet: bool = False) -> None:
+    """One blob: skip if present, else mount from a sibling repository, else upload."""
+    sid = short_id(d.digest)
+
+    def say(action: str, done: int = 0) -> None:
+        if not quiet:
+            progress(ProgressEvent(sid, action, done, d.size, d.digest))
+
+    if await repo.blob_size(d.digest) is not None:
+        result.skipped.append(d.digest)
+        say("Layer already exists", d.size)
+        return
+    location: str | None = None
+    for src in [s for s in mount_from if s != repo.path][:MAX_MOUNT_TRIES]:
+        if location is not None:
+            await repo.cancel_upload(location)
+        try:
+            location, mounted = await repo.start_upload(mount=d.digest, source=src)
+        except ClientError:
+            location, mounted = None, False   # e.g. no pull access to the source: just upload
+        if mounted:
+            result.mounted.append(d.digest)
+            say(f"Mounted from {src}", d.size)
+            return
+    say("Pushing", 0)
+    await upload_blob(repo, d.digest, d.size, source, options, lambda n: say("Pushing", n), location)
+    result.pushed.append(d.digest)
+    say("Pushed", d.size)
+
+
+async def push_async(store: ImageStore, src_ref: str, dest_ref: str | None = None,
+                     options: ClientOptions | None = None, progress: Progress = no_progress) -> PushResult:
+    options = options or ClientOptions()
+    try:
+        digest = store.resolve_digest(src_ref)
+    except StorageError as e:
+        raise ClientError(str(e)) from None
+    dest = references.parse(dest_ref or src_ref)
+    if dest.digest and dest.digest != digest:
+        raise ClientError(f"cannot push {src_ref} ({digest}) as {dest.familiar()}: the digests differ")
+    top, images = local_manifests(store, digest)
+    blobs = unique_blobs(images)
+    for d in blobs:
+        if not store.blobs.has(d.digest):
+            raise ClientError(f"{src_ref}: blob {d.digest} is missing from the local store")
+    layer_digests = {d.digest for m in images for d in m.layers}
+    creds = CredentialStore(options.docker_config).get(dest.domain)
+    result = PushResult(str(dest), top.digest, len(top.raw))
+    async with RegistrySession(dest.domain, options, creds) as sess:
+        repo = Repository(sess, dest.path, push=True)
+        for d in blobs:
+            if d.digest in layer_digests:
+                progress(ProgressEvent(short_id(d.digest), "Waiting", 0, d.size, d.digest))
+        await run_all((push_blob(repo, d, FileSource(store.blobs.path(d.digest), d.size),
+                                 store.sources(d.digest, dest.domain), options, progress, result,
+                                 quiet=d.digest not in layer_digests)
+                       for d in blobs), options.jobs)
+        if isinstance(top, Index):
+            for m in images:
+                await repo.put_manifest(m.digest, m.raw, m.media_type)
+        await repo.put_manifest(dest.tag or top.digest, top.raw, top.media_type)
+    for d in blobs:
+        store.record_source(d.digest, dest.domain, dest.path)
+    return result

@@ -1,0 +1,33 @@
+"""Blob endpoints: GET and HEAD (sendfile, Range) and DELETE of a link."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..errors import APIError
+from .respond import API_VERSION, check_digest, empty
+
+if TYPE_CHECKING:
+    from .app import Server
+
+
+async def get_blob(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    check_digest(digest)
+    size = srv.reg.meta.linked_size(name, digest)
+    if size is None:
+        raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
+    headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
+               "Cache-Control": "max-age=31536000"}
+    # FileResponse stats and opens off the loop, answers Range with 206/416
+    # and sends with sendfile(2).
+    return web.FileResponse(srv.reg.blobs.path(digest), headers=headers)
+
+
+async def delete_blob(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    check_digest(digest)
+    if not srv.reg.config.delete_enabled:
+        raise APIError("UNSUPPORTED", "deletes are disabled on this registry")
+    if not await srv.reg.run(srv.reg.meta.unlink_blob, name, digest):
+        raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
+    return empty(202, {"Docker-Content-Digest": digest})

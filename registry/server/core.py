@@ -1,0 +1,82 @@
+"""The registry's state: one blob store and one metadata database under a
+root directory, a thread pool for everything that may block, and a cache of
+manifest bytes (immutable, keyed by digest, so it never goes stale)."""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from storage.blobs import BlobStore
+from storage.metadata import MetadataDB
+
+from .config import ServerConfig
+from .meta import RegistryDB
+
+T = TypeVar("T")
+MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class ManifestCache:
+    """LRU of manifest bytes by digest, bounded by total size."""
+
+    def __init__(self, max_bytes: int = MANIFEST_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.total = 0
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, digest: str) -> bytes | None:
+        data = self._items.get(digest)
+        if data is not None:
+            self._items.move_to_end(digest)
+        return data
+
+    def put(self, digest: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 4 or digest in self._items:
+            return
+        self._items[digest] = data
+        self.total += len(data)
+        while self.total > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.total -= len(old)
+
+
+def open_root(root: str | os.PathLike) -> tuple[BlobStore, RegistryDB]:
+    """The blob store and registry tables of a registry root (created if new)."""
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return BlobStore(path), RegistryDB(MetadataDB(path / "metadata.db"))
+
+
+class Registry:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.root = Path(config.root)
+        self.blobs, self.meta = open_root(self.root)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soko-registry")
+        self.manifests = ManifestCache()
+        self.active_bodies = 0  # requests streaming a body right now (for TOOMANYREQUESTS)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (disk, hashing, SQLite writes) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, partial(fn, *args, **kwargs))
+
+    async def manifest_bytes(self, digest: str, size: int) -> bytes | None:
+        data = self.manifests.get(digest)
+        if data is None:
+            path = self.blobs.path(digest)
+            try:
+                data = await self.run(path.read_bytes)  # a miss may go to the disk
+            except FileNotFoundError:
+                return None
+            self.manifests.put(digest, data)
+        return data
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.meta.db.close()

@@ -1,0 +1,296 @@
+"""The registry's facts in SQLite: repositories, blob links, manifests, tags,
+referrers and upload sessions.
+
+Blob bytes are shared by every repository (one BlobStore); a blob is readable
+in a repository only through a link row, made when it was pushed or mounted
+there. Every write that makes a blob reachable checks, inside its write
+transaction, that the blob file is still there; garbage collection deletes
+files inside its own write transaction, so the two never interleave.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+from storage.metadata import MetadataDB, Migration
+
+MIGRATIONS: list[Migration] = [
+    """
+    CREATE TABLE reg_repositories (
+        name TEXT PRIMARY KEY,
+        created REAL NOT NULL
+    );
+    CREATE TABLE reg_blob_links (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        added REAL NOT NULL,
+        PRIMARY KEY (repo, digest)
+    ) WITHOUT ROWID;
+    CREATE INDEX reg_blob_links_digest ON reg_blob_links(digest);
+    CREATE TABLE reg_manifests (
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        subject TEXT,
+        artifact_type TEXT,
+        annotations TEXT,
+        added REAL NOT NULL,
+        PRIMARY KEY (repo, digest)
+    ) WITHOUT ROWID;
+    CREATE INDEX reg_manifests_subject ON reg_manifests(repo, subject) WHERE subject IS NOT NULL;
+    CREATE INDEX reg_manifests_digest ON reg_manifests(digest);
+    CREATE TABLE reg_manifest_refs (
+        manifest TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        PRIMARY KEY (manifest, ref)
+    ) WITHOUT ROWID;
+    CREATE INDEX reg_manifest_refs_ref ON reg_manifest_refs(ref);
+    CREATE TABLE reg_tags (
+        repo TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (repo, tag)
+    ) WITHOUT ROWID;
+    CREATE INDEX reg_tags_digest ON reg_tags(repo, digest);
+    CREATE TABLE reg_uploads (
+        id TEXT PRIMARY KEY,
+        repo TEXT NOT NULL,
+        started REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    """,
+]
+
+# reg_manifest_refs.kind
+REF_BLOB = "blob"  # config or layer: must be a blob linked in the repository
+REF_MANIFEST = "manifest"  # index child: must be a manifest in the repository
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    digest: str
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    id: str
+    repo: str
+    started: float
+    updated: float
+
+
+@dataclass
+class NewManifest:
+    """What a manifest PUT records, prepared off the transaction."""
+    repo: str
+    digest: str
+    media_type: str
+    size: int
+    subject: str | None
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+    refs: list[tuple[str, str]]  # (digest, REF_BLOB | REF_MANIFEST)
+
+
+class RegistryDB:
+    """Queries over the registry tables of one MetadataDB."""
+
+    def __init__(self, db: MetadataDB):
+        self.db = db
+        db.migrate("registry", MIGRATIONS)
+        # Writers of this process queue here, woken the moment the lock is
+        # free, instead of in SQLite's busy handler, which sleeps and polls.
+        # Other processes (`soko gc`) still meet SQLite's own lock.
+        self.write_lock = threading.Lock()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: keep it short (no fsync inside)."""
+        with self.write_lock, self.db.transaction() as c:
+            yield c
+
+    def _execute(self, sql: str, params: Iterable[Any]) -> int:
+        with self.write() as c:
+            return c.execute(sql, tuple(params)).rowcount
+
+    # -- reads (cheap point queries on indexed tables) ------------------------
+    def repo_exists(self, repo: str) -> bool:
+        return self.db.one("SELECT 1 FROM reg_repositories WHERE name=?", (repo,)) is not None
+
+    def linked_size(self, repo: str, digest: str) -> int | None:
+        row = self.db.conn.execute("SELECT size FROM reg_blob_links WHERE repo=? AND digest=?",
+                                   (repo, digest)).fetchone()
+        return None if row is None else row[0]
+
+    def any_link(self, digest: str) -> bool:
+        return self.db.one("SELECT 1 FROM reg_blob_links WHERE digest=? LIMIT 1", (digest,)) is not None
+
+    def manifest_by_tag(self, repo: str, tag: str) -> ManifestRow | None:
+        row = self.db.conn.execute(
+            "SELECT m.digest, m.media_type, m.size FROM reg_tags t JOIN reg_manifests m "
+            "ON m.repo=t.repo AND m.digest=t.digest WHERE t.repo=? AND t.tag=?", (repo, tag)).fetchone()
+        return None if row is None else ManifestRow(row[0], row[1], row[2])
+
+    def manifest_by_digest(self, repo: str, digest: str) -> ManifestRow | None:
+        row = self.db.conn.execute("SELECT digest, media_type, size FROM reg_manifests WHERE repo=? AND digest=?",
+                                   (repo, digest)).fetchone()
+        return None if row is None else ManifestRow(row[0], row[1], row[2])
+
+    def tags(self, repo: str, last: str | None, limit: int | None) -> list[str]:
+        sql = "SELECT tag FROM reg_tags WHERE repo=?"
+        params: list[Any] = [repo]
+        if last is not None:
+            sql += " AND tag > ?"
+            params.append(last)
+        sql += " ORDER BY tag"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [r[0] for r in self.db.conn.execute(sql, params)]
+
+    def repositories(self, last: str | None, limit: int | None) -> list[str]:
+        sql = "SELECT name FROM reg_repositories"
+        params: list[Any] = []
+        if last is not None:
+            sql += " WHERE name > ?"
+            params.append(last)
+        sql += " ORDER BY name"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [r[0] for r in self.db.conn.execute(sql, params)]
+
+    def referrers(self, repo: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        sql = ("SELECT digest, media_type, size, artifact_type, annotations FROM reg_manifests "
+               "WHERE repo=? AND subject=?")
+        params: list[Any] = [repo, subject]
+        if artifact_type is not None:
+            sql += " AND artifact_type=?"
+            params.append(artifact_type)
+        sql += " ORDER BY added, digest"
+        return [Referrer(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None)
+                for r in self.db.conn.execute(sql, params)]
+
+    def upload(self, upload_id: str) -> UploadRow | None:
+        row = self.db.one("SELECT id, repo, started, updated FROM reg_uploads WHERE id=?", (upload_id,))
+        return None if row is None else UploadRow(row[0], row[1], row[2], row[3])
+
+    def count_uploads(self) -> int:
+        return self.db.one("SELECT count(*) FROM reg_uploads")[0]
+
+    # -- writes (call off the event loop: they may wait for the write lock) ---
+    @staticmethod
+    def _ensure_repo(c: sqlite3.Connection, repo: str, now: float) -> None:
+        c.execute("INSERT OR IGNORE INTO reg_repositories(name, created) VALUES(?, ?)", (repo, now))
+
+    def link_blob(self, repo: str, digest: str, size: int, still_there) -> bool:
+        """Link a blob into `repo` if `still_there()` says its file exists,
+        checked inside the write transaction (so GC cannot delete it under us)."""
+        now = time.time()
+        with self.write() as c:
+            if not still_there():
+                return False
+            self._ensure_repo(c, repo, now)
+            c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "
+                      "ON CONFLICT(repo, digest) DO UPDATE SET added=excluded.added", (repo, digest, size, now))
+        return True
+
+    def unlink_blob(self, repo: str, digest: str) -> bool:
+        return self._execute("DELETE FROM reg_blob_links WHERE repo=? AND digest=?", (repo, digest)) > 0
+
+    def missing_refs(self, c: sqlite3.Connection, repo: str, refs: Iterable[tuple[str, str]]) -> list[str]:
+        missing = []
+        for digest, kind in refs:
+            table = "reg_blob_links" if kind == REF_BLOB else "reg_manifests"
+            if c.execute(f"SELECT 1 FROM {table} WHERE repo=? AND digest=?", (repo, digest)).fetchone() is None:
+                missing.append(digest)
+        return missing
+
+    def put_manifest(self, m: NewManifest, tags: list[str], place) -> list[str]:
+        """Record a manifest (and its tags) whose references all exist in the
+        repository; returns the missing references instead when some do not.
+        `place()` stores the manifest bytes as a blob, inside the transaction."""
+        now = time.time()
+        with self.write() as c:
+            missing = self.missing_refs(c, m.repo, m.refs)
+            if missing:
+                return missing
+            place()
+            self._ensure_repo(c, m.repo, now)
+            c.execute(
+                "INSERT INTO reg_manifests(repo, digest, media_type, size, subject, artifact_type, annotations, added) "
+                "VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(repo, digest) DO UPDATE SET added=excluded.added",
+                (m.repo, m.digest, m.media_type, m.size, m.subject, m.artifact_type,
+                 json.dumps(m.annotations, sort_keys=True) if m.annotations else None, now))
+            c.executemany("INSERT OR IGNORE INTO reg_manifest_refs(manifest, ref, kind) VALUES(?, ?, ?)",
+                          [(m.digest, d, k) for d, k in m.refs])
+            c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "
+                      "ON CONFLICT(repo, digest) DO UPDATE SET added=excluded.added", (m.repo, m.digest, m.size, now))
+            for tag in tags:
+                c.execute("INSERT INTO reg_tags(repo, tag, digest, updated) VALUES(?, ?, ?, ?) "
+                          "ON CONFLICT(repo, tag) DO UPDATE SET digest=excluded.digest, updated=excluded.updated",
+                          (m.repo, tag, m.digest, now))
+        return []
+
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        return self._execute("DELETE FROM reg_tags WHERE repo=? AND tag=?", (repo, tag)) > 0
+
+    def delete_manifest(self, repo: str, digest: str) -> bool:
+        """The manifest, every tag on it and its blob link in `repo`."""
+        with self.write() as c:
+            n = c.execute("DELETE FROM reg_manifests WHERE repo=? AND digest=?", (repo, digest)).rowcount
+            if not n:
+                return False
+            c.execute("DELETE FROM reg_tags WHERE repo=? AND digest=?", (repo, digest))
+            c.execute("DELETE FROM reg_blob_links WHERE repo=? AND digest=?", (repo, digest))
+        return True
+
+    def new_upload(self, upload_id: str, repo: str) -> None:
+        now = time.time()
+        self._execute("INSERT INTO reg_uploads(id, repo, started, updated) VALUES(?, ?, ?, ?)",
+                        (upload_id, repo, now, now))
+
+    def touch_upload(self, upload_id: str) -> None:
+        self._execute("UPDATE reg_uploads SET updated=? WHERE id=?", (time.time(), upload_id))
+
+    def delete_upload(self, upload_id: str) -> None:
+        self._execute("DELETE FROM reg_uploads WHERE id=?", (upload_id,))
+
+    def finish_upload(self, upload_id: str, repo: str, digest: str, size: int, place) -> None:
+        """Atomically: move the upload's file into place as a blob, link it
+        into `repo` and forget the session."""
+        now = time.time()
+        with self.write() as c:
+            place()
+            self._ensure_repo(c, repo, now)
+            c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "
+                      "ON CONFLICT(repo, digest) DO UPDATE SET added=excluded.added", (repo, digest, size, now))
+            c.execute("DELETE FROM reg_uploads WHERE id=?", (upload_id,))

@@ -1,0 +1,66 @@
+"""Run the registry until SIGINT/SIGTERM: listen (TLS if asked), report the
+actual address through `on_ready`, then serve."""
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from aiohttp import web
+
+from .app import make_app
+from .config import ServerConfig, split_addr
+from .tls import self_signed, server_context
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    url: str  # e.g. http://127.0.0.1:5000
+    host: str
+    port: int  # the real port, also when the config asked for port 0
+    tls_cert: str | None  # the certificate served (the generated one for self-signed)
+
+
+def _tls(config: ServerConfig):
+    tls = config.tls
+    if tls.self_signed:
+        cert, key = self_signed(Path(config.root), config.host)
+        return server_context(cert, key), str(cert)
+    if tls.cert and tls.key:
+        return server_context(tls.cert, tls.key), tls.cert
+    return None, None
+
+
+async def serve(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or, when it is None, until SIGINT/SIGTERM)."""
+    ssl_ctx, cert = _tls(config)
+    app = make_app(config)
+    # Without an access log aiohttp skips formatting a line per request.
+    runner = web.AppRunner(app, handle_signals=False, **({} if config.access_log else {"access_log": None}))
+    await runner.setup()
+    try:
+        host, port = split_addr(config.addr)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+        await site.start()
+        server = site._server  # the asyncio server: its socket knows the real port
+        real_port = server.sockets[0].getsockname()[1] if server and server.sockets else port
+        scheme = "https" if ssl_ctx else "http"
+        shown = f"[{host}]" if ":" in host else host
+        if on_ready is not None:
+            on_ready(ServerInfo(f"{scheme}://{shown}:{real_port}", host, real_port, cert))
+        if stop is None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | None = None) -> None:
+    """Block serving the registry; returns after SIGINT/SIGTERM."""
+    asyncio.run(serve(config, on_ready))

@@ -1,0 +1,150 @@
+"""Upload endpoints: start (POST, with mount or single-POST digest), chunks
+(PATCH, streamed or with Content-Range), status (GET), close (PUT) and
+cancel (DELETE)."""
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, AsyncIterator
+
+from aiohttp import web
+
+from storage import digests, references
+from storage.errors import StorageError
+
+from ..errors import APIError
+from .ingest import Session, finish
+from .respond import check_digest, content_range, empty, upload_range
+
+if TYPE_CHECKING:
+    from .app import Server
+
+
+def _session_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
+    return {"Location": f"/v2/{name}/blobs/uploads/{upload_id}", "Range": upload_range(offset),
+            "Docker-Upload-UUID": upload_id, "Blob-Upload-Session-ID": upload_id}
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+
+@asynccontextmanager
+async def _body_slot(srv: "Server") -> AsyncIterator[None]:
+    """Count requests streaming a body; past the limit, TOOMANYREQUESTS."""
+    reg = srv.reg
+    if reg.active_bodies >= reg.config.limits.max_concurrent_uploads:
+        raise APIError("TOOMANYREQUESTS", "too many uploads in progress, retry later",
+                       headers={"Retry-After": "1"})
+    reg.active_bodies += 1
+    try:
+        yield
+    finally:
+        reg.active_bodies -= 1
+
+
+async def _try_mount(srv: "Server", name: str, digest: str, source: str | None) -> bool:
+    """Link `digest` into `name` when the source repository (or, without
+    one, any repository) holds it."""
+    meta, blobs = srv.reg.meta, srv.reg.blobs
+    if not digests.is_valid(digest):
+        return False
+    if source is not None:
+        try:
+            references.validate_repository(source)
+        except StorageError:
+            return False
+        size = meta.linked_size(source, digest)
+    else:
+        size = meta.linked_size(name, digest)
+        if size is None and meta.any_link(digest):
+            try:
+                size = blobs.size(digest)
+            except StorageError:
+                size = None
+    if size is None:
+        return False
+    return await srv.reg.run(meta.link_blob, name, digest, size, lambda: blobs.has(digest))
+
+
+async def post_upload(srv: "Server", request: web.Request, name: str) -> web.StreamResponse:
+    q = request.query
+    mount = q.get("mount")
+    if mount is not None and await _try_mount(srv, name, mount, q.get("from")):
+        return _created(name, mount)
+    digest = q.get("digest")
+    if digest is not None:
+        return await _single_post(srv, request, name, check_digest(digest))
+    s = await srv.uploads.create(name)
+    headers = _session_headers(name, s.id, 0)
+    headers["OCI-Chunk-Min-Length"] = str(srv.reg.config.limits.chunk_min_length)
+    return empty(202, headers)
+
+
+async def _single_post(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    reg = srv.reg
+    async with _body_slot(srv):
+        w = await reg.run(srv.uploads.open_writer, str(uuid.uuid4()))
+        try:
+            received = await srv.uploads.receive(w, request.content)
+            if request.content_length is not None and received != request.content_length:
+                raise APIError("SIZE_INVALID", detail={"expected": request.content_length, "received": received})
+            await reg.run(finish, reg, w, name, digest, None)
+        except BaseException:
+            await reg.run(w.abort)
+            raise
+    return _created(name, digest)
+
+
+async def _check_range(srv: "Server", request: web.Request, name: str, s: Session, offset: int) -> None:
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return
+    rng = content_range(value)
+    if rng is None or rng[0] != offset:
+        why = "malformed Content-Range" if rng is None else f"chunk starts at {rng[0]}, upload is at {offset}"
+        raise APIError("BLOB_UPLOAD_INVALID", why, status=416, headers=_session_headers(name, s.id, offset))
+    length = rng[1] - rng[0] + 1
+    if request.content_length is not None and request.content_length != length:
+        raise APIError("SIZE_INVALID", f"Content-Range covers {length} bytes, Content-Length says "
+                                       f"{request.content_length}")
+
+
+async def patch_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    s = srv.uploads.get(name, upload_id)
+    async with _body_slot(srv), s.lock:
+        w = await srv.uploads.writer(s)
+        await _check_range(srv, request, name, s, w.offset)
+        await srv.uploads.receive(w, request.content)
+        offset = w.offset
+        await srv.reg.run(srv.reg.meta.touch_upload, s.id)
+    return empty(202, _session_headers(name, s.id, offset))
+
+
+async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    digest = request.query.get("digest")
+    if digest is None:
+        raise APIError("DIGEST_INVALID", "the closing PUT needs ?digest=")
+    check_digest(digest)
+    s = srv.uploads.get(name, upload_id)
+    async with _body_slot(srv), s.lock:
+        w = await srv.uploads.writer(s)
+        if request.body_exists:
+            await _check_range(srv, request, name, s, w.offset)
+            await srv.uploads.receive(w, request.content)
+        await srv.uploads.complete(s, digest)
+    return _created(name, digest)
+
+
+async def get_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    s = srv.uploads.get(name, upload_id)
+    async with s.lock:
+        w = await srv.uploads.writer(s)
+        return empty(204, _session_headers(name, s.id, w.offset))
+
+
+async def delete_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    s = srv.uploads.get(name, upload_id)
+    async with s.lock:
+        await srv.uploads.cancel(s)
+    return empty(204)

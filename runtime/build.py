@@ -1,0 +1,91 @@
+"""What the builder needs from the runtime: run one RUN step, read image files.
+
+A RUN step is a container whose root is the given layers plus an upper
+directory the builder owns: after the step, that directory *is* the step's
+change, in overlayfs form (whiteouts as 0/0 character devices, opaque
+directories marked), ready for storage.layers.write_layer_from_overlay.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from . import containers, runner, spec as specmod, users
+from .errors import InvalidOption
+from .layerview import LayerView
+from .options import RunOptions
+from .snapshots import Snapshots, chain_ids
+
+if TYPE_CHECKING:
+    from storage.images import ImageStore
+
+
+def _mounts(mounts: Iterable) -> list[specmod.Mount]:
+    out: list[specmod.Mount] = []
+    for m in mounts:
+        if isinstance(m, specmod.Mount):
+            out.append(m)
+            continue
+        src, dst, *rest = m
+        ro = bool(rest[0]) if rest else False
+        if not str(dst).startswith("/"):
+            raise InvalidOption(f"mount target {dst!r} must be absolute")
+        out.append(specmod.Mount(str(dst), "bind", str(src), ["rbind", "rprivate"] + (["ro"] if ro else [])))
+    return out
+
+
+def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, argv: list[str],
+             env: list[str], user: str | None, workdir: str, network: str = "host",
+             mounts: Iterable = (), on_output: Callable[[bytes], None] | None = None, *,
+             on_event: Callable[[str, str], None] | None = None, hostname: str | None = None,
+             snapshotter: str | None = None) -> int:
+    """Run `argv` on layers `diff_ids` (bottom first) + `upper`; returns the exit status.
+
+    `upper` and `work` are empty directories on the same filesystem as the
+    store (work is overlayfs scratch space; both stay the caller's). `env`
+    is the full environment (PATH added when missing, HOME from passwd);
+    `user` is USER's text (None: root); `workdir` is created when missing;
+    `network` is "host" or "none"; `mounts` are spec.Mount objects or
+    (host source, container target[, read_only]) tuples. Output (stdout and
+    stderr together) goes to `on_output`, or to soko's own stdout/stderr
+    when it is None. stdin is /dev/null."""
+    if network not in ("host", "none"):
+        raise InvalidOption(f"network {network!r} is not supported for build steps (host or none)")
+    if not argv:
+        raise InvalidOption("a RUN step needs a command")
+    snapshotter = snapshotter or os.environ.get("SOKO_SNAPSHOTTER") or "auto"
+    root = Path(os.path.abspath(store.root))  # mounts and /proc/self/fd checks need absolute paths
+    containers.sweep(root, on_event)
+    lowers = Snapshots(store).prepare(list(diff_ids), on_event=on_event)
+    view = LayerView([str(upper)] + [str(p) for p in reversed(lowers)])
+    exec_user = users.resolve(user, view.read_file)
+    options = RunOptions(command=list(argv), user=user, workdir=workdir or "/", network=network, rm=True)
+    options.validate()
+    c = runner.new_container(root, options, "", "build-step", chain_ids(diff_ids))
+    try:
+        name = hostname or c.id[:12]
+        full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
+        return runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, _mounts(mounts), [],
+                              [str(p) for p in lowers], snapshotter, stdin=None, stdout=1, stderr=2,
+                              on_output=on_output, on_event=on_event, upper=Path(upper), work=Path(work),
+                              want_upper=True)
+    finally:
+        runner.finish(c, True)
+
+
+def layer_view(store: "ImageStore", diff_ids: list[str],
+               on_event: Callable[[str, str], None] | None = None) -> LayerView:
+    """The merged tree of `diff_ids` (bottom first) for reading, unpacking snapshots as needed."""
+    lowers = Snapshots(store).prepare(list(diff_ids), on_event=on_event)
+    return LayerView([str(p) for p in reversed(lowers)])
+
+
+def read_file(store: "ImageStore", diff_ids: list[str], path: str, limit: int = 16 << 20) -> bytes | None:
+    """A file of the image made of `diff_ids`, symlinks resolved inside the image; None if absent."""
+    return layer_view(store, diff_ids).read_file(path, limit)
+
+
+def resolve_user(store: "ImageStore", diff_ids: list[str], spec: str | None) -> users.ExecUser:
+    """`user[:group]` through the image's own /etc/passwd and /etc/group (COPY --chown, USER)."""
+    return users.resolve(spec, layer_view(store, diff_ids).read_file)

@@ -1,0 +1,189 @@
+"""`soko run` options as data, plus parsers for their text forms.
+
+The command line fills a RunOptions; everything below works on it. Parsing
+helpers raise InvalidOption with a one-line reason so the CLI can report
+bad usage without knowing the rules.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from .errors import InvalidOption
+
+RUNTIMES = ("builtin", "runc", "crun")
+NETWORKS = ("none", "host", "default")
+# Patterns as strings: `re` compiles (and caches) only those a run needs.
+_VOLUME_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
+_CONTAINER_NAME = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
+_ENV_KEY = r"^[^=\s]+$"
+_SIZE = r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)b?$"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """-v SRC:DST[:OPTS]: a host path (bind) or a named volume kept in the store."""
+    source: str
+    target: str
+    read_only: bool = False
+    named: bool = False
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass
+class RunOptions:
+    command: list[str] = field(default_factory=list)  # COMMAND [ARG...]; replaces Cmd
+    entrypoint: str | None = None  # --entrypoint; "" clears the image's
+    rm: bool = False
+    interactive: bool = False
+    tty: bool = False
+    name: str | None = None
+    env: list[str] = field(default_factory=list)  # -e K=V or K (from soko's environment)
+    env_files: list[str] = field(default_factory=list)  # --env-file, read before -e
+    user: str | None = None
+    workdir: str | None = None
+    hostname: str | None = None
+    volumes: list[str] = field(default_factory=list)  # -v text forms
+    tmpfs: list[str] = field(default_factory=list)  # --tmpfs DIR[:OPTS]
+    read_only: bool = False
+    network: str = "default"  # none | host | default (host until bridge networking exists)
+    memory: int | None = None  # bytes; parse_size("32m")
+    cpus: float | None = None
+    pids_limit: int | None = None  # 0 or -1: unlimited, as in Docker
+    runtime: str = "builtin"
+
+    def validate(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise InvalidOption(f"unknown runtime {self.runtime!r} (builtin, runc or crun)")
+        if self.network not in NETWORKS:
+            raise InvalidOption(f"network {self.network!r} is not supported (none or host)")
+        if self.name is not None and not re.match(_CONTAINER_NAME, self.name):
+            raise InvalidOption(f"invalid container name {self.name!r}: "
+                                "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if self.memory is not None and self.memory < 6 * 1024 * 1024:
+            raise InvalidOption("minimum memory limit allowed is 6MB")
+        if self.cpus is not None and not (0.01 <= self.cpus <= os.cpu_count() * 1.0):
+            raise InvalidOption(f"range of CPUs is from 0.01 to {os.cpu_count()}.00, as there are only "
+                                f"{os.cpu_count()} CPUs available")
+        if self.pids_limit is not None and self.pids_limit < -1:
+            raise InvalidOption("--pids-limit must be positive (0 or -1: unlimited)")
+        if self.hostname is not None and self.network == "host":
+            raise InvalidOption("conflicting options: hostname and the network mode")
+        if self.hostname is not None and not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9.-]{0,62}$", self.hostname):
+            raise InvalidOption(f"invalid hostname {self.hostname!r}")
+        if self.workdir is not None and not self.workdir.startswith("/"):
+            raise InvalidOption(f"the working directory '{self.workdir}' is invalid, it needs to be an "
+                                "absolute path")
+        for v in self.volumes:
+            parse_volume(v)
+        for t in self.tmpfs:
+            parse_tmpfs(t)
+        for e in self.env:
+            parse_env_entry(e)
+
+    def parsed_volumes(self) -> list[Volume]:
+        return [parse_volume(v) for v in self.volumes]
+
+    def parsed_tmpfs(self) -> list[Tmpfs]:
+        return [parse_tmpfs(t) for t in self.tmpfs]
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Docker's RAMInBytes: `32m`, `1g`, `512k`, `1024` (bytes)."""
+    m = re.match(_SIZE, text.strip(), re.IGNORECASE)
+    if not m:
+        raise InvalidOption(f"invalid size: {text!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_cpus(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InvalidOption(f"invalid value {text!r} for --cpus") from None
+    return v
+
+
+def parse_env_entry(text: str, environ: dict[str, str] | None = None) -> str | None:
+    """`K=V` stays; `K` takes soko's own value, or is dropped when unset (Docker's rule)."""
+    key, eq, _ = text.partition("=")
+    if not key or not re.match(_ENV_KEY, key):
+        raise InvalidOption(f"invalid environment variable: {text!r}")
+    if eq:
+        return text
+    value = (os.environ if environ is None else environ).get(key)
+    return None if value is None else f"{key}={value}"
+
+
+def parse_env_file(path: str, environ: dict[str, str] | None = None) -> list[str]:
+    """--env-file: one K=V (or K) per line; blank lines and # comments skipped."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InvalidOption(f"open {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidOption(f"env file {path} is not valid UTF-8") from None
+    out: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key = stripped.split("=", 1)[0]
+        if " " in key or "\t" in key:
+            raise InvalidOption(f"{path}:{n}: variable '{key}' contains whitespaces")
+        entry = parse_env_entry(stripped if "=" in stripped else stripped.rstrip(), environ)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def parse_volume(text: str) -> Volume:
+    parts = text.split(":")
+    if len(parts) == 1:
+        raise InvalidOption(f"invalid volume {text!r}: anonymous volumes are not supported, "
+                            "use SRC:DST")
+    if len(parts) > 3:
+        raise InvalidOption(f"invalid volume specification: {text!r}")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    ro = False
+    for opt in mode.split(","):
+        if opt == "ro":
+            ro = True
+        elif opt in ("rw", "z", "Z", "private", "rprivate", ""):
+            pass
+        else:
+            raise InvalidOption(f"invalid volume mode {opt!r} in {text!r}")
+    if not dst.startswith("/"):
+        raise InvalidOption(f"invalid volume {text!r}: the destination must be an absolute path")
+    if dst.rstrip("/") == "":
+        raise InvalidOption(f"invalid volume {text!r}: the destination cannot be '/'")
+    if src.startswith("/"):
+        return Volume(os.path.normpath(src), dst, ro, False)
+    if not re.match(_VOLUME_NAME, src):
+        raise InvalidOption(f"invalid volume name {src!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; "
+                            "a host directory must be an absolute path")
+    return Volume(src, dst, ro, True)
+
+
+def parse_tmpfs(text: str) -> Tmpfs:
+    target, _, opts = text.partition(":")
+    if not target.startswith("/") or target.rstrip("/") == "":
+        raise InvalidOption(f"invalid tmpfs {text!r}: the mount point must be an absolute path other than /")
+    options = tuple(o for o in opts.split(",") if o)
+    for o in options:
+        if not re.match(r"^[a-z_]+(=[A-Za-z0-9_.%:-]+)?$", o):
+            raise InvalidOption(f"invalid tmpfs option {o!r}")
+    return Tmpfs(target, options)

@@ -1,0 +1,203 @@
+"""Snapshots: each layer unpacked once, in overlayfs form, keyed by chain ID.
+
+`<store root>/snapshots/<chain id hex>/` holds one layer's own files (not the
+merged tree): whiteouts are 0/0 character devices and opaque directories
+carry trusted.overlay.opaque=y, so the directories of an image, top first,
+are exactly an overlay mount's lowerdir list. A chain ID names a layer *and
+everything below it* (image-spec: ChainID(L0) = DiffID(L0), ChainID(Ln) =
+sha256(ChainID(Ln-1) + " " + DiffID(Ln))), so one directory serves every
+image and build that shares the stack up to it.
+
+Two processes may unpack the same layer at once: each unpacks into its own
+temporary directory and renames it into place; the loser deletes its copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from .errors import SnapshotError
+
+if TYPE_CHECKING:
+    from storage.images import Image, ImageStore
+
+MIGRATIONS = [
+    """
+    CREATE TABLE snapshots (
+        chain_id TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        parent TEXT,
+        created REAL NOT NULL
+    );
+    """,
+]
+
+Event = Callable[[str, str], None]
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+def _hex(chain_id: str) -> str:
+    alg, _, enc = chain_id.partition(":")
+    if alg != "sha256" or len(enc) != 64 or any(c not in "0123456789abcdef" for c in enc):
+        raise SnapshotError(f"invalid chain ID {chain_id!r}")
+    return enc
+
+
+class Snapshots:
+    def __init__(self, store: "ImageStore"):
+        self.store = store
+        self.root = Path(os.path.abspath(store.root)) / "snapshots"
+        self._migrated = False
+
+    def _db(self):
+        if not self._migrated:
+            self.store.db.migrate("runtime", MIGRATIONS)
+            self._migrated = True
+        return self.store.db
+
+    def path(self, chain_id: str) -> Path:
+        return self.root / _hex(chain_id)
+
+    def has(self, chain_id: str) -> bool:
+        return self.path(chain_id).is_dir()
+
+    def prepare(self, diff_ids: list[str], blobs: list[str | None] | None = None,
+                on_event: Event | None = None) -> list[Path]:
+        """The snapshot directories of a layer stack (bottom first), unpacking what is missing.
+
+        `blobs` names the stored blob of each layer when known (an image's
+        manifest); otherwise the store's diff_id -> blob facts are used."""
+        cids = chain_ids(diff_ids)
+        out: list[Path] = []
+        for i, (diff_id, cid) in enumerate(zip(diff_ids, cids)):
+            p = self.path(cid)
+            if not p.is_dir():
+                blob = blobs[i] if blobs and blobs[i] else None
+                self._unpack(diff_id, cid, cids[i - 1] if i else None, blob, on_event)
+            out.append(p)
+        return out
+
+    def prepare_image(self, image: "Image", on_event: Event | None = None) -> list[Path]:
+        from storage import mediatypes as mt
+
+        layers = [d for d in image.manifest.layers if mt.is_layer(d.media_type)]
+        diff_ids = list(image.config.diff_ids)
+        return self.prepare(diff_ids, [d.digest for d in layers], on_event)
+
+    def _blob_for(self, diff_id: str) -> str:
+        rows = self.store.layer_blobs(diff_id)
+        if not rows:
+            raise SnapshotError(f"layer {diff_id} is not in the store")
+        rows.sort(key=lambda r: r[1] != "none")  # uncompressed first: fastest to unpack
+        return rows[0][0]
+
+    def _unpack(self, diff_id: str, chain_id: str, parent: str | None, blob: str | None,
+                on_event: Event | None) -> None:
+        from storage.errors import StorageError
+        from storage.layers import OVERLAY, apply_blob
+
+        blob = blob or self._blob_for(diff_id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        dest = self.path(chain_id)
+        tmp = self.root / f".unpack-{secrets.token_hex(8)}"
+        os.mkdir(tmp, 0o755)
+        if on_event:
+            on_event("unpack", f"unpacking layer {diff_id[7:19]}")
+        try:
+            apply_blob(self.store.blobs, blob, tmp, mode=OVERLAY, diff_id=diff_id, atomic=False)
+            try:
+                os.rename(tmp, dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+        except StorageError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SnapshotError(f"unpacking layer {diff_id}: {e}") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._db().execute("INSERT OR IGNORE INTO snapshots(chain_id, diff_id, parent, created) "
+                           "VALUES(?,?,?,?)", (chain_id, diff_id, parent, time.time()))
+
+    def list(self) -> list[str]:
+        try:
+            return ["sha256:" + n for n in os.listdir(self.root) if not n.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def remove(self, chain_id: str) -> bool:
+        """Delete one snapshot (rename first, so no half-deleted directory is ever used)."""
+        p = self.path(chain_id)
+        trash = self.root / f".remove-{secrets.token_hex(8)}"
+        try:
+            os.rename(p, trash)
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(trash, ignore_errors=True)
+        self._db().execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
+        return True
+
+    def clean_temporaries(self, older_than: float = 3600.0) -> int:
+        """Remove unpack/remove leftovers of killed processes."""
+        n = 0
+        now = time.time()
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if name.startswith((".unpack-", ".remove-")):
+                p = self.root / name
+                try:
+                    if now - p.stat().st_mtime > older_than:
+                        shutil.rmtree(p, ignore_errors=True)
+                        n += 1
+                except FileNotFoundError:
+                    pass
+        return n
+
+
+def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None,
+          dry_run: bool = False) -> list[str]:
+    """Remove snapshots that no image in the store, no container and nothing in `keep` uses.
+
+    For `soko gc`; returns the removed (with dry_run: removable) chain IDs."""
+    from . import containers
+
+    snaps = Snapshots(store)
+    used = set(keep)
+    for summary in store.list():
+        try:
+            img = store.image(summary.manifest_digest)
+        except Exception:  # noqa: BLE001 - an unreadable image keeps nothing alive
+            continue
+        used.update(chain_ids(img.config.diff_ids))
+    for _d, st in containers._states(containers.containers_dir(store.root)):
+        if st is not None:
+            used.update(getattr(st, "layers", []) or [])
+    removed = []
+    for cid in snaps.list():
+        if cid not in used:
+            if not dry_run:
+                snaps.remove(cid)
+            removed.append(cid)
+            if on_event:
+                on_event("removed", f"snapshot {cid}")
+    if not dry_run:
+        snaps.clean_temporaries()
+    return removed

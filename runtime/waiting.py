@@ -1,0 +1,102 @@
+"""Waiting for a container while forwarding signals to it, without losing any.
+
+A Python signal handler runs between byte codes, so a signal that lands just
+before soko blocks in waitpid() would wait with it until the container ends
+(and a SIGTERM meant for the container would never reach it). Instead soko
+blocks in select() on a pidfd plus the signal wakeup fd, which the C-level
+handler writes to: every signal wakes the wait, the Python handler forwards
+it, and the wait resumes.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+from typing import Callable
+
+FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+             signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM]
+
+
+class Forwarder:
+    """Forwards FORWARDED signals to `pid` once known; queues them before that.
+
+    Off the main thread (a builder running steps in threads) Python cannot
+    take signals: then nothing is installed and `fds` is empty."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+        self._old: dict = {}
+        self._wake_r = -1
+        self._wake_w = -1
+        self._old_wakeup = -1
+
+    def __enter__(self) -> "Forwarder":
+        if threading.current_thread() is threading.main_thread():
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._old_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            self._old = {s: signal.signal(s, self._handle) for s in FORWARDED}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        if self._wake_r >= 0:
+            signal.set_wakeup_fd(self._old_wakeup)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.pid:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+        else:
+            self.pending.append(signum)
+
+    def started(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            self._handle(self.pending.pop(0), None)
+
+    @property
+    def fds(self) -> list[int]:
+        return [self._wake_r] if self._wake_r >= 0 else []
+
+    def drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 256):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+
+def wait(pid: int, fwd: Forwarder, out_fd: int | None = None,
+         sink: Callable[[bytes], None] | None = None) -> int:
+    """The raw wait status of `pid`; with `out_fd`, its output goes to `sink` until EOF."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        watch = [pidfd] + fwd.fds + ([out_fd] if out_fd is not None else [])
+        exited = False
+        while not exited or out_fd is not None:
+            ready = select.select(watch, [], [])[0]
+            if fwd.fds and fwd.fds[0] in ready:
+                fwd.drain()
+            if out_fd is not None and out_fd in ready:
+                data = os.read(out_fd, 65536)
+                if data:
+                    if sink is not None:
+                        sink(data)
+                else:
+                    watch.remove(out_fd)
+                    out_fd = None
+            if pidfd in ready:
+                exited = True
+                watch.remove(pidfd)
+    finally:
+        os.close(pidfd)
+    return os.waitpid(pid, 0)[1]

@@ -1,0 +1,88 @@
+"""`soko build`: one line per step (`#N [stage k/n] INSTRUCTION`, CACHED on a
+hit), RUN output indented under its step, the image ID last."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, eq, val = v.partition("=")
+        if not eq:
+            if what == "--build-arg" and k in os.environ:  # `--build-arg K` takes K from the environment
+                out[k] = os.environ[k]
+                continue
+            raise click.UsageError(f"{what} {v!r}: expected KEY=VALUE")
+        out[k] = val
+    return out
+
+
+@click.command("build")
+@click.option("-t", "--tag", "tags", multiple=True, help="NAME[:TAG], repeatable.")
+@click.option("-f", "--file", "dockerfile", default=None, help="Dockerfile (default CONTEXT/Dockerfile; - for stdin).")
+@click.option("--build-arg", "build_args", multiple=True)
+@click.option("--target", default=None)
+@click.option("--no-cache", is_flag=True)
+@click.option("--label", "labels", multiple=True)
+@click.option("--network", type=click.Choice(["default", "none", "host"]), default="default")
+@click.option("--secret", "secrets", multiple=True, help="id=ID,src=PATH (not yet supported).")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
+@click.option("-o", "--output", "outputs", multiple=True, help="type=oci|docker,dest=FILE")
+@click.option("--push", is_flag=True, help="Push the tags after building.")
+@click.option("--cache-from", default=None, help="(not yet supported)")
+@click.option("--cache-to", default=None, help="(not yet supported)")
+@click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto")
+@click.option("-q", "--quiet", is_flag=True, help="Print the image ID only.")
+@click.argument("context", type=click.Path(exists=True, file_okay=False))
+@click.pass_context
+def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache, labels, network, secrets,
+              compression, outputs, push, cache_from, cache_to, progress, quiet, context) -> None:
+    """Build an image from a Dockerfile."""
+    from builder import BuildOptions, Output, build
+
+    from ..errors import SokoError
+
+    if secrets or cache_from or cache_to:
+        raise SokoError("--secret, --cache-from and --cache-to are not supported yet")
+    opts = BuildOptions(
+        context=context, tags=list(tags), build_args=_pairs(build_args, "--build-arg"), target=target,
+        no_cache=no_cache, labels=_pairs(labels, "--label"), network=network, compression=compression,
+        output=[Output.parse(o) for o in outputs], progress="quiet" if quiet else progress, quiet=quiet)
+    if dockerfile == "-":
+        opts.dockerfile_text = sys.stdin.buffer.read()
+    elif dockerfile is not None:
+        opts.dockerfile = dockerfile
+    opts.validate()
+    store = ctx.obj.image_store()
+    show = not quiet and progress != "quiet"
+
+    def on_event(ev) -> None:
+        if ev.kind in ("warning", "notice"):
+            click.echo(f"{ev.kind.upper() if ev.kind == 'warning' else 'NOTE'}: {ev.text}", err=True)
+        elif not show:
+            return
+        elif ev.kind == "step":
+            click.echo(ev.header() + (" CACHED" if ev.cached else ""))
+        elif ev.kind == "output":
+            click.echo(f"#{ev.step} {ev.text}")
+        elif ev.kind == "done" and not ev.metadata and not ev.cached:
+            click.echo(f"#{ev.step} DONE {ev.elapsed:.1f}s")
+
+    from builder import RunFailed
+
+    try:
+        result = build(store, opts, on_event)
+    except RunFailed as exc:
+        if not show and exc.output:  # the lines were not streamed: show them now
+            click.echo("\n".join(exc.output), err=True)
+        raise
+    if push:
+        from .transfer import push_image
+
+        for t in result.tags:
+            push_image(ctx, store, t, None, insecure=False, jobs=None, quiet=quiet)
+    click.echo(result.image_id)

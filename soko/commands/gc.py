@@ -1,0 +1,46 @@
+"""`soko gc`: free what nothing references, in the local store or (with
+--registry) in a registry root, safely while `soko serve` runs on it."""
+from __future__ import annotations
+
+import click
+
+from ..render import human_size
+
+
+@click.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@click.option("--grace", type=float, default=3600.0, show_default=True,
+              help="Keep unreferenced blobs younger than this many seconds (writes in flight).")
+@click.option("--registry", "registry_root", default=None, type=click.Path(file_okay=False),
+              help="Collect a registry root instead (default with the flag alone: <store root>/registry).",
+              is_flag=False, flag_value="", )
+@click.option("--untagged", is_flag=True, help="With --registry: also delete manifests no tag refers to.")
+@click.option("--cache-max-age", type=float, default=7 * 86400.0, show_default=True,
+              help="Forget build cache entries unused for this many seconds (0: all).")
+@click.pass_context
+def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str | None, untagged: bool,
+           cache_max_age: float) -> None:
+    """Delete blobs, snapshots and cache entries that nothing references."""
+    verb = "Would remove" if dry_run else "Removed"
+    if registry_root is not None:
+        from registry.server import gc as registry_gc
+
+        root = registry_root or str(ctx.obj.root / "registry")
+        r = registry_gc.collect(root, dry_run=dry_run, grace=grace, untagged=untagged)
+        click.echo(f"{verb} {len(r.blobs_removed)} blobs ({human_size(r.bytes_freed)}), "
+                   f"{len(r.manifests_removed)} manifests, {r.uploads_removed} stale uploads; "
+                   f"kept {r.blobs_kept} blobs")
+        return
+    from builder.cache import BuildCache
+    from storage import gc
+
+    store = ctx.obj.image_store()
+    dropped = 0 if dry_run else BuildCache(store).prune(cache_max_age)  # releases their layers first
+    report = gc.collect(store, dry_run=dry_run, grace=grace)
+    from runtime import snapshots
+
+    pruned = snapshots.prune(store, dry_run=dry_run)  # after the blobs: dropped images free theirs
+    for d in report.removed:
+        click.echo(f"{verb}: {d}")
+    click.echo(f"{verb} {len(report.removed)} blobs ({human_size(report.freed)}), kept {report.kept}; "
+               f"{len(pruned)} snapshots, {dropped} build cache entries")

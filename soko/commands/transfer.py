@@ -1,0 +1,125 @@
+"""Moving images: push, pull, copy, login, logout."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def _options(ctx: click.Context, insecure: bool = False, jobs: int | None = None):
+    from registry.client import ClientOptions
+
+    opts = ClientOptions(insecure=insecure)
+    if jobs:
+        opts.jobs = jobs
+    return opts
+
+
+def _run_with_progress(quiet: bool, fn):
+    from ..progress import make_progress
+
+    progress = make_progress(quiet)
+    try:
+        return fn(progress)
+    finally:
+        close = getattr(progress, "close", None)
+        if close:
+            close()
+
+
+def push_image(ctx, store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool):
+    from registry.client import push
+
+    result = _run_with_progress(quiet, lambda p: push(store, image, dest, _options(ctx, insecure, jobs), p))
+    if not quiet:
+        from storage import references
+
+        tag = references.parse(result.reference).tag or "latest"
+        click.echo(f"{tag}: digest: {result.digest} size: {result.size}")
+    return result
+
+
+@click.command("push")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs at once.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.argument("image")
+@click.argument("dest", required=False)
+@click.pass_context
+def push_cmd(ctx, insecure, jobs, quiet, image, dest) -> None:
+    """Upload an image to a registry (DEST defaults to IMAGE's own reference)."""
+    push_image(ctx, ctx.obj.image_store(), image, dest, insecure, jobs, quiet)
+
+
+@click.command("pull")
+@click.option("--insecure", is_flag=True)
+@click.option("--platform", default=None, help="os/arch[/variant] (default: this machine).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None)
+@click.option("-q", "--quiet", is_flag=True)
+@click.argument("ref")
+@click.pass_context
+def pull_cmd(ctx, insecure, platform, jobs, quiet, ref) -> None:
+    """Download an image into the local store."""
+    from registry.client import pull
+    from storage.model import Platform
+
+    plat = Platform.parse(platform) if platform else None
+    store = ctx.obj.image_store()
+    result = _run_with_progress(quiet, lambda p: pull(store, ref, plat, _options(ctx, insecure, jobs), p))
+    if quiet:
+        click.echo(result.reference)
+    else:
+        click.echo(f"Digest: {result.digest}")
+        click.echo(f"Status: downloaded image for {result.reference}")
+
+
+@click.command("copy")
+@click.option("--insecure", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.argument("src")
+@click.argument("dst")
+@click.pass_context
+def copy_cmd(ctx, insecure, quiet, src, dst) -> None:
+    """Copy between docker://REF, oci-archive:FILE, docker-archive:FILE and soko:REF."""
+    from registry.client import copy
+
+    store = ctx.obj.image_store() if (src.startswith("soko:") or dst.startswith("soko:")) else None
+    result = _run_with_progress(quiet, lambda p: copy(src, dst, _options(ctx, insecure), p, store))
+    if not quiet:
+        click.echo(f"Copied {result.source} to {result.destination} ({result.digest})")
+
+
+@click.command("login")
+@click.option("-u", "--username", default=None)
+@click.option("-p", "--password", default=None, help="Prefer --password-stdin.")
+@click.option("--password-stdin", is_flag=True)
+@click.option("--insecure", is_flag=True)
+@click.argument("registry")
+@click.pass_context
+def login_cmd(ctx, username, password, password_stdin, insecure, registry) -> None:
+    """Check credentials against REGISTRY and store them in ~/.docker/config.json."""
+    from registry.client import login
+
+    if password_stdin:
+        if password:
+            raise click.UsageError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.read().rstrip("\r\n")
+    if username is None:
+        username = click.prompt("Username")
+    if password is None:
+        password = click.prompt("Password", hide_input=True)
+    login(registry, username, password, _options(ctx, insecure))
+    click.echo("Login Succeeded")
+
+
+@click.command("logout")
+@click.argument("registry")
+@click.pass_context
+def logout_cmd(ctx, registry) -> None:
+    """Forget the credentials of REGISTRY."""
+    from registry.client import logout
+
+    if logout(registry):
+        click.echo(f"Removing login credentials for {registry}")
+    else:
+        click.echo(f"Not logged in to {registry}")

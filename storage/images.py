@@ -1,0 +1,283 @@
+"""The local image store: blobs plus facts, under one root directory.
+
+Layout: `blobs/` and `ingest/` (the blob store, an OCI layout's blob tree),
+`oci-layout`, and `metadata.db`. An image is a manifest whose config and
+layers are all present; its ID is the config digest, as in Docker. Tags map
+normalized references to a manifest (or index) digest.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from . import digests, mediatypes as mt, references
+from .blobs import BlobStore
+from .errors import BlobNotFound, ImageNotFound, InvalidReference, ManifestError, StorageError
+from .metadata import MetadataDB
+from .model import Descriptor, ImageConfig, Index, Manifest, Platform, build_manifest, parse_manifest
+
+
+@dataclass
+class Image:
+    manifest: Manifest
+    config: ImageConfig
+    tags: list[str] = field(default_factory=list)  # familiar `name:tag`
+
+    @property
+    def id(self) -> str:
+        return self.manifest.config.digest
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def size(self) -> int:
+        return sum(d.size for d in self.manifest.layers) + self.manifest.config.size
+
+
+@dataclass
+class ImageSummary:
+    repository: str  # familiar name, or "<none>"
+    tag: str
+    manifest_digest: str
+    image_id: str
+    created: str | None
+    size: int
+
+
+@dataclass
+class RemoveEvent:
+    kind: str  # "Untagged" or "Deleted"
+    what: str
+
+
+class ImageStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.blobs = BlobStore(self.root)
+        layout = self.root / "oci-layout"
+        if not layout.exists():
+            layout.write_text('{"imageLayoutVersion":"1.0.0"}')
+        self.db = MetadataDB(self.root / "metadata.db")
+
+    # -- adding ------------------------------------------------------------
+    def put_json_blob(self, data: bytes, expected: str | None = None) -> str:
+        return self.blobs.put_bytes(data, expected)
+
+    def add_manifest(self, raw: bytes, media_type: str | None = None) -> Manifest:
+        """Register a manifest whose config and layers are already stored."""
+        m = parse_manifest(raw, media_type)
+        if isinstance(m, Index):
+            raise ManifestError("expected an image manifest, got an index")
+        for d in m.references():
+            if not self.blobs.has(d.digest):
+                raise ManifestError(f"manifest {m.digest} refers to missing blob {d.digest}")
+            if self.blobs.size(d.digest) != d.size:
+                raise ManifestError(f"blob {d.digest} has size {self.blobs.size(d.digest)}, "
+                                    f"manifest says {d.size}")
+        config = ImageConfig.parse(self.blobs.read_bytes(m.config.digest))
+        layers = [d for d in m.layers if mt.is_layer(d.media_type)]
+        if len(config.diff_ids) != len(layers):
+            raise ManifestError(f"manifest has {len(layers)} layers but config lists "
+                                f"{len(config.diff_ids)} diff_ids")
+        self.blobs.put_bytes(raw, m.digest)
+        with self.db.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO images(manifest_digest, config_digest, media_type, size, created, added)"
+                      " VALUES(?,?,?,?,?,?)",
+                      (m.digest, m.config.digest, m.media_type, sum(d.size for d in m.layers),
+                       config.data.get("created"), time.time()))
+            for diff_id, d in zip(config.diff_ids, layers):
+                comp = mt.layer_compression(d.media_type) or "gzip"
+                c.execute("INSERT OR IGNORE INTO layers(diff_id, blob_digest, compression, size) VALUES(?,?,?,?)",
+                          (diff_id, d.digest, comp, d.size))
+        return m
+
+    def add_index(self, raw: bytes, media_type: str | None = None) -> Index:
+        """Register an index whose child manifests are stored (children
+        absent locally are allowed: a pull keeps only the platform it needs)."""
+        idx = parse_manifest(raw, media_type)
+        if not isinstance(idx, Index):
+            raise ManifestError("expected an index, got an image manifest")
+        self.blobs.put_bytes(raw, idx.digest)
+        self.db.execute("INSERT OR IGNORE INTO indexes(index_digest, media_type, added) VALUES(?,?,?)",
+                        (idx.digest, idx.media_type, time.time()))
+        return idx
+
+    def commit(self, config: ImageConfig, layers: list[Descriptor], media_type: str = mt.OCI_MANIFEST,
+               annotations: dict[str, str] | None = None) -> Manifest:
+        """Store a config soko made plus its (already stored) layers as a new image."""
+        raw_config = config.to_bytes()
+        config_type = mt.DOCKER_CONFIG if media_type == mt.DOCKER_MANIFEST else mt.OCI_CONFIG
+        config_digest = self.blobs.put_bytes(raw_config)
+        m = build_manifest(Descriptor(config_type, config_digest, len(raw_config)), layers, media_type, annotations)
+        return self.add_manifest(m.raw, media_type)
+
+    def record_layer(self, diff_id: str, blob_digest: str, compression: str, size: int) -> None:
+        self.db.execute("INSERT OR IGNORE INTO layers(diff_id, blob_digest, compression, size) VALUES(?,?,?,?)",
+                        (diff_id, blob_digest, compression, size))
+
+    def layer_blobs(self, diff_id: str) -> list[tuple[str, str, int]]:
+        """Stored blobs holding the layer `diff_id`: (digest, compression, size)."""
+        rows = self.db.query("SELECT blob_digest, compression, size FROM layers WHERE diff_id=?", (diff_id,))
+        return [(r[0], r[1], r[2]) for r in rows if self.blobs.has(r[0])]
+
+    def diff_id_of(self, blob_digest: str) -> str | None:
+        row = self.db.one("SELECT diff_id FROM layers WHERE blob_digest=?", (blob_digest,))
+        return row[0] if row else None
+
+    def record_source(self, blob_digest: str, registry: str, repository: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO layer_sources(blob_digest, registry, repository) VALUES(?,?,?)",
+                        (blob_digest, registry, repository))
+
+    def sources(self, blob_digest: str, registry: str) -> list[str]:
+        """Repositories on `registry` known to hold the blob (for cross-repo mount)."""
+        return [r[0] for r in self.db.query(
+            "SELECT repository FROM layer_sources WHERE blob_digest=? AND registry=?", (blob_digest, registry))]
+
+    def hold(self, owner: str, digest_list: Iterable[str]) -> None:
+        with self.db.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO holds(owner, digest) VALUES(?,?)",
+                          [(owner, d) for d in digest_list])
+
+    def release(self, owner: str) -> None:
+        self.db.execute("DELETE FROM holds WHERE owner=?", (owner,))
+
+    # -- tags ----------------------------------------------------------------
+    def tag(self, ref: str | references.Reference, manifest_digest: str) -> references.Reference:
+        r = references.parse(ref) if isinstance(ref, str) else ref
+        if r.digest and not r.tag:
+            raise InvalidReference(f"cannot tag with a digest reference: {r.familiar()}")
+        is_image = self.db.one("SELECT 1 FROM images WHERE manifest_digest=?", (manifest_digest,))
+        is_index = self.db.one("SELECT 1 FROM indexes WHERE index_digest=?", (manifest_digest,))
+        if not (is_image or is_index):
+            raise ImageNotFound(manifest_digest)
+        with self.db.transaction() as c:
+            c.execute("INSERT INTO tags(name, tag, manifest_digest, updated) VALUES(?,?,?,?) "
+                      "ON CONFLICT(name, tag) DO UPDATE SET manifest_digest=excluded.manifest_digest, "
+                      "updated=excluded.updated", (r.name, r.tag, manifest_digest, time.time()))
+        return r
+
+    def untag(self, ref: str | references.Reference) -> bool:
+        r = references.parse(ref) if isinstance(ref, str) else ref
+        return self.db.execute("DELETE FROM tags WHERE name=? AND tag=?", (r.name, r.tag)) > 0
+
+    def tags_of(self, manifest_digest: str) -> list[str]:
+        rows = self.db.query("SELECT name, tag FROM tags WHERE manifest_digest=? ORDER BY name, tag",
+                             (manifest_digest,))
+        return [references.parse(f"{r[0]}:{r[1]}").familiar() for r in rows]
+
+    # -- reading -------------------------------------------------------------
+    def manifest(self, digest: str) -> Manifest | Index:
+        try:
+            return parse_manifest(self.blobs.read_bytes(digest), digest=digest)
+        except BlobNotFound:
+            raise ImageNotFound(digest) from None
+
+    def image(self, manifest_digest: str, platform: Platform | None = None) -> Image:
+        m = self.manifest(manifest_digest)
+        if isinstance(m, Index):
+            child = m.select(platform or Platform.host())
+            m = self.manifest(child.digest)
+            if isinstance(m, Index):
+                raise ManifestError(f"nested index {child.digest} is not supported")
+        config = ImageConfig.parse(self.blobs.read_bytes(m.config.digest))
+        return Image(m, config, self.tags_of(m.digest) or self.tags_of(manifest_digest))
+
+    def resolve_digest(self, text: str) -> str:
+        """The manifest (or index) digest that `text` names: a reference, a
+        manifest digest, an image ID, or a unique prefix of an image ID."""
+        hexpart = text[7:] if text.startswith("sha256:") else text
+        if all(ch in "0123456789abcdef" for ch in hexpart) and len(hexpart) >= 4:
+            rows = self.db.query("SELECT manifest_digest, config_digest FROM images "
+                                 "WHERE config_digest LIKE ? OR manifest_digest LIKE ?",
+                                 (f"sha256:{hexpart}%", f"sha256:{hexpart}%"))
+            rows += self.db.query("SELECT index_digest, index_digest FROM indexes WHERE index_digest LIKE ?",
+                                  (f"sha256:{hexpart}%",))
+            ids = {r[1] for r in rows}
+            if len(ids) > 1:
+                raise StorageError(f"ambiguous image ID prefix {text!r}")
+            if rows:
+                tagged = [r[0] for r in rows if self.db.one("SELECT 1 FROM tags WHERE manifest_digest=?", (r[0],))]
+                return (tagged or [r[0] for r in rows])[0]
+        try:
+            r = references.parse(text)
+        except InvalidReference:
+            if len(hexpart) == 64 or text.startswith("sha256:"):
+                raise ImageNotFound(text) from None
+            raise
+        if r.digest:
+            if self.db.one("SELECT 1 FROM images WHERE manifest_digest=? UNION "
+                           "SELECT 1 FROM indexes WHERE index_digest=?", (r.digest, r.digest)):
+                return r.digest
+            raise ImageNotFound(text)
+        row = self.db.one("SELECT manifest_digest FROM tags WHERE name=? AND tag=?", (r.name, r.tag))
+        if row is None:
+            raise ImageNotFound(text)
+        return row[0]
+
+    def resolve(self, text: str, platform: Platform | None = None) -> Image:
+        return self.image(self.resolve_digest(text), platform)
+
+    def list(self) -> list[ImageSummary]:
+        out: list[ImageSummary] = []
+        rows = self.db.query(
+            "SELECT t.name, t.tag, i.manifest_digest, i.config_digest, i.created, i.size "
+            "FROM images i LEFT JOIN tags t ON t.manifest_digest = i.manifest_digest "
+            "ORDER BY i.added DESC, t.name, t.tag")
+        for r in rows:
+            name = references.parse(r[0], default_tag=None).familiar_name if r[0] else "<none>"
+            out.append(ImageSummary(name, r[1] or "<none>", r[2], r[3], r[4], r[5]))
+        for r in self.db.query("SELECT t.name, t.tag, x.index_digest FROM indexes x "
+                               "JOIN tags t ON t.manifest_digest = x.index_digest ORDER BY x.added DESC"):
+            name = references.parse(r[0], default_tag=None).familiar_name
+            out.append(ImageSummary(name, r[1], r[2], r[2], None, self.blobs.size(r[2])))
+        return out
+
+    def remove(self, text: str, force: bool = False) -> list[RemoveEvent]:
+        """Docker's rmi: a tag reference untags (and deletes the image with its
+        last tag); an ID deletes the image, with `force` when it has several tags."""
+        digest = self.resolve_digest(text)
+        tags = self.tags_of(digest)
+        events: list[RemoveEvent] = []
+        by_name = False
+        try:
+            r = references.parse(text)
+            by_name = not r.digest and r.familiar() in tags
+        except InvalidReference:
+            pass
+        if by_name:
+            self.untag(text)
+            events.append(RemoveEvent("Untagged", references.parse(text).familiar()))
+            if len(tags) > 1:
+                return events
+        else:
+            if len(tags) > 1 and not force:
+                raise StorageError(f"image {text} is referenced by {len(tags)} tags "
+                                   f"({', '.join(tags)}); use -f to remove them all")
+            for t in tags:
+                self.untag(t)
+                events.append(RemoveEvent("Untagged", t))
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM images WHERE manifest_digest=?", (digest,))
+            c.execute("DELETE FROM indexes WHERE index_digest=?", (digest,))
+            c.execute("DELETE FROM repo_digests WHERE manifest_digest=?", (digest,))
+        events.append(RemoveEvent("Deleted", digest))
+        return events
+
+    def roots(self) -> set[str]:
+        """Digests that garbage collection must keep, with all they reference:
+        tagged images and indexes, and what other components hold. Untagged
+        images are garbage, as `docker image prune` treats dangling images."""
+        rows = self.db.query("SELECT manifest_digest FROM tags UNION SELECT digest FROM holds")
+        return {r[0] for r in rows}
+
+    def forget(self, removed: set[str]) -> None:
+        """Drop the records of images and indexes whose manifests gc removed."""
+        with self.db.transaction() as c:
+            c.executemany("DELETE FROM images WHERE manifest_digest=?", [(d,) for d in removed])
+            c.executemany("DELETE FROM indexes WHERE index_digest=?", [(d,) for d in removed])

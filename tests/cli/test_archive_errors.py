@@ -1,0 +1,94 @@
+"""Broken and hostile archives: a one-line error, exit 1, the store unchanged."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from tests.cli.test_images_cli import store_state
+from tests.hostile import truncated_gzip, write
+
+
+@pytest.fixture
+def saved(soko, busybox_rootfs, tmp_path):
+    soko("import", busybox_rootfs, "busybox:keep")
+    paths = {}
+    for fmt in ("docker", "oci"):
+        paths[fmt] = tmp_path / f"{fmt}.tar"
+        soko("save", "--format", fmt, "-o", paths[fmt], "busybox:keep")
+    return paths
+
+
+def rewrite(src, dest, edit):
+    """Copy a tar, letting `edit(name, data)` return new bytes or None to drop the entry."""
+    with tarfile.open(src) as tin, tarfile.open(dest, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isfile() else None
+            if data is not None:
+                data = edit(m.name, data)
+                if data is None:
+                    continue
+                m.size = len(data)
+                tout.addfile(m, io.BytesIO(data))
+            else:
+                tout.addfile(m)
+    return dest
+
+
+def _fails(soko, path, msg):
+    before = store_state(soko.root)
+    images = soko("images", "-q").stdout
+    r = soko("load", "-i", path, check=False)
+    assert r.returncode == 1, r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert msg in r.stderr
+    assert store_state(soko.root) == before
+    assert soko("images", "-q").stdout == images
+
+
+def test_docker_archive_missing_layer(soko, saved, tmp_path):
+    entries = json.loads(tarfile.open(saved["docker"]).extractfile("manifest.json").read())
+    layer = entries[0]["Layers"][0]
+    bad = rewrite(saved["docker"], tmp_path / "bad.tar", lambda n, d: None if n == layer else d)
+    soko("rmi", "busybox:keep")
+    _fails(soko, bad, "is missing from the archive")
+
+
+def test_manifest_naming_wrong_digest(soko, saved, tmp_path):
+    """The manifest is edited to name a layer that is not there: its own
+    digest no longer matches what index.json says."""
+    def edit(name, data):
+        if name.startswith("blobs/"):
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                return data
+            if isinstance(obj, dict) and "layers" in obj and "config" in obj:
+                obj["layers"][0]["digest"] = "sha256:" + "e" * 64
+                return json.dumps(obj).encode()
+        return data
+
+    bad = rewrite(saved["oci"], tmp_path / "bad.tar", edit)
+    soko("rmi", "busybox:keep")
+    _fails(soko, bad, "does not match its digest")
+
+
+def test_layer_with_wrong_content(soko, saved, tmp_path):
+    index = json.loads(tarfile.open(saved["oci"]).extractfile("index.json").read())
+    mdigest = index["manifests"][0]["digest"]
+    manifest = json.loads(tarfile.open(saved["oci"]).extractfile("blobs/sha256/" + mdigest[7:]).read())
+    layer = "blobs/sha256/" + manifest["layers"][0]["digest"][7:]
+    flip = lambda n, d: d[:5000] + bytes([d[5000] ^ 1]) + d[5001:] if n == layer else d  # noqa: E731
+    bad = rewrite(saved["oci"], tmp_path / "bad.tar", flip)
+    soko("rmi", "busybox:keep")
+    _fails(soko, bad, "digest mismatch")
+
+
+def test_not_an_archive_and_truncated(soko, saved, tmp_path):
+    _fails(soko, write(tmp_path / "junk.tar", b"this is not a tar" * 100), "not a tar archive")
+    _fails(soko, write(tmp_path / "t.tar.gz", truncated_gzip(saved["docker"].read_bytes())), "truncated gzip")
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()
+    _fails(soko, empty, "neither a docker-archive nor an OCI layout")

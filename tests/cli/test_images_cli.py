@@ -1,0 +1,106 @@
+"""The image verbs of CLI.md on a real store, through the real `soko` command."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+import zstandard
+
+from tests.hostile import tar_bytes, truncated_gzip, write
+
+
+def store_state(root):
+    """Every file under the store with its size: 'unchanged' means this is equal."""
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*")
+                  if p.is_file() and not p.name.startswith("metadata.db"))
+
+
+@pytest.fixture
+def imported(soko, busybox_rootfs):
+    out = soko("import", "--change", 'CMD ["/bin/sh"]', "--change", "ENV A=1 B=2", "-m", "first",
+               busybox_rootfs, "busybox:demo")
+    return out.stdout.strip()
+
+
+def test_import_images_history_inspect(soko, imported):
+    assert imported.startswith("sha256:") and len(imported) == 71
+    lines = soko("images").stdout.splitlines()
+    assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert lines[1].split()[:3] == ["busybox", "demo", imported[7:19]]
+    assert soko("images", "-q").stdout.split() == [imported[7:19]]
+    row = json.loads(soko("images", "--format", "json").stdout.splitlines()[0])
+    assert row["Repository"] == "busybox" and row["ID"] == imported
+    hist = soko("history", "busybox:demo").stdout.splitlines()
+    assert hist[0].split()[0] == "IMAGE" and hist[1].startswith(imported[7:19])
+    assert "first" in hist[1]
+    info = json.loads(soko("inspect", "busybox:demo").stdout)[0]
+    assert info["Id"] == imported
+    assert info["RepoTags"] == ["busybox:demo"]
+    assert info["Config"]["Cmd"] == ["/bin/sh"]
+    assert info["Config"]["Env"] == ["A=1", "B=2"]
+    assert len(info["RootFS"]["Layers"]) == 1
+
+
+def test_import_from_stdin_and_compressed(soko, busybox_rootfs, tmp_path):
+    plain = busybox_rootfs.read_bytes()
+    a = soko("import", "-", "bb:stdin", input=plain).stdout.strip()
+    gz = write(tmp_path / "r.tar.gz", gzip.compress(plain))
+    zs = write(tmp_path / "r.tar.zst", zstandard.ZstdCompressor().compress(plain))
+    b = soko("import", gz, "bb:gz").stdout.strip()
+    c = soko("import", zs, "bb:zst").stdout.strip()
+    diff_ids = {json.loads(soko("inspect", ref).stdout)[0]["RootFS"]["Layers"][0]
+                for ref in ("bb:stdin", "bb:gz", "bb:zst")}
+    assert len(diff_ids) == 1  # one uncompressed content, three stored forms
+    assert len({a, b, c}) >= 1
+
+
+def test_tag_rmi_and_gc(soko, imported):
+    soko("tag", "busybox:demo", "localhost:5000/team/bb:1")
+    assert "localhost:5000/team/bb" in soko("images").stdout
+    r = soko("rmi", imported, check=False)
+    assert r.returncode == 1 and "use -f" in r.stderr
+    assert soko("rmi", "busybox:demo").stdout.strip() == "Untagged: busybox:demo"
+    out = soko("rmi", "localhost:5000/team/bb:1").stdout
+    assert "Untagged: localhost:5000/team/bb:1" in out and "Deleted: sha256:" in out
+    assert soko("images", "-q").stdout.strip() == ""
+    assert "Would remove 0" in soko("gc", "--dry-run").stdout  # still within the grace period
+    out = soko("gc", "--grace", "0").stdout
+    assert "Removed 3 blobs" in out
+    assert not list((soko.root / "blobs" / "sha256").iterdir())
+
+
+def test_errors_are_one_line(soko):
+    r = soko("inspect", "nosuch:image", check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "soko: no such image: nosuch:image"
+    r = soko("tag", "x", "Bad:Name", check=False)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    r = soko("images", "--bogus", check=False)
+    assert r.returncode == 2
+
+
+@pytest.mark.parametrize("entries,msg", [
+    ([("file", "../escape", b"x")], "escapes the root"),
+    ([("file", "/etc/abs", b"x")], "escapes the root"),
+    ([("symlink", "evil", "/etc"), ("file", "evil/passwd", b"x")], "through the symlink"),
+    ([("symlink", "up", "../../.."), ("file", "up/tmp/x", b"x")], "through the symlink"),
+    ([("hardlink", "h", "../../etc/shadow")], "escapes the root"),
+])
+def test_import_refuses_hostile_entries(soko, imported, tmp_path, entries, msg):
+    before = store_state(soko.root)
+    bad = write(tmp_path / "bad.tar", tar_bytes([("dir", "etc"), *entries]))
+    r = soko("import", bad, "evil:1", check=False)
+    assert r.returncode == 1
+    assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert store_state(soko.root) == before
+    assert "evil" not in soko("images").stdout
+
+
+def test_import_truncated_gzip(soko, imported, busybox_rootfs, tmp_path):
+    before = store_state(soko.root)
+    bad = write(tmp_path / "t.tar.gz", truncated_gzip(busybox_rootfs.read_bytes()))
+    r = soko("import", bad, "trunc:1", check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "soko: truncated gzip stream"
+    assert store_state(soko.root) == before

@@ -1,0 +1,557 @@
+"""Test helpers for the registry client: images in a store, registries, a TCP proxy."""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage import digests, mediatypes as mt
+from storage.images import ImageStore
+from storage.model import Descriptor, ImageConfig, Manifest
+
+BUSYBOX = Path("/usr/bin/busybox")
+
+
+def _tar(entries: list[tuple[str, bytes | str]]) -> bytes:
+    """A layer tar: (name, bytes) is a file, (name, "->target") a symlink."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        dirs: set[str] = set()
+        for name, content in entries:
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d not in dirs:
+                    dirs.add(d)
+                    ti = tarfile.TarInfo(d)
+                    ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 0
+                    tf.addfile(ti)
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 0
+            if isinstance(content, str):
+                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, content[2:], 0o777
+                tf.addfile(ti)
+            else:
+                ti.size, ti.mode = len(content), 0o755
+                tf.addfile(ti, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def add_layer(store: ImageStore, entries: list[tuple[str, bytes | str]], level: int = 1) -> tuple[Descriptor, str]:
+    """Store a gzip layer; returns its descriptor and diff_id."""
+    raw = _tar(entries)
+    diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+    gz = gzip.compress(raw, compresslevel=level, mtime=0)
+    digest = store.blobs.put_bytes(gz)
+    store.record_layer(diff_id, digest, "gzip", len(gz))
+    return Descriptor(mt.OCI_LAYER_GZIP, digest, len(gz)), diff_id
+
+
+def busybox_layer(store: ImageStore) -> tuple[Descriptor, str]:
+    data = BUSYBOX.read_bytes()
+    return add_layer(store, [("bin/busybox", data), ("bin/sh", "->busybox"), ("bin/ls", "->busybox")], level=6)
+
+
+def random_layer(store: ImageStore, size: int, seed: int, name: str = "data.bin") -> tuple[Descriptor, str]:
+    rnd = random.Random(seed)
+    return add_layer(store, [(f"data/{name}", rnd.randbytes(size))], level=1)
+
+
+def make_image(store: ImageStore, ref: str, layers: list[tuple[Descriptor, str]],
+               media_type: str = mt.OCI_MANIFEST, cmd: list[str] | None = None) -> Manifest:
+    cfg = ImageConfig.new()
+    cfg.config["Cmd"] = cmd or ["/bin/sh"]
+    cfg.data["created"] = "2024-01-01T00:00:00Z"
+    for _, diff_id in layers:
+        cfg.diff_ids.append(diff_id)
+        cfg.history.append({"created": "2024-01-01T00:00:00Z", "created_by": "test"})
+    m = store.commit(cfg, [d for d, _ in layers], media_type)
+    store.tag(ref, m.digest)
+    return m
+
+
+# -- registries -----------------------------------------------------------------------
+def free_port(ip: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(ip: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((ip, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def local_ip() -> str:
+    """A non-loopback IPv4 address of this machine (traffic to it stays inside the machine)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if "inet" in parts:
+            return parts[parts.index("inet") + 1].split("/")[0]
+    raise RuntimeError("this machine has no non-loopback IPv4 address for the TLS tests")
+
+
+def make_tls(root: Path, ips: list[str]) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for `ips`: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    root.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soko test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ips[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(i)) for i in ips]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (root / "ca.pem", root / "cert.pem", root / "key.pem")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means it is up (401 with auth)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@dataclass
+class Registry:
+    kind: str
+    host: str                  # 127.0.0.1:PORT
+    root: Path
+    proc: subprocess.Popen | None = None
+    user: str | None = None
+    password: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, token: dict | None = None,
+                       ip: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Registry:
+    """CNCF distribution 2.8 (`docker-registry serve`) on a free port (loopback unless `ip`)."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port(ip)
+    auth = ""
+    if htpasswd:
+        user, password = htpasswd
+        line = subprocess.run(["htpasswd", "-Bbn", user, password], check=True, capture_output=True).stdout
+        (root / "htpasswd").write_bytes(line)
+        auth = f"auth:\n  htpasswd:\n    realm: soko-test\n    path: {root / 'htpasswd'}\n"
+    elif token:
+        auth = ("auth:\n  token:\n"
+                f"    realm: {token['realm']}\n    service: {token['service']}\n"
+                f"    issuer: {token['issuer']}\n    rootcertbundle: {token['rootcertbundle']}\n")
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {ip}:{port}\n  secret: soko-test-secret\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") + auth)
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
+    reg = Registry("distribution", f"{ip}:{port}", root, proc,
+                   htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
+    try:
+        wait_port(ip, port)
+    except Exception:
+        reg.stop()
+        raise
+    return reg
+
+
+def have_soko_server() -> bool:
+    try:
+        import registry.server.__main__  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None) -> Registry:
+    """The soko registry (`python -m registry.server`) on a free loopback port."""
+    import sys
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}", "--root", str(root / "data")]
+    if htpasswd:
+        line = subprocess.run(["htpasswd", "-Bbn", *htpasswd], check=True, capture_output=True).stdout
+        (root / "htpasswd").write_bytes(line)
+        cmd += ["--htpasswd", str(root / "htpasswd")]
+    log = open(root / "registry.log", "wb")
+    repo_root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=repo_root,
+                            env={**os.environ, "PYTHONPATH": str(repo_root)})
+    reg = Registry("soko", f"127.0.0.1:{port}", root, proc,
+                   htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
+    try:
+        wait_http(f"http://{reg.host}/v2/")
+    except Exception:
+        reg.stop()
+        raise
+    return reg
+
+
+# -- a TCP proxy that misbehaves once ----------------------------------------------------
+class Proxy:
+    """Forwards 127.0.0.1:port to a target, counting bytes each way.
+
+    `drop_after=(direction, n)`: once, when that direction ('up' = client to
+    server, 'down' = server to client) has carried n bytes in total, both
+    sockets of that connection are closed mid-stream. `corrupt_at=n`: once,
+    the n-th downstream byte is flipped. `fail_first=k`: the first k connections
+    get `fail_status` (with `retry_after`, if given) to their first request.
+    `drop_request=(b"PATCH ", n)`: the connection carrying the n-th request that
+    starts so is closed before any of it reaches the server."""
+
+    def __init__(self, target: str, drop_after: tuple[str, int] | None = None, corrupt_at: int | None = None,
+                 fail_first: int = 0, fail_status: int = 503, retry_after: str | None = None,
+                 drop_request: tuple[bytes, int] | None = None):
+        self.target_host, port = target.rsplit(":", 1)
+        self.target_port = int(port)
+        self.drop_after = drop_after
+        self.corrupt_at = corrupt_at
+        self.up = 0
+        self.down = 0
+        self.dropped = False
+        self.corrupted = False
+        self.connections = 0
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.retry_after = retry_after
+        self.failed_requests: list[str] = []
+        self.drop_request = drop_request
+        self._seen_requests = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Proxy":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        handlers: set[asyncio.Task] = set()
+
+        def start(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            t = asyncio.ensure_future(self._handle(r, w))
+            handlers.add(t)
+            t.add_done_callback(handlers.discard)
+
+        server = await asyncio.start_server(start, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+            for t in list(handlers):
+                t.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            try:
+                head = await cr.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                cw.close()
+                return
+            self.failed_requests.append(head.split(b"\r\n", 1)[0].decode())
+            extra = f"Retry-After: {self.retry_after}\r\n" if self.retry_after is not None else ""
+            cw.write(f"HTTP/1.1 {self.fail_status} Nope\r\n{extra}Content-Length: 0\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+            await cw.drain()
+            cw.close()
+            return
+        try:
+            sr, sw = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            cw.close()
+            return
+        closed = asyncio.Event()
+
+        def kill() -> None:
+            for w in (cw, sw):
+                try:
+                    w.transport.abort()
+                except Exception:
+                    pass
+            closed.set()
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, direction: str) -> None:
+            try:
+                while not closed.is_set():
+                    data = await r.read(65536)
+                    if not data:
+                        break
+                    if direction == "up" and self.drop_request and not self.dropped \
+                            and data.startswith(self.drop_request[0]):
+                        self._seen_requests += 1
+                        if self._seen_requests == self.drop_request[1]:
+                            self.dropped = True
+                            kill()
+                            return
+                    before = self.up if direction == "up" else self.down
+                    if direction == "down" and self.corrupt_at is not None and not self.corrupted \
+                            and before <= self.corrupt_at < before + len(data):
+                        i = self.corrupt_at - before
+                        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+                        self.corrupted = True
+                    if self.drop_after and not self.dropped and self.drop_after[0] == direction \
+                            and before + len(data) >= self.drop_after[1]:
+                        keep = self.drop_after[1] - before
+                        data = data[:keep]
+                        self.dropped = True
+                        if data:
+                            w.write(data)
+                            await w.drain()
+                        self._count(direction, len(data))
+                        kill()
+                        return
+                    w.write(data)
+                    await w.drain()
+                    self._count(direction, len(data))
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                try:
+                    w.write_eof() if not closed.is_set() else None
+                except (OSError, RuntimeError):
+                    pass
+
+        await asyncio.gather(pump(cr, sw, "up"), pump(sr, cw, "down"))
+        for w in (cw, sw):
+            w.close()
+
+    def _count(self, direction: str, n: int) -> None:
+        if direction == "up":
+            self.up += n
+        else:
+            self.down += n
+
+
+def sha256_file(path: Path) -> str:
+    return "sha256:" + digests.of_path(path)[0].split(":", 1)[1]
+
+
+def rmtree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)
+
+
+# -- a Docker token service for distribution's `auth: token` ---------------------------------
+class TokenServer:
+    """Issues RS256 JWTs with an x5c chain, as distribution's token auth expects.
+
+    Anonymous callers get `pull` on repositories under `public/`; users (Basic
+    auth, or a refresh token handed out with `offline_token=true`) get what
+    they ask for. `jwt_lifetime` is what the registry enforces, `expires_in`
+    what clients are told (they differ when a test wants a token to die early)."""
+
+    service = "soko-test-registry"
+    issuer = "soko-test-issuer"
+
+    def __init__(self, root: Path, users: dict[str, str], expires_in: int = 300, jwt_lifetime: int | None = None):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        root.mkdir(parents=True, exist_ok=True)
+        self.users = users
+        self.expires_in = expires_in
+        self.jwt_lifetime = jwt_lifetime if jwt_lifetime is not None else expires_in
+        self.requests: list[dict] = []
+        self.refresh_tokens: dict[str, str] = {}
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soko test token signer")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self._key, hashes.SHA256()))
+        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self.bundle = root / "token-ca.pem"
+        self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self._server = None
+        self.port = 0
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def _jwt(self, subject: str, access: list[dict]) -> str:
+        import base64
+        import json as _json
+        import secrets as _secrets
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "exp": now + self.jwt_lifetime,
+                  "nbf": now - 1, "iat": now, "jti": _secrets.token_hex(8), "access": access}
+        signing_input = f"{b64(_json.dumps(header).encode())}.{b64(_json.dumps(claims).encode())}"
+        sig = self._key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64(sig)}"
+
+    def _grant(self, user: str | None, scopes: list[str]) -> list[dict]:
+        access = []
+        for scope in scopes:
+            parts = scope.split(":")
+            if len(parts) != 3:
+                continue
+            kind, name, actions = parts
+            wanted = [a for a in actions.split(",") if a]
+            allowed = wanted if user else [a for a in wanted if a == "pull" and name.startswith("public/")]
+            if allowed:
+                access.append({"type": kind, "name": name, "actions": allowed})
+        return access
+
+    def __enter__(self) -> "TokenServer":
+        import base64
+        import http.server
+        import json as _json
+        import secrets as _secrets
+        from urllib.parse import parse_qs, urlparse
+
+        ts = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = _json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _issue(self, user: str | None, scopes: list[str], offline: bool, how: str) -> None:
+                ts.requests.append({"how": how, "user": user, "scopes": scopes, "offline": offline})
+                body = {"token": ts._jwt(user or "", ts._grant(user, scopes)), "expires_in": ts.expires_in,
+                        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                if offline and user:
+                    rt = _secrets.token_hex(16)
+                    ts.refresh_tokens[rt] = user
+                    body["refresh_token"] = rt
+                self._answer(200, body)
+
+            def do_GET(self) -> None:
+                q = parse_qs(urlparse(self.path).query)
+                user = None
+                authz = self.headers.get("Authorization", "")
+                if authz.startswith("Basic "):
+                    u, _, p = base64.b64decode(authz[6:]).decode().partition(":")
+                    if ts.users.get(u) != p:
+                        ts.requests.append({"how": "denied", "user": u, "scopes": q.get("scope", [])})
+                        return self._answer(401, {"details": "incorrect username or password"})
+                    user = u
+                self._issue(user, q.get("scope", []), q.get("offline_token", [""])[0] == "true", "get")
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length", "0"))
+                form = parse_qs(self.rfile.read(n).decode())
+                if form.get("grant_type") == ["refresh_token"]:
+                    user = ts.refresh_tokens.get(form.get("refresh_token", [""])[0])
+                    if user is None:
+                        return self._answer(401, {"details": "invalid refresh token"})
+                    scopes = " ".join(form.get("scope", [])).split()
+                    return self._issue(user, scopes, False, "refresh")
+                self._answer(400, {"details": "unsupported grant"})
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,66 @@
+"""Scheme and TLS rules: verified HTTPS by default, loopback plain HTTP, --insecure, a CA file."""
+from __future__ import annotations
+
+import pytest
+
+from registry.client import ClientOptions, pull, push
+from registry.client.errors import TLSFailure, Unreachable
+from tests.client.client_helpers import busybox_layer, local_ip, make_image, make_tls, start_distribution
+
+FAST = dict(backoff=0.05)
+
+
+@pytest.fixture(scope="module")
+def tls_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tls")
+    ip = local_ip()
+    ca, cert, key = make_tls(root / "pki", [ip, "127.0.0.1"])
+    remote = start_distribution(root / "remote", ip=ip, tls=(cert, key))
+    loop = start_distribution(root / "loop", tls=(cert, key))
+    plain = start_distribution(root / "plain", ip=ip)
+    yield ca, remote, loop, plain
+    for r in (remote, loop, plain):
+        r.stop()
+
+
+def test_unknown_ca_fails_with_a_way_out(tls_setup, store):
+    ca, remote, _, _ = tls_setup
+    ref = f"{remote.host}/tls/a:1"
+    make_image(store, ref, [busybox_layer(store)])
+    with pytest.raises(TLSFailure) as ei:
+        push(store, ref, None, ClientOptions(**FAST))
+    msg = str(ei.value)
+    assert "\n" not in msg and "--insecure" in msg and "CA file" in msg and remote.host in msg
+
+
+def test_ca_file_makes_it_trusted(tls_setup, store, store2):
+    ca, remote, _, _ = tls_setup
+    ref = f"{remote.host}/tls/b:1"
+    m = make_image(store, ref, [busybox_layer(store)])
+    push(store, ref, None, ClientOptions(ca_file=str(ca), **FAST))
+    assert pull(store2, ref, None, ClientOptions(ca_file=str(ca), **FAST)).digest == m.digest
+
+
+def test_insecure_skips_verification(tls_setup, store):
+    _, remote, _, _ = tls_setup
+    ref = f"{remote.host}/tls/c:1"
+    make_image(store, ref, [busybox_layer(store)])
+    push(store, ref, None, ClientOptions(insecure=True, **FAST))
+
+
+def test_loopback_tls_registry_works_without_flags(tls_setup, store):
+    """Loopback tries plain HTTP first; a TLS port answers 400 to that, so HTTPS (unverified) follows."""
+    _, _, loop, _ = tls_setup
+    ref = f"{loop.host}/tls/d:1"
+    make_image(store, ref, [busybox_layer(store)])
+    push(store, ref, None, ClientOptions(**FAST))
+
+
+def test_plain_http_needs_insecure_off_loopback(tls_setup, store):
+    _, _, _, plain = tls_setup
+    ref = f"{plain.host}/tls/e:1"
+    make_image(store, ref, [busybox_layer(store)])
+    with pytest.raises((TLSFailure, Unreachable)) as ei:
+        push(store, ref, None, ClientOptions(**FAST))
+    assert "--insecure" in str(ei.value) and "\n" not in str(ei.value)
+    push(store, ref, None, ClientOptions(insecure=True, **FAST))

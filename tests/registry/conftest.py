@@ -1,0 +1,202 @@
+"""A real registry server process on a free loopback port, and a plain
+http.client speaker for it."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha512(data: bytes) -> str:
+    return "sha512:" + hashlib.sha512(data).hexdigest()
+
+
+def unique(prefix: str = "repo") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Resp:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def codes(self) -> list[str]:
+        return [e["code"] for e in self.json()["errors"]]
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+class Client:
+    """One keep-alive connection; reconnects when the server closed it."""
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None, auth: str | None = None):
+        self.host, self.port, self.tls, self.auth = host, port, tls, auth
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.tls is not None:
+            return http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=60)
+        return http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Resp:
+        headers = dict(headers or {})
+        if self.auth and "Authorization" not in headers:
+            headers["Authorization"] = self.auth
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = self._connect()
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                r = self.conn.getresponse()
+                data = r.read()
+                return Resp(r.status, r.headers, data)
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest,
+                    http.client.BadStatusLine):
+                self.conn.close()
+                self.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    # -- conveniences ----------------------------------------------------
+    def push_blob(self, name: str, data: bytes, digest: str | None = None) -> str:
+        digest = digest or sha256(data)
+        r = self.request("POST", f"/v2/{name}/blobs/uploads/?digest={digest}", body=data,
+                         headers={"Content-Type": "application/octet-stream"})
+        assert r.status == 201, (r.status, r.body)
+        return digest
+
+    def put_manifest(self, name: str, ref: str, raw: bytes, media_type: str = OCI_MANIFEST) -> Resp:
+        return self.request("PUT", f"/v2/{name}/manifests/{ref}", body=raw, headers={"Content-Type": media_type})
+
+    def push_image(self, name: str, tag: str | None = "latest", layers: int = 1, media_type: str = OCI_MANIFEST,
+                   extra: dict | None = None, seed: str | None = None) -> tuple[str, bytes]:
+        """Push a tiny image; returns (manifest digest, manifest bytes)."""
+        seed = seed or uuid.uuid4().hex
+        docker = media_type == DOCKER_MANIFEST
+        cfg = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed,
+                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        descs = []
+        for i in range(layers):
+            data = f"layer {i} of {seed}".encode() * 10
+            descs.append({"mediaType": DOCKER_LAYER if docker else OCI_LAYER,
+                          "digest": self.push_blob(name, data), "size": len(data)})
+        manifest = {"schemaVersion": 2, "mediaType": media_type,
+                    "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+                               "digest": self.push_blob(name, cfg), "size": len(cfg)},
+                    "layers": descs, **(extra or {})}
+        raw = json.dumps(manifest, indent=2).encode()
+        digest = sha256(raw)
+        r = self.put_manifest(name, tag or digest, raw, media_type)
+        assert r.status == 201, (r.status, r.body)
+        return digest, raw
+
+
+@dataclass
+class RegistryProc:
+    root: Path
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    url: str = ""
+    port: int = 0
+    log: Path | None = None
+
+    def start(self, port: int = 0) -> "RegistryProc":
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.log = self.root.parent / f"{self.root.name}-server.log"
+        errf = open(self.log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}",
+                                      "--root", str(self.root), *self.args],
+                                     stdout=subprocess.PIPE, stderr=errf, cwd=REPO, env=env)
+        errf.close()
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith("listening on "):
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"server did not start: {line!r}\n{self.log.read_text()}")
+        self.url = line.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self
+
+    def client(self, **kw) -> Client:
+        return Client("127.0.0.1", self.port, **kw)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> "RegistryProc":
+        self.stop()
+        return self.start(self.port)
+
+    def errors(self) -> str:
+        return self.log.read_text() if self.log and self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> RegistryProc:
+    """One server for a module's API tests (each test uses its own repositories)."""
+    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root").start()
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.errors(), srv.errors()
+
+
+@pytest.fixture
+def fresh_server(tmp_path) -> RegistryProc:
+    """A server of the test's own, for restarts, kills and special flags."""
+    srv = RegistryProc(tmp_path / "root")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server) -> Client:
+    c = server.client()
+    yield c
+    c.close()

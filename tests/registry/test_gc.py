@@ -1,0 +1,148 @@
+"""Garbage collection of a registry root, offline and while the server takes pushes."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from registry.errors import RegistryError
+from registry.server.gc import collect
+
+from .conftest import OCI_INDEX, OCI_MANIFEST, sha256, unique
+
+
+def blob_file(root, digest: str):
+    alg, enc = digest.split(":")
+    return root / "blobs" / alg / enc
+
+
+def _config_and_layers(raw: bytes) -> list[str]:
+    doc = json.loads(raw)
+    return [doc["config"]["digest"]] + [d["digest"] for d in doc["layers"]]
+
+
+def test_collect(fresh_server):
+    srv = fresh_server.start()
+    c = srv.client()
+    name = unique()
+    tagged, tagged_raw = c.push_image(name, "keep", layers=2)
+    untagged, untagged_raw = c.push_image(name, None)
+    loose = c.push_blob(name, b"never used by a manifest")
+    child, child_raw = c.push_image(name, None)
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": child, "size": len(child_raw),
+         "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()
+    assert c.put_manifest(name, "multi", index, OCI_INDEX).status == 201
+    empty = c.push_blob(name, b"{}")
+    referrer = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.example.sig", "digest": empty, "size": 2},
+                           "layers": [], "subject": {"mediaType": OCI_MANIFEST, "digest": tagged,
+                                                     "size": len(tagged_raw)}}).encode()
+    assert c.put_manifest(name, sha256(referrer), referrer).status == 201
+    stale = c.request("POST", f"/v2/{name}/blobs/uploads/").header("Location")
+    c.request("PATCH", stale, body=b"abandoned")
+    root = srv.root
+
+    # a young registry: nothing goes
+    report = collect(root)
+    assert report.blobs_removed == [] and report.links_removed == 0
+
+    dry = collect(root, dry_run=True, grace=0)
+    assert dry.blobs_removed == [loose] and dry.links_removed == 1
+    assert blob_file(root, loose).exists()
+    assert c.request("GET", f"/v2/{name}/blobs/{loose}").status == 200
+
+    report = collect(root, grace=0)
+    assert report.blobs_removed == [loose] and report.bytes_freed == len(b"never used by a manifest")
+    assert not blob_file(root, loose).exists()
+    assert c.request("GET", f"/v2/{name}/blobs/{loose}").status == 404
+    for d in [tagged, untagged, child, sha256(index), sha256(referrer), *_config_and_layers(tagged_raw),
+              *_config_and_layers(untagged_raw)]:
+        assert c.request("GET", f"/v2/{name}/blobs/{d}").status == 200, d
+    assert report.uploads_removed == 0
+    assert c.request("GET", stale).status == 204  # a live session keeps its data
+
+    report = collect(root, grace=0, untagged=True, upload_ttl=0.001)
+    assert report.manifests_removed == [(name, untagged)]
+    assert sorted(report.blobs_removed) == sorted([untagged, *_config_and_layers(untagged_raw)])
+    assert c.request("GET", f"/v2/{name}/manifests/{untagged}").status == 404
+    for ref in ("keep", "multi", child, sha256(referrer)):  # tagged, index child, referrer of tagged
+        assert c.request("GET", f"/v2/{name}/manifests/{ref}").status == 200, ref
+    assert report.uploads_removed == 1
+    assert c.request("GET", stale).status == 404
+    assert not (root / "ingest" / f"upload-{stale.rsplit('/', 1)[1]}").exists()
+
+    # untag: the image and then its referrer go
+    assert c.request("DELETE", f"/v2/{name}/manifests/keep").status == 202
+    report = collect(root, grace=0, untagged=True)
+    assert sorted(d for _, d in report.manifests_removed) == sorted([tagged, sha256(referrer)])
+    assert not blob_file(root, tagged).exists()
+    assert blob_file(root, child).exists()
+    c.close()
+
+
+def test_collect_refuses_non_registry(tmp_path):
+    with pytest.raises(RegistryError, match="not a registry root"):
+        collect(tmp_path)
+
+
+def test_gc_while_pushing(fresh_server):
+    """GC in a loop against the live root while a client pushes images: every
+    pushed image stays whole, and old garbage still goes."""
+    srv = fresh_server.start()
+    c = srv.client()
+    garbage_repo = unique("garbage")
+    garbage = [c.push_blob(garbage_repo, os.urandom(1000)) for _ in range(5)]
+    time.sleep(3.2)
+    stop = threading.Event()
+    removed: list[str] = []
+    errors: list[BaseException] = []
+
+    def gc_loop() -> None:
+        try:
+            while not stop.is_set():
+                removed.extend(collect(srv.root, grace=3.0, untagged=True).blobs_removed)
+                time.sleep(0.02)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    t = threading.Thread(target=gc_loop)
+    t.start()
+    pushed = []
+    try:
+        for i in range(25):
+            name = unique("live")
+            shared = c.push_blob(name, b"shared base layer")  # identical in every image
+            digest, raw = c.push_image(name, "v1", layers=2)
+            pushed.append((name, digest, raw, shared))
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert set(garbage) <= set(removed)
+    for name, digest, raw, _ in pushed:
+        assert c.request("GET", f"/v2/{name}/manifests/v1").body == raw
+        for d in _config_and_layers(raw):
+            assert c.request("GET", f"/v2/{name}/blobs/{d}").status == 200, d
+    c.close()
+
+
+def test_online_gc_in_server(fresh_server, tmp_path):
+    cfg = tmp_path / "gc.json"
+    cfg.write_text(json.dumps({"gc": {"interval": 0.5, "grace": 0, "untagged": True}}))
+    srv = fresh_server
+    srv.args = ["--config", str(cfg)]
+    srv.start()
+    c = srv.client()
+    name = unique()
+    digest, raw = c.push_image(name, "v1")
+    loose = c.push_blob(name, b"loose")
+    deadline = time.time() + 20
+    while blob_file(srv.root, loose).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not blob_file(srv.root, loose).exists()
+    assert c.request("GET", f"/v2/{name}/manifests/v1").body == raw
+    c.close()

@@ -1,0 +1,266 @@
+"""Snapshots (whiteouts, sharing, concurrent unpack, copy fallback) and the builder's run_step."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime import RunOptions, build, run
+from runtime.layerview import LayerView, is_opaque, is_whiteout
+from runtime.snapshots import Snapshots, chain_ids, prune
+
+from .conftest import run_cli
+from .helpers import add_image, tar_of_entries
+
+SNAPSHOTTERS = ["overlay", "copy"]
+
+
+def base_layer(store) -> bytes:
+    return store.blobs.read_bytes(store.resolve("busybox").manifest.layers[0].digest)
+
+
+@pytest.fixture
+def layered(store):
+    """busybox, then a layer that deletes /bin/vi and makes /etc opaque with a new passwd."""
+    top = tar_of_entries([
+        ("bin/.wh.vi", "f", ""),
+        ("etc/", "d"),
+        ("etc/.wh..wh..opq", "f", ""),
+        ("etc/passwd", "f", "root:x:0:0:root:/root:/bin/sh\nnew:x:77:77::/:/bin/sh\n"),
+        ("added", "f", "added-by-layer-2\n"),
+    ])
+    return add_image(store, [base_layer(store), top], {"Cmd": ["sh"]}, tag="layered")
+
+
+def test_snapshot_dirs_are_in_overlay_form_and_shared(store, layered):
+    snaps = Snapshots(store)
+    dirs = snaps.prepare_image(layered)
+    cids = chain_ids(layered.config.diff_ids)
+    assert dirs == [snaps.path(c) for c in cids]
+    vi = os.lstat(dirs[1] / "bin" / "vi")
+    assert is_whiteout(vi)
+    assert is_opaque(str(dirs[1] / "etc"))
+    # the busybox image shares the bottom snapshot: nothing new is unpacked
+    before = sorted(os.listdir(snaps.root))
+    assert snaps.prepare_image(store.resolve("busybox")) == dirs[:1]
+    assert sorted(os.listdir(snaps.root)) == before
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_whiteouts_and_opaque_dirs_inside_the_container(store, layered, snapshotter):
+    p = run_cli(store.root, "--rm", "--snapshotter", snapshotter, "-u", "new", "layered", "sh", "-c",
+                "id -u; ls /bin/vi 2>&1; ls /etc | sort | tr '\\n' ' '; echo; cat /added")
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    lines = out.splitlines()
+    assert lines[0] == "77"
+    assert "No such file" in lines[1]
+    assert lines[2].split() == ["hostname", "hosts", "passwd", "resolv.conf"]  # group etc. hidden
+    assert lines[3] == "added-by-layer-2"
+
+
+def _prepare(root: str, diff_ids: list[str], q) -> None:
+    from storage.images import ImageStore
+
+    try:
+        Snapshots(ImageStore(root)).prepare(diff_ids)
+        q.put("ok")
+    except BaseException as e:  # noqa: BLE001
+        q.put(repr(e))
+
+
+def test_concurrent_unpack_of_the_same_layers(store, layered):
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    diff_ids = list(layered.config.diff_ids)
+    procs = [ctx.Process(target=_prepare, args=(str(store.root), diff_ids, q)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [q.get(timeout=5) for _ in procs] == ["ok"] * 4
+    names = os.listdir(store.root / "snapshots")
+    assert sorted(names) == sorted(c[7:] for c in chain_ids(diff_ids))
+    assert os.path.isfile(store.root / "snapshots" / chain_ids(diff_ids)[0][7:] / "bin" / "busybox")
+
+
+def test_prune_keeps_what_images_use(store, layered):
+    snaps = Snapshots(store)
+    snaps.prepare_image(layered)
+    stray = chain_ids([layered.config.diff_ids[1]])[0]  # a chain no image has
+    snaps.prepare([layered.config.diff_ids[1]])
+    assert snaps.has(stray)
+    assert prune(store, dry_run=True) == [stray] and snaps.has(stray)
+    assert prune(store) == [stray]
+    assert not snaps.has(stray)
+    assert all(snaps.has(c) for c in chain_ids(layered.config.diff_ids))
+
+
+def test_overlay_unavailable_falls_back_to_copy_automatically(tmp_path, busybox_layer):
+    """A store on overlayfs cannot hold an overlay's upper dir: the copy fallback takes over."""
+    from storage.images import ImageStore
+
+    from .conftest import BUSYBOX_CONFIG
+
+    for d in ("l", "u", "w", "m"):
+        (tmp_path / d).mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w", str(tmp_path / "m")],
+                   check=True)
+    try:
+        s = ImageStore(tmp_path / "m" / "store")
+        add_image(s, [busybox_layer], BUSYBOX_CONFIG, tag="busybox")
+        events: list[tuple[str, str]] = []
+        out: list[bytes] = []
+        status = run(s, "busybox", RunOptions(rm=True, command=["sh", "-c", "echo ok > /f; cat /f"]),
+                     on_output=out.append, on_event=lambda k, m: events.append((k, m)))
+        assert status == 0 and b"".join(out) == b"ok\n"
+        assert any(k == "fallback" for k, _ in events)
+        assert [n for n in os.listdir(s.root / "containers") if n != ".lock"] == []
+    finally:
+        subprocess.run(["umount", "-l", str(tmp_path / "m")], check=True)
+
+
+def _tree(view: LayerView, rel: str = "") -> dict[str, tuple]:
+    """path -> (type, mode, uid, gid, content or link) of a merged view."""
+    out = {}
+    for name, e in sorted(view.listdir(rel).items()):
+        path = f"{rel}/{name}"
+        st = e.st
+        extra: object = None
+        if stat.S_ISREG(st.st_mode):
+            extra = hashlib.sha256(Path(e.host_path).read_bytes()).hexdigest()
+        elif stat.S_ISLNK(st.st_mode):
+            extra = os.readlink(e.host_path)
+        out[path] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, extra)
+        if stat.S_ISDIR(st.st_mode):
+            out.update(_tree(view, path))
+    return out
+
+
+STEP = ("echo hi > /new; rm /etc/group; mkdir -p /d/e; rm -rf /home; mkdir /home; echo y > /home/y; "
+        "chmod 700 /tmp; ln -s /new /link; echo out; echo err >&2; exit 5")
+
+
+def test_run_step_upper_is_the_change_in_both_snapshotters(store):
+    diff_ids = list(store.resolve("busybox").config.diff_ids)
+    lowers = Snapshots(store).prepare(diff_ids)
+    results = {}
+    for snap in SNAPSHOTTERS:
+        upper, work = store.root / f"upper-{snap}", store.root / f"work-{snap}"
+        upper.mkdir()
+        work.mkdir()
+        chunks: list[bytes] = []
+        status = build.run_step(store, diff_ids, upper, work, ["sh", "-c", STEP], ["PATH=/bin"], None, "/",
+                                network="none", on_output=chunks.append, snapshotter=snap)
+        assert status == 5
+        assert sorted(b"".join(chunks).split()) == [b"err", b"out"]
+        assert (upper / "new").read_text() == "hi\n"
+        assert is_whiteout(os.lstat(upper / "etc" / "group"))
+        assert (upper / "d" / "e").is_dir()
+        assert os.readlink(upper / "link") == "/new"
+        assert stat.S_IMODE(os.lstat(upper / "tmp").st_mode) == 0o700
+        assert not (upper / "bin").exists()  # untouched directories are not in the change
+        results[snap] = _tree(LayerView([str(upper)] + [str(p) for p in reversed(lowers)]))
+    assert results["overlay"] == results["copy"]
+    assert "/etc/group" not in results["copy"] and "/home/app" not in results["copy"]
+    assert [n for n in os.listdir(store.root / "containers") if n != ".lock"] == []
+
+
+def test_run_step_user_workdir_env_network_and_mounts(store, tmp_path):
+    diff_ids = list(store.resolve("busybox").config.diff_ids)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "file").write_text("context-file\n")
+    upper, work = store.root / "u", store.root / "w"
+    upper.mkdir()
+    work.mkdir()
+    chunks: list[bytes] = []
+    status = build.run_step(store, diff_ids, upper, work,
+                            ["sh", "-c", "id -u; pwd; echo $A $HOME; ls /sys/class/net; cat /ctx/file; "
+                                         "touch /ctx/nope 2>/dev/null || echo ro"],
+                            ["A=1"], "app", "/home/app/w", network="none", mounts=[(str(ctx), "/ctx", True)],
+                            on_output=chunks.append)
+    assert status == 0
+    assert b"".join(chunks).decode().split() == ["1000", "/home/app/w", "1", "/home/app", "lo",
+                                                 "context-file", "ro"]
+    assert (upper / "home" / "app" / "w").is_dir()
+
+
+def test_run_step_upper_becomes_a_layer(store):
+    """The upper dir feeds storage.layers.write_layer_from_overlay; the new image sees the change."""
+    from storage import mediatypes as mt
+    from storage.layers import write_layer_from_overlay
+    from storage.model import Descriptor
+
+    img = store.resolve("busybox")
+    upper, work = store.root / "u", store.root / "w"
+    upper.mkdir()
+    work.mkdir()
+    assert build.run_step(store, list(img.config.diff_ids), upper, work,
+                          ["sh", "-c", "echo built > /built; rm /bin/vi"], [], None, "/",
+                          on_output=lambda b: None) == 0
+    info = write_layer_from_overlay(upper, store.blobs)
+    store.record_layer(info.diff_id, info.digest, info.compression, info.size)
+    cfg = img.config.changed()
+    cfg.diff_ids.append(info.diff_id)
+    m = store.commit(cfg, list(img.manifest.layers) + [Descriptor(mt.OCI_LAYER_GZIP if info.compression == "gzip"
+                                                                  else mt.OCI_LAYER, info.digest, info.size)])
+    out: list[bytes] = []
+    assert run(store, m.digest, RunOptions(rm=True, command=["sh", "-c", "cat /built; ls /bin/vi"]),
+               on_output=out.append) == 1
+    text = b"".join(out).decode()
+    assert "built" in text and "No such file" in text
+
+
+def test_read_file_and_resolve_user_for_copy_chown(store, layered):
+    diff_ids = list(layered.config.diff_ids)
+    assert b"new:x:77" in build.read_file(store, diff_ids, "/etc/passwd")
+    assert build.read_file(store, diff_ids, "/etc/group") is None  # hidden by the opaque /etc
+    assert build.read_file(store, diff_ids, "/bin/vi") is None
+    u = build.resolve_user(store, diff_ids, "new")
+    assert (u.uid, u.gid) == (77, 77)
+
+
+def test_run_steps_in_parallel_threads(store):
+    """The builder may run independent stages in threads: steps must not need the main thread."""
+    import threading
+
+    diff_ids = list(store.resolve("busybox").config.diff_ids)
+    results: dict[int, object] = {}
+
+    def step(i: int) -> None:
+        upper, work = store.root / f"u{i}", store.root / f"w{i}"
+        upper.mkdir()
+        work.mkdir()
+        try:
+            results[i] = build.run_step(store, diff_ids, upper, work, ["sh", "-c", f"echo {i} > /n; exit {i}"],
+                                        [], None, "/", on_output=lambda b: None)
+        except BaseException as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=step, args=(i,)) for i in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {1: 1, 2: 2, 3: 3}
+    for i in (1, 2, 3):
+        assert (store.root / f"u{i}" / "n").read_text() == f"{i}\n"
+
+
+@pytest.mark.parametrize("rt", ["builtin", "runc"])
+def test_many_layers_beyond_one_page_of_mount_options(store, rt):
+    layers = [base_layer(store)] + [tar_of_entries([(f"l{i:03d}", "f", f"{i}\n"), ("top", "f", f"{i}\n")])
+                                    for i in range(70)]
+    add_image(store, layers, {"Cmd": ["sh"]}, tag="tall")
+    p = run_cli(store.root, "--rm", "--runtime", rt, "tall", "sh", "-c",
+                "cat /l000 /l069 /top; ls / | grep -c '^l'", env={"SOKO_RUNTIME_EVENTS": "1"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().split() == ["0", "69", "69", "70"]
+    assert b"fallback" not in p.stderr  # the overlay itself, not the copy
