@@ -264,3 +264,74 @@ def test_many_layers_beyond_one_page_of_mount_options(store, rt):
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode().split() == ["0", "69", "69", "70"]
     assert b"fallback" not in p.stderr  # the overlay itself, not the copy
+
+
+def _tree_with(path: Path, name: str) -> Path:
+    (path / "d").mkdir(parents=True)
+    (path / "d" / name).write_text(name)
+    os.chmod(path, 0o700)
+    return path
+
+
+def test_adopt_makes_a_tree_the_snapshot_and_records_it(store):
+    snaps = Snapshots(store)
+    base = list(store.resolve("busybox").config.diff_ids)
+    diff_ids = base + ["sha256:" + "ab" * 32]
+    cid = chain_ids(diff_ids)[-1]
+    tree = _tree_with(store.root / "staging-a", "mine")
+    ino = os.lstat(tree).st_ino
+    p = snaps.adopt(diff_ids, tree)
+    assert p == snaps.path(cid) and snaps.has(cid) and not tree.exists()
+    assert os.lstat(p).st_ino == ino and (p / "d" / "mine").read_text() == "mine"
+    assert stat.S_IMODE(os.lstat(p).st_mode) == 0o755  # like an unpacked snapshot's root
+    assert tuple(store.db.one("SELECT diff_id, parent FROM snapshots WHERE chain_id=?", (cid,))) == (
+        diff_ids[-1], chain_ids(base)[-1])
+    # one exists already: it stays, the new tree is consumed
+    other = _tree_with(store.root / "staging-b", "theirs")
+    assert snaps.adopt(diff_ids, other) == p and not other.exists()
+    assert os.listdir(p / "d") == ["mine"]
+    assert cid not in prune(store, keep=[cid], dry_run=True) and cid in prune(store, dry_run=True)
+
+
+def _adopt(root: str, diff_ids: list[str], tree: str, barrier, q) -> None:
+    from storage.images import ImageStore
+
+    try:
+        ino = os.lstat(tree).st_ino
+        barrier.wait(10)
+        p = Snapshots(ImageStore(root)).adopt(diff_ids, Path(tree))
+        q.put(("won" if os.lstat(p).st_ino == ino else "lost", os.path.exists(tree)))
+    except BaseException as e:  # noqa: BLE001
+        q.put((repr(e), None))
+
+
+def test_concurrent_adopt_of_empty_trees_has_one_winner(store):
+    """An empty tree is the hard case: a plain rename would replace an empty snapshot."""
+    ctx = multiprocessing.get_context("fork")
+    q, barrier = ctx.Queue(), ctx.Barrier(4)
+    diff_ids = ["sha256:" + "cd" * 32]
+    trees = [store.root / f"empty-{i}" for i in range(4)]
+    for t in trees:
+        t.mkdir()
+    Snapshots(store)._db()  # migrate once, before the race
+    procs = [ctx.Process(target=_adopt, args=(str(store.root), diff_ids, str(t), barrier, q)) for t in trees]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = sorted(q.get(timeout=5) for _ in procs)
+    assert results == [("lost", False)] * 3 + [("won", False)]
+    assert os.listdir(store.root / "snapshots") == [chain_ids(diff_ids)[0][7:]]  # no leftovers
+
+
+def test_rename_noreplace_refuses_an_empty_directory(tmp_path):
+    from runtime import syscalls as sc
+    from runtime.errors import SyscallError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SyscallError) as e:
+        sc.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert e.value.errno == 17  # EEXIST
+    sc.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
+    assert sorted(os.listdir(tmp_path)) == ["b", "c"]
