@@ -335,3 +335,51 @@ def test_rename_noreplace_refuses_an_empty_directory(tmp_path):
     assert e.value.errno == 17  # EEXIST
     sc.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
     assert sorted(os.listdir(tmp_path)) == ["b", "c"]
+
+
+def _busybox_only() -> list[tuple]:
+    return [("bin/", "d"), ("bin/busybox", "f", Path("/bin/busybox").read_bytes(), 0o755),
+            ("bin/sh", "l", "busybox")]
+
+
+def _listing(upper: Path) -> list[str]:
+    return sorted(p.relative_to(upper).as_posix() for p in upper.rglob("*"))
+
+
+def _step(store, tag: str, script: str, snap: str, mounts=()) -> tuple[int, Path]:
+    n = len(list(store.root.glob("u-*")))
+    upper, work = store.root / f"u-{n}", store.root / f"w-{n}"
+    upper.mkdir()
+    work.mkdir()
+    status = build.run_step(store, list(store.resolve(tag).config.diff_ids), upper, work,
+                            ["/bin/sh", "-c", script], ["PATH=/bin"], None, "/", network="none",
+                            mounts=mounts, on_output=lambda b: None, snapshotter=snap)
+    return status, upper
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_run_step_removes_the_mount_points_it_made(store, tmp_path, snapshotter):
+    """A base without /proc, /dev, /sys, /etc: the layer holds the command's files only."""
+    add_image(store, [tar_of_entries(_busybox_only())], tag="bare")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    status, upper = _step(store, "bare", "test -d /proc/self && test -s /etc/hosts && ls /ctx/in >/dev/null && "
+                          "mkdir /made && echo x > /made/f && touch /empty", snapshotter,
+                          mounts=[(str(ctx), "/ctx/in", True)])
+    assert status == 0
+    assert _listing(upper) == ["empty", "made", "made/f"]  # an empty file the command made stays
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_run_step_keeps_what_the_command_changed_around_mount_points(store, snapshotter):
+    """/etc exists (copied up for the stubs), /etc/hosts links to a missing /var/hosts."""
+    add_image(store, [tar_of_entries([*_busybox_only(), ("etc/", "d"), ("etc/hosts", "l", "/var/hosts"),
+                                      ("etc/hostname", "f", "base\n"), ("proc/", "d"), ("sys/", "d"),
+                                      ("dev/", "d")])], tag="etc")
+    status, upper = _step(store, "etc", "true", snapshotter)
+    assert status == 0 and _listing(upper) == []
+    status, upper = _step(store, "etc", "echo v > /etc/own", snapshotter)
+    assert status == 0 and _listing(upper) == ["etc", "etc/own"]
+    status, upper = _step(store, "etc", "chmod 700 /etc", snapshotter)
+    assert status == 0 and _listing(upper) == ["etc"]
+    assert stat.S_IMODE(os.lstat(upper / "etc").st_mode) == 0o700
