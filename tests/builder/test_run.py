@@ -8,18 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder import BuildError, RunFailed
-from tests.builder.helpers import ImageFS, do_build, import_busybox, write_context
-from tests.conftest import need_root
-
-
-@pytest.fixture
-def store(store_root, busybox_rootfs):
-    need_root()
-    from storage.images import ImageStore
-
-    s = ImageStore(store_root)
-    import_busybox(s, busybox_rootfs)
-    return s
+from tests.builder.helpers import ImageFS, do_build, write_context
 
 
 @pytest.fixture

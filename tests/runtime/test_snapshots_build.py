@@ -15,7 +15,9 @@ from runtime.layerview import LayerView, is_opaque, is_whiteout
 from runtime.snapshots import Snapshots, chain_ids, prune
 
 from .conftest import run_cli
-from .helpers import add_image, tar_of_entries
+from tests.tarballs import make_tar
+
+from .helpers import add_image
 
 SNAPSHOTTERS = ["overlay", "copy"]
 
@@ -27,12 +29,12 @@ def base_layer(store) -> bytes:
 @pytest.fixture
 def layered(store):
     """busybox, then a layer that deletes /bin/vi and makes /etc opaque with a new passwd."""
-    top = tar_of_entries([
-        ("bin/.wh.vi", "f", ""),
-        ("etc/", "d"),
-        ("etc/.wh..wh..opq", "f", ""),
-        ("etc/passwd", "f", "root:x:0:0:root:/root:/bin/sh\nnew:x:77:77::/:/bin/sh\n"),
-        ("added", "f", "added-by-layer-2\n"),
+    top = make_tar([
+        ("file", "bin/.wh.vi", ""),
+        ("dir", "etc/"),
+        ("file", "etc/.wh..wh..opq", ""),
+        ("file", "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnew:x:77:77::/:/bin/sh\n"),
+        ("file", "added", "added-by-layer-2\n"),
     ])
     return add_image(store, [base_layer(store), top], {"Cmd": ["sh"]}, tag="layered")
 
@@ -256,7 +258,7 @@ def test_run_steps_in_parallel_threads(store):
 
 @pytest.mark.parametrize("rt", ["builtin", "runc"])
 def test_many_layers_beyond_one_page_of_mount_options(store, rt):
-    layers = [base_layer(store)] + [tar_of_entries([(f"l{i:03d}", "f", f"{i}\n"), ("top", "f", f"{i}\n")])
+    layers = [base_layer(store)] + [make_tar([("file", f"l{i:03d}", f"{i}\n"), ("file", "top", f"{i}\n")])
                                     for i in range(70)]
     add_image(store, layers, {"Cmd": ["sh"]}, tag="tall")
     p = run_cli(store.root, "--rm", "--runtime", rt, "tall", "sh", "-c",
@@ -338,8 +340,8 @@ def test_rename_noreplace_refuses_an_empty_directory(tmp_path):
 
 
 def _busybox_only() -> list[tuple]:
-    return [("bin/", "d"), ("bin/busybox", "f", Path("/bin/busybox").read_bytes(), 0o755),
-            ("bin/sh", "l", "busybox")]
+    return [("dir", "bin/"), ("file", "bin/busybox", Path("/bin/busybox").read_bytes(), 0o755),
+            ("symlink", "bin/sh", "busybox")]
 
 
 def _listing(upper: Path) -> list[str]:
@@ -360,7 +362,7 @@ def _step(store, tag: str, script: str, snap: str, mounts=()) -> tuple[int, Path
 @pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
 def test_run_step_removes_the_mount_points_it_made(store, tmp_path, snapshotter):
     """A base without /proc, /dev, /sys, /etc: the layer holds the command's files only."""
-    add_image(store, [tar_of_entries(_busybox_only())], tag="bare")
+    add_image(store, [make_tar(_busybox_only())], tag="bare")
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     status, upper = _step(store, "bare", "test -d /proc/self && test -s /etc/hosts && ls /ctx/in >/dev/null && "
@@ -373,9 +375,9 @@ def test_run_step_removes_the_mount_points_it_made(store, tmp_path, snapshotter)
 @pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
 def test_run_step_keeps_what_the_command_changed_around_mount_points(store, snapshotter):
     """/etc exists (copied up for the stubs), /etc/hosts links to a missing /var/hosts."""
-    add_image(store, [tar_of_entries([*_busybox_only(), ("etc/", "d"), ("etc/hosts", "l", "/var/hosts"),
-                                      ("etc/hostname", "f", "base\n"), ("proc/", "d"), ("sys/", "d"),
-                                      ("dev/", "d")])], tag="etc")
+    add_image(store, [make_tar([*_busybox_only(), ("dir", "etc/"), ("symlink", "etc/hosts", "/var/hosts"),
+                                      ("file", "etc/hostname", "base\n"), ("dir", "proc/"), ("dir", "sys/"),
+                                      ("dir", "dev/")])], tag="etc")
     status, upper = _step(store, "etc", "true", snapshotter)
     assert status == 0 and _listing(upper) == []
     status, upper = _step(store, "etc", "echo v > /etc/own", snapshotter)
