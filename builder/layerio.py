@@ -49,24 +49,12 @@ def chain_id(diff_ids: list[str]) -> str:
 def adopt(store, diff_ids: list[str], directory: Path) -> bool:
     """Keep a layer's own tree (a COPY staging directory, a RUN upper, both in
     overlay form) as the snapshot of the stack `diff_ids`, so the next step
-    does not unpack the layer it has just written. False when one exists."""
-    from runtime.snapshots import Snapshots, chain_ids
+    does not unpack the layer it has just written. True when this tree became
+    the snapshot; False when one existed (the tree is then deleted)."""
+    from runtime.snapshots import Snapshots
 
-    snaps = Snapshots(store)
-    cid = chain_ids(diff_ids)[-1]
-    if snaps.has(cid):
-        return False
-    os.chmod(directory, 0o755)  # an overlay's root takes the top layer's root mode
-    os.chown(directory, 0, 0) if os.geteuid() == 0 else None
-    snaps.root.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(directory, snaps.path(cid))
-    except OSError:
-        return False  # another build adopted or unpacked it first
-    record = getattr(snaps, "record", None)
-    if record is not None:
-        record(cid, diff_ids[-1], chain_ids(diff_ids)[-2] if len(diff_ids) > 1 else None)
-    return True
+    ino = os.lstat(directory).st_ino
+    return os.lstat(Snapshots(store).adopt(diff_ids, directory)).st_ino == ino
 
 
 def descriptor_for(store, diff_id: str, compression: str) -> Descriptor:

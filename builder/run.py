@@ -108,7 +108,6 @@ def job(exe, state, stage, cmd: Run):
                 shown = " ".join(argv)
                 raise RunFailed(f"process \"{shown}\" did not complete successfully: exit code: {code}",
                                 cmd.line, exe.plan.filename, list(tail), code)
-            _clean_stubs(upper, layerio.RootView(exe.store, diff_ids), [*STUB_TARGETS, *files])
             if not any(upper.iterdir()) and not _opaque(upper):
                 return None
             layer = layerio.write_upper(exe.store, upper, exe.opts.storage_compression, exe.epoch)
@@ -116,50 +115,6 @@ def job(exe, state, stage, cmd: Run):
             return layer
 
     return Job(key, created_by, produce)
-
-
-# Mount points the runtime makes when the image lacks them; like BuildKit's
-# mount stub cleaner, the builder removes them (still empty) from the change.
-STUB_TARGETS = ("/proc", "/sys", "/sys/fs/cgroup", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue",
-                "/etc/resolv.conf", "/etc/hostname", "/etc/hosts")
-
-
-def _clean_stubs(upper: Path, lower, targets) -> None:
-    for target in sorted(set(targets), key=lambda t: t.count("/"), reverse=True):
-        parts = [p for p in target.split("/") if p]
-        if lower.lstat(target) is not None:
-            continue
-        host = upper.joinpath(*parts)
-        if not _empty_stub(host):
-            continue
-        _remove(host)
-        for depth in range(len(parts) - 1, 0, -1):
-            parent = upper.joinpath(*parts[:depth])
-            if not _empty_stub(parent) or not parent.is_dir():
-                break
-            below = lower.lstat("/" + "/".join(parts[:depth]))
-            if below is not None:
-                st = parent.lstat()
-                if (below.st_mode, below.st_uid, below.st_gid) != (st.st_mode, st.st_uid, st.st_gid):
-                    break  # a real change to the directory: keep it
-            parent.rmdir()
-
-
-def _empty_stub(p: Path) -> bool:
-    try:
-        st = p.lstat()
-    except FileNotFoundError:
-        return False
-    if p.is_dir() and not p.is_symlink():
-        return not any(p.iterdir()) and not _opaque(p)
-    return p.is_file() and st.st_size == 0
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        p.rmdir()
-    else:
-        p.unlink()
 
 
 def _opaque(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 A RUN step is a container whose root is the given layers plus an upper
 directory the builder owns: after the step, that directory *is* the step's
-change, in overlayfs form (whiteouts as 0/0 character devices, opaque
+change (mount points the runtime had to create are taken out again, see
+stubs.py), in overlayfs form (whiteouts as 0/0 character devices, opaque
 directories marked), ready for storage.layers.write_layer_from_overlay.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import containers, runner, spec as specmod, users
+from . import containers, runner, spec as specmod, stubs, users
 from .errors import InvalidOption
 from .layerview import LayerView
 from .options import RunOptions
@@ -47,7 +48,8 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     is the full environment (PATH added when missing, HOME from passwd);
     `user` is USER's text (None: root); `workdir` is created when missing;
     `network` is "host" or "none"; `mounts` are spec.Mount objects or
-    (host source, container target[, read_only]) tuples. Output (stdout and
+    (host source, container target[, read_only]) tuples; `upper` holds
+    only the command's change, no empty mount points. Output (stdout and
     stderr together) goes to `on_output`, or to soko's own stdout/stderr
     when it is None. stdin is /dev/null."""
     if network not in ("host", "none"):
@@ -62,14 +64,17 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     exec_user = users.resolve(user, view.read_file)
     options = RunOptions(command=list(argv), user=user, workdir=workdir or "/", network=network, rm=True)
     options.validate()
+    user_mounts = _mounts(mounts)
     c = runner.new_container(root, options, "", "build-step", chain_ids(diff_ids))
     try:
         name = hostname or c.id[:12]
         full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
-        return runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, _mounts(mounts), [],
-                              [str(p) for p in lowers], snapshotter, stdin=None, stdout=1, stderr=2,
-                              on_output=on_output, on_event=on_event, upper=Path(upper), work=Path(work),
-                              want_upper=True)
+        status = runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, user_mounts, [],
+                                [str(p) for p in lowers], snapshotter, stdin=None, stdout=1, stderr=2,
+                                on_output=on_output, on_event=on_event, upper=Path(upper), work=Path(work),
+                                want_upper=True)
+        stubs.remove(Path(upper), LayerView([str(p) for p in reversed(lowers)]), stubs.mount_targets(user_mounts))
+        return status
     finally:
         runner.finish(c, True)
 

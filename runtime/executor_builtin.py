@@ -12,13 +12,12 @@ along. What remains for a later sweep is only directories and cgroups.
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import StartError
-from .waiting import Forwarder, wait
+from .waiting import Forwarder, kill_and_reap, wait
 
 
 class OverlayUnavailable(Exception):
@@ -106,11 +105,7 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
                 status = wait(pid, fwd, out_r, io.on_output)
             return exit_status(status)
         except BaseException:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ChildProcessError, ProcessLookupError):
-                pass
+            kill_and_reap(pid)
             raise
         finally:
             os.close(life_w)

@@ -25,7 +25,7 @@ from . import child, syscalls as sc
 from .errors import ContainerError, RuntimeNotAvailable, StartError
 from .paths import mkdir_in_root
 from .executor_builtin import IO, OverlayUnavailable, exit_status
-from .waiting import FORWARDED, Forwarder, wait
+from .waiting import FORWARDED, Forwarder, kill_and_reap, wait
 from .tty import Terminal
 
 STATE_ROOT = "/run/soko"
@@ -132,11 +132,7 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
             return code
         except BaseException:
             if pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+                kill_and_reap(pid)
             raise
         finally:
             os.close(err_r)

@@ -8,11 +8,13 @@ everything below it* (image-spec: ChainID(L0) = DiffID(L0), ChainID(Ln) =
 sha256(ChainID(Ln-1) + " " + DiffID(Ln))), so one directory serves every
 image and build that shares the stack up to it.
 
-Two processes may unpack the same layer at once: each unpacks into its own
-temporary directory and renames it into place; the loser deletes its copy.
+Two processes may unpack (or adopt) the same layer at once: each unpacks into
+its own temporary directory and renames it into place without replacing; the
+loser deletes its copy.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -21,7 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from .errors import SnapshotError
+from . import syscalls as sc
+from .errors import SnapshotError, SyscallError
 
 if TYPE_CHECKING:
     from storage.images import Image, ImageStore
@@ -112,25 +115,55 @@ class Snapshots:
 
         blob = blob or self._blob_for(diff_id)
         self.root.mkdir(parents=True, exist_ok=True)
-        dest = self.path(chain_id)
         tmp = self.root / f".unpack-{secrets.token_hex(8)}"
         os.mkdir(tmp, 0o755)
         if on_event:
             on_event("unpack", f"unpacking layer {diff_id[7:19]}")
         try:
             apply_blob(self.store.blobs, blob, tmp, mode=OVERLAY, diff_id=diff_id, atomic=False)
-            try:
-                os.rename(tmp, dest)
-            except OSError:
-                if not dest.is_dir():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
         except StorageError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SnapshotError(f"unpacking layer {diff_id}: {e}") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._place(tmp, chain_id, diff_id, parent)
+
+    def adopt(self, diff_ids: list[str], tree: Path) -> Path:
+        """Make `tree` (one layer's own files, in overlay form) the snapshot of
+        the stack `diff_ids` (bottom first); returns the snapshot's path.
+
+        For trees made some other way than unpacking the layer (a build step's
+        upper directory, a COPY's staging tree), so the next step need not
+        unpack what was just written. `tree` must be on the store's
+        filesystem; it is moved into place, or deleted when the snapshot
+        exists already (made meanwhile by another process, say): either way
+        it is gone afterwards."""
+        cids = chain_ids(diff_ids)
+        if not cids:
+            raise SnapshotError("adopting a snapshot needs at least one layer")
+        os.chmod(tree, 0o755)  # the overlay's root takes the top layer's root: as unpacked ones are
+        if os.geteuid() == 0:
+            os.chown(tree, 0, 0)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._place(Path(tree), cids[-1], diff_ids[-1], cids[-2] if len(cids) > 1 else None)
+        return self.path(cids[-1])
+
+    def _place(self, tmp: Path, chain_id: str, diff_id: str, parent: str | None) -> None:
+        """Rename a finished tree into place and record it; the loser of a race deletes its copy.
+
+        Never replaces: a rename onto an existing empty directory would swap
+        a snapshot that running overlays may be using."""
+        dest = self.path(chain_id)
+        try:
+            sc.rename_noreplace(str(tmp), str(dest))
+        except SyscallError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not dest.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+                if e.errno == errno.EXDEV:
+                    raise SnapshotError(f"snapshot {chain_id}: {tmp} is not on the store's filesystem") from None
+                raise SnapshotError(f"snapshot {chain_id}: {e}") from None
+            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
         self._db().execute("INSERT OR IGNORE INTO snapshots(chain_id, diff_id, parent, created) "
                            "VALUES(?,?,?,?)", (chain_id, diff_id, parent, time.time()))
 

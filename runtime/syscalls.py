@@ -212,3 +212,12 @@ def last_cap() -> int:
             return int(f.read())
     except OSError:
         return 40
+
+
+RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """renameat2(RENAME_NOREPLACE): fails with EEXIST instead of replacing `dst`
+    (os.rename would silently replace an empty directory)."""
+    _check(_libc.renameat2(_AT_FDCWD, _b(src), _AT_FDCWD, _b(dst), RENAME_NOREPLACE), f"rename {src} to {dst}")

@@ -100,3 +100,12 @@ def wait(pid: int, fwd: Forwarder, out_fd: int | None = None,
     finally:
         os.close(pidfd)
     return os.waitpid(pid, 0)[1]
+
+
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL a child we started and collect it (an error is on its way up; no zombie stays)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
+        pass

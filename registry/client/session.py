@@ -195,8 +195,8 @@ class RegistrySession:
         if "wrong version number" in describe(e).lower():
             return TLSFailure(f"{self.registry} does not speak TLS (plain HTTP?); use --insecure to allow "
                               f"plain HTTP")
-        return TLSFailure(f"TLS failure talking to {self.registry}: {describe(e)}; pass the registry's CA "
-                          f"file (--ca-file or {CERTS_D}/{self.host}/ca.crt) or use --insecure")
+        return TLSFailure(f"TLS failure talking to {self.registry}: {describe(e)}; put the registry's CA "
+                          f"file in {CERTS_D}/{self.host}/ca.crt or use --insecure")
 
     def url(self, path: str) -> str:
         assert self.base is not None

@@ -1,8 +1,9 @@
 """Drive `buildah bud --layers --isolation chroot` in a private storage, and flatten images to trees.
 
 Used by the differential test and the benchmark, so both run buildah the
-same way. Everything lives under one directory (storage root, run root,
-exported layouts); nothing touches the machine's default containers storage.
+same way: through tests.interop.tools.Containers (private storage root and
+containers.conf, short run root under /run), so nothing touches the
+machine's default containers storage.
 """
 from __future__ import annotations
 
@@ -14,54 +15,43 @@ import stat
 import subprocess
 from pathlib import Path
 
+from tests.interop.tools import Containers, run
+
 CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Labels", "Volumes",
                  "StopSignal")
 
 
-class Buildah:
+class Buildah(Containers):
+    """buildah in its own storage under `base`, building with chroot isolation."""
+
     def __init__(self, base: Path, driver: str = "overlay"):
-        self.base = base
-        self.root = base / "root"
-        self.runroot = base / "runroot"
-        self.driver = driver
-        self.env = {**os.environ, "BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": driver}
-
-    def _global(self) -> list[str]:
-        return ["--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", self.driver]
-
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        p = subprocess.run(["buildah", *self._global(), *args], capture_output=True, text=True,
-                           env=self.env, timeout=timeout)
-        if check and p.returncode != 0:
-            raise AssertionError(f"buildah {' '.join(args)} exited {p.returncode}: {p.stderr[-2000:]}")
-        return p
+        base.mkdir(parents=True, exist_ok=True)
+        self.base_dir = base
+        super().__init__("buildah", base, driver, env={"BUILDAH_ISOLATION": "chroot", "STORAGE_DRIVER": driver})
 
     def load_oci_archive(self, archive: Path, name: str) -> None:
         """An image soko saved becomes `name` in buildah's storage (skopeo does the copy)."""
-        dest = f"containers-storage:[{self.driver}@{self.root}+{self.runroot}]{name}"
-        p = subprocess.run(["skopeo", "copy", "--quiet", f"oci-archive:{archive}", dest],
-                           capture_output=True, text=True, timeout=600)
-        if p.returncode != 0:
-            raise AssertionError(f"skopeo copy to buildah storage failed: {p.stderr[-2000:]}")
+        run("skopeo", "copy", "--quiet", f"oci-archive:{archive}", self.storage(name), timeout=600)
 
     def bud(self, context: Path, tag: str, build_args: dict[str, str] | None = None,
-            extra: list[str] | None = None) -> subprocess.CompletedProcess:
+            extra: list[str] | None = None) -> str:
         args = ["bud", "--layers", "--isolation", "chroot", "-t", tag]
         for k, v in (build_args or {}).items():
             args += ["--build-arg", f"{k}={v}"]
-        return self.run(*args, *(extra or []), str(context))
+        return self(*args, *(extra or []), str(context), timeout=900)
 
     def export(self, tag: str, dest: Path) -> Path:
         """The image as an OCI layout directory."""
         if dest.exists():
             shutil.rmtree(dest)
-        self.run("push", "--quiet", tag, f"oci:{dest}")
+        self("push", "--quiet", tag, f"oci:{dest}", timeout=900)
         return dest
 
     def cleanup(self) -> None:
-        subprocess.run(["buildah", *self._global(), "rm", "--all"], capture_output=True, env=self.env)
+        subprocess.run([*self.base, "rm", "--all"], capture_output=True, env={**os.environ, **self.env})
+        super().cleanup()
         subprocess.run(["umount", "-R", str(self.root / "overlay")], capture_output=True)
-        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
 def oci_layout_image(layout: Path) -> tuple[dict, list[Path]]:

@@ -3,26 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import os
-import tarfile
 import threading
 
 import pytest
 
 from builder import BuildError
-from tests.builder.helpers import ImageFS, do_build, import_busybox, write_context
-from tests.conftest import need_root
-
-
-@pytest.fixture
-def store(store_root, busybox_rootfs):
-    need_root()  # owners other than our own
-    from storage.images import ImageStore
-
-    s = ImageStore(store_root)
-    import_busybox(s, busybox_rootfs)
-    return s
+from tests.builder.helpers import ImageFS, do_build, write_context
+from tests.tarballs import make_tar
 
 
 @pytest.fixture
@@ -163,15 +151,7 @@ def test_heredocs(store, ctx):
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o640
-            info.uid = info.gid = 7
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return make_tar([("file", name, data, 0o640) for name, data in members.items()], uid=7, gid=7)
 
 
 def test_add_unpacks_local_archives_whatever_the_compression(store, ctx):

@@ -1,7 +1,6 @@
 """Outputs and entry points: --output archives, -f paths, stdin Dockerfiles, events, hostile input."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -11,18 +10,9 @@ import tarfile
 import pytest
 
 from builder import BuildError, BuildEvent, BuildOptions, DockerfileError, build
-from tests.builder.helpers import ImageFS, do_build, import_busybox, write_context
-from tests.conftest import REPO, need_root
-
-
-@pytest.fixture
-def store(store_root, busybox_rootfs):
-    need_root()
-    from storage.images import ImageStore
-
-    s = ImageStore(store_root)
-    import_busybox(s, busybox_rootfs)
-    return s
+from tests.builder.helpers import ImageFS, do_build, write_context
+from tests.conftest import REPO
+from tests.tarballs import make_tar
 
 
 @pytest.fixture
@@ -92,12 +82,7 @@ def test_events_name_steps_like_buildkit(store, ctx):
 def test_hostile_context_and_archives(store, ctx, tmp_path):
     os.symlink("/etc/passwd", ctx / "escape")
     os.symlink("../../..", ctx / "up")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        info = tarfile.TarInfo("../../evil")
-        info.size = 4
-        t.addfile(info, io.BytesIO(b"evil"))
-    (ctx / "evil.tar").write_bytes(buf.getvalue())
+    (ctx / "evil.tar").write_bytes(make_tar([("file", "../../evil", b"evil")]))
     with pytest.raises(BuildError, match="file not found"):
         do_build(store, ctx, "FROM busybox\nCOPY escape /x\n")  # the link's target is not in the context
     fs_before = set(os.listdir(tmp_path))

@@ -1,23 +1,14 @@
 """RUN through the runtime: environment, user, heredocs, failures, layers, cache."""
 from __future__ import annotations
 
+import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
 from builder import BuildError, RunFailed
-from tests.builder.helpers import ImageFS, do_build, import_busybox, write_context
-from tests.conftest import need_root
-
-
-@pytest.fixture
-def store(store_root, busybox_rootfs):
-    need_root()
-    from storage.images import ImageStore
-
-    s = ImageStore(store_root)
-    import_busybox(s, busybox_rootfs)
-    return s
+from tests.builder.helpers import ImageFS, do_build, write_context
 
 
 @pytest.fixture
@@ -101,6 +92,18 @@ def test_run_layers_hold_changes_and_whiteouts(store, ctx):
     assert names == ["etc", "etc/.wh.group", "new", "new/d", "new/d/f"]
     fs = ImageFS(store, "w")
     assert fs.stat("/etc/group") is None and fs.read("/etc/passwd") is not None
+
+
+def test_run_on_a_bare_base_leaves_no_mount_points_in_its_layer(store, tmp_path):
+    """FROM scratch has no /proc, /dev, /sys or /etc: the runtime's mount points stay out of the layers."""
+    ctx = write_context(tmp_path / "bare", {"busybox": Path("/bin/busybox").read_bytes()})
+    os.chmod(ctx / "busybox", 0o755)
+    do_build(store, ctx, 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "true"]\n'
+                         'RUN ["/bin/busybox", "mkdir", "/made"]\n', tags=["bare"])
+    img = store.resolve("bare")
+    assert len(img.manifest.layers) == 2 and img.config.data["history"][1].get("empty_layer") is True
+    with tarfile.open(fileobj=store.blobs.open(img.manifest.layers[1].digest), mode="r:*") as t:
+        assert t.getnames() == ["made"]
 
 
 def test_network_modes(store, ctx):

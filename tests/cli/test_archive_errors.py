@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from tests.cli.test_images_cli import store_state
-from tests.hostile import truncated_gzip, write
+from tests.tarballs import truncated_gzip, write
 
 
 @pytest.fixture

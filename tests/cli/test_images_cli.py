@@ -7,7 +7,7 @@ import json
 import pytest
 import zstandard
 
-from tests.hostile import tar_bytes, truncated_gzip, write
+from tests.tarballs import make_tar, truncated_gzip, write
 
 
 def store_state(root):
@@ -89,7 +89,7 @@ def test_errors_are_one_line(soko):
 ])
 def test_import_refuses_hostile_entries(soko, imported, tmp_path, entries, msg):
     before = store_state(soko.root)
-    bad = write(tmp_path / "bad.tar", tar_bytes([("dir", "etc"), *entries]))
+    bad = write(tmp_path / "bad.tar", make_tar([("dir", "etc"), *entries]))
     r = soko("import", bad, "evil:1", check=False)
     assert r.returncode == 1
     assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1

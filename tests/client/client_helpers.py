@@ -4,13 +4,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import io
 import os
 import random
 import shutil
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 import urllib.error
@@ -21,38 +19,14 @@ from pathlib import Path
 from storage import digests, mediatypes as mt
 from storage.images import ImageStore
 from storage.model import Descriptor, ImageConfig, Manifest
+from tests.tarballs import make_tar
 
 BUSYBOX = Path("/usr/bin/busybox")
 
 
-def _tar(entries: list[tuple[str, bytes | str]]) -> bytes:
-    """A layer tar: (name, bytes) is a file, (name, "->target") a symlink."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        dirs: set[str] = set()
-        for name, content in entries:
-            parts = name.split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                d = "/".join(parts[:i])
-                if d not in dirs:
-                    dirs.add(d)
-                    ti = tarfile.TarInfo(d)
-                    ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 0
-                    tf.addfile(ti)
-            ti = tarfile.TarInfo(name)
-            ti.mtime = 0
-            if isinstance(content, str):
-                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, content[2:], 0o777
-                tf.addfile(ti)
-            else:
-                ti.size, ti.mode = len(content), 0o755
-                tf.addfile(ti, io.BytesIO(content))
-    return buf.getvalue()
-
-
-def add_layer(store: ImageStore, entries: list[tuple[str, bytes | str]], level: int = 1) -> tuple[Descriptor, str]:
-    """Store a gzip layer; returns its descriptor and diff_id."""
-    raw = _tar(entries)
+def add_layer(store: ImageStore, entries: list[tuple], level: int = 1) -> tuple[Descriptor, str]:
+    """Store a gzip layer of tarballs.make_tar entries (parents added); returns its descriptor and diff_id."""
+    raw = make_tar(entries, parents=True)
     diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
     gz = gzip.compress(raw, compresslevel=level, mtime=0)
     digest = store.blobs.put_bytes(gz)
@@ -62,12 +36,13 @@ def add_layer(store: ImageStore, entries: list[tuple[str, bytes | str]], level: 
 
 def busybox_layer(store: ImageStore) -> tuple[Descriptor, str]:
     data = BUSYBOX.read_bytes()
-    return add_layer(store, [("bin/busybox", data), ("bin/sh", "->busybox"), ("bin/ls", "->busybox")], level=6)
+    return add_layer(store, [("file", "bin/busybox", data, 0o755), ("symlink", "bin/sh", "busybox"),
+                             ("symlink", "bin/ls", "busybox")], level=6)
 
 
 def random_layer(store: ImageStore, size: int, seed: int, name: str = "data.bin") -> tuple[Descriptor, str]:
     rnd = random.Random(seed)
-    return add_layer(store, [(f"data/{name}", rnd.randbytes(size))], level=1)
+    return add_layer(store, [("file", f"data/{name}", rnd.randbytes(size), 0o755)], level=1)
 
 
 def make_image(store: ImageStore, ref: str, layers: list[tuple[Descriptor, str]],

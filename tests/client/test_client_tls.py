@@ -1,11 +1,15 @@
 """Scheme and TLS rules: verified HTTPS by default, loopback plain HTTP, --insecure, a CA file."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from registry.client import ClientOptions, pull, push
 from registry.client.errors import TLSFailure, Unreachable
+from registry.client.session import CERTS_D
 from tests.client.client_helpers import busybox_layer, local_ip, make_image, make_tls, start_distribution
+from tests.conftest import need_root
 
 FAST = dict(backoff=0.05)
 
@@ -31,6 +35,27 @@ def test_unknown_ca_fails_with_a_way_out(tls_setup, store):
         push(store, ref, None, ClientOptions(**FAST))
     msg = str(ei.value)
     assert "\n" not in msg and "--insecure" in msg and "CA file" in msg and remote.host in msg
+    assert f"/etc/docker/certs.d/{remote.host}/ca.crt" in msg  # what `soko push/pull` users can do
+    assert "--ca-file" not in msg  # soko push/pull have no such flag
+
+
+def test_docker_certs_d_ca_makes_it_trusted(tls_setup, store, store2):
+    """The way the TLS error names: Docker's /etc/docker/certs.d/HOST:PORT/ca.crt."""
+    need_root()
+    ca, remote, _, _ = tls_setup
+    ref = f"{remote.host}/tls/certsd:1"
+    m = make_image(store, ref, [busybox_layer(store)])
+    made = [p for p in (CERTS_D.parent, CERTS_D) if not p.exists()]  # removed again afterwards
+    d = CERTS_D / remote.host  # a fresh port: no one else's directory
+    d.mkdir(parents=True)
+    try:
+        shutil.copy(ca, d / "ca.crt")
+        push(store, ref, None, ClientOptions(**FAST))
+        assert pull(store2, ref, None, ClientOptions(**FAST)).digest == m.digest
+    finally:
+        shutil.rmtree(d)
+        for p in reversed(made):
+            p.rmdir()
 
 
 def test_ca_file_makes_it_trusted(tls_setup, store, store2):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import SokoCLI, need_root
-from tests.interop.tools import Podman, need_tool, run
+from tests.interop.tools import Containers, need_tool, run
 
 pytestmark = pytest.mark.interop
 
@@ -38,7 +38,7 @@ def test_oci_archive_read_by_skopeo_and_umoci(soko, image, tmp_path):
 
 def test_docker_archive_runs_in_podman(soko, image, tmp_path):
     need_root()
-    podman = Podman(tmp_path)
+    podman = Containers("podman", tmp_path)
     out = tmp_path / "bb-docker.tar"
     soko("save", "-o", out, "busybox:interop")
     try:

@@ -28,23 +28,33 @@ def run(*args, input: bytes | None = None, env: dict | None = None, timeout: flo
     return p.stdout.decode(errors="replace")
 
 
-class Podman:
-    """podman as TESTING.md says it works here: runc, no default ulimits, and
-    a private storage root so tests never touch the machine's images."""
+class Containers:
+    """podman or buildah as TESTING.md says they work here: runc, no default
+    ulimits (a private containers.conf through CONTAINERS_CONF), a private
+    storage root and a short run root under /run, so tests never touch the
+    machine's images or its /etc."""
 
-    def __init__(self, tmp: Path):
-        need_tool("podman")
+    def __init__(self, tool: str, tmp: Path, driver: str = "vfs", env: dict | None = None):
+        need_tool(tool)
         need_tool("runc")
-        conf = tmp / "containers.conf"
+        conf = tmp / f"{tool}-containers.conf"
         conf.write_text("[containers]\ndefault_ulimits = []\n")
-        self.env = {"CONTAINERS_CONF": str(conf)}
-        self.runroot = tempfile.mkdtemp(prefix="pm-", dir="/run")  # podman wants a short runroot
-        self.base = ["podman", "--root", str(tmp / "podman-root"), "--runroot", self.runroot,
-                     "--runtime", "runc", "--storage-driver", "vfs"]
+        self.tool, self.driver = tool, driver
+        self.env = {"CONTAINERS_CONF": str(conf), **(env or {})}
+        self.root = tmp / f"{tool}-root"
+        self.runroot = tempfile.mkdtemp(prefix=f"{tool[:2]}-", dir="/run")  # podman wants a short runroot
+        self.base = [tool, "--root", str(self.root), "--runroot", self.runroot, "--storage-driver", driver]
+        if tool == "podman":
+            self.base += ["--runtime", "runc"]
 
     def __call__(self, *args, **kw) -> str:
         return run(*self.base, *args, env=self.env, **kw)
 
+    def storage(self, name: str) -> str:
+        """A skopeo/containers-image reference to `name` in this private storage."""
+        return f"containers-storage:[{self.driver}@{self.root}+{self.runroot}]{name}"
+
     def cleanup(self) -> None:
-        subprocess.run([*self.base, "system", "reset", "--force"], capture_output=True, env={**os.environ, **self.env})
+        reset = ["system", "reset", "--force"] if self.tool == "podman" else ["rmi", "--all", "--force"]
+        subprocess.run([*self.base, *reset], capture_output=True, env={**os.environ, **self.env})
         shutil.rmtree(self.runroot, ignore_errors=True)

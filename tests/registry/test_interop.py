@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from tests.interop.tools import Containers, need_tool, run
+
 from .conftest import DOCKER_MANIFEST, OCI_MANIFEST, unique
-from .tools import Containers, busybox_layout, need_tool, run
+from .layouts import busybox_layout
 
 pytestmark = pytest.mark.interop
 

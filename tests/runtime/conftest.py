@@ -10,7 +10,9 @@ import pytest
 
 from tests.conftest import REPO, need_root
 
-from .helpers import add_image, busybox_tree, tar_of_dir
+from tests.tarballs import tar_of_dir
+
+from .helpers import add_image, busybox_tree
 
 BUSYBOX_CONFIG = {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}
 

@@ -1,10 +1,8 @@
 """Test helpers: a small busybox root made here, and images built from it in a store."""
 from __future__ import annotations
 
-import io
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
@@ -32,45 +30,6 @@ def busybox_tree(root: Path) -> Path:
     (root / "etc" / "group").write_text(GROUP)
     os.chown(root / "home" / "app", 1000, 1000)
     return root
-
-
-def tar_of_dir(src: Path) -> bytes:
-    """An uncompressed layer tar of a directory tree (owners, modes and symlinks kept)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for path in sorted(src.rglob("*")):
-            rel = path.relative_to(src).as_posix()
-            ti = tf.gettarinfo(str(path), arcname=rel)
-            ti.uname = ti.gname = ""
-            if ti.isreg():
-                with open(path, "rb") as f:
-                    tf.addfile(ti, f)
-            else:
-                tf.addfile(ti)
-    return buf.getvalue()
-
-
-def tar_of_entries(entries: list[tuple]) -> bytes:
-    """A layer tar from (name, kind, extra) tuples: ("f", data), ("d",), ("l", target), ("h", target)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, kind, *extra in entries:
-            ti = tarfile.TarInfo(name)
-            ti.mtime = 0
-            if kind == "f":
-                data = extra[0] if isinstance(extra[0], bytes) else extra[0].encode()
-                ti.size = len(data)
-                ti.mode = extra[1] if len(extra) > 1 else 0o644
-                tf.addfile(ti, io.BytesIO(data))
-                continue
-            if kind == "d":
-                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-            elif kind == "l":
-                ti.type, ti.linkname = tarfile.SYMTYPE, extra[0]
-            elif kind == "h":
-                ti.type, ti.linkname = tarfile.LNKTYPE, extra[0]
-            tf.addfile(ti)
-    return buf.getvalue()
 
 
 def add_image(store, layers: list[bytes], config: dict | None = None, tag: str | None = None):

@@ -6,7 +6,9 @@ import os
 import pytest
 
 from .conftest import run_cli
-from .helpers import add_image, tar_of_entries
+from tests.tarballs import make_tar
+
+from .helpers import add_image
 
 RUNTIMES = ["builtin", "runc"]
 
@@ -21,16 +23,16 @@ def hostile(store, tmp_path):
     (host / "mnt").mkdir()
     escape = "../" * 12
     base = store.blobs.read_bytes(store.resolve("busybox").manifest.layers[0].digest)
-    evil = tar_of_entries([
-        ("etc/passwd", "l", f"{escape}{str(host).lstrip('/')}/etc/passwd"),
-        ("wd", "l", f"/../../..{host}/wd"),
-        ("mnt", "l", f"{escape}{str(host).lstrip('/')}/mnt"),
+    evil = make_tar([
+        ("symlink", "etc/passwd", f"{escape}{str(host).lstrip('/')}/etc/passwd"),
+        ("symlink", "wd", f"/../../..{host}/wd"),
+        ("symlink", "mnt", f"{escape}{str(host).lstrip('/')}/mnt"),
     ])
     add_image(store, [base, evil], {"Cmd": ["sh"]}, tag="evil")
-    inside = tar_of_entries([
-        ("inside", "d"),
-        ("inside/passwd", "f", "inside:x:1234:1234:in:/:/bin/sh\n"),
-        ("etc/passwd", "l", "/inside/passwd"),
+    inside = make_tar([
+        ("dir", "inside"),
+        ("file", "inside/passwd", "inside:x:1234:1234:in:/:/bin/sh\n"),
+        ("symlink", "etc/passwd", "/inside/passwd"),
     ])
     add_image(store, [base, inside], {"Cmd": ["sh"]}, tag="inside")
     return host
@@ -70,7 +72,7 @@ def test_volume_target_symlink_stays_inside(store, hostile, rt, tmp_path):
 
 def test_layer_with_escaping_entries_is_refused(store):
     base = store.blobs.read_bytes(store.resolve("busybox").manifest.layers[0].digest)
-    add_image(store, [base, tar_of_entries([("../../escape", "f", "x")])], {"Cmd": ["true"]}, tag="escape")
+    add_image(store, [base, make_tar([("file", "../../escape", "x")])], {"Cmd": ["true"]}, tag="escape")
     p = run_cli(store.root, "--rm", "escape")
     assert p.returncode == 125
     assert not any(n.startswith(".unpack-") for n in os.listdir(store.root / "snapshots"))

@@ -15,7 +15,9 @@ from runtime.layerview import LayerView, is_opaque, is_whiteout
 from runtime.snapshots import Snapshots, chain_ids, prune
 
 from .conftest import run_cli
-from .helpers import add_image, tar_of_entries
+from tests.tarballs import make_tar
+
+from .helpers import add_image
 
 SNAPSHOTTERS = ["overlay", "copy"]
 
@@ -27,12 +29,12 @@ def base_layer(store) -> bytes:
 @pytest.fixture
 def layered(store):
     """busybox, then a layer that deletes /bin/vi and makes /etc opaque with a new passwd."""
-    top = tar_of_entries([
-        ("bin/.wh.vi", "f", ""),
-        ("etc/", "d"),
-        ("etc/.wh..wh..opq", "f", ""),
-        ("etc/passwd", "f", "root:x:0:0:root:/root:/bin/sh\nnew:x:77:77::/:/bin/sh\n"),
-        ("added", "f", "added-by-layer-2\n"),
+    top = make_tar([
+        ("file", "bin/.wh.vi", ""),
+        ("dir", "etc/"),
+        ("file", "etc/.wh..wh..opq", ""),
+        ("file", "etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnew:x:77:77::/:/bin/sh\n"),
+        ("file", "added", "added-by-layer-2\n"),
     ])
     return add_image(store, [base_layer(store), top], {"Cmd": ["sh"]}, tag="layered")
 
@@ -256,7 +258,7 @@ def test_run_steps_in_parallel_threads(store):
 
 @pytest.mark.parametrize("rt", ["builtin", "runc"])
 def test_many_layers_beyond_one_page_of_mount_options(store, rt):
-    layers = [base_layer(store)] + [tar_of_entries([(f"l{i:03d}", "f", f"{i}\n"), ("top", "f", f"{i}\n")])
+    layers = [base_layer(store)] + [make_tar([("file", f"l{i:03d}", f"{i}\n"), ("file", "top", f"{i}\n")])
                                     for i in range(70)]
     add_image(store, layers, {"Cmd": ["sh"]}, tag="tall")
     p = run_cli(store.root, "--rm", "--runtime", rt, "tall", "sh", "-c",
@@ -264,3 +266,122 @@ def test_many_layers_beyond_one_page_of_mount_options(store, rt):
     assert p.returncode == 0, p.stderr
     assert p.stdout.decode().split() == ["0", "69", "69", "70"]
     assert b"fallback" not in p.stderr  # the overlay itself, not the copy
+
+
+def _tree_with(path: Path, name: str) -> Path:
+    (path / "d").mkdir(parents=True)
+    (path / "d" / name).write_text(name)
+    os.chmod(path, 0o700)
+    return path
+
+
+def test_adopt_makes_a_tree_the_snapshot_and_records_it(store):
+    snaps = Snapshots(store)
+    base = list(store.resolve("busybox").config.diff_ids)
+    diff_ids = base + ["sha256:" + "ab" * 32]
+    cid = chain_ids(diff_ids)[-1]
+    tree = _tree_with(store.root / "staging-a", "mine")
+    ino = os.lstat(tree).st_ino
+    p = snaps.adopt(diff_ids, tree)
+    assert p == snaps.path(cid) and snaps.has(cid) and not tree.exists()
+    assert os.lstat(p).st_ino == ino and (p / "d" / "mine").read_text() == "mine"
+    assert stat.S_IMODE(os.lstat(p).st_mode) == 0o755  # like an unpacked snapshot's root
+    assert tuple(store.db.one("SELECT diff_id, parent FROM snapshots WHERE chain_id=?", (cid,))) == (
+        diff_ids[-1], chain_ids(base)[-1])
+    # one exists already: it stays, the new tree is consumed
+    other = _tree_with(store.root / "staging-b", "theirs")
+    assert snaps.adopt(diff_ids, other) == p and not other.exists()
+    assert os.listdir(p / "d") == ["mine"]
+    assert cid not in prune(store, keep=[cid], dry_run=True) and cid in prune(store, dry_run=True)
+
+
+def _adopt(root: str, diff_ids: list[str], tree: str, barrier, q) -> None:
+    from storage.images import ImageStore
+
+    try:
+        ino = os.lstat(tree).st_ino
+        barrier.wait(10)
+        p = Snapshots(ImageStore(root)).adopt(diff_ids, Path(tree))
+        q.put(("won" if os.lstat(p).st_ino == ino else "lost", os.path.exists(tree)))
+    except BaseException as e:  # noqa: BLE001
+        q.put((repr(e), None))
+
+
+def test_concurrent_adopt_of_empty_trees_has_one_winner(store):
+    """An empty tree is the hard case: a plain rename would replace an empty snapshot."""
+    ctx = multiprocessing.get_context("fork")
+    q, barrier = ctx.Queue(), ctx.Barrier(4)
+    diff_ids = ["sha256:" + "cd" * 32]
+    trees = [store.root / f"empty-{i}" for i in range(4)]
+    for t in trees:
+        t.mkdir()
+    Snapshots(store)._db()  # migrate once, before the race
+    procs = [ctx.Process(target=_adopt, args=(str(store.root), diff_ids, str(t), barrier, q)) for t in trees]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = sorted(q.get(timeout=5) for _ in procs)
+    assert results == [("lost", False)] * 3 + [("won", False)]
+    assert os.listdir(store.root / "snapshots") == [chain_ids(diff_ids)[0][7:]]  # no leftovers
+
+
+def test_rename_noreplace_refuses_an_empty_directory(tmp_path):
+    from runtime import syscalls as sc
+    from runtime.errors import SyscallError
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SyscallError) as e:
+        sc.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert e.value.errno == 17  # EEXIST
+    sc.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "c"))
+    assert sorted(os.listdir(tmp_path)) == ["b", "c"]
+
+
+def _busybox_only() -> list[tuple]:
+    return [("dir", "bin/"), ("file", "bin/busybox", Path("/bin/busybox").read_bytes(), 0o755),
+            ("symlink", "bin/sh", "busybox")]
+
+
+def _listing(upper: Path) -> list[str]:
+    return sorted(p.relative_to(upper).as_posix() for p in upper.rglob("*"))
+
+
+def _step(store, tag: str, script: str, snap: str, mounts=()) -> tuple[int, Path]:
+    n = len(list(store.root.glob("u-*")))
+    upper, work = store.root / f"u-{n}", store.root / f"w-{n}"
+    upper.mkdir()
+    work.mkdir()
+    status = build.run_step(store, list(store.resolve(tag).config.diff_ids), upper, work,
+                            ["/bin/sh", "-c", script], ["PATH=/bin"], None, "/", network="none",
+                            mounts=mounts, on_output=lambda b: None, snapshotter=snap)
+    return status, upper
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_run_step_removes_the_mount_points_it_made(store, tmp_path, snapshotter):
+    """A base without /proc, /dev, /sys, /etc: the layer holds the command's files only."""
+    add_image(store, [make_tar(_busybox_only())], tag="bare")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    status, upper = _step(store, "bare", "test -d /proc/self && test -s /etc/hosts && ls /ctx/in >/dev/null && "
+                          "mkdir /made && echo x > /made/f && touch /empty", snapshotter,
+                          mounts=[(str(ctx), "/ctx/in", True)])
+    assert status == 0
+    assert _listing(upper) == ["empty", "made", "made/f"]  # an empty file the command made stays
+
+
+@pytest.mark.parametrize("snapshotter", SNAPSHOTTERS)
+def test_run_step_keeps_what_the_command_changed_around_mount_points(store, snapshotter):
+    """/etc exists (copied up for the stubs), /etc/hosts links to a missing /var/hosts."""
+    add_image(store, [make_tar([*_busybox_only(), ("dir", "etc/"), ("symlink", "etc/hosts", "/var/hosts"),
+                                      ("file", "etc/hostname", "base\n"), ("dir", "proc/"), ("dir", "sys/"),
+                                      ("dir", "dev/")])], tag="etc")
+    status, upper = _step(store, "etc", "true", snapshotter)
+    assert status == 0 and _listing(upper) == []
+    status, upper = _step(store, "etc", "echo v > /etc/own", snapshotter)
+    assert status == 0 and _listing(upper) == ["etc", "etc/own"]
+    status, upper = _step(store, "etc", "chmod 700 /etc", snapshotter)
+    assert status == 0 and _listing(upper) == ["etc"]
+    assert stat.S_IMODE(os.lstat(upper / "etc").st_mode) == 0o700

@@ -15,7 +15,8 @@ from tests.conftest import need_root
 from storage.blobs import BlobStore
 from storage.errors import DigestMismatch, LayerError
 from storage.layers import apply_blob, apply_layer, write_layer
-from tests.storage.test_layers_support import make_tar, overlay_readonly, snapshot
+from tests.storage.test_layers_support import overlay_readonly, snapshot
+from tests.tarballs import make_tar
 
 
 @pytest.fixture
@@ -234,7 +235,7 @@ def test_in_place_and_atomic_options(tmp_path, store):
 
 def test_replacing_entries_of_other_types(tmp_path, store):
     base = tar_layer(tmp_path, store, [("dir", "x"), ("file", "x/inner", b"i"),
-                                       ("file", "y", b"y"), ("sym", "z", "y")])
+                                       ("file", "y", b"y"), ("symlink", "z", "y")])
     top = tar_layer(tmp_path, store, [("file", "x", b"now a file"), ("dir", "y"),
                                       ("file", "z", b"z")])
     out = tmp_path / "out"

@@ -9,7 +9,8 @@ import pytest
 
 from storage.errors import LayerError, UnsafePathError
 from storage.layers import apply_layer
-from tests.storage.test_layers_support import make_tar, snapshot
+from tests.storage.test_layers_support import snapshot
+from tests.tarballs import make_tar
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_absolute_entry_names_are_relative_to_the_target(tmp_path, outside):
 @pytest.mark.parametrize("link", ["../../..", "../../../outside", "a/../../.."])
 def test_relative_symlink_escape_then_write_through(tmp_path, outside, link):
     with pytest.raises(UnsafePathError, match="evil/secret"):
-        apply(tmp_path, [("dir", "a"), ("sym", "evil", link), ("file", "evil/secret", b"pwned")])
+        apply(tmp_path, [("dir", "a"), ("symlink", "evil", link), ("file", "evil/secret", b"pwned")])
     unchanged(tmp_path, outside)
 
 
@@ -64,7 +65,7 @@ def test_absolute_symlinks_resolve_inside_the_target(tmp_path, outside, link):
     # Entries always aim at `outside`, so a broken applier would hit it (and
     # nothing else on the host) - which `unchanged` reports.
     through = f"evil{outside}/secret" if link == "/" else "evil/secret"
-    target = apply(tmp_path, [("sym", "evil", link), ("file", through, b"pwned")])
+    target = apply(tmp_path, [("symlink", "evil", link), ("file", through, b"pwned")])
     inside = target / str(outside).lstrip("/") / "secret"
     assert inside.read_bytes() == b"pwned"  # as in the container: / is the target
     assert os.readlink(target / "evil") == link  # the link itself is kept as written
@@ -73,13 +74,13 @@ def test_absolute_symlinks_resolve_inside_the_target(tmp_path, outside, link):
 
 def test_absolute_symlink_climbing_above_root_is_refused(tmp_path, outside):
     with pytest.raises(UnsafePathError, match="evil/secret"):
-        apply(tmp_path, [("sym", "evil", f"/../../..{outside}"), ("file", "evil/secret", b"x")])
+        apply(tmp_path, [("symlink", "evil", f"/../../..{outside}"), ("file", "evil/secret", b"x")])
     unchanged(tmp_path, outside)
 
 
 def test_symlinked_parent_from_a_lower_layer(tmp_path, outside):
     """In plain mode the lower content is already there, hostile links included."""
-    target = apply(tmp_path, [("sym", "lib", str(outside)), ("sym", "up", "../../outside")])
+    target = apply(tmp_path, [("symlink", "lib", str(outside)), ("symlink", "up", "../../outside")])
     apply_layer(io.BytesIO(make_tar([("file", "lib/secret", b"x")])), target)
     assert (target / str(outside).lstrip("/") / "secret").read_bytes() == b"x"
     with pytest.raises(UnsafePathError):
@@ -88,12 +89,12 @@ def test_symlinked_parent_from_a_lower_layer(tmp_path, outside):
 
 
 def test_symlink_chains_and_loops(tmp_path, outside):
-    target = apply(tmp_path, [("dir", "real"), ("sym", "l1", "l2"), ("sym", "l2", "/real"),
+    target = apply(tmp_path, [("dir", "real"), ("symlink", "l1", "l2"), ("symlink", "l2", "/real"),
                               ("file", "l1/f", b"chained")])
     assert (target / "real" / "f").read_bytes() == b"chained"
     loop = tmp_path / "deep" / "t2"
     with pytest.raises(LayerError, match="too many levels of symlinks"):
-        apply_layer(io.BytesIO(make_tar([("sym", "loop", "loop"), ("file", "loop/f", b"x")])),
+        apply_layer(io.BytesIO(make_tar([("symlink", "loop", "loop"), ("file", "loop/f", b"x")])),
                     loop)
     assert not loop.exists()
     unchanged(tmp_path, outside)
@@ -102,27 +103,27 @@ def test_symlink_chains_and_loops(tmp_path, outside):
 @pytest.mark.parametrize("link", ["../outside/secret", "../../../outside/secret"])
 def test_hardlink_outside_is_refused(tmp_path, outside, link):
     with pytest.raises(UnsafePathError):
-        apply(tmp_path, [("link", "stolen", link)])
+        apply(tmp_path, [("hardlink", "stolen", link)])
     unchanged(tmp_path, outside)
 
 
 def test_absolute_hardlink_stays_inside(tmp_path, outside):
     # /…/outside/secret means <target>/…/outside/secret, which does not exist
     with pytest.raises(LayerError, match="does not exist"):
-        apply(tmp_path, [("link", "stolen", f"{outside}/secret")])
+        apply(tmp_path, [("hardlink", "stolen", f"{outside}/secret")])
     assert os.stat(outside / "secret").st_nlink == 1
     unchanged(tmp_path, outside)
 
 
 def test_hardlink_through_symlink_stays_inside(tmp_path, outside):
     with pytest.raises(LayerError, match="does not exist"):
-        apply(tmp_path, [("sym", "o", str(outside)), ("link", "stolen", "o/secret")])
+        apply(tmp_path, [("symlink", "o", str(outside)), ("hardlink", "stolen", "o/secret")])
     assert os.stat(outside / "secret").st_nlink == 1
     unchanged(tmp_path, outside)
 
 
 def test_whiteouts_cannot_delete_outside(tmp_path, outside):
-    target = apply(tmp_path, [("sym", "o", str(outside)), ("sym", "up", "..")])
+    target = apply(tmp_path, [("symlink", "o", str(outside)), ("symlink", "up", "..")])
     apply_layer(io.BytesIO(make_tar([("file", "o/.wh.secret")])), target)
     for bad in ("up/.wh.secret", ".wh...", "a/.wh.."):
         with pytest.raises(UnsafePathError):
@@ -132,7 +133,7 @@ def test_whiteouts_cannot_delete_outside(tmp_path, outside):
 
 
 def test_final_symlink_is_replaced_not_followed(tmp_path, outside):
-    target = apply(tmp_path, [("sym", "f", f"{outside}/secret")])
+    target = apply(tmp_path, [("symlink", "f", f"{outside}/secret")])
     os.symlink(outside / "secret", target / "g")  # a host link planted in the target
     os.symlink(outside, target / "d")
     apply_layer(io.BytesIO(make_tar([("file", "f", b"new"), ("file", "g", b"new"),
@@ -157,7 +158,7 @@ def test_overlay_xattrs_from_a_layer_are_refused(tmp_path, outside):
 
 def test_root_entry_cannot_be_replaced(tmp_path, outside):
     with pytest.raises(UnsafePathError):
-        apply(tmp_path, [("sym", "./", "/")])
+        apply(tmp_path, [("symlink", "./", "/")])
     unchanged(tmp_path, outside)
 
 
@@ -168,8 +169,8 @@ def test_damaged_tars_fail_with_one_line_errors(tmp_path, outside):
 
     from storage.errors import StorageError
 
-    good = make_tar([("dir", "a"), ("file", "a/f", b"x" * 3000), ("sym", "s", "a/f"),
-                     ("link", "h", "a/f"), ("file", "p" * 150, b"long"),
+    good = make_tar([("dir", "a"), ("file", "a/f", b"x" * 3000), ("symlink", "s", "a/f"),
+                     ("hardlink", "h", "a/f"), ("file", "p" * 150, b"long"),
                      ("xattr-file", "x", {"SCHILY.xattr.user.k": "v"})])
     r = random.Random(5)
     for i in range(300):

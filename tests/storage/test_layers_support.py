@@ -1,5 +1,5 @@
 """Helpers shared by the layer tests (no tests here): tree snapshots, tar
-building for hostile input, overlay mounts."""
+reading, overlay mounts (tests/tarballs.py builds tars)."""
 from __future__ import annotations
 
 import hashlib
@@ -58,37 +58,6 @@ def tar_members(data: bytes) -> list[tarfile.TarInfo]:
     raw = comp.DecompressingReader(io.BytesIO(data)).read()
     with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
         return tf.getmembers()
-
-
-def make_tar(entries: list[tuple], gzip: bool = False) -> bytes:
-    """A tar built entry by entry, hostile ones included:
-    ("file", name, data) ("dir", name) ("sym", name, target) ("link", name, target)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for kind, name, *rest in entries:
-            ti = tarfile.TarInfo(name)
-            ti.mtime = 1_600_000_000
-            if kind == "file":
-                data = rest[0] if rest else b""
-                ti.size = len(data)
-                ti.mode = 0o644
-                tf.addfile(ti, io.BytesIO(data))
-                continue
-            if kind == "dir":
-                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-            elif kind == "sym":
-                ti.type, ti.linkname = tarfile.SYMTYPE, rest[0]
-            elif kind == "link":
-                ti.type, ti.linkname = tarfile.LNKTYPE, rest[0]
-            elif kind == "xattr-file":
-                ti.pax_headers = rest[0]
-                ti.mode = 0o644
-            tf.addfile(ti)
-    data = buf.getvalue()
-    if gzip:
-        import gzip as gz
-        return gz.compress(data, mtime=0)
-    return data
 
 
 @contextmanager
