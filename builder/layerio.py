@@ -144,7 +144,7 @@ class RootView:
         for layer in self.view.layers:
             d = os.path.join(layer, rel)
             try:
-                st = os.lstat(d)
+                os.lstat(d)
             except (FileNotFoundError, NotADirectoryError):
                 continue
             if not os.path.isdir(d) or os.path.islink(d):

@@ -7,13 +7,12 @@ normalized references to a manifest (or index) digest.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import digests, mediatypes as mt, references
+from . import mediatypes as mt, references
 from .blobs import BlobStore
 from .errors import BlobNotFound, ImageNotFound, InvalidReference, ManifestError, StorageError
 from .metadata import MetadataDB

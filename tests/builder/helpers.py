@@ -1,7 +1,6 @@
 """Helpers for builder tests: write a context, build it, look at the result."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
