@@ -1,28 +1,27 @@
 """`soko import`: a root filesystem tarball becomes a one-layer image.
 
-The tarball is stored as given (plain, gzip or zstd) after one pass that
-checks every entry name: entries that would escape the root (`..`) make the
-import fail before anything is stored.
+The tarball is stored as given (plain, gzip or zstd); the same pass checks
+every entry name, and entries that would escape the root (`..`) make the
+import fail with nothing left in the store.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import os
-import shutil
 import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
 from . import mediatypes as mt
 from .archives.ingest import Ingest
-from .compression import open_reader
 from .errors import LayerError, UnsafePathError
 from .images import ImageStore
+from .layers_write import resolve_epoch
 from .model import Descriptor, ImageConfig, Manifest
 
 
 def check_entries(f: BinaryIO) -> int:
-    """Validate entry names of a (possibly compressed) tar; returns the count.
+    """Validate entry names of an uncompressed tar stream; returns the count.
 
     Refused: `..` components, absolute names, hardlinks leaving the root, and
     entries written through a symlink the same tarball created (the classic
@@ -30,7 +29,7 @@ def check_entries(f: BinaryIO) -> int:
     count = 0
     symlinks: set[str] = set()
     try:
-        with tarfile.open(fileobj=open_reader(f), mode="r|") as tar:
+        with tarfile.open(fileobj=f, mode="r|") as tar:
             for m in tar:
                 parts = [p for p in m.name.split("/") if p not in ("", ".")]
                 if ".." in parts or m.name.startswith("/"):
@@ -50,27 +49,27 @@ def check_entries(f: BinaryIO) -> int:
 
 
 def now_iso() -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if not epoch else when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The creation time: SOURCE_DATE_EPOCH when set (validated as layers do), else now."""
+    epoch = resolve_epoch(None)
+    if epoch is not None:
+        return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def import_rootfs(store: ImageStore, source: BinaryIO | Path, changes: dict | None = None,
                   message: str | None = None, source_name: str = "-") -> Manifest:
-    """Store `source` as a layer and commit a one-layer image around it."""
-    tmp = None
-    if not isinstance(source, Path):  # a stream (stdin): spool it so it can be read twice
-        tmp = store.blobs.new_temp(".import")
-        with open(tmp, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-        source = tmp
+    """Store `source` as a layer and commit a one-layer image around it.
+
+    One pass over the tarball: it is stored as given while its entries are
+    checked; any refusal discards the blob before anything refers to it."""
+    counted: list[int] = []
     ingest = Ingest(store.blobs)
     try:
-        with open(source, "rb") as f:
-            if check_entries(f) == 0:
-                raise LayerError("the tarball has no entries")
-            f.seek(0)
-            blob, diff_id, kind, size = ingest.put_layer(f)
+        opened = open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext(source)
+        with opened as f:
+            blob, diff_id, kind, size = ingest.put_layer(f, consume=lambda t: counted.append(check_entries(t)))
+        if counted == [0]:
+            raise LayerError("the tarball has no entries")
         created = now_iso()
         cfg = ImageConfig.new()
         cfg.data["created"] = created
@@ -83,6 +82,3 @@ def import_rootfs(store: ImageStore, source: BinaryIO | Path, changes: dict | No
     except BaseException:
         ingest.rollback()
         raise
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

@@ -3,11 +3,12 @@ with rollback: blobs an aborted load added are removed again, so a failed
 load leaves the store as it was."""
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import BinaryIO, Callable, Iterator
 
-from .. import compression, digests
+from .. import digests
 from ..blobs import BlobStore
 from ..errors import DigestMismatch
+from ..layers_stream import LayerStream
 
 
 class Ingest:
@@ -24,29 +25,32 @@ class Ingest:
             self.added.append(d)
         return d
 
-    def put_layer(self, stream: BinaryIO, expected: str | None = None,
-                  diff_id: str | None = None) -> tuple[str, str, str, int]:
+    def put_layer(self, stream: BinaryIO, expected: str | None = None, diff_id: str | None = None,
+                  consume: Callable[[BinaryIO], object] | None = None) -> tuple[str, str, str, int]:
         """Store a layer as it comes; returns (blob digest, diff_id,
-        compression, size). The diff_id (digest of the uncompressed tar) is
-        computed in the same pass and checked against `diff_id` when given."""
+        compression, size). One pass: the raw bytes go to the blob writer
+        while `LayerStream` decompresses and hashes them on its threads; the
+        diff_id is checked against `diff_id` when given, and `consume` (if
+        any) reads the uncompressed tar on the way, e.g. to validate entries."""
         w = self.blobs.writer()
         try:
-            tee = _Tee(stream, w.write)
-            kind, src = compression.sniff(tee)
-            diff = digests.hasher()
-            for chunk in compression.iter_decompressed(src, kind):
-                diff.update(chunk)
-            while tee.read(digests.CHUNK):  # anything the decompressor did not need
-                pass
-            actual_diff = f"sha256:{diff.hexdigest()}"
-            if diff_id is not None and actual_diff != diff_id:
-                raise DigestMismatch(diff_id, actual_diff, "layer diff_id")
+            layer = LayerStream(_Tee(stream, w.write))
+            try:
+                chunks = iter(layer)
+                if consume is not None:
+                    consume(_ChunkReader(chunks))
+                for _ in chunks:  # whatever the consumer did not need (tar padding)
+                    pass
+            finally:
+                layer.close()
+            if diff_id is not None and layer.diff_id != diff_id:
+                raise DigestMismatch(diff_id, layer.diff_id, "layer diff_id")
             existed = self.blobs.has(w.digest)
             size = w.offset
             d = w.commit(expected)
             if not existed and d not in self.added:
                 self.added.append(d)
-            return d, actual_diff, kind, size
+            return d, layer.diff_id, layer.compression, size
         finally:
             w.close()
 
@@ -67,3 +71,22 @@ class _Tee:
         if data:
             self.sink(data)
         return data
+
+
+class _ChunkReader:
+    """A read()-able view of an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.buf = chunks, b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            chunk = next(self.chunks, b"")
+            if not chunk:
+                break
+            self.buf += chunk
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
