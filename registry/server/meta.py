@@ -164,29 +164,24 @@ class RegistryDB:
                                    (repo, digest)).fetchone()
         return None if row is None else ManifestRow(row[0], row[1], row[2])
 
-    def tags(self, repo: str, last: str | None, limit: int | None) -> list[str]:
-        sql = "SELECT tag FROM reg_tags WHERE repo=?"
-        params: list[Any] = [repo]
+    def _page(self, column: str, table: str, where: list[str], params: list[Any], last: str | None,
+              limit: int | None) -> list[str]:
+        """One page of `column` in lexical order, after `last` (exclusive), as tags/list and _catalog want."""
         if last is not None:
-            sql += " AND tag > ?"
-            params.append(last)
-        sql += " ORDER BY tag"
+            where = [*where, f"{column} > ?"]
+            params = [*params, last]
+        sql = f"SELECT {column} FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += f" ORDER BY {column}"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
+            params = [*params, limit]
         return [r[0] for r in self.db.conn.execute(sql, params)]
 
+    def tags(self, repo: str, last: str | None, limit: int | None) -> list[str]:
+        return self._page("tag", "reg_tags", ["repo=?"], [repo], last, limit)
+
     def repositories(self, last: str | None, limit: int | None) -> list[str]:
-        sql = "SELECT name FROM reg_repositories"
-        params: list[Any] = []
-        if last is not None:
-            sql += " WHERE name > ?"
-            params.append(last)
-        sql += " ORDER BY name"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [r[0] for r in self.db.conn.execute(sql, params)]
+        return self._page("name", "reg_repositories", [], [], last, limit)
 
     def referrers(self, repo: str, subject: str, artifact_type: str | None) -> list[Referrer]:
         sql = ("SELECT digest, media_type, size, artifact_type, annotations FROM reg_manifests "
