@@ -34,8 +34,12 @@ def mark(store: ImageStore) -> set[str]:
         seen.add(digest)
         if store.blobs.size(digest) > 4 * 1024 * 1024:
             continue  # no manifest is this big; a layer
+        with store.blobs.open(digest) as f:
+            if f.read(1) != b"{":
+                continue  # a layer (tar or compressed): never read it whole
+            rest = f.read()
         try:
-            obj = json.loads(store.blobs.read_bytes(digest))
+            obj = json.loads(b"{" + rest)
         except (ValueError, UnicodeDecodeError):
             continue
         if not isinstance(obj, dict):

@@ -13,7 +13,7 @@ from ..render import human_size
               help="Keep unreferenced blobs younger than this many seconds (writes in flight).")
 @click.option("--registry", "registry_root", default=None, type=click.Path(file_okay=False),
               help="Collect a registry root instead (default with the flag alone: <store root>/registry).",
-              is_flag=False, flag_value="", )
+              is_flag=False, flag_value="")
 @click.option("--untagged", is_flag=True, help="With --registry: also delete manifests no tag refers to.")
 @click.option("--cache-max-age", type=float, default=7 * 86400.0, show_default=True,
               help="Forget build cache entries unused for this many seconds (0: all).")

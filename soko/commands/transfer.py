@@ -6,7 +6,7 @@ import sys
 import click
 
 
-def _options(ctx: click.Context, insecure: bool = False, jobs: int | None = None):
+def _options(insecure: bool = False, jobs: int | None = None):
     from registry.client import ClientOptions
 
     opts = ClientOptions(insecure=insecure)
@@ -30,7 +30,7 @@ def _run_with_progress(quiet: bool, fn):
 def push_image(ctx, store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool):
     from registry.client import push
 
-    result = _run_with_progress(quiet, lambda p: push(store, image, dest, _options(ctx, insecure, jobs), p))
+    result = _run_with_progress(quiet, lambda p: push(store, image, dest, _options(insecure, jobs), p))
     if not quiet:
         from storage import references
 
@@ -65,7 +65,7 @@ def pull_cmd(ctx, insecure, platform, jobs, quiet, ref) -> None:
 
     plat = Platform.parse(platform) if platform else None
     store = ctx.obj.image_store()
-    result = _run_with_progress(quiet, lambda p: pull(store, ref, plat, _options(ctx, insecure, jobs), p))
+    result = _run_with_progress(quiet, lambda p: pull(store, ref, plat, _options(insecure, jobs), p))
     if quiet:
         click.echo(result.reference)
     else:
@@ -84,7 +84,7 @@ def copy_cmd(ctx, insecure, quiet, src, dst) -> None:
     from registry.client import copy
 
     store = ctx.obj.image_store() if (src.startswith("soko:") or dst.startswith("soko:")) else None
-    result = _run_with_progress(quiet, lambda p: copy(src, dst, _options(ctx, insecure), p, store))
+    result = _run_with_progress(quiet, lambda p: copy(src, dst, _options(insecure), p, store))
     if not quiet:
         click.echo(f"Copied {result.source} to {result.destination} ({result.digest})")
 
@@ -108,7 +108,7 @@ def login_cmd(ctx, username, password, password_stdin, insecure, registry) -> No
         username = click.prompt("Username")
     if password is None:
         password = click.prompt("Password", hide_input=True)
-    login(registry, username, password, _options(ctx, insecure))
+    login(registry, username, password, _options(insecure))
     click.echo("Login Succeeded")
 
 
