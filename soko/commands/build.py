@@ -84,5 +84,5 @@ def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache
         from .transfer import push_image
 
         for t in result.tags:
-            push_image(ctx, store, t, None, insecure=False, jobs=None, quiet=quiet)
+            push_image(store, t, None, insecure=False, jobs=None, quiet=quiet)
     click.echo(result.image_id)

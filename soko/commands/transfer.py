@@ -27,7 +27,7 @@ def _run_with_progress(quiet: bool, fn):
             close()
 
 
-def push_image(ctx, store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool):
+def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool):
     from registry.client import push
 
     result = _run_with_progress(quiet, lambda p: push(store, image, dest, _options(insecure, jobs), p))
@@ -48,7 +48,7 @@ def push_image(ctx, store, image: str, dest: str | None, insecure: bool, jobs: i
 @click.pass_context
 def push_cmd(ctx, insecure, jobs, quiet, image, dest) -> None:
     """Upload an image to a registry (DEST defaults to IMAGE's own reference)."""
-    push_image(ctx, ctx.obj.image_store(), image, dest, insecure, jobs, quiet)
+    push_image(ctx.obj.image_store(), image, dest, insecure, jobs, quiet)
 
 
 @click.command("pull")
