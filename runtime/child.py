@@ -99,10 +99,7 @@ def _setup_and_exec(s: ChildSetup) -> None:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if select.select([s.life_r], [], [], 0)[0]:
-        os._exit(137)  # soko died before we could notice: do not start an orphan
-    os.close(s.life_r)
+    _die_with_soko(s.life_r)
     spec = s.spec
     linux = spec.get("linux", {})
     cgroups.join_self(s.cgroup_paths)
@@ -145,6 +142,8 @@ def _setup_and_exec(s: ChildSetup) -> None:
         if rl["type"] in _RLIMITS:
             resource.setrlimit(_RLIMITS[rl["type"]], (rl["soft"], rl["hard"]))
     _become(process)
+    _die_with_soko(s.life_r)  # again: a change of user clears the parent-death signal
+    os.close(s.life_r)
     for i, fd in enumerate(stdio):
         if fd != i:
             os.dup2(fd, i)
@@ -154,6 +153,13 @@ def _setup_and_exec(s: ChildSetup) -> None:
         # last, as runc does with no_new_privs: nothing of soko's own setup is filtered
         sc.seccomp_filter(s.seccomp_filter)
     _exec(process["args"], process.get("env", []), s.err_w)
+
+
+def _die_with_soko(life_r: int) -> None:
+    """SIGKILL when soko dies; exit now if it already has (its end of the life pipe is closed)."""
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([life_r], [], [], 0)[0]:
+        os._exit(137)  # soko died before we could notice: do not start an orphan
 
 
 def mount_root(r: Rootfs, err_w: int) -> None:

@@ -123,6 +123,32 @@ def test_killed_soko_is_cleaned_up_by_the_next_run(store, rt):
         assert not os.path.exists(f"/run/soko/runc/{st['oci_id']}")
 
 
+@pytest.mark.parametrize("rt", ["builtin", "runc"])
+@pytest.mark.parametrize("user", ["0", "1000"])
+def test_container_dies_with_a_killed_soko(store, rt, user):
+    """No later soko is needed: a foreground container goes when the soko running it is SIGKILLed,
+    for root and for a non-root user (whose setresuid clears PR_SET_PDEATHSIG), in both executors."""
+    marker = f"{os.getpid() % 1000}{user}{len(rt)}.5"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--root", str(store.root), "--rm",
+                             "--runtime", rt, "-u", user, "busybox", "sleep", marker],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not procs_with(f"sleep {marker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert procs_with(f"sleep {marker}"), "the container did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 2
+        while procs_with(f"sleep {marker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert procs_with(f"sleep {marker}") == [], "the container outlived the soko that ran it"
+    finally:
+        proc.kill()
+        subprocess.run([sys.executable, "-m", "runtime", "sweep", "--root", str(store.root)], cwd=REPO)
+    assert container_dirs(store.root) == []
+
+
 def test_kept_container_stays_and_is_not_swept(store):
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
