@@ -186,18 +186,14 @@ def _emit_cond(a: _Asm, c: Cond, fail: Label, word_only: bool) -> None:
         elif c.op == "SCMP_CMP_MASKED_EQ":  # (arg & value) == valueTwo
             a.emit(ALU_AND_K, mask)
             a.emit(JEQ_K, want2, 0, fail)
-        elif c.op in ("SCMP_CMP_GT", "SCMP_CMP_GE"):
+        elif c.op in ("SCMP_CMP_GT", "SCMP_CMP_GE", "SCMP_CMP_LT", "SCMP_CMP_LE"):
+            # where an argument above / below the value goes; equal high words decide on the low word
+            above, below = (passed, fail) if c.op in ("SCMP_CMP_GT", "SCMP_CMP_GE") else (fail, passed)
             if final:
-                a.emit(JGT_K if c.op == "SCMP_CMP_GT" else JGE_K, want, passed, fail)
+                a.emit(JGT_K if c.op in ("SCMP_CMP_GT", "SCMP_CMP_LE") else JGE_K, want, above, below)
             else:
-                a.emit(JGT_K, want, passed, 0)
-                a.emit(JEQ_K, want, 0, fail)
-        elif c.op in ("SCMP_CMP_LT", "SCMP_CMP_LE"):
-            if final:
-                a.emit(JGE_K if c.op == "SCMP_CMP_LT" else JGT_K, want, fail, passed)
-            else:
-                a.emit(JGT_K, want, fail, 0)
-                a.emit(JEQ_K, want, 0, passed)
+                a.emit(JGT_K, want, above, 0)
+                a.emit(JEQ_K, want, 0, below)
         else:
             raise CompileError(f"unknown seccomp operator {c.op!r}")
     a.place(passed)

@@ -155,12 +155,20 @@ def test_resolve_follows_dockers_filters():
     assert "arch_prctl" not in names(arm)
 
 
-@pytest.mark.parametrize("rt", RUNTIMES)
-def test_debian_tools_work_under_the_filter(store, bookworm_rootfs, rt):
+@pytest.fixture(scope="module")
+def bookworm_store(tmp_path_factory, bookworm_rootfs):
+    """One store with Debian bookworm for both executors (importing it is the slow part)."""
+    from storage.images import ImageStore
     from storage.rootfs_import import import_rootfs
 
-    m = import_rootfs(store, bookworm_rootfs)
-    store.tag("bookworm", m.digest)
+    store = ImageStore(tmp_path_factory.mktemp("bookworm") / "store")
+    store.tag("bookworm", import_rootfs(store, bookworm_rootfs).digest)
+    return store
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+def test_debian_tools_work_under_the_filter(bookworm_store, rt):
+    store = bookworm_store
     p = run_cli(store.root, "--rm", "--runtime", rt, "--network", "none", "bookworm", "sh", "-c",
                 "apt-get --version | head -1; dpkg -l | grep -c '^ii'; grep '^Seccomp:' /proc/self/status",
                 timeout=120)
