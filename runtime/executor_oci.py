@@ -153,6 +153,9 @@ def _watch(exe: str, root: str, oci_id: str) -> tuple[int, int]:
     """Fork the watcher: it blocks on a pipe only soko writes to. A byte means soko finished
     the run itself; end-of-file means soko died, and the watcher deletes the container.
     Returns (watcher pid, soko's end of the pipe)."""
+    import subprocess  # before the fork: the child imports nothing
+    import time
+
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid:
@@ -168,9 +171,6 @@ def _watch(exe: str, root: str, oci_id: str) -> tuple[int, int]:
         os.closerange(r + 1, 1 << 16)
         if os.read(r, 1):
             os._exit(0)
-        import subprocess
-        import time
-
         for delay in (0, 0.5, 1.0):  # again, in case runc was killed mid-create
             time.sleep(delay)
             subprocess.run([exe, "--root", root, "delete", "--force", oci_id])
