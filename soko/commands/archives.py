@@ -1,20 +1,30 @@
 """`soko save` and `soko load`."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 
 @click.command("save")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Write to FILE.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write to FILE (- or none: stdout, unless it is a terminal).")
 @click.option("--format", "fmt", type=click.Choice(["docker", "oci"]), default="docker",
               help="docker-archive (as `docker save`) or an OCI layout tar.")
 @click.argument("images", nargs=-1, required=True)
 @click.pass_context
-def save_cmd(ctx: click.Context, output: str, fmt: str, images: tuple[str, ...]) -> None:
+def save_cmd(ctx: click.Context, output: str | None, fmt: str, images: tuple[str, ...]) -> None:
     """Save images to a tar archive."""
     from storage.archives import save
 
-    save(ctx.obj.image_store(), list(images), output, fmt)
+    from ..errors import SokoError
+
+    if output in (None, "-"):
+        if sys.stdout.isatty():
+            raise SokoError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        save(ctx.obj.image_store(), list(images), sys.stdout.buffer, fmt)
+    else:
+        save(ctx.obj.image_store(), list(images), output, fmt)
 
 
 @click.command("load")

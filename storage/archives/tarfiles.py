@@ -53,6 +53,12 @@ class ArchiveWriter:
     def close(self) -> None:
         self.tar.close()
 
+    def abort(self) -> None:
+        """Stop without the end-of-archive blocks or what is still buffered:
+        a failed archive must not end like a whole one."""
+        self.tar.fileobj.closed = True  # its _Stream would flush on garbage collection
+        self.tar.closed = True
+
 
 @contextmanager
 def open_archive(path: Path, scratch: BlobStore) -> Iterator[tarfile.TarFile]:
