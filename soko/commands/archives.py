@@ -28,15 +28,23 @@ def save_cmd(ctx: click.Context, output: str | None, fmt: str, images: tuple[str
 
 
 @click.command("load")
-@click.option("-i", "--input", "source", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="Read from FILE (docker-archive or OCI layout tar, plain, gzip or zstd).")
+@click.option("-i", "--input", "source", default=None, type=click.Path(dir_okay=False, exists=True, allow_dash=True),
+              help="Read from FILE (docker-archive or OCI layout tar, plain, gzip or zstd; - or none: stdin).")
 @click.option("-q", "--quiet", is_flag=True)
 @click.pass_context
-def load_cmd(ctx: click.Context, source: str, quiet: bool) -> None:
+def load_cmd(ctx: click.Context, source: str | None, quiet: bool) -> None:
     """Load images from a tar archive."""
     from storage.archives import load
 
-    for item in load(ctx.obj.image_store(), source):
+    from ..errors import SokoError
+
+    if source in (None, "-"):
+        if sys.stdin.isatty():
+            raise SokoError("requested load from stdin, but stdin is empty")
+        loaded = load(ctx.obj.image_store(), sys.stdin.buffer)
+    else:
+        loaded = load(ctx.obj.image_store(), source)
+    for item in loaded:
         if quiet:
             continue
         if item.tags:
