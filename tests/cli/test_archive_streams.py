@@ -15,8 +15,9 @@ import tarfile
 import pytest
 
 from tests.cli.test_images_cli import store_state
-from tests.conftest import SokoCLI, need_root
+from tests.conftest import SokoCLI
 
+from .test_build_cli import ctx  # noqa: F401 - the fixture
 from .test_output_files import popen
 
 COMPRESSORS = {"none": None, "gzip": ["gzip", "-c", "-1"], "zstd": ["zstd", "-c", "-q"]}
@@ -158,38 +159,28 @@ def test_loading_a_large_archive_from_a_pipe_keeps_memory_bounded(tmp_path):
     assert ingest_left(store.root) == []
 
 
-@pytest.fixture
-def ctx(soko, busybox_rootfs, tmp_path):
-    need_root()
-    soko("import", busybox_rootfs, "bb:1")
-    d = tmp_path / "ctx"
-    d.mkdir()
-    (d / "a.txt").write_text("from the context\n")
-    return d
-
-
 def test_build_dockerfile_from_a_pipe(soko, ctx):
-    printf = ["printf", "FROM bb:1\\nCOPY a.txt /a.txt\\nRUN cat /a.txt > /b.txt\\n"]
+    printf = ["printf", "FROM busybox\\nCOPY hello.txt /a.txt\\nRUN cat /a.txt > /b.txt\\n"]
     src, build = pipeline(printf, lambda stdin: popen(soko, "build", "-q", "-t", "piped:1", "-f", "-", ctx,
                                                       stdin=stdin, stdout=subprocess.PIPE))
     image_id = build.communicate(timeout=300)[0].decode().strip()
     assert build.returncode == 0 and src.wait(timeout=10) == 0
     assert json.loads(soko("inspect", "piped:1").stdout)[0]["Id"] == image_id
-    assert soko("run", "--rm", "piped:1", "cat", "/b.txt").stdout == "from the context\n"
+    assert soko("run", "--rm", "piped:1", "cat", "/b.txt").stdout == "hello\n"
 
 
 def test_build_dash_takes_the_dockerfile_from_stdin_without_context(soko, ctx):
-    printf = ["printf", "FROM bb:1\\nENV X=1\\nRUN echo $X > /x\\n"]
+    printf = ["printf", "FROM busybox\\nENV X=1\\nRUN echo $X > /x\\n"]
     src, build = pipeline(printf, lambda stdin: popen(soko, "build", "-q", "-t", "nocontext:1", "-",
                                                       stdin=stdin, stdout=subprocess.PIPE))
     assert build.communicate(timeout=300)[0].decode().startswith("sha256:") and build.returncode == 0
     assert soko("run", "--rm", "nocontext:1", "cat", "/x").stdout == "1\n"
-    r = soko("build", "-", input="FROM bb:1\nCOPY a.txt /a.txt\n", check=False)
-    assert r.returncode == 1 and "a.txt" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = soko("build", "-", input="FROM busybox\nCOPY hello.txt /a.txt\n", check=False)
+    assert r.returncode == 1 and "hello.txt" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     with open(ctx / "ctx.tar", "wb") as f:
         with tarfile.open(fileobj=f, mode="w") as t:
-            t.add(ctx / "a.txt", "a.txt")
+            t.add(ctx / "hello.txt", "hello.txt")
     r = soko("build", "-", input=(ctx / "ctx.tar").read_bytes(), check=False)
     assert r.returncode == 1 and "context" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = soko("build", "-f", "-", "-", input="FROM bb:1\n", check=False)
+    r = soko("build", "-f", "-", "-", input="FROM busybox\n", check=False)
     assert r.returncode == 2 and "stdin" in r.stderr
