@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from storage.private import private_dir
+
 from . import cgroups, containers, etc_files, seccomp, spec as specmod, users
 from .errors import InvalidOption, StartError
 from .layerview import LayerView
@@ -60,7 +62,7 @@ def volume_mounts(store_root: Path, opts: RunOptions) -> tuple[list[specmod.Moun
         if v.named:
             vdir = Path(store_root) / "volumes" / v.source / "_data"
             if not vdir.is_dir():
-                vdir.mkdir(parents=True, mode=0o755)
+                private_dir(vdir.parent).joinpath(vdir.name).mkdir(mode=0o755)
                 seed.append((v.target, str(vdir)))
             src = str(vdir)
         else:
@@ -149,7 +151,7 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
 def _shared_dir(root: Path, name: str) -> Path:
     p = root / "runtime" / name
     if not p.is_dir():
-        p.mkdir(parents=True, mode=0o755, exist_ok=True)
+        private_dir(p)
     return p
 
 

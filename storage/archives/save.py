@@ -17,11 +17,14 @@ from ..compression import iter_decompressed
 from ..errors import DigestMismatch, InvalidReference
 from ..images import Image, ImageStore
 from ..model import Descriptor, build_manifest, canonical_json
+from ..outfile import open_output
 from .load import NAME_ANNOTATION, REF_ANNOTATION, _blob_name
 from .tarfiles import ArchiveWriter
 
+Targets = list[tuple[Image, list[str]]]  # each image once, with the tags to write for it
 
-def _targets(store: ImageStore, refs: list[str]) -> list[tuple[Image, list[str]]]:
+
+def _targets(store: ImageStore, refs: list[str]) -> Targets:
     """Each image once, with the tags the user named; an image named by ID
     or digest is saved without tags, as `docker save` does."""
     out: dict[str, tuple[Image, list[str]]] = {}
@@ -37,12 +40,11 @@ def _targets(store: ImageStore, refs: list[str]) -> list[tuple[Image, list[str]]
     return list(out.values())
 
 
-def save_oci(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
-    w = ArchiveWriter(out)
+def save_oci(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
     w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
     written: set[str] = set()
     manifests = []
-    for img, tags in _targets(store, refs):
+    for img, tags in targets:
         for d in [img.manifest.config, *img.manifest.layers]:
             if d.digest not in written:
                 w.add_file(_blob_name(d.digest), store.blobs.path(d.digest))
@@ -59,7 +61,6 @@ def save_oci(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
             manifests.append(desc)
     w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
                                               "manifests": manifests}))
-    w.close()
 
 
 def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Path:
@@ -79,12 +80,11 @@ def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Path:
     return tmp
 
 
-def save_docker(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
-    w = ArchiveWriter(out)
+def save_docker(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
     w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
     written: set[str] = set()
     entries, manifests, repositories = [], [], {}
-    for img, tags in _targets(store, refs):
+    for img, tags in targets:
         cfg = img.manifest.config
         if cfg.digest not in written:
             w.add_file(_blob_name(cfg.digest), store.blobs.path(cfg.digest))
@@ -119,17 +119,19 @@ def save_docker(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
     w.add_bytes("manifest.json", json.dumps(entries, separators=(",", ":")).encode())
     if repositories:
         w.add_json("repositories", repositories)
-    w.close()
 
 
-def save(store: ImageStore, refs: list[str], dest: str | Path, fmt: str = "docker") -> None:
-    """Write atomically: to a temporary name beside `dest`, renamed at the end."""
-    dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            (save_oci if fmt == "oci" else save_docker)(store, refs, f)
-        tmp.replace(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def save(store: ImageStore, refs: list[str], dest: str | Path | BinaryIO, fmt: str = "docker") -> None:
+    """Write the images `refs` name to `dest` (a path, see `open_output`, or a
+    stream such as stdout). Every name is resolved before a byte is written;
+    a failure leaves a file `dest` as it was, and a stream without the end of
+    the archive, so no reader takes it for a whole one."""
+    targets = _targets(store, refs)
+    with open_output(dest) as out:
+        w = ArchiveWriter(out)
+        try:
+            (save_oci if fmt == "oci" else save_docker)(store, targets, w)
+        except BaseException:
+            w.abort()
+            raise
+        w.close()

@@ -6,7 +6,8 @@ import io
 import json
 import os
 import tarfile
-from contextlib import contextmanager
+import tempfile
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -53,30 +54,38 @@ class ArchiveWriter:
     def close(self) -> None:
         self.tar.close()
 
+    def abort(self) -> None:
+        """Stop without the end-of-archive blocks or what is still buffered:
+        a failed archive must not end like a whole one."""
+        self.tar.fileobj.closed = True  # its _Stream would flush on garbage collection
+        self.tar.closed = True
+
 
 @contextmanager
-def open_archive(path: Path, scratch: BlobStore) -> Iterator[tarfile.TarFile]:
-    """A random-access TarFile over `path`, decompressing it first (into the
-    store's ingest area) when it is gzip or zstd."""
-    tmp: Path | None = None
-    try:
-        with open(path, "rb") as f:
-            kind = compression.detect(f.read(8))
-            if kind != "none":
-                f.seek(0)
-                tmp = scratch.new_temp(".tar")
-                with open(tmp, "wb") as out:
-                    for chunk in compression.iter_decompressed(f, kind):
-                        out.write(chunk)
+def open_archive(source: Path | BinaryIO, scratch: BlobStore, name: str) -> Iterator[tarfile.TarFile]:
+    """A random-access TarFile over `source`: a path, or a stream such as stdin.
+
+    A plain tar that can seek is read in place. Anything else (gzip or zstd,
+    or a pipe) is first spooled, decompressed, into an anonymous file in the
+    store's private ingest area, on the store's disk rather than in memory;
+    the file has no name, so it is gone when closed, even if soko is killed."""
+    with ExitStack() as stack:
+        raw = source if hasattr(source, "read") else stack.enter_context(open(source, "rb"))
+        start = raw.tell() if raw.seekable() else None  # type: ignore[union-attr]
+        kind, stream = compression.sniff(raw)  # type: ignore[arg-type]
+        if kind == compression.NONE and start is not None:
+            raw.seek(start)  # type: ignore[union-attr]
+            tar_bytes: BinaryIO = raw  # type: ignore[assignment]
+        else:
+            tar_bytes = stack.enter_context(tempfile.TemporaryFile(dir=scratch.ingest_dir))
+            for chunk in compression.iter_decompressed(stream, kind):
+                tar_bytes.write(chunk)
+            tar_bytes.seek(0)
         try:
-            tar = tarfile.open(tmp or path, "r:")
+            tar = stack.enter_context(tarfile.open(fileobj=tar_bytes, mode="r:"))
         except tarfile.TarError as e:
-            raise ArchiveError(f"{path}: not a tar archive ({e})") from None
-        with tar:
-            yield tar
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            raise ArchiveError(f"{name}: not a tar archive ({e})") from None
+        yield tar
 
 
 def members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
