@@ -43,6 +43,12 @@ class Entry:
     rel: str              # '/'-separated, relative to the context root; "" is the root
     path: Path            # absolute
     st: os.stat_result    # lstat
+    named: str | None = None  # the path as a source named it, before symlinks were resolved
+
+    @property
+    def name(self) -> str:
+        """What a copy of it into a directory is called (BuildKit: the base of the name as given)."""
+        return (self.rel if self.named is None else self.named).rstrip("/").rpartition("/")[2]
 
     @property
     def is_dir(self) -> bool:
@@ -238,11 +244,11 @@ class Context:
         if real is None:
             return None
         if not real:
-            return Entry("", self.root, os.lstat(self.root))
+            return Entry("", self.root, os.lstat(self.root), rel)
         st = self._lstat(real)
         if st is None or not self.visible(real, st):
             return None
-        return Entry(real, self._abs(real), st)
+        return Entry(real, self._abs(real), st, rel)
 
     # -- listing ---------------------------------------------------------------
     def walk(self, rel: str) -> Iterator[Entry]:

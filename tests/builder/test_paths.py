@@ -66,6 +66,14 @@ def test_copy_from_a_wildcard_at_the_stage_root(store, ctx):
     assert fs.read("/txt/a.txt") == b"A" and fs.read("/txt/b.txt") == b"A" and fs.stat("/txt/d") is None
 
 
+def test_a_symlink_source_keeps_its_own_name(store, ctx):
+    # BuildKit copies the link's target under the name given (filepath.Base of the source)
+    do_build(store, ctx, "FROM busybox\nCOPY dir/link /x/\nCOPY dir/l* /g/\n", tags=["out"])
+    fs = ImageFS(store, "out")
+    assert fs.read("/x/link") == b"1" and fs.stat("/x/one") is None
+    assert fs.read("/g/link") == b"1" and fs.stat("/g/one") is None
+
+
 def test_a_source_name_too_long_for_linux_is_just_not_found(store, ctx):
     with pytest.raises(BuildError, match=r"^Dockerfile:2: COPY failed: file not found in build context"):
         do_build(store, ctx, f"FROM busybox\nCOPY {'n' * 256} /x\n")
