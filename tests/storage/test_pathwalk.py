@@ -182,7 +182,7 @@ def test_hostile_paths(tree, host_tree, name):
 
 
 def test_a_refused_climb_names_the_link(host_tree):
-    with pytest.raises(PathEscape, match=r"'/up/real/x' leads outside the root through a symlink to '\.\./\.\./\.\./\.\.'"):
+    with pytest.raises(PathEscape, match=r"'/up/real/x' leads outside the root through a symlink to '(\.\./){3}\.\.'"):
         walk(DirTree(host_tree), "/up/real/x", dotdot=REFUSE)
 
 
