@@ -17,7 +17,9 @@ from aiohttp import ClientPayloadError, http_exceptions, web
 
 from ..errors import APIError
 from . import blobs, listing, manifests, uploads
+from .admission import CLIENT, EXHAUSTED, client_key, too_many
 from .auth import BasicAuth
+from .bodies import SlowClient, drop_slow
 from .config import ServerConfig
 from .core import Registry
 from .ingest import Uploads
@@ -84,6 +86,7 @@ class Server:
                 raise APIError("UNSUPPORTED", f"no such endpoint: {request.path}", status=404)
             handlers, params = found
             user = await self.authenticate(request)
+            request[CLIENT] = client_key(request, user)
             handler = handlers.get(request.method)
             if handler is None:
                 raise APIError("UNSUPPORTED", f"{request.method} is not supported here",
@@ -96,6 +99,9 @@ class Server:
             if "name" in params:
                 check_name(params["name"])
             return await handler(self, request, **params)
+        except SlowClient as e:
+            log.info("slow client dropped: %s %s from %s: %s", request.method, request.path, request.remote, e)
+            return await drop_slow(request, e)
         except APIError as e:
             return error_response(e)
         except (ConnectionError, asyncio.IncompleteReadError, ClientPayloadError, http_exceptions.HttpProcessingError) \
@@ -103,11 +109,14 @@ class Server:
             log.info("incomplete request: %s %s: %s", request.method, request.path, e)
             return error_response(APIError("BLOB_UPLOAD_INVALID", f"incomplete request body: {e}"))
         except Exception as e:  # a bug or a broken disk: answer 500, keep serving
+            if isinstance(e, OSError) and e.errno in EXHAUSTED:
+                log.warning("%s %s: out of resources: %s", request.method, request.path, e)
+                return error_response(too_many("the server is out of resources"))
             log.exception("%s %s failed", request.method, request.path)
             return error_response(APIError("UNKNOWN", f"internal error: {type(e).__name__}", status=500))
 
     async def _housekeeping(self) -> None:
-        """Close idle upload files; run garbage collection when configured."""
+        """Forget idle upload sessions; run garbage collection when configured."""
         from . import gc
 
         interval = self.config.gc.interval
@@ -115,7 +124,7 @@ class Server:
         while True:
             await asyncio.sleep(min(60.0, interval) if interval else 60.0)
             try:
-                await self.uploads.close_idle()
+                self.uploads.close_idle()
                 if next_gc is not None and asyncio.get_running_loop().time() >= next_gc:
                     opts = self.config.gc
                     await self.reg.run(gc.collect_store, self.reg.blobs, self.reg.meta, grace=opts.grace,
@@ -132,7 +141,9 @@ class Server:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.uploads.close_all()
+        self.uploads.close_all()
+        if self.auth is not None:
+            self.auth.close()
         self.reg.close()
 
 
