@@ -119,9 +119,13 @@ def _validate(name: str, reference: str, raw: bytes, content_type: str | None) -
     else:
         digest = digests.of_bytes(raw)
     try:
-        return parse_manifest(raw, content_type, digest), digest
+        m = parse_manifest(raw, content_type, digest)
     except ManifestError as e:
         raise APIError("MANIFEST_INVALID", str(e)) from None
+    for text in (m.artifact_type, m.config.media_type if isinstance(m, Manifest) else None):
+        if text and not text.isascii():  # a media type is ASCII (RFC 6838); lone surrogates cannot even be stored
+            raise APIError("MANIFEST_INVALID", f"media type {text!r} is not ASCII")
+    return m, digest
 
 
 async def put_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:

@@ -3,13 +3,14 @@ actual address through `on_ready`, then serve."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from .admission import EXHAUSTED
 from .app import log, make_app
@@ -23,6 +24,24 @@ class ServerInfo:
     host: str
     port: int  # the real port, also when the config asked for port 0
     tls_cert: str | None  # the certificate served (the generated one for self-signed)
+
+
+class _ClientFaults(logging.Filter):
+    """aiohttp logs a malformed request or a vanished client with a traceback;
+    neither is a bug of ours: one line, at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (http_exceptions.HttpProcessingError, ConnectionError, asyncio.TimeoutError)):
+            return True
+        record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return log.isEnabledFor(logging.INFO)
+
+
+HTTP_LOG = logging.getLogger("soko.registry.http")
+HTTP_LOG.addFilter(_ClientFaults())
 
 
 def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -54,7 +73,7 @@ async def serve(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | N
     # (counted from the connection or the last answer): the header timeout.
     # Without an access log aiohttp skips formatting a line per request.
     runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=config.limits.header_timeout,
-                           **({} if config.access_log else {"access_log": None}))
+                           logger=HTTP_LOG, **({} if config.access_log else {"access_log": None}))
     await runner.setup()
     try:
         host, port = split_addr(config.addr)
