@@ -53,20 +53,15 @@ class Server:
         self.config = config
         self.reg = Registry(config)
         self.uploads = Uploads(self.reg)
-        self.auth = BasicAuth(config.htpasswd, config.realm) if config.htpasswd else None
+        self.auth = BasicAuth(config.htpasswd, config.realm, config.limits.max_auth_pending) \
+            if config.htpasswd else None
         self.readers = frozenset(config.readers)
         self._tasks: list[asyncio.Task] = []
 
     async def authenticate(self, request: web.Request) -> str | None:
         if self.auth is None:
             return None
-        header = request.headers.get("Authorization")
-        user = self.auth.cached_user(header)
-        if user is None:
-            if not header:
-                raise self.auth.challenge()
-            user = await self.reg.run(self.auth.verify, header)
-        return user
+        return await self.auth.authenticate(request.headers.get("Authorization"), client_key(request, None))
 
     def route(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
         if path in ("/v2/", "/v2"):

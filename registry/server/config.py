@@ -33,6 +33,7 @@ class Limits:
     #                               opened or the last answer (so it is also the keep-alive idle time)
     body_timeout: float = 60.0  # every body_timeout seconds a body must bring body_timeout * body_min_rate
     body_min_rate: int = 1024  # bytes (at least one), else the client is dropped (408)
+    max_auth_pending: int = 8  # password checks one client may have queued; bcrypt runs one at a time per client
     tags_page_max: int = 10000  # largest `n` accepted for tags/list and _catalog
 
 
@@ -108,7 +109,7 @@ class ServerConfig:
             raise ConfigError("gc: grace and interval must be >= 0, upload_ttl > 0")
         lim = self.limits
         for name in ("max_concurrent_uploads", "max_client_uploads", "max_upload_sessions", "max_client_sessions",
-                     "session_idle", "header_timeout", "body_timeout"):
+                     "session_idle", "header_timeout", "body_timeout", "max_auth_pending"):
             if getattr(lim, name) <= 0:
                 raise ConfigError(f"limits.{name} must be > 0")
         if lim.body_min_rate < 0:
