@@ -8,7 +8,8 @@ import pytest
 from registry.client import ClientOptions, pull, push
 from registry.client.errors import (ClientError, HTTPStatusError, Unreachable, VerificationError)
 from storage import digests
-from tests.client.client_helpers import Proxy, busybox_layer, free_port, make_image, random_layer
+from tests.client.client_helpers import busybox_layer, free_port, make_image, random_layer
+from tests.client.proxy import Proxy
 
 FAST = dict(backoff=0.05, max_backoff=2.0)
 SLACK = 64 * 1024  # headers, manifest and config around the big blob
