@@ -1,5 +1,6 @@
 """Sizes at and past the limits: manifests up to exactly 4 MiB pull whole (with or
-without Content-Length), bigger ones are refused in one line."""
+without Content-Length), bigger ones are refused in one line, and a blob longer
+than its descriptor says is refused with nothing stored."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import urllib.request
 import pytest
 
 from registry.client import ClientOptions, pull, push
-from registry.client.errors import ProtocolError
+from registry.client.errors import ProtocolError, VerificationError
 from storage import digests, mediatypes as mt
 from tests.client.client_helpers import make_image, random_layer, start_soko_server
 from tests.client.proxy import Proxy, Seen
@@ -95,3 +96,24 @@ def test_a_manifest_over_4_mib_is_refused_in_one_line(tmp_path, store, store2):
     finally:
         reg.stop()
 
+
+def test_a_blob_longer_than_its_descriptor_stores_nothing(registry, store, store2, repo_name):
+    """The registry sends all 12 MB of the layer; the manifest says it has 1000 bytes: the pull
+    stops reading soon after the first 1000 and stores nothing."""
+    ref = f"{registry.host}/{repo_name}:base"
+    m = make_image(store, ref, [random_layer(store, 12_000_000, 32)])
+    push(store, ref, None, FAST)
+    doc = json.loads(m.raw)
+    layer = doc["layers"][0]
+    layer["size"] = 1000
+    put_manifest(registry.host, repo_name, "short", json.dumps(doc).encode())
+    with Proxy(registry.host) as px:
+        with pytest.raises(VerificationError) as ei:
+            pull(store2, f"{px.host}/{repo_name}:short", None, FAST)
+    msg = str(ei.value)
+    assert layer["digest"] in msg and "1000" in msg and "\n" not in msg
+    assert px.down < 6_000_000, f"{px.down} bytes came down for a blob said to have 1000"
+    assert not store2.blobs.has(layer["digest"])
+    # the refused bytes are gone (another blob cut short by the failure may keep its part for a resume)
+    assert not [p.name for p, _ in store2.blobs.ingest_entries() if layer["digest"][7:] in p.name]
+    assert store2.list() == []
