@@ -158,7 +158,8 @@ class Repository:
             await self.session.raise_for_status(resp, f"upload status in {self.describe()}", self.describe())
             rng = resp.headers.get("Range", "")
             m = _RANGE_RE.match(rng.strip())
-            offset = int(m.group(2)) + 1 if m and int(m.group(2)) >= 0 else 0
+            # "0-0" is what registries say for an empty upload (and, alas, for one byte): take it as empty
+            offset = int(m.group(2)) + 1 if m and int(m.group(2)) > 0 else 0
             return offset, self._absolute(resp.headers.get("Location") or location, "upload status")
 
     async def cancel_upload(self, location: str) -> None:

@@ -61,7 +61,10 @@ def retryable_status(status: int) -> bool:
 
 
 def retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+    """Seconds a Retry-After header asks for (its name in any case: some callers keep headers in a plain dict)."""
+    value = None
+    if headers is not None:
+        value = headers.get("Retry-After") or headers.get("retry-after")
     if not value:
         return None
     try:
