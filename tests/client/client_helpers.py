@@ -256,8 +256,24 @@ def start_token_registry(root: Path, users: dict[str, str] | None = None, **kw) 
     return ts, reg
 
 
+class LoopbackHTTP:
+    """A ThreadingHTTPServer on a free loopback port, served from a thread; `with` stops it."""
+    _server: "http.server.ThreadingHTTPServer | None" = None
+
+    def _serve(self, handler: type) -> int:
+        import http.server
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self._server.server_address[1]
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
 # -- a Docker token service for distribution's `auth: token` ---------------------------------
-class TokenServer:
+class TokenServer(LoopbackHTTP):
     """Issues RS256 JWTs with an x5c chain, as distribution's token auth expects.
 
     Anonymous callers get `pull` on repositories under `public/`; users (Basic
@@ -293,7 +309,6 @@ class TokenServer:
         self.cert_der = cert.public_bytes(serialization.Encoding.DER)
         self.bundle = root / "token-ca.pem"
         self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self._server = None
         self.port = 0
 
     @property
@@ -386,12 +401,5 @@ class TokenServer:
                     return self._issue(user, scopes, False, "refresh")
                 self._answer(400, {"details": "unsupported grant"})
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.port = self._serve(Handler)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()

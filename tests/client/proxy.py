@@ -9,6 +9,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from tests.client.client_helpers import LoopbackHTTP
+
 
 @dataclass
 class Seen:
@@ -59,14 +61,13 @@ def redirect_blobs(origin: str) -> Intercept:
     return intercept
 
 
-class BlobOrigin:
+class BlobOrigin(LoopbackHTTP):
     """Another origin (its own loopback port) serving blob bytes by digest at /cdn/DIGEST,
     recording every request's path and headers; `Range: bytes=N-` is honoured."""
 
     def __init__(self, blobs: dict[str, bytes]):
         self.blobs = blobs
         self.requests: list[Seen] = []
-        self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
@@ -102,14 +103,8 @@ class BlobOrigin:
                 self.end_headers()
                 self.wfile.write(data[start:])
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._serve(Handler)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 class Proxy:
