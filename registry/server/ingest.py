@@ -145,22 +145,36 @@ class Uploads:
     async def writing(self, s: Session) -> AsyncIterator[DirectWriter]:
         """The session's writer for one request (hold `s.lock`): resumed from the
         parked hash and parked again at the end, so nothing stays open between
-        requests. After a failure it is just closed: the next request re-hashes."""
+        requests. After a disk error it is only closed: the next request re-hashes."""
         if s.closed:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": s.id})
         parked, s.parked = s.parked, None
         w = await self.reg.run(self.open_writer, s.id, parked)
         try:
             yield w
-        except BaseException:
-            if not w.closed:
-                await self.reg.run(_release, w)
+        except OSError as e:
+            if not isinstance(e, ConnectionError):  # the file may not hold what the writer counted
+                if not w.closed:
+                    await self.reg.run(_release, w)
+                raise
+            await self._park(s, w)
             raise
+        except BaseException:  # the client's fault (a bad range, a drop, too slow): the writer is sound
+            await self._park(s, w)
+            raise
+        await self._park(s, w)
+
+    async def _park(self, s: Session, w: DirectWriter) -> None:
         s.last_used = time.monotonic()
-        if not w.closed:  # complete() hands the file over and closes it
+        if w.closed:  # complete() hands the file over and closes it
+            return
+        try:
             parked = await self.reg.run(w.park)
-            if not s.closed:
-                s.parked = parked
+        except OSError:
+            await self.reg.run(_release, w)
+            return
+        if not s.closed:
+            s.parked = parked
 
     def offset(self, s: Session) -> int:
         """Bytes the session holds (hold `s.lock`)."""
