@@ -225,10 +225,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
                 out = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 cancel()
-                try:
-                    await fut   # the thread must let go of the writer first
-                except BaseException:
-                    pass
+                await _settled(fut)  # the thread must let go of the writer before it is closed
                 raise
             if out.too_long:
                 raise _too_long(repo, digest, size)
@@ -272,6 +269,16 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         raise
     finally:
         writer.close()
+
+
+async def _settled(fut: asyncio.Future) -> None:
+    """Wait until a worker thread's future is done, whatever else cancels us
+    meanwhile (awaiting `fut` itself would cancel it and leave the thread running)."""
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except BaseException:
+            pass
 
 
 def _publish(writer: DirectWriter, blobs: BlobStore, digest: str) -> None:
