@@ -11,13 +11,22 @@ available (tmpfs), the same class writes through the page cache.
 
 It keeps the file layout and naming of storage's resumable BlobWriter
 (`ingest/upload-<id>`), so BlobStore.adopt() publishes what it wrote.
+
+A writer holds a shared flock on its file while it is open: garbage
+collection (`unlink_unless_busy`) never removes a file someone is writing,
+however old its mtime. Between requests a writer can be parked: the file and
+the buffer are released, only the running hash is kept, and a writer resumed
+from it continues without reading the file again.
 """
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import digests
 from .blobs import BlobStore
@@ -26,20 +35,64 @@ ALIGN = 4096
 BLOCK = 4 * 1024 * 1024  # bytes per direct write (a multiple of ALIGN)
 
 
+@dataclass
+class Parked:
+    """What a parked writer keeps: its running hash and how many bytes it covers."""
+    hash: Any
+    offset: int
+
+
+def open_locked(path: Path) -> int:
+    """Open (creating) and share-lock `path`, making sure the lock is on the
+    file that is still at `path` (a collector may unlink it in between)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def unlink_unless_busy(path: Path, unlink: bool = True) -> bool:
+    """Remove an ingest file unless an open writer holds it; True when it is
+    gone (or, with unlink=False, could have been removed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if unlink:
+            path.unlink(missing_ok=True)  # under our lock: no writer can be starting on it
+        return True
+    finally:
+        os.close(fd)
+
+
 class DirectWriter:
-    def __init__(self, store: BlobStore, ingest_id: str, algorithm: str = "sha256", direct: bool = True):
+    def __init__(self, store: BlobStore, ingest_id: str, algorithm: str = "sha256", direct: bool = True,
+                 resume: Parked | None = None):
         self.tmp: Path = store.ingest_dir / f"upload-{ingest_id}"
         self.algorithm = algorithm
-        self._hash = digests.hasher(algorithm)
-        self._fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = open_locked(self.tmp)
         self._dfd: int | None = None
         if direct and hasattr(os, "O_DIRECT"):
             try:
                 self._dfd = os.open(self.tmp, os.O_WRONLY | os.O_DIRECT)
             except OSError:
                 self._dfd = None
-        self.offset = 0
-        self._rehash()  # resume: whatever the file holds counts
+        if resume is not None and resume.hash.name == algorithm and os.fstat(self._fd).st_size == resume.offset:
+            self._hash, self.offset = resume.hash, resume.offset
+        else:
+            self._hash = digests.hasher(algorithm)
+            self.offset = 0
+            self._rehash()  # resume: whatever the file holds counts
         # The buffer mirrors the file from `_base` (aligned) on; `_fill` bytes are valid.
         self._base = self.offset - self.offset % ALIGN
         self._buf = mmap.mmap(-1, BLOCK)
@@ -121,11 +174,24 @@ class DirectWriter:
         self._fd = -1
         self._buf.close()
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     def close(self) -> None:
-        """Keep the data (resumable) and release the file."""
+        """Keep the data (resumable) and release the file (also when the last flush fails)."""
         if self._fd >= 0:
-            self.flush(sync=True)
-            self._close_fds()
+            try:
+                self.flush(sync=True)
+            finally:
+                self._close_fds()
+
+    def park(self) -> Parked:
+        """Release file and buffer, keep the running hash (the data stays in the
+        page cache: it survives the process dying); resume with `resume=`."""
+        self.flush(sync=False)
+        self._close_fds()
+        return Parked(self._hash, self.offset)
 
     def abort(self) -> None:
         if self._fd >= 0:

@@ -191,6 +191,8 @@ def parse_manifest(raw: bytes, media_type: str | None = None, digest: str | None
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"manifest is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ManifestError("manifest is not valid JSON: nested too deeply") from None
     _require(isinstance(obj, dict), "manifest is not a JSON object")
     declared = obj.get("mediaType")
     _require(declared is None or isinstance(declared, str), "manifest mediaType must be a string")
@@ -259,6 +261,8 @@ class ImageConfig:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise ManifestError(f"image config is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ManifestError("image config is not valid JSON: nested too deeply") from None
         _require(isinstance(data, dict), "image config is not a JSON object")
         rootfs = data.get("rootfs")
         _require(isinstance(rootfs, dict) and isinstance(rootfs.get("diff_ids"), list),

@@ -25,6 +25,7 @@ import ssl
 import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
@@ -98,8 +99,7 @@ def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float
             resp = conn.getresponse()
             hdrs = {k.lower(): v for k, v in resp.getheaders()}
             if resp.status in (301, 302, 303, 307, 308) and "location" in hdrs:
-                resp.read()
-                url = urljoin(url, hdrs["location"])
+                url = urljoin(url, hdrs["location"])  # (its body is not read: the connection closes below)
                 if urlsplit(url)[:2] != origin:
                     headers.pop("Authorization", None)  # never hand credentials to another origin
                 continue
@@ -157,16 +157,32 @@ async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobSto
     d = digests.parse(digest)
     ingest_id = f"pull-{d.algorithm}-{d.encoded}"
     lock_path = blobs.ingest_dir / f"lock-{ingest_id}"
-    lock_fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    lock_fd = await _lock(lock_path)  # another pull of the same blob waits here
     try:
-        await asyncio.to_thread(fcntl.flock, lock_fd, fcntl.LOCK_EX)  # another pull of the same blob
         if blobs.has(digest):
             return False
         await _download_locked(repo, digest, size, blobs, ingest_id, options, report, pool)
-        lock_path.unlink(missing_ok=True)
         return True
     finally:
+        lock_path.unlink(missing_ok=True)  # also after a failure; waiters notice and lock afresh
         os.close(lock_fd)
+
+
+async def _lock(path: Path) -> int:
+    """An exclusive flock on the file that is still at `path` once granted
+    (the holder removes the file when done, so a waiter may get a dead one)."""
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
 
 
 def _too_long(repo: Repository, digest: str, size: int) -> VerificationError:
@@ -209,10 +225,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
                 out = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 cancel()
-                try:
-                    await fut   # the thread must let go of the writer first
-                except BaseException:
-                    pass
+                await _settled(fut)  # the thread must let go of the writer before it is closed
                 raise
             if out.too_long:
                 raise _too_long(repo, digest, size)
@@ -256,6 +269,16 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         raise
     finally:
         writer.close()
+
+
+async def _settled(fut: asyncio.Future) -> None:
+    """Wait until a worker thread's future is done, whatever else cancels us
+    meanwhile (awaiting `fut` itself would cancel it and leave the thread running)."""
+    while not fut.done():
+        try:
+            await asyncio.shield(fut)
+        except BaseException:
+            pass
 
 
 def _publish(writer: DirectWriter, blobs: BlobStore, digest: str) -> None:

@@ -15,7 +15,7 @@ from storage import digests, mediatypes as mt
 
 from .auth import scope_for
 from .errors import ProtocolError, UploadError, VerificationError
-from .session import RegistrySession
+from .session import RegistrySession, read_upto
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 MAX_MANIFEST = 4 * 1024 * 1024
@@ -59,9 +59,9 @@ class Repository:
             length = resp.content_length
             if length is not None and length > MAX_MANIFEST:
                 raise ProtocolError(f"manifest {what} is {length} bytes, more than the {MAX_MANIFEST} allowed")
-            raw = await resp.content.read(MAX_MANIFEST + 1)
+            raw = await read_upto(resp, MAX_MANIFEST)
             if len(raw) > MAX_MANIFEST:
-                raise ProtocolError(f"manifest {what} is larger than {MAX_MANIFEST} bytes")
+                raise ProtocolError(f"manifest {what} is larger than the {MAX_MANIFEST} bytes allowed")
             media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
             claimed = resp.headers.get("Docker-Content-Digest")
         if digests.is_valid(ref):
@@ -158,7 +158,8 @@ class Repository:
             await self.session.raise_for_status(resp, f"upload status in {self.describe()}", self.describe())
             rng = resp.headers.get("Range", "")
             m = _RANGE_RE.match(rng.strip())
-            offset = int(m.group(2)) + 1 if m and int(m.group(2)) >= 0 else 0
+            # "0-0" is what registries say for an empty upload (and, alas, for one byte): take it as empty
+            offset = int(m.group(2)) + 1 if m and int(m.group(2)) > 0 else 0
             return offset, self._absolute(resp.headers.get("Location") or location, "upload status")
 
     async def cancel_upload(self, location: str) -> None:

@@ -61,7 +61,10 @@ def retryable_status(status: int) -> bool:
 
 
 def retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+    """Seconds a Retry-After header asks for (its name in any case: some callers keep headers in a plain dict)."""
+    value = None
+    if headers is not None:
+        value = headers.get("Retry-After") or headers.get("retry-after")
     if not value:
         return None
     try:
@@ -294,10 +297,21 @@ class RegistrySession:
         return HTTPStatusError(f"{what}: {self.registry} answered {status}{': ' + detail if detail else ''}", status)
 
 
+async def read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body to its end, or its first `limit + 1` bytes when it is longer
+    (StreamReader.read(n) returns whatever has arrived, often one chunk)."""
+    buf = bytearray()
+    async for piece in resp.content.iter_any():
+        buf += piece
+        if len(buf) > limit:
+            break
+    return bytes(buf[:limit + 1])
+
+
 async def error_detail(resp: aiohttp.ClientResponse) -> str:
     """The first error of an OCI error body (`{"errors":[{code,message}]}`), if any."""
     try:
-        raw = await resp.content.read(65536)
+        raw = await read_upto(resp, 65536)
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return ""
     return detail_of(raw)

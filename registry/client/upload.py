@@ -26,11 +26,13 @@ Report = Callable[[int], None]   # bytes done so far
 
 
 class _Retry(Exception):
-    """Internal: this attempt failed in a way another attempt may fix."""
+    """Internal: this attempt failed in a way another attempt may fix
+    (`restart`: in a new upload session, this one's offset is not to be trusted)."""
 
-    def __init__(self, why: str, wait: float | None = None):
+    def __init__(self, why: str, wait: float | None = None, restart: bool = False):
         super().__init__(why)
         self.wait = wait
+        self.restart = restart
 
 
 # -- upload sources ----------------------------------------------------------------
@@ -187,14 +189,14 @@ async def upload_blob(repo: Repository, digest: str, size: int, source: BlobSour
     assert location is not None
     offset = 0
     failures = 0
-    recover = False
+    recover = restart = False
     while True:
         try:
             if recover:   # after a failure: where does the registry stand?
                 if await _exists(repo, digest):
                     report(size)
                     return  # the last attempt did land
-                status = await _status(repo, location)
+                status = None if restart else await _status(repo, location)
                 if status is None or status[0] > size:
                     location = await _start(repo)
                     offset = 0
@@ -219,7 +221,7 @@ async def upload_blob(repo: Repository, digest: str, size: int, source: BlobSour
                 raise UploadError(f"blob {digest} to {repo.describe()}: giving up after {failures} attempts "
                                   f"({e})") from None
             await repo.session.backoff(failures, e.wait)
-            recover = True
+            recover, restart = True, e.restart
 
 
 async def _exists(repo: Repository, digest: str) -> bool:
@@ -268,7 +270,7 @@ async def _patch(repo: Repository, location: str, digest: str, source: BlobSourc
     resp = await _send(repo, "PATCH", location, headers, _counted(source, start, end, report))
     async with resp:
         if resp.status == 416:
-            raise _Retry("registry refused the range")
+            raise _Retry("registry refused the range", restart=True)
         if resp.status != 202:
             await _upload_failed(repo, resp, digest)
         return repo._absolute(resp.headers.get("Location") or location, "PATCH")

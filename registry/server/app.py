@@ -17,7 +17,9 @@ from aiohttp import ClientPayloadError, http_exceptions, web
 
 from ..errors import APIError
 from . import blobs, listing, manifests, uploads
+from .admission import CLIENT, EXHAUSTED, client_key, too_many
 from .auth import BasicAuth
+from .bodies import SlowClient, drop_slow
 from .config import ServerConfig
 from .core import Registry
 from .ingest import Uploads
@@ -51,20 +53,15 @@ class Server:
         self.config = config
         self.reg = Registry(config)
         self.uploads = Uploads(self.reg)
-        self.auth = BasicAuth(config.htpasswd, config.realm) if config.htpasswd else None
+        self.auth = BasicAuth(config.htpasswd, config.realm, config.limits.max_auth_pending) \
+            if config.htpasswd else None
         self.readers = frozenset(config.readers)
         self._tasks: list[asyncio.Task] = []
 
     async def authenticate(self, request: web.Request) -> str | None:
         if self.auth is None:
             return None
-        header = request.headers.get("Authorization")
-        user = self.auth.cached_user(header)
-        if user is None:
-            if not header:
-                raise self.auth.challenge()
-            user = await self.reg.run(self.auth.verify, header)
-        return user
+        return await self.auth.authenticate(request.headers.get("Authorization"), client_key(request, None))
 
     def route(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
         if path in ("/v2/", "/v2"):
@@ -84,6 +81,7 @@ class Server:
                 raise APIError("UNSUPPORTED", f"no such endpoint: {request.path}", status=404)
             handlers, params = found
             user = await self.authenticate(request)
+            request[CLIENT] = client_key(request, user)
             handler = handlers.get(request.method)
             if handler is None:
                 raise APIError("UNSUPPORTED", f"{request.method} is not supported here",
@@ -96,6 +94,9 @@ class Server:
             if "name" in params:
                 check_name(params["name"])
             return await handler(self, request, **params)
+        except SlowClient as e:
+            log.info("slow client dropped: %s %s from %s: %s", request.method, request.path, request.remote, e)
+            return await drop_slow(request, e)
         except APIError as e:
             return error_response(e)
         except (ConnectionError, asyncio.IncompleteReadError, ClientPayloadError, http_exceptions.HttpProcessingError) \
@@ -103,11 +104,14 @@ class Server:
             log.info("incomplete request: %s %s: %s", request.method, request.path, e)
             return error_response(APIError("BLOB_UPLOAD_INVALID", f"incomplete request body: {e}"))
         except Exception as e:  # a bug or a broken disk: answer 500, keep serving
+            if isinstance(e, OSError) and e.errno in EXHAUSTED:
+                log.warning("%s %s: out of resources: %s", request.method, request.path, e)
+                return error_response(too_many("the server is out of resources"))
             log.exception("%s %s failed", request.method, request.path)
             return error_response(APIError("UNKNOWN", f"internal error: {type(e).__name__}", status=500))
 
     async def _housekeeping(self) -> None:
-        """Close idle upload files; run garbage collection when configured."""
+        """Forget idle upload sessions; run garbage collection when configured."""
         from . import gc
 
         interval = self.config.gc.interval
@@ -115,7 +119,7 @@ class Server:
         while True:
             await asyncio.sleep(min(60.0, interval) if interval else 60.0)
             try:
-                await self.uploads.close_idle()
+                self.uploads.close_idle()
                 if next_gc is not None and asyncio.get_running_loop().time() >= next_gc:
                     opts = self.config.gc
                     await self.reg.run(gc.collect_store, self.reg.blobs, self.reg.meta, grace=opts.grace,
@@ -132,7 +136,9 @@ class Server:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.uploads.close_all()
+        self.uploads.close_all()
+        if self.auth is not None:
+            self.auth.close()
         self.reg.close()
 
 

@@ -1,6 +1,7 @@
 """Blob endpoints: GET and HEAD (sendfile, Range) and DELETE of a link."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -11,12 +12,17 @@ from .respond import API_VERSION, check_digest, empty
 if TYPE_CHECKING:
     from .app import Server
 
+# The last zero bytes: unsatisfiable (RFC 9110 14.1.3), though aiohttp would read it as "from 0".
+_EMPTY_SUFFIX = re.compile(r"bytes=-0+", re.ASCII | re.IGNORECASE)
+
 
 async def get_blob(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
     check_digest(digest)
     size = srv.reg.meta.linked_size(name, digest)
     if size is None:
         raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
+    if _EMPTY_SUFFIX.fullmatch(request.headers.get("Range", "").strip()):
+        return empty(416, {"Content-Range": f"bytes */{size}"})
     headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
                "Cache-Control": "max-age=31536000"}
     # FileResponse stats and opens off the loop, answers Range with 206/416

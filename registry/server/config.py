@@ -18,10 +18,22 @@ MiB = 1024 * 1024
 
 @dataclass
 class Limits:
+    """What one client, and all of them together, may hold. A client is its
+    user when it authenticated, else its address. Past a cap the answer is 429
+    TOOMANYREQUESTS with Retry-After."""
     max_manifest_bytes: int = 4 * MiB  # the spec asks for at least 4 MiB
     max_blob_bytes: int | None = None  # None: unlimited
     chunk_min_length: int = 1 * MiB  # advertised as OCI-Chunk-Min-Length
-    max_concurrent_uploads: int = 512  # past this, TOOMANYREQUESTS
+    max_concurrent_uploads: int = 512  # requests streaming a body at once, all clients
+    max_client_uploads: int = 128  # the same, one client
+    max_upload_sessions: int = 16384  # open upload sessions, all clients (each costs ~1 kB between requests)
+    max_client_sessions: int = 1024  # the same, one client
+    session_idle: float = 300.0  # an untouched session stops counting after this (it stays resumable)
+    header_timeout: float = 60.0  # a request's headers must be complete this long after the connection
+    #                               opened or the last answer (so it is also the keep-alive idle time)
+    body_timeout: float = 60.0  # every body_timeout seconds a body must bring body_timeout * body_min_rate
+    body_min_rate: int = 1024  # bytes (at least one), else the client is dropped (408)
+    max_auth_pending: int = 8  # password checks one client may have queued; bcrypt runs one at a time per client
     tags_page_max: int = 10000  # largest `n` accepted for tags/list and _catalog
 
 
@@ -95,6 +107,13 @@ class ServerConfig:
             raise ConfigError("limits.max_manifest_bytes must be at least 4 MiB")
         if self.gc.grace < 0 or self.gc.interval < 0 or self.gc.upload_ttl <= 0:
             raise ConfigError("gc: grace and interval must be >= 0, upload_ttl > 0")
+        lim = self.limits
+        for name in ("max_concurrent_uploads", "max_client_uploads", "max_upload_sessions", "max_client_sessions",
+                     "session_idle", "header_timeout", "body_timeout", "max_auth_pending"):
+            if getattr(lim, name) <= 0:
+                raise ConfigError(f"limits.{name} must be > 0")
+        if lim.body_min_rate < 0:
+            raise ConfigError("limits.body_min_rate must be >= 0")
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -60,7 +60,6 @@ class Registry:
         self.blobs, self.meta = open_root(self.root)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soko-registry")
         self.manifests = ManifestCache()
-        self.active_bodies = 0  # requests streaming a body right now (for TOOMANYREQUESTS)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (disk, hashing, SQLite writes) off the event loop."""

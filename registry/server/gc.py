@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.blobs import BlobStore
+from storage.directio import unlink_unless_busy
 
 from ..errors import RegistryError
 from .core import open_root
@@ -67,7 +68,7 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
     with meta.write_lock:  # this process's writers wait; readers go on
         c.execute("BEGIN IMMEDIATE")
         try:
-            expired = _expire_uploads(c, now - upload_ttl, busy_uploads or set())
+            expired = _expire_uploads(c, blobs, now - upload_ttl, busy_uploads or set())
             report.uploads_removed = len(expired)
             if untagged:
                 report.manifests_removed, report.tags_removed = _untagged(c, cutoff)
@@ -87,7 +88,7 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
         report.blobs_kept = sum(1 for _ in blobs) - len(candidates)
         return report
     for upload_id in expired:
-        (blobs.ingest_dir / f"upload-{upload_id}").unlink(missing_ok=True)
+        unlink_unless_busy(blobs.ingest_dir / f"upload-{upload_id}")
     report.ingest_removed = _clean_ingest(c, blobs, cutoff)
     candidates = _unlinked_blobs(c, blobs, cutoff)  # outside the lock: walks every blob
     with meta.write():  # each one checked again where no push can link it meanwhile
@@ -99,8 +100,10 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
     return report
 
 
-def _expire_uploads(c: sqlite3.Connection, before: float, busy: set[str]) -> list[str]:
-    ids = [r[0] for r in c.execute("SELECT id FROM reg_uploads WHERE updated < ?", (before,)) if r[0] not in busy]
+def _expire_uploads(c: sqlite3.Connection, blobs: BlobStore, before: float, busy: set[str]) -> list[str]:
+    """Sessions idle since `before`, except those a server knows or is writing right now."""
+    ids = [r[0] for r in c.execute("SELECT id FROM reg_uploads WHERE updated < ?", (before,))
+           if r[0] not in busy and unlink_unless_busy(blobs.ingest_dir / f"upload-{r[0]}", unlink=False)]
     c.executemany("DELETE FROM reg_uploads WHERE id=?", [(i,) for i in ids])
     return ids
 
@@ -160,12 +163,13 @@ def _unlinked_blobs(c: sqlite3.Connection, blobs: BlobStore, cutoff: float,
 
 
 def _clean_ingest(c: sqlite3.Connection, blobs: BlobStore, cutoff: float) -> int:
-    """Ingest files of no session (abandoned single POSTs, crashed writes), older than cutoff."""
+    """Ingest files of no session (abandoned single POSTs, crashed writes), older
+    than cutoff, that no upload is writing (a stalled one keeps an old mtime)."""
     sessions = {f"upload-{r[0]}" for r in c.execute("SELECT id FROM reg_uploads")}
     removed = 0
     for path, mtime in list(blobs.ingest_entries()):
         if path.name in sessions or mtime >= cutoff or path.is_dir():
             continue
-        path.unlink(missing_ok=True)
-        removed += 1
+        if unlink_unless_busy(path):
+            removed += 1
     return removed

@@ -2,12 +2,21 @@
 
 A session is a row in SQLite plus the resumable ingest file `upload-<id>`;
 its offset is what the file holds, so after a restart (even `kill -9`) the
-session continues where the bytes end. Request bodies are read on the event
-loop and handed in batches to two worker threads, one hashing and one writing,
-while the loop already receives the next batch; at most one batch is in
-flight per upload. A blob becomes visible only when the closing PUT's digest
-matches: the file is then renamed into the blob store and linked into the
-repository in one metadata transaction.
+session continues where the bytes end. Between requests a session holds no
+descriptor and no buffer, only its parked running hash (a few hundred bytes),
+so its next chunk goes on without reading the file again.
+
+Request bodies are read on the event loop, at a minimum pace (bodies.py), and
+handed in batches to two worker threads, one hashing and one writing, while
+the loop already receives the next batch; at most one batch is in flight per
+upload. A blob becomes visible only when the closing PUT's digest matches:
+the file is then renamed into the blob store and linked into the repository
+in one metadata transaction, while the writer still holds the file (so
+garbage collection never takes it from under an upload).
+
+Sessions count against caps per client and in total (admission.py) until they
+finish, are cancelled, or sit idle for `limits.session_idle`: an idle session
+is forgotten here but stays resumable (its next request re-hashes the file).
 """
 from __future__ import annotations
 
@@ -15,18 +24,21 @@ import asyncio
 import re
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import AsyncIterator
 
 from aiohttp import StreamReader
 
 from storage import digests
+from storage.directio import DirectWriter, Parked
 
 from ..errors import APIError
+from .admission import Caps
+from .bodies import PacedReader
 from .core import Registry
-from .directio import DirectWriter
 
 BATCH = 4 * 1024 * 1024  # bytes handed to the worker thread at once
-IDLE_CLOSE = 300.0  # seconds after which an idle session's file is closed (reopened on demand)
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -34,10 +46,11 @@ _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 class Session:
     id: str
     repo: str
-    writer: DirectWriter | None = None
+    client: str  # whose caps it counts against
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
+    parked: Parked | None = None  # running hash between requests (None: re-hash the file)
 
 
 def _hash_all(writer: DirectWriter, chunks: list[bytes]) -> None:
@@ -50,18 +63,51 @@ def _store_all(writer: DirectWriter, chunks: list[bytes]) -> None:
         writer.store(chunk)
 
 
+def _release(w: DirectWriter) -> None:
+    """(worker thread) Close after a failure: keep what is on disk, raise nothing new."""
+    try:
+        w.close()
+    except OSError:
+        pass
+
+
 class Uploads:
     def __init__(self, reg: Registry):
         self.reg = reg
+        lim = reg.config.limits
         self.sessions: dict[str, Session] = {}
+        self.caps = Caps("upload sessions", lim.max_upload_sessions, lim.max_client_sessions)
+        self.bodies = Caps("uploads", lim.max_concurrent_uploads, lim.max_client_uploads)
 
-    async def create(self, repo: str) -> Session:
-        s = Session(str(uuid.uuid4()), repo)
-        await self.reg.run(self.reg.meta.new_upload, s.id, repo)
+    # -- the sessions this process knows ---------------------------------------------------------
+    def _remember(self, s: Session) -> None:
         self.sessions[s.id] = s
+        self.caps.add(s.client)
+
+    def _drop(self, s: Session, closed: bool = True) -> None:
+        s.closed = s.closed or closed
+        s.parked = None
+        if self.sessions.get(s.id) is s:
+            del self.sessions[s.id]
+            self.caps.remove(s.client)
+
+    async def create(self, repo: str, client: str) -> Session:
+        idle = self.reg.config.limits.session_idle
+        try:
+            self.caps.check(client, idle)
+        except APIError:
+            self.close_idle()
+            self.caps.check(client, idle)
+        s = Session(str(uuid.uuid4()), repo, client)
+        self._remember(s)  # counted at once, before anything awaits
+        try:
+            await self.reg.run(self.reg.meta.new_upload, s.id, repo)
+        except BaseException:
+            self._drop(s)
+            raise
         return s
 
-    def get(self, repo: str, upload_id: str) -> Session:
+    def get(self, repo: str, upload_id: str, client: str) -> Session:
         """The session, if it exists and belongs to `repo` (BLOB_UPLOAD_UNKNOWN otherwise)."""
         # The row decides, not memory: garbage collection in another process
         # may have expired the session.
@@ -69,33 +115,75 @@ class Uploads:
         s = self.sessions.get(upload_id)
         if row is None:
             if s is not None and not s.lock.locked():
-                self._forget(s)
+                self._drop(s)
             s = None
-        elif s is None:
-            s = self.sessions.setdefault(upload_id, Session(upload_id, row.repo))
+        elif s is None:  # known to the database only (a restart, or idle): counts for whoever resumes it
+            s = Session(upload_id, row.repo, client)
+            self._remember(s)
         if s is None or s.repo != repo or s.closed:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": upload_id})
         s.last_used = time.monotonic()
         return s
 
-    def _forget(self, s: Session) -> None:
-        s.closed = True
-        self.sessions.pop(s.id, None)
-        if s.writer is not None:
-            self.reg.pool.submit(s.writer.close)
-            s.writer = None
+    def close_idle(self) -> None:
+        """Forget sessions nobody touched for `session_idle` (row and file stay: resumable)."""
+        cutoff = time.monotonic() - self.reg.config.limits.session_idle
+        for s in list(self.sessions.values()):
+            if s.last_used < cutoff and not s.lock.locked():
+                self._drop(s, closed=False)
 
-    async def writer(self, s: Session) -> DirectWriter:
-        """The session's writer (hold `s.lock`); reopening re-hashes what is on disk."""
+    def close_all(self) -> None:
+        for s in list(self.sessions.values()):
+            self._drop(s, closed=False)
+
+    # -- one request's writer ----------------------------------------------------------------------
+    def open_writer(self, upload_id: str, parked: Parked | None = None) -> DirectWriter:
+        """(worker thread) A session's writer; without `parked`, it re-hashes what is on disk."""
+        return DirectWriter(self.reg.blobs, upload_id, direct=self.reg.config.direct_io, resume=parked)
+
+    @asynccontextmanager
+    async def writing(self, s: Session) -> AsyncIterator[DirectWriter]:
+        """The session's writer for one request (hold `s.lock`): resumed from the
+        parked hash and parked again at the end, so nothing stays open between
+        requests. After a disk error it is only closed: the next request re-hashes."""
         if s.closed:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": s.id})
-        if s.writer is None:
-            s.writer = await self.reg.run(self.open_writer, s.id)
-        return s.writer
+        parked, s.parked = s.parked, None
+        w = await self.reg.run(self.open_writer, s.id, parked)
+        try:
+            yield w
+        except OSError as e:
+            if not isinstance(e, ConnectionError):  # the file may not hold what the writer counted
+                if not w.closed:
+                    await self.reg.run(_release, w)
+                raise
+            await self._park(s, w)
+            raise
+        except BaseException:  # the client's fault (a bad range, a drop, too slow): the writer is sound
+            await self._park(s, w)
+            raise
+        await self._park(s, w)
 
-    def open_writer(self, upload_id: str) -> DirectWriter:
-        """(worker thread) A session's writer; reopening re-hashes what is on disk."""
-        return DirectWriter(self.reg.blobs, upload_id, direct=self.reg.config.direct_io)
+    async def _park(self, s: Session, w: DirectWriter) -> None:
+        s.last_used = time.monotonic()
+        if w.closed:  # complete() hands the file over and closes it
+            return
+        try:
+            parked = await self.reg.run(w.park)
+        except OSError:
+            await self.reg.run(_release, w)
+            return
+        if not s.closed:
+            s.parked = parked
+
+    def offset(self, s: Session) -> int:
+        """Bytes the session holds (hold `s.lock`)."""
+        if s.parked is not None:
+            return s.parked.offset
+        try:
+            return (self.reg.blobs.ingest_dir / f"upload-{s.id}").stat().st_size
+        except FileNotFoundError:
+            return 0
 
     async def receive(self, writer: DirectWriter, content: StreamReader) -> int:
         """Stream a request body into `writer`; returns the bytes received.
@@ -104,6 +192,7 @@ class Uploads:
         offset a status GET reports."""
         run = self.reg.run
         limit = self.reg.config.limits.max_blob_bytes
+        reader = PacedReader(content, self.reg.config.limits)
         start = writer.offset
         received = 0
         chunks: list[bytes] = []
@@ -111,7 +200,7 @@ class Uploads:
         pending: asyncio.Future | None = None
         try:
             while True:
-                chunk = await content.readany()
+                chunk = await reader.read()
                 if not chunk:
                     break
                 received += len(chunk)
@@ -133,55 +222,26 @@ class Uploads:
             await run(writer.flush, False)  # in the kernel: survives kill -9
         return received
 
+    # -- the end of a session --------------------------------------------------------------------
     async def cancel(self, s: Session) -> None:
-        s.closed = True
-        self.sessions.pop(s.id, None)
-        w = s.writer
-        s.writer = None
+        self._drop(s)
 
         def drop() -> None:
-            if w is not None:
-                w.abort()
-            else:
-                (self.reg.blobs.ingest_dir / f"upload-{s.id}").unlink(missing_ok=True)
+            (self.reg.blobs.ingest_dir / f"upload-{s.id}").unlink(missing_ok=True)
             self.reg.meta.delete_upload(s.id)
 
         await self.reg.run(drop)
 
-    async def complete(self, s: Session, expected: str) -> int:
+    async def complete(self, s: Session, w: DirectWriter, expected: str) -> int:
         """Verify the whole upload against `expected` and publish it; returns its size."""
-        w = await self.writer(s)
         size = w.offset
         try:
             await self.reg.run(finish, self.reg, w, s.repo, expected, s.id)
         except APIError:  # the digest did not match: finish() dropped data and session
-            self._forget(s)
+            self._drop(s)
             raise
-        except BaseException:  # a disk or database failure: the session stays, reopened on its next request
-            s.writer = None
-            self.sessions.pop(s.id, None)
-            self.reg.pool.submit(w.close)
-            raise
-        s.closed = True
-        s.writer = None
-        self.sessions.pop(s.id, None)
+        self._drop(s)
         return size
-
-    async def close_idle(self) -> None:
-        """Release file handles of sessions nobody touched for a while."""
-        cutoff = time.monotonic() - IDLE_CLOSE
-        for s in list(self.sessions.values()):
-            if s.last_used < cutoff and not s.lock.locked():
-                self.sessions.pop(s.id, None)
-                if s.writer is not None:
-                    w, s.writer = s.writer, None
-                    await self.reg.run(w.close)
-
-    async def close_all(self) -> None:
-        for s in list(self.sessions.values()):
-            if s.writer is not None:
-                await self.reg.run(s.writer.close)
-        self.sessions.clear()
 
 
 def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: str | None) -> None:
@@ -199,6 +259,7 @@ def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: 
                        {"expected": expected, "actual": actual})
     size = w.offset
     tmp = w.tmp
-    w.close()  # a resumable writer keeps its file: handed over below
+    # The writer keeps the file (and its lock) until it is in place: a collector never takes it.
     reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected, sync=False))
+    w.close()
     reg.blobs.sync_dir(expected)

@@ -9,7 +9,7 @@ from aiohttp import web
 from storage import mediatypes as mt
 
 from ..errors import APIError
-from .respond import check_digest, int_param, json_response
+from .respond import check_digest, json_response, page_size
 
 if TYPE_CHECKING:
     from .app import Server
@@ -22,7 +22,7 @@ async def base(srv: "Server", request: web.Request) -> web.StreamResponse:
 async def _page(request: web.Request, srv: "Server", fetch, path: str) -> tuple[list[str], dict[str, str]]:
     """One page of a lexically ordered listing; `fetch(last, limit)` queries
     it (in a worker thread: a page may be long)."""
-    n = int_param(request, "n", srv.reg.config.limits.tags_page_max)
+    n = page_size(request, srv.reg.config.limits.tags_page_max)
     last = request.query.get("last")
     if n == 0:
         return [], {}

@@ -2,6 +2,7 @@
 clients expect), PUT (validated, references checked, `?tag=`), DELETE."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -9,10 +10,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from storage import digests, mediatypes as mt
+from storage.directio import open_locked
 from storage.errors import ManifestError
 from storage.model import Index, Manifest, Platform, parse_manifest
 
 from ..errors import APIError
+from .bodies import read_limited
 from .meta import REF_BLOB, REF_MANIFEST, ManifestRow, NewManifest
 from .respond import API_VERSION, accepted_types, check_digest, check_tag, empty, error_response, is_digest_ref
 
@@ -75,21 +78,6 @@ async def get_manifest(srv: "Server", request: web.Request, name: str, reference
                                             "Docker-Content-Digest": row.digest, "ETag": f'"{row.digest}"'})
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    too_big = APIError("MANIFEST_INVALID", f"manifest larger than the limit of {limit} bytes", status=413,
-                       detail={"limit": limit})
-    if request.content_length is not None and request.content_length > limit:
-        raise too_big
-    buf = bytearray()
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > limit:
-            raise too_big
-
-
 def _describe(repo: str, m: Manifest | Index) -> NewManifest:
     if isinstance(m, Index):
         refs = [(d.digest, REF_MANIFEST) for d in m.manifests]
@@ -104,19 +92,18 @@ def _describe(repo: str, m: Manifest | Index) -> NewManifest:
 
 def _store(reg, new: NewManifest, tags: list[str], raw: bytes) -> list[str]:
     """(worker thread) Write the bytes durably first, then record the
-    manifest and rename the bytes into place in one short transaction."""
-    tmp = None
-    if not reg.blobs.has(new.digest):
-        tmp = reg.blobs.new_temp()
-        with open(tmp, "wb") as f:
+    manifest and rename the bytes into place in one short transaction. The
+    file stays open (share-locked) until then: garbage collection skips it."""
+    with contextlib.ExitStack() as held:
+        tmp = None
+        if not reg.blobs.has(new.digest):
+            tmp = reg.blobs.new_temp()
+            held.callback(tmp.unlink, missing_ok=True)
+            f = held.enter_context(os.fdopen(open_locked(tmp), "wb"))
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-    try:
         missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False))
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
     if tmp is not None and not missing:
         reg.blobs.sync_dir(new.digest)
     return missing
@@ -132,9 +119,13 @@ def _validate(name: str, reference: str, raw: bytes, content_type: str | None) -
     else:
         digest = digests.of_bytes(raw)
     try:
-        return parse_manifest(raw, content_type, digest), digest
+        m = parse_manifest(raw, content_type, digest)
     except ManifestError as e:
         raise APIError("MANIFEST_INVALID", str(e)) from None
+    for text in (m.artifact_type, m.config.media_type if isinstance(m, Manifest) else None):
+        if text and not text.isascii():  # a media type is ASCII (RFC 6838); lone surrogates cannot even be stored
+            raise APIError("MANIFEST_INVALID", f"media type {text!r} is not ASCII")
+    return m, digest
 
 
 async def put_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:
@@ -144,7 +135,8 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
         tags = [check_tag(t) for t in request.query.getall("tag", [])]
     else:
         tags = [check_tag(reference)]
-    raw = await _read_limited(request, reg.config.limits.max_manifest_bytes)
+    raw = await read_limited(request, reg.config.limits, reg.config.limits.max_manifest_bytes, "MANIFEST_INVALID",
+                             "manifest")
     content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip() or None
     if len(raw) > SMALL_MANIFEST:
         m, digest = await reg.run(_validate, name, reference, raw, content_type)

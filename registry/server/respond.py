@@ -13,7 +13,8 @@ from storage.errors import StorageError
 
 API_VERSION = {"Docker-Distribution-Api-Version": "registry/2.0"}
 JSON = "application/json"
-_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE_RE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
+_NUMBER_RE = re.compile(r"[0-9]{1,9}")
 
 
 def error_response(err: APIError, *more: APIError) -> web.Response:
@@ -61,7 +62,7 @@ def is_digest_ref(reference: str) -> bool:
 
 def content_range(value: str) -> tuple[int, int] | None:
     """`start-end` (inclusive; `bytes=`/`bytes ` prefix tolerated) or None if malformed."""
-    m = _CONTENT_RANGE_RE.match(value.strip())
+    m = _CONTENT_RANGE_RE.fullmatch(value.strip())
     if not m:
         return None
     start, end = int(m.group(1)), int(m.group(2))
@@ -89,10 +90,12 @@ def accepted_types(request: web.Request) -> set[str] | None:
     return out or None
 
 
-def int_param(request: web.Request, name: str, maximum: int) -> int | None:
-    raw = request.query.get(name)
+def page_size(request: web.Request, maximum: int) -> int | None:
+    """The `n` of a paginated listing: ASCII digits, 0..maximum."""
+    raw = request.query.get("n")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) > maximum:
-        raise APIError("UNSUPPORTED", f"invalid {name}={raw!r} (want 0..{maximum})", status=400)
+    if not _NUMBER_RE.fullmatch(raw) or int(raw) > maximum:
+        raise APIError("PAGINATION_NUMBER_INVALID", f"invalid n={raw[:40]!r} (want 0..{maximum})",
+                       {"n": raw[:40]})
     return int(raw)

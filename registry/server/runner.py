@@ -3,14 +3,17 @@ actual address through `on_ready`, then serve."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
-from .app import make_app
+from .admission import EXHAUSTED
+from .app import log, make_app
 from .config import ServerConfig, split_addr
 from .tls import self_signed, server_context
 
@@ -21,6 +24,33 @@ class ServerInfo:
     host: str
     port: int  # the real port, also when the config asked for port 0
     tls_cert: str | None  # the certificate served (the generated one for self-signed)
+
+
+class _ClientFaults(logging.Filter):
+    """aiohttp logs a malformed request or a vanished client with a traceback;
+    neither is a bug of ours: one line, at INFO."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (http_exceptions.HttpProcessingError, ConnectionError, asyncio.TimeoutError)):
+            return True
+        record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return log.isEnabledFor(logging.INFO)
+
+
+HTTP_LOG = logging.getLogger("soko.registry.http")
+HTTP_LOG.addFilter(_ClientFaults())
+
+
+def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """accept() out of descriptors: asyncio retries by itself; say so in one line."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in EXHAUSTED:
+        log.warning("%s: %s", context.get("message", "out of resources"), exc)
+        return
+    loop.default_exception_handler(context)
 
 
 def _tls(config: ServerConfig):
@@ -38,8 +68,12 @@ async def serve(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | N
     """Serve until `stop` is set (or, when it is None, until SIGINT/SIGTERM)."""
     ssl_ctx, cert = _tls(config)
     app = make_app(config)
+    asyncio.get_running_loop().set_exception_handler(_on_loop_error)
+    # keepalive_timeout is also how long aiohttp waits for a request's headers
+    # (counted from the connection or the last answer): the header timeout.
     # Without an access log aiohttp skips formatting a line per request.
-    runner = web.AppRunner(app, handle_signals=False, **({} if config.access_log else {"access_log": None}))
+    runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=config.limits.header_timeout,
+                           logger=HTTP_LOG, **({} if config.access_log else {"access_log": None}))
     await runner.setup()
     try:
         host, port = split_addr(config.addr)
@@ -63,4 +97,16 @@ async def serve(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | N
 
 def run(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | None = None) -> None:
     """Block serving the registry; returns after SIGINT/SIGTERM."""
+    _more_descriptors()
     asyncio.run(serve(config, on_ready))
+
+
+def _more_descriptors() -> None:
+    """Raise the soft descriptor limit to the hard one (as Go programs do): every
+    connection costs one, and 1024 is a common default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an unlimited hard limit is more than the kernel takes: keep soft
+            pass

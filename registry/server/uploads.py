@@ -4,8 +4,7 @@ cancel (DELETE)."""
 from __future__ import annotations
 
 import uuid
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,6 +12,7 @@ from storage import digests, references
 from storage.errors import StorageError
 
 from ..errors import APIError
+from .admission import CLIENT
 from .ingest import Session, finish
 from .respond import check_digest, content_range, empty, upload_range
 
@@ -27,20 +27,6 @@ def _session_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
 
 def _created(name: str, digest: str) -> web.Response:
     return empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
-
-
-@asynccontextmanager
-async def _body_slot(srv: "Server") -> AsyncIterator[None]:
-    """Count requests streaming a body; past the limit, TOOMANYREQUESTS."""
-    reg = srv.reg
-    if reg.active_bodies >= reg.config.limits.max_concurrent_uploads:
-        raise APIError("TOOMANYREQUESTS", "too many uploads in progress, retry later",
-                       headers={"Retry-After": "1"})
-    reg.active_bodies += 1
-    try:
-        yield
-    finally:
-        reg.active_bodies -= 1
 
 
 async def _try_mount(srv: "Server", name: str, digest: str, source: str | None) -> bool:
@@ -75,7 +61,7 @@ async def post_upload(srv: "Server", request: web.Request, name: str) -> web.Str
     digest = q.get("digest")
     if digest is not None:
         return await _single_post(srv, request, name, check_digest(digest))
-    s = await srv.uploads.create(name)
+    s = await srv.uploads.create(name, request[CLIENT])
     headers = _session_headers(name, s.id, 0)
     headers["OCI-Chunk-Min-Length"] = str(srv.reg.config.limits.chunk_min_length)
     return empty(202, headers)
@@ -83,7 +69,7 @@ async def post_upload(srv: "Server", request: web.Request, name: str) -> web.Str
 
 async def _single_post(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
     reg = srv.reg
-    async with _body_slot(srv):
+    with srv.uploads.bodies.hold(request[CLIENT]):
         w = await reg.run(srv.uploads.open_writer, str(uuid.uuid4()))
         try:
             received = await srv.uploads.receive(w, request.content)
@@ -111,13 +97,13 @@ async def _check_range(srv: "Server", request: web.Request, name: str, s: Sessio
 
 
 async def patch_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id)
-    async with _body_slot(srv), s.lock:
-        w = await srv.uploads.writer(s)
-        await _check_range(srv, request, name, s, w.offset)
-        await srv.uploads.receive(w, request.content)
-        offset = w.offset
-        await srv.reg.run(srv.reg.meta.touch_upload, s.id)
+    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    with srv.uploads.bodies.hold(request[CLIENT]):
+        async with s.lock, srv.uploads.writing(s) as w:
+            await _check_range(srv, request, name, s, w.offset)
+            await srv.uploads.receive(w, request.content)
+            offset = w.offset
+            await srv.reg.run(srv.reg.meta.touch_upload, s.id)
     return empty(202, _session_headers(name, s.id, offset))
 
 
@@ -126,25 +112,24 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
     if digest is None:
         raise APIError("DIGEST_INVALID", "the closing PUT needs ?digest=")
     check_digest(digest)
-    s = srv.uploads.get(name, upload_id)
-    async with _body_slot(srv), s.lock:
-        w = await srv.uploads.writer(s)
-        if request.body_exists:
-            await _check_range(srv, request, name, s, w.offset)
-            await srv.uploads.receive(w, request.content)
-        await srv.uploads.complete(s, digest)
+    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    with srv.uploads.bodies.hold(request[CLIENT]):
+        async with s.lock, srv.uploads.writing(s) as w:
+            if request.body_exists:
+                await _check_range(srv, request, name, s, w.offset)
+                await srv.uploads.receive(w, request.content)
+            await srv.uploads.complete(s, w, digest)
     return _created(name, digest)
 
 
 async def get_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id)
+    s = srv.uploads.get(name, upload_id, request[CLIENT])
     async with s.lock:
-        w = await srv.uploads.writer(s)
-        return empty(204, _session_headers(name, s.id, w.offset))
+        return empty(204, _session_headers(name, s.id, srv.uploads.offset(s)))
 
 
 async def delete_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id)
+    s = srv.uploads.get(name, upload_id, request[CLIENT])
     async with s.lock:
         await srv.uploads.cancel(s)
     return empty(204)

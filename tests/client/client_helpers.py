@@ -1,7 +1,6 @@
-"""Test helpers for the registry client: images in a store, registries, a TCP proxy."""
+"""Test helpers for the registry client: images in a store, registries, a token service."""
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import os
@@ -43,6 +42,14 @@ def busybox_layer(store: ImageStore) -> tuple[Descriptor, str]:
 def random_layer(store: ImageStore, size: int, seed: int, name: str = "data.bin") -> tuple[Descriptor, str]:
     rnd = random.Random(seed)
     return add_layer(store, [("file", f"data/{name}", rnd.randbytes(size), 0o755)], level=1)
+
+
+def assert_same_image(src: ImageStore, src_ref: str, dst: ImageStore, dst_ref: str | None = None) -> None:
+    """`dst` holds the image `src` has under `src_ref`, byte for byte: manifest, config and layers."""
+    a, b = src.resolve(src_ref), dst.resolve(dst_ref or src_ref)
+    assert b.digest == a.digest and b.manifest.raw == a.manifest.raw
+    for d in a.manifest.references():
+        assert dst.blobs.read_bytes(d.digest) == src.blobs.read_bytes(d.digest), d.digest
 
 
 def make_image(store: ImageStore, ref: str, layers: list[tuple[Descriptor, str]],
@@ -205,12 +212,16 @@ def have_soko_server() -> bool:
         return False
 
 
-def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None) -> Registry:
-    """The soko registry (`python -m registry.server`) on a free loopback port."""
+def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, config: dict | None = None) -> Registry:
+    """The soko registry (`python -m registry.server`) on a free loopback port (with a JSON `config`)."""
+    import json
     import sys
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}", "--root", str(root / "data")]
+    if config:
+        (root / "config.json").write_text(json.dumps(config))
+        cmd += ["--config", str(root / "config.json")]
     if htpasswd:
         line = subprocess.run(["htpasswd", "-Bbn", *htpasswd], check=True, capture_output=True).stdout
         (root / "htpasswd").write_bytes(line)
@@ -229,160 +240,6 @@ def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None) -> Re
     return reg
 
 
-# -- a TCP proxy that misbehaves once ----------------------------------------------------
-class Proxy:
-    """Forwards 127.0.0.1:port to a target, counting bytes each way.
-
-    `drop_after=(direction, n)`: once, when that direction ('up' = client to
-    server, 'down' = server to client) has carried n bytes in total, both
-    sockets of that connection are closed mid-stream. `corrupt_at=n`: once,
-    the n-th downstream byte is flipped. `fail_first=k`: the first k connections
-    get `fail_status` (with `retry_after`, if given) to their first request.
-    `drop_request=(b"PATCH ", n)`: the connection carrying the n-th request that
-    starts so is closed before any of it reaches the server."""
-
-    def __init__(self, target: str, drop_after: tuple[str, int] | None = None, corrupt_at: int | None = None,
-                 fail_first: int = 0, fail_status: int = 503, retry_after: str | None = None,
-                 drop_request: tuple[bytes, int] | None = None):
-        self.target_host, port = target.rsplit(":", 1)
-        self.target_port = int(port)
-        self.drop_after = drop_after
-        self.corrupt_at = corrupt_at
-        self.up = 0
-        self.down = 0
-        self.dropped = False
-        self.corrupted = False
-        self.connections = 0
-        self.fail_first = fail_first
-        self.fail_status = fail_status
-        self.retry_after = retry_after
-        self.failed_requests: list[str] = []
-        self.drop_request = drop_request
-        self._seen_requests = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "Proxy":
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
-        self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        handlers: set[asyncio.Task] = set()
-
-        def start(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            t = asyncio.ensure_future(self._handle(r, w))
-            handlers.add(t)
-            t.add_done_callback(handlers.discard)
-
-        server = await asyncio.start_server(start, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
-            for t in list(handlers):
-                t.cancel()
-            await asyncio.gather(*handlers, return_exceptions=True)
-
-    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        if self.fail_first > 0:
-            self.fail_first -= 1
-            try:
-                head = await cr.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                cw.close()
-                return
-            self.failed_requests.append(head.split(b"\r\n", 1)[0].decode())
-            extra = f"Retry-After: {self.retry_after}\r\n" if self.retry_after is not None else ""
-            cw.write(f"HTTP/1.1 {self.fail_status} Nope\r\n{extra}Content-Length: 0\r\n"
-                     f"Connection: close\r\n\r\n".encode())
-            await cw.drain()
-            cw.close()
-            return
-        try:
-            sr, sw = await asyncio.open_connection(self.target_host, self.target_port)
-        except OSError:
-            cw.close()
-            return
-        closed = asyncio.Event()
-
-        def kill() -> None:
-            for w in (cw, sw):
-                try:
-                    w.transport.abort()
-                except Exception:
-                    pass
-            closed.set()
-
-        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, direction: str) -> None:
-            try:
-                while not closed.is_set():
-                    data = await r.read(65536)
-                    if not data:
-                        break
-                    if direction == "up" and self.drop_request and not self.dropped \
-                            and data.startswith(self.drop_request[0]):
-                        self._seen_requests += 1
-                        if self._seen_requests == self.drop_request[1]:
-                            self.dropped = True
-                            kill()
-                            return
-                    before = self.up if direction == "up" else self.down
-                    if direction == "down" and self.corrupt_at is not None and not self.corrupted \
-                            and before <= self.corrupt_at < before + len(data):
-                        i = self.corrupt_at - before
-                        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
-                        self.corrupted = True
-                    if self.drop_after and not self.dropped and self.drop_after[0] == direction \
-                            and before + len(data) >= self.drop_after[1]:
-                        keep = self.drop_after[1] - before
-                        data = data[:keep]
-                        self.dropped = True
-                        if data:
-                            w.write(data)
-                            await w.drain()
-                        self._count(direction, len(data))
-                        kill()
-                        return
-                    w.write(data)
-                    await w.drain()
-                    self._count(direction, len(data))
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                try:
-                    w.write_eof() if not closed.is_set() else None
-                except (OSError, RuntimeError):
-                    pass
-
-        await asyncio.gather(pump(cr, sw, "up"), pump(sr, cw, "down"))
-        for w in (cw, sw):
-            w.close()
-
-    def _count(self, direction: str, n: int) -> None:
-        if direction == "up":
-            self.up += n
-        else:
-            self.down += n
-
-
 def sha256_file(path: Path) -> str:
     return "sha256:" + digests.of_path(path)[0].split(":", 1)[1]
 
@@ -391,8 +248,32 @@ def rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
+def start_token_registry(root: Path, users: dict[str, str] | None = None, **kw) -> tuple["TokenServer", Registry]:
+    """A running TokenServer and a distribution that trusts it (stop both when done)."""
+    ts = TokenServer(root / "tokens", users or {"tester": "s3cret"}, **kw).__enter__()
+    reg = start_distribution(root / "reg", token={"realm": ts.realm, "service": ts.service,
+                                                  "issuer": ts.issuer, "rootcertbundle": ts.bundle})
+    return ts, reg
+
+
+class LoopbackHTTP:
+    """A ThreadingHTTPServer on a free loopback port, served from a thread; `with` stops it."""
+    _server: "http.server.ThreadingHTTPServer | None" = None
+
+    def _serve(self, handler: type) -> int:
+        import http.server
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self._server.server_address[1]
+
+    def __exit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
 # -- a Docker token service for distribution's `auth: token` ---------------------------------
-class TokenServer:
+class TokenServer(LoopbackHTTP):
     """Issues RS256 JWTs with an x5c chain, as distribution's token auth expects.
 
     Anonymous callers get `pull` on repositories under `public/`; users (Basic
@@ -428,7 +309,6 @@ class TokenServer:
         self.cert_der = cert.public_bytes(serialization.Encoding.DER)
         self.bundle = root / "token-ca.pem"
         self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self._server = None
         self.port = 0
 
     @property
@@ -521,12 +401,5 @@ class TokenServer:
                     return self._issue(user, scopes, False, "refresh")
                 self._answer(400, {"details": "unsupported grant"})
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.port = self._serve(Handler)
         return self
-
-    def __exit__(self, *exc) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()

@@ -10,7 +10,8 @@ from registry.client.errors import ClientError, UsageError, VerificationError
 from registry.client.transports import parse_endpoint
 from storage.images import ImageStore
 from storage.model import Descriptor, ImageConfig, Platform, build_index
-from tests.client.client_helpers import Proxy, busybox_layer, make_image, random_layer
+from tests.client.client_helpers import busybox_layer, make_image, random_layer
+from tests.client.proxy import Proxy
 
 FAST = dict(backoff=0.05)
 

@@ -8,7 +8,8 @@ import pytest
 from registry.client import ClientOptions, pull, push
 from registry.client.errors import (ClientError, HTTPStatusError, Unreachable, VerificationError)
 from storage import digests
-from tests.client.client_helpers import Proxy, busybox_layer, free_port, make_image, random_layer
+from tests.client.client_helpers import busybox_layer, free_port, make_image, random_layer
+from tests.client.proxy import Proxy
 
 FAST = dict(backoff=0.05, max_backoff=2.0)
 SLACK = 64 * 1024  # headers, manifest and config around the big blob
@@ -170,3 +171,37 @@ async def test_a_cancelled_pull_keeps_what_arrived_for_the_next(registry, store,
     assert px.down < big.size - kept + SLACK
     assert first + px.down < big.size + 2 * SLACK + 4 * 1024 * 1024
     assert store2.blobs.read_bytes(big.digest) == store.blobs.read_bytes(big.digest)
+
+
+
+async def test_a_cancelled_download_waits_for_its_reader_thread():
+    """However often the download is cancelled, it returns only once the thread that
+    writes into the blob writer is done (the writer is closed right after)."""
+    import asyncio
+    import threading
+    import time as _time
+
+    from registry.client.download import _settled
+
+    done = threading.Event()
+
+    def reader() -> None:
+        _time.sleep(0.3)
+        done.set()
+
+    async def download() -> None:
+        fut = asyncio.get_running_loop().run_in_executor(None, reader)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await _settled(fut)
+            raise
+
+    task = asyncio.ensure_future(download())
+    await asyncio.sleep(0.05)
+    for _ in range(3):
+        task.cancel()
+        await asyncio.sleep(0.02)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert done.is_set()

@@ -8,7 +8,8 @@ import pytest
 from registry.client import ClientOptions, pull, push
 from registry.client.errors import TLSFailure, Unreachable
 from registry.client.session import CERTS_D
-from tests.client.client_helpers import busybox_layer, local_ip, make_image, make_tls, start_distribution
+from tests.client.client_helpers import (assert_same_image, busybox_layer, local_ip, make_image, make_tls,
+                                         random_layer, start_distribution)
 from tests.conftest import need_root
 
 FAST = dict(backoff=0.05)
@@ -52,6 +53,7 @@ def test_docker_certs_d_ca_makes_it_trusted(tls_setup, store, store2):
         shutil.copy(ca, d / "ca.crt")
         push(store, ref, None, ClientOptions(**FAST))
         assert pull(store2, ref, None, ClientOptions(**FAST)).digest == m.digest
+        assert_same_image(store, ref, store2)
     finally:
         shutil.rmtree(d)
         for p in reversed(made):
@@ -64,28 +66,38 @@ def test_ca_file_makes_it_trusted(tls_setup, store, store2):
     m = make_image(store, ref, [busybox_layer(store)])
     push(store, ref, None, ClientOptions(ca_file=str(ca), **FAST))
     assert pull(store2, ref, None, ClientOptions(ca_file=str(ca), **FAST)).digest == m.digest
+    assert_same_image(store, ref, store2)
 
 
-def test_insecure_skips_verification(tls_setup, store):
+def _pulls_back_the_same(store, store2, ref: str, opts: ClientOptions) -> None:
+    """The image went up and comes back byte for byte (over the same scheme rules)."""
+    pull(store2, ref, None, opts)
+    assert_same_image(store, ref, store2)
+
+
+def test_insecure_skips_verification(tls_setup, store, store2):
     _, remote, _, _ = tls_setup
     ref = f"{remote.host}/tls/c:1"
-    make_image(store, ref, [busybox_layer(store)])
+    make_image(store, ref, [busybox_layer(store), random_layer(store, 100_000, 61)])
     push(store, ref, None, ClientOptions(insecure=True, **FAST))
+    _pulls_back_the_same(store, store2, ref, ClientOptions(insecure=True, **FAST))
 
 
-def test_loopback_tls_registry_works_without_flags(tls_setup, store):
+def test_loopback_tls_registry_works_without_flags(tls_setup, store, store2):
     """Loopback tries plain HTTP first; a TLS port answers 400 to that, so HTTPS (unverified) follows."""
     _, _, loop, _ = tls_setup
     ref = f"{loop.host}/tls/d:1"
-    make_image(store, ref, [busybox_layer(store)])
+    make_image(store, ref, [busybox_layer(store), random_layer(store, 100_000, 62)])
     push(store, ref, None, ClientOptions(**FAST))
+    _pulls_back_the_same(store, store2, ref, ClientOptions(**FAST))
 
 
-def test_plain_http_needs_insecure_off_loopback(tls_setup, store):
+def test_plain_http_needs_insecure_off_loopback(tls_setup, store, store2):
     _, _, _, plain = tls_setup
     ref = f"{plain.host}/tls/e:1"
-    make_image(store, ref, [busybox_layer(store)])
+    make_image(store, ref, [busybox_layer(store), random_layer(store, 100_000, 63)])
     with pytest.raises((TLSFailure, Unreachable)) as ei:
         push(store, ref, None, ClientOptions(**FAST))
     assert "--insecure" in str(ei.value) and "\n" not in str(ei.value)
     push(store, ref, None, ClientOptions(insecure=True, **FAST))
+    _pulls_back_the_same(store, store2, ref, ClientOptions(insecure=True, **FAST))

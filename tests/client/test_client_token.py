@@ -12,21 +12,14 @@ from registry.client.credentials import Credentials
 from registry.client.errors import AuthenticationRequired
 from registry.client.remote import Repository
 from registry.client.session import RegistrySession
-from tests.client.client_helpers import TokenServer, busybox_layer, make_image, random_layer, start_distribution
+from tests.client.client_helpers import busybox_layer, make_image, random_layer, start_token_registry
 
 FAST = ClientOptions(backoff=0.05)
 
 
-def _token_registry(tmp_path, **kw):
-    ts = TokenServer(tmp_path / "tokens", {"tester": "s3cret"}, **kw).__enter__()
-    reg = start_distribution(tmp_path / "reg", token={"realm": ts.realm, "service": ts.service,
-                                                      "issuer": ts.issuer, "rootcertbundle": ts.bundle})
-    return ts, reg
-
-
 @pytest.fixture
 def token_registry(tmp_path):
-    ts, reg = _token_registry(tmp_path)
+    ts, reg = start_token_registry(tmp_path)
     yield ts, reg
     reg.stop()
     ts.__exit__()
@@ -90,7 +83,7 @@ def test_cross_repository_mount_asks_for_both_scopes(token_registry, store, dock
 
 
 async def test_tokens_are_renewed_when_they_expire(tmp_path):
-    ts, reg = _token_registry(tmp_path, expires_in=2)
+    ts, reg = start_token_registry(tmp_path, expires_in=2)
     try:
         async with RegistrySession(reg.host, FAST, Credentials("tester", "s3cret")) as sess:
             repo = Repository(sess, "team/x")
@@ -108,7 +101,7 @@ async def test_tokens_are_renewed_when_they_expire(tmp_path):
 async def test_a_token_the_registry_refuses_is_fetched_again(tmp_path):
     """The token service says 300 s, the registry stops honouring it after 2 s: the 401 brings a new one.
     (distribution allows 60 s of leeway past `exp`, hence the negative lifetime.)"""
-    ts, reg = _token_registry(tmp_path, expires_in=300, jwt_lifetime=-58)
+    ts, reg = start_token_registry(tmp_path, expires_in=300, jwt_lifetime=-58)
     try:
         async with RegistrySession(reg.host, FAST, Credentials("tester", "s3cret")) as sess:
             repo = Repository(sess, "team/x")

@@ -57,16 +57,20 @@ class Resp:
 
 
 class Client:
-    """One keep-alive connection; reconnects when the server closed it."""
+    """One keep-alive connection; reconnects when the server closed it.
+    `source` is the loopback address it connects from (127.0.0.2 is another client)."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None, auth: str | None = None):
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None, auth: str | None = None,
+                 source: str | None = None):
         self.host, self.port, self.tls, self.auth = host, port, tls, auth
+        self.source = (source, 0) if source else None
         self.conn: http.client.HTTPConnection | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.tls is not None:
-            return http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=60)
-        return http.client.HTTPConnection(self.host, self.port, timeout=60)
+            return http.client.HTTPSConnection(self.host, self.port, context=self.tls, timeout=60,
+                                               source_address=self.source)
+        return http.client.HTTPConnection(self.host, self.port, timeout=60, source_address=self.source)
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Resp:
@@ -136,14 +140,22 @@ class RegistryProc:
     url: str = ""
     port: int = 0
     log: Path | None = None
+    nofile: int | None = None  # RLIMIT_NOFILE (soft and hard) of the server process
 
     def start(self, port: int = 0) -> "RegistryProc":
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.log = self.root.parent / f"{self.root.name}-server.log"
         errf = open(self.log, "ab")
+        limit = self.nofile
+
+        def preexec() -> None:
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.proc = subprocess.Popen([sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}",
                                       "--root", str(self.root), *self.args],
-                                     stdout=subprocess.PIPE, stderr=errf, cwd=REPO, env=env)
+                                     stdout=subprocess.PIPE, stderr=errf, cwd=REPO, env=env, preexec_fn=preexec)
         errf.close()
         line = self.proc.stdout.readline().decode().strip()
         if not line.startswith("listening on "):
@@ -155,6 +167,25 @@ class RegistryProc:
 
     def client(self, **kw) -> Client:
         return Client("127.0.0.1", self.port, **kw)
+
+    def configure(self, config: dict) -> "RegistryProc":
+        """Serve with this JSON config (before start)."""
+        path = self.root.parent / f"{self.root.name}-config.json"
+        path.write_text(json.dumps(config))
+        self.args = [*self.args, "--config", str(path)]
+        return self
+
+    def fds(self) -> int:
+        """Descriptors the server process holds open right now."""
+        assert self.proc is not None
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -39,3 +39,36 @@ def test_abort_removes_the_file(tmp_path):
     w.write(b"x" * (BLOCK + 5))
     w.abort()
     assert not w.tmp.exists()
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_parked_writer_resumes_without_rereading(tmp_path, direct):
+    """Parking keeps only the running hash; resuming from it continues the digest
+    (a file changed behind its back is re-hashed instead)."""
+    store = BlobStore(tmp_path / "store")
+    data = os.urandom(BLOCK + 5000)
+    w = DirectWriter(store, "u3", direct=direct)
+    w.write(data[:BLOCK - 7])
+    parked = w.park()
+    assert w.closed and parked.offset == BLOCK - 7
+    w = DirectWriter(store, "u3", direct=direct, resume=parked)
+    w.write(data[BLOCK - 7:])
+    assert w.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    stale = w.park()
+    with open(w.tmp, "ab") as f:  # someone else appended: the parked hash no longer covers the file
+        f.write(b"more")
+    w = DirectWriter(store, "u3", direct=direct, resume=stale)
+    assert w.offset == len(data) + 4
+    assert w.digest == "sha256:" + hashlib.sha256(data + b"more").hexdigest()
+    w.close()
+
+
+def test_a_file_being_written_is_never_unlinked(tmp_path):
+    from storage.directio import unlink_unless_busy
+
+    store = BlobStore(tmp_path / "store")
+    w = DirectWriter(store, "u4")
+    w.write(b"in progress")
+    assert not unlink_unless_busy(w.tmp) and w.tmp.exists()
+    w.park()
+    assert unlink_unless_busy(w.tmp) and not w.tmp.exists()
