@@ -105,3 +105,37 @@ def test_import_truncated_gzip(soko, imported, busybox_rootfs, tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == "soko: truncated gzip stream"
     assert store_state(soko.root) == before
+
+
+@pytest.mark.parametrize("target,msg", [
+    ("app:täg", "invalid reference"),                  # a non-ASCII letter (`\w` took it)
+    ("app:t\u0661", "invalid reference"),              # a non-ASCII digit
+    ("team/app:latest\n", "invalid reference"),        # a trailing newline (`$` let it through)
+    ("team/app\n", "invalid reference"),
+    ("UPPER/case:1", "repository name must be lowercase"),  # Docker: no registry, so lowercase
+    ("A_B/c:1", "repository name must be lowercase"),
+])
+def test_tag_refuses_what_docker_refuses(soko, imported, target, msg):
+    before = soko("images", "--format", "json").stdout
+    r = soko("tag", "busybox:demo", target, check=False)
+    assert r.returncode == 1, r.stdout
+    assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert soko("images", "--format", "json").stdout == before  # no tag was written
+
+
+def test_pull_refuses_a_bad_reference_before_any_request(soko):
+    """The reference is checked before soko talks to the registry: a listening
+    socket sees no connection at all."""
+    import select
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        host = f"127.0.0.1:{sock.getsockname()[1]}"
+        for ref in (f"{host}/app:täg", f"{host}/app:latest\n", f"{host}/UPPER/case:1", f"{host}/f\u00f6o:1"):
+            r = soko("pull", ref, check=False, timeout=60)  # a request would hang: nobody answers
+            assert r.returncode == 1 and "invalid reference" in r.stderr, (ref, r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert select.select([sock], [], [], 0)[0] == []  # nobody knocked
+    assert soko("images", "-q").stdout == ""

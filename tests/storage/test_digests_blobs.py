@@ -26,7 +26,8 @@ def test_valid_digests(good):
 
 @pytest.mark.parametrize("bad", ["", "sha256", "sha256:", "sha256:" + "A" * 64, "sha256:" + "a" * 63,
                                  "md5:" + "a" * 32, "sha512:" + "a" * 64, "SHA256:" + "a" * 64,
-                                 "sha256:../../etc/passwd"])
+                                 "sha256:../../etc/passwd", "sha256:" + "a" * 64 + "\n",
+                                 "sha256:" + "a" * 63 + "\u0661", "sha256\n:" + "a" * 64])
 def test_invalid_digests(bad):
     with pytest.raises(DigestError):
         digests.parse(bad)

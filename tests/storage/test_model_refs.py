@@ -25,6 +25,8 @@ D2 = "sha256:" + "2" * 64
     (f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}"),
     (f"app:v1@{D1}", f"docker.io/library/app:v1@{D1}", f"app:v1@{D1}"),
     ("[::1]:5000/x:y", "[::1]:5000/x:y", "[::1]:5000/x:y"),
+    ("Up.io/a:1", "Up.io/a:1", "Up.io/a:1"),  # a dot makes a registry; its name may have capitals
+    ("a/b:UP", "docker.io/a/b:UP", "a/b:UP"),  # and so may a tag
 ])
 def test_reference_normalization(text, full, familiar):
     r = references.parse(text)
@@ -37,6 +39,42 @@ def test_reference_normalization(text, full, familiar):
 def test_reference_rejects(bad):
     with pytest.raises(InvalidReference):
         references.parse(bad)
+
+
+# Non-ASCII letters and digits (which `\w` takes) and a trailing newline (which
+# `$` lets through) are outside the distribution-spec's grammar.
+BAD_TAGS = ["täg", "t\u0661", "latest\n", "a\nb", "ok\r"]
+BAD_NAMES = ["foo/bar\n", "f\u00f6o/bar", "foo\n/bar", "foo/b\u0430r", "foo/bar\r"]
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_tags_are_ascii_and_whole(tag):
+    with pytest.raises(InvalidReference):
+        references.validate_tag(tag)
+    with pytest.raises(InvalidReference):
+        references.parse(f"app:{tag}")
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_repository_names_are_ascii_and_whole(name):
+    with pytest.raises(InvalidReference):
+        references.validate_repository(name)
+    with pytest.raises(InvalidReference):
+        references.parse(f"localhost:5000/{name}:1")
+
+
+def test_spec_grammar_accepts_its_edges():
+    assert references.validate_tag("_") == "_"
+    assert references.validate_tag("A" + "z._-9" * 25 + "xx") == "A" + "z._-9" * 25 + "xx"  # 128
+    assert references.validate_repository("a0/b.c/d_e/f__g/h--i") == "a0/b.c/d_e/f__g/h--i"
+
+
+@pytest.mark.parametrize("text", ["UPPER/case:1", "A_B/c:1", "Upper:1", "localhost/UP:1"])
+def test_capitals_outside_a_registry_name_are_refused_as_docker_does(text):
+    """Docker takes the first component as a registry only when it has a `.`
+    or `:` or is `localhost`; capitals elsewhere are 'must be lowercase'."""
+    with pytest.raises(InvalidReference, match="must be lowercase"):
+        references.parse(text)
 
 
 def _manifest(config=D1, layers=(D2,), media_type=mt.OCI_MANIFEST, config_type=mt.OCI_CONFIG):
