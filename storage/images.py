@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import mediatypes as mt, references
 from .blobs import BlobStore
@@ -177,13 +177,24 @@ class ImageStore:
         except BlobNotFound:
             raise ImageNotFound(digest) from None
 
+    def recorded(self, indexes_only: bool = False) -> Iterator[Manifest | Index]:
+        """Every manifest and index the metadata records (and whose blob is
+        stored), parsed from its exact bytes."""
+        sql = "SELECT index_digest, media_type FROM indexes"
+        if not indexes_only:
+            sql += " UNION SELECT manifest_digest, media_type FROM images"
+        for digest, media_type in self.db.query(sql):
+            try:
+                yield parse_manifest(self.blobs.read_bytes(digest), media_type, digest)
+            except StorageError:
+                continue  # gone or damaged: nothing to follow
+
     def image(self, manifest_digest: str, platform: Platform | None = None) -> Image:
+        """The image `manifest_digest` names; an index (nested ones too)
+        gives its child for `platform`, by default this machine's."""
         m = self.manifest(manifest_digest)
-        if isinstance(m, Index):
-            child = m.select(platform or Platform.host())
-            m = self.manifest(child.digest)
-            if isinstance(m, Index):
-                raise ManifestError(f"nested index {child.digest} is not supported")
+        while isinstance(m, Index):  # content addressing rules out a cycle
+            m = self.manifest(m.select(platform or Platform.host()).digest)
         config = ImageConfig.parse(self.blobs.read_bytes(m.config.digest))
         return Image(m, config, self.tags_of(m.digest) or self.tags_of(manifest_digest))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import digests, mediatypes as mt, references
 from ..errors import ArchiveError, InvalidReference, ManifestError, StorageError
 from ..images import ImageStore
-from ..model import Descriptor, ImageConfig, Index, Manifest, Platform, build_manifest, parse_manifest
+from ..model import MAX_JSON, Descriptor, ImageConfig, Index, Manifest, Platform, build_manifest, parse_manifest
 from .ingest import Ingest
 from .tarfiles import members, open_archive, read_json
 
@@ -183,7 +183,7 @@ def _member_bytes(tar, index, name: str, what: str) -> bytes:
     m = index.get(_norm(name))
     if m is None:
         raise ArchiveError(f"{what}: {name} is missing from the archive")
-    if m.size > 64 << 20:
+    if m.size > MAX_JSON:
         raise ArchiveError(f"{what}: {name} is implausibly large for JSON ({m.size} bytes)")
     return tar.extractfile(m).read()
 

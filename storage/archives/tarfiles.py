@@ -13,6 +13,7 @@ from typing import BinaryIO, Iterator
 from .. import compression
 from ..blobs import BlobStore
 from ..errors import ArchiveError
+from ..model import MAX_JSON
 
 
 class ArchiveWriter:
@@ -93,7 +94,7 @@ def read_json(tar: tarfile.TarFile, index: dict[str, tarfile.TarInfo], name: str
     m = index.get(name)
     if m is None:
         raise ArchiveError(f"{what}: {name} is missing")
-    if m.size > 64 << 20:
+    if m.size > MAX_JSON:
         raise ArchiveError(f"{what}: {name} is implausibly large ({m.size} bytes)")
     f = tar.extractfile(m)
     assert f is not None

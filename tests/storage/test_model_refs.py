@@ -188,3 +188,26 @@ def test_gc_keeps_referenced_and_young(tmp_path):
     assert all(store.blobs.has(d.digest) for d in keep.layers)
     store.hold("cache:x", [store.blobs.put_bytes(b"held")])
     assert collect(store, grace=0).removed == []
+
+
+def test_gc_follows_a_child_the_index_declares_but_the_metadata_does_not_record(tmp_path):
+    """A manifest blob stored without a metadata record (its index lists it
+    with a manifest media type) is still parsed and followed, whatever its
+    first byte."""
+    store = ImageStore(tmp_path)
+    layer = store.blobs.put_bytes(b"layer")
+    cfg = ImageConfig.new()
+    cfg.diff_ids.append(layer)
+    raw_cfg = cfg.to_bytes()
+    config = store.blobs.put_bytes(raw_cfg)
+    child = b"\r\n " + json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                                   "config": {"mediaType": mt.OCI_CONFIG, "digest": config, "size": len(raw_cfg)},
+                                   "layers": [{"mediaType": mt.OCI_LAYER, "digest": layer, "size": 5}]}).encode()
+    child_digest = store.blobs.put_bytes(child)
+    idx = build_index([Descriptor(mt.OCI_MANIFEST, child_digest, len(child), platform=Platform.host())])
+    store.add_index(idx.raw)
+    store.tag("multi:1", idx.digest)
+    assert collect(store, grace=0).removed == []
+    assert {idx.digest, child_digest, config, layer} <= set(store.blobs)
+    store.untag("multi:1")
+    assert set(collect(store, grace=0).removed) == {idx.digest, child_digest, config, layer}
