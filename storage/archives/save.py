@@ -9,8 +9,10 @@ manifest bytes exactly, so digests survive the round trip.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from .. import digests, mediatypes as mt, references
 from ..compression import iter_decompressed
@@ -38,88 +40,92 @@ def _targets(store: ImageStore, refs: list[str]) -> list[tuple[Image, list[str]]
 
 
 def save_oci(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
-    w = ArchiveWriter(out)
-    w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
+    targets = _targets(store, refs)  # every name resolves before a byte is written
     written: set[str] = set()
     manifests = []
-    for img, tags in _targets(store, refs):
-        for d in [img.manifest.config, *img.manifest.layers]:
-            if d.digest not in written:
-                w.add_file(_blob_name(d.digest), store.blobs.path(d.digest))
-                written.add(d.digest)
-        if img.digest not in written:
-            w.add_bytes(_blob_name(img.digest), img.manifest.raw)
-            written.add(img.digest)
-        base = {"mediaType": img.manifest.media_type, "digest": img.digest, "size": len(img.manifest.raw)}
-        for t in tags or [None]:
-            desc = dict(base)
-            if t:
-                r = references.parse(t)
-                desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
-            manifests.append(desc)
-    w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                              "manifests": manifests}))
-    w.close()
+    with ArchiveWriter(out) as w:
+        w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
+        for img, tags in targets:
+            for d in [img.manifest.config, *img.manifest.layers]:
+                if d.digest not in written:
+                    with store.blobs.open(d.digest) as f:
+                        w.add_file(_blob_name(d.digest), f)
+                    written.add(d.digest)
+            if img.digest not in written:
+                w.add_bytes(_blob_name(img.digest), img.manifest.raw)
+                written.add(img.digest)
+            base = {"mediaType": img.manifest.media_type, "digest": img.digest, "size": len(img.manifest.raw)}
+            for t in tags or [None]:
+                desc = dict(base)
+                if t:
+                    r = references.parse(t)
+                    desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
+                manifests.append(desc)
+        w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                                  "manifests": manifests}))
 
 
-def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Path:
-    """A path to the layer as an uncompressed tar: the blob itself when it is
-    stored uncompressed, else a temporary file (the caller removes it)."""
+@contextmanager
+def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Iterator[BinaryIO]:
+    """The layer as an uncompressed tar, open for reading: the blob itself
+    when it is stored uncompressed, else a temporary file removed after."""
     if d.digest == diff_id:
-        return store.blobs.path(d.digest)
+        with store.blobs.open(d.digest) as f:
+            yield f
+        return
     tmp = store.blobs.new_temp(".tar")
-    with store.blobs.open(d.digest) as f, open(tmp, "wb") as out:
-        h = digests.hasher()
-        for data in iter_decompressed(f):
-            h.update(data)
-            out.write(data)
-    if f"sha256:{h.hexdigest()}" != diff_id:
+    try:
+        with store.blobs.open(d.digest) as f, open(tmp, "wb") as out:
+            h = digests.hasher()
+            for data in iter_decompressed(f):
+                h.update(data)
+                out.write(data)
+        if f"sha256:{h.hexdigest()}" != diff_id:
+            raise DigestMismatch(diff_id, f"sha256:{h.hexdigest()}", f"layer {d.digest} diff_id")
+        with open(tmp, "rb") as f:
+            yield f
+    finally:
         tmp.unlink(missing_ok=True)
-        raise DigestMismatch(diff_id, f"sha256:{h.hexdigest()}", f"layer {d.digest} diff_id")
-    return tmp
 
 
 def save_docker(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
-    w = ArchiveWriter(out)
-    w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
+    targets = _targets(store, refs)  # every name resolves before a byte is written
     written: set[str] = set()
     entries, manifests, repositories = [], [], {}
-    for img, tags in _targets(store, refs):
-        cfg = img.manifest.config
-        if cfg.digest not in written:
-            w.add_file(_blob_name(cfg.digest), store.blobs.path(cfg.digest))
-            written.add(cfg.digest)
-        layer_descs = []
-        for d, diff_id in zip(img.manifest.layers, img.config.diff_ids):
-            path = _uncompressed_layer(store, d, diff_id)
-            try:
-                if diff_id not in written:
-                    w.add_file(_blob_name(diff_id), path)
-                    written.add(diff_id)
-                layer_descs.append(Descriptor(mt.OCI_LAYER, diff_id, path.stat().st_size))
-            finally:
-                if path != store.blobs.path(d.digest):
-                    path.unlink(missing_ok=True)
-        m = build_manifest(Descriptor(mt.OCI_CONFIG, cfg.digest, cfg.size), layer_descs)
-        if m.digest not in written:
-            w.add_bytes(_blob_name(m.digest), m.raw)
-            written.add(m.digest)
-        for t in tags or [None]:
-            desc = {"mediaType": mt.OCI_MANIFEST, "digest": m.digest, "size": len(m.raw)}
-            if t:
-                r = references.parse(t)
-                desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
-                repositories.setdefault(r.familiar_name, {})[r.tag] = img.config.diff_ids[-1].split(":")[1] \
-                    if img.config.diff_ids else ""
-            manifests.append(desc)
-        entries.append({"Config": _blob_name(cfg.digest), "RepoTags": tags,
-                        "Layers": [_blob_name(d) for d in img.config.diff_ids]})
-    w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                              "manifests": manifests}))
-    w.add_bytes("manifest.json", json.dumps(entries, separators=(",", ":")).encode())
-    if repositories:
-        w.add_json("repositories", repositories)
-    w.close()
+    with ArchiveWriter(out) as w:
+        w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
+        for img, tags in targets:
+            cfg = img.manifest.config
+            if cfg.digest not in written:
+                with store.blobs.open(cfg.digest) as f:
+                    w.add_file(_blob_name(cfg.digest), f)
+                written.add(cfg.digest)
+            layer_descs = []
+            for d, diff_id in zip(img.manifest.layers, img.config.diff_ids):
+                with _uncompressed_layer(store, d, diff_id) as f:
+                    if diff_id not in written:
+                        w.add_file(_blob_name(diff_id), f)
+                        written.add(diff_id)
+                    layer_descs.append(Descriptor(mt.OCI_LAYER, diff_id, os.fstat(f.fileno()).st_size))
+            m = build_manifest(Descriptor(mt.OCI_CONFIG, cfg.digest, cfg.size), layer_descs)
+            if m.digest not in written:
+                w.add_bytes(_blob_name(m.digest), m.raw)
+                written.add(m.digest)
+            for t in tags or [None]:
+                desc = {"mediaType": mt.OCI_MANIFEST, "digest": m.digest, "size": len(m.raw)}
+                if t:
+                    r = references.parse(t)
+                    desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
+                    repositories.setdefault(r.familiar_name, {})[r.tag] = img.config.diff_ids[-1].split(":")[1] \
+                        if img.config.diff_ids else ""
+                manifests.append(desc)
+            entries.append({"Config": _blob_name(cfg.digest), "RepoTags": tags,
+                            "Layers": [_blob_name(d) for d in img.config.diff_ids]})
+        w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                                  "manifests": manifests}))
+        w.add_bytes("manifest.json", json.dumps(entries, separators=(",", ":")).encode())
+        if repositories:
+            w.add_json("repositories", repositories)
 
 
 def save(store: ImageStore, refs: list[str], dest: str | Path, fmt: str = "docker") -> None:

@@ -6,7 +6,7 @@ import io
 import json
 import os
 import tarfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -18,7 +18,8 @@ from ..model import MAX_JSON
 
 class ArchiveWriter:
     """Writes a tar whose bytes depend only on what is added: fixed owners,
-    mode and mtime, entries in the order added, PAX format."""
+    mode and mtime, entries in the order added, PAX format. Use it as a
+    context manager: it closes the archive, or after a failure aborts it."""
 
     def __init__(self, out: BinaryIO):
         self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
@@ -46,13 +47,32 @@ class ArchiveWriter:
     def add_json(self, name: str, obj) -> None:
         self.add_bytes(name, json.dumps(obj, separators=(",", ":")).encode())
 
-    def add_file(self, name: str, path: Path) -> None:
+    def add_file(self, name: str, f: BinaryIO) -> None:
+        """An open regular file, whole."""
         self._parents(name)
-        with open(path, "rb") as f:
-            self.tar.addfile(self._info(name, os.fstat(f.fileno()).st_size), f)
+        self.tar.addfile(self._info(name, os.fstat(f.fileno()).st_size), f)
 
     def close(self) -> None:
         self.tar.close()
+
+    def abort(self) -> None:
+        """Stop after a failure, while the output is still open: what is
+        buffered goes out but no end-of-archive blocks (a reader sees a
+        truncated tar, never a complete one), and nothing is left for
+        tarfile's finalizer to write later into a closed file (which
+        printed an `Exception ignored in _Stream.__del__` traceback)."""
+        self.tar.closed = True
+        with suppress(OSError, ValueError):  # the output itself may be what failed
+            self.tar.fileobj.close()
+
+    def __enter__(self) -> "ArchiveWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 @contextmanager

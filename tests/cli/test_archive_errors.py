@@ -92,3 +92,20 @@ def test_not_an_archive_and_truncated(soko, saved, tmp_path):
     empty = tmp_path / "empty.tar"
     tarfile.open(empty, "w").close()
     _fails(soko, empty, "neither a docker-archive nor an OCI layout")
+
+
+@pytest.mark.parametrize("fmt", ["oci", "docker"])
+@pytest.mark.parametrize("missing", ["config", "layer"])
+def test_save_with_a_blob_gone_fails_in_one_line(soko, saved, tmp_path, fmt, missing):
+    """A store that lost a blob (a disk error, a hand-made deletion): save
+    names the blob in one line, with no traceback from a half-written tar
+    stream after it, and leaves no file behind."""
+    info = json.loads(soko("inspect", "busybox:keep").stdout)[0]
+    gone = info["Id"] if missing == "config" else info["Manifest"]["Layers"][0]["digest"]
+    (soko.root / "blobs" / "sha256" / gone[7:]).unlink()
+    out = tmp_path / "out" / "x.tar"
+    out.parent.mkdir()
+    r = soko("save", "--format", fmt, "-o", out, "busybox:keep", check=False)
+    assert r.returncode == 1
+    assert r.stderr == f"soko: blob not found: {gone}\n"
+    assert list(out.parent.iterdir()) == []
