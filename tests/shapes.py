@@ -11,7 +11,7 @@ from typing import Callable
 
 from storage import digests, mediatypes as mt
 from storage.archives.tarfiles import ArchiveWriter
-from storage.model import Descriptor, Platform, canonical_json
+from storage.model import Descriptor, Index, Platform, canonical_json, parse_manifest
 from tests.tarballs import make_tar
 
 Raw = Callable[[bytes], bytes]
@@ -72,6 +72,18 @@ class Layout:
             entry["annotations"] = {NAME: name, REF: name.rsplit(":", 1)[1]}
         self.top.append(entry)
         return desc
+
+    def push(self, client, name: str, digest: str, tag: str | None = None) -> None:
+        """Push what `digest` needs (children, config, layers), then its exact
+        bytes, with a tests.registry Client."""
+        m = parse_manifest(self.blobs[digest], digest=digest)
+        for d in m.references():
+            if isinstance(m, Index):
+                self.push(client, name, d.digest)
+            else:
+                client.push_blob(name, self.blobs[d.digest])
+        r = client.put_manifest(name, tag or digest, self.blobs[digest], m.media_type)
+        assert r.status == 201, (r.status, r.body)
 
     def write(self, path: Path) -> Path:
         with open(path, "wb") as f:

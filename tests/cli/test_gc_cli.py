@@ -80,20 +80,6 @@ def test_a_referrer_does_not_keep_an_untagged_subject_alive_but_a_tagged_one_is_
     assert "Removed 3 blobs" in out  # the stray image's manifest, config and layer
 
 
-def _push(client, name: str, lay: Layout, digest: str, tag: str | None = None) -> None:
-    """Push what `digest` needs (children, config, layers) and then its exact bytes."""
-    from storage.model import Index, parse_manifest
-
-    m = parse_manifest(lay.blobs[digest], digest=digest)
-    for d in m.references():
-        if isinstance(m, Index):
-            _push(client, name, lay, d.digest)
-        else:
-            client.push_blob(name, lay.blobs[d.digest])
-    r = client.put_manifest(name, tag or digest, lay.blobs[digest], m.media_type)
-    assert r.status == 201, (r.status, r.body)
-
-
 @pytest.mark.parametrize("kind", ["whitespace-manifest", "bom-manifest", "whitespace-index", "docker-list"])
 def test_gc_keeps_what_a_pull_tagged(soko, tmp_path, kind):
     from tests.registry.conftest import RegistryProc
@@ -101,7 +87,7 @@ def test_gc_keeps_what_a_pull_tagged(soko, tmp_path, kind):
     srv = RegistryProc(tmp_path / "registry").start()
     try:
         lay, top = shape(kind)
-        _push(srv.client(), "team/shape", lay, top.digest, "1")
+        lay.push(srv.client(), "team/shape", top.digest, "1")
         ref = f"127.0.0.1:{srv.port}/team/shape:1"
         soko("pull", ref)
     finally:

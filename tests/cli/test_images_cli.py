@@ -139,3 +139,71 @@ def test_pull_refuses_a_bad_reference_before_any_request(soko):
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert select.select([sock], [], [], 0)[0] == []  # nobody knocked
     assert soko("images", "-q").stdout == ""
+
+
+def _rows(soko) -> list[list[str]]:
+    return [line.split()[:3] for line in soko("images").stdout.splitlines()[1:]]
+
+
+@pytest.mark.parametrize("kind", ["oci-index", "nested-index", "docker-list"])
+def test_images_lists_a_multi_platform_index_once(soko, tmp_path, kind):
+    """As Docker does: the index is the image; its platform manifests are
+    not `<none>` rows of their own."""
+    from tests.shapes import shape
+
+    lay, top = shape(kind)
+    soko("load", "-i", lay.write(tmp_path / "in.tar"))
+    assert _rows(soko) == [["shape", "1", top.digest[7:19]]]
+    rows = [json.loads(line) for line in soko("images", "--format", "json").stdout.splitlines()]
+    assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == [("shape", "1", top.digest)]
+    assert rows[0]["CreatedAt"] == "2024-01-02T03:04:05Z"  # the platform image's
+    assert soko("images", "-q").stdout.split() == [top.digest[7:19]]
+    soko("tag", "shape:1", "again:2")
+    assert sorted(_rows(soko)) == [["again", "2", top.digest[7:19]], ["shape", "1", top.digest[7:19]]]
+    soko("rmi", "shape:1")
+    soko("rmi", "again:2")
+    assert _rows(soko) == []  # its platform manifests went with it
+
+
+def test_images_lists_an_untagged_index_once(soko, tmp_path):
+    from tests.shapes import Layout, other_platform
+
+    lay = Layout()
+    top = lay.add(lay.index([lay.image("host"), lay.image("other", plat=other_platform())]))
+    soko("load", "-i", lay.write(tmp_path / "in.tar"))
+    assert _rows(soko) == [["<none>", "<none>", top.digest[7:19]]]
+
+
+def test_images_lists_a_pulled_multi_platform_image_once(soko, tmp_path):
+    """A pull tags the platform's manifest and records the index it came
+    through: one row, the tagged image."""
+    from tests.registry.conftest import RegistryProc
+    from tests.shapes import shape
+
+    lay, top = shape("oci-index")
+    srv = RegistryProc(tmp_path / "registry").start()
+    try:
+        lay.push(srv.client(), "team/shape", top.digest, "1")
+        out = soko("pull", f"127.0.0.1:{srv.port}/team/shape:1").stdout
+    finally:
+        srv.stop()
+    digest = out.split("Digest: ")[1].split()[0]
+    assert digest != top.digest
+    rows = [json.loads(line) for line in soko("images", "--format", "json").stdout.splitlines()]
+    assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == \
+        [(f"127.0.0.1:{srv.port}/team/shape", "1", digest)]
+
+
+def test_rmi_of_an_index_keeps_what_another_index_or_a_tag_still_names(soko, tmp_path):
+    from tests.shapes import Layout, other_platform
+
+    lay = Layout()
+    shared, tagged = lay.image("shared"), lay.image("tagged-child", plat=other_platform())
+    lay.add(lay.index([shared, tagged]), "docker.io/library/first:1")
+    lay.add(lay.index([shared, lay.image("second-other", plat=other_platform())]), "docker.io/library/second:1")
+    soko("load", "-i", lay.write(tmp_path / "in.tar"))
+    soko("tag", tagged.digest, "child:1")
+    soko("rmi", "first:1")
+    assert sorted(r[0] for r in _rows(soko)) == ["child", "second"]
+    for digest in (shared.digest, tagged.digest):  # still images of the store
+        assert json.loads(soko("inspect", digest).stdout)[0]["Digest"] == digest
