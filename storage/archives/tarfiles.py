@@ -110,15 +110,20 @@ def members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
     return out
 
 
+def read_small(tar: tarfile.TarFile, m: tarfile.TarInfo, what: str) -> bytes:
+    """A member that holds JSON (a manifest, config, index), bounded by MAX_JSON."""
+    if m.size > MAX_JSON:
+        raise ArchiveError(f"{what}: {m.name} is implausibly large for JSON ({m.size} bytes)")
+    f = tar.extractfile(m)
+    assert f is not None
+    return f.read()
+
+
 def read_json(tar: tarfile.TarFile, index: dict[str, tarfile.TarInfo], name: str, what: str):
     m = index.get(name)
     if m is None:
         raise ArchiveError(f"{what}: {name} is missing")
-    if m.size > MAX_JSON:
-        raise ArchiveError(f"{what}: {name} is implausibly large ({m.size} bytes)")
-    f = tar.extractfile(m)
-    assert f is not None
     try:
-        return json.loads(f.read())
+        return json.loads(read_small(tar, m, what))
     except (ValueError, UnicodeDecodeError) as e:
         raise ArchiveError(f"{what}: {name} is not valid JSON: {e}") from None
