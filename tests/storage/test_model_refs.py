@@ -47,20 +47,14 @@ BAD_TAGS = ["täg", "t\u0661", "latest\n", "a\nb", "ok\r"]
 BAD_NAMES = ["foo/bar\n", "f\u00f6o/bar", "foo\n/bar", "foo/b\u0430r", "foo/bar\r"]
 
 
-@pytest.mark.parametrize("tag", BAD_TAGS)
-def test_tags_are_ascii_and_whole(tag):
+@pytest.mark.parametrize("check,text,ref",
+                         [(references.validate_tag, t, f"app:{t}") for t in BAD_TAGS]
+                         + [(references.validate_repository, n, f"localhost:5000/{n}:1") for n in BAD_NAMES])
+def test_tags_and_names_are_ascii_and_whole(check, text, ref):
     with pytest.raises(InvalidReference):
-        references.validate_tag(tag)
+        check(text)
     with pytest.raises(InvalidReference):
-        references.parse(f"app:{tag}")
-
-
-@pytest.mark.parametrize("name", BAD_NAMES)
-def test_repository_names_are_ascii_and_whole(name):
-    with pytest.raises(InvalidReference):
-        references.validate_repository(name)
-    with pytest.raises(InvalidReference):
-        references.parse(f"localhost:5000/{name}:1")
+        references.parse(ref)
 
 
 def test_spec_grammar_accepts_its_edges():
