@@ -11,9 +11,11 @@ VPY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.soko-installed
 PYTEST_ARGS ?=
 
-# Debian packages the tests and benchmarks use (python3-venv: for the .venv itself).
+# Debian packages the tests and benchmarks use (python3-venv: for the .venv itself; gcc, libc6-dev:
+# the static seccomp probe in tests/runtime; linux-libc-dev: syscall numbers, runtime/seccomp_tables.py).
 APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-registry \
-	debootstrap apache2-utils curl pigz zstd hey wrk hyperfine python3-venv
+	debootstrap apache2-utils curl pigz zstd hey wrk hyperfine python3-venv docker.io \
+	gcc libc6-dev linux-libc-dev
 
 DEMO_DIR := $(CURDIR)/.demo-store
 DEMO_SOKO := $(VENV)/bin/soko --root $(DEMO_DIR)/root

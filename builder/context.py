@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from storage.errors import SymlinkLoop
+from storage.pathwalk import DirTree, walk
+
 from .dockerignore import Matcher
 from .errors import ContextError
 
@@ -40,6 +43,12 @@ class Entry:
     rel: str              # '/'-separated, relative to the context root; "" is the root
     path: Path            # absolute
     st: os.stat_result    # lstat
+    named: str | None = None  # the path as a source named it, before symlinks were resolved
+
+    @property
+    def name(self) -> str:
+        """What a copy of it into a directory is called (BuildKit: the base of the name as given)."""
+        return (self.rel if self.named is None else self.named).rstrip("/").rpartition("/")[2]
 
     @property
     def is_dir(self) -> bool:
@@ -222,33 +231,11 @@ class Context:
         """`rel` with every symlink resolved as if the context were `/` (absolute
         targets start at the root, `..` stops there), as BuildKit resolves paths in
         the context it received; None when a component is missing."""
-        todo = [c for c in rel.split("/") if c and c != "."]
-        todo.reverse()
-        done: list[str] = []
-        links = 0
-        while todo:
-            name = todo.pop()
-            if name == "..":
-                if done:
-                    done.pop()
-                continue
-            cur = "/".join([*done, name])
-            st = self._lstat(cur)
-            if st is None:
-                return None
-            if stat.S_ISLNK(st.st_mode) and (todo or follow):
-                links += 1
-                if links > 40:
-                    raise ContextError(f"too many levels of symbolic links: {rel}")
-                target = os.readlink(self._abs(cur))
-                if target.startswith("/"):
-                    done = []
-                todo.extend(reversed([c for c in target.split("/") if c and c != "."]))
-                continue
-            if todo and not stat.S_ISDIR(st.st_mode):
-                return None
-            done.append(name)
-        return "/".join(done)
+        try:
+            w = walk(DirTree(self.root), rel, follow_last=follow)
+        except SymlinkLoop:
+            raise ContextError(f"too many levels of symbolic links: {rel}") from None
+        return "/".join(w.parts) if w.node is not None else None
 
     def lookup(self, rel: str, follow: bool = True) -> Entry | None:
         """The entry at `rel` (symlinks resolved inside the context, the last one
@@ -257,11 +244,11 @@ class Context:
         if real is None:
             return None
         if not real:
-            return Entry("", self.root, os.lstat(self.root))
+            return Entry("", self.root, os.lstat(self.root), rel)
         st = self._lstat(real)
         if st is None or not self.visible(real, st):
             return None
-        return Entry(real, self._abs(real), st)
+        return Entry(real, self._abs(real), st, rel)
 
     # -- listing ---------------------------------------------------------------
     def walk(self, rel: str) -> Iterator[Entry]:

@@ -201,7 +201,7 @@ def _context_sources(exe, src: str, unpack: bool) -> list[Item]:
     entries = ctx.glob(rel) if has_wildcards(rel) else [e for e in [ctx.lookup(rel)] if e is not None]
     out = []
     for e in entries:
-        name = e.rel.rpartition("/")[2] if e.rel else ""
+        name = e.name
         item = Item(name, e.path, e.st, hash_root=ctx.root)
         children = None
         if e.is_dir:

@@ -19,6 +19,7 @@ from typing import Callable
 from storage import mediatypes as mt
 from storage.errors import ImageNotFound, StorageError
 from storage.model import ImageConfig, Platform
+from storage.private import private_dir
 
 from . import cache as cachemod
 from . import dispatch, history, layerio
@@ -308,7 +309,7 @@ class Executor:
 
     def _sweep_tmp(self, older_than: float = 6 * 3600) -> None:
         """Once per build: remove staging trees that killed builds left behind."""
-        self.tmp_root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.tmp_root)
         if getattr(self, "_swept", False):
             return
         self._swept = True

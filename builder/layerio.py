@@ -6,6 +6,7 @@ converted between compressions, and unpacked for lookups.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,25 +134,8 @@ class RootView:
         return (e.host_path, e.st) if e else None
 
     def listdir(self, path: str) -> list[str]:
-        """Names in a directory of the merged tree (whiteouts and opaque dirs honoured)."""
-        from runtime.layerview import is_opaque, is_whiteout
-
-        parts, e = self.view.resolve(path)
-        if e is None:
+        """Names in a directory of the merged tree (symlinks in `path` followed)."""
+        w = self.view.walk(path)
+        if w.node is None or not stat.S_ISDIR(w.node.st_mode):
             return []
-        rel = "/".join(parts)
-        seen: dict[str, bool] = {}
-        for layer in self.view.layers:
-            d = os.path.join(layer, rel)
-            try:
-                os.lstat(d)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if not os.path.isdir(d) or os.path.islink(d):
-                break  # a file, link or whiteout here hides everything below
-            for n in os.listdir(d):
-                if n not in seen:
-                    seen[n] = not is_whiteout(os.lstat(os.path.join(d, n)))
-            if is_opaque(d):
-                break
-        return sorted(n for n, visible in seen.items() if visible)
+        return sorted(self.view.listdir("/".join(w.parts)))

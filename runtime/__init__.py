@@ -26,7 +26,8 @@ Running a container (`soko run`)::
     env_files, user, workdir, hostname, volumes, tmpfs, read_only, network
     ("none" | "host" | "default", which is host until bridge networking
     exists), memory (bytes), cpus, pids_limit, runtime ("builtin" | "runc" |
-    "crun"). Text parsers for the CLI: runtime.parse_size("32m"),
+    "crun"), security_opt (Docker's --security-opt: seccomp=unconfined or
+    seccomp=PROFILE.json; Docker's default seccomp profile otherwise). Text parsers for the CLI: runtime.parse_size("32m"),
     runtime.parse_cpus("1.5"), runtime.parse_env_file(path) (RunOptions.env_files
     takes paths and reads them itself), and RunOptions.validate().
 

@@ -14,6 +14,7 @@ import sys
 USAGE = ("usage: python -m runtime run --root DIR [--rm] [-i] [-t] [--name N] [-e K=V] [--env-file F] "
          "[-u USER] [-w DIR] [-h HOST] [--entrypoint CMD] [-v SRC:DST[:ro]] [--tmpfs DIR] [--read-only] "
          "[--network none|host] [-m SIZE] [--cpus N] [--pids-limit N] [--runtime builtin|runc|crun] "
+         "[--security-opt seccomp=unconfined|FILE] "
          "[--snapshotter auto|overlay|copy] IMAGE [COMMAND...]\n"
          "       python -m runtime sweep --root DIR")
 
@@ -24,7 +25,7 @@ VALUES = {"--root": "root", "--name": "name", "-u": "user", "--user": "user", "-
           "--network": "network", "-m": "memory", "--memory": "memory", "--cpus": "cpus",
           "--pids-limit": "pids_limit", "--runtime": "runtime", "--snapshotter": "snapshotter"}
 LISTS = {"-e": "env", "--env": "env", "--env-file": "env_files", "-v": "volumes", "--volume": "volumes",
-         "--tmpfs": "tmpfs"}
+         "--tmpfs": "tmpfs", "--security-opt": "security_opt"}
 
 
 class UsageError(Exception):
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             read_only=o.get("read_only", False), network=o.get("network", "default"),
             memory=parse_size(o["memory"]) if o.get("memory") else None,
             cpus=parse_cpus(o["cpus"]) if o.get("cpus") else None,
-            pids_limit=int(pids) if pids is not None else None, runtime=o.get("runtime", "builtin"))
+            pids_limit=int(pids) if pids is not None else None, runtime=o.get("runtime", "builtin"),
+            security_opt=o["security_opt"])
         events = os.environ.get("SOKO_RUNTIME_EVENTS")
         on_event = (lambda kind, msg: print(f"[{kind}] {msg}", file=sys.stderr)) if events else None
         return run(ImageStore(root), rest[0], opts, on_event=on_event, snapshotter=o.get("snapshotter"))

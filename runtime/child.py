@@ -3,8 +3,8 @@
 Runs as PID 1 of a fresh PID namespace, forked from soko. It joins the
 cgroups, makes its namespaces, builds the root (overlay or a prepared
 directory), mounts what the spec asks for, pivots into the root, drops to
-the user and Docker's capability set, sets no_new_privs and execs the
-command. Any failure goes back to soko as "STATUS message" over a
+the user and Docker's capability set, sets no_new_privs, installs the
+seccomp filter and execs the command. Any failure goes back to soko as "STATUS message" over a
 close-on-exec pipe and the process exits; success closes the pipe.
 Everything it needs is imported before the fork, and it never returns.
 """
@@ -66,6 +66,7 @@ class ChildSetup:
     err_w: int
     life_r: int
     console_sock: int | None  # -t: the pty master goes back to soko through this
+    seccomp_filter: bytes | None = None  # compiled linux.seccomp (bpf.py), installed just before exec
 
 
 def fail(err_w: int, status: int, message: str) -> None:
@@ -98,10 +99,7 @@ def _setup_and_exec(s: ChildSetup) -> None:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if select.select([s.life_r], [], [], 0)[0]:
-        os._exit(137)  # soko died before we could notice: do not start an orphan
-    os.close(s.life_r)
+    _die_with_soko(s.life_r)
     spec = s.spec
     linux = spec.get("linux", {})
     cgroups.join_self(s.cgroup_paths)
@@ -144,12 +142,24 @@ def _setup_and_exec(s: ChildSetup) -> None:
         if rl["type"] in _RLIMITS:
             resource.setrlimit(_RLIMITS[rl["type"]], (rl["soft"], rl["hard"]))
     _become(process)
+    _die_with_soko(s.life_r)  # again: a change of user clears the parent-death signal
+    os.close(s.life_r)
     for i, fd in enumerate(stdio):
         if fd != i:
             os.dup2(fd, i)
     os.closerange(3, s.err_w)
     os.closerange(s.err_w + 1, 1 << 16)
+    if s.seccomp_filter:
+        # last, as runc does with no_new_privs: nothing of soko's own setup is filtered
+        sc.seccomp_filter(s.seccomp_filter)
     _exec(process["args"], process.get("env", []), s.err_w)
+
+
+def _die_with_soko(life_r: int) -> None:
+    """SIGKILL when soko dies; exit now if it already has (its end of the life pipe is closed)."""
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([life_r], [], [], 0)[0]:
+        os._exit(137)  # soko died before we could notice: do not start an orphan
 
 
 def mount_root(r: Rootfs, err_w: int) -> None:

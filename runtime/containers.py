@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from storage.private import private_dir
+
 from . import cgroups, syscalls as sc
 from .errors import ContainerError, NameConflict
 
@@ -141,7 +143,7 @@ def _lock_dir(path: Path, block: bool = True) -> int | None:
 def create(store_root: Path, state: State) -> Container:
     """The container's directory, locked by this process, visible only when complete."""
     base = containers_dir(store_root)
-    base.mkdir(parents=True, exist_ok=True)
+    private_dir(base)
     new = base / f".new-{state.id}"
     new.mkdir(mode=0o700)
     lock_fd = _lock_dir(new)

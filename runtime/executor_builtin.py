@@ -6,8 +6,9 @@ is PID 1 and soko is its parent: soko gets its exit status from waitpid,
 forwards signals to it, and the kernel reaps everything else in the
 namespace when it ends. The mounts are made inside the container's own
 mount namespace, so they vanish with it, even if soko is killed; the first
-process also has PDEATHSIG=SIGKILL, so a killed soko takes its container
-along. What remains for a later sweep is only directories and cgroups.
+process also has PDEATHSIG=SIGKILL (set again once it has become the
+container's user, since a change of uid clears it), so a killed soko takes
+its container along, whatever the user. What remains for a later sweep is only directories and cgroups.
 """
 from __future__ import annotations
 

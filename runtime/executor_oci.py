@@ -4,8 +4,11 @@ The bundle is the container's state directory (config.json + rootfs/). The
 root filesystem is mounted by a small forked helper inside a mount
 namespace of its own, which then execs `runc run`: the overlay mount lives
 and dies with that namespace, so nothing is left mounted on the host, even
-when soko is killed. The helper has PDEATHSIG=SIGKILL; a runtime container
-orphaned anyway is deleted by the next run's sweep (`runc delete --force`).
+when soko is killed. The helper has PDEATHSIG=SIGKILL, but the container's
+own processes are runc's children, not tied to soko: a small watcher process
+(see _watch) deletes the container (`runc delete --force`) as soon as soko
+dies, so a foreground container never outlives it. The next run's sweep
+removes what is left on disk.
 
 runc writes its own errors to a JSON log, separate from the container's
 stderr, so a failure to start maps onto Docker's 125/126/127.
@@ -95,6 +98,7 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         stdout = stderr = out_w
     pid = 0
+    watcher, done_w = _watch(exe, root, oci_id)
     with Forwarder() as fwd:
         try:
             pid = os.fork()
@@ -140,6 +144,38 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
                 os.close(out_r)
             if pty_master is not None:
                 os.close(pty_master)
+            os.write(done_w, b"x")  # finished here: the watcher leaves the container alone
+            os.close(done_w)
+            os.waitpid(watcher, 0)
+
+
+def _watch(exe: str, root: str, oci_id: str) -> tuple[int, int]:
+    """Fork the watcher: it blocks on a pipe only soko writes to. A byte means soko finished
+    the run itself; end-of-file means soko died, and the watcher deletes the container.
+    Returns (watcher pid, soko's end of the pipe)."""
+    import subprocess  # before the fork: the child imports nothing
+    import time
+
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid:
+        os.close(r)
+        return pid, w
+    try:
+        for sig in FORWARDED + [signal.SIGPIPE]:  # a terminal's ^C is soko's to handle, not ours
+            signal.signal(sig, signal.SIG_IGN)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, r)  # the container directory's lock among them: a sweep must see soko gone
+        os.closerange(r + 1, 1 << 16)
+        if os.read(r, 1):
+            os._exit(0)
+        for delay in (0, 0.5, 1.0):  # again, in case runc was killed mid-create
+            time.sleep(delay)
+            subprocess.run([exe, "--root", root, "delete", "--force", oci_id])
+    finally:
+        os._exit(0)
 
 
 def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]],

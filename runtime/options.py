@@ -57,6 +57,13 @@ class RunOptions:
     cpus: float | None = None
     pids_limit: int | None = None  # 0 or -1: unlimited, as in Docker
     runtime: str = "builtin"
+    security_opt: list[str] = field(default_factory=list)  # --security-opt seccomp=unconfined|FILE
+
+    def seccomp_choice(self) -> str:
+        """"default", "unconfined" or a profile file (see seccomp.parse_option)."""
+        from .seccomp import parse_option
+
+        return parse_option(self.security_opt)
 
     def validate(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -86,6 +93,7 @@ class RunOptions:
             parse_tmpfs(t)
         for e in self.env:
             parse_env_entry(e)
+        self.seccomp_choice()
 
     def parsed_volumes(self) -> list[Volume]:
         return [parse_volume(v) for v in self.volumes]

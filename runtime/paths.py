@@ -13,58 +13,25 @@ import errno
 import os
 import stat
 
+from storage.errors import PathError
+from storage.pathwalk import DirTree, split as _split, walk
+
 from .errors import UnsafePath
-
-MAX_SYMLINKS = 40
-
-
-def _split(path: str) -> list[str]:
-    return [c for c in path.split("/") if c and c != "."]
 
 
 def secure_join(root: str, path: str, follow_last: bool = True) -> str:
-    """`path` resolved inside `root` (symlinks followed, clamped to root).
+    """`path` resolved inside `root` (symlinks followed, `..` clamped at root).
 
-    Components that do not exist are kept lexically, so the result names
-    where the file would be created.
-    """
-    root = root.rstrip("/") or "/"
-    todo = _split(path)
-    todo.reverse()
-    done: list[str] = []
-    links = 0
-    missing = False
-    while todo:
-        name = todo.pop()
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        if missing:
-            done.append(name)
-            continue
-        host = os.path.join(root, *done, name)
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            missing = True
-            done.append(name)
-            continue
-        except NotADirectoryError:
-            raise UnsafePath(f"{path!r}: {'/'.join(done) or '/'} is not a directory") from None
-        if stat.S_ISLNK(st.st_mode) and (todo or follow_last):
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise UnsafePath(f"{path!r}: too many levels of symbolic links")
-            target = os.readlink(host)
-            if target.startswith("/"):
-                done = []
-            parts = _split(target)
-            parts.reverse()
-            todo.extend(parts)
-            continue
-        done.append(name)
-    return os.path.join(root, *done) if done else root
+    Components that do not exist are kept as `mkdir -p` would make them, so
+    the result names where the file would be created."""
+    tree = DirTree(root)
+    try:
+        w = walk(tree, path, follow_last=follow_last)
+    except PathError as e:
+        raise UnsafePath(str(e)) from None
+    if w.notdir:
+        raise UnsafePath(f"{path!r}: /{'/'.join(w.parts[:w.exists + 1])} is not a directory")
+    return tree.host(w.parts)
 
 
 def mkdir_in_root(root: str, path: str, mode: int = 0o755, uid: int = -1, gid: int = -1) -> str:

@@ -18,7 +18,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import cgroups, containers, etc_files, spec as specmod, users
+from storage.private import private_dir
+
+from . import cgroups, containers, etc_files, seccomp, spec as specmod, users
 from .errors import InvalidOption, StartError
 from .layerview import LayerView
 from .options import RunOptions, parse_env_entry, parse_env_file
@@ -60,7 +62,7 @@ def volume_mounts(store_root: Path, opts: RunOptions) -> tuple[list[specmod.Moun
         if v.named:
             vdir = Path(store_root) / "volumes" / v.source / "_data"
             if not vdir.is_dir():
-                vdir.mkdir(parents=True, mode=0o755)
+                private_dir(vdir.parent).joinpath(vdir.name).mkdir(mode=0o755)
                 seed.append((v.target, str(vdir)))
             src = str(vdir)
         else:
@@ -132,6 +134,7 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
     user = users.resolve(options.user if options.user is not None else cfg.get("User"), view.read_file)
     net = network_mode(options)
     user_mounts, seed = volume_mounts(root, options)
+    profile = seccomp.load_for(options.seccomp_choice())
     ref = image if isinstance(image, str) else (img.tags[0] if img.tags else img.id)
     c = new_container(root, options, img.id, ref, chain_ids(img.config.diff_ids))
     try:
@@ -140,7 +143,7 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
         return execute(store, c, cfg, options, args, env, user, hostname, user_mounts, seed,
                        [str(p) for p in lowers], snapshotter,
                        stdin=stdin if options.interactive else None, stdout=stdout, stderr=stderr,
-                       on_output=on_output, on_event=on_event, want_upper=not options.rm)
+                       on_output=on_output, on_event=on_event, want_upper=not options.rm, seccomp_profile=profile)
     finally:
         finish(c, options.rm)
 
@@ -148,7 +151,7 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
 def _shared_dir(root: Path, name: str) -> Path:
     p = root / "runtime" / name
     if not p.is_dir():
-        p.mkdir(parents=True, mode=0o755, exist_ok=True)
+        private_dir(p)
     return p
 
 
@@ -156,8 +159,10 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
             env: list[str], user: users.ExecUser, hostname: str, user_mounts: list, seed: list,
             lowers: list[str], snapshotter: str, *, stdin: int | None, stdout: int, stderr: int,
             on_output, on_event: Event | None, upper: Path | None = None, work: Path | None = None,
-            want_upper: bool = True) -> int:
-    """Create cgroups, build the spec and run it with the chosen executor."""
+            want_upper: bool = True, seccomp_profile: "seccomp.Profile | None | str" = "default") -> int:
+    """Create cgroups, build the spec and run it with the chosen executor.
+
+    seccomp_profile: a loaded profile, None (unconfined) or a seccomp.load_for() choice."""
     from . import child
     from .executor_builtin import IO, OverlayUnavailable
 
@@ -181,7 +186,11 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
     spec = specmod.build(specmod.SpecInput(
         image_config=cfg, options=options, args=args, env=env, user=user, hostname=hostname,
         cwd=specmod.cwd_of(cfg, options), rootfs=str(rootfs_dir), etc_files=etc_files.mounts(str(etc_dir)),
-        mounts=user_mounts, cgroups_path=cg_path, cgroup_mode=sysinfo.mode))
+        mounts=user_mounts, cgroups_path=cg_path, cgroup_mode=sysinfo.mode,
+        seccomp=seccomp.load_for(seccomp_profile) if isinstance(seccomp_profile, str) else seccomp_profile))
+    seccomp_filter = None
+    if builtin and "seccomp" in spec["linux"]:
+        seccomp_filter = seccomp.compiled_filter(spec["linux"]["seccomp"], _shared_dir(root, "seccomp"))
     io = IO(stdin=stdin, stdout=stdout, stderr=stderr, on_output=on_output)
     etc = etc_files.contents(hostname, net)
 
@@ -207,7 +216,7 @@ def execute(store: "ImageStore", c: containers.Container, cfg: dict, options: Ru
                 from . import executor_builtin
 
                 setup = child.ChildSetup(spec, rootfs, cg.paths, _cgroup_mounts(sysinfo, cg.paths), seed,
-                                         (0, 1, 2), -1, -1, None)
+                                         (0, 1, 2), -1, -1, None, seccomp_filter)
                 status = executor_builtin.run(setup, io, started)
             else:
                 from . import executor_oci

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from storage.private import private_dir
+
 from . import syscalls as sc
 from .errors import SnapshotError, SyscallError
 
@@ -114,7 +116,7 @@ class Snapshots:
         from storage.layers import OVERLAY, apply_blob
 
         blob = blob or self._blob_for(diff_id)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         tmp = self.root / f".unpack-{secrets.token_hex(8)}"
         os.mkdir(tmp, 0o755)
         if on_event:
@@ -145,7 +147,7 @@ class Snapshots:
         os.chmod(tree, 0o755)  # the overlay's root takes the top layer's root: as unpacked ones are
         if os.geteuid() == 0:
             os.chown(tree, 0, 0)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self._place(Path(tree), cids[-1], diff_ids[-1], cids[-2] if len(cids) > 1 else None)
         return self.path(cids[-1])
 

@@ -2,8 +2,8 @@
 
 One spec drives both executors: the built-in one reads the same dict that
 runc or crun get as a bundle. Defaults are Docker's: its mounts, masked and
-read-only paths, default capabilities and device rules, plus
-noNewPrivileges (soko always sets it).
+read-only paths, default capabilities, device rules and seccomp profile,
+plus noNewPrivileges (soko always sets it).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import caps, cgroups
+from . import caps, cgroups, seccomp
 from .errors import StartError
 from .options import RunOptions, Tmpfs
 from .users import ExecUser
@@ -127,6 +127,7 @@ class SpecInput:
     mounts: list[Mount]
     cgroups_path: str | None
     cgroup_mode: str  # v1, hybrid, v2
+    seccomp: seccomp.Profile | None = None  # Docker-format profile; None: unconfined
 
 
 def rlimits() -> list[dict[str, Any]]:
@@ -178,6 +179,8 @@ def build(inp: SpecInput) -> dict[str, Any]:
     }
     if inp.cgroups_path:
         linux["cgroupsPath"] = inp.cgroups_path
+    if inp.seccomp is not None:
+        linux["seccomp"] = seccomp.resolve(inp.seccomp, process["capabilities"]["bounding"])
     spec: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": process,

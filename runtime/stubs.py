@@ -33,11 +33,11 @@ def remove(upper: Path, lower: LayerView, targets: Iterable[str]) -> None:
     found: list[list[str]] = []
     for target in set(targets):
         try:
-            parts, entry = lower.resolve(target)
+            w = lower.walk(target)
         except UnsafePath:
             continue
-        if parts and entry is None:
-            found.append(parts)
+        if w.parts and w.missing:
+            found.append(list(w.parts))
     for parts in sorted(found, key=len, reverse=True):  # children before their parents
         host = upper.joinpath(*parts)
         if not _empty(host):

@@ -59,8 +59,11 @@ PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PR_SET_SECCOMP = 22
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+SECCOMP_MODE_FILTER = 2
 
 # openat2(2) resolve flags.
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -221,3 +224,16 @@ def rename_noreplace(src: str, dst: str) -> None:
     """renameat2(RENAME_NOREPLACE): fails with EEXIST instead of replacing `dst`
     (os.rename would silently replace an empty directory)."""
     _check(_libc.renameat2(_AT_FDCWD, _b(src), _AT_FDCWD, _b(dst), RENAME_NOREPLACE), f"rename {src} to {dst}")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_filter(program: bytes) -> None:
+    """Install a classic BPF seccomp filter (8-byte sock_filter entries) on this thread.
+
+    Needs no_new_privs or CAP_SYS_ADMIN; it stays across fork and execve."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))

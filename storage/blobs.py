@@ -18,6 +18,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from . import digests
 from .errors import BlobNotFound, DigestMismatch, SizeMismatch, StorageError
+from .private import private_dir
 
 _ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
@@ -35,8 +36,8 @@ class BlobStore:
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs"
         self.ingest_dir = self.root / "ingest"
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        self.ingest_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.blobs_dir)
+        private_dir(self.ingest_dir)
 
     # -- reading -----------------------------------------------------------
     def path(self, digest: str) -> Path:
@@ -141,7 +142,7 @@ class BlobStore:
 
     def _place(self, tmp: Path, digest: str, sync: bool = True) -> str:
         dest = self.path(digest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dest.parent)
         if dest.exists():
             tmp.unlink(missing_ok=True)
         else:

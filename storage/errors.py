@@ -40,6 +40,24 @@ class UnsafePathError(LayerError):
     """A layer entry would write outside the target directory."""
 
 
+class PathError(StorageError):
+    """A path cannot be resolved inside its root (see pathwalk.py)."""
+
+
+class SymlinkLoop(PathError):
+    """More than 40 symlinks met in one lookup (ELOOP, as Linux)."""
+
+
+class PathEscape(PathError):
+    """`..` would climb above the root where the walk's policy refuses that."""
+
+    def __init__(self, path: str, target: str | None):
+        via = f" through a symlink to {target!r}" if target is not None else ""
+        super().__init__(f"{path!r} leads outside the root{via}")
+        self.path = path
+        self.target = target
+
+
 class InvalidReference(StorageError):
     """An image reference does not follow Docker's grammar."""
 

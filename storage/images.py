@@ -17,6 +17,7 @@ from .blobs import BlobStore
 from .errors import BlobNotFound, ImageNotFound, InvalidReference, ManifestError, StorageError
 from .metadata import MetadataDB
 from .model import Descriptor, ImageConfig, Index, Manifest, Platform, build_manifest, parse_manifest
+from .private import open_root
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _familiar(name: str | None) -> str:
 class ImageStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        open_root(self.root)  # private: layers hold setuid files and device nodes
         self.blobs = BlobStore(self.root)
         layout = self.root / "oci-layout"
         if not layout.exists():

@@ -1,25 +1,25 @@
 """Resolving layer entry paths inside a root directory without ever leaving it.
 
 Every operation of the applier works on (directory fd, single name) pairs:
-the directory is reached by walking from the root fd one component at a
-time with O_NOFOLLOW, and the final name is never followed. A symlink met
-on the way (a lower layer's `bin -> usr/bin`, or a hostile `x -> /`) is
-resolved as the container will see it, with the root as `/`; a relative
-target that climbs above the root is refused (UnsafePathError), since no
-image relies on that and escaping is its only use.
+the directory is reached from the root fd one component at a time with
+O_NOFOLLOW, and the final name is never followed. The walk itself is
+pathwalk.walk over this tree of directory fds, with `..` above the root
+refused (a symlink met on the way, a lower layer's `bin -> usr/bin` or a
+hostile `x -> /`, resolves as the container will see it, with the root as
+`/`; one that climbs above the root has no use but escaping) and missing
+directories made on the way (0755), as Docker and containerd do.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
-from .errors import LayerError, UnsafePathError
+from .errors import LayerError, PathEscape, SymlinkLoop, UnsafePathError
+from .pathwalk import REFUSE, Parts, walk
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_LINK_HOPS = 40
 MAX_CACHED = 256
-
-Parts = tuple[str, ...]
 
 
 def split_entry(name: str) -> Parts:
@@ -31,30 +31,14 @@ def split_entry(name: str) -> Parts:
     return parts
 
 
-def join_link(base: Parts, target: str, entry: str) -> Parts:
-    """Where symlink `target`, found in directory `base`, leads (root = `/`)."""
-    parts = [] if target.startswith("/") else list(base)
-    for p in target.split("/"):
-        if not p or p == ".":
-            continue
-        if p == "..":
-            if not parts:
-                raise UnsafePathError(
-                    f"layer entry {entry!r} goes through a symlink to {target!r} "
-                    "that leads outside the target")
-            parts.pop()
-        else:
-            parts.append(p)
-    return tuple(parts)
-
-
 class Resolver:
     """Directory fds inside one root, cached by path; `invalidate` after
-    anything that could change what a cached path refers to."""
+    anything that could change what a cached path refers to. Also the tree
+    (lstat, readlink, mkdir at a real path) that pathwalk.walk resolves in."""
 
     def __init__(self, root_fd: int):
         self.root_fd = root_fd
-        self._resolved: dict[Parts, Parts] = {}   # as named -> real path (no symlinks)
+        self._resolved: dict[Parts, tuple[Parts, int]] = {}  # as named -> (real path, symlinks followed)
         self._fds: dict[Parts, int] = {(): root_fd}
         self._stale: list[int] = []
 
@@ -84,41 +68,56 @@ class Resolver:
     def dir(self, parts: Parts, entry: str, create: bool = True) -> tuple[int, Parts] | None:
         """(fd, real path) of directory `parts`; missing components are
         created (mode 0755) when `create`, else None is returned."""
-        return self._dir(parts, entry, create, 0)
+        found = self._dir(parts, entry, create)
+        return None if found is None else (self._fd(found[0]), found[0])
 
-    def _dir(self, parts: Parts, entry: str, create: bool, hops: int) -> tuple[int, Parts] | None:
-        real = self._resolved.get(parts)
-        if real is not None:
-            return self._fds[real], real
+    def _dir(self, parts: Parts, entry: str, create: bool) -> tuple[Parts, int] | None:
+        """(real path, symlinks followed to reach it), through the cache of each prefix."""
         if not parts:
-            return self.root_fd, ()
-        parent = self._dir(parts[:-1], entry, create, hops)
+            return (), 0
+        hit = self._resolved.get(parts)
+        if hit is not None:
+            return hit
+        parent = self._dir(parts[:-1], entry, create)
         if parent is None:
             return None
-        pfd, preal = parent
-        name = parts[-1]
         try:
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-        except FileNotFoundError:
-            if not create:
-                return None
-            os.mkdir(name, 0o755, dir_fd=pfd)
-            st = None
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            if hops >= MAX_LINK_HOPS:
-                raise LayerError(f"layer entry {entry!r}: too many levels of symlinks")
-            target = os.readlink(name, dir_fd=pfd)
-            found = self._dir(join_link(preal, target, entry), entry, create, hops + 1)
-            if found is None:
-                return None
-            self._resolved[parts] = found[1]
-            return found
-        if st is not None and not stat.S_ISDIR(st.st_mode):
+            w = walk(self, parts[-1:], dotdot=REFUSE, start=parent[0], links=parent[1], create=create)
+        except SymlinkLoop:
+            raise LayerError(f"layer entry {entry!r}: too many levels of symlinks") from None
+        except PathEscape as e:
+            raise UnsafePathError(f"layer entry {entry!r} goes through a symlink to {e.target!r} "
+                                  "that leads outside the target") from None
+        if w.notdir or (w.node is not None and not stat.S_ISDIR(w.node.st_mode)):
             raise LayerError(f"layer entry {entry!r}: {'/'.join(parts)} is not a directory")
-        real = preal + (name,)
+        if w.node is None:
+            return None
+        self._resolved[parts] = (w.parts, w.links)
+        return w.parts, w.links
+
+    def _fd(self, real: Parts) -> int:
+        """An fd of real directory `real`, opened component by component without following."""
         fd = self._fds.get(real)
         if fd is None:
-            fd = os.open(name, _O_DIR, dir_fd=pfd)
+            fd = os.open(real[-1], _O_DIR, dir_fd=self._fd(real[:-1]))
             self._fds[real] = fd
-        self._resolved[parts] = real
-        return fd, real
+        return fd
+
+    # -- the tree pathwalk.walk resolves in -------------------------------------------
+    def lstat(self, parts: Parts) -> os.stat_result | None:
+        if not parts:
+            return os.fstat(self.root_fd)
+        try:
+            return os.stat(parts[-1], dir_fd=self._fd(parts[:-1]), follow_symlinks=False)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENAMETOOLONG):
+                return None  # no such entry can exist there
+            raise
+
+    def readlink(self, parts: Parts, node: os.stat_result) -> str:
+        return os.readlink(parts[-1], dir_fd=self._fd(parts[:-1]))
+
+    def mkdir(self, parts: Parts) -> os.stat_result:
+        pfd = self._fd(parts[:-1])
+        os.mkdir(parts[-1], 0o755, dir_fd=pfd)
+        return os.stat(parts[-1], dir_fd=pfd, follow_symlinks=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Union
 
 from .errors import MetadataError
+from .private import private_dir
 
 Migration = Union[str, Callable[[sqlite3.Connection], None]]
 
@@ -79,7 +80,7 @@ class MetadataDB:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self._local = threading.local()
         self._migrated: set[str] = set()
         self._lock = threading.Lock()

@@ -79,3 +79,7 @@ def bookworm_rootfs() -> Path:
     import recipes
 
     return recipes.bookworm_rootfs()
+
+
+# A private Docker Engine, the reference for build results, CLI output and interop.
+from tests.interop.docker import docker_engine  # noqa: E402,F401

@@ -13,6 +13,7 @@ from typing import Any, Callable, TypeVar
 
 from storage.blobs import BlobStore
 from storage.metadata import MetadataDB
+from storage.private import open_root as private_root
 
 from .config import ServerConfig
 from .meta import RegistryDB
@@ -48,7 +49,7 @@ class ManifestCache:
 def open_root(root: str | os.PathLike) -> tuple[BlobStore, RegistryDB]:
     """The blob store and registry tables of a registry root (created if new)."""
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    private_root(path)
     return BlobStore(path), RegistryDB(MetadataDB(path / "metadata.db"))
 
 

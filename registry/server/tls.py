@@ -10,6 +10,8 @@ import socket
 import ssl
 from pathlib import Path
 
+from storage.private import private_dir
+
 from ..errors import ConfigError
 
 
@@ -25,7 +27,7 @@ def self_signed(root: Path, host: str) -> tuple[Path, Path]:
     cert_path, key_path = tls_dir / "self-signed.crt", tls_dir / "self-signed.key"
     if cert_path.is_file() and key_path.is_file():
         return cert_path, key_path
-    tls_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(tls_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName(socket.gethostname()),
                                      x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

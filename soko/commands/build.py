@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import click
 
@@ -37,28 +38,55 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--cache-to", default=None, help="(not yet supported)")
 @click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto")
 @click.option("-q", "--quiet", is_flag=True, help="Print the image ID only.")
-@click.argument("context", type=click.Path(exists=True, file_okay=False))
+@click.argument("context", type=click.Path(exists=True, allow_dash=True))  # a file: the builder says why not
 @click.pass_context
 def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache, labels, network, secrets,
               compression, outputs, push, cache_from, cache_to, progress, quiet, context) -> None:
-    """Build an image from a Dockerfile."""
-    from builder import BuildOptions, Output, build
+    """Build an image from a Dockerfile (CONTEXT -: the Dockerfile from stdin and no context, as docker)."""
+    from builder import BuildOptions, Output
 
     from ..errors import SokoError
 
     if secrets or cache_from or cache_to:
         raise SokoError("--secret, --cache-from and --cache-to are not supported yet")
+    if context == "-" and dockerfile == "-":
+        raise click.UsageError("the Dockerfile and the context cannot both come from stdin")
     opts = BuildOptions(
         context=context, tags=list(tags), build_args=_pairs(build_args, "--build-arg"), target=target,
         no_cache=no_cache, labels=_pairs(labels, "--label"), network=network, compression=compression,
         output=[Output.parse(o) for o in outputs], progress="quiet" if quiet else progress, quiet=quiet)
-    if dockerfile == "-":
-        opts.dockerfile_text = sys.stdin.buffer.read()
+    if dockerfile == "-" or context == "-":
+        opts.dockerfile_text = _stdin_dockerfile()
     elif dockerfile is not None:
         opts.dockerfile = dockerfile
     opts.validate()
+    if context != "-":
+        _build(ctx, opts, push)
+        return
+    with tempfile.TemporaryDirectory(prefix="soko-no-context-") as empty:
+        opts.context = empty
+        _build(ctx, opts, push)
+
+
+def _stdin_dockerfile() -> bytes:
+    """The Dockerfile on stdin. A context archive there (docker takes one) is refused, not parsed."""
+    from storage import compression
+
+    data = sys.stdin.buffer.read()
+    if compression.detect(data[:10]) != compression.NONE or data[257:262] == b"ustar":
+        from ..errors import SokoError
+
+        raise SokoError("a build context archive on stdin is not supported; give the context as a "
+                        "directory (with -f - for a Dockerfile on stdin)")
+    return data
+
+
+def _build(ctx: click.Context, opts, push: bool) -> None:
+    from builder import RunFailed, build
+
     store = ctx.obj.image_store()
-    show = not quiet and progress != "quiet"
+    quiet = opts.quiet
+    show = not quiet and opts.progress != "quiet"
 
     def on_event(ev) -> None:
         if ev.kind in ("warning", "notice"):
@@ -71,8 +99,6 @@ def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache
             click.echo(f"#{ev.step} {ev.text}")
         elif ev.kind == "done" and not ev.metadata and not ev.cached:
             click.echo(f"#{ev.step} DONE {ev.elapsed:.1f}s")
-
-    from builder import RunFailed
 
     try:
         result = build(store, opts, on_event)

@@ -29,12 +29,14 @@ from ..errors import is_known, one_line
 @click.option("--cpus", default=None)
 @click.option("--pids-limit", type=int, default=None)
 @click.option("--runtime", "runtime_name", type=click.Choice(["builtin", "runc", "crun"]), default="builtin")
+@click.option("--security-opt", "security_opt", multiple=True,
+              help="seccomp=unconfined or seccomp=PROFILE.json (Docker's profile format).")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_cmd(ctx: click.Context, rm, detach, interactive, tty, name, env, env_file, user, workdir, hostname,
             entrypoint, volumes, tmpfs, read_only, publish, network, memory, cpus, pids_limit, runtime_name,
-            image, command) -> None:
+            security_opt, image, command) -> None:
     """Run a command in a new container."""
     try:
         if detach or publish or network == "bridge":
@@ -48,7 +50,8 @@ def run_cmd(ctx: click.Context, rm, detach, interactive, tty, name, env, env_fil
             name=name, env=list(env), env_files=list(env_file), user=user, workdir=workdir,
             hostname=hostname, volumes=list(volumes), tmpfs=list(tmpfs), read_only=read_only,
             network=network, memory=runtime.parse_size(memory) if memory else None,
-            cpus=runtime.parse_cpus(cpus) if cpus else None, pids_limit=pids_limit, runtime=runtime_name)
+            cpus=runtime.parse_cpus(cpus) if cpus else None, pids_limit=pids_limit, runtime=runtime_name,
+            security_opt=list(security_opt))
         opts.validate()
         store = ctx.obj.image_store()
 

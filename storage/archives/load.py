@@ -11,6 +11,7 @@ from __future__ import annotations
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .. import digests, mediatypes as mt, references
 from ..errors import ArchiveError, InvalidReference, ManifestError, StorageError
@@ -30,11 +31,15 @@ class Loaded:
     tags: list[str] = field(default_factory=list)
 
 
-def load(store: ImageStore, path: str | Path) -> list[Loaded]:
-    path = Path(path)
+def load(store: ImageStore, source: str | Path | BinaryIO) -> list[Loaded]:
+    """Load every image of the archive `source` (a path, or a stream such as
+    stdin, seekable or not) and tag it as the archive says."""
+    if not hasattr(source, "read"):
+        source = Path(source)  # type: ignore[arg-type]
+    path = source if isinstance(source, Path) else "stdin"
     ingest = Ingest(store.blobs)
     try:
-        with open_archive(path, store.blobs) as tar:
+        with open_archive(source, store.blobs, str(path)) as tar:  # type: ignore[arg-type]
             index = members(tar)
             if "manifest.json" in index:
                 loaded = _load_docker(store, tar, index, ingest)

@@ -19,11 +19,14 @@ from ..compression import iter_decompressed
 from ..errors import DigestMismatch, InvalidReference
 from ..images import Image, ImageStore
 from ..model import Descriptor, build_manifest, canonical_json
+from ..outfile import open_output
 from .load import NAME_ANNOTATION, REF_ANNOTATION, _blob_name
 from .tarfiles import ArchiveWriter
 
+Targets = list[tuple[Image, list[str]]]  # each image once, with the tags to write for it
 
-def _targets(store: ImageStore, refs: list[str]) -> list[tuple[Image, list[str]]]:
+
+def _targets(store: ImageStore, refs: list[str]) -> Targets:
     """Each image once, with the tags the user named; an image named by ID
     or digest is saved without tags, as `docker save` does."""
     out: dict[str, tuple[Image, list[str]]] = {}
@@ -39,30 +42,28 @@ def _targets(store: ImageStore, refs: list[str]) -> list[tuple[Image, list[str]]
     return list(out.values())
 
 
-def save_oci(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
-    targets = _targets(store, refs)  # every name resolves before a byte is written
+def save_oci(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
+    w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
     written: set[str] = set()
     manifests = []
-    with ArchiveWriter(out) as w:
-        w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
-        for img, tags in targets:
-            for d in [img.manifest.config, *img.manifest.layers]:
-                if d.digest not in written:
-                    with store.blobs.open(d.digest) as f:
-                        w.add_file(_blob_name(d.digest), f)
-                    written.add(d.digest)
-            if img.digest not in written:
-                w.add_bytes(_blob_name(img.digest), img.manifest.raw)
-                written.add(img.digest)
-            base = {"mediaType": img.manifest.media_type, "digest": img.digest, "size": len(img.manifest.raw)}
-            for t in tags or [None]:
-                desc = dict(base)
-                if t:
-                    r = references.parse(t)
-                    desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
-                manifests.append(desc)
-        w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                                  "manifests": manifests}))
+    for img, tags in targets:
+        for d in [img.manifest.config, *img.manifest.layers]:
+            if d.digest not in written:
+                with store.blobs.open(d.digest) as f:  # a missing blob: BlobNotFound, one line
+                    w.add_file(_blob_name(d.digest), f)
+                written.add(d.digest)
+        if img.digest not in written:
+            w.add_bytes(_blob_name(img.digest), img.manifest.raw)
+            written.add(img.digest)
+        base = {"mediaType": img.manifest.media_type, "digest": img.digest, "size": len(img.manifest.raw)}
+        for t in tags or [None]:
+            desc = dict(base)
+            if t:
+                r = references.parse(t)
+                desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
+            manifests.append(desc)
+    w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                              "manifests": manifests}))
 
 
 @contextmanager
@@ -88,54 +89,55 @@ def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Itera
         tmp.unlink(missing_ok=True)
 
 
-def save_docker(store: ImageStore, refs: list[str], out: BinaryIO) -> None:
-    targets = _targets(store, refs)  # every name resolves before a byte is written
+def save_docker(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
+    w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
     written: set[str] = set()
     entries, manifests, repositories = [], [], {}
-    with ArchiveWriter(out) as w:
-        w.add_json("oci-layout", {"imageLayoutVersion": "1.0.0"})
-        for img, tags in targets:
-            cfg = img.manifest.config
-            if cfg.digest not in written:
-                with store.blobs.open(cfg.digest) as f:
-                    w.add_file(_blob_name(cfg.digest), f)
-                written.add(cfg.digest)
-            layer_descs = []
-            for d, diff_id in zip(img.manifest.layers, img.config.diff_ids):
-                with _uncompressed_layer(store, d, diff_id) as f:
-                    if diff_id not in written:
-                        w.add_file(_blob_name(diff_id), f)
-                        written.add(diff_id)
-                    layer_descs.append(Descriptor(mt.OCI_LAYER, diff_id, os.fstat(f.fileno()).st_size))
-            m = build_manifest(Descriptor(mt.OCI_CONFIG, cfg.digest, cfg.size), layer_descs)
-            if m.digest not in written:
-                w.add_bytes(_blob_name(m.digest), m.raw)
-                written.add(m.digest)
-            for t in tags or [None]:
-                desc = {"mediaType": mt.OCI_MANIFEST, "digest": m.digest, "size": len(m.raw)}
-                if t:
-                    r = references.parse(t)
-                    desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
-                    repositories.setdefault(r.familiar_name, {})[r.tag] = img.config.diff_ids[-1].split(":")[1] \
-                        if img.config.diff_ids else ""
-                manifests.append(desc)
-            entries.append({"Config": _blob_name(cfg.digest), "RepoTags": tags,
-                            "Layers": [_blob_name(d) for d in img.config.diff_ids]})
-        w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
-                                                  "manifests": manifests}))
-        w.add_bytes("manifest.json", json.dumps(entries, separators=(",", ":")).encode())
-        if repositories:
-            w.add_json("repositories", repositories)
+    for img, tags in targets:
+        cfg = img.manifest.config
+        if cfg.digest not in written:
+            with store.blobs.open(cfg.digest) as f:
+                w.add_file(_blob_name(cfg.digest), f)
+            written.add(cfg.digest)
+        layer_descs = []
+        for d, diff_id in zip(img.manifest.layers, img.config.diff_ids):
+            with _uncompressed_layer(store, d, diff_id) as f:
+                if diff_id not in written:
+                    w.add_file(_blob_name(diff_id), f)
+                    written.add(diff_id)
+                layer_descs.append(Descriptor(mt.OCI_LAYER, diff_id, os.fstat(f.fileno()).st_size))
+        m = build_manifest(Descriptor(mt.OCI_CONFIG, cfg.digest, cfg.size), layer_descs)
+        if m.digest not in written:
+            w.add_bytes(_blob_name(m.digest), m.raw)
+            written.add(m.digest)
+        for t in tags or [None]:
+            desc = {"mediaType": mt.OCI_MANIFEST, "digest": m.digest, "size": len(m.raw)}
+            if t:
+                r = references.parse(t)
+                desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
+                repositories.setdefault(r.familiar_name, {})[r.tag] = img.config.diff_ids[-1].split(":")[1] \
+                    if img.config.diff_ids else ""
+            manifests.append(desc)
+        entries.append({"Config": _blob_name(cfg.digest), "RepoTags": tags,
+                        "Layers": [_blob_name(d) for d in img.config.diff_ids]})
+    w.add_bytes("index.json", canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                              "manifests": manifests}))
+    w.add_bytes("manifest.json", json.dumps(entries, separators=(",", ":")).encode())
+    if repositories:
+        w.add_json("repositories", repositories)
 
 
-def save(store: ImageStore, refs: list[str], dest: str | Path, fmt: str = "docker") -> None:
-    """Write atomically: to a temporary name beside `dest`, renamed at the end."""
-    dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            (save_oci if fmt == "oci" else save_docker)(store, refs, f)
-        tmp.replace(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def save(store: ImageStore, refs: list[str], dest: str | Path | BinaryIO, fmt: str = "docker") -> None:
+    """Write the images `refs` name to `dest` (a path, see `open_output`, or a
+    stream such as stdout). Every name is resolved before a byte is written;
+    a failure leaves a file `dest` as it was, and a stream without the end of
+    the archive, so no reader takes it for a whole one."""
+    targets = _targets(store, refs)
+    with open_output(dest) as out:
+        w = ArchiveWriter(out)
+        try:
+            (save_oci if fmt == "oci" else save_docker)(store, targets, w)
+        except BaseException:
+            w.abort()
+            raise
+        w.close()

@@ -6,7 +6,8 @@ import io
 import json
 import os
 import tarfile
-from contextlib import contextmanager, suppress
+import tempfile
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -18,8 +19,7 @@ from ..model import MAX_JSON
 
 class ArchiveWriter:
     """Writes a tar whose bytes depend only on what is added: fixed owners,
-    mode and mtime, entries in the order added, PAX format. Use it as a
-    context manager: it closes the archive, or after a failure aborts it."""
+    mode and mtime, entries in the order added, PAX format."""
 
     def __init__(self, out: BinaryIO):
         self.tar = tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT)
@@ -56,48 +56,37 @@ class ArchiveWriter:
         self.tar.close()
 
     def abort(self) -> None:
-        """Stop after a failure, while the output is still open: what is
-        buffered goes out but no end-of-archive blocks (a reader sees a
-        truncated tar, never a complete one), and nothing is left for
-        tarfile's finalizer to write later into a closed file (which
-        printed an `Exception ignored in _Stream.__del__` traceback)."""
+        """Stop without the end-of-archive blocks or what is still buffered:
+        a failed archive must not end like a whole one."""
+        self.tar.fileobj.closed = True  # its _Stream would flush on garbage collection
         self.tar.closed = True
-        with suppress(OSError, ValueError):  # the output itself may be what failed
-            self.tar.fileobj.close()
-
-    def __enter__(self) -> "ArchiveWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 @contextmanager
-def open_archive(path: Path, scratch: BlobStore) -> Iterator[tarfile.TarFile]:
-    """A random-access TarFile over `path`, decompressing it first (into the
-    store's ingest area) when it is gzip or zstd."""
-    tmp: Path | None = None
-    try:
-        with open(path, "rb") as f:
-            kind = compression.detect(f.read(8))
-            if kind != "none":
-                f.seek(0)
-                tmp = scratch.new_temp(".tar")
-                with open(tmp, "wb") as out:
-                    for chunk in compression.iter_decompressed(f, kind):
-                        out.write(chunk)
+def open_archive(source: Path | BinaryIO, scratch: BlobStore, name: str) -> Iterator[tarfile.TarFile]:
+    """A random-access TarFile over `source`: a path, or a stream such as stdin.
+
+    A plain tar that can seek is read in place. Anything else (gzip or zstd,
+    or a pipe) is first spooled, decompressed, into an anonymous file in the
+    store's private ingest area, on the store's disk rather than in memory;
+    the file has no name, so it is gone when closed, even if soko is killed."""
+    with ExitStack() as stack:
+        raw = source if hasattr(source, "read") else stack.enter_context(open(source, "rb"))
+        start = raw.tell() if raw.seekable() else None  # type: ignore[union-attr]
+        kind, stream = compression.sniff(raw)  # type: ignore[arg-type]
+        if kind == compression.NONE and start is not None:
+            raw.seek(start)  # type: ignore[union-attr]
+            tar_bytes: BinaryIO = raw  # type: ignore[assignment]
+        else:
+            tar_bytes = stack.enter_context(tempfile.TemporaryFile(dir=scratch.ingest_dir))
+            for chunk in compression.iter_decompressed(stream, kind):
+                tar_bytes.write(chunk)
+            tar_bytes.seek(0)
         try:
-            tar = tarfile.open(tmp or path, "r:")
+            tar = stack.enter_context(tarfile.open(fileobj=tar_bytes, mode="r:"))
         except tarfile.TarError as e:
-            raise ArchiveError(f"{path}: not a tar archive ({e})") from None
-        with tar:
-            yield tar
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            raise ArchiveError(f"{name}: not a tar archive ({e})") from None
+        yield tar
 
 
 def members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:

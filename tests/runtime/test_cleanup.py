@@ -123,6 +123,32 @@ def test_killed_soko_is_cleaned_up_by_the_next_run(store, rt):
         assert not os.path.exists(f"/run/soko/runc/{st['oci_id']}")
 
 
+@pytest.mark.parametrize("rt", ["builtin", "runc"])
+@pytest.mark.parametrize("user", ["0", "1000"])
+def test_container_dies_with_a_killed_soko(store, rt, user):
+    """No later soko is needed: a foreground container goes when the soko running it is SIGKILLed,
+    for root and for a non-root user (whose setresuid clears PR_SET_PDEATHSIG), in both executors."""
+    marker = f"{os.getpid() % 1000}{user}{len(rt)}.5"
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--root", str(store.root), "--rm",
+                             "--runtime", rt, "-u", user, "busybox", "sleep", marker],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not procs_with(f"sleep {marker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert procs_with(f"sleep {marker}"), "the container did not start"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 2
+        while procs_with(f"sleep {marker}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert procs_with(f"sleep {marker}") == [], "the container outlived the soko that ran it"
+    finally:
+        proc.kill()
+        subprocess.run([sys.executable, "-m", "runtime", "sweep", "--root", str(store.root)], cwd=REPO)
+    assert container_dirs(store.root) == []
+
+
 def test_kept_container_stays_and_is_not_swept(store):
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
@@ -143,16 +169,35 @@ def test_kept_container_stays_and_is_not_swept(store):
         os.close(devnull)
 
 
-def test_cgroup_v2_path_on_the_v2_tree_of_this_host(store):
+@pytest.fixture
+def v2_hierarchy(tmp_path):
+    """The host's cgroup v2 tree; on a host without one mounted (pure v1), a cgroup2 mount made
+    for the test, so the test runs everywhere instead of skipping."""
+    from runtime import cgroups
+    from runtime import syscalls as sc
+
+    real = cgroups.system()
+    if real.v2 is not None:
+        yield real.v2
+        return
+    mnt = tmp_path / "unified"
+    mnt.mkdir()
+    sc.mount("cgroup2", str(mnt), "cgroup2", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    try:
+        own = next(line.split(":", 2)[2].strip() for line in open("/proc/self/cgroup") if line.startswith("0::"))
+        yield cgroups.Hierarchy(2, str(mnt), frozenset((mnt / "cgroup.controllers").read_text().split()), own)
+    finally:
+        sc.umount2(str(mnt), sc.MNT_DETACH)
+
+
+def test_cgroup_v2_path_on_the_v2_tree_of_this_host(store, v2_hierarchy):
     """The pure-v2 code path (cgroup.procs, cgroup namespace, cgroup2 mount, /soko/<id> at the
     root) exercised on the host's real v2 hierarchy, without its v1 controllers. On a pure v2
     machine every other test takes this path anyway."""
     from runtime import cgroups
 
     real = cgroups.system()
-    if real.v2 is None:
-        pytest.skip("no cgroup v2 hierarchy on this host")
-    v2 = real.v2
+    v2 = v2_hierarchy
     cgroups._system = cgroups.System([cgroups.Hierarchy(2, v2.mount, v2.controllers, v2.own)])
     try:
         out: list[bytes] = []

@@ -93,6 +93,24 @@ def test_users_from_option_and_image(store, rt):
     assert p.returncode == 125 and b"unable to find user ghost" in p.stderr
 
 
+DOCKER_CAPS = "00000000a80425fb"
+NONE = "0000000000000000"
+
+
+@pytest.mark.parametrize("rt", RUNTIMES)
+@pytest.mark.parametrize("user", [None, "1000", "65534:50"])
+def test_capability_sets(store, rt, user):
+    """Docker's sets: root has the default 14 capabilities bounding, permitted and effective;
+    any other user keeps the same bounding set and nothing permitted or effective; nothing is
+    inheritable or ambient for anyone (so an exec cannot carry capabilities over)."""
+    p = run_cli(store.root, "--rm", "--runtime", rt, *(["-u", user] if user else []), "busybox", "sh", "-c",
+                "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/self/status | tr -d '\\t'")
+    got = dict(line.split(":") for line in p.stdout.decode().split())
+    assert p.returncode == 0, p.stderr
+    held = DOCKER_CAPS if user is None else NONE
+    assert got == {"CapInh": NONE, "CapPrm": held, "CapEff": held, "CapBnd": DOCKER_CAPS, "CapAmb": NONE}
+
+
 @pytest.mark.parametrize("rt", RUNTIMES)
 def test_memory_limit_kills_a_hog(store, rt):
     p = run_cli(store.root, "--rm", "--runtime", rt, "--memory", "32m", "busybox", "sh", "-c",
