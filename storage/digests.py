@@ -12,11 +12,12 @@ from typing import BinaryIO
 
 from .errors import DigestError, DigestMismatch
 
-# The grammar from image-spec descriptor.md.
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+# The grammar from image-spec descriptor.md, matched whole (`$` would let a
+# trailing newline through, into blob paths).
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _ENCODED_RE = {
-    "sha256": re.compile(r"^[a-f0-9]{64}$"),
-    "sha512": re.compile(r"^[a-f0-9]{128}$"),
+    "sha256": re.compile(r"[a-f0-9]{64}"),
+    "sha512": re.compile(r"[a-f0-9]{128}"),
 }
 ALGORITHMS = tuple(_ENCODED_RE)
 CHUNK = 1 << 20
@@ -33,13 +34,13 @@ class Digest:
 
 def parse(digest: str) -> Digest:
     """Validate `digest` and return its parts; DigestError names what is wrong."""
-    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
         raise DigestError(f"invalid digest {digest!r}")
     algorithm, encoded = digest.split(":", 1)
     pattern = _ENCODED_RE.get(algorithm)
     if pattern is None:
         raise DigestError(f"unsupported digest algorithm {algorithm!r} in {digest!r}")
-    if not pattern.match(encoded):
+    if not pattern.fullmatch(encoded):
         raise DigestError(f"invalid {algorithm} digest {digest!r}")
     return Digest(algorithm, encoded)
 

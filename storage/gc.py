@@ -3,14 +3,29 @@
 Blobs younger than the grace period are kept even when unreachable: a build
 or pull may have written them a moment ago and not yet recorded the image
 that will reference them.
+
+What a blob is comes from what the store knows, never from its first bytes
+(a manifest may start with white space or a BOM): a manifest or index the
+metadata records, or a blob that a kept index lists with a manifest media
+type. Those are parsed and followed; every other blob (configs, layers) is
+a leaf and never read.
+
+Edges, as distribution treats them: an index keeps its children, a manifest
+its config and layers, and a manifest with a `subject` keeps its subject.
+Referrers are kept as the distribution-spec maintainers advise registries
+(and as soko's registry gc does): a recorded manifest whose `subject` is a
+kept manifest is kept, like the child of a kept index; when its subject goes,
+it goes too.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 
+from . import mediatypes as mt
+from .errors import StorageError
 from .images import ImageStore
+from .model import MAX_JSON, Index, Manifest, parse_manifest
 
 DEFAULT_GRACE = 3600.0
 
@@ -23,34 +38,45 @@ class GCReport:
     ingest_removed: int = 0
 
 
+def _edges(m: Manifest | Index) -> list[tuple[str, str]]:
+    """(digest, declared media type) of what `m` keeps alive."""
+    out = [(d.digest, d.media_type) for d in m.references()]
+    if m.subject is not None:
+        out.append((m.subject.digest, m.subject.media_type))
+    return out
+
+
+def _declared_manifest(store: ImageStore, digest: str) -> Manifest | Index | None:
+    """A blob a descriptor calls a manifest but the metadata does not record."""
+    if store.blobs.size(digest) > MAX_JSON:
+        return None
+    try:
+        return parse_manifest(store.blobs.read_bytes(digest), digest=digest)
+    except StorageError:
+        return None
+
+
 def mark(store: ImageStore) -> set[str]:
-    """Every blob reachable from the store's images, indexes, tags and holds."""
+    """Every blob reachable from the store's tags and holds."""
+    known = {m.digest: m for m in store.recorded()}
+    referrers: dict[str, list[str]] = {}
+    for m in known.values():
+        if m.subject is not None:
+            referrers.setdefault(m.subject.digest, []).append(m.digest)
     seen: set[str] = set()
-    todo = list(store.roots())
+    todo: list[tuple[str, str | None]] = [(d, None) for d in store.roots()]
     while todo:
-        digest = todo.pop()
+        digest, declared = todo.pop()
         if digest in seen or not store.blobs.has(digest):
             continue
         seen.add(digest)
-        if store.blobs.size(digest) > 4 * 1024 * 1024:
-            continue  # no manifest is this big; a layer
-        with store.blobs.open(digest) as f:
-            if f.read(1) != b"{":
-                continue  # a layer (tar or compressed): never read it whole
-            rest = f.read()
-        try:
-            obj = json.loads(b"{" + rest)
-        except (ValueError, UnicodeDecodeError):
-            continue
-        if not isinstance(obj, dict):
-            continue
-        kind = obj.get("mediaType") or ("index" if "manifests" in obj else "manifest" if "layers" in obj else None)
-        if kind is None:
-            continue
-        for d in [obj.get("config"), obj.get("subject"), *(obj.get("layers") or []),
-                  *(obj.get("manifests") or [])]:
-            if isinstance(d, dict) and isinstance(d.get("digest"), str):
-                todo.append(d["digest"])
+        m = known.get(digest)
+        if m is None and declared in mt.ALL_MANIFESTS:
+            m = _declared_manifest(store, digest)
+        if m is None:
+            continue  # a config or a layer
+        todo.extend(_edges(m))
+        todo.extend((r, None) for r in referrers.get(digest, []))
     return seen
 
 

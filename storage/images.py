@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import mediatypes as mt, references
 from .blobs import BlobStore
@@ -53,6 +53,10 @@ class ImageSummary:
 class RemoveEvent:
     kind: str  # "Untagged" or "Deleted"
     what: str
+
+
+def _familiar(name: str | None) -> str:
+    return references.parse(name, default_tag=None).familiar_name if name else "<none>"
 
 
 class ImageStore:
@@ -178,13 +182,24 @@ class ImageStore:
         except BlobNotFound:
             raise ImageNotFound(digest) from None
 
+    def recorded(self, indexes_only: bool = False) -> Iterator[Manifest | Index]:
+        """Every manifest and index the metadata records (and whose blob is
+        stored), parsed from its exact bytes."""
+        sql = "SELECT index_digest, media_type FROM indexes"
+        if not indexes_only:
+            sql += " UNION SELECT manifest_digest, media_type FROM images"
+        for digest, media_type in self.db.query(sql):
+            try:
+                yield parse_manifest(self.blobs.read_bytes(digest), media_type, digest)
+            except StorageError:
+                continue  # gone or damaged: nothing to follow
+
     def image(self, manifest_digest: str, platform: Platform | None = None) -> Image:
+        """The image `manifest_digest` names; an index (nested ones too)
+        gives its child for `platform`, by default this machine's."""
         m = self.manifest(manifest_digest)
-        if isinstance(m, Index):
-            child = m.select(platform or Platform.host())
-            m = self.manifest(child.digest)
-            if isinstance(m, Index):
-                raise ManifestError(f"nested index {child.digest} is not supported")
+        while isinstance(m, Index):  # content addressing rules out a cycle
+            m = self.manifest(m.select(platform or Platform.host()).digest)
         config = ImageConfig.parse(self.blobs.read_bytes(m.config.digest))
         return Image(m, config, self.tags_of(m.digest) or self.tags_of(manifest_digest))
 
@@ -223,20 +238,43 @@ class ImageStore:
     def resolve(self, text: str, platform: Platform | None = None) -> Image:
         return self.image(self.resolve_digest(text), platform)
 
+    def _index_children(self) -> dict[str, list[str]]:
+        """Each recorded index -> the digests it lists (manifests, nested indexes)."""
+        return {idx.digest: [d.digest for d in idx.manifests] for idx in self.recorded(indexes_only=True)}
+
+    def _platform_facts(self, index_digest: str) -> tuple[str | None, int]:
+        """(created, size) of an index's image for this machine, as Docker shows them."""
+        try:
+            img = self.image(index_digest)
+            return img.config.data.get("created"), img.size
+        except StorageError:
+            return None, self.blobs.size(index_digest) if self.blobs.has(index_digest) else 0
+
     def list(self) -> list[ImageSummary]:
-        out: list[ImageSummary] = []
-        rows = self.db.query(
-            "SELECT t.name, t.tag, i.manifest_digest, i.config_digest, i.created, i.size "
-            "FROM images i LEFT JOIN tags t ON t.manifest_digest = i.manifest_digest "
-            "ORDER BY i.added DESC, t.name, t.tag")
-        for r in rows:
-            name = references.parse(r[0], default_tag=None).familiar_name if r[0] else "<none>"
-            out.append(ImageSummary(name, r[1] or "<none>", r[2], r[3], r[4], r[5]))
-        for r in self.db.query("SELECT t.name, t.tag, x.index_digest FROM indexes x "
-                               "JOIN tags t ON t.manifest_digest = x.index_digest ORDER BY x.added DESC"):
-            name = references.parse(r[0], default_tag=None).familiar_name
-            out.append(ImageSummary(name, r[1], r[2], r[2], None, self.blobs.size(r[2])))
-        return out
+        """`docker images`: a row per tag and a `<none>` row per untagged image,
+        newest first. The platform manifests of a recorded index are not rows
+        of their own (the index is the image, as Docker lists it), nor is an
+        untagged index that a tagged image was pulled through."""
+        children = self._index_children()
+        listed = {d for kids in children.values() for d in kids}
+        tagged = {r[0] for r in self.db.query("SELECT DISTINCT manifest_digest FROM tags")}
+        rows: list[tuple[tuple, ImageSummary]] = []
+        for name, tag, digest, config, created, size, added in self.db.query(
+                "SELECT t.name, t.tag, i.manifest_digest, i.config_digest, i.created, i.size, i.added "
+                "FROM images i LEFT JOIN tags t ON t.manifest_digest = i.manifest_digest"):
+            if name is None and digest in listed:
+                continue
+            rows.append(((-added, name or "", tag or ""), ImageSummary(_familiar(name), tag or "<none>", digest,
+                                                                      config, created, size)))
+        for name, tag, digest, added in self.db.query(
+                "SELECT t.name, t.tag, x.index_digest, x.added FROM indexes x "
+                "LEFT JOIN tags t ON t.manifest_digest = x.index_digest"):
+            if name is None and (digest in listed or tagged.intersection(children.get(digest, ()))):
+                continue
+            created, size = self._platform_facts(digest)
+            rows.append(((-added, name or "", tag or ""), ImageSummary(_familiar(name), tag or "<none>", digest,
+                                                                      digest, created, size)))
+        return [summary for _, summary in sorted(rows, key=lambda r: r[0])]
 
     def remove(self, text: str, force: bool = False) -> list[RemoveEvent]:
         """Docker's rmi: a tag reference untags (and deletes the image with its
@@ -262,12 +300,30 @@ class ImageStore:
             for t in tags:
                 self.untag(t)
                 events.append(RemoveEvent("Untagged", t))
+        children = self._index_children()
         with self.db.transaction() as c:
             c.execute("DELETE FROM images WHERE manifest_digest=?", (digest,))
             c.execute("DELETE FROM indexes WHERE index_digest=?", (digest,))
             c.execute("DELETE FROM repo_digests WHERE manifest_digest=?", (digest,))
+            self._forget_children(c, digest, children)
         events.append(RemoveEvent("Deleted", digest))
         return events
+
+    @staticmethod
+    def _forget_children(c, index_digest: str, children: dict[str, list[str]]) -> None:
+        """A removed index takes the records of its platform manifests (and
+        nested indexes) along, unless a tag or another index still names
+        them; gc frees their blobs."""
+        others = {k: v for k, v in children.items() if k != index_digest}
+        todo = list(children.get(index_digest, ()))
+        while todo:
+            child = todo.pop()
+            if c.execute("SELECT 1 FROM tags WHERE manifest_digest=?", (child,)).fetchone() \
+                    or any(child in kids for kids in others.values()):
+                continue
+            c.execute("DELETE FROM images WHERE manifest_digest=?", (child,))
+            c.execute("DELETE FROM indexes WHERE index_digest=?", (child,))
+            todo.extend(others.pop(child, ()))
 
     def roots(self) -> set[str]:
         """Digests that garbage collection must keep, with all they reference:

@@ -15,6 +15,10 @@ from typing import Any
 from . import digests, mediatypes as mt
 from .errors import ManifestError
 
+# No manifest, index or config is bigger than this: a bound before reading
+# a blob or archive member whole as JSON.
+MAX_JSON = 64 << 20
+
 
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -16,11 +16,13 @@ DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
 OFFICIAL_PREFIX = "library/"
 
+# The distribution-spec's grammar, ASCII only and matched whole (fullmatch):
+# `\w` would take any Unicode letter or digit and `$` a trailing newline.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DOMAIN_RE = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-                        r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$")
+PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN_RE = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?")
 MAX_NAME = 255
 
 
@@ -63,14 +65,14 @@ class Reference:
 
 
 def validate_tag(tag: str) -> str:
-    if not TAG_RE.match(tag):
+    if not TAG_RE.fullmatch(tag):
         raise InvalidReference(f"invalid tag {tag!r}")
     return tag
 
 
 def validate_repository(path: str) -> str:
     """A repository path as the distribution spec allows it (no domain)."""
-    if len(path) > MAX_NAME or not PATH_RE.match(path):
+    if len(path) > MAX_NAME or not PATH_RE.fullmatch(path):
         raise InvalidReference(f"invalid repository name {path!r}")
     return path
 
@@ -91,11 +93,13 @@ def parse(text: str, default_tag: str | None = "latest") -> Reference:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not TAG_RE.match(tag):
+        if not TAG_RE.fullmatch(tag):
             raise InvalidReference(f"invalid reference {text!r}: bad tag {tag!r}")
     first, _, remainder = rest.partition("/")
-    if remainder and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
-        if not _DOMAIN_RE.match(first):
+    # As Docker's daemon does: only a `.`, a `:` or `localhost` make a registry
+    # name; `UPPER/case` is a repository on Docker Hub, and not lowercase.
+    if remainder and ("." in first or ":" in first or first == "localhost"):
+        if not _DOMAIN_RE.fullmatch(first):
             raise InvalidReference(f"invalid reference {text!r}: bad registry {first!r}")
         domain, path = first, remainder
     else:
@@ -104,9 +108,9 @@ def parse(text: str, default_tag: str | None = "latest") -> Reference:
         domain = DEFAULT_DOMAIN
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = OFFICIAL_PREFIX + path
-    if path != path.lower() and PATH_RE.match(path.lower()):
+    if path != path.lower() and PATH_RE.fullmatch(path.lower()):
         raise InvalidReference(f"invalid reference {text!r}: repository name must be lowercase")
-    if not PATH_RE.match(path) or len(domain) + 1 + len(path) > MAX_NAME:
+    if not PATH_RE.fullmatch(path) or len(domain) + 1 + len(path) > MAX_NAME:
         raise InvalidReference(f"invalid reference format: {text!r}")
     if tag is None and digest is None:
         tag = default_tag

@@ -29,18 +29,19 @@ log = logging.getLogger("soko.registry")
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+# re.S: a newline in a name or tag (%0A) must reach validation (400), not miss every route.
 _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$"),
+    (re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$", re.S),
      {"GET": manifests.get_manifest, "HEAD": manifests.get_manifest,
       "PUT": manifests.put_manifest, "DELETE": manifests.delete_manifest}),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$"), {"POST": uploads.post_upload}),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)$"),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$", re.S), {"POST": uploads.post_upload}),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)$", re.S),
      {"GET": uploads.get_upload, "PATCH": uploads.patch_upload, "PUT": uploads.put_upload,
       "DELETE": uploads.delete_upload}),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$"),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$", re.S),
      {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob}),
-    (re.compile(r"^/v2/(?P<name>.+)/tags/list$"), {"GET": listing.tags_list, "HEAD": listing.tags_list}),
-    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$"), {"GET": listing.referrers}),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$", re.S), {"GET": listing.tags_list, "HEAD": listing.tags_list}),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$", re.S), {"GET": listing.referrers}),
 ]
 _BASE: dict[str, Handler] = {"GET": listing.base, "HEAD": listing.base}
 _CATALOG: dict[str, Handler] = {"GET": listing.catalog}
@@ -69,7 +70,7 @@ class Server:
         if path == "/v2/_catalog":
             return _CATALOG, {}
         for pattern, handlers in _ROUTES:
-            m = pattern.match(path)
+            m = pattern.fullmatch(path)  # `$` alone would allow a trailing newline
             if m:
                 return handlers, m.groupdict()
         return None
@@ -151,7 +152,7 @@ def make_app(config: ServerConfig) -> web.Application:
     srv = Server(config)
     app = web.Application()
     app[SERVER] = srv
-    app.router.add_route("*", "/{tail:.*}", srv.dispatch)
+    app.router.add_route("*", "/{tail:(?s:.*)}", srv.dispatch)
     app.on_startup.append(srv.start)
     app.on_cleanup.append(srv.stop)
     return app

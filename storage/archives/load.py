@@ -18,7 +18,7 @@ from ..errors import ArchiveError, InvalidReference, ManifestError, StorageError
 from ..images import ImageStore
 from ..model import Descriptor, ImageConfig, Index, Manifest, Platform, build_manifest, parse_manifest
 from .ingest import Ingest
-from .tarfiles import members, open_archive, read_json
+from .tarfiles import members, open_archive, read_json, read_small
 
 NAME_ANNOTATION = "io.containerd.image.name"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
@@ -101,7 +101,7 @@ def _oci_manifests_by_config(tar, index) -> dict[str, Manifest]:
     try:
         idx = read_json(tar, index, "index.json", "OCI layout")
         for d in idx.get("manifests", []):
-            raw = _blob_bytes(tar, index, d["digest"], "OCI layout")
+            raw = _blob_bytes(tar, index, Descriptor.from_json(d), "OCI layout")
             m = parse_manifest(raw, digest=digests.of_bytes(raw))
             if isinstance(m, Manifest):
                 found[m.config.digest] = m
@@ -133,7 +133,7 @@ def _load_oci(store: ImageStore, tar: tarfile.TarFile, index: dict, ingest: Inge
 
 
 def _load_oci_manifest(store, tar, index, ingest: Ingest, desc: Descriptor) -> tuple[str, str]:
-    raw = _blob_bytes(tar, index, desc.digest, "OCI layout")
+    raw = _blob_bytes(tar, index, desc, "OCI layout")
     if digests.of_bytes(raw, digests.parse(desc.digest).algorithm) != desc.digest:
         raise ArchiveError(f"OCI layout: manifest blob {desc.digest} does not match its digest")
     m = parse_manifest(raw, desc.media_type, desc.digest)
@@ -149,7 +149,7 @@ def _load_oci_manifest(store, tar, index, ingest: Ingest, desc: Descriptor) -> t
         except (ManifestError, ValueError):
             image_id = ids[0]
         return m.digest, image_id
-    config_raw = _blob_bytes(tar, index, m.config.digest, "OCI layout")
+    config_raw = _blob_bytes(tar, index, m.config, "OCI layout")
     ingest.put_bytes(config_raw, m.config.digest)
     config = ImageConfig.parse(config_raw)
     layer_descs = [d for d in m.layers if mt.is_layer(d.media_type)]
@@ -157,9 +157,7 @@ def _load_oci_manifest(store, tar, index, ingest: Ingest, desc: Descriptor) -> t
         raise ArchiveError(f"OCI layout: manifest {m.digest} has {len(layer_descs)} layers, config lists "
                            f"{len(config.diff_ids)} diff_ids")
     for d, diff_id in zip(layer_descs, config.diff_ids):
-        member = index.get(_blob_name(d.digest))
-        if member is None:
-            raise ArchiveError(f"OCI layout: layer {d.digest} is missing from the archive")
+        member = _blob_member(index, d, "OCI layout: layer")
         ingest.put_layer(tar.extractfile(member), expected=d.digest, diff_id=diff_id)
     ingest.put_bytes(raw, m.digest)
     store.add_manifest(raw, m.media_type)
@@ -176,21 +174,30 @@ def _blob_name(digest: str) -> str:
     return f"blobs/{d.algorithm}/{d.encoded}"
 
 
-def _blob_bytes(tar, index, digest: str, what: str) -> bytes:
+def _blob_member(index, d: Descriptor, what: str) -> tarfile.TarInfo:
+    """The member holding `d`'s blob, refused (before a byte of it is read)
+    unless its size is the one the descriptor declares."""
     try:
-        name = _blob_name(digest)
+        name = _blob_name(d.digest)
     except StorageError as e:
         raise ArchiveError(f"{what}: {e}") from None
-    return _member_bytes(tar, index, name, what)
+    m = index.get(name)
+    if m is None:
+        raise ArchiveError(f"{what}: {name} is missing from the archive")
+    if m.size != d.size:
+        raise ArchiveError(f"{what}: blob {d.digest} is {m.size} bytes, its descriptor says size {d.size}")
+    return m
+
+
+def _blob_bytes(tar, index, d: Descriptor, what: str) -> bytes:
+    return read_small(tar, _blob_member(index, d, what), what)
 
 
 def _member_bytes(tar, index, name: str, what: str) -> bytes:
     m = index.get(_norm(name))
     if m is None:
         raise ArchiveError(f"{what}: {name} is missing from the archive")
-    if m.size > 64 << 20:
-        raise ArchiveError(f"{what}: {name} is implausibly large for JSON ({m.size} bytes)")
-    return tar.extractfile(m).read()
+    return read_small(tar, m, what)
 
 
 def _tag_name(text: str) -> str | None:

@@ -9,8 +9,10 @@ manifest bytes exactly, so digests survive the round trip.
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from .. import digests, mediatypes as mt, references
 from ..compression import iter_decompressed
@@ -47,7 +49,8 @@ def save_oci(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
     for img, tags in targets:
         for d in [img.manifest.config, *img.manifest.layers]:
             if d.digest not in written:
-                w.add_file(_blob_name(d.digest), store.blobs.path(d.digest))
+                with store.blobs.open(d.digest) as f:  # a missing blob: BlobNotFound, one line
+                    w.add_file(_blob_name(d.digest), f)
                 written.add(d.digest)
         if img.digest not in written:
             w.add_bytes(_blob_name(img.digest), img.manifest.raw)
@@ -63,21 +66,27 @@ def save_oci(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
                                               "manifests": manifests}))
 
 
-def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Path:
-    """A path to the layer as an uncompressed tar: the blob itself when it is
-    stored uncompressed, else a temporary file (the caller removes it)."""
+@contextmanager
+def _uncompressed_layer(store: ImageStore, d: Descriptor, diff_id: str) -> Iterator[BinaryIO]:
+    """The layer as an uncompressed tar, open for reading: the blob itself
+    when it is stored uncompressed, else a temporary file removed after."""
     if d.digest == diff_id:
-        return store.blobs.path(d.digest)
+        with store.blobs.open(d.digest) as f:
+            yield f
+        return
     tmp = store.blobs.new_temp(".tar")
-    with store.blobs.open(d.digest) as f, open(tmp, "wb") as out:
-        h = digests.hasher()
-        for data in iter_decompressed(f):
-            h.update(data)
-            out.write(data)
-    if f"sha256:{h.hexdigest()}" != diff_id:
+    try:
+        with store.blobs.open(d.digest) as f, open(tmp, "wb") as out:
+            h = digests.hasher()
+            for data in iter_decompressed(f):
+                h.update(data)
+                out.write(data)
+        if f"sha256:{h.hexdigest()}" != diff_id:
+            raise DigestMismatch(diff_id, f"sha256:{h.hexdigest()}", f"layer {d.digest} diff_id")
+        with open(tmp, "rb") as f:
+            yield f
+    finally:
         tmp.unlink(missing_ok=True)
-        raise DigestMismatch(diff_id, f"sha256:{h.hexdigest()}", f"layer {d.digest} diff_id")
-    return tmp
 
 
 def save_docker(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
@@ -87,19 +96,16 @@ def save_docker(store: ImageStore, targets: Targets, w: ArchiveWriter) -> None:
     for img, tags in targets:
         cfg = img.manifest.config
         if cfg.digest not in written:
-            w.add_file(_blob_name(cfg.digest), store.blobs.path(cfg.digest))
+            with store.blobs.open(cfg.digest) as f:
+                w.add_file(_blob_name(cfg.digest), f)
             written.add(cfg.digest)
         layer_descs = []
         for d, diff_id in zip(img.manifest.layers, img.config.diff_ids):
-            path = _uncompressed_layer(store, d, diff_id)
-            try:
+            with _uncompressed_layer(store, d, diff_id) as f:
                 if diff_id not in written:
-                    w.add_file(_blob_name(diff_id), path)
+                    w.add_file(_blob_name(diff_id), f)
                     written.add(diff_id)
-                layer_descs.append(Descriptor(mt.OCI_LAYER, diff_id, path.stat().st_size))
-            finally:
-                if path != store.blobs.path(d.digest):
-                    path.unlink(missing_ok=True)
+                layer_descs.append(Descriptor(mt.OCI_LAYER, diff_id, os.fstat(f.fileno()).st_size))
         m = build_manifest(Descriptor(mt.OCI_CONFIG, cfg.digest, cfg.size), layer_descs)
         if m.digest not in written:
             w.add_bytes(_blob_name(m.digest), m.raw)

@@ -14,6 +14,7 @@ from typing import BinaryIO, Iterator
 from .. import compression
 from ..blobs import BlobStore
 from ..errors import ArchiveError
+from ..model import MAX_JSON
 
 
 class ArchiveWriter:
@@ -46,10 +47,10 @@ class ArchiveWriter:
     def add_json(self, name: str, obj) -> None:
         self.add_bytes(name, json.dumps(obj, separators=(",", ":")).encode())
 
-    def add_file(self, name: str, path: Path) -> None:
+    def add_file(self, name: str, f: BinaryIO) -> None:
+        """An open regular file, whole."""
         self._parents(name)
-        with open(path, "rb") as f:
-            self.tar.addfile(self._info(name, os.fstat(f.fileno()).st_size), f)
+        self.tar.addfile(self._info(name, os.fstat(f.fileno()).st_size), f)
 
     def close(self) -> None:
         self.tar.close()
@@ -98,15 +99,20 @@ def members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
     return out
 
 
+def read_small(tar: tarfile.TarFile, m: tarfile.TarInfo, what: str) -> bytes:
+    """A member that holds JSON (a manifest, config, index), bounded by MAX_JSON."""
+    if m.size > MAX_JSON:
+        raise ArchiveError(f"{what}: {m.name} is implausibly large for JSON ({m.size} bytes)")
+    f = tar.extractfile(m)
+    assert f is not None
+    return f.read()
+
+
 def read_json(tar: tarfile.TarFile, index: dict[str, tarfile.TarInfo], name: str, what: str):
     m = index.get(name)
     if m is None:
         raise ArchiveError(f"{what}: {name} is missing")
-    if m.size > 64 << 20:
-        raise ArchiveError(f"{what}: {name} is implausibly large ({m.size} bytes)")
-    f = tar.extractfile(m)
-    assert f is not None
     try:
-        return json.loads(f.read())
+        return json.loads(read_small(tar, m, what))
     except (ValueError, UnicodeDecodeError) as e:
         raise ArchiveError(f"{what}: {name} is not valid JSON: {e}") from None

@@ -58,7 +58,7 @@ def test_docker_archive_missing_layer(soko, saved, tmp_path):
 
 def test_manifest_naming_wrong_digest(soko, saved, tmp_path):
     """The manifest is edited to name a layer that is not there: its own
-    digest no longer matches what index.json says."""
+    digest no longer matches what index.json says (its size still does)."""
     def edit(name, data):
         if name.startswith("blobs/"):
             try:
@@ -67,7 +67,9 @@ def test_manifest_naming_wrong_digest(soko, saved, tmp_path):
                 return data
             if isinstance(obj, dict) and "layers" in obj and "config" in obj:
                 obj["layers"][0]["digest"] = "sha256:" + "e" * 64
-                return json.dumps(obj).encode()
+                edited = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+                assert len(edited) == len(data)
+                return edited
         return data
 
     bad = rewrite(saved["oci"], tmp_path / "bad.tar", edit)
@@ -92,3 +94,53 @@ def test_not_an_archive_and_truncated(soko, saved, tmp_path):
     empty = tmp_path / "empty.tar"
     tarfile.open(empty, "w").close()
     _fails(soko, empty, "neither a docker-archive nor an OCI layout")
+
+
+@pytest.mark.parametrize("fmt", ["oci", "docker"])
+@pytest.mark.parametrize("missing", ["config", "layer"])
+def test_save_with_a_blob_gone_fails_in_one_line(soko, saved, tmp_path, fmt, missing):
+    """A store that lost a blob (a disk error, a hand-made deletion): save
+    names the blob in one line, with no traceback from a half-written tar
+    stream after it, and leaves no file behind."""
+    info = json.loads(soko("inspect", "busybox:keep").stdout)[0]
+    gone = info["Id"] if missing == "config" else info["Manifest"]["Layers"][0]["digest"]
+    (soko.root / "blobs" / "sha256" / gone[7:]).unlink()
+    out = tmp_path / "out" / "x.tar"
+    out.parent.mkdir()
+    r = soko("save", "--format", fmt, "-o", out, "busybox:keep", check=False)
+    assert r.returncode == 1
+    assert r.stderr == f"soko: blob not found: {gone}\n"
+    assert list(out.parent.iterdir()) == []
+
+
+def _resize(path: list, delta: int):
+    """A manifest rewrite: the descriptor at `path` (e.g. ["layers", 0]) claims `delta` bytes more."""
+    def edit(raw: bytes) -> bytes:
+        obj = json.loads(raw)
+        desc = obj
+        for key in path:
+            desc = desc[key]
+        desc["size"] += delta
+        return json.dumps(obj).encode()
+    return edit
+
+
+@pytest.mark.parametrize("delta", [-1, 1], ids=["blob-longer-than-declared", "blob-shorter"])
+@pytest.mark.parametrize("where", ["index.json", "config", "layer", "index-child"])
+def test_load_refuses_a_blob_whose_size_is_not_its_descriptors(soko, saved, tmp_path, where, delta):
+    """Digest right, size wrong by one byte either way: refused in one line,
+    the store unchanged."""
+    from storage.model import Platform
+    from tests.shapes import Layout
+
+    lay = Layout()
+    if where == "index.json":
+        desc = lay.image("sized")
+        lay.top.append({"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size + delta})
+    elif where == "index-child":
+        desc = lay.image("sized")
+        child = type(desc)(desc.media_type, desc.digest, desc.size + delta, platform=Platform.host())
+        lay.add(lay.index([child]))
+    else:
+        lay.add(lay.image("sized", raw=_resize(["config"] if where == "config" else ["layers", 0], delta)))
+    _fails(soko, lay.write(tmp_path / "sized.tar"), "size")

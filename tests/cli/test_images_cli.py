@@ -105,3 +105,105 @@ def test_import_truncated_gzip(soko, imported, busybox_rootfs, tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == "soko: truncated gzip stream"
     assert store_state(soko.root) == before
+
+
+@pytest.mark.parametrize("target,msg", [
+    ("app:täg", "invalid reference"),                  # a non-ASCII letter (`\w` took it)
+    ("app:t\u0661", "invalid reference"),              # a non-ASCII digit
+    ("team/app:latest\n", "invalid reference"),        # a trailing newline (`$` let it through)
+    ("team/app\n", "invalid reference"),
+    ("UPPER/case:1", "repository name must be lowercase"),  # Docker: no registry, so lowercase
+    ("A_B/c:1", "repository name must be lowercase"),
+])
+def test_tag_refuses_what_docker_refuses(soko, imported, target, msg):
+    before = soko("images", "--format", "json").stdout
+    r = soko("tag", "busybox:demo", target, check=False)
+    assert r.returncode == 1, r.stdout
+    assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert soko("images", "--format", "json").stdout == before  # no tag was written
+
+
+def test_pull_refuses_a_bad_reference_before_any_request(soko):
+    """The reference is checked before soko talks to the registry: a listening
+    socket sees no connection at all."""
+    import select
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(4)
+        host = f"127.0.0.1:{sock.getsockname()[1]}"
+        for ref in (f"{host}/app:täg", f"{host}/app:latest\n", f"{host}/UPPER/case:1", f"{host}/f\u00f6o:1"):
+            r = soko("pull", ref, check=False, timeout=60)  # a request would hang: nobody answers
+            assert r.returncode == 1 and "invalid reference" in r.stderr, (ref, r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert select.select([sock], [], [], 0)[0] == []  # nobody knocked
+    assert soko("images", "-q").stdout == ""
+
+
+def _rows(soko) -> list[list[str]]:
+    return [line.split()[:3] for line in soko("images").stdout.splitlines()[1:]]
+
+
+@pytest.mark.parametrize("kind", ["oci-index", "nested-index", "docker-list"])
+def test_images_lists_a_multi_platform_index_once(soko, tmp_path, kind):
+    """As Docker does: the index is the image; its platform manifests are
+    not `<none>` rows of their own."""
+    from tests.shapes import shape
+
+    lay, top = shape(kind)
+    soko("load", "-i", lay.write(tmp_path / "in.tar"))
+    assert _rows(soko) == [["shape", "1", top.digest[7:19]]]
+    rows = [json.loads(line) for line in soko("images", "--format", "json").stdout.splitlines()]
+    assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == [("shape", "1", top.digest)]
+    assert rows[0]["CreatedAt"] == "2024-01-02T03:04:05Z"  # the platform image's
+    assert soko("images", "-q").stdout.split() == [top.digest[7:19]]
+    soko("tag", "shape:1", "again:2")
+    assert sorted(_rows(soko)) == [["again", "2", top.digest[7:19]], ["shape", "1", top.digest[7:19]]]
+    soko("rmi", "shape:1")
+    soko("rmi", "again:2")
+    assert _rows(soko) == []  # its platform manifests went with it
+
+
+def test_images_lists_an_untagged_index_once(soko, tmp_path):
+    from tests.shapes import Layout, other_platform
+
+    lay = Layout()
+    top = lay.add(lay.index([lay.image("host"), lay.image("other", plat=other_platform())]))
+    soko("load", "-i", lay.write(tmp_path / "in.tar"))
+    assert _rows(soko) == [["<none>", "<none>", top.digest[7:19]]]
+
+
+def test_images_lists_a_pulled_multi_platform_image_once(soko, tmp_path):
+    """A pull tags the platform's manifest and records the index it came
+    through: one row, the tagged image."""
+    from tests.registry.conftest import RegistryProc
+    from tests.shapes import shape
+
+    lay, top = shape("oci-index")
+    srv = RegistryProc(tmp_path / "registry").start()
+    try:
+        lay.push(srv.client(), "team/shape", top.digest, "1")
+        out = soko("pull", f"127.0.0.1:{srv.port}/team/shape:1").stdout
+    finally:
+        srv.stop()
+    digest = out.split("Digest: ")[1].split()[0]
+    assert digest != top.digest
+    rows = [json.loads(line) for line in soko("images", "--format", "json").stdout.splitlines()]
+    assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == \
+        [(f"127.0.0.1:{srv.port}/team/shape", "1", digest)]
+
+
+def test_rmi_of_an_index_keeps_what_another_index_or_a_tag_still_names(soko, tmp_path):
+    from tests.shapes import Layout, other_platform
+
+    lay = Layout()
+    shared, tagged = lay.image("shared"), lay.image("tagged-child", plat=other_platform())
+    lay.add(lay.index([shared, tagged]), "docker.io/library/first:1")
+    lay.add(lay.index([shared, lay.image("second-other", plat=other_platform())]), "docker.io/library/second:1")
+    soko("load", "-i", lay.write(tmp_path / "in.tar"))
+    soko("tag", tagged.digest, "child:1")
+    soko("rmi", "first:1")
+    assert sorted(r[0] for r in _rows(soko)) == ["child", "second"]
+    for digest in (shared.digest, tagged.digest):  # still images of the store
+        assert json.loads(soko("inspect", digest).stdout)[0]["Digest"] == digest

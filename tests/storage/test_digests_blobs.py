@@ -26,7 +26,8 @@ def test_valid_digests(good):
 
 @pytest.mark.parametrize("bad", ["", "sha256", "sha256:", "sha256:" + "A" * 64, "sha256:" + "a" * 63,
                                  "md5:" + "a" * 32, "sha512:" + "a" * 64, "SHA256:" + "a" * 64,
-                                 "sha256:../../etc/passwd"])
+                                 "sha256:../../etc/passwd", "sha256:" + "a" * 64 + "\n",
+                                 "sha256:" + "a" * 63 + "\u0661", "sha256\n:" + "a" * 64])
 def test_invalid_digests(bad):
     with pytest.raises(DigestError):
         digests.parse(bad)
@@ -66,11 +67,27 @@ def test_wrong_digest_leaves_nothing(tmp_path):
         store.open(wrong)
 
 
-def test_wrong_size_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("declared", [4, 5, 6], ids=["one-byte-longer", "exact", "one-byte-shorter"])
+@pytest.mark.parametrize("resumable", [False, True])
+def test_commit_refuses_a_blob_whose_size_is_not_the_declared_one(tmp_path, declared, resumable):
+    """The digest is right; only the size differs, by one byte either way."""
     store = BlobStore(tmp_path)
+    data = b"12345"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    w = store.writer("up1" if resumable else None)
+    w.write(data)
+    if declared != len(data):
+        with pytest.raises(SizeMismatch, match=f"expected {declared} bytes, got 5"):
+            w.commit(digest, declared)
+        w.close()
+        assert list(store) == [] and not store.has(digest)
+        assert list(store.ingest_dir.iterdir()) == []  # not even a partial upload
+    else:
+        assert w.commit(digest, declared) == digest
+        assert store.read_bytes(digest) == data
     with pytest.raises(SizeMismatch):
-        store.put_stream([b"abc"], size=4)
-    assert list(store) == []
+        store.put_stream([data], digest, len(data) - 1)
+    assert list(store) == ([digest] if declared == len(data) else [])
 
 
 def test_concurrent_writers_of_same_blob(tmp_path):

@@ -1,8 +1,10 @@
 """Hostile layers: nothing is ever written, linked or deleted outside the target."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,10 @@ def outside(tmp_path: Path) -> Path:
     d = tmp_path / "outside"
     d.mkdir()
     (d / "secret").write_text("do not touch")
+    os.chmod(d / "secret", 0o640)
+    os.chmod(d, 0o750)
+    for p in (d / "secret", d):
+        os.utime(p, (1_000_000, 1_000_000))
     return d
 
 
@@ -29,8 +35,12 @@ def apply(tmp_path: Path, entries: list[tuple], **kw) -> Path:
 
 
 def unchanged(tmp_path: Path, outside: Path) -> None:
-    assert snapshot(outside) == {"secret": snapshot(outside)["secret"]}
-    assert (outside / "secret").read_text() == "do not touch"
+    """`outside` is exactly as the fixture made it: content, mode, owner,
+    xattrs, times, and no entry added or removed (its own mtime)."""
+    secret = ("file", hashlib.sha256(b"do not touch").hexdigest(), 0o640, os.getuid(), os.getgid(), (), 1_000_000)
+    assert snapshot(outside) == {"secret": secret}
+    st = os.stat(outside)
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o750, 1_000_000)
     assert set(os.listdir(tmp_path)) <= {"outside", "deep"}
     deep = tmp_path / "deep"
     if deep.exists():
@@ -162,25 +172,47 @@ def test_root_entry_cannot_be_replaced(tmp_path, outside):
     unchanged(tmp_path, outside)
 
 
-def test_damaged_tars_fail_with_one_line_errors(tmp_path, outside):
-    """Random damage to a valid layer: applying either works or raises a
-    StorageError (never a raw traceback type), and stays in the target."""
+def _damaged(good: bytes, seed: int = 5) -> list[tuple[str, bytes]]:
+    """Damage a valid tar cannot survive: one byte changed in any header
+    block outside its checksum field (the checksum no longer adds up), and
+    cuts strictly inside an entry's headers or data (never at an entry
+    boundary, where a shorter archive is still a valid one)."""
     import random
+    import tarfile
 
+    r = random.Random(seed)
+    with tarfile.open(fileobj=io.BytesIO(good)) as tf:
+        entries = [(m.offset, m.offset_data, m.size) for m in tf.getmembers()]
+    out = []
+    for start, data, size in entries:
+        for block in sorted({start, data - 512}):  # the PAX header's header, the entry's own
+            fields = [0, 99, 100, 108, 124, 136, 147, 156, 157, 257, 345, 500, 511]  # name ... padding
+            for pos in fields + r.sample([i for i in range(512) if not 148 <= i < 156], 16):
+                bad = bytearray(good)
+                bad[block + pos] = (bad[block + pos] + r.randrange(1, 256)) % 256
+                out.append((f"byte {block + pos} ({block}+{pos})", bytes(bad)))
+        end = data + size
+        for cut in sorted({start + 1, start + 511, data - 1, end - 1, *r.sample(range(start + 1, end), 6)}):
+            out.append((f"cut at {cut}", good[:cut]))
+    return out
+
+
+def test_damaged_tars_fail_with_one_line_errors(tmp_path, outside):
+    """Every damaged variant of a valid layer is refused with a one-line
+    StorageError, leaves no target behind and stays inside the target."""
     from storage.errors import StorageError
 
     good = make_tar([("dir", "a"), ("file", "a/f", b"x" * 3000), ("symlink", "s", "a/f"),
                      ("hardlink", "h", "a/f"), ("file", "p" * 150, b"long"),
                      ("xattr-file", "x", {"SCHILY.xattr.user.k": "v"})])
-    r = random.Random(5)
-    for i in range(300):
-        bad = bytearray(good)
-        for _ in range(r.randint(1, 8)):
-            bad[r.randrange(len(bad))] = r.randrange(256)
-        if r.random() < 0.3:
-            bad = bad[: r.randrange(len(bad))]
-        try:
-            apply_layer(io.BytesIO(bytes(bad)), tmp_path / "deep" / f"t{i}")
-        except StorageError as e:
-            assert "\n" not in str(e)
+    apply_layer(io.BytesIO(good), tmp_path / "deep" / "good")  # undamaged, it applies
+    assert (tmp_path / "deep" / "good" / ("p" * 150)).read_bytes() == b"long"
+    variants = _damaged(good)
+    assert len(variants) > 200
+    for i, (what, bad) in enumerate(variants):
+        target = tmp_path / "deep" / f"t{i}"
+        with pytest.raises(StorageError) as e:  # each one, not just those that happen to fail
+            apply_layer(io.BytesIO(bad), target)
+        assert "\n" not in str(e.value), what
+        assert not target.exists(), what
     unchanged(tmp_path, outside)

@@ -118,6 +118,37 @@ def test_source_date_epoch_makes_layers_byte_identical(tmp_path, store, monkeypa
     assert mt["old"] == 1000 and mt["etc/passwd"] == epoch
 
 
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_source_date_epoch_boundaries(tmp_path, store, monkeypatch, how):
+    """Clamping is `min(mtime, epoch)` on whole seconds: one second before
+    stays, the epoch itself stays, one second (or a fraction) after becomes
+    the epoch; for files, directories and symlinks alike."""
+    epoch = 1_700_000_000
+    src = tmp_path / "src"
+    src.mkdir()
+    ns = 1_000_000_000
+    mtimes = {"before": (epoch - 1) * ns, "at": epoch * ns, "after": (epoch + 1) * ns,
+              "just-after": epoch * ns + ns - 1, "just-before": epoch * ns - 1, "far": (epoch + 10**6) * ns}
+    for name, t in mtimes.items():
+        (src / name).write_text(name)
+        os.symlink(name, src / f"link-{name}")
+        (src / f"dir-{name}").mkdir()
+    for name, t in mtimes.items():  # after creating, so the directory times stay put
+        for p in (src / name, src / f"link-{name}", src / f"dir-{name}"):
+            os.utime(p, ns=(t, t), follow_symlinks=False)
+    if how == "environment":
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", str(epoch))
+        info = write_layer(src, store)
+    else:
+        monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+        info = write_layer(src, store, epoch=epoch)
+    got = {m.name.rstrip("/"): m.mtime for m in tar_members(store.read_bytes(info.digest))}
+    want = {"before": epoch - 1, "at": epoch, "after": epoch, "just-after": epoch, "just-before": epoch - 1,
+            "far": epoch}
+    for name, t in want.items():
+        assert (got[name], got[f"link-{name}"], got[f"dir-{name}"]) == (t, t, t), name
+
+
 def test_bad_source_date_epoch(tmp_path, store, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(LayerError, match="SOURCE_DATE_EPOCH"):

@@ -25,6 +25,8 @@ D2 = "sha256:" + "2" * 64
     (f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}", f"quay.io/a/b@{D1}"),
     (f"app:v1@{D1}", f"docker.io/library/app:v1@{D1}", f"app:v1@{D1}"),
     ("[::1]:5000/x:y", "[::1]:5000/x:y", "[::1]:5000/x:y"),
+    ("Up.io/a:1", "Up.io/a:1", "Up.io/a:1"),  # a dot makes a registry; its name may have capitals
+    ("a/b:UP", "docker.io/a/b:UP", "a/b:UP"),  # and so may a tag
 ])
 def test_reference_normalization(text, full, familiar):
     r = references.parse(text)
@@ -37,6 +39,36 @@ def test_reference_normalization(text, full, familiar):
 def test_reference_rejects(bad):
     with pytest.raises(InvalidReference):
         references.parse(bad)
+
+
+# Non-ASCII letters and digits (which `\w` takes) and a trailing newline (which
+# `$` lets through) are outside the distribution-spec's grammar.
+BAD_TAGS = ["täg", "t\u0661", "latest\n", "a\nb", "ok\r"]
+BAD_NAMES = ["foo/bar\n", "f\u00f6o/bar", "foo\n/bar", "foo/b\u0430r", "foo/bar\r"]
+
+
+@pytest.mark.parametrize("check,text,ref",
+                         [(references.validate_tag, t, f"app:{t}") for t in BAD_TAGS]
+                         + [(references.validate_repository, n, f"localhost:5000/{n}:1") for n in BAD_NAMES])
+def test_tags_and_names_are_ascii_and_whole(check, text, ref):
+    with pytest.raises(InvalidReference):
+        check(text)
+    with pytest.raises(InvalidReference):
+        references.parse(ref)
+
+
+def test_spec_grammar_accepts_its_edges():
+    assert references.validate_tag("_") == "_"
+    assert references.validate_tag("A" + "z._-9" * 25 + "xx") == "A" + "z._-9" * 25 + "xx"  # 128
+    assert references.validate_repository("a0/b.c/d_e/f__g/h--i") == "a0/b.c/d_e/f__g/h--i"
+
+
+@pytest.mark.parametrize("text", ["UPPER/case:1", "A_B/c:1", "Upper:1", "localhost/UP:1"])
+def test_capitals_outside_a_registry_name_are_refused_as_docker_does(text):
+    """Docker takes the first component as a registry only when it has a `.`
+    or `:` or is `localhost`; capitals elsewhere are 'must be lowercase'."""
+    with pytest.raises(InvalidReference, match="must be lowercase"):
+        references.parse(text)
 
 
 def _manifest(config=D1, layers=(D2,), media_type=mt.OCI_MANIFEST, config_type=mt.OCI_CONFIG):
@@ -150,3 +182,26 @@ def test_gc_keeps_referenced_and_young(tmp_path):
     assert all(store.blobs.has(d.digest) for d in keep.layers)
     store.hold("cache:x", [store.blobs.put_bytes(b"held")])
     assert collect(store, grace=0).removed == []
+
+
+def test_gc_follows_a_child_the_index_declares_but_the_metadata_does_not_record(tmp_path):
+    """A manifest blob stored without a metadata record (its index lists it
+    with a manifest media type) is still parsed and followed, whatever its
+    first byte."""
+    store = ImageStore(tmp_path)
+    layer = store.blobs.put_bytes(b"layer")
+    cfg = ImageConfig.new()
+    cfg.diff_ids.append(layer)
+    raw_cfg = cfg.to_bytes()
+    config = store.blobs.put_bytes(raw_cfg)
+    child = b"\r\n " + json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                                   "config": {"mediaType": mt.OCI_CONFIG, "digest": config, "size": len(raw_cfg)},
+                                   "layers": [{"mediaType": mt.OCI_LAYER, "digest": layer, "size": 5}]}).encode()
+    child_digest = store.blobs.put_bytes(child)
+    idx = build_index([Descriptor(mt.OCI_MANIFEST, child_digest, len(child), platform=Platform.host())])
+    store.add_index(idx.raw)
+    store.tag("multi:1", idx.digest)
+    assert collect(store, grace=0).removed == []
+    assert {idx.digest, child_digest, config, layer} <= set(store.blobs)
+    store.untag("multi:1")
+    assert set(collect(store, grace=0).removed) == {idx.digest, child_digest, config, layer}
