@@ -11,6 +11,7 @@ import os
 import pty
 import subprocess
 import tarfile
+import time
 
 import pytest
 
@@ -142,6 +143,24 @@ def big_docker_archive(path, size: int) -> None:
     layer.unlink()
 
 
+def peak_rss_while_running(proc: subprocess.Popen) -> int:
+    """The largest VmRSS seen while `proc` runs, in bytes, sampled every few ms.
+
+    Not ru_maxrss: Linux carries the high-water mark of the forked pytest
+    process (hundreds of MB after a long session) into the child's rusage."""
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        peak = max(peak, int(line.split()[1]) * 1024)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.005)
+    return peak
+
+
 def test_loading_a_large_archive_from_a_pipe_keeps_memory_bounded(tmp_path):
     size = 256 << 20
     archive = tmp_path / "big.tar"
@@ -150,14 +169,13 @@ def test_loading_a_large_archive_from_a_pipe_keeps_memory_bounded(tmp_path):
     cat = subprocess.Popen(["cat", str(archive)], stdout=subprocess.PIPE)
     load = popen(store, "load", stdin=cat.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     cat.stdout.close()
-    _, status, usage = os.wait4(load.pid, 0)
-    load.returncode = os.waitstatus_to_exitcode(status)
-    out, err = load.stdout.read(), load.stderr.read()
+    peak = peak_rss_while_running(load)
+    out, err = load.communicate()
     assert cat.wait(timeout=10) == 0
     assert load.returncode == 0 and out.decode().strip() == "Loaded image: big:1", err
-    # ~35 MB when idle; the read-ahead queues (bounded, a few MB chunks each) fill up when the
-    # machine is busy, so the bound is "well under the archive", not a tight figure.
-    assert usage.ru_maxrss * 1024 < size // 2, f"peak RSS {usage.ru_maxrss} kB for a {size >> 20} MB archive"
+    # ~35 MB when idle; the read-ahead queues (bounded, 1 MB chunks) fill up when the machine
+    # is busy, so the bound is "well under the archive", not a tight figure.
+    assert 0 < peak < size // 3, f"peak RSS {peak >> 20} MB for a {size >> 20} MB archive"
     assert ingest_left(store.root) == []
 
 
