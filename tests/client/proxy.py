@@ -32,10 +32,11 @@ def answer(status: int, headers: dict[str, str] | None = None, body: bytes = b""
 
 class FailNth:
     """An intercept: the `nth` request (1-based) whose method is `method` and whose path contains `part`,
-    and the `times - 1` matching ones after it, are answered `status` (with Retry-After if given)."""
+    and the `times - 1` matching ones after it, are answered `status` (with Retry-After if given);
+    `status=None` drops the connection instead, with no answer at all."""
 
-    def __init__(self, method: str, part: str, nth: int = 1, status: int = 503, retry_after: str | None = None,
-                 times: int = 1):
+    def __init__(self, method: str, part: str, nth: int = 1, status: int | None = 503,
+                 retry_after: str | None = None, times: int = 1):
         self.method, self.part, self.nth, self.status, self.times = method, part, nth, status, times
         self.headers = {"Retry-After": retry_after} if retry_after is not None else {}
         self.seen = 0
@@ -48,7 +49,7 @@ class FailNth:
         if not self.nth <= self.seen < self.nth + self.times:
             return None
         self.failed.append(f"{req.method} {req.path}")
-        return answer(self.status, self.headers)
+        return b"" if self.status is None else answer(self.status, self.headers)
 
 
 def redirect_blobs(origin: str) -> Intercept:

@@ -80,3 +80,30 @@ def test_gives_up_after_the_configured_attempts(distribution, store, store2, rep
     assert len(fail.failed) == 3, fail.failed  # the first attempt and 2 retries, then no more
     if verb == "pull":
         assert store2.list() == []
+
+
+@pytest.mark.parametrize("verb, method, part", [
+    ("pull", "GET", "/manifests/"),
+    ("push", "PUT", "/manifests/"),
+    ("push", "POST", "/blobs/uploads/"),
+])
+def test_gives_up_on_dropped_connections_after_the_configured_attempts(distribution, store, store2, repo_name,
+                                                                       verb, method, part):
+    """A connection that closes with no answer is retried like a 503, and given up the same way."""
+    ref = f"{distribution.host}/{repo_name}:d"
+    _image(store, ref)
+    if verb == "pull":
+        push(store, ref, None, ClientOptions(**OPTS))
+    fail = FailNth(method, part, 1, None, times=1000)
+    opts = ClientOptions(**{**OPTS, "retries": 2})
+    with Proxy(distribution.host, intercept=fail) as px:
+        with pytest.raises(ClientError) as ei:
+            if verb == "pull":
+                pull(store2, f"{px.host}/{repo_name}:d", None, opts)
+            else:
+                push(store, ref, f"{px.host}/{repo_name}:d", opts)
+    msg = str(ei.value)
+    assert "3 attempts" in msg and "\n" not in msg, msg  # the first attempt and 2 retries, then no more
+    # aiohttp itself resends an idempotent request once when a reused keep-alive connection turns
+    # out closed, so each of soko's attempts reaches the proxy once or twice.
+    assert 3 <= len(fail.failed) <= 6, fail.failed
