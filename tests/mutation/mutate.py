@@ -110,9 +110,20 @@ def run_mutmut(package: str, only: list[str], work: Path, report: Report, env: d
                                             capture_output=True, text=True).stdout
 
 
+def pytest(work: Path, tests: tuple[str, ...], env: dict[str, str], timeout: float) -> int:
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=work, env=env, capture_output=True, timeout=timeout).returncode
+
+
 def run_hand_mutants(package: str, work: Path, report: Report, env: dict[str, str]) -> None:
-    for m in (m for m in MUTANTS if m.package == package):
+    mine = [m for m in MUTANTS if m.package == package]
+    # Each selection must pass without a mutant, or a failure would prove nothing.
+    clean = {t: pytest(work, t, env, 1800) == 0 for t in {m.tests for m in mine}}
+    for m in mine:
         report.hand_total += 1
+        if not clean[m.tests]:
+            report.hand_broken.append(f"{m.name}: {' '.join(m.tests)} fail without the mutant")
+            continue
         target = work / m.file
         original = target.read_text()
         if original.count(m.find) != 1:
@@ -120,11 +131,10 @@ def run_hand_mutants(package: str, work: Path, report: Report, env: dict[str, st
             continue
         target.write_text(original.replace(m.find, m.replace))
         try:
-            p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                *m.tests], cwd=work, env=env, capture_output=True, timeout=m.timeout)
-            noticed = p.returncode == 1  # 1: tests failed; 0 passed; others are errors, not a kill
-            if p.returncode not in (0, 1):
-                report.hand_broken.append(f"{m.name}: pytest exited {p.returncode}")
+            code = pytest(work, m.tests, env, m.timeout)
+            noticed = code == 1  # 1: tests failed; 0 passed; others are errors, not a kill
+            if code not in (0, 1):
+                report.hand_broken.append(f"{m.name}: pytest exited {code}")
                 continue
         except subprocess.TimeoutExpired:
             noticed = True  # a hang is a noticed bug
