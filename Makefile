@@ -20,13 +20,14 @@ APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-regi
 DEMO_DIR := $(CURDIR)/.demo-store
 DEMO_SOKO := $(VENV)/bin/soko --root $(DEMO_DIR)/root
 
-.PHONY: help setup apt venv fixtures test demo bench clean distclean
+.PHONY: help setup apt venv fixtures test demo bench mutate clean distclean
 
 help:
 	@echo "make demo       set up, then import/list/save/load a busybox image with soko"
 	@echo "make test       set up, then run the test suite (PYTEST_ARGS='-k foo -x' to narrow it)"
 	@echo "make setup      apt packages, .venv and fixtures; only what is missing"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make mutate     mutation testing (PKG=storage for one package): mutants no test noticed"
 	@echo "make clean      remove built fixtures, demo store and caches (keeps .venv and the bookworm cache)"
 	@echo "make distclean  clean, plus .venv and fixtures/cache"
 
@@ -80,8 +81,16 @@ bench: setup
 	for f in bench/[!_]*.py; do found=1; echo "+ $(VPY) $$f"; $(VPY) "$$f"; done; \
 	if [ $$found = 0 ]; then echo "no benchmarks in bench/ yet"; fi
 
+# Not part of `make test`: minutes per package. Reports go to .mutate/<package>.txt.
+# PKG=storage: one package; ONLY=storage/gc.py: mutmut mutates only that file (space-separated globs).
+PKG ?=
+ONLY ?=
+mutate: setup
+	@$(VPY) -c 'import mutmut' 2>/dev/null || { echo "+ pip install -e '.[mutate]'"; $(VPY) -m pip install -q -e '.[mutate]'; }
+	$(VPY) tests/mutation/mutate.py $(PKG) $(foreach g,$(ONLY),--only $(g))
+
 clean:
-	rm -rf fixtures/out $(DEMO_DIR) .pytest_cache bench/out build *.egg-info
+	rm -rf fixtures/out $(DEMO_DIR) .pytest_cache bench/out build *.egg-info .mutate mutants
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -79,6 +80,29 @@ def bookworm_rootfs() -> Path:
     import recipes
 
     return recipes.bookworm_rootfs()
+
+
+@pytest.fixture(autouse=True)
+def _mutation_sandbox_cwd(request, tmp_path_factory):
+    """Under `make mutate`, every test runs with its own empty working directory.
+
+    A mutant that drops a `dir_fd=` turns a removal relative to a layer into one
+    relative to the working directory: without this it deletes the scratch tree
+    that mutmut itself is reading. mutmut's config (pyproject.toml) comes along,
+    because mutated code in child processes reads it from the working directory.
+    """
+    if not os.environ.get("SOKO_MUTATION"):
+        yield
+        return
+    old = os.getcwd()
+    cwd = tmp_path_factory.mktemp("cwd")
+    if os.path.exists("pyproject.toml"):
+        shutil.copy("pyproject.toml", cwd)
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 # A private Docker Engine, the reference for build results, CLI output and interop.
