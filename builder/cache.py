@@ -8,6 +8,7 @@ them while the entry exists.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ def key(parent: str | None, **parts: Any) -> str:
     """The key of a step: its parent's key plus what defines the step."""
     doc = {"v": KEY_VERSION, "parent": parent, **parts}
     return digests.of_bytes(canonical_json(doc))
+
+
+def digest_of(records: list[str]) -> str:
+    """One digest for a step's source records (sorted by the caller where order is not meaning)."""
+    return hashlib.sha256("\n".join(records).encode()).hexdigest()
 
 
 @dataclass
