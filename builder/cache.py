@@ -103,6 +103,11 @@ class BuildCache:
             self.drop(r[0])
         return len(rows)
 
+    def entries(self) -> list[tuple[str, str | None, float]]:
+        """(key, diff_id, last_used) of every entry, least recently used first."""
+        return [(r[0], r[1], r[2]) for r in
+                self.store.db.query("SELECT key, diff_id, last_used FROM builder_cache ORDER BY last_used")]
+
     def __len__(self) -> int:
         row = self.store.db.one("SELECT COUNT(*) FROM builder_cache")
         return int(row[0]) if row else 0

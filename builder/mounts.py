@@ -122,8 +122,9 @@ def realize(ctx: StepContext, p: Prepared, stack: ExitStack, scratch: Path, line
                     raise StepError(f"ssh agent {m.id} is required but was not provided (--ssh {m.id}=SOCKET)",
                                     line, ctx.filename)
                 continue
-            sock = scratch / f"ssh-{i}" / "agent.sock"
-            sock.parent.mkdir()
+            d = Path(tempfile.mkdtemp(prefix="soko-ssh-"))  # short: a socket path has 108 bytes at most
+            stack.callback(shutil.rmtree, d, True)
+            sock = d / "agent.sock"
             proxy = AgentProxy(upstream, sock, m.mode if m.mode is not None else 0o600, m.uid, m.gid)
             stack.callback(proxy.close)
             out.append(_bind_mount(RMount, str(sock), m.target, False))
@@ -149,10 +150,10 @@ def _bind(ctx: StepContext, m: Mount, o: sources.Origin, where: Path, RMount, li
         e = c.lookup(sources.clean_source(m.source or "/"))
         if e is None:
             raise StepError(f"RUN --mount: {m.source or '/'} not found in the build context", line, ctx.filename)
-        if m.readonly and not c.matcher:
+        if m.readonly and (not c.matcher or not e.is_dir):
             return _bind_mount(RMount, str(e.path), m.target, True)
         _copy_tree(ctx, o, m.source, where, line)
-        return _bind_mount(RMount, str(where), m.target, m.readonly)
+        return _bind_mount(RMount, str(where if e.is_dir else where / e.path.name), m.target, m.readonly)
     return _layer_mount(ctx, o, m, where, RMount, line)
 
 

@@ -84,15 +84,18 @@ def url_item(ctx, url: str, checksum: str | None, unpack: bool, dest_is_dir: boo
     return item
 
 
-def prune_urls(store, older_than: float | None = None) -> int:
-    """Forget downloads unused for `older_than` seconds (all when None), releasing their blobs."""
+def prune_urls(store, older_than: float | None = None) -> list[tuple[str, int]]:
+    """Forget downloads unused for `older_than` seconds (all when None), releasing their blobs.
+    Returns (url, size) of each."""
     store.db.migrate("builder_url", URL_MIGRATIONS)
     cutoff = time.time() - older_than if older_than is not None else float("inf")
-    rows = store.db.query("SELECT url FROM builder_url_cache WHERE used < ?", (cutoff,))
-    for (url,) in rows:
+    rows = store.db.query("SELECT url, digest FROM builder_url_cache WHERE used < ?", (cutoff,))
+    out = []
+    for url, digest in rows:
         store.db.execute("DELETE FROM builder_url_cache WHERE url=?", (url,))
         store.release(URL_HOLD + url)
-    return len(rows)
+        out.append((url, store.blobs.size(digest) if store.blobs.has(digest) else 0))
+    return out
 
 
 # -- git --------------------------------------------------------------------------------
