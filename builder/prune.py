@@ -4,7 +4,7 @@ The builder keeps three things in the store: step results (`builder_cache`,
 holding their layers), cache-mount directories (cachemounts.py) and
 downloads of `ADD <url>` (remote.py). Without `all`, only what nothing else
 needs goes: every cache mount and download, and the step results whose
-layer no image in the store uses (Docker's "dangling" build cache). With
+layer no tagged image uses (Docker's "dangling" build cache). With
 `all`, every step result goes too. `older_than` keeps what was used more
 recently. Layers released here are freed by `soko gc`.
 """
@@ -47,7 +47,7 @@ def prune(store, all_: bool = False, older_than: float | None = None) -> Pruned:
 
 def _image_layers(store) -> set[str]:
     layers: set[str] = set()
-    for (digest,) in store.db.query("SELECT manifest_digest FROM images"):
+    for (digest,) in store.db.query("SELECT DISTINCT manifest_digest FROM tags"):
         try:
             layers.update(store.image(digest).config.diff_ids)
         except Exception:  # a damaged image keeps nothing alive; gc reports it
