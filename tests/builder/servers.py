@@ -40,12 +40,20 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 class HTTPServer:
     """Serves `root` on 127.0.0.1:<ephemeral>; `requests` records (method, path, headers)."""
 
-    def __init__(self, root: Path, etags: bool = True):
+    def __init__(self, root: Path, etags: bool = True, tls: tuple[Path, Path] | None = None):
         handler = lambda *a, **kw: _Handler(*a, directory=str(root), **kw)  # noqa: E731
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.requests = []  # type: ignore[attr-defined]
         self.httpd.etags = etags  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -56,6 +64,15 @@ class HTTPServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def self_signed(base: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl), to trust through SSL_CERT_FILE."""
+    cert, key = base / "cert.pem", base / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 def git(*args, cwd: Path | None = None) -> str:

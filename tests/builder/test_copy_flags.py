@@ -9,7 +9,7 @@ import pytest
 from builder import StepError
 from storage.errors import ImageNotFound
 from tests.builder.helpers import ImageFS, do_build, write_context
-from tests.builder.servers import GitDaemon, GitRepo, HTTPServer
+from tests.builder.servers import GitDaemon, GitRepo, HTTPServer, self_signed
 
 
 @pytest.fixture
@@ -140,6 +140,25 @@ def test_add_url_is_cached_by_validators(store, ctx, web):
     changed = do_build(store, ctx, df, tags=["u"])
     assert steps_cached(changed) == [False]
     assert ImageFS(store, "u").read("/r/data.txt") == b"new remote data\n"
+
+
+def test_add_https_url(store, ctx, tmp_path, monkeypatch):
+    root = tmp_path / "tls"
+    root.mkdir()
+    (root / "secure.txt").write_text("over tls\n")
+    cert, key = self_signed(tmp_path)
+    srv = HTTPServer(root, tls=(cert, key))
+    try:
+        df = f"FROM busybox\nADD {srv.url}/secure.txt /s\n"
+        with pytest.raises(StepError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted yet
+            do_build(store, ctx, df)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        do_build(store, ctx, df, tags=["https"])
+        assert ImageFS(store, "https").read("/s") == b"over tls\n"
+        assert steps_cached(do_build(store, ctx, df)) == [True]
+        assert srv.requests[-1][2].get("If-None-Match")
+    finally:
+        srv.close()
 
 
 def test_add_url_with_last_modified_only(store, ctx, tmp_path):
