@@ -125,7 +125,7 @@ def context_sources(ctx, src: str, unpack: bool, excludes: Matcher | None = None
         elif unpack and e.is_file and add.is_archive(e.path):
             item.archive = True
         item.records = [f"src ctx {e.rel or '.'}", *tree_records(c, e, name, children)]
-        item.records += [f"parent {p}" for p, _ in item.parents]
+        item.records += [f"parent {n} {stat.S_IMODE(s.st_mode):o}" for n, s in item.parents]
         if item.archive:
             item.records.append("unpack")
         out.append(item)

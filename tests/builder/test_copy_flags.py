@@ -246,3 +246,12 @@ def test_add_git_repository_from_git_daemon(store, ctx, repo):
     finally:
         daemon.close()
     assert ImageFS(store, "gd").read("/src/sub/data") == b"d\n"
+
+
+def test_parents_mode_is_in_the_key(store, ctx):
+    df = "FROM busybox\nCOPY --parents x/a.txt /k/\n"
+    do_build(store, ctx, df)
+    os.chmod(ctx / "x", 0o700)
+    b = do_build(store, ctx, df, tags=["pm"])
+    assert steps_cached(b) == [False]
+    assert ImageFS(store, "pm").mode("/k/x") == 0o700
