@@ -77,95 +77,104 @@ def layerio_digest(records: list[str]) -> str:
 
 def realize(ctx: StepContext, p: Prepared, stack: ExitStack, scratch: Path, line: int) -> tuple[list, list[str]]:
     """(runtime mounts, extra environment) for the step; cleanups go on `stack`."""
-    from runtime.spec import Mount as RMount
-
     out: list = []
     env: list[str] = []
     for i, (m, o) in enumerate(zip(p.mounts, p.origins)):
-        if m.type == "bind":
-            out.append(_bind(ctx, m, o, scratch / f"bind-{i}", RMount, line))  # type: ignore[arg-type]
-        elif m.type == "cache":
-            seed = None
-            if o is not None:
-                seed = (lambda dest, o=o, m=m: _copy_tree(ctx, o, m.source, dest, line))
-            path = stack.enter_context(CacheMounts(ctx.store).use(
-                m.id, f"{o.content}:{m.source}" if o is not None else "", m.sharing, m.mode or 0o755, m.uid,
-                m.gid, seed))
-            out.append(_bind_mount(RMount, str(path), m.target, m.readonly))  # type: ignore[arg-type]
-        elif m.type == "tmpfs":
-            opts = ["nosuid", "nodev"] + ([f"size={m.size}"] if m.size else [])
-            out.append(RMount(m.target, "tmpfs", "tmpfs", opts))  # type: ignore[arg-type]
-        elif m.type == "secret":
-            value = ctx.secret(m.id)
-            if value is None:
-                if m.required:
-                    raise StepError(f"secret {m.id} is required but was not provided (--secret id={m.id},...)",
-                                    line, ctx.filename)
-                continue
-            if m.env is not None:
-                env.append(f"{m.env}={value.decode('utf-8', 'surrogateescape')}")
-            if m.target is not None:
-                d = _secret_dir(stack)
-                f = d / "secret"
-                fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                try:
-                    os.write(fd, value)
-                    os.fchown(fd, m.uid, m.gid)
-                    os.fchmod(fd, m.mode if m.mode is not None else 0o400)
-                finally:
-                    os.close(fd)
-                out.append(_bind_mount(RMount, str(f), m.target, True))
-        elif m.type == "ssh":
-            upstream = ctx.ssh_socket(m.id)
-            if upstream is None:
-                if m.required:
-                    raise StepError(f"ssh agent {m.id} is required but was not provided (--ssh {m.id}=SOCKET)",
-                                    line, ctx.filename)
-                continue
-            d = Path(tempfile.mkdtemp(prefix="soko-ssh-"))  # short: a socket path has 108 bytes at most
-            stack.callback(shutil.rmtree, d, True)
-            sock = d / "agent.sock"
-            proxy = AgentProxy(upstream, sock, m.mode if m.mode is not None else 0o600, m.uid, m.gid)
-            stack.callback(proxy.close)
-            out.append(_bind_mount(RMount, str(sock), m.target, False))
-            env.append(f"SSH_AUTH_SOCK={m.target}")
+        mount, extra = _MAKERS[m.type](ctx, m, o, stack, scratch / f"{m.type}-{i}", line)
+        if mount is not None:
+            out.append(mount)
+        env.extend(extra)
     return out, env
 
 
-def _bind_mount(RMount, src: str, target: str, readonly: bool):
+def _lent(ctx: StepContext, m: Mount, value, what: str, flag: str, line: int) -> bool:
+    """Whether a --secret/--ssh the mount names was given; a required one missing fails the step."""
+    if value is None and m.required:
+        raise StepError(f"{what} {m.id} is required but was not provided ({flag})", line, ctx.filename)
+    return value is not None
+
+
+def _cache(ctx, m: Mount, o, stack: ExitStack, where: Path, line: int):
+    seed = (lambda dest: _copy_tree(ctx, o, m.source, dest, line)) if o is not None else None
+    path = stack.enter_context(CacheMounts(ctx.store).use(
+        m.id, f"{o.content}:{m.source}" if o is not None else "", m.sharing, m.mode or 0o755, m.uid, m.gid, seed))
+    return _bind_mount(str(path), m.target, m.readonly), []  # type: ignore[arg-type]
+
+
+def _tmpfs(ctx, m: Mount, o, stack: ExitStack, where: Path, line: int):
+    from runtime.spec import Mount as RMount
+
+    return RMount(m.target, "tmpfs", "tmpfs", ["nosuid", "nodev"] + ([f"size={m.size}"] if m.size else [])), []
+
+
+def _secret(ctx, m: Mount, o, stack: ExitStack, where: Path, line: int):
+    value = ctx.secret(m.id)
+    if not _lent(ctx, m, value, "secret", f"--secret id={m.id},...", line):
+        return None, []
+    env = [f"{m.env}={value.decode('utf-8', 'surrogateescape')}"] if m.env is not None else []
+    if m.target is None:
+        return None, env
+    f = _private_dir(stack, "/dev/shm") / "secret"  # memory, never the store's disk
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, value)
+        os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, m.mode if m.mode is not None else 0o400)
+    finally:
+        os.close(fd)
+    return _bind_mount(str(f), m.target, True), env
+
+
+def _ssh(ctx, m: Mount, o, stack: ExitStack, where: Path, line: int):
+    upstream = ctx.ssh_socket(m.id)
+    if not _lent(ctx, m, upstream, "ssh agent", f"--ssh {m.id}=SOCKET", line):
+        return None, []
+    sock = _private_dir(stack, None) / "agent.sock"  # short: a socket path has 108 bytes at most
+    proxy = AgentProxy(upstream, sock, m.mode if m.mode is not None else 0o600, m.uid, m.gid)  # type: ignore
+    stack.callback(proxy.close)
+    return _bind_mount(str(sock), m.target, False), [f"SSH_AUTH_SOCK={m.target}"]  # type: ignore[arg-type]
+
+
+def _bind_mount(src: str, target: str, readonly: bool):
+    from runtime.spec import Mount as RMount
+
     return RMount(target, "bind", src, ["rbind", "rprivate"] + (["ro"] if readonly else []))
 
 
-def _secret_dir(stack: ExitStack) -> Path:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    d = Path(tempfile.mkdtemp(prefix="soko-secret-", dir=base))
+def _private_dir(stack: ExitStack, base: str | None) -> Path:
+    """A 0700 directory under `base` (the system temp dir when None or unusable), removed afterwards."""
+    if base is not None and not (os.path.isdir(base) and os.access(base, os.W_OK)):
+        base = None
+    d = Path(tempfile.mkdtemp(prefix="soko-", dir=base))
     stack.callback(shutil.rmtree, d, True)
     return d
 
 
 # -- bind ----------------------------------------------------------------------------
-def _bind(ctx: StepContext, m: Mount, o: sources.Origin, where: Path, RMount, line: int):
+def _bind(ctx: StepContext, m: Mount, o: sources.Origin, stack: ExitStack, where: Path, line: int):
     if o.is_context:
         c = ctx.context
         e = c.lookup(sources.clean_source(m.source or "/"))
         if e is None:
             raise StepError(f"RUN --mount: {m.source or '/'} not found in the build context", line, ctx.filename)
         if m.readonly and (not c.matcher or not e.is_dir):
-            return _bind_mount(RMount, str(e.path), m.target, True)
+            return _bind_mount(str(e.path), m.target, True), []
         _copy_tree(ctx, o, m.source, where, line)
-        return _bind_mount(RMount, str(where if e.is_dir else where / e.path.name), m.target, m.readonly)
-    return _layer_mount(ctx, o, m, where, RMount, line)
+        return _bind_mount(str(where if e.is_dir else where / e.path.name), m.target, m.readonly), []
+    return _layer_mount(ctx, o, m, where, line), []
 
 
-def _layer_mount(ctx: StepContext, o: sources.Origin, m: Mount, where: Path, RMount, line: int):
+def _layer_mount(ctx: StepContext, o: sources.Origin, m: Mount, where: Path, line: int):
     """A path of a stage or image: an overlay of that path across its snapshots, no copy made."""
+    from runtime.spec import Mount as RMount
+
     view = o.view
     assert view is not None
     parts, entry = view.resolve("/" + sources.clean_source(m.source or "/"))
     if entry is None:
         raise StepError(f"RUN --mount: {m.source} not found in {m.from_}", line, ctx.filename)
     if not stat.S_ISDIR(entry.st.st_mode):
-        return _bind_mount(RMount, entry.host_path, m.target, m.readonly)
+        return _bind_mount(entry.host_path, m.target, m.readonly)
     lowers = []
     for layer in reversed(layerio.lower_dirs(ctx.store, view.diff_ids)):  # top first
         found, stop = _dir_in_layer(layer, parts)
@@ -179,7 +188,7 @@ def _layer_mount(ctx: StepContext, o: sources.Origin, m: Mount, where: Path, RMo
     opts = [f"lowerdir={':'.join(lowers)}", f"upperdir={upper}", f"workdir={work}"]
     if any("," in x or ":" in x for x in lowers + [str(upper)]) or len(",".join(opts)) > 3900:
         _copy_tree(ctx, o, m.source, where / "tree", line)  # options overlay cannot take: copy instead
-        return _bind_mount(RMount, str(where / "tree"), m.target, m.readonly)
+        return _bind_mount(str(where / "tree"), m.target, m.readonly)
     return RMount(m.target, "overlay", "overlay", opts + (["ro"] if m.readonly else []))
 
 
@@ -240,6 +249,9 @@ def _copy_tree(ctx: StepContext, o: sources.Origin, source: str, dest: Path, lin
         else:
             continue
         os.lchown(target, s.st_uid, s.st_gid)
+
+
+_MAKERS = {"bind": _bind, "cache": _cache, "tmpfs": _tmpfs, "secret": _secret, "ssh": _ssh}
 
 
 # -- ssh ------------------------------------------------------------------------------------

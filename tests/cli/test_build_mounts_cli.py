@@ -6,18 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import REPO, need_root
+from tests.conftest import REPO
 
 
-@pytest.fixture
-def ctx(soko, busybox_rootfs, tmp_path):
-    need_root()
-    soko("import", busybox_rootfs, "busybox:latest")
-    d = tmp_path / "ctx"
-    d.mkdir()
-    return d
+from tests.cli.test_build_cli import ctx  # noqa: E402,F401  (busybox imported, a context; each test writes its Dockerfile)
 
 
 def test_secret_flags_from_file_env_and_bare_id(soko, ctx, tmp_path):
