@@ -234,6 +234,8 @@ def test_add_git_repository_over_http(store, ctx, repo):
         do_build(store, ctx, f"FROM busybox\nADD --checksum=0000 {url}#v1 /x\n")
     assert steps_cached(do_build(store, ctx, f"FROM busybox\nADD --checksum={first[:10]} {url}#v1:sub /tools/\n")) \
         == [False]  # the checksum is in the key
+    toggled = df.replace("--keep-git-dir=true", "--keep-git-dir=false")
+    assert steps_cached(do_build(store, ctx, toggled)) == [True, True, False]  # --keep-git-dir is in the key
     with pytest.raises(StepError, match="no branch, tag or commit 'nope'"):
         do_build(store, ctx, f"FROM busybox\nADD {url}#nope /x\n")
 

@@ -296,3 +296,54 @@ def test_a_missing_required_ssh_agent_fails_its_step(store, tmp_path):
     ctx = write_context(tmp_path / "ctx", {})
     with pytest.raises(StepError, match=r"Dockerfile:2: ssh agent default is required but was not provided"):
         do_build(store, ctx, "FROM busybox\nRUN --mount=type=ssh,required=true true\n")
+
+
+# -- keys and bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("before, after", [
+    ("type=cache,target=/c", "type=cache,target=/c,sharing=locked"),
+    ("type=cache,target=/c", "type=cache,target=/c,id=other"),
+    ("type=cache,target=/c", "type=cache,target=/c,mode=0700"),
+    ("type=tmpfs,target=/t", "type=tmpfs,target=/t,size=1m"),
+    ("type=secret,id=a", "type=secret,id=b"),
+    ("type=secret,id=a", "type=secret,id=a,env=A"),
+    ("type=bind,target=/s", "type=bind,target=/s,source=sub"),
+    ("type=bind,target=/s", "type=bind,target=/s,rw"),
+    ("type=ssh", "type=ssh,id=other"),
+])
+def test_mount_options_are_in_the_key(store, ctx, before, after):
+    df = "FROM busybox\nRUN --mount={} true\n"
+    do_build(store, ctx, df.format(before))
+    assert [s.cached for s in do_build(store, ctx, df.format(before)).steps] == [True, True]
+    assert [s.cached for s in do_build(store, ctx, df.format(after)).steps] == [True, False]
+
+
+def test_bad_mounts_fail_before_anything_runs(store, ctx):
+    from builder import DockerfileError
+
+    b_events: list = []
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:3: RUN --mount=type=cache,target=/c,colour=red: "
+                                              r"unknown option 'colour'$"):
+        from builder import BuildOptions, build
+
+        (ctx / "Dockerfile").write_text("FROM busybox\nRUN touch /ran\nRUN --mount=type=cache,target=/c,colour=red true\n")
+        build(store, BuildOptions(context=ctx), b_events.append)
+    assert not [e for e in b_events if e.kind == "step"]
+    # a value that comes from a variable is checked when its step is reached, still by line
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:3: RUN --mount=type=cache,target=/c,sharing=\$S: "
+                                              r"sharing=maybe: expected shared, private or locked$"):
+        do_build(store, ctx, "FROM busybox\nARG S=maybe\nRUN --mount=type=cache,target=/c,sharing=$S true\n")
+
+
+def test_mount_from_a_later_stage_is_refused_and_an_earlier_one_is_built_first(store, ctx):
+    b = do_build(store, ctx, """\
+FROM busybox AS tools
+RUN echo tool > /tool
+FROM busybox AS unused
+RUN exit 1
+FROM busybox
+RUN --mount=from=tools,source=/tool,target=/t cat /t
+""")
+    assert b.output == ["tool"]
+    with pytest.raises(Exception, match="Dockerfile:2: RUN --mount from: 'later' is not a stage"):
+        do_build(store, ctx, "FROM busybox\nRUN --mount=from=later,target=/t true\n"
+                             "FROM busybox AS later\nCOPY --from=0 /bin/sh /copied\n")
