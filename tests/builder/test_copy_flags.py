@@ -257,3 +257,20 @@ def test_parents_mode_is_in_the_key(store, ctx):
     b = do_build(store, ctx, df, tags=["pm"])
     assert steps_cached(b) == [False]
     assert ImageFS(store, "pm").mode("/k/x") == 0o700
+
+
+@pytest.mark.parametrize("src, git_ref", [
+    ("https://example.invalid/org/repo.git#v1.2:docs", ("https://example.invalid/org/repo.git", "v1.2", "docs")),
+    ("git@example.invalid:org/repo.git#main", ("git@example.invalid:org/repo.git", "main", "")),
+    ("ssh://git@example.invalid/org/repo.git", ("ssh://git@example.invalid/org/repo.git", "", "")),
+    ("git://example.invalid/repo.git#:sub/dir/", ("git://example.invalid/repo.git", "", "sub/dir")),
+    ("https://example.invalid/archive.tar.gz", None),
+    ("https://example.invalid/repo.git/file.txt", None),
+])
+def test_which_sources_are_git(src, git_ref):
+    from builder.remote import is_git, parse_git
+
+    assert is_git(src) is (git_ref is not None)
+    if git_ref is not None:
+        g = parse_git(src)
+        assert (g.remote, g.ref, g.subdir) == git_ref
