@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import bz2
 import email.utils
-import hashlib
 import lzma
-import os
 import posixpath
 import tarfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -29,10 +28,6 @@ FETCH_TIMEOUT = 60
 
 def is_url(src: str) -> bool:
     return src.startswith(("http://", "https://"))
-
-
-def is_git(src: str) -> bool:
-    return src.startswith("git@") or src.endswith(".git") or ".git#" in src
 
 
 def _compression(head: bytes) -> str:
@@ -89,10 +84,10 @@ def unpack(path: Path, target: Path) -> None:
 
 @dataclass
 class Download:
-    path: Path
-    digest: str
+    digest: str           # of the content, now a blob in the store
     mtime: int | None     # from Last-Modified
-    name: str             # file name from the URL path
+    etag: str | None
+    last_modified: str | None
 
 
 def url_name(url: str) -> str:
@@ -101,28 +96,44 @@ def url_name(url: str) -> str:
     return name
 
 
-def fetch(url: str, dest: Path, checksum: str | None) -> Download:
-    """Download `url` to `dest`, verifying `checksum` (`sha256:<hex>`) when given."""
+def check_checksum(checksum: str | None) -> None:
     if checksum is not None and not (checksum.startswith("sha256:") and len(checksum) == 71):
         raise FetchError(f"invalid --checksum {checksum!r}: expected sha256:<64 hex digits>")
-    h = hashlib.sha256()
-    req = urllib.request.Request(url, headers={"User-Agent": "soko-build"})
+
+
+def fetch(url: str, blobs, checksum: str | None, etag: str | None = None,
+          last_modified: str | None = None) -> Download | None:
+    """Download `url` into the blob store, verifying `checksum` (`sha256:<hex>`) when given.
+    With the validators of an earlier download, the request is conditional
+    (If-None-Match, If-Modified-Since) and None means "not modified"."""
+    check_checksum(checksum)
+    headers = {"User-Agent": "soko-build"}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    req = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=FETCH_TIMEOUT) as resp, open(dest, "wb") as out:
+        with urllib.request.urlopen(req, timeout=FETCH_TIMEOUT) as resp, blobs.writer() as w:
             while chunk := resp.read(1 << 20):
-                h.update(chunk)
-                out.write(chunk)
+                w.write(chunk)
+            digest = w.digest
+            if checksum is not None and digest != checksum:
+                w.abort()
+                raise FetchError(f"ADD {url}: content digest {digest} does not match --checksum {checksum}")
+            w.commit()
             modified = resp.headers.get("Last-Modified")
+            new_etag = resp.headers.get("ETag")
+    except urllib.error.HTTPError as e:
+        if e.code == 304 and (etag or last_modified):
+            return None
+        raise FetchError(f"ADD {url}: HTTP {e.code} {e.reason}") from None
     except (OSError, ValueError) as e:
         raise FetchError(f"ADD {url}: {getattr(e, 'reason', None) or e}") from None
-    digest = "sha256:" + h.hexdigest()
-    if checksum is not None and digest != checksum:
-        os.unlink(dest)
-        raise FetchError(f"ADD {url}: content digest {digest} does not match --checksum {checksum}")
     mtime = None
     if modified:
         try:
             mtime = int(email.utils.parsedate_to_datetime(modified).timestamp())
         except (TypeError, ValueError):
             mtime = None
-    return Download(dest, digest, mtime, url_name(url))
+    return Download(digest, mtime, new_etag, modified)

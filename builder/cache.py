@@ -8,6 +8,7 @@ them while the entry exists.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ def key(parent: str | None, **parts: Any) -> str:
     """The key of a step: its parent's key plus what defines the step."""
     doc = {"v": KEY_VERSION, "parent": parent, **parts}
     return digests.of_bytes(canonical_json(doc))
+
+
+def digest_of(records: list[str]) -> str:
+    """One digest for a step's source records (sorted by the caller where order is not meaning)."""
+    return hashlib.sha256("\n".join(records).encode()).hexdigest()
 
 
 @dataclass
@@ -96,6 +102,11 @@ class BuildCache:
         for r in rows:
             self.drop(r[0])
         return len(rows)
+
+    def entries(self) -> list[tuple[str, str | None, float]]:
+        """(key, diff_id, last_used) of every entry, least recently used first."""
+        return [(r[0], r[1], r[2]) for r in
+                self.store.db.query("SELECT key, diff_id, last_used FROM builder_cache ORDER BY last_used")]
 
     def __len__(self) -> int:
         row = self.store.db.one("SELECT COUNT(*) FROM builder_cache")

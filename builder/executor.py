@@ -8,18 +8,13 @@ WORKDIR that must create its directory also add a layer.
 """
 from __future__ import annotations
 
-import shutil
-import stat
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from storage import mediatypes as mt
 from storage.errors import ImageNotFound, StorageError
 from storage.model import ImageConfig, Platform
-from storage.private import private_dir
 
 from . import cache as cachemod
 from . import dispatch, history, layerio
@@ -28,23 +23,14 @@ from .cache import BuildCache
 from .dispatch import DEFAULT_PATH, StageState
 from .errors import BuildError, DockerfileError, ExpansionError, StepError
 from .expand import Lexer
-from .instructions import Command, Copy, From, Onbuild, Run, Workdir, convert
+from .instructions import Command, From, Onbuild, convert
 from .options import BuildEvent, BuildOptions
 from .parse import parse_line
 from .stages import Plan, Stage
-from .tree import Tree
+from .stepctx import Job, StepContext
+from .steps import LAYER_STEPS
 
 Emit = Callable[[BuildEvent], None]
-
-
-@dataclass
-class Job:
-    """A layer step decided but not yet run: its key, its history text, and how
-    to make its layer on a miss (None: the step turned out to need no layer)."""
-    key: str
-    created_by: str
-    produce: Callable[[], "layerio.NewLayer | None"]
-    empty_if_none: bool = True
 
 
 class Executor:
@@ -67,10 +53,9 @@ class Executor:
         self.cached = 0
         self.warnings: list[str] = []
         self.dockerfile_dir = dockerfile_dir
-        self._context = None
-        self._hashes = None
-        self.tmp_root = Path(store.root) / "builder" / "tmp"
         self.multi_stage = len(plan.stages) > 1
+        self.ctx = StepContext(store, opts, epoch, self.platform, plan.filename, lexer, emit, self._stage_of,
+                               self._output)
 
     # -- stages ------------------------------------------------------------------
     def declare_globals(self) -> None:
@@ -164,36 +149,50 @@ class Executor:
             state.key = cachemod.key(state.key, onbuild_cleared=True)
         return state, triggers
 
+    def _stage_of(self, ref: str, before: int) -> tuple[Stage, StageState] | None:
+        dep = self.plan.lookup(ref, before=before)
+        return (dep, self.stage_result(dep)) if dep is not None else None
+
+    def _output(self, stage: Stage, line: str) -> None:
+        self.emit(self._event("output", stage, 0, 0, line))
+
     # -- steps -------------------------------------------------------------------
     def _event(self, kind: str, stage: Stage, index: int, total: int, text: str, **kw) -> BuildEvent:
         """A step event (`text` is the instruction), or an output line (`text` is the line)."""
         if kind == "step":
             self.step_no += 1
         where = stage.label if self.multi_stage or stage.name else None
-        if kind == "output":
-            return BuildEvent(kind, self.step_no, where, index, total, text=text, **kw)
-        return BuildEvent(kind, self.step_no, where, index, total, text, **kw)
-
-    def now(self) -> str:
-        return history.timestamp(self.epoch)
+        fields = {"text": text} if kind == "output" else {"instruction": text}
+        return BuildEvent(id=f"#{self.step_no}", action=kind, current=index, total=total, step=self.step_no,
+                          stage=where, **fields, **kw)
 
     def step(self, state: StageState, stage: Stage, cmd: Command, index: int, total: int,
              label: str | None = None) -> None:
         text = label or cmd.inst.original
         started = time.monotonic()
         self.steps += 1
-        if isinstance(cmd, (Run, Copy)) or isinstance(cmd, Workdir):
-            job = self._job(state, stage, cmd)
+        make_job = LAYER_STEPS.get(type(cmd))
+        if make_job is not None:
+            job = make_job(self.ctx, state, stage, cmd)
             hit = None if self.opts.no_cache else self.cache.get(job.key)
-            self.emit(self._event("step", stage, index, total, text, cached=hit is not None))
+            linked = None
+            if hit is None and job.link_key is not None and not self.opts.no_cache:
+                linked = self.cache.get(job.link_key)  # a --link layer made on another base
+            self.emit(self._event("step", stage, index, total, text, cached=hit is not None or linked is not None))
             if hit is not None:
                 self._apply_hit(state, hit)
+            elif linked is not None:
+                layer = layerio.NewLayer(linked.diff_id, layerio.descriptor_for(
+                    self.store, linked.diff_id, self.opts.storage_compression))  # type: ignore[arg-type]
+                self._record(state, job.key, job.created_by + " # buildkit", layer)
+                state.key = job.key
+                hit = linked
             else:
                 self._run_job(state, stage, cmd, job, index, total)
         else:
             handler = dispatch.HANDLERS[type(cmd)]
             created_by = handler(state, cmd)
-            key = cachemod.key(state.key, step=created_by, **self._key_extra())
+            key = cachemod.key(state.key, step=created_by, **self.ctx.key_extra())
             hit = None if self.opts.no_cache else self.cache.get(key)
             self.emit(self._event("step", stage, index, total, text, cached=hit is not None, metadata=True))
             if hit is not None:
@@ -204,22 +203,7 @@ class Executor:
         if hit is not None:
             self.cached += 1
         self.emit(self._event("done", stage, index, total, text, cached=hit is not None,
-                              metadata=not isinstance(cmd, (Run, Copy, Workdir)),
-                              elapsed=time.monotonic() - started))
-
-    def _key_extra(self) -> dict:
-        return {"epoch": self.epoch} if self.epoch is not None else {}
-
-    def _job(self, state: StageState, stage: Stage, cmd: Command) -> Job:
-        if isinstance(cmd, Workdir):
-            return self._workdir_job(state, cmd)
-        if isinstance(cmd, Run):
-            from . import run
-
-            return run.job(self, state, stage, cmd)
-        from . import copy
-
-        return copy.job(self, state, stage, cmd)  # type: ignore[arg-type]
+                              metadata=make_job is None, elapsed=time.monotonic() - started))
 
     def _apply_hit(self, state: StageState, hit: cachemod.Entry) -> None:
         state.config = ImageConfig(hit.config).changed()
@@ -243,10 +227,12 @@ class Executor:
             self._record(state, job.key, job.created_by, None)
         else:
             self._record(state, job.key, job.created_by + " # buildkit", layer)
+            if job.link_key is not None:
+                self.cache.put(job.link_key, {"link": True}, layer.diff_id, [layer.descriptor.digest])
         state.key = job.key
 
     def _record(self, state: StageState, key: str, created_by: str, layer: "layerio.NewLayer | None") -> None:
-        now = self.now()
+        now = self.ctx.now()
         state.config.history.append(history.entry(created_by, now, layer is None))
         state.config.data["created"] = now
         blobs: list[str] = []
@@ -258,98 +244,8 @@ class Executor:
             diff_id = layer.diff_id
         self.cache.put(key, state.config.data, diff_id, blobs)
 
-    # -- WORKDIR -------------------------------------------------------------------
-    def _workdir_job(self, state: StageState, cmd: Workdir) -> Job:
-        created_by = dispatch.do_workdir(state, cmd)
-        path = state.workdir()
-        key = cachemod.key(state.key, step=created_by, **self._key_extra())
-        diff_ids = list(state.config.diff_ids)
-        user = state.cfg.get("User") or ""
-
-        def produce():
-            if path == "/":
-                return None
-            view = layerio.RootView(self.store, diff_ids)
-            parts, entry = view.resolve(path)
-            if entry is not None:
-                if not stat.S_ISDIR(entry.st.st_mode):
-                    raise StepError(f"WORKDIR {path}: exists and is not a directory", cmd.line, self.plan.filename)
-                return None
-            from .copy import resolve_owner
-
-            uid, gid = resolve_owner(view, user, cmd, self.plan.filename) if user else (0, 0)
-            with self.staging() as root:
-                tree = Tree(root, view, uid, gid)
-                try:
-                    tree.ensure_dir(parts)
-                except BuildError as e:
-                    raise StepError(f"WORKDIR {path}: {e}", cmd.line, self.plan.filename) from None
-                tree.finish()
-                layer = layerio.write_dir(self.store, root, self.opts.storage_compression, self.epoch)
-                layerio.adopt(self.store, [*diff_ids, layer.diff_id], root)
-                return layer
-
-        return Job(key, created_by, produce)
-
-    # -- helpers ---------------------------------------------------------------------
-    def staging(self):
-        """A fresh directory for a layer's tree, removed afterwards."""
-        exe = self
-
-        class _Tmp:
-            def __enter__(self) -> Path:
-                exe._sweep_tmp()
-                self.path = Path(tempfile.mkdtemp(prefix="layer-", dir=exe.tmp_root))
-                return self.path
-
-            def __exit__(self, *exc) -> None:
-                shutil.rmtree(self.path, ignore_errors=True)
-
-        return _Tmp()
-
-    def _sweep_tmp(self, older_than: float = 6 * 3600) -> None:
-        """Once per build: remove staging trees that killed builds left behind."""
-        private_dir(self.tmp_root)
-        if getattr(self, "_swept", False):
-            return
-        self._swept = True
-        cutoff = time.time() - older_than
-        for p in self.tmp_root.iterdir():
-            try:
-                if p.lstat().st_mtime < cutoff:
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
-            except FileNotFoundError:
-                pass
-
-    @property
-    def hashes(self):
-        """File digests remembered across builds (context files and snapshot files)."""
-        if self._hashes is None:
-            from .context import HashCache
-
-            self._hashes = HashCache(self.store.db)
-        return self._hashes
-
-    @property
-    def context(self):
-        """The build context, opened on first use (FROM-only builds never read it)."""
-        if self._context is None:
-            from . import dockerignore
-            from .context import Context
-
-            root = Path(self.opts.context)
-            dockerfile = None
-            if self.opts.dockerfile and self.opts.dockerfile_text is None:
-                dockerfile = Path(self.opts.dockerfile)
-            elif self.opts.dockerfile_text is None:
-                dockerfile = root / "Dockerfile"
-            matcher = dockerignore.load(root, dockerfile)
-            self._context = Context(root, matcher, self.hashes)
-        return self._context
-
     def finish(self) -> None:
-        if self._hashes is not None:
-            self._hashes.flush()
+        self.ctx.flush()
         unused = self.build_args.unused()
         if unused:
             msg = f"one or more build-args {unused} were not consumed"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import DockerfileError
 from .expand import split_raw_words
+from .mountspec import MountSpec, parse_mount
 from .parse import Heredoc, Instruction, parse_line
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
@@ -64,6 +65,7 @@ class Run(Command):
     shell: str = ""                      # shell form (the text as written)
     network: str | None = None
     heredocs: list[Heredoc] = field(default_factory=list)
+    mounts: list[MountSpec] = field(default_factory=list)  # --mount, checked, variables not yet expanded
 
 
 @dataclass
@@ -76,9 +78,11 @@ class Copy(Command):
     link: bool = False
     excludes: list[str] = field(default_factory=list)
     heredocs: list[Heredoc] = field(default_factory=list)
+    parents: bool = False
     # ADD only
     checksum: str | None = None
     unpack: bool | None = None
+    keep_git_dir: bool | None = None
 
     @property
     def is_add(self) -> bool:
@@ -168,11 +172,11 @@ class Onbuild(Command):
 _FLAGS: dict[str, dict[str, str]] = {
     # flag -> kind: "str", "bool", "list", "reject"
     "FROM": {"platform": "str"},
-    "RUN": {"network": "str", "mount": "reject", "security": "str", "device": "reject"},
-    "COPY": {"from": "str", "chown": "str", "chmod": "str", "link": "bool", "exclude": "reject",
-             "parents": "reject"},
-    "ADD": {"chown": "str", "chmod": "str", "link": "bool", "checksum": "str", "exclude": "reject",
-            "keep-git-dir": "reject", "unpack": "bool"},
+    "RUN": {"network": "str", "mount": "list", "security": "str", "device": "reject"},
+    "COPY": {"from": "str", "chown": "str", "chmod": "str", "link": "bool", "exclude": "list",
+             "parents": "bool"},
+    "ADD": {"chown": "str", "chmod": "str", "link": "bool", "checksum": "str", "exclude": "list",
+            "keep-git-dir": "bool", "unpack": "bool"},
     "HEALTHCHECK": {"interval": "str", "timeout": "str", "start-period": "str", "start-interval": "str",
                     "retries": "str"},
 }
@@ -280,7 +284,16 @@ def _run(inst, flags, err, filename):
     if not inst.args:
         raise err("RUN requires at least one argument")
     exec_form = None if inst.heredocs else inst.json_args()
-    return Run(inst, exec_form, inst.args, network, list(inst.heredocs))
+    mounts = []
+    for text in flags.get("mount", []):  # type: ignore[union-attr]
+        try:
+            mounts.append(parse_mount(text))
+        except ValueError as e:
+            raise err(f"RUN --mount={text}: {e}") from None
+    targets = [m.options["target"] for m in mounts if m.options.get("target")]
+    if len(set(targets)) != len(targets):
+        raise err("RUN --mount: two mounts on the same target")
+    return Run(inst, exec_form, inst.args, network, list(inst.heredocs), mounts)
 
 
 def _copy(inst, flags, err, filename):
@@ -292,9 +305,19 @@ def _copy(inst, flags, err, filename):
                   "Destination could not be determined")
     c = Copy(inst, args[:-1], args[-1], flags.get("from"), flags.get("chown"), flags.get("chmod"),
              bool(flags.get("link", False)), list(flags.get("exclude", [])), list(inst.heredocs),
-             flags.get("checksum"), flags.get("unpack"))
-    if c.checksum is not None and not all(s.startswith(("http://", "https://")) for s in c.sources):
-        raise err("ADD --checksum can only be used with HTTP(S) sources")
+             bool(flags.get("parents", False)), flags.get("checksum"), flags.get("unpack"), flags.get("keep-git-dir"))
+    from .remote import is_git
+
+    if c.checksum is not None:
+        if not all(s.startswith(("http://", "https://")) or is_git(s) for s in c.sources):
+            raise err("ADD --checksum can only be used with HTTP(S) or git sources")
+        if "$" not in c.checksum and not re.fullmatch(r"sha256:[0-9a-f]{64}|[0-9a-f]{1,40}", c.checksum):
+            raise err(f"invalid --checksum {c.checksum!r}: sha256:<64 hex digits> (a URL) or a commit prefix (git)")
+    if c.keep_git_dir is not None and not all(is_git(s) for s in c.sources):
+        raise err("ADD --keep-git-dir can only be used with git sources")
+    for x in c.excludes:
+        if not x.strip():
+            raise err(f"{inst.cmd} --exclude needs a pattern")
     return c
 
 

@@ -47,6 +47,13 @@ def chain_id(diff_ids: list[str]) -> str:
     return chain_ids(diff_ids)[-1]
 
 
+def lower_dirs(store, diff_ids: list[str]) -> list[Path]:
+    """The snapshot directories of a layer stack, bottom first (unpacked when missing)."""
+    from runtime.snapshots import Snapshots
+
+    return Snapshots(store).prepare(list(diff_ids))
+
+
 def adopt(store, diff_ids: list[str], directory: Path) -> bool:
     """Keep a layer's own tree (a COPY staging directory, a RUN upper, both in
     overlay form) as the snapshot of the stack `diff_ids`, so the next step

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from storage.progress import ProgressEvent
+
 from .errors import BuildError
+from .secrets import SecretSource, SshSource
 
 COMPRESSIONS = ("gzip", "zstd", "uncompressed")
 NETWORKS = ("default", "none", "host")
@@ -56,6 +59,8 @@ class BuildOptions:
     progress: str = "auto"                    # the CLI's choice; the builder only reports events
     quiet: bool = False
     source_date_epoch: int | None = None      # default: --build-arg or $SOURCE_DATE_EPOCH
+    secrets: list[SecretSource] = field(default_factory=list)  # --secret, for RUN --mount=type=secret
+    ssh: list[SshSource] = field(default_factory=list)         # --ssh, for RUN --mount=type=ssh
 
     def validate(self) -> None:
         if self.compression not in COMPRESSIONS:
@@ -70,6 +75,12 @@ class BuildOptions:
         for k in self.labels:
             if not k:
                 raise BuildError("--label needs a non-empty key")
+        for what, given in (("--secret", self.secrets), ("--ssh", self.ssh)):
+            ids = [g.id for g in given]
+            if len(set(ids)) != len(ids):
+                raise BuildError(f"{what}: an id is given twice")
+            for g in given:
+                g.check()
 
     @property
     def storage_compression(self) -> str:
@@ -78,24 +89,30 @@ class BuildOptions:
 
 
 @dataclass
-class BuildEvent:
-    """One thing to show: a step starting (`kind="step"`, CACHED or not), a line
-    of RUN output (`"output"`), a step finishing (`"done"`), or a message
-    (`"notice"`, `"warning"`)."""
-    kind: str
+class BuildEvent(ProgressEvent):
+    """One thing to show, in storage.progress's one event type: a step starting
+    (`action="step"`, CACHED or not), a line of RUN output (`"output"`), a step
+    finishing (`"done"`), or a message (`"notice"`, `"warning"`, `"runtime"` for
+    what the runtime reports while a RUN step starts). `current`/`total` are the
+    instruction's place in its stage (FROM is 1) and the stage's length; `id` is `#N`."""
     step: int = 0                 # #N: steps numbered in the order they run, across stages
     stage: str | None = None      # stage name, or stage-<i> when unnamed; None for one-stage builds
-    index: int = 0                # k: the instruction's place in its stage (FROM is 1)
-    total: int = 0                # n: instructions in the stage
     instruction: str = ""         # as written, variables not expanded
     cached: bool = False
     metadata: bool = False        # config-only step (BuildKit shows none of these)
-    text: str = ""                # an output line, or the message
     elapsed: float = 0.0          # seconds, for "done"
+
+    @property
+    def kind(self) -> str:
+        return self.action
+
+    @property
+    def index(self) -> int:
+        return self.current
 
     def header(self) -> str:
         """`#N [stage k/n] INSTRUCTION` as soko build prints it."""
-        where = f"{self.stage} {self.index}/{self.total}" if self.stage else f"{self.index}/{self.total}"
+        where = f"{self.stage} {self.current}/{self.total}" if self.stage else f"{self.current}/{self.total}"
         return f"#{self.step} [{where}] {self.instruction}"
 
 

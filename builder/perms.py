@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from .errors import BuildError
+from .errors import BuildError, StepError
 
 ReadFile = Callable[[str], "bytes | None"]
 MAX_ID = 2**31 - 1
@@ -32,6 +32,14 @@ def _number(text: str) -> int | None:
         if value <= MAX_ID:
             return value
     return None
+
+
+def resolve_owner(view, spec: str, cmd, filename: str) -> tuple[int, int]:
+    """`resolve_chown` through an image's files, failing the step at `cmd`'s line."""
+    try:
+        return resolve_chown(spec, view.read_file)
+    except BuildError as e:
+        raise StepError(str(e), cmd.line, filename) from None
 
 
 def resolve_chown(spec: str, read_file: ReadFile) -> tuple[int, int]:

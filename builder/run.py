@@ -4,21 +4,26 @@ The command sees the image's ENV, the ARGs declared so far (ENV wins), and
 proxy build args; PATH is added when the image has none. Heredocs follow
 BuildKit: `RUN <<EOF` alone runs the body with the shell (or, when it starts
 with `#!`, as a script mounted at /dev/pipes/EOF); any other heredoc use is
-handed to the shell whole, body included.
+handed to the shell whole, body included. `--mount`s are made by mounts.py;
+their contents never reach the layer, and of a secret only its id, target
+and options reach the key.
 """
 from __future__ import annotations
 
 import os
 from collections import deque
+from contextlib import ExitStack
 from pathlib import Path
 
 from . import cache as cachemod
-from . import history, layerio
+from . import history, layerio, mounts
 from .args import env_dict
 from .dispatch import DEFAULT_PATH
-from .errors import RunFailed, StepError
+from .errors import DockerfileError, RunFailed, StepError
 from .instructions import Run
+from .options import BuildEvent
 from .parse import _HEREDOC_RE
+from .stepctx import Job, StepContext
 
 OUTPUT_TAIL = 40
 
@@ -45,22 +50,28 @@ def argv_of(state, cmd: Run) -> tuple[list[str], dict[str, bytes]]:
     return [*state.shell(), text], {}
 
 
-def job(exe, state, stage, cmd: Run):
-    from .executor import Job
-
+def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
     argv, files = argv_of(state, cmd)
     if not argv:
-        raise StepError("RUN: empty command", cmd.line, exe.plan.filename)
+        raise StepError("RUN: empty command", cmd.line, ctx.filename)
     env = state.env()
     run_args = state.args.run_args(env)
     run_env = state.args.run_env(env)
     if "PATH" not in env_dict(run_env):
         run_env.append(f"PATH={DEFAULT_PATH}")
-    network = cmd.network or exe.opts.network
+    network = cmd.network or ctx.opts.network
     if network == "default":
         network = "host"  # no build network of our own yet
+    resolved = []
+    for i, spec in enumerate(cmd.mounts):
+        try:
+            resolved.append(spec.resolve(lambda v: state.word(v, cmd), state.workdir(), i))
+        except ValueError as e:
+            raise DockerfileError(f"RUN --mount={spec.text}: {e}", cmd.line, ctx.filename) from None
+    prepared = mounts.prepare(ctx, resolved, stage.index, cmd.line)
+    extra = {"mounts": prepared.records} if prepared.records else {}  # absent when unused: older keys stay valid
     key = cachemod.key(state.key, run=argv, args=run_args, network=network,
-                       files={k: v.decode(errors="replace") for k, v in files.items()}, **exe._key_extra())
+                       files={k: v.decode(errors="replace") for k, v in files.items()}, **extra, **ctx.key_extra())
     created_by = history.run_text(argv, run_args)
     diff_ids = list(state.config.diff_ids)
     user = state.cfg.get("User") or ""
@@ -81,13 +92,16 @@ def job(exe, state, stage, cmd: Run):
             for line in lines:
                 text = line.decode("utf-8", "replace").rstrip("\r")
                 tail.append(text)
-                exe.emit(exe._event("output", stage, 0, 0, text))
+                ctx.output(stage, text)
 
-        with exe.staging() as tmp:
+        def on_event(kind: str, message: str) -> None:
+            ctx.emit(BuildEvent(action="runtime", id=kind, text=message))
+
+        with ctx.staging() as tmp, ExitStack() as stack:
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
-            mounts = []
+            step_mounts, secret_env = mounts.realize(ctx, prepared, stack, tmp, cmd.line)
             if files:
                 pipes = tmp / "pipes"
                 pipes.mkdir()
@@ -95,23 +109,23 @@ def job(exe, state, stage, cmd: Run):
                     host = pipes / os.path.basename(target)
                     host.write_bytes(data)
                     host.chmod(0o755)
-                    mounts.append((str(host), target, True))
+                    step_mounts.append((str(host), target, True))
             try:
-                code = run_step(exe.store, diff_ids, upper, work, argv, run_env, user, workdir, network,
-                                mounts, on_output)
+                code = run_step(ctx.store, diff_ids, upper, work, argv, run_env + secret_env, user, workdir,
+                                network, step_mounts, on_output, on_event=on_event)
             except ContainerError as e:
                 raise StepError(f"process \"{' '.join(argv)}\" could not run: {e}", cmd.line,
-                                exe.plan.filename) from None
+                                ctx.filename) from None
             if pending[0]:
                 on_output(b"\n")
             if code != 0:
                 shown = " ".join(argv)
                 raise RunFailed(f"process \"{shown}\" did not complete successfully: exit code: {code}",
-                                cmd.line, exe.plan.filename, list(tail), code)
+                                cmd.line, ctx.filename, list(tail), code)
             if not any(upper.iterdir()) and not _opaque(upper):
                 return None
-            layer = layerio.write_upper(exe.store, upper, exe.opts.storage_compression, exe.epoch)
-            layerio.adopt(exe.store, [*diff_ids, layer.diff_id], upper)
+            layer = layerio.write_upper(ctx.store, upper, ctx.opts.storage_compression, ctx.epoch)
+            layerio.adopt(ctx.store, [*diff_ids, layer.diff_id], upper)
             return layer
 
     return Job(key, created_by, produce)

@@ -1,7 +1,7 @@
 """Multi-stage builds as a graph: which stages the target needs, in order.
 
 A stage depends on an earlier stage when its FROM names it, or when a
-`COPY --from` names it (by name or index). Names are expanded with the
+`COPY --from` or a `RUN --mount=...,from=` names it (by name or index). Names are expanded with the
 global ARGs, as FROM lines are. Stages the target does not reach are never
 built.
 """
@@ -12,7 +12,7 @@ from typing import Mapping
 
 from .errors import BuildError, DockerfileError, ExpansionError
 from .expand import Lexer
-from .instructions import Arg, Command, Copy, From, convert
+from .instructions import Arg, Command, Copy, From, Run, convert
 from .parse import Dockerfile
 
 
@@ -66,8 +66,11 @@ class Plan:
         if base is not None:
             deps.append(base)
         for c in stage.commands:
-            if isinstance(c, Copy) and c.from_:
-                dep = self.lookup(_expand(c.from_, env, lexer, c, self.filename), stage.index)
+            refs = [c.from_] if isinstance(c, Copy) and c.from_ else []
+            if isinstance(c, Run):
+                refs = [m.options["from"] for m in c.mounts if m.options.get("from")]
+            for ref in refs:
+                dep = self.lookup(_expand(ref, env, lexer, c, self.filename), stage.index)
                 if dep is not None and dep not in deps:
                     deps.append(dep)
         return deps

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "run": "run:run_cmd",
     "serve": "serve:serve_cmd",
     "build": "build:build_cmd",
+    "builder": "buildcache:builder_group",
     "push": "transfer:push_cmd",
     "pull": "transfer:pull_cmd",
     "copy": "transfer:copy_cmd",

@@ -30,7 +30,9 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--no-cache", is_flag=True)
 @click.option("--label", "labels", multiple=True)
 @click.option("--network", type=click.Choice(["default", "none", "host"]), default="default")
-@click.option("--secret", "secrets", multiple=True, help="id=ID,src=PATH (not yet supported).")
+@click.option("--secret", "secrets", multiple=True,
+              help="id=ID[,src=FILE|env=VAR]: lent to RUN --mount=type=secret, never stored.")
+@click.option("--ssh", "ssh", multiple=True, help="default|ID=SOCKET: an ssh-agent for RUN --mount=type=ssh.")
 @click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
 @click.option("-o", "--output", "outputs", multiple=True, help="type=oci|docker,dest=FILE")
 @click.option("--push", is_flag=True, help="Push the tags after building.")
@@ -40,21 +42,23 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("-q", "--quiet", is_flag=True, help="Print the image ID only.")
 @click.argument("context", type=click.Path(exists=True, allow_dash=True))  # a file: the builder says why not
 @click.pass_context
-def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache, labels, network, secrets,
+def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache, labels, network, secrets, ssh,
               compression, outputs, push, cache_from, cache_to, progress, quiet, context) -> None:
     """Build an image from a Dockerfile (CONTEXT -: the Dockerfile from stdin and no context, as docker)."""
     from builder import BuildOptions, Output
+    from builder.secrets import SecretSource, SshSource
 
     from ..errors import SokoError
 
-    if secrets or cache_from or cache_to:
-        raise SokoError("--secret, --cache-from and --cache-to are not supported yet")
+    if cache_from or cache_to:
+        raise SokoError("--cache-from and --cache-to are not supported yet")
     if context == "-" and dockerfile == "-":
         raise click.UsageError("the Dockerfile and the context cannot both come from stdin")
     opts = BuildOptions(
         context=context, tags=list(tags), build_args=_pairs(build_args, "--build-arg"), target=target,
         no_cache=no_cache, labels=_pairs(labels, "--label"), network=network, compression=compression,
-        output=[Output.parse(o) for o in outputs], progress="quiet" if quiet else progress, quiet=quiet)
+        output=[Output.parse(o) for o in outputs], progress="quiet" if quiet else progress, quiet=quiet,
+        secrets=[SecretSource.parse(s) for s in secrets], ssh=[SshSource.parse(s) for s in ssh])
     if dockerfile == "-" or context == "-":
         opts.dockerfile_text = _stdin_dockerfile()
     elif dockerfile is not None:
@@ -99,6 +103,8 @@ def _build(ctx: click.Context, opts, push: bool) -> None:
             click.echo(f"#{ev.step} {ev.text}")
         elif ev.kind == "done" and not ev.metadata and not ev.cached:
             click.echo(f"#{ev.step} DONE {ev.elapsed:.1f}s")
+        elif ev.kind == "runtime" and ev.id == "fallback":
+            click.echo(f"NOTE: {ev.text}", err=True)
 
     try:
         result = build(store, opts, on_event)

@@ -16,7 +16,7 @@ from ..render import human_size
               is_flag=False, flag_value="")
 @click.option("--untagged", is_flag=True, help="With --registry: also delete manifests no tag refers to.")
 @click.option("--cache-max-age", type=float, default=7 * 86400.0, show_default=True,
-              help="Forget build cache entries unused for this many seconds (0: all).")
+              help="Forget build cache entries, cache mounts and downloads unused for this many seconds (0: all).")
 @click.pass_context
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str | None, untagged: bool,
            cache_max_age: float) -> None:
@@ -32,10 +32,15 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str |
                    f"kept {r.blobs_kept} blobs")
         return
     from builder.cache import BuildCache
+    from builder.cachemounts import CacheMounts
+    from builder.remote import prune_urls
     from storage import gc
 
     store = ctx.obj.image_store()
-    dropped = 0 if dry_run else BuildCache(store).prune(cache_max_age)  # releases their layers first
+    dropped = 0
+    if not dry_run:  # the build cache first: it releases the layers and downloads it holds
+        dropped = BuildCache(store).prune(cache_max_age)
+        dropped += len(CacheMounts(store).prune(cache_max_age)) + len(prune_urls(store, cache_max_age))
     report = gc.collect(store, dry_run=dry_run, grace=grace)
     from runtime import snapshots
 

@@ -1,6 +1,8 @@
 """Parsing: what dockerfile-parse gives plus heredocs, flags, directives, blank continuations."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from builder.errors import DockerfileError
@@ -95,7 +97,25 @@ def test_json_and_shell_forms():
     ("RUN x\nFROM a\n", "Dockerfile:1: no build stage in current context"),
     ("FROM a\nCOPY x\n", "Dockerfile:2: COPY requires at least two arguments"),
     ("FROM a\nCOPY --frm=x a b\n", "Dockerfile:2: unknown flag: --frm"),
-    ("FROM a\nRUN --mount=type=cache,target=/x make\n", "Dockerfile:2: RUN --mount is not supported"),
+    ("FROM a\nRUN --mount=type=nfs,target=/x make\n",
+     "Dockerfile:2: RUN --mount=type=nfs,target=/x: unsupported mount type 'nfs'"),
+    ("FROM a\nRUN --mount=type=cache,target=/x,colour=red make\n", "Dockerfile:2: RUN --mount=.*unknown option 'colour'"),
+    ("FROM a\nRUN --mount=type=tmpfs,target=/x,id=a make\n", "Dockerfile:2: .*'id' does not apply to type=tmpfs"),
+    ("FROM a\nRUN --mount=type=cache,target=/x,sharing=maybe x\n", "Dockerfile:2: .*sharing=maybe: expected shared"),
+    ("FROM a\nRUN --mount=type=cache,target=/x,mode=0999 x\n", "Dockerfile:2: .*mode=0999: not an octal number"),
+    ("FROM a\nRUN --mount=type=cache,target=/x,uid=root x\n", "Dockerfile:2: .*uid=root: not a number"),
+    ("FROM a\nRUN --mount=type=tmpfs,target=/x,size=lots x\n", "Dockerfile:2: .*size=lots: not a size"),
+    ("FROM a\nRUN --mount=type=secret,id=a,required=perhaps x\n", "Dockerfile:2: .*required=perhaps: expected true"),
+    ("FROM a\nRUN --mount=type=secret,id=a,env=1BAD x\n", "Dockerfile:2: .*env=1BAD: not a variable name"),
+    ("FROM a\nRUN --mount=type=cache x\n", "Dockerfile:2: .*type=cache needs a target"),
+    ("FROM a\nRUN --mount=type=secret,mode=0400 x\n", "Dockerfile:2: .*a secret needs id="),
+    ("FROM a\nRUN --mount=type=cache,target=/x,id x\n", "Dockerfile:2: .*option 'id' needs a value"),
+    ("FROM a\nRUN --mount=target=/x --mount=type=cache,target=/x x\n", "Dockerfile:2: .*two mounts on the same"),
+    ("FROM a\nCOPY --parents=maybe x y/\n", "Dockerfile:2: expecting boolean value for flag --parents"),
+    ("FROM a\nADD --keep-git-dir=true x.tar y/\n", "Dockerfile:2: ADD --keep-git-dir can only be used with git"),
+    ("FROM a\nADD --checksum=md5:00 http://h/x y\n", "Dockerfile:2: invalid --checksum 'md5:00'"),
+    ("FROM a\nCOPY --exclude= x y\n", "Dockerfile:2: COPY --exclude needs a pattern"),
+    ("FROM a\nCOPY --keep-git-dir x y\n", "Dockerfile:2: unknown flag: --keep-git-dir"),
     ("FROM a\nRUN --network=bridge x\n", "Dockerfile:2: unsupported network mode"),
     ("FROM a\nCOPY --from=a --from=b x y\n", "Dockerfile:2: duplicate flag specified: --from"),
     ("FROM a\nCOPY --link=maybe x y\n", "Dockerfile:2: expecting boolean value"),
@@ -113,7 +133,7 @@ def test_json_and_shell_forms():
 def test_bad_lines_report_their_line(text, message):
     with pytest.raises(DockerfileError) as e:
         plan(parse(text))
-    assert str(e.value).startswith(message)
+    assert re.match(message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\["), str(e.value)), str(e.value)
 
 
 def test_typed_commands():

@@ -1,0 +1,11 @@
+"""Layer steps by instruction type, as dispatch.HANDLERS is for config-only ones.
+
+Each entry takes (StepContext, StageState, Stage, Command) and returns a
+stepctx.Job: the step's cache key and how to make its layer on a miss.
+"""
+from __future__ import annotations
+
+from . import copy, run, workdir
+from .instructions import Copy, Run, Workdir
+
+LAYER_STEPS = {Run: run.job, Copy: copy.job, Workdir: workdir.job}

@@ -1,0 +1,43 @@
+"""WORKDIR's layer half: Docker commits a layer creating the directory when the image lacks it."""
+from __future__ import annotations
+
+import stat
+
+from . import cache as cachemod
+from . import dispatch, layerio
+from .errors import BuildError, StepError
+from .instructions import Workdir
+from .perms import resolve_owner
+from .stepctx import Job, StepContext
+from .tree import Tree
+
+
+def job(ctx: StepContext, state, stage, cmd: Workdir) -> Job:
+    created_by = dispatch.do_workdir(state, cmd)
+    path = state.workdir()
+    key = cachemod.key(state.key, step=created_by, **ctx.key_extra())
+    diff_ids = list(state.config.diff_ids)
+    user = state.cfg.get("User") or ""
+
+    def produce():
+        if path == "/":
+            return None
+        view = layerio.RootView(ctx.store, diff_ids)
+        parts, entry = view.resolve(path)
+        if entry is not None:
+            if not stat.S_ISDIR(entry.st.st_mode):
+                raise StepError(f"WORKDIR {path}: exists and is not a directory", cmd.line, ctx.filename)
+            return None
+        uid, gid = resolve_owner(view, user, cmd, ctx.filename) if user else (0, 0)
+        with ctx.staging() as root:
+            tree = Tree(root, view, uid, gid)
+            try:
+                tree.ensure_dir(parts)
+            except BuildError as e:
+                raise StepError(f"WORKDIR {path}: {e}", cmd.line, ctx.filename) from None
+            tree.finish()
+            layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch)
+            layerio.adopt(ctx.store, [*diff_ids, layer.diff_id], root)
+            return layer
+
+    return Job(key, created_by, produce)
