@@ -42,8 +42,9 @@ class Route:
     """An endpoint: its handlers by method and what a caller needs to use it.
     `access`: "repository" (pull to read; pull+push to write; delete to delete),
     "push" (pull+push whatever the method: upload sessions), "signed-in" (any
-    credentials once the registry has accounts), "listing" (signed in; the answer
-    is filtered to what the caller may pull), or "public"."""
+    credentials once the registry has accounts), "catalog" (signed in; the answer
+    is filtered to what the caller may pull), "search" (the same, anonymous too:
+    `docker search` sends no credentials it has no identity token for), or "public"."""
     handlers: dict[str, Handler]
     access: str
 
@@ -136,7 +137,7 @@ class Server:
             return
         if route.access in ("signed-in", "catalog", "search"):
             scope = _LISTING_SCOPES.get(route.access)
-            if self.auth.required and principal.via == "anonymous":
+            if self.auth.required and principal.via == "anonymous" and route.access != "search":
                 raise self.auth.challenge(request, scopes=[scope] if scope else ())
             if scope is not None and principal.token is not None and not principal.token.own:
                 self.auth.authorize(request, principal, [scope])

@@ -217,3 +217,21 @@ def test_a_bad_config_starts_nothing(tmp_path, how, soko):
     assert not (tmp_path / "root").exists()  # nothing was created
     with socket.socket() as s:  # and nothing listens
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_robot_secret_and_token_key_make_a_working_config(soko, fresh_server, tmp_path):
+    out = soko("registry", "robot-secret", "builder", "--namespace", "ci", "--expires", "2099-01-01").stdout
+    first, blank, *table = out.splitlines()
+    assert first.startswith("secret of robot$builder (shown once, keep it): ") and blank == ""
+    secret = first.rsplit(" ", 1)[1]
+    assert secret not in "\n".join(table) and len(secret) >= 32
+    keys = soko("registry", "token-key", tmp_path / "keys").stdout
+    access = '\n[[access]]\naccount = "robot$builder"\nrepository = "ci/**"\nactions = ["pull", "push"]\n'
+    srv = fresh_server.configure("\n".join(table) + "\n" + keys + access).start()
+    from .teams import Tokens, claims
+
+    status, body = Tokens(srv).get("robot$builder", secret, ["repository:ci/app:push"])
+    assert status == 200 and claims(body["token"])["access"][0]["actions"] == ["push"]
+    assert Tokens(srv).get("robot$builder", secret + "x")[0] == 401
+    r = soko("registry", "robot-secret", "Bad Name", "--namespace", "ci", check=False)
+    assert r.returncode == 2 and "invalid robot name" in r.stderr
