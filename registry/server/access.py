@@ -9,9 +9,9 @@ besides, whatever the first matching `anonymous` rule allows, everyone may
 do. No matching rule: nothing. A robot never reaches outside its namespaces
 (beyond what anonymous may), and `readers` never get more than pull.
 
-Without any rule: with no accounts at all the registry is open; with accounts,
-every signed-in account may do everything and anonymous nothing (what soko's
-htpasswd mode always did).
+Without any rule: with no accounts (and no token auth) the registry is open;
+with accounts, every signed-in account may do everything and anonymous nothing
+(what soko's htpasswd mode always did).
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class AccessControl:
         self.directory = directory
         self.rules = [_rule(r) for r in config.access]
         self.readers = frozenset(config.readers)
-        self.open = not config.has_accounts and not self.rules
+        # nobody to tell apart and no rule: everyone may do everything (tokens always decide for themselves)
+        self.open = not config.has_accounts and not self.rules and config.token is None
 
     def _first(self, identities: set[str], repository: str) -> frozenset[str]:
         for rule in self.rules:

@@ -297,3 +297,66 @@ def test_catalog_and_search_list_only_what_the_caller_may_pull(team):
         ["team/alpha"]
     r = tokens.client("alice", []).request("GET", "/v1/search?q=a&n=1000")
     assert r.status == 400 and r.codes == ["PAGINATION_NUMBER_INVALID"]
+
+
+def test_external_issuers(fresh_server, tmp_path):
+    """--token-realm/--token-issuer/--token-service/--token-cert: tokens of another issuer,
+    one naming its key by an x5c chain (the client tests' token server) and one by a
+    libtrust kid (another soko)."""
+    import base64
+    import json
+    import urllib.request
+
+    from registry.server.keys import make_signer
+    from tests.client.client_helpers import TokenServer
+
+    from .conftest import RegistryProc
+
+    def fetch(realm: str, service: str, user: str, password: str, scope: str) -> str:
+        req = urllib.request.Request(f"{realm}?service={service}&scope={scope}", headers={
+            "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())["token"]
+
+    with TokenServer(tmp_path / "ts", {"tester": "s3cret"}) as ts:
+        srv = fresh_server
+        srv.args = ["--token-realm", ts.realm, "--token-issuer", ts.issuer, "--token-service", ts.service,
+                    "--token-cert", str(ts.bundle)]
+        srv.start()
+        r = srv.client().request("GET", "/v2/app/manifests/1")
+        assert challenge(r.header("WWW-Authenticate")) == {"realm": ts.realm, "service": ts.service,
+                                                           "scope": "repository:app:pull"}
+        assert srv.client().request("GET", "/token").status == 404  # no endpoint of its own
+        tok = fetch(ts.realm, ts.service, "tester", "s3cret", "repository:app:pull,push")
+        digest, raw = srv.client(auth=f"Bearer {tok}").push_image("app", "1")
+        r = srv.client(auth=f"Bearer {tok}").request("GET", "/v2/_catalog")
+        assert r.status == 401 and challenge(r.header("WWW-Authenticate"))["scope"] == "registry:catalog:*"
+        cat = fetch(ts.realm, ts.service, "tester", "s3cret", "registry:catalog:*")
+        assert srv.client(auth=f"Bearer {cat}").request("GET", "/v2/_catalog").json()["repositories"] == ["app"]
+        assert srv.client().request("GET", "/v2/app/manifests/1").status == 401  # no token, no pull
+        srv.stop()
+
+    # another soko issues the tokens (key named by kid), this one only checks them
+    key, cert = make_signer(tmp_path / "issuer-keys", ec_key=False)
+    issuer = RegistryProc(tmp_path / "issuer-root")
+    issuer.configure(team_config(token={"key": str(key), "cert": str(cert), "service": "shared",
+                                        "issuer": "soko-a"})).start()
+    try:
+        checker = RegistryProc(tmp_path / "checker-root")
+        checker.args = ["--token-realm", f"http://127.0.0.1:{issuer.port}/token", "--token-issuer", "soko-a",
+                        "--token-service", "shared", "--token-cert", str(cert)]
+        checker.start()
+        try:
+            tok = fetch(f"http://127.0.0.1:{issuer.port}/token", "shared", "alice", PASSWORDS["alice"],
+                        "repository:team/app:pull,push")
+            checker.client(auth=f"Bearer {tok}").push_image("team/app", "1")
+            bob = fetch(f"http://127.0.0.1:{issuer.port}/token", "shared", "bob", PASSWORDS["bob"],
+                        "repository:team/app:pull,push")
+            c = checker.client(auth=f"Bearer {bob}")
+            assert c.request("GET", "/v2/team/app/manifests/1").status == 200
+            r = c.request("POST", "/v2/team/app/blobs/uploads/")
+            assert r.status == 401 and challenge(r.header("WWW-Authenticate"))["error"] == "insufficient_scope"
+        finally:
+            checker.stop()
+    finally:
+        issuer.stop()
