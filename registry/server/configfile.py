@@ -18,7 +18,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Annotated, Callable, Iterable
+from typing import Any, Annotated, Callable, Iterable, Iterator
 
 from ..errors import ConfigError
 
@@ -28,6 +28,7 @@ Duration = Annotated[float, DURATION]
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SCALAR_END = re.compile(r"[^,\]}\n#]*")
 
 
 class ConfigProblem(Exception):
@@ -74,22 +75,13 @@ def parse_duration(value: Any, key: Key) -> float:
     return float(value)
 
 
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (dict, "a table"),
+          (list, "an array"), ((datetime.datetime, datetime.date, datetime.time), "a date/time"))
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return "a date/time"
-    return type(value).__name__
+    """What a TOML value is, in the words of an error message."""
+    return next((name for t, name in _KINDS if isinstance(value, t)), type(value).__name__)
 
 
 # -- building dataclasses from parsed TOML -------------------------------------------------
@@ -309,12 +301,7 @@ class _Scanner:
                 table = self.resolve(names)
                 self.out.setdefault(table, self.line(start))
             else:
-                names = self.key()
-                path = (*table, *names)
-                self.out.setdefault(path, self.line(start))
-                self.skip_blank(False)
-                self.i += 1  # =
-                self.value(path)
+                self.assignment(table)
 
     def resolve(self, names: tuple[str, ...]) -> Key:
         """A header's names, with each array of tables replaced by its last element."""
@@ -365,45 +352,44 @@ class _Scanner:
                 return raw
         return raw
 
+    def assignment(self, table: Key) -> None:
+        """`key = value` (dotted keys too), recorded under `table`."""
+        start = self.i
+        path = (*table, *self.key())
+        self.out.setdefault(path, self.line(start))
+        self.skip_blank(False)
+        self.i += 1  # =
+        self.value(path)
+
+    def items(self, close: str) -> Iterator[int]:
+        """Step through a bracketed value, yielding each element's index at its start."""
+        self.i += 1
+        index = 0
+        while True:
+            self.skip_blank(True)
+            if self.peek() == close:
+                self.i += 1
+                return
+            if self.peek() == ",":
+                self.i += 1
+                continue
+            yield index
+            index += 1
+
     def value(self, path: Key) -> None:
         self.skip_blank(False)
         c = self.peek()
         if c in ('"', "'"):
             self.string()
         elif c == "{":
-            self.i += 1
-            while True:
-                self.skip_blank(True)
-                if self.peek() == "}":
-                    self.i += 1
-                    return
-                if self.peek() == ",":
-                    self.i += 1
-                    continue
-                start = self.i
-                names = self.key()
-                sub = (*path, *names)
-                self.out.setdefault(sub, self.line(start))
-                self.skip_blank(False)
-                self.i += 1  # =
-                self.value(sub)
+            for _ in self.items("}"):
+                self.assignment(path)
         elif c == "[":
-            self.i += 1
-            index = 0
-            while True:
-                self.skip_blank(True)
-                if self.peek() == "]":
-                    self.i += 1
-                    return
-                if self.peek() == ",":
-                    self.i += 1
-                    continue
+            for index in self.items("]"):
                 self.out.setdefault((*path, index), self.line())
                 self.value((*path, index))
-                index += 1
         else:  # number, boolean, date/time: up to the next delimiter
-            m = re.compile(r"[^,\]}\n#]*").match(self.s, self.i)
-            self.i = m.end()
+            self.i = _SCALAR_END.match(self.s, self.i).end()
 
 
 def _escaped(s: str, pos: int) -> bool:

@@ -103,6 +103,12 @@ def make_signer(directory: Path, common_name: str = "soko token signer", ec_key:
                                          key_agreement=False, encipher_only=False, decipher_only=False),
                            critical=True)
             .sign(key, hashes.SHA256()))
+    save_pair(key, cert, key_path, cert_path)
+    return key_path, cert_path
+
+
+def save_pair(key, cert: x509.Certificate, key_path: Path, cert_path: Path) -> None:
+    """Write a private key (0600) and its certificate, each whole or not at all."""
     tmp = key_path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -112,4 +118,3 @@ def make_signer(directory: Path, common_name: str = "soko token signer", ec_key:
     tmp = cert_path.with_suffix(".tmp")
     tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     os.replace(tmp, cert_path)
-    return key_path, cert_path

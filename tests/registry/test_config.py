@@ -123,7 +123,7 @@ BAD = [
     ('[[access]]\naccount = "anonymous"\nrepository = "x"\nactions = ["pull", "fly"]\n', 4,
      "access[1].actions[2]: unknown action 'fly'"),
     ('[[access]]\naccount = "zed"\nrepository = "x"\n', 2, "access[1].account: unknown user 'zed'"),
-    (f'[robots."robot$ci"]\nnamespaces = ["ci"]\n', 1, 'robots."robot$ci".secret: a robot needs its secret'),
+    ('[robots."robot$ci"]\nnamespaces = ["ci"]\n', 1, 'robots."robot$ci".secret: a robot needs its secret'),
     (f'[robots."ci"]\nsecret = "{HASH}"\nnamespaces = ["ci"]\n', 1, 'robots.ci: robot names start with'),
     ('[users]\nalice = "plain-text"\n', 2, "users.alice: not a bcrypt hash"),
     (f'[users]\nalice = "{HASH}"\n[groups]\ndevs = ["alice",\n   "bob"]\n', 5, "groups.devs[2]: unknown user 'bob'"),

@@ -17,7 +17,6 @@ from tests.client.client_helpers import start_distribution
 from tests.conftest import need_root
 from tests.interop.tools import Containers, need_tool, run
 
-from .conftest import DOCKER_MANIFEST, OCI_MANIFEST
 from .layouts import busybox_layout
 from .teams import PASSWORDS, ROBOT, ROBOT_SECRET, basic, team_config
 
