@@ -197,12 +197,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("how", ["module", "soko"])
-def test_a_bad_config_starts_nothing(tmp_path, how, soko):
+NOT_STARTED = {
+    "bad glob": ('[[access]]\naccount = "anonymous"\nrepository = "x["\n', 6,
+                 "access[1].repository: bad glob 'x[': unclosed '[' at position 2"),
+    "unknown key": ('[gc]\nintervall = "1h"\n', 5, "gc.intervall: unknown key 'intervall' (did you mean 'interval'?)"),
+    "bad type": ('[limits]\nmax_client_uploads = "many"\n', 5,
+                 "limits.max_client_uploads: expected an integer, got a string"),
+    "robot without secret": ('[robots."robot$ci"]\nnamespaces = ["ci"]\n', 4,
+                             'robots."robot$ci".secret: a robot needs its secret\'s bcrypt hash '
+                             '(soko registry robot-secret makes one)'),
+}
+
+
+@pytest.mark.parametrize("how,case", [("module", c) for c in NOT_STARTED] + [("soko", "bad glob")])
+def test_a_bad_config_starts_nothing(tmp_path, how, case, soko):
     port = _free_port()
+    text, line, message = NOT_STARTED[case]
     path = tmp_path / "bad.toml"
-    path.write_text(f'addr = "127.0.0.1:{port}"\nroot = "{tmp_path}/root"\n\n[[access]]\n'
-                    f'account = "anonymous"\nrepository = "x["\n')
+    path.write_text(f'addr = "127.0.0.1:{port}"\nroot = "{tmp_path}/root"\n\n{text}')
     if how == "module":
         p = subprocess.run([sys.executable, "-m", "registry.server", "--config", str(path)], capture_output=True,
                            text=True, cwd=REPO, timeout=60)
@@ -211,12 +223,23 @@ def test_a_bad_config_starts_nothing(tmp_path, how, soko):
         r = soko("serve", "--config", path, check=False, timeout=60)
         code, out, err = r.returncode, r.stdout, r.stderr
     assert code == 1 and "listening" not in out + err
-    assert err.strip().splitlines() == [
-        f"{'error' if how == 'module' else 'soko'}: {path}:6: access[1].repository: bad glob 'x[': unclosed '[' "
-        "at position 2"], err
+    assert err.strip().splitlines() == [f"{'error' if how == 'module' else 'soko'}: {path}:{line}: {message}"], err
     assert not (tmp_path / "root").exists()  # nothing was created
     with socket.socket() as s:  # and nothing listens
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_flags_win_over_the_file_in_a_running_server(fresh_server, tmp_path):
+    with socket.socket() as busy:  # the file's address is taken: only the flag's can work
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        srv = fresh_server.configure({"addr": f"127.0.0.1:{busy.getsockname()[1]}", "root": "/nonexistent/x",
+                                      "read_only": False})
+        srv.args += ["--read-only"]
+        srv.start()
+        assert srv.port != busy.getsockname()[1] and (srv.root / "metadata.db").exists()
+        r = srv.client().request("POST", "/v2/x/blobs/uploads/")
+        assert r.status == 405 and "read-only" in r.json()["errors"][0]["message"]
 
 
 def test_robot_secret_and_token_key_make_a_working_config(soko, fresh_server, tmp_path):
