@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -43,6 +44,7 @@ class Principal:
 
 
 ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS_ACCOUNT)
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 PRINCIPAL = web.RequestKey("soko_principal", Principal)
 
 
@@ -83,21 +85,16 @@ class Authenticator:
 
     def bound(self, port: int) -> None:
         """The real port is known (port 0 in the config): the default service name follows it."""
+        host = self.config.host
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if self.token_opts is None:
             return
-        service = self.service_for(port)
+        service = self.token_opts.service or self.address
         issuer = self.token_opts.issuer
         self.verifier = TokenVerifier(self._trust, issuer, service, own=not self.token_opts.external)
         if self._key is not None:
             self.issuer = TokenIssuer(self._key, issuer, service, self.token_opts.expiration,
                                       self.token_opts.refresh_expiration)
-
-    def service_for(self, port: int) -> str:
-        if self.token_opts and self.token_opts.service:
-            return self.token_opts.service
-        host = self.config.host
-        shown = f"[{host}]" if ":" in host else host
-        return f"{shown}:{port}"
 
     @property
     def service(self) -> str:
@@ -110,9 +107,11 @@ class Authenticator:
         return self.mode != "open"
 
     def realm(self, request: web.Request) -> str:
+        """The configured realm, else this server's /token under the name the client used for it."""
         if self.token_opts and self.token_opts.realm:
             return self.token_opts.realm
-        return f"{request.scheme}://{request.host}/token"
+        host = request.host if _HOST_RE.fullmatch(request.host or "") else self.address
+        return f"{request.scheme}://{host}/token"
 
     # -- answers -----------------------------------------------------------------------------------
     def challenge(self, request: web.Request, message: str = "authentication required",

@@ -29,6 +29,11 @@ def test_challenges_name_the_scope_each_request_needs(team):
     assert r.status == 401 and r.codes == ["UNAUTHORIZED"]
     ch = challenge(r.header("WWW-Authenticate"))
     assert ch == {"realm": f"http://127.0.0.1:{srv.port}/token", "service": f"127.0.0.1:{srv.port}"}
+    # the realm follows the name the client used, unless that name could break the header
+    r = c.request("GET", "/v2/", headers={"Host": f"localhost:{srv.port}"})
+    assert challenge(r.header("WWW-Authenticate"))["realm"] == f"http://localhost:{srv.port}/token"
+    r = c.request("GET", "/v2/", headers={"Host": 'evil",error="x'})
+    assert challenge(r.header("WWW-Authenticate"))["realm"] == f"http://127.0.0.1:{srv.port}/token"
     for method, path, scope in [
         ("GET", "/v2/team/app/manifests/v1", "repository:team/app:pull"),
         ("HEAD", "/v2/team/app/blobs/" + sha256(b"x"), "repository:team/app:pull"),
