@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {
     "copy": "transfer:copy_cmd",
     "login": "transfer:login_cmd",
     "logout": "transfer:logout_cmd",
+    "search": "registry:search_cmd",
+    "registry": "registry:registry_group",
 }
 
 

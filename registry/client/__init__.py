@@ -13,7 +13,7 @@ from .errors import ClientError
 from .options import ClientOptions, CopyResult, Progress, ProgressEvent, PullResult, PushResult, no_progress
 from .tasks import run_sync
 
-__all__ = ["push", "pull", "copy", "login", "logout", "ClientOptions", "ProgressEvent", "PushResult",
+__all__ = ["push", "pull", "copy", "login", "logout", "search", "ClientOptions", "ProgressEvent", "PushResult",
            "PullResult", "CopyResult", "ClientError"]
 
 
@@ -49,3 +49,9 @@ def logout(registry: str, options: ClientOptions | None = None) -> bool:
     """Forget the registry's credentials; False when there were none."""
     from .login import logout_sync
     return logout_sync(registry, options)
+
+
+def search(term: str, limit: int = 25, options: ClientOptions | None = None) -> list:
+    """Search HOST/TERM (a registry's /v1/search); returns SearchResults."""
+    from .search import search_async
+    return run_sync(search_async(term, limit, options))

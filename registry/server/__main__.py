@@ -9,7 +9,7 @@ import logging
 import sys
 
 from ..errors import RegistryError
-from .config import ServerConfig
+from .config import ServerConfig, flag_overrides
 from .runner import ServerInfo, run
 
 
@@ -17,25 +17,27 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p = argparse.ArgumentParser(prog="python -m registry.server", description=__doc__)
     p.add_argument("--addr", help="HOST:PORT to listen on (port 0: any free port)")
     p.add_argument("--root", help="registry data directory")
-    p.add_argument("--config", help="JSON config file (flags override it)")
+    p.add_argument("--config", help="TOML config file (flags override it; see registry/CONFIG.md)")
     p.add_argument("--tls-cert")
     p.add_argument("--tls-key")
     p.add_argument("--tls-self-signed", action="store_true")
-    p.add_argument("--htpasswd", help="bcrypt htpasswd file: require Basic auth")
+    p.add_argument("--htpasswd", help="bcrypt htpasswd file: users who may sign in")
     p.add_argument("--read-only", action="store_true")
-    p.add_argument("--gc-interval", type=float, help="seconds between online garbage collections")
+    p.add_argument("--audit-log", help="append JSON lines of pushes, pulls, deletes, logins, refusals here")
+    p.add_argument("--token", action="store_true", help="Docker token auth with the built-in /token endpoint")
+    p.add_argument("--token-key", help="private key the built-in token endpoint signs with")
+    p.add_argument("--token-realm", help="token endpoint URL clients are sent to")
+    p.add_argument("--token-issuer", help="issuer name tokens carry")
+    p.add_argument("--token-service", help="service name (token audience)")
+    p.add_argument("--token-cert", help="an external issuer's certificate bundle (its tokens are trusted)")
+    p.add_argument("--gc-interval", help="time between online garbage collections (seconds or e.g. 24h)")
     args = p.parse_args(argv)
-    overrides = {"addr": args.addr, "root": args.root, "htpasswd": args.htpasswd,
-                 "read_only": True if args.read_only else None}
-    if args.tls_cert or args.tls_key or args.tls_self_signed:
-        overrides["tls"] = {"cert": args.tls_cert, "key": args.tls_key, "self_signed": args.tls_self_signed}
-    if args.config:
-        cfg = ServerConfig.from_file(args.config, **overrides)
-    else:
-        cfg = ServerConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
-    if args.gc_interval is not None:
-        cfg.gc.interval = args.gc_interval
-    return cfg
+    overrides = flag_overrides(
+        addr=args.addr, root=args.root, htpasswd=args.htpasswd, read_only=args.read_only, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, tls_self_signed=args.tls_self_signed, token=args.token, token_key=args.token_key,
+        token_realm=args.token_realm, token_issuer=args.token_issuer, token_service=args.token_service,
+        token_cert=args.token_cert, audit_log=args.audit_log, gc_interval=args.gc_interval)
+    return ServerConfig.load(args.config, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

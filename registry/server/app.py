@@ -11,89 +11,159 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 from aiohttp import ClientPayloadError, http_exceptions, web
 
 from ..errors import APIError
-from . import blobs, listing, manifests, uploads
+from . import blobs, listing, manifests, search, tokenservice, uploads
+from .access import AccessControl
+from .accounts import Directory
 from .admission import CLIENT, EXHAUSTED, client_key, too_many
-from .auth import BasicAuth
+from .auth import ANONYMOUS_PRINCIPAL, PRINCIPAL, Authenticator, Principal
 from .bodies import SlowClient, drop_slow
 from .config import ServerConfig
 from .core import Registry
+from .events import Events
 from .ingest import Uploads
+from .policy import Policies
 from .respond import check_name, error_response
+from .tokens import Scope
 
 log = logging.getLogger("soko.registry")
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class Route:
+    """An endpoint: its handlers by method and what a caller needs to use it.
+    `access`: "repository" (pull to read; pull+push to write; delete to delete),
+    "push" (pull+push whatever the method: upload sessions), "signed-in" (any
+    credentials once the registry has accounts), "catalog" (signed in; the answer
+    is filtered to what the caller may pull), "search" (the same, anonymous too:
+    `docker search` sends no credentials it has no identity token for), or "public"."""
+    handlers: dict[str, Handler]
+    access: str
+
 
 # re.S: a newline in a name or tag (%0A) must reach validation (400), not miss every route.
-_ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+_ROUTES: list[tuple[re.Pattern[str], Route]] = [
     (re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$", re.S),
-     {"GET": manifests.get_manifest, "HEAD": manifests.get_manifest,
-      "PUT": manifests.put_manifest, "DELETE": manifests.delete_manifest}),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$", re.S), {"POST": uploads.post_upload}),
+     Route({"GET": manifests.get_manifest, "HEAD": manifests.get_manifest,
+            "PUT": manifests.put_manifest, "DELETE": manifests.delete_manifest}, "repository")),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$", re.S), Route({"POST": uploads.post_upload}, "push")),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)$", re.S),
-     {"GET": uploads.get_upload, "PATCH": uploads.patch_upload, "PUT": uploads.put_upload,
-      "DELETE": uploads.delete_upload}),
+     Route({"GET": uploads.get_upload, "PATCH": uploads.patch_upload, "PUT": uploads.put_upload,
+            "DELETE": uploads.delete_upload}, "push")),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$", re.S),
-     {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob}),
-    (re.compile(r"^/v2/(?P<name>.+)/tags/list$", re.S), {"GET": listing.tags_list, "HEAD": listing.tags_list}),
-    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$", re.S), {"GET": listing.referrers}),
+     Route({"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob}, "repository")),
+    (re.compile(r"^/v2/(?P<name>.+)/tags/list$", re.S),
+     Route({"GET": listing.tags_list, "HEAD": listing.tags_list}, "repository")),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$", re.S), Route({"GET": listing.referrers}, "repository")),
 ]
-_BASE: dict[str, Handler] = {"GET": listing.base, "HEAD": listing.base}
-_CATALOG: dict[str, Handler] = {"GET": listing.catalog}
+_BASE = Route({"GET": listing.base, "HEAD": listing.base}, "signed-in")
+_EXACT: dict[str, Route] = {
+    "/v2/": _BASE, "/v2": _BASE,
+    "/v1/v2/": _BASE,  # `docker search` pings <v1 endpoint>/v2/ to learn the challenge
+    "/v2/_catalog": Route({"GET": listing.catalog}, "catalog"),
+    "/v1/search": Route({"GET": search.search}, "search"),
+    "/v1/_ping": Route({"GET": search.ping, "HEAD": search.ping}, "public"),
+    "/token": Route({"GET": tokenservice.token, "POST": tokenservice.token}, "public"),
+}
+# What a listing asks of an external issuer's token (soko's own tokens and Basic
+# credentials are filtered per account instead).
+_LISTING_SCOPES = {"catalog": Scope("registry", "catalog", ("*",)),
+                   "search": Scope("registry", "catalog", ("search",))}
 
 
 class Server:
-    """Everything a handler needs: the registry state, upload sessions, auth."""
+    """Everything a handler needs: the registry state, upload sessions, who may do what."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
+        self.events = Events()
+        self.directory = Directory(config)
+        self.access = AccessControl(config, self.directory)
+        self.auth = Authenticator(config, self.directory, self.access, self.events)
+        self.policies = Policies(config)
+        self.audit = None
+        if config.audit_log:
+            from .audit import AuditLog
+
+            self.audit = AuditLog(config.audit_log)
+            self.events.subscribe(self.audit)
         self.reg = Registry(config)
         self.uploads = Uploads(self.reg)
-        self.auth = BasicAuth(config.htpasswd, config.realm, config.limits.max_auth_pending) \
-            if config.htpasswd else None
-        self.readers = frozenset(config.readers)
         self._tasks: list[asyncio.Task] = []
 
-    async def authenticate(self, request: web.Request) -> str | None:
-        if self.auth is None:
-            return None
-        return await self.auth.authenticate(request.headers.get("Authorization"), client_key(request, None))
+    def bound(self, port: int) -> None:
+        """The runner's socket is listening on `port`."""
+        self.auth.bound(port)
 
-    def route(self, path: str) -> tuple[dict[str, Handler], dict[str, str]] | None:
-        if path in ("/v2/", "/v2"):
-            return _BASE, {}
-        if path == "/v2/_catalog":
-            return _CATALOG, {}
-        for pattern, handlers in _ROUTES:
-            m = pattern.fullmatch(path)  # `$` alone would allow a trailing newline
-            if m:
-                return handlers, m.groupdict()
+    def route(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        exact = _EXACT.get(path)
+        if exact is not None:
+            return exact, {}
+        if path.startswith("/v2/"):
+            for pattern, route in _ROUTES:
+                m = pattern.fullmatch(path)  # `$` alone would allow a trailing newline
+                if m:
+                    return route, m.groupdict()
         return None
+
+    def event(self, request: web.Request, action: str, **kw) -> None:
+        """An event about this request, its principal as the actor."""
+        principal = request.get(PRINCIPAL)
+        self.events.request_event(request, principal.name if principal else "anonymous", action, **kw)
+
+    def visible(self, principal: Principal) -> Callable[[list[str]], list[str]] | None:
+        """What filters a listing for `principal` (None: it sees everything)."""
+        if self.access.open or (principal.token is not None and not principal.token.own):
+            return None
+        return lambda repos: self.access.visible(principal.account, repos)
+
+    def _needs(self, route: Route, method: str, params: dict[str, str]) -> list[Scope]:
+        name = params.get("name", "")
+        if route.access == "push" or (route.access == "repository" and method in WRITES and method != "DELETE"):
+            return [Scope("repository", name, ("pull", "push"))]
+        if route.access == "repository":
+            return [Scope("repository", name, ("delete",) if method == "DELETE" else ("pull",))]
+        return []
+
+    def _gate(self, request: web.Request, principal: Principal, route: Route, params: dict[str, str]) -> None:
+        if route.access == "public":
+            return
+        if route.access in ("signed-in", "catalog", "search"):
+            scope = _LISTING_SCOPES.get(route.access)
+            if self.auth.required and principal.via == "anonymous" and route.access != "search":
+                raise self.auth.challenge(request, scopes=[scope] if scope else ())
+            if scope is not None and principal.token is not None and not principal.token.own:
+                self.auth.authorize(request, principal, [scope])
+            return
+        self.auth.authorize(request, principal, self._needs(route, request.method, params))
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         try:
             found = self.route(request.path)
             if found is None:
                 raise APIError("UNSUPPORTED", f"no such endpoint: {request.path}", status=404)
-            handlers, params = found
-            user = await self.authenticate(request)
-            request[CLIENT] = client_key(request, user)
-            handler = handlers.get(request.method)
+            route, params = found
+            handler = route.handlers.get(request.method)
             if handler is None:
                 raise APIError("UNSUPPORTED", f"{request.method} is not supported here",
-                               headers={"Allow": ", ".join(sorted(handlers))})
-            if request.method in WRITES:
-                if self.config.read_only:
-                    raise APIError("UNSUPPORTED", "the registry is in read-only mode")
-                if user is not None and user in self.readers:
-                    raise APIError("DENIED", f"user {user!r} may only pull")
+                               headers={"Allow": ", ".join(sorted(route.handlers))})
+            # public endpoints check what they need themselves (the token endpoint)
+            principal = ANONYMOUS_PRINCIPAL if route.access == "public" else await self.auth.identify(request)
+            request[PRINCIPAL] = principal
+            request[CLIENT] = client_key(request, None if principal.account.anonymous else principal.name)
             if "name" in params:
                 check_name(params["name"])
+            if request.method in WRITES and route.access in ("repository", "push") and self.config.read_only:
+                raise APIError("UNSUPPORTED", "the registry is in read-only mode")
+            self._gate(request, principal, route, params)
             return await handler(self, request, **params)
         except SlowClient as e:
             log.info("slow client dropped: %s %s from %s: %s", request.method, request.path, request.remote, e)
@@ -125,7 +195,8 @@ class Server:
                     opts = self.config.gc
                     await self.reg.run(gc.collect_store, self.reg.blobs, self.reg.meta, grace=opts.grace,
                                        untagged=opts.untagged, upload_ttl=opts.upload_ttl,
-                                       busy_uploads=set(self.uploads.sessions))
+                                       busy_uploads=set(self.uploads.sessions), retention=self.config.retention,
+                                       immutable=self.config.immutable)
                     next_gc = asyncio.get_running_loop().time() + interval
             except Exception:
                 log.exception("housekeeping failed")
@@ -138,8 +209,9 @@ class Server:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.uploads.close_all()
-        if self.auth is not None:
-            self.auth.close()
+        self.auth.close()
+        if self.audit is not None:
+            self.audit.close()
         self.reg.close()
 
 

@@ -1,189 +1,221 @@
-"""Basic authentication against an htpasswd file of bcrypt entries
-(`htpasswd -B` writes `$2y$`), as distribution's htpasswd auth does.
+"""Authentication: the one place that says who a request comes from
+(`Authenticator.identify`) and turns a refusal into the right answer
+(`Authenticator.authorize`): 401 with a challenge when credentials are
+missing, wrong or a token does not cover the request; 403 DENIED when the
+caller is known and the rules say no.
 
-bcrypt is slow on purpose, which a hostile client can turn against everyone:
-- a verified `Authorization` value is remembered (by its SHA-256, never in
-  clear) until the file changes, so an authenticated client pays once;
-- a refused one is remembered for FAILED_FOR seconds, so repeating it costs
-  nothing;
-- checks run on a pool of their own (never the one disk I/O uses), one at a
-  time per client, with at most `max_pending` queued per client (past that,
-  429): a client's flood of bad passwords delays that client only;
-- an unknown user is checked against a dummy hash of the usual cost, and a
-  password bcrypt cannot take (over 72 bytes) too, so the time of a refusal
-  does not tell whether the user exists.
+Modes: open (no accounts, no [token]: nothing is checked), Basic (accounts,
+no [token]: `WWW-Authenticate: Basic`), token ([token]: `WWW-Authenticate:
+Bearer realm=...,service=...,scope=...`, soko's own /token endpoint or an
+external issuer). With tokens, Basic credentials sent straight to the
+registry are still accepted unless `[token] basic = false`.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hashlib
-import os
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
-import bcrypt
+from aiohttp import web
 
 from ..errors import APIError, ConfigError
-from .admission import too_many
-
-_BCRYPT_PREFIXES = (b"$2y$", b"$2b$", b"$2a$")
-_RECHECK = 1.0  # seconds between looks at the file's mtime
-_CACHE_MAX = 4096
-FAILED_FOR = 5.0  # seconds a refused Authorization value is answered from memory
-BCRYPT_MAX = 72  # bytes of password bcrypt looks at
-CHECK_THREADS = 2
-
-
-def load_htpasswd(path: str | os.PathLike) -> dict[str, bytes]:
-    """user -> bcrypt hash; other hash kinds are refused (distribution only knows bcrypt)."""
-    users: dict[str, bytes] = {}
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read htpasswd file {path}: {e.strerror}") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, hashed = line.partition(":")
-        if not sep or not user:
-            raise ConfigError(f"{path}:{lineno}: not a `user:hash` line")
-        h = hashed.encode()
-        if not h.startswith(_BCRYPT_PREFIXES):
-            raise ConfigError(f"{path}:{lineno}: user {user!r} has no bcrypt hash (use htpasswd -B)")
-        users[user] = h
-    return users
+from .access import AccessControl
+from .accounts import ANONYMOUS_ACCOUNT, Account, Directory
+from .config import ServerConfig
+from .events import DENIED, LOGIN, Events
+from .jws import JWSError, Trust
+from .passwords import PasswordChecker, basic_value
+from .tokens import Scope, TokenClaims, TokenIssuer, TokenVerifier, challenge_scope
 
 
-def _dummy_hash(users: dict[str, bytes]) -> bytes:
-    """A hash of the cost most entries use, to check unknown users against."""
-    costs = Counter(h[4:6] for h in users.values() if h[4:6].isdigit())
-    cost = int(costs.most_common(1)[0][0]) if costs else 5
-    return bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds=min(max(cost, 4), 31)))
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: an account, and the token it presented (whose grants then decide)."""
+    account: Account
+    token: TokenClaims | None = None
+    via: str = "anonymous"  # anonymous | basic | token
+
+    @property
+    def name(self) -> str:
+        return self.account.name
 
 
-def _key(header: str) -> bytes:
-    return hashlib.sha256(header.encode(errors="surrogateescape")).digest()
+ANONYMOUS_PRINCIPAL = Principal(ANONYMOUS_ACCOUNT)
+_HOST_RE = re.compile(r"[A-Za-z0-9.\-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
+PRINCIPAL = web.RequestKey("soko_principal", Principal)
 
 
-class BasicAuth:
-    def __init__(self, path: str, realm: str, max_pending: int = 8):
-        self.path = Path(path)
-        self.realm = realm
-        self.max_pending = max_pending
-        self.users = load_htpasswd(self.path)
-        self._dummy = _dummy_hash(self.users)
-        self._mtime = self._stat()
-        self._checked_at = time.monotonic()
-        self._ok: dict[bytes, str] = {}  # sha256(Authorization) -> user
-        self._failed: dict[bytes, float] = {}  # sha256(Authorization) -> refused until (monotonic)
-        self._pending: Counter[str] = Counter()  # client -> checks queued or running
-        self._turns: dict[str, asyncio.Lock] = {}  # client -> one check at a time
-        self._pool = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="soko-bcrypt")
+class Authenticator:
+    def __init__(self, config: ServerConfig, directory: Directory, access: AccessControl, events: Events):
+        self.config = config
+        self.directory = directory
+        self.access = access
+        self.events = events
+        self.token_opts = config.token
+        has_accounts = not directory.empty
+        self.mode = "token" if self.token_opts is not None else ("basic" if has_accounts else "open")
+        basic_ok = has_accounts and (self.token_opts is None or self.token_opts.basic)
+        self.passwords = PasswordChecker(directory, config.limits.max_auth_pending) if has_accounts else None
+        self.accept_basic = basic_ok
+        self.issuer: TokenIssuer | None = None
+        self.verifier: TokenVerifier | None = None
+        self._key = None
+        self._trust: Trust | None = None
+        if self.token_opts is not None:
+            self._load_keys()
+        self.bound(config.port)
 
-    def _stat(self) -> float:
+    # -- setup -------------------------------------------------------------------------------------
+    def _load_keys(self) -> None:
+        from .keys import KeyFileError, load_certificates, load_private_key, make_signer
+
+        opts = self.token_opts
         try:
-            return self.path.stat().st_mtime
-        except OSError:
-            return 0.0
+            if opts.external:
+                self._trust = Trust.of([], load_certificates(opts.rootcertbundle))
+                return
+            key_path = opts.key or make_signer(Path(self.config.root) / "token")[0]
+            self._key = load_private_key(key_path)
+            self._trust = Trust.of([self._key.public_key()])
+        except KeyFileError as e:
+            raise ConfigError(f"[token]: {e}") from None
 
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < _RECHECK:
+    def bound(self, port: int) -> None:
+        """The real port is known (port 0 in the config): the default service name follows it."""
+        host = self.config.host
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if self.token_opts is None:
             return
-        self._checked_at = now
-        mtime = self._stat()
-        if mtime != self._mtime:
+        service = self.token_opts.service or self.address
+        issuer = self.token_opts.issuer
+        self.verifier = TokenVerifier(self._trust, issuer, service, own=not self.token_opts.external)
+        if self._key is not None:
+            self.issuer = TokenIssuer(self._key, issuer, service, self.token_opts.expiration,
+                                      self.token_opts.refresh_expiration)
+
+    @property
+    def service(self) -> str:
+        assert self.verifier is not None
+        return self.verifier.service
+
+    @property
+    def required(self) -> bool:
+        """Listings and /v2/ need credentials (an anonymous token counts)."""
+        return self.mode != "open"
+
+    def realm(self, request: web.Request) -> str:
+        """The configured realm, else this server's /token under the name the client used for it."""
+        if self.token_opts and self.token_opts.realm:
+            return self.token_opts.realm
+        host = request.host if _HOST_RE.fullmatch(request.host or "") else self.address
+        return f"{request.scheme}://{host}/token"
+
+    # -- answers -----------------------------------------------------------------------------------
+    def challenge(self, request: web.Request, message: str = "authentication required",
+                  scopes: Iterable[Scope] = (), error: str | None = None) -> APIError:
+        """UNAUTHORIZED with the header that tells the client how to authenticate."""
+        if self.mode == "token":
+            value = f'Bearer realm="{self.realm(request)}",service="{self.service}"'
+            scope = challenge_scope(scopes)
+            if scope:
+                value += f',scope="{scope}"'
+            if error:
+                value += f',error="{error}"'
+        else:
+            value = f'Basic realm="{self.config.realm}"'
+        return APIError("UNAUTHORIZED", message, headers={"WWW-Authenticate": value})
+
+    # -- who ---------------------------------------------------------------------------------------
+    async def identify(self, request: web.Request) -> Principal:
+        """The principal of a request (401 for credentials that do not hold)."""
+        if self.mode == "open":
+            return ANONYMOUS_PRINCIPAL
+        header = request.headers.get("Authorization")
+        if not header:
+            return ANONYMOUS_PRINCIPAL
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and self.verifier is not None:
             try:
-                users = load_htpasswd(self.path)
-            except ConfigError:
-                return  # keep serving with the last good file
-            self.users, self._dummy = users, _dummy_hash(users)
-            self._mtime = mtime
-            self._ok.clear()
-            self._failed.clear()
+                claims = self.verifier.verify(value.strip())
+            except JWSError as e:
+                raise self.challenge(request, f"invalid token: {e}", error="invalid_token") from None
+            account = self._token_account(claims)
+            return Principal(account, claims, "token")
+        if scheme == "basic" and self.accept_basic and self.passwords is not None:
+            is_ping = request.method == "GET" and request.path in ("/v2/", "/v2")
+            account = await self.basic(request, header, log_login=is_ping)
+            return Principal(account, None, "basic")
+        raise self.challenge(request, "unsupported credentials" if header else "authentication required")
 
-    def challenge(self, message: str = "authentication required") -> APIError:
-        return APIError("UNAUTHORIZED", message,
-                        headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'})
+    def _token_account(self, claims: TokenClaims) -> Account:
+        if not claims.subject or claims.subject == ANONYMOUS_ACCOUNT.name:
+            return ANONYMOUS_ACCOUNT
+        if claims.own:
+            found = self.directory.account(claims.subject)
+            if found is not None:
+                return found
+        return Account(claims.subject, "external" if not claims.own else "unknown")
 
-    def cached_user(self, header: str | None) -> str | None:
-        """The user of an Authorization value verified before (fast path, on the loop)."""
-        if not header:
-            return None
-        self._maybe_reload()
-        return self._ok.get(_key(header))
-
-    def _refused_recently(self, key: bytes) -> bool:
-        until = self._failed.get(key)
-        if until is None:
-            return False
-        if until > time.monotonic():
-            return True
-        del self._failed[key]
-        return False
-
-    async def authenticate(self, header: str | None, client: str) -> str:
-        """The user named by `header` (UNAUTHORIZED, or TOOMANYREQUESTS for a client with too many checks queued)."""
-        user = self.cached_user(header)
-        if user is not None:
-            return user
-        if not header:
-            raise self.challenge()
-        key = _key(header)
-        if self._refused_recently(key):
-            raise self.challenge("invalid username or password")
-        if self._pending[client] >= self.max_pending:
-            raise too_many("too many password checks")
-        self._pending[client] += 1
-        turn = self._turns.setdefault(client, asyncio.Lock())
+    async def basic(self, request: web.Request, header: str, log_login: bool = True) -> Account:
+        """The account of a Basic Authorization value (401 with a challenge when refused).
+        A login event is left when asked (the token endpoint, the /v2/ check `docker login`
+        makes) and whenever bcrypt had to run; every refusal leaves a failed one."""
+        if self.passwords is None:
+            raise self.challenge(request, "this registry has no accounts")
         try:
-            async with turn:
-                user = self._ok.get(key)  # the same value may have been checked while this one waited
-                if user is not None:
-                    return user
-                if self._refused_recently(key):
-                    raise self.challenge("invalid username or password")
-                try:
-                    user = await asyncio.get_running_loop().run_in_executor(self._pool, self.verify, header)
-                except APIError:
-                    if len(self._failed) >= _CACHE_MAX:
-                        self._failed.clear()
-                    self._failed[key] = time.monotonic() + FAILED_FOR
-                    raise
-                if len(self._ok) >= _CACHE_MAX:
-                    self._ok.clear()
-                self._ok[key] = user
-                return user
-        finally:
-            self._pending[client] -= 1
-            if self._pending[client] <= 0:
-                del self._pending[client]
-                self._turns.pop(client, None)
+            account, fresh = await self.passwords.check(header, f"addr:{request.remote or '?'}")
+        except APIError as e:
+            if e.code != "UNAUTHORIZED":
+                raise
+            self.events.request_event(request, _user_of(header), LOGIN, outcome="failed", detail=e.message)
+            raise self.challenge(request, e.message) from None
+        if fresh or log_login:
+            self.events.request_event(request, account.name, LOGIN)
+        return account
 
-    def verify(self, header: str) -> str:
-        """(worker thread) The user named by a Basic Authorization value, or UNAUTHORIZED."""
-        if not header[:6].lower() == "basic ":
-            raise self.challenge()
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise self.challenge("malformed credentials") from None
-        user, sep, password = decoded.partition(":")
-        secret = password.encode()
-        hashed = self.users.get(user) if sep else None
-        usable = hashed is not None and len(secret) <= BCRYPT_MAX
-        try:  # always one bcrypt check, the same cost whether the user exists or not
-            ok = bcrypt.checkpw(secret if usable else secret[:BCRYPT_MAX], hashed if usable else self._dummy)
-        except ValueError:  # e.g. a NUL byte bcrypt refuses
-            ok = False
-        if not (ok and usable):
-            raise self.challenge("invalid username or password")
-        return user
+    async def login(self, request: web.Request, username: str, password: str) -> Account:
+        """Check a user name and password (the token endpoint's password grant; a web
+        UI's sign-in form): the account, or UNAUTHORIZED. Always leaves a login event."""
+        return await self.basic(request, basic_value(username, password))
+
+    # -- may it --------------------------------------------------------------------------------------
+    def allows(self, principal: Principal, scope_type: str, name: str, action: str) -> bool:
+        if principal.token is not None:
+            return principal.token.grants.allows(scope_type, name, action)
+        if scope_type == "repository":
+            return self.access.may(principal.account, action, name)
+        return True  # registry:catalog: listings are filtered per account
+
+    def authorize(self, request: web.Request, principal: Principal, needs: list[Scope]) -> None:
+        """Raise 401/403 unless `principal` may do everything `needs` asks."""
+        missing = [(s, a) for s in needs for a in s.actions if not self.allows(principal, s.type, s.name, a)]
+        if not missing:
+            return
+        scope, action = missing[0]
+        what = f"{action} {scope.name}" if scope.type == "repository" else f"{scope.type}:{scope.name}:{action}"
+        repo = scope.name if scope.type == "repository" else None
+        self.events.request_event(request, principal.name, DENIED, repository=repo, outcome="denied", detail=action)
+        if principal.account.anonymous:
+            raise self.challenge(request, f"authentication required to {what}", needs)
+        if principal.token is not None and (not principal.token.own or scope.type != "repository"
+                                            or self.access.may(principal.account, action, scope.name)):
+            # the account may, the token does not say so: the client should fetch a fitting one
+            raise self.challenge(request, f"the token does not allow {what}", needs, error="insufficient_scope")
+        raise APIError("DENIED", f"{principal.name} may not {what}",
+                       {"account": principal.name, "action": action, "resource": f"{scope.type}:{scope.name}"})
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.passwords is not None:
+            self.passwords.close()
+
+
+def _user_of(header: str) -> str:
+    """The user name a Basic value claims (for the audit log of a failed login)."""
+    try:
+        return base64.b64decode(header.split(" ", 1)[1].strip(), validate=True).decode().partition(":")[0][:128]
+    except (IndexError, binascii.Error, UnicodeDecodeError, ValueError):
+        return "?"

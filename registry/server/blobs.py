@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..errors import APIError
+from .events import BLOB, DELETE, PULL
 from .respond import API_VERSION, check_digest, empty
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ async def get_blob(srv: "Server", request: web.Request, name: str, digest: str) 
         raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
     if _EMPTY_SUFFIX.fullmatch(request.headers.get("Range", "").strip()):
         return empty(416, {"Content-Range": f"bytes */{size}"})
+    if request.method == "GET":
+        srv.event(request, PULL, repository=name, target=BLOB, digest=digest, size=size)
     headers = {**API_VERSION, "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
                "Cache-Control": "max-age=31536000"}
     # FileResponse stats and opens off the loop, answers Range with 206/416
@@ -36,4 +39,5 @@ async def delete_blob(srv: "Server", request: web.Request, name: str, digest: st
         raise APIError("UNSUPPORTED", "deletes are disabled on this registry")
     if not await srv.reg.run(srv.reg.meta.unlink_blob, name, digest):
         raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
+    srv.event(request, DELETE, repository=name, target=BLOB, digest=digest)
     return empty(202, {"Docker-Content-Digest": digest})

@@ -1,6 +1,8 @@
 """Online garbage collection of a registry root, safe while pushes go on.
 
-Phase 1 (one metadata transaction): drop expired upload sessions; with
+Phase 1 (one metadata transaction): drop expired upload sessions; apply the
+retention rules (delete the tags they do not keep, never an immutable one,
+then the manifests of those repositories that no tag reaches any more); with
 `untagged`, drop manifests that no tag, no live index and no live subject
 reaches; drop blob links that no manifest of their repository refers to.
 Everything younger than `grace` is kept: a client pushes layers before the
@@ -20,12 +22,15 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from storage.blobs import BlobStore
 from storage.directio import unlink_unless_busy
 
 from ..errors import RegistryError
+from .config import ImmutableRule, RetentionRule
 from .core import open_root
+from .globs import matches
 from .meta import RegistryDB
 
 DEFAULT_GRACE = 3600.0
@@ -37,6 +42,7 @@ class GCReport:
     dry_run: bool = False
     manifests_removed: list[tuple[str, str]] = field(default_factory=list)  # (repository, digest)
     tags_removed: int = 0
+    tags_expired: list[tuple[str, str]] = field(default_factory=list)  # (repository, tag) retention removed
     links_removed: int = 0
     blobs_removed: list[str] = field(default_factory=list)
     bytes_freed: int = 0
@@ -46,21 +52,24 @@ class GCReport:
 
 
 def collect(root: str | os.PathLike, dry_run: bool = False, grace: float = DEFAULT_GRACE,
-            untagged: bool = False, upload_ttl: float = DEFAULT_UPLOAD_TTL) -> GCReport:
+            untagged: bool = False, upload_ttl: float = DEFAULT_UPLOAD_TTL,
+            retention: Sequence[RetentionRule] = (), immutable: Sequence[ImmutableRule] = ()) -> GCReport:
     """Collect garbage in the registry at `root` (which a server may be using)."""
     path = Path(root)
     if not (path / "metadata.db").is_file():
         raise RegistryError(f"{root} is not a registry root (no metadata.db)")
     blobs, meta = open_root(path)
     try:
-        return collect_store(blobs, meta, dry_run=dry_run, grace=grace, untagged=untagged, upload_ttl=upload_ttl)
+        return collect_store(blobs, meta, dry_run=dry_run, grace=grace, untagged=untagged, upload_ttl=upload_ttl,
+                             retention=retention, immutable=immutable)
     finally:
         meta.db.close()
 
 
 def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, grace: float = DEFAULT_GRACE,
                   untagged: bool = False, upload_ttl: float = DEFAULT_UPLOAD_TTL,
-                  busy_uploads: set[str] | None = None) -> GCReport:
+                  busy_uploads: set[str] | None = None, retention: Sequence[RetentionRule] = (),
+                  immutable: Sequence[ImmutableRule] = ()) -> GCReport:
     report = GCReport(dry_run=dry_run)
     now = time.time()
     cutoff = now - grace
@@ -70,6 +79,11 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
         try:
             expired = _expire_uploads(c, blobs, now - upload_ttl, busy_uploads or set())
             report.uploads_removed = len(expired)
+            if retention:
+                report.tags_expired = _retention(c, retention, immutable, now)
+                touched = {repo for repo, _ in report.tags_expired}
+                if touched and not untagged:
+                    report.manifests_removed, _ = _untagged(c, cutoff, touched)
             if untagged:
                 report.manifests_removed, report.tags_removed = _untagged(c, cutoff)
             report.links_removed = _dead_links(c, cutoff)
@@ -108,8 +122,34 @@ def _expire_uploads(c: sqlite3.Connection, blobs: BlobStore, before: float, busy
     return ids
 
 
-def _untagged(c: sqlite3.Connection, cutoff: float) -> tuple[list[tuple[str, str]], int]:
-    """Delete manifests no tag reaches (through indexes and subjects), older than cutoff."""
+def _retention(c: sqlite3.Connection, rules: Sequence[RetentionRule], immutable: Sequence[ImmutableRule],
+               now: float) -> list[tuple[str, str]]:
+    """Delete the tags retention does not keep: per repository, the first rule
+    whose glob matches keeps its newest `keep_last` tags and those pushed within
+    `keep_days` (either keeps a tag); immutable tags always stay."""
+    removed: list[tuple[str, str]] = []
+    for (repo,) in c.execute("SELECT DISTINCT repo FROM reg_tags").fetchall():
+        rule = next((r for r in rules if matches(r.repository, repo)), None)
+        if rule is None:
+            continue
+        rows = c.execute("SELECT tag, updated FROM reg_tags WHERE repo=? ORDER BY updated DESC, tag DESC",
+                         (repo,)).fetchall()
+        for i, (tag, updated) in enumerate(rows):
+            if rule.keep_last is not None and i < rule.keep_last:
+                continue
+            if rule.keep_days is not None and updated >= now - rule.keep_days * 86400:
+                continue
+            if any(matches(r.repository, repo) and matches(r.tags, tag) for r in immutable):
+                continue
+            c.execute("DELETE FROM reg_tags WHERE repo=? AND tag=?", (repo, tag))
+            removed.append((repo, tag))
+    return removed
+
+
+def _untagged(c: sqlite3.Connection, cutoff: float,
+              repos: set[str] | None = None) -> tuple[list[tuple[str, str]], int]:
+    """Delete manifests no tag reaches (through indexes and subjects), older than
+    cutoff (only in `repos` when given)."""
     rows = c.execute("SELECT repo, digest, subject, added FROM reg_manifests").fetchall()
     children: dict[str, list[str]] = {}
     for manifest, ref in c.execute("SELECT manifest, ref FROM reg_manifest_refs WHERE kind='manifest'"):
@@ -127,7 +167,8 @@ def _untagged(c: sqlite3.Connection, cutoff: float) -> tuple[list[tuple[str, str
             if (repo, nxt) not in live:
                 live.add((repo, nxt))
                 todo.append((repo, nxt))
-    dead = [(repo, digest) for repo, digest, _, _ in rows if (repo, digest) not in live]
+    dead = [(repo, digest) for repo, digest, _, _ in rows
+            if (repo, digest) not in live and (repos is None or repo in repos)]
     tags = 0
     for repo, digest in dead:
         c.execute("DELETE FROM reg_manifests WHERE repo=? AND digest=?", (repo, digest))

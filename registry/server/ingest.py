@@ -26,7 +26,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from aiohttp import StreamReader
 
@@ -37,6 +37,9 @@ from ..errors import APIError
 from .admission import Caps
 from .bodies import PacedReader
 from .core import Registry
+from .meta import Guard
+
+GuardFor = Callable[[int], "Guard | None"]  # the upload's size -> a check before it is linked (quotas)
 
 BATCH = 4 * 1024 * 1024  # bytes handed to the worker thread at once
 _ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -232,22 +235,23 @@ class Uploads:
 
         await self.reg.run(drop)
 
-    async def complete(self, s: Session, w: DirectWriter, expected: str) -> int:
+    async def complete(self, s: Session, w: DirectWriter, expected: str, guard_for: GuardFor | None = None) -> int:
         """Verify the whole upload against `expected` and publish it; returns its size."""
         size = w.offset
         try:
-            await self.reg.run(finish, self.reg, w, s.repo, expected, s.id)
-        except APIError:  # the digest did not match: finish() dropped data and session
+            await self.reg.run(finish, self.reg, w, s.repo, expected, s.id, guard_for)
+        except APIError:  # refused (digest, quota): finish() dropped data and session
             self._drop(s)
             raise
         self._drop(s)
         return size
 
 
-def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: str | None) -> None:
+def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: str | None,
+           guard_for: GuardFor | None = None) -> None:
     """(worker thread) Check the digest, then move the data into place and
-    link it into `repo` in one transaction. On a mismatch the data and the
-    session are dropped and DIGEST_INVALID raised."""
+    link it into `repo` in one transaction (whose guard may refuse it). On a
+    mismatch or a refusal the data and the session are dropped and the error raised."""
     w.flush(sync=True)  # durable before the transaction, which then only renames
     alg = digests.parse(expected).algorithm
     actual = w.digest if alg == w.algorithm else digests.of_path(w.tmp, alg)[0]
@@ -260,6 +264,13 @@ def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: 
     size = w.offset
     tmp = w.tmp
     # The writer keeps the file (and its lock) until it is in place: a collector never takes it.
-    reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected, sync=False))
+    try:
+        reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected, sync=False),
+                               guard_for(size) if guard_for else None)
+    except APIError:
+        w.abort()
+        if upload_id is not None:
+            reg.meta.delete_upload(upload_id)
+        raise
     w.close()
     reg.blobs.sync_dir(expected)

@@ -9,6 +9,7 @@ from aiohttp import web
 from storage import mediatypes as mt
 
 from ..errors import APIError
+from .auth import PRINCIPAL
 from .respond import check_digest, json_response, page_size
 
 if TYPE_CHECKING:
@@ -42,8 +43,24 @@ async def tags_list(srv: "Server", request: web.Request, name: str) -> web.Strea
     return json_response({"name": name, "tags": tags}, headers=headers)
 
 
+def filtered(fetch, keep, batch: int = 500):
+    """`fetch(last, limit)` with only what `keep` lets through, still in order and paged."""
+    def page(last: str | None, limit: int | None) -> list[str]:
+        out: list[str] = []
+        while limit is None or len(out) < limit:
+            chunk = fetch(last, batch if limit is None else max(batch, limit))
+            out += keep(chunk)
+            if not chunk or len(chunk) < (batch if limit is None else max(batch, limit)):
+                break
+            last = chunk[-1]
+        return out if limit is None else out[:limit]
+    return page
+
+
 async def catalog(srv: "Server", request: web.Request) -> web.StreamResponse:
-    repos, headers = await _page(request, srv, srv.reg.meta.repositories, "/v2/_catalog")
+    fetch = srv.reg.meta.repositories
+    keep = srv.visible(request[PRINCIPAL])
+    repos, headers = await _page(request, srv, fetch if keep is None else filtered(fetch, keep), "/v2/_catalog")
     return json_response({"repositories": repos}, headers=headers)
 
 

@@ -16,6 +16,7 @@ from storage.model import Index, Manifest, Platform, parse_manifest
 
 from ..errors import APIError
 from .bodies import read_limited
+from .events import DELETE, MANIFEST, PULL, PUSH
 from .meta import REF_BLOB, REF_MANIFEST, ManifestRow, NewManifest
 from .respond import API_VERSION, accepted_types, check_digest, check_tag, empty, error_response, is_digest_ref
 
@@ -73,6 +74,9 @@ async def get_manifest(srv: "Server", request: web.Request, name: str, reference
     data = await srv.reg.manifest_bytes(row.digest, row.size)
     if data is None:
         raise APIError("MANIFEST_UNKNOWN", "manifest data is missing", {"reference": reference})
+    if request.method == "GET":
+        srv.event(request, PULL, repository=name, target=MANIFEST, digest=row.digest, media_type=row.media_type,
+                  size=row.size, tag=None if is_digest_ref(reference) else reference)
     # HEAD: aiohttp sends the headers (Content-Length included) and no body.
     return web.Response(body=data, headers={**API_VERSION, "Content-Type": row.media_type,
                                             "Docker-Content-Digest": row.digest, "ETag": f'"{row.digest}"'})
@@ -90,7 +94,7 @@ def _describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
-def _store(reg, new: NewManifest, tags: list[str], raw: bytes) -> list[str]:
+def _store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None) -> list[str]:
     """(worker thread) Write the bytes durably first, then record the
     manifest and rename the bytes into place in one short transaction. The
     file stays open (share-locked) until then: garbage collection skips it."""
@@ -103,7 +107,7 @@ def _store(reg, new: NewManifest, tags: list[str], raw: bytes) -> list[str]:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False))
+        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False), guard)
     if tmp is not None and not missing:
         reg.blobs.sync_dir(new.digest)
     return missing
@@ -143,11 +147,15 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
     else:
         m, digest = _validate(name, reference, raw, content_type)
     new = _describe(name, m)
-    missing = await reg.run(_store, reg, new, tags, raw)
+    guard = srv.policies.manifest_guard(name, digest, len(raw), tags)
+    missing = await reg.run(_store, reg, new, tags, raw, guard)
     if missing:
         return error_response(*[APIError("MANIFEST_BLOB_UNKNOWN", f"unknown blob or manifest {d}", {"digest": d})
                                 for d in missing])
     reg.manifests.put(digest, raw)
+    for tag in tags or [None]:
+        srv.event(request, PUSH, repository=name, target=MANIFEST, digest=digest, media_type=m.media_type,
+                  size=len(raw), tag=tag)
     headers = CIMultiDict({"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest})
     if m.subject is not None:
         headers["OCI-Subject"] = m.subject.digest
@@ -164,9 +172,13 @@ async def delete_manifest(srv: "Server", request: web.Request, name: str, refere
     if not reg.config.delete_enabled:
         raise APIError("UNSUPPORTED", "deletes are disabled on this registry")
     if is_digest_ref(reference):
-        ok = await reg.run(reg.meta.delete_manifest, name, check_digest(reference))
+        digest = check_digest(reference)
+        ok = await reg.run(reg.meta.delete_manifest, name, digest, srv.policies.delete_manifest_guard(name, digest))
     else:
-        ok = await reg.run(reg.meta.delete_tag, name, check_tag(reference))
+        srv.policies.check_tag_delete(name, check_tag(reference))
+        ok = await reg.run(reg.meta.delete_tag, name, reference)
     if not ok:
         raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference})
+    srv.event(request, DELETE, repository=name, target=MANIFEST,
+              **({"digest": reference} if is_digest_ref(reference) else {"tag": reference}))
     return empty(202)

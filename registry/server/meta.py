@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from storage.metadata import MetadataDB, Migration
 
@@ -69,6 +69,10 @@ MIGRATIONS: list[Migration] = [
     );
     """,
 ]
+
+# A check run inside a write transaction, before anything changes; it raises to refuse
+# (quotas and immutable tags, policy.py). It reads through the RegistryDB and connection it is given.
+Guard = Callable[["RegistryDB", sqlite3.Connection], None]
 
 # reg_manifest_refs.kind
 REF_BLOB = "blob"  # config or layer: must be a blob linked in the repository
@@ -194,6 +198,45 @@ class RegistryDB:
         return [Referrer(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None)
                 for r in self.db.conn.execute(sql, params)]
 
+    def repositories_like(self, needle: str, limit: int | None = None) -> list[str]:
+        """Repository names containing `needle` (case-insensitive), in order (search)."""
+        sql = "SELECT name FROM reg_repositories WHERE instr(lower(name), ?) > 0 ORDER BY name"
+        params: list[Any] = [needle.lower()]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [r[0] for r in self.db.conn.execute(sql, params)]
+
+    def repos_linking(self, digest: str, limit: int = 100) -> list[str]:
+        """Repositories where `digest` is linked (a mount without `from` looks among them)."""
+        return [r[0] for r in self.db.conn.execute(
+            "SELECT repo FROM reg_blob_links WHERE digest=? ORDER BY repo LIMIT ?", (digest, limit))]
+
+    @staticmethod
+    def _namespace_where(ns: str) -> tuple[str, tuple[str, str, str]]:
+        # `ns` itself and every name under `ns/` (the range keeps it on the primary key)
+        return "(repo=? OR (repo>=? AND repo<?))", (ns, ns + "/", ns + "0")
+
+    def namespace_usage(self, c: sqlite3.Connection, ns: str) -> int:
+        """Bytes of the unique blobs (and manifests) linked into the namespace's repositories."""
+        where, params = self._namespace_where(ns)
+        row = c.execute(f"SELECT COALESCE(SUM(size), 0) FROM (SELECT digest, MAX(size) AS size FROM reg_blob_links "
+                        f"WHERE {where} GROUP BY digest)", params).fetchone()
+        return int(row[0])
+
+    def in_namespace(self, c: sqlite3.Connection, ns: str, digest: str) -> bool:
+        where, params = self._namespace_where(ns)
+        return c.execute(f"SELECT 1 FROM reg_blob_links WHERE {where} AND digest=? LIMIT 1",
+                         (*params, digest)).fetchone() is not None
+
+    def tag_digest(self, c: sqlite3.Connection, repo: str, tag: str) -> str | None:
+        row = c.execute("SELECT digest FROM reg_tags WHERE repo=? AND tag=?", (repo, tag)).fetchone()
+        return None if row is None else row[0]
+
+    def tags_of(self, c: sqlite3.Connection, repo: str, digest: str) -> list[str]:
+        return [r[0] for r in c.execute("SELECT tag FROM reg_tags WHERE repo=? AND digest=? ORDER BY tag",
+                                        (repo, digest))]
+
     def upload(self, upload_id: str) -> UploadRow | None:
         row = self.db.one("SELECT id, repo, started, updated FROM reg_uploads WHERE id=?", (upload_id,))
         return None if row is None else UploadRow(row[0], row[1], row[2], row[3])
@@ -206,13 +249,15 @@ class RegistryDB:
     def _ensure_repo(c: sqlite3.Connection, repo: str, now: float) -> None:
         c.execute("INSERT OR IGNORE INTO reg_repositories(name, created) VALUES(?, ?)", (repo, now))
 
-    def link_blob(self, repo: str, digest: str, size: int, still_there) -> bool:
+    def link_blob(self, repo: str, digest: str, size: int, still_there, guard: Guard | None = None) -> bool:
         """Link a blob into `repo` if `still_there()` says its file exists,
         checked inside the write transaction (so GC cannot delete it under us)."""
         now = time.time()
         with self.write() as c:
             if not still_there():
                 return False
+            if guard is not None:
+                guard(self, c)
             self._ensure_repo(c, repo, now)
             c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "
                       "ON CONFLICT(repo, digest) DO UPDATE SET added=excluded.added", (repo, digest, size, now))
@@ -229,7 +274,7 @@ class RegistryDB:
                 missing.append(digest)
         return missing
 
-    def put_manifest(self, m: NewManifest, tags: list[str], place) -> list[str]:
+    def put_manifest(self, m: NewManifest, tags: list[str], place, guard: Guard | None = None) -> list[str]:
         """Record a manifest (and its tags) whose references all exist in the
         repository; returns the missing references instead when some do not.
         `place()` stores the manifest bytes as a blob, inside the transaction."""
@@ -238,6 +283,8 @@ class RegistryDB:
             missing = self.missing_refs(c, m.repo, m.refs)
             if missing:
                 return missing
+            if guard is not None:
+                guard(self, c)
             place()
             self._ensure_repo(c, m.repo, now)
             c.execute(
@@ -258,9 +305,11 @@ class RegistryDB:
     def delete_tag(self, repo: str, tag: str) -> bool:
         return self._execute("DELETE FROM reg_tags WHERE repo=? AND tag=?", (repo, tag)) > 0
 
-    def delete_manifest(self, repo: str, digest: str) -> bool:
+    def delete_manifest(self, repo: str, digest: str, guard: Guard | None = None) -> bool:
         """The manifest, every tag on it and its blob link in `repo`."""
         with self.write() as c:
+            if guard is not None:
+                guard(self, c)
             n = c.execute("DELETE FROM reg_manifests WHERE repo=? AND digest=?", (repo, digest)).rowcount
             if not n:
                 return False
@@ -279,11 +328,14 @@ class RegistryDB:
     def delete_upload(self, upload_id: str) -> None:
         self._execute("DELETE FROM reg_uploads WHERE id=?", (upload_id,))
 
-    def finish_upload(self, upload_id: str, repo: str, digest: str, size: int, place) -> None:
+    def finish_upload(self, upload_id: str | None, repo: str, digest: str, size: int, place,
+                      guard: Guard | None = None) -> None:
         """Atomically: move the upload's file into place as a blob, link it
         into `repo` and forget the session."""
         now = time.time()
         with self.write() as c:
+            if guard is not None:
+                guard(self, c)
             place()
             self._ensure_repo(c, repo, now)
             c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from aiohttp import http_exceptions, web
 
 from .admission import EXHAUSTED
-from .app import log, make_app
+from .app import SERVER, log, make_app
 from .config import ServerConfig, split_addr
 from .tls import self_signed, server_context
 
@@ -81,6 +81,7 @@ async def serve(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | N
         await site.start()
         server = site._server  # the asyncio server: its socket knows the real port
         real_port = server.sockets[0].getsockname()[1] if server and server.sockets else port
+        app[SERVER].bound(real_port)
         scheme = "https" if ssl_ctx else "http"
         shown = f"[{host}]" if ":" in host else host
         if on_ready is not None:

@@ -19,9 +19,11 @@ def self_signed(root: Path, host: str) -> tuple[Path, Path]:
     """`<root>/tls/self-signed.{crt,key}`, created if absent; valid for
     localhost, 127.0.0.1, ::1, this machine's name and `host`."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
+    from .keys import save_pair
 
     tls_dir = root / "tls"
     cert_path, key_path = tls_dir / "self-signed.crt", tls_dir / "self-signed.key"
@@ -46,15 +48,7 @@ def self_signed(root: Path, host: str) -> tuple[Path, Path]:
             .add_extension(x509.SubjectAlternativeName(list(dict.fromkeys(names))), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    tmp_key = key_path.with_suffix(".tmp")
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    os.replace(tmp_key, key_path)
-    tmp_cert = cert_path.with_suffix(".tmp")
-    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp_cert, cert_path)
+    save_pair(key, cert, key_path, cert_path)
     return cert_path, key_path
 
 

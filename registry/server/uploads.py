@@ -13,7 +13,9 @@ from storage.errors import StorageError
 
 from ..errors import APIError
 from .admission import CLIENT
-from .ingest import Session, finish
+from .auth import PRINCIPAL
+from .events import BLOB, MOUNT, PUSH
+from .ingest import GuardFor, Session, finish
 from .respond import check_digest, content_range, empty, upload_range
 
 if TYPE_CHECKING:
@@ -29,34 +31,49 @@ def _created(name: str, digest: str) -> web.Response:
     return empty(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
 
 
-async def _try_mount(srv: "Server", name: str, digest: str, source: str | None) -> bool:
-    """Link `digest` into `name` when the source repository (or, without
-    one, any repository) holds it."""
+def _quota(srv: "Server", name: str, digest: str) -> GuardFor:
+    return lambda size: srv.policies.quota_guard(name, digest, size)
+
+
+async def _try_mount(srv: "Server", request: web.Request, name: str, digest: str, source: str | None) -> str | None:
+    """Link `digest` into `name` when the source repository (or, without one,
+    a repository the caller may pull from) holds it; returns where it came from."""
     meta, blobs = srv.reg.meta, srv.reg.blobs
+    principal = request[PRINCIPAL]
     if not digests.is_valid(digest):
-        return False
+        return None
     if source is not None:
         try:
             references.validate_repository(source)
         except StorageError:
-            return False
+            return None
+        if not srv.auth.allows(principal, "repository", source, "pull"):
+            return None  # as if it were not there: the client uploads instead
         size = meta.linked_size(source, digest)
     else:
         size = meta.linked_size(name, digest)
-        if size is None and meta.any_link(digest):
-            try:
-                size = blobs.size(digest)
-            except StorageError:
-                size = None
+        source = name
+        if size is None:
+            source = next((r for r in meta.repos_linking(digest)
+                           if srv.auth.allows(principal, "repository", r, "pull")), None)
+            if source is not None:
+                try:
+                    size = blobs.size(digest)
+                except StorageError:
+                    size = None
     if size is None:
-        return False
-    return await srv.reg.run(meta.link_blob, name, digest, size, lambda: blobs.has(digest))
+        return None
+    linked = await srv.reg.run(meta.link_blob, name, digest, size, lambda: blobs.has(digest),
+                               srv.policies.quota_guard(name, digest, size))
+    return source if linked else None
 
 
 async def post_upload(srv: "Server", request: web.Request, name: str) -> web.StreamResponse:
     q = request.query
     mount = q.get("mount")
-    if mount is not None and await _try_mount(srv, name, mount, q.get("from")):
+    source = await _try_mount(srv, request, name, mount, q.get("from")) if mount is not None else None
+    if source is not None:
+        srv.event(request, MOUNT, repository=name, target=BLOB, digest=mount, source=source)
         return _created(name, mount)
     digest = q.get("digest")
     if digest is not None:
@@ -75,10 +92,11 @@ async def _single_post(srv: "Server", request: web.Request, name: str, digest: s
             received = await srv.uploads.receive(w, request.content)
             if request.content_length is not None and received != request.content_length:
                 raise APIError("SIZE_INVALID", detail={"expected": request.content_length, "received": received})
-            await reg.run(finish, reg, w, name, digest, None)
+            await reg.run(finish, reg, w, name, digest, None, _quota(srv, name, digest))
         except BaseException:
             await reg.run(w.abort)
             raise
+    srv.event(request, PUSH, repository=name, target=BLOB, digest=digest, size=received)
     return _created(name, digest)
 
 
@@ -118,7 +136,8 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
             if request.body_exists:
                 await _check_range(srv, request, name, s, w.offset)
                 await srv.uploads.receive(w, request.content)
-            await srv.uploads.complete(s, w, digest)
+            size = await srv.uploads.complete(s, w, digest, _quota(srv, name, digest))
+    srv.event(request, PUSH, repository=name, target=BLOB, digest=digest, size=size)
     return _created(name, digest)
 
 

@@ -15,21 +15,36 @@ from ..render import human_size
               help="Collect a registry root instead (default with the flag alone: <store root>/registry).",
               is_flag=False, flag_value="")
 @click.option("--untagged", is_flag=True, help="With --registry: also delete manifests no tag refers to.")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="With --registry: the `soko serve` config whose retention and immutable rules apply "
+                   "(and whose root is the default).")
 @click.option("--cache-max-age", type=float, default=7 * 86400.0, show_default=True,
               help="Forget build cache entries, cache mounts and downloads unused for this many seconds (0: all).")
 @click.pass_context
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str | None, untagged: bool,
-           cache_max_age: float) -> None:
+           config_file: str | None, cache_max_age: float) -> None:
     """Delete blobs, snapshots and cache entries that nothing references."""
     verb = "Would remove" if dry_run else "Removed"
+    if config_file and registry_root is None:
+        raise click.UsageError("--config goes with --registry")
     if registry_root is not None:
         from registry.server import gc as registry_gc
 
         root = registry_root or str(ctx.obj.root / "registry")
-        r = registry_gc.collect(root, dry_run=dry_run, grace=grace, untagged=untagged)
+        retention, immutable = [], []
+        if config_file:
+            from registry.server import ServerConfig
+
+            cfg = ServerConfig.from_file(config_file, defaults={"root": root},
+                                         **({"root": registry_root} if registry_root else {}))
+            root, retention, immutable = cfg.root, cfg.retention, cfg.immutable
+        r = registry_gc.collect(root, dry_run=dry_run, grace=grace, untagged=untagged, retention=retention,
+                                immutable=immutable)
+        for repo, tag in r.tags_expired:
+            click.echo(f"{verb} tag (retention): {repo}:{tag}")
         click.echo(f"{verb} {len(r.blobs_removed)} blobs ({human_size(r.bytes_freed)}), "
-                   f"{len(r.manifests_removed)} manifests, {r.uploads_removed} stale uploads; "
-                   f"kept {r.blobs_kept} blobs")
+                   f"{len(r.manifests_removed)} manifests, {len(r.tags_expired)} tags by retention, "
+                   f"{r.uploads_removed} stale uploads; kept {r.blobs_kept} blobs")
         return
     from builder.cache import BuildCache
     from builder.cachemounts import CacheMounts

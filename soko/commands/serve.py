@@ -9,42 +9,39 @@ import click
 @click.option("--root", "reg_root", default=None, type=click.Path(file_okay=False),
               help="Registry data (default: <store root>/registry).")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="JSON config file; flags override it.")
+              help="TOML config file (registry/CONFIG.md); flags override it.")
 @click.option("--tls-cert", default=None, type=click.Path(dir_okay=False, exists=True))
 @click.option("--tls-key", default=None, type=click.Path(dir_okay=False, exists=True))
 @click.option("--tls-self-signed", is_flag=True, help="Generate and serve a self-signed certificate.")
 @click.option("--htpasswd", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="bcrypt htpasswd file: require Basic auth.")
+              help="bcrypt htpasswd file: users who may sign in.")
 @click.option("--read-only", is_flag=True, help="Refuse pushes and deletes.")
+@click.option("--audit-log", default=None, type=click.Path(dir_okay=False),
+              help="Append JSON lines of pushes, pulls, deletes, logins and refusals to this file.")
+@click.option("--token", "token", is_flag=True, help="Docker token auth with the built-in /token endpoint.")
+@click.option("--token-key", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Private key the built-in token endpoint signs with (default: made under the root).")
+@click.option("--token-realm", default=None, help="Token endpoint URL (an external issuer's).")
+@click.option("--token-issuer", default=None, help="Issuer name the tokens carry.")
+@click.option("--token-service", default=None, help="Service name (the tokens' audience).")
+@click.option("--token-cert", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Certificate bundle of an external token issuer (as distribution's rootcertbundle).")
 @click.pass_context
 def serve_cmd(ctx: click.Context, addr, reg_root, config_file, tls_cert, tls_key, tls_self_signed, htpasswd,
-              read_only) -> None:
+              read_only, audit_log, token, token_key, token_realm, token_issuer, token_service, token_cert) -> None:
     """Serve an OCI distribution registry."""
     from registry.server import ServerConfig, run
+    from registry.server.config import flag_overrides
 
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    overrides = {"addr": addr, "root": reg_root, "htpasswd": htpasswd, "read_only": True if read_only else None}
-    if tls_cert or tls_self_signed:
-        overrides["tls"] = {"cert": tls_cert, "key": tls_key, "self_signed": tls_self_signed}
-    if overrides["root"] is None and not (config_file and _config_sets_root(config_file)):
-        overrides["root"] = str(ctx.obj.root / "registry")
-    if config_file:
-        cfg = ServerConfig.from_file(config_file, **overrides)
-    else:
-        cfg = ServerConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    overrides = flag_overrides(addr=addr, root=reg_root, htpasswd=htpasswd, read_only=read_only, tls_cert=tls_cert,
+                               tls_key=tls_key, tls_self_signed=tls_self_signed, token=token, token_key=token_key,
+                               token_realm=token_realm, token_issuer=token_issuer, token_service=token_service,
+                               token_cert=token_cert, audit_log=audit_log)
+    cfg = ServerConfig.load(config_file, overrides, defaults={"root": str(ctx.obj.root / "registry")})
 
     def ready(info) -> None:
         click.echo(f"soko registry listening on {info.url} (data in {cfg.root})", err=True)
 
     run(cfg, on_ready=ready)
-
-
-def _config_sets_root(path: str) -> bool:
-    import json
-
-    try:
-        data = json.loads(open(path).read())
-    except (OSError, ValueError):
-        return False  # ServerConfig.from_file reports it properly
-    return isinstance(data, dict) and "root" in data

@@ -213,15 +213,16 @@ def have_soko_server() -> bool:
 
 
 def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, config: dict | None = None) -> Registry:
-    """The soko registry (`python -m registry.server`) on a free loopback port (with a JSON `config`)."""
-    import json
+    """The soko registry (`python -m registry.server`) on a free loopback port (with a `config`, written as TOML)."""
     import sys
+
+    from tests.registry.tomlw import dumps
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}", "--root", str(root / "data")]
     if config:
-        (root / "config.json").write_text(json.dumps(config))
-        cmd += ["--config", str(root / "config.json")]
+        (root / "config.toml").write_text(dumps(config))
+        cmd += ["--config", str(root / "config.toml")]
     if htpasswd:
         line = subprocess.run(["htpasswd", "-Bbn", *htpasswd], check=True, capture_output=True).stdout
         (root / "htpasswd").write_bytes(line)

@@ -168,10 +168,12 @@ class RegistryProc:
     def client(self, **kw) -> Client:
         return Client("127.0.0.1", self.port, **kw)
 
-    def configure(self, config: dict) -> "RegistryProc":
-        """Serve with this JSON config (before start)."""
-        path = self.root.parent / f"{self.root.name}-config.json"
-        path.write_text(json.dumps(config))
+    def configure(self, config: dict | str) -> "RegistryProc":
+        """Serve with this config, a dict written as TOML or the TOML text itself (before start)."""
+        from .tomlw import dumps
+
+        path = self.root.parent / f"{self.root.name}-config.toml"
+        path.write_text(config if isinstance(config, str) else dumps(config))
         self.args = [*self.args, "--config", str(path)]
         return self
 

@@ -1,16 +1,13 @@
-"""Basic auth with htpasswd, read-only mode, pull-only users, TLS, limits and
-the config file."""
+"""Basic auth with htpasswd, read-only mode, pull-only users, TLS and limits."""
 from __future__ import annotations
 
 import base64
-import json
 import ssl
 import subprocess
 
 import pytest
 
 from registry.errors import ConfigError
-from registry.server.config import ServerConfig
 
 from .conftest import Client, sha256, unique
 
@@ -30,10 +27,8 @@ def htpasswd(tmp_path):
 
 
 def test_basic_auth(fresh_server, htpasswd, tmp_path):
-    cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"readers": ["bob"], "realm": "test-realm"}))
-    srv = fresh_server
-    srv.args = ["--htpasswd", str(htpasswd), "--config", str(cfg)]
+    srv = fresh_server.configure({"readers": ["bob"], "realm": "test-realm"})
+    srv.args = ["--htpasswd", str(htpasswd), *srv.args]
     srv.start()
     anon = srv.client()
     r = anon.request("GET", "/v2/")
@@ -62,7 +57,7 @@ def test_basic_auth(fresh_server, htpasswd, tmp_path):
 
 
 def test_htpasswd_must_be_bcrypt(tmp_path):
-    from registry.server.auth import load_htpasswd
+    from registry.server.passwords import load_htpasswd
 
     path = tmp_path / "htpasswd"
     subprocess.run(["htpasswd", "-bcm", str(path), "u", "p"], check=True, capture_output=True)  # apr1 MD5
@@ -131,11 +126,7 @@ def test_too_many_uploads(fresh_server, tmp_path):
     import socket
     import time
 
-    cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"limits": {"max_concurrent_uploads": 1}}))
-    srv = fresh_server
-    srv.args = ["--config", str(cfg)]
-    srv.start()
+    srv = fresh_server.configure({"limits": {"max_concurrent_uploads": 1}}).start()
     c = srv.client()
     name = unique()
     loc = c.request("POST", f"/v2/{name}/blobs/uploads/").header("Location")
@@ -156,11 +147,7 @@ def test_too_many_uploads(fresh_server, tmp_path):
 
 
 def test_blob_size_limit(fresh_server, tmp_path):
-    cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"limits": {"max_blob_bytes": 1000}}))
-    srv = fresh_server
-    srv.args = ["--config", str(cfg)]
-    srv.start()
+    srv = fresh_server.configure({"limits": {"max_blob_bytes": 1000}}).start()
     c = srv.client()
     name = unique()
     r = c.request("POST", f"/v2/{name}/blobs/uploads/?digest={sha256(b'z' * 1001)}", body=b"z" * 1001)
@@ -171,28 +158,6 @@ def test_blob_size_limit(fresh_server, tmp_path):
     c.close()
 
 
-def test_config_file(tmp_path):
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps({"addr": "0.0.0.0:5001", "root": "/srv/r", "read_only": True,
-                                "tls": {"self_signed": True}, "limits": {"max_manifest_bytes": 8388608},
-                                "gc": {"interval": 600, "untagged": True}}))
-    cfg = ServerConfig.from_file(path, addr="127.0.0.1:6000")
-    assert cfg.addr == "127.0.0.1:6000" and cfg.port == 6000 and cfg.root == "/srv/r"
-    assert cfg.read_only and cfg.tls.self_signed and cfg.limits.max_manifest_bytes == 8388608
-    assert cfg.gc.interval == 600 and cfg.gc.untagged and cfg.gc.grace == 3600
-    for bad, msg in [({"nope": 1}, "unknown key"), ({"read_only": "yes"}, "expected bool"),
-                     ({"addr": "noport"}, "invalid address"), ({"limits": {"max_manifest_bytes": 10}}, "4 MiB"),
-                     ({"tls": {"cert": "a.pem"}}, "cert and key"), ({"limits": []}, "must be an object")]:
-        path.write_text(json.dumps(bad))
-        with pytest.raises(ConfigError, match=msg):
-            ServerConfig.from_file(path)
-    path.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        ServerConfig.from_file(path)
-    with pytest.raises(ConfigError, match="cannot read"):
-        ServerConfig.from_file(tmp_path / "missing.json")
-
-
 def test_bad_flags_exit_cleanly(tmp_path):
     import sys
 
@@ -201,4 +166,4 @@ def test_bad_flags_exit_cleanly(tmp_path):
     p = subprocess.run([sys.executable, "-m", "registry.server", "--addr", "nope", "--root", str(tmp_path)],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode == 1
-    assert p.stderr.strip().splitlines() == ["error: invalid address 'nope' (want HOST:PORT)"]
+    assert p.stderr.strip().splitlines() == ["error: addr (from the command line): invalid address 'nope' (want HOST:PORT)"]

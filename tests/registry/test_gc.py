@@ -131,11 +131,7 @@ def test_gc_while_pushing(fresh_server):
 
 
 def test_online_gc_in_server(fresh_server, tmp_path):
-    cfg = tmp_path / "gc.json"
-    cfg.write_text(json.dumps({"gc": {"interval": 0.5, "grace": 0, "untagged": True}}))
-    srv = fresh_server
-    srv.args = ["--config", str(cfg)]
-    srv.start()
+    srv = fresh_server.configure({"gc": {"interval": 0.5, "grace": 0, "untagged": True}}).start()
     c = srv.client()
     name = unique()
     digest, raw = c.push_image(name, "v1")
