@@ -68,6 +68,18 @@ MIGRATIONS: list[Migration] = [
         updated REAL NOT NULL
     );
     """,
+    # 2: each garbage collection that ran (online or `soko gc --registry`), for /metrics and the UI
+    """
+    CREATE TABLE reg_gc_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finished REAL NOT NULL,
+        seconds REAL NOT NULL,
+        blobs_removed INTEGER NOT NULL,
+        bytes_freed INTEGER NOT NULL,
+        manifests_removed INTEGER NOT NULL,
+        tags_removed INTEGER NOT NULL
+    );
+    """,
 ]
 
 # A check run inside a write transaction, before anything changes; it raises to refuse
