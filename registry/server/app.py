@@ -108,11 +108,19 @@ class Server:
             self.events.subscribe(self.audit)
         self.reg = Registry(config)
         self.uploads = Uploads(self.reg)
+        self.notifier = None
+        if config.notifications.active:
+            from .notifier import Notifier
+
+            self.notifier = Notifier(config.notifications.active, self.reg.root, self.metrics)
+            self.events.subscribe(self.notifier)
         self._tasks: list[asyncio.Task] = []
 
     def bound(self, port: int) -> None:
         """The runner's socket is listening on `port`."""
         self.auth.bound(port)
+        if self.notifier is not None:
+            self.notifier.bound(port)
 
     def route(self, path: str) -> tuple[Route, dict[str, str]] | None:
         exact = _EXACT.get(path)
@@ -216,11 +224,15 @@ class Server:
 
     async def start(self, app: web.Application) -> None:
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        if self.notifier is not None:
+            await self.notifier.start({e.name for e in self.config.notifications.endpoints})
 
     async def stop(self, app: web.Application) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.notifier is not None:
+            await self.notifier.stop()
         self.uploads.close_all()
         self.auth.close()
         if self.audit is not None:
