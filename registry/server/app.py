@@ -108,6 +108,11 @@ class Server:
             self.events.subscribe(self.audit)
         self.reg = Registry(config)
         self.uploads = Uploads(self.reg)
+        self.proxy = None
+        if config.proxy is not None:
+            from .proxy import Proxy
+
+            self.proxy = Proxy(config.proxy, self.reg, self.metrics)
         self.notifier = None
         if config.notifications.active:
             from .notifier import Notifier
@@ -182,8 +187,12 @@ class Server:
             request[CLIENT] = client_key(request, None if principal.account.anonymous else principal.name)
             if "name" in params:
                 check_name(params["name"])
-            if request.method in WRITES and route.access in ("repository", "push") and self.config.read_only:
-                raise APIError("UNSUPPORTED", "the registry is in read-only mode")
+            if request.method in WRITES and route.access in ("repository", "push"):
+                if self.config.read_only:
+                    raise APIError("UNSUPPORTED", "the registry is in read-only mode")
+                if self.proxy is not None and self.proxy.serves(params["name"]):
+                    raise APIError("UNSUPPORTED", f"{params['name']} is a pull-through cache of "
+                                                  f"{self.proxy.describe(params['name'])}: it is read-only")
             self._gate(request, principal, route, params)
             return await handler(self, request, **params)
         except SlowClient as e:
@@ -233,6 +242,8 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.notifier is not None:
             await self.notifier.stop()
+        if self.proxy is not None:
+            await self.proxy.close()
         self.uploads.close_all()
         self.auth.close()
         if self.audit is not None:
