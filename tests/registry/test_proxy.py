@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -243,3 +247,113 @@ def test_namespaced_upstreams_with_basic_and_token_auth(upstream, tmp_path, fres
     assert c.request("GET", "/v2/mine/app/manifests/1").status == 200
     assert c.request("PUT", "/v2/hub/library/app/manifests/2", body=b"{}",
                      headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}).status == 405
+
+
+def test_soko_serve_proxy_flag(tmp_path, soko):
+    """`soko serve --proxy URL`: an open upstream, no config file."""
+    need_tool("docker-registry")
+    open_up = start_distribution(tmp_path / "open-upstream", access_log=True)
+    proc = None
+    try:
+        img = image_layout(tmp_path / "img")
+        run(*SKOPEO, "copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'img'}:latest",
+            f"docker://{open_up.host}/library/app:1")
+        proc = subprocess.Popen([sys.executable, "-m", "soko", "--root", str(soko.root), "serve", "--addr",
+                                 "127.0.0.1:0", "--proxy", f"http://{open_up.host}"], stderr=subprocess.PIPE,
+                                env=soko.env)
+        line = proc.stderr.readline().decode()
+        assert "listening on" in line, line
+        host = line.split("listening on ")[1].split()[0].split("//")[1]
+        info = json.loads(run(*SKOPEO, "inspect", "--tls-verify=false", f"docker://{host}/library/app:1"))
+        assert info["Digest"] == img["manifest"]
+        assert (soko.root / "registry" / "metadata.db").exists()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+        open_up.stop()
+
+
+class SlowRelay:
+    """A TCP relay to `port` that hands the upstream's answers on at `rate` bytes/s."""
+
+    def __init__(self, port: int, rate: int):
+        self.port, self.rate = port, rate
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.port))
+            threading.Thread(target=self._pump, args=(client, up, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, client, self.rate), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, rate: int | None) -> None:
+        try:
+            while True:
+                data = src.recv(16384)
+                if not data:
+                    break
+                dst.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_clients_get_bytes_while_the_blob_downloads(upstream, tmp_path, stopping):
+    """Upstream at 2 MB/s behind a slow link: the first client's bytes start long before the
+    download ends, a second client joining midway gets the whole blob, one upstream GET."""
+    img = image_layout(tmp_path / "img", layer_size=6 * 1024 * 1024)
+    push_upstream(upstream, tmp_path / "img", "library/slow:1")
+    relay = SlowRelay(int(upstream.host.rsplit(":", 1)[1]), 2 * 1024 * 1024)
+    try:
+        srv = proxy_server(tmp_path / "proxy", {"proxy": {"remoteurl": f"http://{relay.host}",
+                                                          "username": UP_USER, "password": UP_PASSWORD}})
+        stopping(srv)
+        path = f"/v2/library/slow/blobs/{img['layer']}"
+        seen: dict[str, dict] = {}
+
+        def get(who: str) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+            start = time.monotonic()
+            conn.request("GET", path)
+            r = conn.getresponse()
+            assert r.status == 200
+            first = r.read(1)
+            t_first = time.monotonic()
+            body = first + r.read()
+            seen[who] = {"start": start, "first": t_first, "end": time.monotonic(), "body": body}
+            conn.close()
+
+        a = threading.Thread(target=get, args=("a",))
+        a.start()
+        time.sleep(1.0)
+        b = threading.Thread(target=get, args=("b",))
+        b.start()
+        a.join(60)
+        b.join(60)
+        assert seen["a"]["body"] == img["layer_bytes"] and seen["b"]["body"] == img["layer_bytes"]
+        assert seen["a"]["end"] - seen["a"]["start"] > 2.0  # the link is slow ...
+        assert seen["a"]["first"] - seen["a"]["start"] < 1.0  # ... yet bytes flow from the start
+        assert seen["b"]["first"] < seen["a"]["end"]  # the latecomer too, before the download is done
+        assert blob_gets(upstream, img["layer"]) == 1
+    finally:
+        relay.close()
