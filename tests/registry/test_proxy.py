@@ -5,7 +5,6 @@ concurrent pulls; the cache keeps serving when the upstream is gone; a tag
 changed upstream is seen after the ttl, not before."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import json
@@ -23,7 +22,8 @@ import pytest
 from tests.client.client_helpers import start_distribution
 from tests.interop.tools import need_tool, run
 
-from .conftest import RegistryProc, unique
+from .conftest import RegistryProc
+from .layouts import write_image
 from .teams import PASSWORDS, Tokens, team_config
 
 pytestmark = pytest.mark.interop
@@ -31,34 +31,9 @@ UP_USER, UP_PASSWORD = "upstream", "upstream-pw"
 SKOPEO = ["skopeo", "--insecure-policy"]
 
 
-def image_layout(dest: Path, layer_size: int = 64 * 1024, tag: str = "latest") -> dict:
-    """An OCI layout with one image whose layer is `layer_size` random bytes (gzip of random data:
-    incompressible); returns its digests."""
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-
-    def put(data: bytes) -> str:
-        h = hashlib.sha256(data).hexdigest()
-        (blobs / h).write_bytes(data)
-        return f"sha256:{h}"
-
-    tar = os.urandom(layer_size)
-    layer = gzip.compress(tar, compresslevel=1, mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": os.urandom(8).hex(),
-                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}
-                         }).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": put(config), "size": len(config)},
-                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                       "digest": put(layer), "size": len(layer)}]}).encode()
-    digest = put(manifest)
-    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": len(manifest),
-         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-    return {"manifest": digest, "config": json.loads(manifest)["config"]["digest"],
-            "layer": json.loads(manifest)["layers"][0]["digest"], "layer_bytes": layer}
+def image_layout(dest: Path, layer_size: int = 64 * 1024) -> dict:
+    """An OCI layout with one image whose layer is `layer_size` random (incompressible) bytes."""
+    return write_image(dest, os.urandom(layer_size), {"seed": os.urandom(8).hex()}, level=1)
 
 
 def push_upstream(upstream, layout: Path, ref: str, creds: str = f"{UP_USER}:{UP_PASSWORD}") -> None:
