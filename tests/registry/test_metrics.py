@@ -8,7 +8,7 @@ import os
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256, unique
-from .teams import PASSWORDS, basic, team_config
+from .teams import PASSWORDS, Tokens, basic, team_config
 
 BLOBS = "/v2/{name}/blobs/{digest}"
 UPLOADS = "/v2/{name}/blobs/uploads/"
@@ -93,6 +93,8 @@ def test_metrics_for_one_account_and_auth_failures_by_reason(fresh_server):
     assert r.status == 401 and r.header("WWW-Authenticate").startswith("Bearer "), r.headers
     assert srv.client(auth=basic("bob", PASSWORDS["bob"])).request("GET", "/metrics").status == 403
     alice = basic("alice", PASSWORDS["alice"])
+    scrape(srv.client(), "Bearer " + Tokens(srv).token("alice", []))  # a token of the account will do too
+    assert srv.client(auth="Bearer " + Tokens(srv).token("bob", [])).request("GET", "/metrics").status == 403
     before = scrape(srv.client(), alice)
     # one failure of each kind
     assert srv.client(auth=basic("alice", "wrong")).request("GET", "/v2/").status == 401  # bad_credentials
@@ -108,7 +110,7 @@ def test_metrics_for_one_account_and_auth_failures_by_reason(fresh_server):
     assert failures == {"bad_credentials": 1, "invalid_token": 1, "unauthenticated": 1, "insufficient_scope": 0,
                         "denied": 2}, failures
     assert value(after, "soko_registry_http_requests_total", route="/metrics", method="GET", status="401") == 1
-    assert value(after, "soko_registry_http_requests_total", route="/metrics", method="GET", status="403") == 1
+    assert value(after, "soko_registry_http_requests_total", route="/metrics", method="GET", status="403") == 2
 
 
 def test_metrics_off_by_default_and_when_off(fresh_server, tmp_path):
