@@ -81,8 +81,9 @@ class RegistrySession:
     """Everything needed to talk to one registry; use as `async with`."""
 
     def __init__(self, registry: str, options: ClientOptions, creds: Credentials | None = None,
-                 http: aiohttp.ClientSession | None = None):
+                 http: aiohttp.ClientSession | None = None, scheme: str | None = None):
         self.registry = registry          # as written in references: docker.io, localhost:5000
+        self.scheme = scheme              # "http" or "https" when the caller knows (a configured URL)
         self.host = api_host(registry)
         self.options = options
         self.auth = Authenticator(registry, creds or Credentials())
@@ -129,6 +130,10 @@ class RegistrySession:
         return ctx
 
     def _candidates(self) -> list[tuple[str, ssl.SSLContext | bool]]:
+        if self.scheme == "http":
+            return [("http", False)]
+        if self.scheme == "https":
+            return [("https", False if self.options.insecure else self._verified_context())]
         if is_loopback(self.host):
             return [("http", False), ("https", False)]
         if self.options.insecure:

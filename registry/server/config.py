@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from . import configfile
 from .configfile import ConfigProblem, Duration, Key, show_key
+from .sections import METRICS_OFF, MetricsOptions, NotificationOptions, ProxyOptions
 
 DEFAULT_ADDR = "127.0.0.1:5000"
 MiB = 1024 * 1024
@@ -216,6 +217,9 @@ class ServerConfig:
     retention: list[RetentionRule] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     gc: GCOptions = field(default_factory=GCOptions)
+    metrics: MetricsOptions = field(default_factory=lambda: MetricsOptions(METRICS_OFF))  # [metrics] absent: off
+    notifications: NotificationOptions = field(default_factory=NotificationOptions)
+    proxy: ProxyOptions | None = None  # pull-through cache
 
     @property
     def host(self) -> str:
@@ -291,6 +295,10 @@ class ServerConfig:
         for i, r in enumerate(self.readers):
             if r not in users and r not in self.robots:
                 raise ConfigProblem(("readers", i), f"unknown account {r!r}")
+        account = self.metrics.account
+        if account is not None and account not in users and account not in self.robots:
+            raise ConfigProblem(("metrics", "access"), f"unknown account {account!r} (want \"open\", \"off\" or "
+                                                       f"an account name)")
         for ns, quota in self.quotas.items():
             check_namespace(ns, ("quotas", ns))
             if quota < 0:
@@ -309,10 +317,12 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
                    tls_self_signed: bool = False, token: bool = False, token_key: str | None = None,
                    token_realm: str | None = None, token_issuer: str | None = None,
                    token_service: str | None = None, token_cert: str | None = None,
-                   audit_log: str | None = None, gc_interval: float | None = None) -> dict[str, Any]:
+                   audit_log: str | None = None, gc_interval: float | None = None,
+                   proxy: str | None = None) -> dict[str, Any]:
     """Command-line flags as config overrides (one mapping for `soko serve` and
     `python -m registry.server`). `--token-cert` is an external issuer's
-    certificate (distribution's rootcertbundle), `--token` the built-in issuer."""
+    certificate (distribution's rootcertbundle), `--token` the built-in issuer,
+    `--proxy URL` the pull-through cache's remote."""
     out: dict[str, Any] = {"addr": addr, "root": root, "htpasswd": htpasswd, "audit_log": audit_log,
                            "read_only": True if read_only else None}
     if tls_cert or tls_key or tls_self_signed:
@@ -323,6 +333,8 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
         out["token"] = tok
     if gc_interval is not None:
         out["gc"] = {"interval": gc_interval}
+    if proxy is not None:
+        out["proxy"] = {"remoteurl": proxy}
     return out
 
 

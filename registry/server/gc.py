@@ -71,6 +71,7 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
                   busy_uploads: set[str] | None = None, retention: Sequence[RetentionRule] = (),
                   immutable: Sequence[ImmutableRule] = ()) -> GCReport:
     report = GCReport(dry_run=dry_run)
+    started = time.monotonic()
     now = time.time()
     cutoff = now - grace
     c = meta.db.conn
@@ -110,8 +111,17 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
             report.blobs_removed.append(digest)
             report.bytes_freed += size
             blobs.delete(digest)
+        _record(c, report, time.monotonic() - started)
     report.blobs_kept = sum(1 for _ in blobs)
     return report
+
+
+def _record(c: sqlite3.Connection, report: GCReport, seconds: float) -> None:
+    """Remember the run (registry_stats reads it: /metrics, the UI)."""
+    c.execute("INSERT INTO reg_gc_runs(finished, seconds, blobs_removed, bytes_freed, manifests_removed, "
+              "tags_removed) VALUES(?, ?, ?, ?, ?, ?)",
+              (time.time(), seconds, len(report.blobs_removed), report.bytes_freed, len(report.manifests_removed),
+               report.tags_removed + len(report.tags_expired)))
 
 
 def _expire_uploads(c: sqlite3.Connection, blobs: BlobStore, before: float, busy: set[str]) -> list[str]:
