@@ -105,5 +105,22 @@ def _mutation_sandbox_cwd(request, tmp_path_factory):
         os.chdir(old)
 
 
+if os.environ.get("SOKO_MUTMUT_HITS"):
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(item):
+        """`make mutate`: the functions this test's child processes called count as its own
+        (tests/mutation/mutate.py has the child side)."""
+        yield
+        if os.environ.get("MUTANT_UNDER_TEST") != "stats":
+            return
+        import json
+
+        from mutmut.state import state
+
+        for f in Path(os.environ["SOKO_MUTMUT_HITS"]).glob("*.json"):
+            state()._stats.update(json.loads(f.read_text()))
+            f.unlink()
+
+
 # A private Docker Engine, the reference for build results, CLI output and interop.
 from tests.interop.docker import docker_engine  # noqa: E402,F401
