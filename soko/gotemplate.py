@@ -509,9 +509,9 @@ class _Run:
                 value = value.get(name, NO_VALUE)
             elif isinstance(value, TypedNil) and value is NIL_MAP:
                 value = NO_VALUE
-            elif value is None or value is NO_VALUE:
-                if i == 0 and value is None:
-                    raise self._no_field(tok, names[:i + 1], value, line, nil=True)
+            elif value is None:
+                raise self._no_field(tok, names[:i + 1], value, line, nil=True)
+            elif value is NO_VALUE:
                 return NO_VALUE
             else:
                 raise self._no_field(tok, names[:i + 1], value, line)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .errors import SokoError
 from .formatter import FormatRow
 from .image_views import image_row
-from .render import unix_seconds
+from .render import parse_time, unix_seconds
 
 FILTER_KEYS = ("dangling", "reference", "label", "before", "since")
 
@@ -79,7 +79,8 @@ def _reference_matches(patterns: list[str], repository: str, tag: str) -> bool:
     return False
 
 
-def _labels_match(wanted: list[str], labels: dict) -> bool:
+def labels_match(wanted: list[str], labels: dict) -> bool:
+    """Docker's label filter: every `KEY` present, every `KEY=VALUE` equal."""
     for w in wanted:
         key, eq, value = w.partition("=")
         if key not in labels or (eq and labels[key] != value):
@@ -111,11 +112,12 @@ def image_rows(store, filters: Filters, no_trunc: bool) -> list[FormatRow]:
         tagged = e.repository != "<none>"
         if want_dangling is not None and want_dangling == (tagged or bool(repo_digests)):
             continue
-        if filters.get("label") and not _labels_match(filters.get("label"), labels):
+        if filters.get("label") and not labels_match(filters.get("label"), labels):
+            continue
+        exact = precise_time(e.created)
+        if any(exact >= b for b in bounds["before"]) or any(exact <= b for b in bounds["since"]):
             continue
         created = unix_seconds(e.created) or 0
-        if any(created >= b for b in bounds["before"]) or any(created <= b for b in bounds["since"]):
-            continue
         if tagged:
             pairs = [(e.repository, e.tag, _digest_for(e.repository, repo_digests))]
         elif repo_digests:
@@ -137,6 +139,11 @@ def _digest_for(repository: str, repo_digests: list[str]) -> str:
     return "<none>"
 
 
-def _created_of(store, ref: str) -> int:
-    img = store.resolve(ref)
-    return unix_seconds(img.config.data.get("created")) or 0
+def _created_of(store, ref: str) -> tuple[int, int]:
+    return precise_time(store.resolve(ref).config.data.get("created"))
+
+
+def precise_time(text: str | None) -> tuple[int, int]:
+    """(seconds, nanoseconds): before/since compare as Go's time.After does, to the nanosecond."""
+    parsed = parse_time(text)
+    return (int(parsed[0].timestamp()), parsed[1]) if parsed else (0, 0)

@@ -32,7 +32,7 @@ _CONFIG_FIELDS: list[tuple[str, Any, bool]] = [
 IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
                  "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
                  "Containers": "CONTAINERS", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
-                 "VirtualSize": "VIRTUAL SIZE"}
+                 "VirtualSize": "SIZE"}
 HISTORY_HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
                    "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
 IMAGES_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
@@ -68,7 +68,7 @@ def inspect_image(store, img, snapshots_root: Path | None = None) -> dict:
         "RepoTags": tags,
         "RepoDigests": facts.repo_digests(store, img.id),
         "Parent": "",
-        "Comment": data.get("comment", ""),
+        "Comment": data.get("comment") or _last_history_comment(data),
         "Created": rfc3339_nano(data.get("created")),
         "Container": data.get("container", ""),
         "ContainerConfig": docker_config(data.get("container_config")),
@@ -94,6 +94,12 @@ def inspect_image(store, img, snapshots_root: Path | None = None) -> dict:
         "History": data.get("history") or [],
     }
     return out
+
+
+def _last_history_comment(data: dict) -> str:
+    """Docker's fallback for an image whose config has no comment: its last history entry's."""
+    history = data.get("history") or []
+    return (history[-1].get("comment") or "") if history and isinstance(history[-1], dict) else ""
 
 
 def graph_driver(img, snapshots: Path) -> dict:

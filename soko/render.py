@@ -93,9 +93,11 @@ def unix_seconds(text: str | None) -> int | None:
 def local_rfc3339(text: str | None) -> str:
     """Go's time.Unix(s, 0).Format(time.RFC3339) in local time (`history -H=false`, CreatedAt)."""
     secs = unix_seconds(text)
-    if secs is None:
-        return ZERO_TIME
-    when = _dt.datetime.fromtimestamp(secs).astimezone()
+    return ZERO_TIME if secs is None else local_rfc3339_at(secs)
+
+
+def local_rfc3339_at(ts: float) -> str:
+    when = _dt.datetime.fromtimestamp(int(ts)).astimezone()
     return when.strftime("%Y-%m-%dT%H:%M:%S") + _zone(when)
 
 
