@@ -53,9 +53,9 @@ def parse_template(text: str) -> gotemplate.Template:
         raise SokoError(f"template parsing error: {e}") from None
 
 
-def execute(tmpl: gotemplate.Template, data: Any) -> str:
+def execute(tmpl: gotemplate.Template, data: Any, missing_key_error: bool = False) -> str:
     try:
-        return tmpl.execute(data)
+        return tmpl.execute(data, missing_key_error=missing_key_error)
     except gotemplate.TemplateError as e:
         from .errors import SokoError
 
@@ -79,9 +79,10 @@ def render(fmt: str | None, rows: Iterable[FormatRow], headers: dict[str, str], 
 
 
 def render_one(fmt: str, data: Any) -> str:
-    """A template over one value (inspect, version): its text plus a newline, as Docker prints it."""
+    """A template over one object (inspect, version, info): its text plus a newline, as Docker
+    prints it; a key the object lacks is an error, as in `docker inspect`."""
     _, text = prepare(fmt)
-    return execute(parse_template(text), data) + "\n"
+    return execute(parse_template(text), data, missing_key_error=True) + "\n"
 
 
 def tabwrite(text: str, minwidth: int = 10, padding: int = 3) -> str:

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .gotemplate_funcs import (FUNCS, HEADER_FUNCS, NIL_MAP, NIL_SLICE, NO_VALUE, TemplateError,  # noqa: F401
-                               TypedNil, go_json, go_sprintf, go_str, plain, truth, type_name)
+from .gotemplate_funcs import (FUNCS, HEADER_FUNCS, NIL_MAP, NIL_SLICE, NO_VALUE, GoStruct,  # noqa: F401
+                               TemplateError, TypedNil, go_json, go_sprintf, go_str, plain, truth, type_name)
 
 # -- lexing -------------------------------------------------------------------------------------
 @dataclass
@@ -371,17 +371,19 @@ class Template:
     nodes: list[Node]
     funcs: dict[str, Callable]
 
-    def execute(self, data: Any, funcs: dict[str, Callable] | None = None) -> str:
-        run = _Run(self.source, {**self.funcs, **(funcs or {})})
+    def execute(self, data: Any, funcs: dict[str, Callable] | None = None, missing_key_error: bool = False) -> str:
+        """Render over `data`; `missing_key_error` is Go's Option("missingkey=error") (docker inspect)."""
+        run = _Run(self.source, {**self.funcs, **(funcs or {})}, missing_key_error)
         out: list[str] = []
         run.nodes(self.nodes, data, _Scope([{"$": data}]), out)
         return "".join(out)
 
 
 class _Run:
-    def __init__(self, src: str, funcs: dict[str, Callable]):
+    def __init__(self, src: str, funcs: dict[str, Callable], missing_key_error: bool = False):
         self.src = src
         self.funcs = funcs
+        self.missing_key_error = missing_key_error
 
     def nodes(self, nodes: list[Node], dot: Any, scope: _Scope, out: list[str]) -> None:
         for n in nodes:
@@ -505,7 +507,13 @@ class _Run:
                     value = value.template_field(name)
                 except KeyError:
                     raise self._no_field(tok, names[:i + 1], value, line) from None
+            elif isinstance(value, GoStruct) and name not in value and name in value.omitted:
+                value = value.omitted[name]
             elif isinstance(value, dict):
+                if name not in value and self.missing_key_error:
+                    col = self._col(tok, names[:i + 1])
+                    raise TemplateError(f'template: :{line}{col}: executing "" at <.{".".join(names[:i + 1])}>: '
+                                        f'map has no entry for key "{name}"')
                 value = value.get(name, NO_VALUE)
             elif isinstance(value, TypedNil) and value is NIL_MAP:
                 value = NO_VALUE
@@ -517,8 +525,15 @@ class _Run:
                 raise self._no_field(tok, names[:i + 1], value, line)
         return value
 
+    @staticmethod
+    def _col(tok: Tok | None, names: list[str]) -> str:
+        """Go reports a field chain's error at its last field (`.Config.Foo`: at `.Foo`)."""
+        if tok is None:
+            return ""
+        return f":{tok.col + sum(len(n) + 1 for n in names[:-1]) if tok.kind == 'field' else tok.col}"
+
     def _no_field(self, tok: Tok | None, names: list[str], value: Any, line: int, nil: bool = False) -> TemplateError:
-        col = f":{tok.col}" if tok else ""
+        col = self._col(tok, names)
         shown = "." + ".".join(names)
         if nil:
             return TemplateError(f'template: :{line}{col}: executing "" at <{shown}>: nil pointer evaluating {shown}')

@@ -28,6 +28,15 @@ class TypedNil:
 NIL_SLICE, NIL_MAP = TypedNil("[]"), TypedNil("map[]")
 
 
+class GoStruct(dict):
+    """A Go struct as JSON shows it, with its `omitempty` fields that JSON left out kept in
+    `omitted`: templates still see them (`{{.Config.Healthcheck}}` is `<nil>`, not an error)."""
+
+    def __init__(self, shown: dict, omitted: dict | None = None):
+        super().__init__(shown)
+        self.omitted = omitted or {}
+
+
 class TemplateError(Exception):
     """A template that does not parse or cannot be executed (Go's message)."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .formatter import FormatRow
-from .gotemplate import NIL_MAP, NIL_SLICE
+from .gotemplate import NIL_MAP, NIL_SLICE, GoStruct
 from .render import (go_time_string, human_age, human_size, local_rfc3339, rfc3339_nano, short_id,
                      timestamp_rfc3339_nano, truncate)
 
@@ -42,18 +42,20 @@ HISTORY_RAW_TABLE = "table {{.ID}}\t{{.CreatedAt}}\t{{.CreatedBy}}\t{{.Size}}\t{
 QUIET = "{{.ID}}"
 
 
-def docker_config(raw: dict | None, keep_none: bool = False) -> dict | None:
+def docker_config(raw: dict | None, keep_none: bool = False) -> GoStruct | None:
     """An image's container config with every key Docker shows, in Docker's order."""
     if raw is None and keep_none:
         return None
     raw = raw or {}
     out: dict[str, Any] = {}
+    omitted: dict[str, Any] = {}
     for key, zero, omitempty in _CONFIG_FIELDS:
         value = raw.get(key)
         if omitempty and not value:
+            omitted[key] = zero if value is None else value
             continue
         out[key] = zero if value is None else value
-    return out
+    return GoStruct(out, omitted)
 
 
 def inspect_image(store, img, snapshots_root: Path | None = None) -> dict:
@@ -77,16 +79,18 @@ def inspect_image(store, img, snapshots_root: Path | None = None) -> dict:
         "Config": docker_config(data.get("config"), keep_none=True),
         "Architecture": data.get("architecture", ""),
     }
-    if data.get("variant"):
-        out["Variant"] = data["variant"]
-    out["Os"] = data.get("os", "")
-    if data.get("os.version"):
-        out["OsVersion"] = data["os.version"]
+    omitted = {}
+    for key, field_ in (("Variant", "variant"), ("Os", "os"), ("OsVersion", "os.version")):
+        if data.get(field_) or key == "Os":
+            out[key] = data.get(field_) or ""
+        else:
+            omitted[key] = ""
     out["Size"] = sum(sizes)
     out["VirtualSize"] = sum(sizes)
     out["GraphDriver"] = graph_driver(img, snapshots_root or Path(store.root) / "snapshots")
     out["RootFS"] = {"Type": "layers", "Layers": list(img.config.diff_ids)}
     out["Metadata"] = {"LastTagTime": timestamp_rfc3339_nano(facts.last_tag_time(store, img.id))}
+    out = GoStruct(out, omitted)
     out["Soko"] = {
         "Digest": img.digest,
         "MediaType": img.manifest.media_type,
@@ -165,5 +169,5 @@ def history_rows(store, img, no_trunc: bool, human: bool) -> list[FormatRow]:
             "CreatedSince": human_age(h.get("created")) if human else created_at,
             "ID": ident,
             "Size": human_size(size) if human else str(size),
-        }, "*formatter.historyContext"))
+        }, "*image.historyContext"))
     return rows

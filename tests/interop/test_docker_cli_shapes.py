@@ -41,6 +41,7 @@ TEMPLATES = [
     "{{.Config.Cmd}} {{.Config.Entrypoint}} {{.Config.Volumes}} {{.ContainerConfig.Env}}",
     "{{json .RepoDigests}} {{json .Config.ExposedPorts}} {{.Config.StopSignal}}",
     "{{with .Config}}{{.WorkingDir}}{{end}} {{println .Os}}",
+    "{{.Config.Shell}} {{.Config.StopTimeout}} {{.Variant}}|{{.Config.MacAddress}}|{{.Config.ArgsEscaped}}",
 ]
 
 
@@ -158,6 +159,8 @@ def test_bad_templates_fail_as_docker_fails(same_image, docker_engine):
         assert d.stderr.decode().strip() in s.stderr.strip()
     d = docker_engine("images", "--format", "{{.Foo}}", check=False).stderr.decode().strip()
     assert soko("images", "--format", "{{.Foo}}", check=False).stderr.strip() == f"soko: {d}"
+    d = docker_engine("inspect", "-f", "{{.Config.Foo}}", ref, check=False).stderr.decode().strip()
+    assert soko("inspect", "-f", "{{.Config.Foo}}", ref, check=False).stderr.strip() == f"soko: {d}"
 
 
 def test_filters_pick_the_rows_docker_picks(same_image, docker_engine):
