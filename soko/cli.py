@@ -166,9 +166,23 @@ def die_of_sigpipe() -> None:
 
 
 def main() -> None:
+    """click's standalone handling, plus one rule: a closed pipe on stdout ends soko as SIGPIPE
+    ends `cat` (click would exit 1 for --help, Python would print a BrokenPipeError at exit)."""
     try:
-        cli(prog_name="soko")
+        rv = cli.main(prog_name="soko", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except SystemExit as e:
+        if e.code == 1 and type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
+            die_of_sigpipe()  # click met the closed pipe first (help text) and chose exit 1
+        raise
     except Exception as exc:
         if closed_pipe(exc):
             die_of_sigpipe()
         raise
+    sys.exit(rv if isinstance(rv, int) else 0)

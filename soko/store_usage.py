@@ -41,17 +41,40 @@ def containers(root: str | os.PathLike) -> list[ContainerInfo]:
             continue
         if not isinstance(data, dict):
             continue
-        pid = data.get("pid") or data.get("owner_pid")
-        running = data.get("status") == "running" and bool(pid) and os.path.exists(f"/proc/{pid}")
+        owner = data.get("owner_pid") or data.get("pid")
+        running = data.get("status") == "running" and bool(owner) and os.path.exists(f"/proc/{owner}")
         info = ContainerInfo(str(data.get("id", n)), data.get("name"), str(data.get("image", "")),
                              str(data.get("image_ref", "")), float(data.get("created") or 0),
                              "running" if running else "exited", running, d)
-        info.volumes = _volumes_named(data, pid if running else None, root)
+        pids = _process_tree(int(owner)) if running else []
+        info.volumes = _volumes_named(data, pids, root)
         out.append(info)
     return out
 
 
-def _volumes_named(state: dict, pid: int | None, root) -> set[str]:
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants: the container's processes live in their own mount namespace
+    below the `soko run` that owns the container."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _volumes_named(state: dict, pids: list[int], root) -> set[str]:
     """Named volumes a container uses: from its state (`volumes`: `-v` texts, or `mounts`) and,
     while it runs, from its mount table."""
     names: set[str] = set()
@@ -63,17 +86,21 @@ def _volumes_named(state: dict, pid: int | None, root) -> set[str]:
     for m in state.get("mounts") or []:
         if isinstance(m, dict) and m.get("Type", m.get("type")) == "volume":
             names.add(m.get("Name") or m.get("name") or "")
-    if pid:
-        marker = str(Path(os.path.abspath(root)) / "volumes") + "/"
+    marker = str(Path(os.path.abspath(root)) / "volumes") + "/"
+    namespaces: set[str] = set()
+    for pid in pids:
         try:
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+            if ns in namespaces:
+                continue
+            namespaces.add(ns)
             with open(f"/proc/{pid}/mountinfo") as f:
                 for line in f:
-                    fields = line.split()
-                    for path in fields[3:5]:
-                        if path.startswith(marker):
-                            names.add(path[len(marker):].split("/", 1)[0])
+                    root_in_fs = line.split()[3]  # a bind mount's source, within its filesystem
+                    if root_in_fs.startswith(marker):
+                        names.add(root_in_fs[len(marker):].split("/", 1)[0])
         except OSError:
-            pass
+            continue
     names.discard("")
     return names
 
