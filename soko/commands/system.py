@@ -148,9 +148,10 @@ def _verbose(d: dict, cache) -> str:
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def prune_cmd(ctx: click.Context, all_: bool, volumes: bool, force: bool) -> None:
-    """Remove unused data: each pruner of soko.prune.PRUNERS, in Docker's order."""
+    """Remove unused data (dangling images, with -a all unused ones, with --volumes unused volumes)."""
     from ..prune import PRUNERS, confirm, report
 
+    # each pruner of soko.prune.PRUNERS, in Docker's order: other verbs join with one line there
     flags = {"volumes": volumes}
     chosen = [p for p in PRUNERS if p.only_with is None or flags.get(p.only_with)]
     lines = "\n".join(f"  - {(p.warning_all if all_ and p.warning_all else p.warning)}" for p in chosen)

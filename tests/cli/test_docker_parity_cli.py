@@ -70,7 +70,7 @@ def test_repo_digests_are_those_pushed_and_pulled(soko, bb, registry, tmp_path):
     (tmp_path / "other").mkdir()
     other = SokoCLI(tmp_path / "other")
     out = other("pull", f"{registry}/team/bb:1").stdout.splitlines()
-    assert out[0] == f"1: Pulling from team/bb"
+    assert out[0] == "1: Pulling from team/bb"
     assert out[-3:] == [f"Digest: {pushed}", f"Status: Downloaded newer image for {registry}/team/bb:1",
                         f"{registry}/team/bb:1"]
     assert json.loads(other("inspect", f"{registry}/team/bb:1").stdout)[0]["RepoDigests"] == \
@@ -150,7 +150,7 @@ def test_history_sizes_truncation_and_flags(soko, bb, busybox_rootfs, tmp_path):
     size, created_by = rows[1].split("|")
     assert size == "307kB"  # the 307200 bytes the step added, unpacked
     assert len(created_by) == 45 and created_by.endswith("…")
-    assert rows[2] == f"1.98MB|"
+    assert rows[2] == "1.98MB|"
     raw = soko("history", "-H=false", "--format", "{{.Size}} {{.CreatedSince}}", "hist:1").stdout.splitlines()
     assert raw[1].split()[0] == "307200" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)",
                                                           raw[1].split()[1])
