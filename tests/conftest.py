@@ -39,9 +39,13 @@ class SokoCLI:
         self.root = root
         self.env = {**os.environ, "PYTHONPATH": str(REPO)}
 
+    def argv(self) -> list[str]:
+        """The command line that runs soko on this store (for tests that need a Popen)."""
+        return [sys.executable, "-m", "soko", "--root", str(self.root)]
+
     def __call__(self, *args: str, input: bytes | str | None = None, check: bool = True,
                  timeout: float = 600, env: dict | None = None) -> Result:
-        cmd = [sys.executable, "-m", "soko", "--root", str(self.root), *map(str, args)]
+        cmd = [*self.argv(), *map(str, args)]
         p = subprocess.run(cmd, input=input.encode() if isinstance(input, str) else input,
                            capture_output=True, timeout=timeout, env={**self.env, **(env or {})})
         r = Result(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))

@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import socket
 import random
 import ssl
 import time
@@ -339,6 +340,8 @@ def detail_of(raw: bytes) -> str:
 def os_reason(e: aiohttp.ClientConnectorError) -> str:
     """`connection refused` rather than asyncio's "Connect call failed ('127.0.0.1', 5000)"."""
     err = e.os_error
+    if isinstance(err, socket.gaierror):  # errno -2 and friends: not errno values, strerror has no words for them
+        return f"the host {e.host} could not be resolved ({err.strerror or err})"
     if getattr(err, "errno", None):
         return os.strerror(err.errno).lower()
     return str(err) or type(err).__name__

@@ -10,8 +10,10 @@ import click
               help="Registry data (default: <store root>/registry).")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="TOML config file (registry/CONFIG.md); flags override it.")
-@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False, exists=True))
-@click.option("--tls-key", default=None, type=click.Path(dir_okay=False, exists=True))
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Serve HTTPS with this certificate (PEM), with --tls-key.")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="The private key of --tls-cert (PEM).")
 @click.option("--tls-self-signed", is_flag=True, help="Generate and serve a self-signed certificate.")
 @click.option("--htpasswd", default=None, type=click.Path(dir_okay=False, exists=True),
               help="bcrypt htpasswd file: users who may sign in.")
