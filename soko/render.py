@@ -5,9 +5,10 @@ import datetime as _dt
 from typing import Sequence
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns separated by three spaces, as Docker prints them."""
-    widths = [len(h) for h in headers]
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], minwidth: int = 0) -> str:
+    """Columns separated by three spaces, as Docker prints them (its tabwriter: each cell at
+    least `minwidth` wide, padding included)."""
+    widths = [max(len(h), minwidth - 3) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))

@@ -74,35 +74,28 @@ def history_cmd(ctx: click.Context, no_trunc: bool, fmt: str, human: bool, image
     click.echo(table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], out))
 
 
-@click.command("inspect")
-@click.argument("images", nargs=-1, required=True)
-@click.pass_context
-def inspect_cmd(ctx: click.Context, images: tuple[str, ...]) -> None:
-    """Show details of images as JSON."""
-    store = _store(ctx)
-    out = []
-    for ref in images:
-        img = store.resolve(ref)
-        data = img.config.data
-        repo_digests = sorted({t.rsplit(":", 1)[0] + "@" + img.digest for t in img.tags})
-        out.append({
-            "Id": img.id,
-            "Digest": img.digest,
-            "RepoTags": img.tags,
-            "RepoDigests": repo_digests,
-            "Created": data.get("created"),
-            "Author": data.get("author", ""),
-            "Architecture": data.get("architecture"),
-            "Variant": data.get("variant"),
-            "Os": data.get("os"),
-            "Config": data.get("config") or {},
-            "RootFS": {"Type": "layers", "Layers": list(img.config.diff_ids)},
-            "History": data.get("history") or [],
-            "Size": img.size,
-            "Manifest": {"MediaType": img.manifest.media_type,
-                         "Layers": [d.to_json() for d in img.manifest.layers]},
-        })
-    click.echo(json.dumps(out, indent=4))
+def image_document(store, ref: str) -> dict:
+    """`inspect` of an image (soko/commands/inspect.py prints it, beside containers)."""
+    img = store.resolve(ref)
+    data = img.config.data
+    repo_digests = sorted({t.rsplit(":", 1)[0] + "@" + img.digest for t in img.tags})
+    return {
+        "Id": img.id,
+        "Digest": img.digest,
+        "RepoTags": img.tags,
+        "RepoDigests": repo_digests,
+        "Created": data.get("created"),
+        "Author": data.get("author", ""),
+        "Architecture": data.get("architecture"),
+        "Variant": data.get("variant"),
+        "Os": data.get("os"),
+        "Config": data.get("config") or {},
+        "RootFS": {"Type": "layers", "Layers": list(img.config.diff_ids)},
+        "History": data.get("history") or [],
+        "Size": img.size,
+        "Manifest": {"MediaType": img.manifest.media_type,
+                     "Layers": [d.to_json() for d in img.manifest.layers]},
+    }
 
 
 @click.command("tag")

@@ -1,0 +1,436 @@
+"""The monitor: one process per detached container, in the manner of conmon or a containerd shim.
+
+Started by monitor_spawn.py, it outlives the soko that started it. It holds
+the container directory's lock for as long as it lives (containers.py: a
+monitor killed with -9 lets go of it, and the next soko command records the
+container as killed with it), owns the container's stdio (pipes, or the pty
+master with -t; stdin from the `stdin` FIFO with -i) and writes everything
+to the json-file log. It is the parent of the container's first process (a
+subreaper, so runc's detached containers become its children too), waits
+for it, records its exit code and time, runs the health check, and applies
+the restart policy while the host is up. A stop request file (written by
+`soko stop`, `kill`, `rm -f`) means: no restart. SIGTERM to the monitor
+stops the container as `soko stop` would.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+from . import containers, launch as launchmod, syscalls as sc
+from .containers import STOP_FILE, ContainerDir, State
+from .errors import ContainerError
+from .launch import Launch
+from .logfile import LogWriter
+from .service import BACKOFF_MAX, BACKOFF_RESET_AFTER, BACKOFF_START, MAX_LOG_ENTRIES, MAX_OUTPUT, \
+    RestartPolicy, probe
+
+STDIN_FIFO = "stdin"
+
+
+class Monitor:
+    def __init__(self, directory: Path, lock_fd: int, report_fd: int):
+        self.cdir = ContainerDir(directory, State.load(directory / "state.json"), lock_fd)
+        self.launch = Launch.load(directory)
+        svc = self.launch.service
+        self.policy = RestartPolicy.from_json(svc.get("restart"))
+        self.probe = probe(svc.get("healthcheck"))
+        self.stop_signal = int(svc.get("stop_signal") or signal.SIGTERM)
+        self.stop_timeout = float((svc.get("stop_timeout") or 10))
+        self.report_fd = report_fd
+        self.log = LogWriter(directory / f"{self.cdir.id}-json.log")
+        self.tty = bool(self.launch.spec["process"].get("terminal"))
+        self.stdin = None
+        if svc.get("open_stdin"):
+            fifo = directory / STDIN_FIFO
+            if not fifo.exists():
+                os.mkfifo(fifo, 0o600)
+            self.stdin = os.open(fifo, os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if self.tty else 0))
+        self.term_at: float | None = None  # SIGTERM received: SIGKILL the container at this time
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def st(self) -> State:
+        return self.cdir.state
+
+    def save(self) -> None:
+        self.cdir.save()
+
+    def report(self, text: str) -> None:
+        if self.report_fd >= 0:
+            try:
+                os.write(self.report_fd, text.encode()[:60000])
+            finally:
+                os.close(self.report_fd)
+                self.report_fd = -1
+
+    def stop_requested(self) -> bool:
+        return (self.cdir.dir / STOP_FILE).exists()
+
+    # -- the life ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        st = self.st
+        st.owner, st.monitor = os.getpid(), True
+        delay = BACKOFF_START
+        first = True
+        while True:
+            began = time.monotonic()
+            code = self.run_once(first)
+            first = False
+            if code is None:
+                break
+            stop = self.stop_requested() or self.term_at is not None
+            st.stop_requested = stop
+            if not self.policy.should_restart(code, st.restart_count, stop):
+                break
+            if time.monotonic() - began >= BACKOFF_RESET_AFTER:
+                delay = BACKOFF_START
+            st.status = containers.RESTARTING
+            st.restart_count += 1
+            self.save()
+            if self._sleep(delay):
+                st.status = containers.EXITED
+                st.stop_requested = True
+                break
+            delay = min(delay * 2, BACKOFF_MAX)
+        self.save()
+        self.log.close()
+        if st.rm:
+            self._remove()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, unless a stop is requested meanwhile (True then)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stop_requested() or self.term_at is not None:
+                return True
+            select.select([self.wake_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
+        return self.stop_requested()
+
+    def run_once(self, first: bool) -> int | None:
+        """One start of the container and its life; its exit code, None when it could not start."""
+        st = self.st
+        outs: list[tuple[int, str]] = []
+        writers: list[int] = []
+        stdout = stderr = 1
+        if not self.tty:
+            r, stdout = os.pipe2(os.O_CLOEXEC)
+            outs.append((r, "stdout"))
+            r, stderr = os.pipe2(os.O_CLOEXEC)
+            outs.append((r, "stderr"))
+            writers = [stdout, stderr]
+        stdin = self.stdin if not self.tty else None
+        try:
+            task = launchmod.start(self.launch, self.cdir.dir, stdin, stdout, stderr, detached=True)
+        except ContainerError as e:
+            for r, _ in outs:
+                os.close(r)
+            st.error, st.exit_code, st.pid = str(e), e.status, 0
+            if first:
+                st.status = containers.CREATED
+                self.report(f"error {e.status} {e}")
+            else:
+                st.status, st.finished_at = containers.EXITED, containers.now_ns()
+            self._release()
+            return None
+        finally:
+            for fd in writers:
+                os.close(fd)
+        if task.master is not None:
+            _winsize(task.master)
+            outs.append((task.master, "stdout"))
+        st.status, st.pid, st.started_at, st.error = containers.RUNNING, task.pid, containers.now_ns(), ""
+        if self.probe is not None:
+            st.health = {"Status": "starting", "FailingStreak": 0, "Log": (st.health or {}).get("Log", [])}
+        self.save()
+        if first:
+            self.report(f"ok {task.pid}")
+        try:
+            status = self._watch(task, outs)
+            code = task.exit_code(status)
+        except ContainerError as e:
+            code = e.status
+            st.error = str(e)
+        finally:
+            for r, _ in outs:
+                if r != task.master:
+                    os.close(r)
+            task.close()
+        self.log.flush()
+        st.status, st.exit_code, st.pid, st.finished_at = containers.EXITED, code, 0, containers.now_ns()
+        self._release()
+        self.save()
+        return code
+
+    def _release(self) -> None:
+        try:
+            containers.release_resources(self.cdir.dir, self.st)
+        except ContainerError as e:
+            self.st.error = self.st.error or str(e)
+
+    def _watch(self, task, outs: list[tuple[int, str]]) -> int:
+        """Relay output to the log, run health checks, until the container's process ends."""
+        pidfd = os.pidfd_open(task.pid)
+        streams = dict(outs)
+        started = time.monotonic()
+        check = Check(self, task.pid) if self.probe is not None else None
+        next_check = started + self.probe.interval if self.probe else None
+        try:
+            while True:
+                watch = [pidfd, self.wake_r] + list(streams)
+                if self.tty and self.stdin is not None and task.master is not None:
+                    watch.append(self.stdin)
+                timeout = None
+                if check is not None:
+                    watch += check.fds()
+                    due = check.deadline() if check.running else next_check
+                    timeout = max(0.0, due - time.monotonic())
+                if self.term_at is not None:
+                    timeout = max(0.0, min(timeout if timeout is not None else 1e9, self.term_at - time.monotonic()))
+                ready = select.select(watch, [], [], timeout)[0]
+                if self.wake_r in ready:
+                    _drain(self.wake_r)
+                for fd in ready:
+                    if fd in streams:
+                        try:
+                            data = os.read(fd, 65536)
+                        except OSError:
+                            data = b""
+                        if data:
+                            self.log.write(streams[fd], data)
+                        else:
+                            del streams[fd]
+                    elif fd == self.stdin and task.master is not None:
+                        try:
+                            data = os.read(fd, 65536)
+                            if data:
+                                os.write(task.master, data)
+                        except (BlockingIOError, OSError):
+                            pass
+                if self.term_at is not None and time.monotonic() >= self.term_at:
+                    _kill(pidfd, signal.SIGKILL)
+                    self.term_at = float("inf")
+                if check is not None:
+                    now = time.monotonic()
+                    if check.running:
+                        if check.poll(ready, now):
+                            next_check = time.monotonic() + self.probe.interval
+                    elif now >= next_check:
+                        check.start(started)
+                if pidfd in ready:
+                    for fd in list(streams):  # what is left in the pipes
+                        _drain_into(fd, lambda d, s=streams[fd]: self.log.write(s, d))
+                    if check is not None and check.running:
+                        check.abandon()
+                    return os.waitpid(task.pid, 0)[1]
+        finally:
+            os.close(pidfd)
+
+    def on_term(self, _signum, _frame) -> None:
+        """SIGTERM: stop the container (its stop signal, SIGKILL after its stop timeout)."""
+        (self.cdir.dir / STOP_FILE).touch()
+        if self.term_at is None:
+            self.term_at = time.monotonic() + self.stop_timeout
+            pid = self.st.pid
+            if pid:
+                try:
+                    fd = os.pidfd_open(pid)
+                    _kill(fd, self.stop_signal)
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _remove(self) -> None:
+        """`run -d --rm`: the container goes when it ends, record included."""
+        containers.remove_dir(self.cdir.dir)
+        from storage.metadata import MetadataDB
+
+        from . import records
+
+        records.delete(MetadataDB(Path(self.launch.base) / "metadata.db"), self.cdir.id)
+
+
+class Check:
+    """One health probe at a time, run through exec, never blocking the monitor."""
+
+    def __init__(self, m: Monitor, init_pid: int):
+        self.m = m
+        self.init_pid = init_pid
+        self.running = False
+        self.task = None
+        self.out_r = -1
+        self.pidfd = -1
+        self.output = b""
+        self.began_ns = 0
+        self.began = 0.0
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.out_r, self.pidfd) if fd >= 0] if self.running else []
+
+    def deadline(self) -> float:
+        return self.began + self.m.probe.timeout
+
+    def start(self, container_started: float) -> None:
+        from . import execs
+
+        self.container_started = container_started
+        self.began, self.began_ns, self.output = time.monotonic(), containers.now_ns(), b""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        filt = None
+        if self.m.launch.seccomp_filter:
+            with open(self.m.launch.seccomp_filter, "rb") as f:
+                filt = f.read()
+        ex = execs.spec_for(self.m.launch.spec, self.m.probe.argv, seccomp_filter=filt)
+        try:
+            self.task = execs.start(self.init_pid, ex, None, w, w)
+        except ContainerError as e:
+            os.close(r)
+            os.close(w)
+            self.record(-1 if e.status == 1 else e.status, str(e))
+            return
+        os.close(w)
+        self.out_r, self.pidfd, self.running = r, os.pidfd_open(self.task.helper), True
+
+    def poll(self, ready: list[int], now: float) -> bool:
+        """Read output, notice the end or the timeout; True when the probe is over."""
+        if self.out_r in ready:
+            data = os.read(self.out_r, 65536)
+            if data:
+                self.output = (self.output + data)[:MAX_OUTPUT]
+        if self.pidfd in ready:
+            _drain_into(self.out_r, lambda d: setattr(self, "output", (self.output + d)[:MAX_OUTPUT]))
+            status = os.waitpid(self.task.helper, 0)[1]
+            self._close()
+            self.record(os.waitstatus_to_exitcode(status), self.output.decode("utf-8", "replace"))
+            return True
+        if now >= self.deadline():
+            self.abandon()
+            self.record(-1, f"Health check exceeded timeout ({_seconds(self.m.probe.timeout)})")
+            return True
+        return False
+
+    def abandon(self) -> None:
+        for pid in (self.task.pid, self.task.helper):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(self.task.helper, 0)
+        except ChildProcessError:
+            pass
+        self._close()
+
+    def _close(self) -> None:
+        for fd in (self.out_r, self.pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self.out_r = self.pidfd = -1
+        self.running = False
+
+    def record(self, code: int, output: str) -> None:
+        """Docker's rules: a success makes it healthy; failures count once the start period is over,
+        and `retries` failures in a row make it unhealthy."""
+        st = self.m.st
+        h = st.health or {"Status": "starting", "FailingStreak": 0, "Log": []}
+        h["Log"] = (h.get("Log") or [])[-(MAX_LOG_ENTRIES - 1):] + [{
+            "Start": _rfc(self.began_ns), "End": _rfc(containers.now_ns()), "ExitCode": code, "Output": output}]
+        if code == 0:
+            h["Status"], h["FailingStreak"] = "healthy", 0
+        elif not (h["Status"] == "starting" and time.monotonic() - self.container_started < self.m.probe.start_period):
+            h["FailingStreak"] = h.get("FailingStreak", 0) + 1
+            if h["FailingStreak"] >= self.m.probe.retries:
+                h["Status"] = "unhealthy"
+        st.health = h
+        self.m.save()
+
+
+def _rfc(ns: int) -> str:
+    from .logfile import rfc3339
+
+    return rfc3339(ns)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:g}s"
+
+
+def _kill(pidfd: int, sig: int) -> None:
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def _drain_into(fd: int, sink) -> None:
+    """Whatever the pipe holds now, without blocking (a child of the container may keep it open)."""
+    import fcntl
+
+    if fd < 0:
+        return
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, OSError):
+            return
+        if not data:
+            return
+        sink(data)
+
+
+def _winsize(master: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    except OSError:
+        pass
+
+
+def main(argv: list[str]) -> None:
+    directory, lock_fd, report_fd = Path(argv[0]), int(argv[1]), int(argv[2])
+    os.set_inheritable(lock_fd, False)
+    os.set_inheritable(report_fd, False)
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGQUIT, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    m = None
+    try:
+        m = Monitor(directory, lock_fd, report_fd)
+        signal.set_wakeup_fd(m.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, m.on_term)
+        m.run()
+    except BaseException as e:  # noqa: BLE001 - the monitor reports, records and goes
+        text = f"{type(e).__name__}: {e}"
+        try:
+            os.write(report_fd, f"error 125 monitor: {text}".encode())
+        except OSError:
+            pass
+        if m is not None:
+            m.st.error = f"monitor: {text}"
+            m.st.status = containers.EXITED if m.st.status in containers.LIVE else m.st.status
+            m.st.pid = 0
+            try:
+                m._release()
+                m.save()
+            except BaseException:  # noqa: BLE001
+                pass
+        sys.exit(1)
+    sys.exit(0)
