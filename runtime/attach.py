@@ -4,7 +4,7 @@
 restart policy, a health check) follow the json-file log from where it was
 when the container started until that run ends, writing each record to
 stdout or stderr as it was written, and return the container's exit code.
-With -i, soko's stdin goes to the monitor's `stdin` FIFO. Signals soko gets
+With -i, soko's stdin goes to the monitor's attach socket. Signals soko gets
 (^C) are passed on to the container, as Docker's sig-proxy does.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def attach(c: "Container", stdin: int | None, stdout: int, stderr: int,
                 pass
         old = {s: signal.signal(s, forward) for s in FORWARDED}
     if stdin is not None and c.launch.service.get("open_stdin"):
-        threading.Thread(target=_feed, args=(stdin, c.dir / "stdin"), daemon=True).start()
+        threading.Thread(target=_feed, args=(stdin, c.dir), daemon=True).start()
 
     def done() -> bool:
         s = c.refresh()
@@ -62,19 +62,24 @@ def attach(c: "Container", stdin: int | None, stdout: int, stderr: int,
     return c.refresh().exit_code
 
 
-def _feed(src: int, fifo) -> None:
-    """soko's stdin into the container's (its monitor keeps the FIFO open for reading)."""
+def _feed(src: int, directory) -> None:
+    """soko's stdin to the monitor's attach socket; its end ends the container's stdin."""
+    import socket
+
+    from .monitor import attach_path
+
+    path, dfd = attach_path(directory)
     try:
-        fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        while True:
-            data = os.read(src, 65536)
-            if not data:
-                return
-            os.write(fd, data)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(path)
+            while True:
+                data = os.read(src, 65536)
+                if not data:
+                    break
+                s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)  # until the monitor has taken it all (it closes its end)
     except OSError:
         return
     finally:
-        os.close(fd)
+        os.close(dfd)

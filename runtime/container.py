@@ -88,7 +88,9 @@ class Container:
             from .errors import NoSuchContainer
 
             raise NoSuchContainer(f"No such container: {ref}") from None
-        return cls(store, cdir, rec)
+        c = cls(store, cdir, rec)
+        c.refresh()
+        return c
 
     @classmethod
     def all(cls, store: "ImageStore") -> list["Container"]:

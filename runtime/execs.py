@@ -55,6 +55,8 @@ def spec_for(container_spec: dict, args: list[str], env: list[str] | None = None
     for e in env or []:
         key = e.split("=", 1)[0]
         merged = [x for x in merged if x.split("=", 1)[0] != key] + [e]
+    if tty and not any(x.startswith("TERM=") for x in merged):
+        merged.append("TERM=xterm")  # as Docker's exec -t
     return ExecSpec(list(args), merged, cwd or p.get("cwd") or "/", user, dict(p.get("user", {})), tty,
                     dict(p.get("capabilities", {})), bool(p.get("noNewPrivileges", True)),
                     list(p.get("rlimits", [])), seccomp_filter)

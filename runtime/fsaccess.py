@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from .container import Container
 
 
+def whole_seconds(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Integral mtimes: a PAX header per file for sub-second times is noise to `tar` readers."""
+    member.mtime = int(member.mtime)
+    return member
+
+
 @contextmanager
 def inside(c: "Container") -> Iterator[Callable[[], None]]:
     """An `enter()` for nsenter.start_inside that puts the caller into `c`'s root."""
@@ -101,7 +107,7 @@ def reading(c: "Container", path: str, arcname: str, follow: bool = False) -> It
         os.close(r)
         src = os.path.realpath(path) if follow else path
         with os.fdopen(w, "wb") as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(src, arcname=arcname, recursive=True)
+            tar.add(src, arcname=arcname, recursive=True, filter=whole_seconds)
 
     with _started(c, fn) as done:
         os.close(w)

@@ -4,7 +4,7 @@ Started by monitor_spawn.py, it outlives the soko that started it. It holds
 the container directory's lock for as long as it lives (containers.py: a
 monitor killed with -9 lets go of it, and the next soko command records the
 container as killed with it), owns the container's stdio (pipes, or the pty
-master with -t; stdin from the `stdin` FIFO with -i) and writes everything
+master with -t; stdin from its attach socket with -i) and writes everything
 to the json-file log. It is the parent of the container's first process (a
 subreaper, so runc's detached containers become its children too), waits
 for it, records its exit code and time, runs the health check, and applies
@@ -29,7 +29,7 @@ from .logfile import LogWriter
 from .service import BACKOFF_MAX, BACKOFF_RESET_AFTER, BACKOFF_START, MAX_LOG_ENTRIES, MAX_OUTPUT, \
     RestartPolicy, probe
 
-STDIN_FIFO = "stdin"
+ATTACH = "attach"  # the socket `start -i` / `run -i` write the container's stdin to
 
 
 class Monitor:
@@ -44,12 +44,9 @@ class Monitor:
         self.report_fd = report_fd
         self.log = LogWriter(directory / f"{self.cdir.id}-json.log")
         self.tty = bool(self.launch.spec["process"].get("terminal"))
-        self.stdin = None
-        if svc.get("open_stdin"):
-            fifo = directory / STDIN_FIFO
-            if not fifo.exists():
-                os.mkfifo(fifo, 0o600)
-            self.stdin = os.open(fifo, os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if self.tty else 0))
+        self.listener = _listen(directory) if svc.get("open_stdin") else None
+        self.clients: list = []
+        self.stdin_w: int | None = None  # the container's stdin (a pipe, or the pty master with -t)
         self.term_at: float | None = None  # SIGTERM received: SIGKILL the container at this time
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -124,12 +121,18 @@ class Monitor:
             r, stderr = os.pipe2(os.O_CLOEXEC)
             outs.append((r, "stderr"))
             writers = [stdout, stderr]
-        stdin = self.stdin if not self.tty else None
+        stdin = None
+        if self.listener is not None and not self.tty:
+            stdin, self.stdin_w = os.pipe2(os.O_CLOEXEC)
+            writers.append(stdin)
         try:
             task = launchmod.start(self.launch, self.cdir.dir, stdin, stdout, stderr, detached=True)
         except ContainerError as e:
             for r, _ in outs:
                 os.close(r)
+            if self.stdin_w is not None:
+                os.close(self.stdin_w)
+                self.stdin_w = None
             st.error, st.exit_code, st.pid = str(e), e.status, 0
             if first:
                 st.status = containers.CREATED
@@ -144,6 +147,8 @@ class Monitor:
         if task.master is not None:
             _winsize(task.master)
             outs.append((task.master, "stdout"))
+            if self.listener is not None:
+                self.stdin_w = task.master
         st.status, st.pid, st.started_at, st.error = containers.RUNNING, task.pid, containers.now_ns(), ""
         if self.probe is not None:
             st.health = {"Status": "starting", "FailingStreak": 0, "Log": (st.health or {}).get("Log", [])}
@@ -160,6 +165,9 @@ class Monitor:
             for r, _ in outs:
                 if r != task.master:
                     os.close(r)
+            if self.stdin_w is not None and self.stdin_w != task.master:
+                os.close(self.stdin_w)
+            self.stdin_w = None
             task.close()
         self.log.flush()
         st.status, st.exit_code, st.pid, st.finished_at = containers.EXITED, code, 0, containers.now_ns()
@@ -182,9 +190,9 @@ class Monitor:
         next_check = started + self.probe.interval if self.probe else None
         try:
             while True:
-                watch = [pidfd, self.wake_r] + list(streams)
-                if self.tty and self.stdin is not None and task.master is not None:
-                    watch.append(self.stdin)
+                watch = [pidfd, self.wake_r] + list(streams) + self.clients
+                if self.listener is not None:
+                    watch.append(self.listener)
                 timeout = None
                 if check is not None:
                     watch += check.fds()
@@ -205,13 +213,13 @@ class Monitor:
                             self.log.write(streams[fd], data)
                         else:
                             del streams[fd]
-                    elif fd == self.stdin and task.master is not None:
+                    elif fd is self.listener:
                         try:
-                            data = os.read(fd, 65536)
-                            if data:
-                                os.write(task.master, data)
-                        except (BlockingIOError, OSError):
+                            self.clients.append(self.listener.accept()[0])
+                        except OSError:
                             pass
+                    elif fd in self.clients:
+                        self._from_client(fd)
                 if self.term_at is not None and time.monotonic() >= self.term_at:
                     _kill(pidfd, signal.SIGKILL)
                     self.term_at = float("inf")
@@ -230,6 +238,33 @@ class Monitor:
                     return os.waitpid(task.pid, 0)[1]
         finally:
             os.close(pidfd)
+
+    def _from_client(self, client) -> None:
+        """Attached stdin into the container's; the client's end closes the container's stdin
+        (a ^D on a terminal), as `docker run -i` does when its input ends."""
+        try:
+            data = client.recv(65536)
+        except OSError:
+            data = b""
+        if data:
+            if self.stdin_w is not None:
+                try:
+                    os.write(self.stdin_w, data)
+                except OSError:
+                    pass
+            return
+        self.clients.remove(client)
+        client.close()
+        if self.stdin_w is None:
+            return
+        if self.tty:
+            try:
+                os.write(self.stdin_w, b"\x04")
+            except OSError:
+                pass
+        else:
+            os.close(self.stdin_w)
+            self.stdin_w = None
 
     def on_term(self, _signum, _frame) -> None:
         """SIGTERM: stop the container (its stop signal, SIGKILL after its stop timeout)."""
@@ -391,6 +426,31 @@ def _drain_into(fd: int, sink) -> None:
         if not data:
             return
         sink(data)
+
+
+def attach_path(directory: Path) -> tuple[str, int]:
+    """The attach socket's path through /proc/self/fd (a container directory's own path can be
+    longer than a socket address allows), and the directory descriptor to close afterwards."""
+    dfd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{dfd}/{ATTACH}", dfd
+
+
+def _listen(directory: Path):
+    import socket
+
+    path, dfd = attach_path(directory)
+    try:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.bind(path)
+        os.chmod(path, 0o600)
+        s.listen(8)
+        return s
+    finally:
+        os.close(dfd)
 
 
 def _winsize(master: int) -> None:

@@ -96,4 +96,4 @@ def cp_cmd(ctx, archive, follow_link, src, dest) -> None:
         raise SokoError(f"the destination directory must exist: {into}")
     with fsaccess.writing(c, into, archive) as f, \
             tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        tar.add(spath if name == "." else spath.removesuffix("/."), arcname=name)
+        tar.add(spath if name == "." else spath.removesuffix("/."), arcname=name, filter=fsaccess.whole_seconds)
