@@ -38,6 +38,7 @@ class ExecSpec:
     no_new_privileges: bool = True
     rlimits: list[dict] = field(default_factory=list)
     seccomp_filter: bytes | None = None
+    new_session: bool = False  # its own session and process group (a health probe, killed whole)
 
 
 @dataclass
@@ -163,6 +164,8 @@ def _process(ex: ExecSpec, stdio: tuple[int, int, int], err_w: int, sock: int | 
                 ex.env.append(f"HOME={u.home}")
         if ex.terminal:
             stdio = _pty(sock, int(process["user"].get("uid", 0)))
+        elif ex.new_session:
+            os.setsid()
         try:
             os.chdir(ex.cwd)
         except OSError as e:

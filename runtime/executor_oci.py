@@ -118,7 +118,10 @@ class OciTask:
             os.write(self.done_w, b"x")  # finished here: the watcher leaves the container alone
             os.close(self.done_w)
             self.done_w = -1
-            os.waitpid(self.watcher, 0)
+            try:
+                os.waitpid(self.watcher, 0)
+            except ChildProcessError:
+                pass  # collected already (the monitor reaps all its children)
 
 
 def start(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,

@@ -48,6 +48,7 @@ class Monitor:
         self.clients: list = []
         self.stdin_w: int | None = None  # the container's stdin (a pipe, or the pty master with -t)
         self.term_at: float | None = None  # SIGTERM received: SIGKILL the container at this time
+        self.reaped: dict[int, int] = {}  # pid -> wait status, of children reap() collected
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # -- state ----------------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class Monitor:
                 ready = select.select(watch, [], [], timeout)[0]
                 if self.wake_r in ready:
                     _drain(self.wake_r)
+                self.reap()
                 for fd in ready:
                     if fd in streams:
                         try:
@@ -235,9 +237,31 @@ class Monitor:
                         _drain_into(fd, lambda d, s=streams[fd]: self.log.write(s, d))
                     if check is not None and check.running:
                         check.abandon()
-                    return os.waitpid(task.pid, 0)[1]
+                    return self.wait_for(task.pid)
         finally:
             os.close(pidfd)
+
+    def reap(self) -> None:
+        """Collect every child that ended (SIGCHLD wakes the loop). A subreaper inherits the
+        orphans of killed health probes, which are in the container's PID namespace: left as
+        zombies, they would keep its first process from ever finishing its exit."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.reaped[pid] = status
+
+    def wait_for(self, pid: int) -> int:
+        """The wait status of child `pid`, whether reap() collected it already or not."""
+        if pid in self.reaped:
+            return self.reaped.pop(pid)
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return self.reaped.pop(pid, 0)
 
     def _from_client(self, client) -> None:
         """Attached stdin into the container's; the client's end closes the container's stdin
@@ -321,6 +345,7 @@ class Check:
             with open(self.m.launch.seccomp_filter, "rb") as f:
                 filt = f.read()
         ex = execs.spec_for(self.m.launch.spec, self.m.probe.argv, seccomp_filter=filt)
+        ex.new_session = True
         try:
             self.task = execs.start(self.init_pid, ex, None, w, w)
         except ContainerError as e:
@@ -339,7 +364,7 @@ class Check:
                 self.output = (self.output + data)[:MAX_OUTPUT]
         if self.pidfd in ready:
             _drain_into(self.out_r, lambda d: setattr(self, "output", (self.output + d)[:MAX_OUTPUT]))
-            status = os.waitpid(self.task.helper, 0)[1]
+            status = self.m.wait_for(self.task.helper)
             self._close()
             self.record(os.waitstatus_to_exitcode(status), self.output.decode("utf-8", "replace"))
             return True
@@ -350,15 +375,14 @@ class Check:
         return False
 
     def abandon(self) -> None:
-        for pid in (self.task.pid, self.task.helper):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.waitpid(self.task.helper, 0)
-        except ChildProcessError:
-            pass
+        """Kill the probe, its children too (it leads its own process group), and its helper."""
+        for kill, pid in ((os.killpg, self.task.pid), (os.kill, self.task.helper)):
+            if pid > 0:
+                try:
+                    kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.m.wait_for(self.task.helper)
         self._close()
 
     def _close(self) -> None:
@@ -476,6 +500,7 @@ def main(argv: list[str]) -> None:
         m = Monitor(directory, lock_fd, report_fd)
         signal.set_wakeup_fd(m.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, m.on_term)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the loop through the wakeup fd
         m.run()
     except BaseException as e:  # noqa: BLE001 - the monitor reports, records and goes
         text = f"{type(e).__name__}: {e}"
