@@ -74,7 +74,7 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     cdir, launch = make(store, cid=cid, options=options, cfg={}, args=list(argv), env=full_env, user=exec_user,
                         hostname=name, user_mounts=user_mounts, seed=[], lowers=lowers,
                         layers=chain_ids(diff_ids), snapshotter=snap, seccomp_profile=seccomp.load_for("default"),
-                        upper=Path(upper), work=Path(work), save_launch=False)
+                        upper=Path(upper), work=Path(work), save_launch=False, stub_user_mounts=True)
     c = Container(store, cdir)
     c._launch = launch
     return foreground(c, stdin=None, stdout=1, stderr=2, on_output=on_output, on_event=on_event,

@@ -130,11 +130,14 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
          user: users.ExecUser, hostname: str, user_mounts: list[specmod.Mount], seed: list[tuple[str, str]],
          lowers: list[str], layers: list[str], snapshotter: str, seccomp_profile: "seccomp.Profile | None",
          upper: Path | None = None, work: Path | None = None, record: records.Record | None = None,
-         service: dict | None = None, save_launch: bool = True) -> tuple[containers.ContainerDir, Launch]:
+         service: dict | None = None, save_launch: bool = True,
+         stub_user_mounts: bool = False) -> tuple[containers.ContainerDir, Launch]:
     """The container's directory (locked), init layer, record and launch plan.
 
     `lowers` are the image's snapshot directories, top first; `upper`/`work` default to
-    directories in the container's own."""
+    directories in the container's own. The init layer holds the runtime's own mount points;
+    a user's -v targets go into the container's change, as Docker's `diff` shows them, but a
+    build step's mounts must not end up in its layer (`stub_user_mounts`)."""
     root = Path(os.path.abspath(store.root))
     final = containers.containers_dir(root) / cid
     state = containers.State(cid, options.runtime, options.rm, containers.now_ns(), owner=os.getpid(),
@@ -167,7 +170,7 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
                     service or {})
 
     def fill(tmp: Path) -> None:
-        initlayer.make(tmp / "init", LayerView(lowers), initlayer.targets(user_mounts))
+        initlayer.make(tmp / "init", LayerView(lowers), initlayer.targets(user_mounts if stub_user_mounts else []))
         if record is not None:
             records.insert(store.db, record)
         if save_launch:

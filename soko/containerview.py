@@ -81,8 +81,9 @@ def _go_quote(text: str) -> str:
 
 
 def command(c: "Container", trunc: bool = True) -> str:
+    """Docker's COMMAND: path and args, an arg with a space in single quotes, quoted as a Go string."""
     cfg = c.record.config if c.record else {}
-    cmd = " ".join([cfg.get("Path", "")] + list(cfg.get("Args") or []))
+    cmd = " ".join([cfg.get("Path", "")] + [f"'{a}'" if " " in a else a for a in cfg.get("Args") or []])
     if trunc and len(cmd) > 20:
         cmd = cmd[:19] + "…"
     return _go_quote(cmd)
