@@ -86,7 +86,7 @@ def snapshotter_choice(name: str | None) -> str:
 def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on_event: Event | None = None,
            snapshotter: str | None = None) -> Container:
     """A new container from `image` (`docker create`), locked by this process."""
-    from .service import RestartPolicy, healthcheck, parse_signal
+    from .service import RestartPolicy, healthcheck, parse_signal, probe
 
     options.validate()
     snap = snapshotter_choice(snapshotter)
@@ -120,7 +120,8 @@ def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on
     cdir, launch = make(store, cid=cid, options=options, cfg=cfg, args=args, env=env, user=user,
                         hostname=hostname, user_mounts=user_mounts, seed=seed, lowers=lowers,
                         layers=chain_ids(img.config.diff_ids), snapshotter=snap, seccomp_profile=profile,
-                        record=record, service=service, save_launch=not options.rm or options.detach)
+                        record=record, service=service, save_launch=not options.rm or options.detach
+                        or restart.name != "no" or probe(hc) is not None)
     c = Container(store, cdir, record)
     c._launch = launch
     return c

@@ -37,7 +37,13 @@ def run(store: "ImageStore", image: "str | Image", options: RunOptions, *, stdin
     if needs_monitor(c):
         from .attach import attach
 
-        return attach(c, stdin if options.interactive else None, stdout, stderr, on_output, start=True)
+        rm, c.state.rm = c.state.rm, False  # removed here, once everything it logged is read
+        c.cdir.save()
+        try:
+            return attach(c, stdin if options.interactive else None, stdout, stderr, on_output, start=True)
+        finally:
+            if rm:
+                c.delete(force=True)
     return foreground(c, stdin=stdin if options.interactive else None, stdout=stdout, stderr=stderr,
                       on_output=on_output, on_event=on_event)
 

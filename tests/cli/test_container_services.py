@@ -121,3 +121,10 @@ def test_foreground_run_with_a_policy_goes_through_the_monitor(soko, bb):
     r = soko("run", "-i", "--network", "none", "--name", "fgi", "--health-cmd", "true", bb, "cat",
              input="fed through the monitor\n")
     assert r.stdout == "fed through the monitor\n"
+
+
+def test_foreground_rm_with_a_health_check_shows_all_output_and_goes(soko, bb):
+    r = soko("run", "--rm", "--network", "none", "--health-cmd", "true", "--health-interval", "100ms", bb,
+             "sh", "-c", "sleep 0.5; seq 1 2000; exit 6", check=False)
+    assert r.returncode == 6 and r.stdout == "".join(f"{i}\n" for i in range(1, 2001))
+    assert soko("ps", "-aq").stdout == ""
