@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from . import child, nsenter, syscalls as sc, users
 from .errors import ContainerError, ExecError
+from .waiting import read_all
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
@@ -117,8 +118,8 @@ def start(init_pid: int, ex: ExecSpec, stdin: int | None, stdout: int, stderr: i
     for fd in to_close:
         os.close(fd)
     try:
-        info = _read_all(info_r)
-        msg = _read_all(err_r)
+        info = read_all(info_r)
+        msg = read_all(err_r)
         if msg:
             os.waitpid(helper, 0)
             _code, _, text = msg.decode(errors="replace").partition(" ")
@@ -135,15 +136,6 @@ def start(init_pid: int, ex: ExecSpec, stdin: int | None, stdout: int, stderr: i
         os.close(info_r)
         if sock_parent is not None:
             sock_parent.close()
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        b = os.read(fd, 4096)
-        if not b:
-            return b"".join(chunks)
-        chunks.append(b)
 
 
 def _process(ex: ExecSpec, stdio: tuple[int, int, int], err_w: int, sock: int | None) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from . import child, syscalls as sc
 from .errors import StartError
-from .waiting import kill_and_reap
+from .waiting import kill_and_reap, read_all
 
 
 class OverlayUnavailable(Exception):
@@ -89,7 +89,7 @@ def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int) 
         for fd in to_close:
             os.close(fd)
     try:
-        msg = _read_all(err_r)
+        msg = read_all(err_r)
         if msg:
             os.waitpid(pid, 0)
             code, _, text = msg.decode(errors="replace").partition(" ")
@@ -106,15 +106,6 @@ def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int) 
         os.close(err_r)
         if sock_parent is not None:
             sock_parent.close()
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        b = os.read(fd, 4096)
-        if not b:
-            return b"".join(chunks)
-        chunks.append(b)
 
 
 def _receive_master(sock) -> int:

@@ -84,12 +84,10 @@ def stat(c: "Container", path: str) -> dict | None:
     out = []
 
     def read() -> None:
+        from .waiting import read_all
+
         os.close(w)
-        while True:
-            b = os.read(r, 65536)
-            if not b:
-                break
-            out.append(b)
+        out.append(read_all(r))
 
     try:
         _run(c, fn, read)

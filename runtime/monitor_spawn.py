@@ -16,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .errors import StartError
+from .waiting import read_all
 
 if TYPE_CHECKING:
     from .container import Container
@@ -50,15 +51,9 @@ def spawn(c: "Container") -> int:
     os.close(rep_w)
     try:
         os.waitpid(pid, 0)
-        chunks = []
-        while True:
-            b = os.read(rep_r, 65536)
-            if not b:
-                break
-            chunks.append(b)
+        msg = read_all(rep_r).decode(errors="replace")
     finally:
         os.close(rep_r)
-    msg = b"".join(chunks).decode(errors="replace")
     word, _, rest = msg.partition(" ")
     if word == "ok":
         return int(rest.strip() or 0)

@@ -119,17 +119,13 @@ def start_inside(enter: Callable[[], None], fn: Callable[[], None]) -> tuple[int
 
 def finish_inside(pid: int, err_r: int) -> str | None:
     """Wait for a start_inside child; its error message, None when it succeeded."""
+    from .waiting import read_all
+
     try:
-        chunks = []
-        while True:
-            b = os.read(err_r, 4096)
-            if not b:
-                break
-            chunks.append(b)
+        msg = read_all(err_r).decode(errors="replace")
     finally:
         os.close(err_r)
         _, status = os.waitpid(pid, 0)
-    msg = b"".join(chunks).decode(errors="replace")
     if msg:
         return msg
     if status != 0:

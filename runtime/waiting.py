@@ -102,6 +102,16 @@ def wait(pid: int, fwd: Forwarder, outs: Sequence[tuple[int, Callable[[bytes], N
     return os.waitpid(pid, 0)[1]
 
 
+def read_all(fd: int) -> bytes:
+    """Everything until end-of-file (a pipe's writers all closed)."""
+    chunks = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

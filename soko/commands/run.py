@@ -124,6 +124,16 @@ def _fail(ctx, exc: Exception) -> None:
     sys.exit(getattr(exc, "status", 125))
 
 
+def _prepared(ctx: click.Context, kw: dict, detach: bool):
+    """(store, options) once the options are valid and the image is in the store."""
+    opts = _run_options(kw, detach)
+    _check_network(opts)
+    opts.validate()
+    store = ctx.obj.image_store()
+    ensure_image(ctx, store, kw["image"], kw["pull"])
+    return store, opts
+
+
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
 @_options
@@ -133,19 +143,18 @@ def run_cmd(ctx: click.Context, detach: bool, **kw) -> None:
     try:
         import runtime
 
-        opts = _run_options(kw, detach)
-        _check_network(opts)
-        opts.validate()
-        store = ctx.obj.image_store()
-        ensure_image(ctx, store, kw["image"], kw["pull"])
-        if detach:
-            from runtime.create import create
+        store, opts = _prepared(ctx, kw, detach)
+        created: list[str] = []
+        printer = _event_printer(ctx)
 
-            c = create(store, kw["image"], opts, on_event=_event_printer(ctx))
-            c.start()
-            click.echo(c.id)
-            return
-        status = runtime.run(store, kw["image"], opts, on_event=_event_printer(ctx))
+        def event(kind: str, message: str) -> None:
+            if kind == "created":
+                created.append(message)
+            printer(kind, message)
+
+        status = runtime.run(store, kw["image"], opts, on_event=event)
+        if detach:
+            click.echo(created[0])  # once its process runs, as Docker prints it
     except Exception as exc:
         _fail(ctx, exc)
     sys.exit(status)
@@ -159,11 +168,7 @@ def create_cmd(ctx: click.Context, **kw) -> None:
     try:
         from runtime.create import create
 
-        opts = _run_options(kw, True)
-        _check_network(opts)
-        opts.validate()
-        store = ctx.obj.image_store()
-        ensure_image(ctx, store, kw["image"], kw["pull"])
+        store, opts = _prepared(ctx, kw, True)
         c = create(store, kw["image"], opts, on_event=_event_printer(ctx))
         c.cdir.unlock()
         click.echo(c.id)
