@@ -26,8 +26,7 @@ from .containers import STOP_FILE, ContainerDir, State
 from .errors import ContainerError
 from .launch import Launch
 from .logfile import LogWriter
-from .service import BACKOFF_MAX, BACKOFF_RESET_AFTER, BACKOFF_START, MAX_LOG_ENTRIES, MAX_OUTPUT, \
-    RestartPolicy, probe
+from .service import BACKOFF_MAX, BACKOFF_RESET_AFTER, BACKOFF_START, RestartPolicy, probe
 
 ATTACH = "attach"  # the socket `start -i` / `run -i` write the container's stdin to
 
@@ -187,7 +186,11 @@ class Monitor:
         pidfd = os.pidfd_open(task.pid)
         streams = dict(outs)
         started = time.monotonic()
-        check = Check(self, task.pid) if self.probe is not None else None
+        check = None
+        if self.probe is not None:
+            from .health import Check
+
+            check = Check(self, task.pid)
         next_check = started + self.probe.interval if self.probe else None
         try:
             while True:
@@ -234,7 +237,7 @@ class Monitor:
                         check.start(started)
                 if pidfd in ready:
                     for fd in list(streams):  # what is left in the pipes
-                        _drain_into(fd, lambda d, s=streams[fd]: self.log.write(s, d))
+                        drain_into(fd, lambda d, s=streams[fd]: self.log.write(s, d))
                     if check is not None and check.running:
                         check.abandon()
                     return self.wait_for(task.pid)
@@ -314,111 +317,6 @@ class Monitor:
         records.delete(MetadataDB(Path(self.launch.base) / "metadata.db"), self.cdir.id)
 
 
-class Check:
-    """One health probe at a time, run through exec, never blocking the monitor."""
-
-    def __init__(self, m: Monitor, init_pid: int):
-        self.m = m
-        self.init_pid = init_pid
-        self.running = False
-        self.task = None
-        self.out_r = -1
-        self.pidfd = -1
-        self.output = b""
-        self.began_ns = 0
-        self.began = 0.0
-
-    def fds(self) -> list[int]:
-        return [fd for fd in (self.out_r, self.pidfd) if fd >= 0] if self.running else []
-
-    def deadline(self) -> float:
-        return self.began + self.m.probe.timeout
-
-    def start(self, container_started: float) -> None:
-        from . import execs
-
-        self.container_started = container_started
-        self.began, self.began_ns, self.output = time.monotonic(), containers.now_ns(), b""
-        r, w = os.pipe2(os.O_CLOEXEC)
-        filt = None
-        if self.m.launch.seccomp_filter:
-            with open(self.m.launch.seccomp_filter, "rb") as f:
-                filt = f.read()
-        ex = execs.spec_for(self.m.launch.spec, self.m.probe.argv, seccomp_filter=filt)
-        ex.new_session = True
-        try:
-            self.task = execs.start(self.init_pid, ex, None, w, w)
-        except ContainerError as e:
-            os.close(r)
-            os.close(w)
-            self.record(-1 if e.status == 1 else e.status, str(e))
-            return
-        os.close(w)
-        self.out_r, self.pidfd, self.running = r, os.pidfd_open(self.task.helper), True
-
-    def poll(self, ready: list[int], now: float) -> bool:
-        """Read output, notice the end or the timeout; True when the probe is over."""
-        if self.out_r in ready:
-            data = os.read(self.out_r, 65536)
-            if data:
-                self.output = (self.output + data)[:MAX_OUTPUT]
-        if self.pidfd in ready:
-            _drain_into(self.out_r, lambda d: setattr(self, "output", (self.output + d)[:MAX_OUTPUT]))
-            status = self.m.wait_for(self.task.helper)
-            self._close()
-            self.record(os.waitstatus_to_exitcode(status), self.output.decode("utf-8", "replace"))
-            return True
-        if now >= self.deadline():
-            self.abandon()
-            self.record(-1, f"Health check exceeded timeout ({_seconds(self.m.probe.timeout)})")
-            return True
-        return False
-
-    def abandon(self) -> None:
-        """Kill the probe, its children too (it leads its own process group), and its helper."""
-        for kill, pid in ((os.killpg, self.task.pid), (os.kill, self.task.helper)):
-            if pid > 0:
-                try:
-                    kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.m.wait_for(self.task.helper)
-        self._close()
-
-    def _close(self) -> None:
-        for fd in (self.out_r, self.pidfd):
-            if fd >= 0:
-                os.close(fd)
-        self.out_r = self.pidfd = -1
-        self.running = False
-
-    def record(self, code: int, output: str) -> None:
-        """Docker's rules: a success makes it healthy; failures count once the start period is over,
-        and `retries` failures in a row make it unhealthy."""
-        st = self.m.st
-        h = st.health or {"Status": "starting", "FailingStreak": 0, "Log": []}
-        h["Log"] = (h.get("Log") or [])[-(MAX_LOG_ENTRIES - 1):] + [{
-            "Start": _rfc(self.began_ns), "End": _rfc(containers.now_ns()), "ExitCode": code, "Output": output}]
-        if code == 0:
-            h["Status"], h["FailingStreak"] = "healthy", 0
-        elif not (h["Status"] == "starting" and time.monotonic() - self.container_started < self.m.probe.start_period):
-            h["FailingStreak"] = h.get("FailingStreak", 0) + 1
-            if h["FailingStreak"] >= self.m.probe.retries:
-                h["Status"] = "unhealthy"
-        st.health = h
-        self.m.save()
-
-
-def _rfc(ns: int) -> str:
-    from .logfile import rfc3339
-
-    return rfc3339(ns)
-
-
-def _seconds(s: float) -> str:
-    return f"{s:g}s"
-
-
 def _kill(pidfd: int, sig: int) -> None:
     try:
         signal.pidfd_send_signal(pidfd, sig)
@@ -434,7 +332,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _drain_into(fd: int, sink) -> None:
+def drain_into(fd: int, sink) -> None:
     """Whatever the pipe holds now, without blocking (a child of the container may keep it open)."""
     import fcntl
 

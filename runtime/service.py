@@ -41,6 +41,19 @@ def parse_duration(text: str) -> int:
     return int(sum(float(n) * _UNITS[u] for n, u in parts))
 
 
+def go_duration(seconds: float) -> str:
+    """How Go prints a time.Duration: 200ms, 30s, 1m30s, 1h0m0s."""
+    ns = round(seconds * 1e9)
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size or unit == "ns":
+                return f"{ns / size:g}{unit}"
+    h, rest = divmod(ns, 3_600_000_000_000)
+    m, rest = divmod(rest, 60_000_000_000)
+    s = f"{rest / 1e9:g}s"
+    return f"{h}h{m}m{s}" if h else (f"{m}m{s}" if m else s)
+
+
 @dataclass(frozen=True)
 class RestartPolicy:
     name: str = "no"

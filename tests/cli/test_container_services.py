@@ -93,7 +93,7 @@ def test_health_flags_output_timeout_and_no_healthcheck(soko, bb):
         "Test": ["CMD-SHELL", "echo nope; exit 3"], "Interval": 500_000_000, "Retries": 2}
     wait_until(lambda: state(soko, "slow").get("Health", {}).get("Status") == "unhealthy")
     last = state(soko, "slow")["Health"]["Log"][-1]
-    assert last["ExitCode"] == -1 and last["Output"] == "Health check exceeded timeout (0.2s)"
+    assert last["ExitCode"] == -1 and last["Output"] == "Health check exceeded timeout (200ms)"
     # probes that timed out are killed, they do not pile up (one runs at a time)
     for _ in range(5):
         probes = [line for line in soko("top", "slow").stdout.splitlines()[1:] if "sleep 1000" not in line]
