@@ -212,6 +212,7 @@ class Container:
             self.cdir.release_resources()
             containers.remove_dir(self.dir)
             records.delete(self.store.db, self.id)
+            self.store.release(f"container:{self.id}")  # create.hold_owner: its image is gc's again
         finally:
             self.cdir.unlock()
 

@@ -113,7 +113,7 @@ def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on
     record = records.Record(cid, name, img.id, ref, containers.now_ns(), {
         "Path": args[0], "Args": args[1:], "Config": conf,
         "HostConfig": apiconfig.host_config(options, restart.to_json()),
-        "Mounts": apiconfig.mounts(options, str(root))})
+        "Mounts": apiconfig.mounts(options, str(root)), "ManifestDigest": img.digest})
     service = {"restart": restart.to_json(), "healthcheck": hc,
                "stop_signal": parse_signal(conf.get("StopSignal")), "stop_timeout": options.stop_timeout,
                "open_stdin": options.interactive}
@@ -121,7 +121,8 @@ def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on
                         hostname=hostname, user_mounts=user_mounts, seed=seed, lowers=lowers,
                         layers=chain_ids(img.config.diff_ids), snapshotter=snap, seccomp_profile=profile,
                         record=record, service=service, save_launch=not options.rm or options.detach
-                        or restart.name != "no" or probe(hc) is not None)
+                        or restart.name != "no" or probe(hc) is not None,
+                        hold=[] if options.rm else [img.digest])
     c = Container(store, cdir, record)
     c._launch = launch
     return c
@@ -132,13 +133,14 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
          lowers: list[str], layers: list[str], snapshotter: str, seccomp_profile: "seccomp.Profile | None",
          upper: Path | None = None, work: Path | None = None, record: records.Record | None = None,
          service: dict | None = None, save_launch: bool = True,
-         stub_user_mounts: bool = False) -> tuple[containers.ContainerDir, Launch]:
+         stub_user_mounts: bool = False, hold: list[str] = ()) -> tuple[containers.ContainerDir, Launch]:
     """The container's directory (locked), init layer, record and launch plan.
 
     `lowers` are the image's snapshot directories, top first; `upper`/`work` default to
     directories in the container's own. The init layer holds the runtime's own mount points;
     a user's -v targets go into the container's change, as Docker's `diff` shows them, but a
-    build step's mounts must not end up in its layer (`stub_user_mounts`)."""
+    build step's mounts must not end up in its layer (`stub_user_mounts`). `hold`: digests
+    (its image's manifest) that `soko gc` must keep while the container exists."""
     root = Path(os.path.abspath(store.root))
     final = containers.containers_dir(root) / cid
     state = containers.State(cid, options.runtime, options.rm, containers.now_ns(), owner=os.getpid(),
@@ -174,6 +176,8 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
         initlayer.make(tmp / "init", LayerView(lowers), initlayer.targets(user_mounts if stub_user_mounts else []))
         if record is not None:
             records.insert(store.db, record)
+        if hold:
+            store.hold(hold_owner(cid), hold)
         if save_launch:
             launch.save(tmp)
 
@@ -182,5 +186,11 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
     except BaseException:
         if record is not None:
             records.delete(store.db, cid)
+        if hold:
+            store.release(hold_owner(cid))
         raise
     return cdir, launch
+
+
+def hold_owner(cid: str) -> str:
+    return f"container:{cid}"

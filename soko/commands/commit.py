@@ -39,7 +39,7 @@ def commit_cmd(ctx, author, changes, message, pause, container, repository) -> N
     extra = apply_changes(changes)
     c = get(ctx, container)
     store = c.store
-    base = store.resolve(c.record.image)
+    base = store.image(c.record.config.get("ManifestDigest") or store.resolve_digest(c.record.image))
     docker = base.manifest.media_type == mt.DOCKER_MANIFEST
     with c.paused(pause), c.changes() as (upper, _lowers):
         info = write_layer_from_overlay(upper, store.blobs, compression="gzip",

@@ -56,6 +56,23 @@ def test_commit_of_a_changed_container_runs_with_the_change(soko, bb):
     assert r.returncode == 1 and "No such container: nosuch" in r.stderr
 
 
+def test_a_containers_image_survives_rmi_and_gc(soko, bb, busybox_rootfs):
+    """Docker refuses to remove an image a container uses; soko lets `rmi` untag it, and `gc`
+    keeps it for as long as the container exists (commit still needs it)."""
+    soko("import", "--change", 'CMD ["/bin/sh"]', "--change", "ENV ONLY=here", busybox_rootfs, "only:1")
+    soko("run", "--network", "none", "--name", "keeps", "only:1", "sh", "-c", "echo $ONLY > /f")
+    config = soko.root / "blobs" / "sha256" / inspect(soko, "keeps")["Image"].split(":")[1]
+    soko("rmi", "only:1")
+    soko("gc", "--grace", "0")
+    soko("commit", "keeps", "kept:1")
+    assert soko("run", "--rm", "--network", "none", "kept:1", "sh", "-c", "cat /f; echo $ONLY").stdout == \
+        "here\nhere\n"
+    assert config.exists()
+    soko("rm", "keeps")
+    soko("gc", "--grace", "0")
+    assert not config.exists()  # released with the container
+
+
 def test_commit_pauses_a_running_container(soko, bb):
     soko("run", "-d", "--network", "none", "--name", "live", bb, "sh", "-c", "echo v1 > /state; sleep 1000")
     soko("exec", "live", "sh", "-c", "while [ ! -e /state ]; do sleep 0.1; done")
