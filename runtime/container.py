@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import containers, records
-from .containers import EXITED, LIVE, STOP_FILE, ContainerDir
+from .containers import LIVE, STOP_FILE, ContainerDir
 from .errors import ContainerState, StartError
 from .launch import Launch
 
@@ -321,13 +321,4 @@ def _wait_fd(pidfd: int, timeout: float) -> bool:
     return bool(select.select([pidfd], [], [], timeout)[0])
 
 
-def exited(cdir: ContainerDir, code: int) -> None:
-    """Record an end: exited with `code`, now."""
-    st = cdir.state
-    st.status = EXITED
-    st.exit_code = code
-    st.pid = 0
-    st.finished_at = containers.now_ns()
-
-
-__all__ = ["Container", "StartError", "sweep", "exited"]
+__all__ = ["Container", "StartError", "sweep"]
