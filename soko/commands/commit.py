@@ -56,6 +56,9 @@ def commit_cmd(ctx, author, changes, message, pause, container, repository) -> N
     data["created"] = now
     if author:
         data["author"] = author
+    data.pop("comment", None)  # as docker commit: the image's comment is this commit's message, or none
+    if message:
+        data["comment"] = message
     cfg.diff_ids.append(info.diff_id)
     entry = {"created": now, "created_by": " ".join(cont.get("Cmd") or [])}
     if author:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tarfile
 
 import click
 
@@ -53,6 +52,8 @@ def _target(src_path: str, src_is_dir: bool, dest: str, dest_info: dict | None) 
 @click.pass_context
 def cp_cmd(ctx, archive, follow_link, src, dest) -> None:
     """Copy files between a container and the host (C:PATH on either side; - is a tar stream)."""
+    import tarfile  # only here: `soko --help` imports this module
+
     from runtime import fsaccess
 
     from .containers import get

@@ -44,10 +44,10 @@ def test_commit_of_a_changed_container_runs_with_the_change(soko, bb):
     img = json.loads(soko("inspect", "--type", "image", "committed:1").stdout)[0]
     assert img["Config"]["Cmd"] == ["cat", "f"] and img["Config"]["Labels"] == {"stage": "committed"}
     assert img["Config"]["WorkingDir"] == "/newd" and "MODE=prod" in img["Config"]["Env"]
-    assert img["Author"] == "me" and img["History"][-1]["comment"] == "the change"
+    assert img["Author"] == "me" and img["Comment"] == "the change"  # docker: the last history comment
     assert len(img["RootFS"]["Layers"]) == 2
     # the new layer holds the change and nothing of the runtime's own (no /etc/hostname stub, no /proc)
-    layer = img["Manifest"]["Layers"][-1]["digest"].split(":")[1]
+    layer = img["Soko"]["Layers"][-1]["digest"].split(":")[1]
     with tarfile.open(soko.root / "blobs" / "sha256" / layer) as t:
         names = sorted(n.rstrip("/") for n in t.getnames())
     assert names == ["bin", "bin/.wh.vi", "etc", "etc/passwd", "home", "home/.wh..wh..opq", "home/again",
