@@ -2,7 +2,8 @@
 
 Phase 1 (one metadata transaction): drop expired upload sessions; apply the
 retention rules (delete the tags they do not keep, never an immutable one,
-then the manifests of those repositories that no tag reaches any more); with
+then the manifests of the repositories under a rule that no tag reaches any
+more, once they are older than `grace`); with
 `untagged`, drop manifests that no tag, no live index and no live subject
 reaches; drop blob links that no manifest of their repository refers to.
 Everything younger than `grace` is kept: a client pushes layers before the
@@ -82,9 +83,12 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
             report.uploads_removed = len(expired)
             if retention:
                 report.tags_expired = _retention(c, retention, immutable, now)
-                touched = {repo for repo, _ in report.tags_expired}
-                if touched and not untagged:
-                    report.manifests_removed, _ = _untagged(c, cutoff, touched)
+                # Every repository under a rule, not only those that lost a tag in this run: a
+                # manifest untagged while younger than the grace goes in a later run.
+                ruled = {repo for (repo,) in c.execute("SELECT DISTINCT repo FROM reg_manifests")
+                         if any(matches(r.repository, repo) for r in retention)}
+                if ruled and not untagged:
+                    report.manifests_removed, _ = _untagged(c, cutoff, ruled)
             if untagged:
                 report.manifests_removed, report.tags_removed = _untagged(c, cutoff)
             report.links_removed = _dead_links(c, cutoff)

@@ -120,7 +120,10 @@ def kernel(root: Path, path: str, follow: bool) -> tuple[str, tuple[str, ...] | 
     dfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
     how = _OpenHow(os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), 0, _RESOLVE_IN_ROOT)
     try:
-        fd = _libc.syscall(_SYS_OPENAT2, dfd, path.encode(), ctypes.byref(how), ctypes.sizeof(how))
+        for _ in range(100):  # EAGAIN: a rename or mount elsewhere on the machine raced the lookup; again
+            fd = _libc.syscall(_SYS_OPENAT2, dfd, path.encode(), ctypes.byref(how), ctypes.sizeof(how))
+            if fd >= 0 or ctypes.get_errno() != errno.EAGAIN:
+                break
         if fd < 0:
             err = ctypes.get_errno()
             return {errno.ENOENT: "missing", errno.ENAMETOOLONG: "missing", errno.ENOTDIR: "notdir",
