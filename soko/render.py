@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Sequence
 
+from storage.units import human_size  # noqa: F401  (the commands import it from here)
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns separated by three spaces, as Docker prints them."""
@@ -16,18 +18,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [str(c).ljust(w) for c, w in zip(row, widths)]
         lines.append("   ".join(cells).rstrip())
     return "\n".join(lines)
-
-
-def human_size(n: int) -> str:
-    """Decimal units, as Docker shows sizes."""
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            if unit == "B":
-                return f"{int(size)}B"
-            return f"{size:.3g}{unit}"
-        size /= 1000
-    return f"{n}B"
 
 
 def parse_time(text: str | None) -> _dt.datetime | None:

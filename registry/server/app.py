@@ -224,6 +224,10 @@ def make_app(config: ServerConfig) -> web.Application:
     srv = Server(config)
     app = web.Application()
     app[SERVER] = srv
+    if config.ui.enabled:  # its routes go before the catch-all
+        from .ui import setup as setup_ui
+
+        setup_ui(app, srv)
     app.router.add_route("*", "/{tail:(?s:.*)}", srv.dispatch)
     app.on_startup.append(srv.start)
     app.on_cleanup.append(srv.stop)

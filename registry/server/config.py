@@ -72,6 +72,19 @@ class GCOptions:
 
 
 @dataclass
+class UIOptions:
+    """The web UI under /ui/ (registry/server/ui/): on unless turned off."""
+    enabled: bool = True  # `--no-ui` sets false
+    session_ttl: Duration = 12 * 3600.0  # a sign-in lasts this long at most
+    session_idle: Duration = 3600.0  # and ends after this long without a page
+
+    def check(self, key: Key) -> None:
+        for name in ("session_ttl", "session_idle"):
+            if getattr(self, name) <= 0:
+                raise ConfigProblem((*key, name), "must be > 0")
+
+
+@dataclass
 class TLSOptions:
     cert: str | None = None
     key: str | None = None
@@ -216,6 +229,7 @@ class ServerConfig:
     retention: list[RetentionRule] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     gc: GCOptions = field(default_factory=GCOptions)
+    ui: UIOptions = field(default_factory=UIOptions)
 
     @property
     def host(self) -> str:
@@ -309,7 +323,8 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
                    tls_self_signed: bool = False, token: bool = False, token_key: str | None = None,
                    token_realm: str | None = None, token_issuer: str | None = None,
                    token_service: str | None = None, token_cert: str | None = None,
-                   audit_log: str | None = None, gc_interval: float | None = None) -> dict[str, Any]:
+                   audit_log: str | None = None, gc_interval: float | None = None,
+                   no_ui: bool = False) -> dict[str, Any]:
     """Command-line flags as config overrides (one mapping for `soko serve` and
     `python -m registry.server`). `--token-cert` is an external issuer's
     certificate (distribution's rootcertbundle), `--token` the built-in issuer."""
@@ -323,6 +338,8 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
         out["token"] = tok
     if gc_interval is not None:
         out["gc"] = {"interval": gc_interval}
+    if no_ui:
+        out["ui"] = {"enabled": False}
     return out
 
 
