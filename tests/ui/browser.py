@@ -47,12 +47,17 @@ class Browser:
     console: list[dict] = field(default_factory=list)  # every log entry seen
     _n: int = 0
 
-    def open(self, path: str) -> None:
+    def open(self, path: str, console: bool = True) -> None:
+        """Load a page of the registry (`console=False`: an error status is expected)."""
         self.driver.get(self.base + path)
-        self.settle()
+        if console:
+            self.settle()
+        else:
+            self.driver.get_log("browser")
 
-    def follow(self, element) -> None:
-        """Click something that loads a new page, and wait until the new one is there."""
+    def follow(self, element, console: bool = True) -> None:
+        """Click something that loads a new page, and wait until the new one is there
+        (`console=False`: an error status is expected, so its console line is too)."""
         from selenium.common.exceptions import StaleElementReferenceException
 
         old = self.one("html")
@@ -65,7 +70,11 @@ class Browser:
                 return True
             return False
         self.wait(gone, what="the next page")
-        self.settle()
+        if console:
+            self.settle()
+        else:
+            self.wait(lambda: self.driver.execute_script("return document.readyState") == "complete")
+            self.driver.get_log("browser")
 
     def settle(self) -> None:
         """Wait for the document (and its deferred script) to be done; check the console."""
@@ -79,9 +88,14 @@ class Browser:
         assert not errors, f"browser console errors on {self.driver.current_url}: {errors}"
 
     def wait(self, cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+        from selenium.common.exceptions import StaleElementReferenceException
+
         end = time.monotonic() + timeout
         while True:
-            got = cond()
+            try:
+                got = cond()
+            except StaleElementReferenceException:  # the page changed under the look: look again
+                got = None
             if got:
                 return got
             if time.monotonic() > end:
@@ -126,6 +140,33 @@ class Browser:
         self.one("input[name=username]").send_keys(user)
         self.one("input[name=password]").send_keys(password)
         self.follow(self.button("Log in", self.one("main")))
+
+    def phone(self, width: int = PHONE[0], height: int = PHONE[1]) -> None:
+        """Emulate a phone's screen (a desktop window cannot get this narrow)."""
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
+
+    def tab_to(self, wanted: Callable[[object], bool], what: str, limit: int = 60, back: bool = False):
+        """Press Tab (Shift+Tab with `back`) until the focused element is `wanted`; it must show its focus."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        for _ in range(limit):
+            keys = ActionChains(self.driver)
+            (keys.key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT) if back else keys.send_keys(Keys.TAB))
+            keys.perform()
+            el = self.driver.switch_to.active_element
+            if wanted(el):
+                style = self.driver.execute_script(
+                    "var s = getComputedStyle(arguments[0]); return [s.outlineStyle, s.outlineWidth]", el)
+                assert style[0] != "none" and style[1] not in ("0px", ""), f"{what} has no visible focus: {style}"
+                return el
+        raise AssertionError(f"{limit} presses of Tab never reached {what} on {self.driver.current_url}")
+
+    def press(self, key: str) -> None:
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        ActionChains(self.driver).send_keys(key).perform()
 
     def no_horizontal_scroll(self) -> None:
         width = self.driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth,"

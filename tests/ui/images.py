@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import queue
 import tarfile
 from dataclasses import dataclass
 
@@ -107,3 +108,39 @@ def push_referrer(c: Client, repo: str, subject: Pushed, artifact_type: str, ann
     r = c.put_manifest(repo, sha256(raw), raw)
     assert r.status == 201, (r.status, r.body)
     return sha256(raw)
+
+
+def many_repositories(clients: list[Client], n: int, prefix: str = "fleet") -> list[str]:
+    """`n` repositories `prefix/svc-NNNN`, each with a tag or three: one image's blobs
+    pushed once, then mounted into every repository (as a CI fleet shares a base)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = clients[0]
+    base = push_image(first, f"{prefix}/svc-0000", "v1", layers=1)
+    raw = first.request("GET", f"/v2/{base.repo}/manifests/{base.digest}", headers={"Accept": OCI_MANIFEST}).body
+    blobs = [d["digest"] for d in [json.loads(raw)["config"], *json.loads(raw)["layers"]]]
+    names = [f"{prefix}/svc-{i:04d}" for i in range(n)]
+
+    free = queue.SimpleQueue()  # one client per thread at a time: http.client is not thread-safe
+    for c in clients:
+        free.put(c)
+
+    def fill(job: tuple[int, str]) -> None:
+        c = free.get()
+        try:
+            _fill(c, *job)
+        finally:
+            free.put(c)
+
+    def _fill(c: Client, i: int, name: str) -> None:
+        if name != base.repo:
+            for d in blobs:
+                r = c.request("POST", f"/v2/{name}/blobs/uploads/?mount={d}&from={base.repo}")
+                assert r.status == 201, (r.status, r.body)
+        for tag in ("v1", "v2", "latest")[: 1 + i % 3]:
+            r = c.put_manifest(name, tag, raw)
+            assert r.status == 201, (r.status, r.body)
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        list(pool.map(fill, [(i, n) for i, n in enumerate(names)]))
+    return names

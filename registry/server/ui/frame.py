@@ -93,7 +93,7 @@ class UI:
         opts = srv.config.ui
         self.sessions = Sessions(opts.session_ttl, opts.session_idle)
         self.summaries = Summaries(srv.reg.blobs)
-        self.disk_usage: tuple[float, tuple[int, int]] | None = None  # (when, (blob files, bytes)): pages.py
+        self.disk_usage: tuple[float, tuple, tuple[int, int]] | None = None  # (when, key, (files, bytes)): pages.py
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(size=lambda n: human_size(int(n or 0), " "), time=fmt_time, iso=iso_time,

@@ -112,12 +112,13 @@ async def image(ui: "UI", request: web.Request) -> web.StreamResponse:
                      pull_ref=f"{request.host}/{name}{'@' if '@' in ref else ':'}{reference}")
 
 
-def _disk_usage(ui: "UI") -> tuple[int, int]:
-    """(blob files, their bytes): a walk of the blob store, reused for a few seconds."""
+def _disk_usage(ui: "UI", key: tuple) -> tuple[int, int]:
+    """(blob files, their bytes): a walk of the blob store, reused for a few seconds
+    while `key` (what links blobs, when gc last ran) stays the same."""
     cached = ui.disk_usage
     now = time.monotonic()
-    if cached is not None and now - cached[0] < DISK_CACHE_SECONDS:
-        return cached[1]
+    if cached is not None and cached[1] == key and now - cached[0] < DISK_CACHE_SECONDS:
+        return cached[2]
     blobs = ui.srv.reg.blobs
     count = total = 0
     for digest in blobs:
@@ -126,7 +127,7 @@ def _disk_usage(ui: "UI") -> tuple[int, int]:
             count += 1
         except FileNotFoundError:
             continue
-    ui.disk_usage = (now, (count, total))
+    ui.disk_usage = (now, key, (count, total))
     return count, total
 
 
@@ -139,10 +140,11 @@ def _upload_bytes(ui: "UI", upload_id: str) -> int | None:
 
 def _registry_facts(ui: "UI", visible) -> dict:
     meta = ui.srv.reg.meta
-    uploads = queries.uploads(meta, visible)
-    blob_files, disk_bytes = _disk_usage(ui)
-    return {"totals": queries.totals(meta), "blob_files": blob_files, "disk_bytes": disk_bytes,
-            "last_gc": gc.last_run(meta), "uploads": [(u, _upload_bytes(ui, u.id)) for u in uploads]}
+    totals, last_gc = queries.totals(meta), gc.last_run(meta)
+    blob_files, disk_bytes = _disk_usage(ui, (totals.linked_blobs, totals.linked_bytes,
+                                              last_gc.finished if last_gc else None))
+    return {"totals": totals, "blob_files": blob_files, "disk_bytes": disk_bytes, "last_gc": last_gc,
+            "uploads": [(u, _upload_bytes(ui, u.id)) for u in queries.uploads(meta, visible)]}
 
 
 async def registry(ui: "UI", request: web.Request) -> web.StreamResponse:
