@@ -121,23 +121,31 @@ def test_signing_in_needs_the_forms_token_too(ui_registry, visitor):
     assert r.status == 403 and "soko_session" not in visitor.cookies
 
 
-def test_a_wrong_password_signs_nobody_in_and_leaves_a_failed_login_event(tmp_path):
+def test_logins_and_deletes_from_the_ui_are_events_like_the_apis(tmp_path):
     audit = tmp_path / "audit.jsonl"
     proc = start_registry(tmp_path, {"audit_log": str(audit)})
+    c = proc.client(auth=basic("alice", USERS["alice"]))
+    push_image(c, "team/audited", "gone")
+    c.close()
     v = Visitor(proc.port)
     try:
         r = v.login("alice", "wrong")
         assert r.status == 200 and "Wrong user name or password" in r.body.decode()
         assert "soko_session" not in v.cookies
         assert v.login("alice", USERS["alice"]).status == 303
+        name, token = v.csrf("/ui/")
+        r = v.request("POST", "/ui/tags/delete", form={name: token, "repository": "team/audited", "tag": "gone"})
+        assert r.status == 303
+        wanted = {("login", "alice", "failed", None), ("login", "alice", "ok", None),
+                  ("delete", "alice", "ok", "gone")}
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             events = [json.loads(x) for x in audit.read_text().splitlines()] if audit.exists() else []
-            logins = [(e["actor"], e["outcome"]) for e in events if e["action"] == "login"]
-            if ("alice", "ok") in logins:
+            seen = {(e["action"], e["actor"], e["outcome"], e.get("tag")) for e in events}
+            if wanted <= seen:
                 break
             time.sleep(0.1)
-        assert ("alice", "failed") in logins and ("alice", "ok") in logins
+        assert wanted <= seen, seen
     finally:
         v.close()
         proc.stop()

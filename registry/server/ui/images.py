@@ -108,7 +108,7 @@ def _mapping(v: Any) -> dict[str, str]:
 def _keys(v: Any) -> list[str]:
     if isinstance(v, dict):
         return sorted(str(k) for k in v)
-    return [_text(x) for x in v] if isinstance(v, list) else []
+    return _strings(v) or []
 
 
 def _platform(p: Platform | None) -> str:
