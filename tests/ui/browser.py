@@ -58,17 +58,17 @@ class Browser:
     def follow(self, element, console: bool = True) -> None:
         """Click something that loads a new page, and wait until the new one is there
         (`console=False`: an error status is expected, so its console line is too)."""
-        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.common.exceptions import WebDriverException
 
-        old = self.one("html")
+        mark = f"page-{time.monotonic_ns()}"
+        self.driver.execute_script("window.sokoTestMark = arguments[0]", mark)
         element.click()
 
-        def gone() -> bool:
+        def gone() -> bool:  # a new document has no mark
             try:
-                old.tag_name
-            except StaleElementReferenceException:
-                return True
-            return False
+                return self.driver.execute_script("return window.sokoTestMark") != mark
+            except WebDriverException:  # caught mid-navigation: look again
+                return False
         self.wait(gone, what="the next page")
         if console:
             self.settle()
@@ -88,18 +88,20 @@ class Browser:
         assert not errors, f"browser console errors on {self.driver.current_url}: {errors}"
 
     def wait(self, cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.common.exceptions import WebDriverException
 
         end = time.monotonic() + timeout
+        last: Exception | None = None
         while True:
             try:
                 got = cond()
-            except StaleElementReferenceException:  # the page changed under the look: look again
-                got = None
+            except WebDriverException as e:  # the page changed under the look: look again
+                got, last = None, e
             if got:
                 return got
             if time.monotonic() > end:
-                raise AssertionError(f"timed out waiting for {what} on {self.driver.current_url}")
+                raise AssertionError(f"timed out waiting for {what} on {self.driver.current_url}"
+                                     + (f" (last error: {last})" if last else ""))
             time.sleep(0.05)
 
     def shot(self, name: str) -> Path:

@@ -48,7 +48,9 @@ def prefers_html(accept: str) -> bool:
 async def _static(ui: UI, request: web.Request) -> web.StreamResponse:
     path = _STATIC_FILES.get(request.match_info["file"])
     if path is None:
-        raise web.HTTPNotFound()
+        resp = web.Response(status=404, text="no such file")
+        ui.finish(request, None, resp)
+        return resp
     ctype = "image/svg+xml" if path.suffix == ".svg" else mimetypes.guess_type(path.name)[0]
     resp = web.Response(body=path.read_bytes(), content_type=ctype or "application/octet-stream",
                         headers={"Cache-Control": "public, max-age=300"})

@@ -7,6 +7,7 @@ the same accounts and the same access rules as the API, no second path.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("soko.registry.ui")
 HERE = Path(__file__).parent
 COOKIE_PATH = "/ui"
+MAX_FORM = 64 * 1024  # bytes; the UI's forms carry a token, a name and a tag or two
 SECURITY_HEADERS = {
     # No inline script or style anywhere: JS and CSS are files under /ui/static/.
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -179,7 +181,12 @@ class UI:
         origin = request.headers.get("Origin")
         if origin is not None and origin != "null" and origin != f"{request.scheme}://{request.host}":
             return None
-        data = await request.post()
+        if (request.content_length or 0) > MAX_FORM:
+            return None
+        try:  # a form is a few hundred bytes: one that dawdles is dropped, as the API drops slow bodies
+            data = await asyncio.wait_for(request.post(), self.srv.config.limits.body_timeout)
+        except asyncio.TimeoutError:
+            return None
         fields = {k: v for k, v in data.items() if isinstance(v, str)}
         if not self.sessions.csrf_ok(viewer.binding if not viewer.new_binding else None, fields.get(CSRF_FIELD)):
             return None
@@ -190,8 +197,7 @@ class UI:
         async def run(request: web.Request) -> web.StreamResponse:
             try:
                 return await handler(self, request)
-            except web.HTTPException as e:
-                self.finish(request, None, e)
+            except web.HTTPException:
                 raise
             except Exception:
                 log.exception("%s %s failed", request.method, request.path)

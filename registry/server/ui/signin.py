@@ -10,6 +10,8 @@ from aiohttp import web
 from ...errors import APIError
 from .sessions import SESSION_COOKIE
 
+NO_ACCOUNTS = "This registry has no accounts: everyone may use it without signing in."
+
 if TYPE_CHECKING:
     from .frame import UI
 
@@ -23,7 +25,8 @@ def safe_next(target: str | None) -> str:
 
 async def login_form(ui: "UI", request: web.Request) -> web.StreamResponse:
     viewer = await ui.viewer(request)
-    return ui.render(request, viewer, "login.html", next=safe_next(request.query.get("next")), message="",
+    message = "" if ui.has_accounts else NO_ACCOUNTS
+    return ui.render(request, viewer, "login.html", next=safe_next(request.query.get("next")), message=message,
                      username="")
 
 
@@ -37,7 +40,7 @@ async def login(ui: "UI", request: web.Request) -> web.StreamResponse:
     target = safe_next(form.get("next"))
     if not ui.has_accounts:
         return ui.render(request, viewer, "login.html", status=400, next=target, username=username,
-                         message="This registry has no accounts: everyone may use it without signing in.")
+                         message=NO_ACCOUNTS)
     try:
         account = await ui.srv.auth.login(request, username, password)
     except APIError as e:
