@@ -273,3 +273,26 @@ def test_read_only_registry_offers_no_delete(tmp_path):
     finally:
         v.close()
         proc.stop()
+
+
+def test_users_of_the_config_file_sign_in_too(tmp_path):
+    from tests.registry.teams import bcrypt_hash
+
+    from .conftest import RULES
+
+    proc = start_registry(tmp_path, {"users": {"carol": bcrypt_hash("carol-pw")},
+                                     "access": [*RULES, {"account": "carol", "repository": "carol/*",
+                                                         "actions": ["pull"]}]})
+    c = proc.client(auth=basic("alice", USERS["alice"]))
+    push_image(c, "carol/notes", "v1")
+    push_image(c, "team/app", "v1")
+    c.close()
+    v = Visitor(proc.port)
+    try:
+        assert v.login("carol", "wrong").status == 200 and "soko_session" not in v.cookies
+        assert v.login("carol", "carol-pw").status == 303
+        assert _repos(v.page("/ui/")) == {"carol/notes"}
+        assert _delete_buttons(v.page("/ui/repositories/carol/notes")) == 0
+    finally:
+        v.close()
+        proc.stop()

@@ -152,6 +152,8 @@ class Summaries:
                 self._items.move_to_end(digest)
                 return s
         s = self._summarize(digest, media_type)
+        if s.kind == "unknown":
+            return s  # unreadable right now: ask again next time
         with self._lock:
             self._items[digest] = s
             while len(self._items) > self.max_items:
