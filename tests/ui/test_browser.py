@@ -22,6 +22,9 @@ def test_log_in_search_open_repository_and_image_delete_a_tag_log_out(browser, u
 
     b.log_in("alice", USERS["alice"])
     assert "Signed in as alice" in b.text()
+    session = [c for c in b.driver.get_cookies() if c["name"] == "soko_session"]
+    assert session and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
+    assert "soko_session" not in b.driver.execute_script("return document.cookie")  # out of scripts' reach
     names = [a.text for a in b.css("table.repos td:first-child a")]
     assert {"team/app", "team/web", "public/hello", "secret/stuff"} <= set(names)
     b.shot("repositories")
