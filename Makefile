@@ -20,12 +20,11 @@ APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-regi
 	gcc libc6-dev linux-libc-dev git openssh-client openssl chromium chromium-driver
 
 DEMO_DIR := $(CURDIR)/.demo-store
-DEMO_SOKO := $(VENV)/bin/soko --root $(DEMO_DIR)/root
 
 .PHONY: help setup apt venv fixtures test demo bench mutate clean distclean
 
 help:
-	@echo "make demo       set up, then import/list/save/load a busybox image with soko"
+	@echo "make demo       set up, then build, run, push, remove, pull and run an image with soko"
 	@echo "make test       set up, then run the test suite (PYTEST_ARGS='-k foo -x' to narrow it)"
 	@echo "make setup      apt packages, .venv and fixtures; only what is missing"
 	@echo "make bench      run the benchmarks in bench/"
@@ -64,18 +63,10 @@ fixtures: venv
 test: setup
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
-# A throwaway store, reset each run; each command is echoed before it runs.
+# A throwaway store, reset each run: build from fixtures/dockerfiles/demo, run, serve, push, rmi,
+# pull, run again; each command is echoed before it runs, and the registry is stopped whatever fails.
 demo: setup
-	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)/root
-	@run() { printf '\n$$ soko %s\n' "$$*"; $(DEMO_SOKO) "$$@"; }; \
-	run import fixtures/out/busybox-rootfs.tar busybox:demo; \
-	run images; \
-	run history busybox:demo; \
-	run save -o $(DEMO_DIR)/busybox-demo.tar busybox:demo; \
-	run rmi busybox:demo; \
-	run load -i $(DEMO_DIR)/busybox-demo.tar; \
-	run images
-	@echo; echo "demo store: $(DEMO_DIR)/root (removed by the next 'make demo' or 'make clean')"
+	@bash fixtures/demo.sh $(DEMO_DIR)
 
 # Every bench/*.py that exists (files starting with _ are helpers, not benchmarks).
 bench: setup

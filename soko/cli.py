@@ -6,6 +6,7 @@ runtime.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -40,6 +41,12 @@ COMMANDS: dict[str, str] = {
     "logout": "transfer:logout_cmd",
     "search": "registry:search_cmd",
     "registry": "registry:registry_group",
+    "system": "system:system_cmd",
+    "image": "system:image_cmd",
+    "volume": "volume:volume_cmd",
+    "version": "about:version_cmd",
+    "info": "about:info_cmd",
+    "completion": "about:completion_cmd",
 }
 
 
@@ -64,7 +71,30 @@ class Context:
         return ImageStore(self.root)
 
 
-class LazyGroup(click.Group):
+class SokoGroup(click.Group):
+    """A group whose `--help` shows each command's whole summary (click cuts them at 45 columns)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            rows.append((name, summary(cmd)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def summary(cmd: click.Command) -> str:
+    """The command's short help, or the first line of its docstring, whole."""
+    if cmd.short_help:
+        return cmd.short_help
+    text = (cmd.help or "").strip()
+    return text.split("\n\n", 1)[0].replace("\n", " ").split("\b")[0].strip()
+
+
+class LazyGroup(SokoGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
@@ -83,6 +113,8 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             sys.exit(130)
         except Exception as exc:  # the one place errors become messages
+            if closed_pipe(exc):
+                die_of_sigpipe()
             debug = bool(ctx.obj and ctx.obj.debug)
             if debug:
                 raise
@@ -109,5 +141,51 @@ def cli(ctx: click.Context, root: Path | None, debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
 
 
+def closed_pipe(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is a write to a pipe whose reader went away."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def die_of_sigpipe() -> None:
+    """End as `cat` or `yes` do when the reader of their output is gone (`soko images | head -1`):
+    quietly, killed by SIGPIPE (status 141 in a shell). Clean-up (`finally` blocks, context
+    managers) has already run while the error travelled up to here."""
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
+    except (OSError, ValueError):
+        pass
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # not reached
+
+
 def main() -> None:
-    cli(prog_name="soko")
+    """click's standalone handling, plus one rule: a closed pipe on stdout ends soko as SIGPIPE
+    ends `cat` (click would exit 1 for --help, Python would print a BrokenPipeError at exit)."""
+    try:
+        rv = cli.main(prog_name="soko", standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except SystemExit as e:
+        if e.code == 1 and type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
+            die_of_sigpipe()  # click met the closed pipe first (help text) and chose exit 1
+        raise
+    except Exception as exc:
+        if closed_pipe(exc):
+            die_of_sigpipe()
+        raise
+    sys.exit(rv if isinstance(rv, int) else 0)

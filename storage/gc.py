@@ -80,18 +80,21 @@ def mark(store: ImageStore) -> set[str]:
     return seen
 
 
-def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRACE) -> GCReport:
+def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRACE,
+            candidates: set[str] | None = None) -> GCReport:
+    """Sweep what nothing reaches. With `candidates` (the blobs of images just removed), only
+    those are swept, and without the grace period: they were recorded, so not in flight."""
     live = mark(store)
     report = GCReport()
     cutoff = time.time() - grace
     with store.db.transaction():  # writers wait while we sweep; readers go on
-        for digest in list(store.blobs):
-            if digest in live:
+        for digest in list(store.blobs) if candidates is None else sorted(candidates):
+            if digest in live or not store.blobs.has(digest):
                 report.kept += 1
                 continue
             path = store.blobs.path(digest)
             st = path.stat()
-            if st.st_mtime > cutoff:
+            if candidates is None and st.st_mtime > cutoff:
                 report.kept += 1
                 continue
             report.removed.append(digest)
@@ -103,6 +106,6 @@ def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRA
             store.forget(removed)
             store.db.conn.executemany("DELETE FROM layers WHERE blob_digest=?", [(d,) for d in removed])
             store.db.conn.executemany("DELETE FROM layer_sources WHERE blob_digest=?", [(d,) for d in removed])
-    if not dry_run:
+    if not dry_run and candidates is None:
         report.ingest_removed = store.blobs.clean_ingest(grace)
     return report

@@ -252,18 +252,22 @@ class ImageStore:
 
     def list(self) -> list[ImageSummary]:
         """`docker images`: a row per tag and a `<none>` row per untagged image,
-        newest first. The platform manifests of a recorded index are not rows
+        newest first; an untagged manifest of an image ID that is already listed
+        (the same image loaded from another archive format) is no row of its own. The platform manifests of a recorded index are not rows
         of their own (the index is the image, as Docker lists it), nor is an
         untagged index that a tagged image was pulled through."""
         children = self._index_children()
         listed = {d for kids in children.values() for d in kids}
         tagged = {r[0] for r in self.db.query("SELECT DISTINCT manifest_digest FROM tags")}
         rows: list[tuple[tuple, ImageSummary]] = []
-        for name, tag, digest, config, created, size, added in self.db.query(
-                "SELECT t.name, t.tag, i.manifest_digest, i.config_digest, i.created, i.size, i.added "
-                "FROM images i LEFT JOIN tags t ON t.manifest_digest = i.manifest_digest"):
-            if name is None and digest in listed:
+        found = self.db.query(
+            "SELECT t.name, t.tag, i.manifest_digest, i.config_digest, i.created, i.size, i.added "
+            "FROM images i LEFT JOIN tags t ON t.manifest_digest = i.manifest_digest ORDER BY i.added DESC")
+        shown_ids = {r[3] for r in found if r[0] is not None}  # one image ID, one image (Docker)
+        for name, tag, digest, config, created, size, added in found:
+            if name is None and (digest in listed or config in shown_ids):
                 continue
+            shown_ids.add(config)
             rows.append(((-added, name or "", tag or ""), ImageSummary(_familiar(name), tag or "<none>", digest,
                                                                       config, created, size)))
         for name, tag, digest, added in self.db.query(
@@ -278,36 +282,57 @@ class ImageStore:
 
     def remove(self, text: str, force: bool = False) -> list[RemoveEvent]:
         """Docker's rmi: a tag reference untags (and deletes the image with its
-        last tag); an ID deletes the image, with `force` when it has several tags."""
+        last tag); an ID deletes the image, with `force` when it has several tags.
+        Docker keys images by ID: the image goes when no tag of any of its
+        manifests is left, and takes its other (untagged) manifests and its
+        repo digests along. Events: `Untagged: ref`, then `Deleted: <image ID>`."""
+        from . import image_facts as facts
+
         digest = self.resolve_digest(text)
-        tags = self.tags_of(digest)
+        image_id = facts.image_id_of(self, digest)
         events: list[RemoveEvent] = []
         by_name = False
         try:
             r = references.parse(text)
-            by_name = not r.digest and r.familiar() in tags
+            by_name = not r.digest and r.familiar() in self.tags_of(digest)
         except InvalidReference:
             pass
         if by_name:
             self.untag(text)
             events.append(RemoveEvent("Untagged", references.parse(text).familiar()))
-            if len(tags) > 1:
+            if self.tags_of(digest) or facts.image_tags(self, image_id):
+                if not self.tags_of(digest):
+                    self._delete_records([digest])  # an untagged copy of a still-tagged image
                 return events
         else:
+            tags = sorted(set(self.tags_of(digest)) | set(facts.image_tags(self, image_id)))
             if len(tags) > 1 and not force:
-                raise StorageError(f"image {text} is referenced by {len(tags)} tags "
-                                   f"({', '.join(tags)}); use -f to remove them all")
-            for t in tags:
-                self.untag(t)
-                events.append(RemoveEvent("Untagged", t))
+                raise StorageError(f"conflict: unable to delete {text} (must be forced) - image is referenced "
+                                   f"in multiple repositories ({', '.join(tags)}); use -f to remove them all")
+            for m in [digest, *facts.manifests_of(self, image_id)]:
+                for t in self.tags_of(m):
+                    self.untag(t)
+                    events.append(RemoveEvent("Untagged", t))
+        ids = [image_id]
+        if image_id == digest and self.db.one("SELECT 1 FROM indexes WHERE index_digest=?", (digest,)):
+            try:
+                ids.append(self.image(digest).id)  # repo digests also name the platform's image
+            except StorageError:
+                pass
+        gone = sorted({rd for i in ids for rd in facts.forget_repo_digests(self, i)})
+        events.extend(RemoveEvent("Untagged", rd) for rd in gone)
+        self._delete_records(sorted({digest, *facts.manifests_of(self, image_id)}))
+        events.append(RemoveEvent("Deleted", image_id))
+        return events
+
+    def _delete_records(self, digests: list[str]) -> None:
         children = self._index_children()
         with self.db.transaction() as c:
-            c.execute("DELETE FROM images WHERE manifest_digest=?", (digest,))
-            c.execute("DELETE FROM indexes WHERE index_digest=?", (digest,))
-            c.execute("DELETE FROM repo_digests WHERE manifest_digest=?", (digest,))
-            self._forget_children(c, digest, children)
-        events.append(RemoveEvent("Deleted", digest))
-        return events
+            for digest in digests:
+                c.execute("DELETE FROM images WHERE manifest_digest=?", (digest,))
+                c.execute("DELETE FROM indexes WHERE index_digest=?", (digest,))
+                c.execute("DELETE FROM repo_digests WHERE manifest_digest=?", (digest,))
+                self._forget_children(c, digest, children)
 
     @staticmethod
     def _forget_children(c, index_digest: str, children: dict[str, list[str]]) -> None:

@@ -72,11 +72,12 @@ def import_rootfs(store: ImageStore, source: BinaryIO | Path, changes: dict | No
             raise LayerError("the tarball has no entries")
         created = now_iso()
         cfg = ImageConfig.new()
+        comment = message or f"Imported from {source_name}"
         cfg.data["created"] = created
+        cfg.data["comment"] = comment  # as `docker import` records it (inspect's Comment)
         cfg.config.update(changes or {})
         cfg.diff_ids.append(diff_id)
-        cfg.history.append({"created": created, "created_by": "",
-                            "comment": message or f"Imported from {source_name}"})
+        cfg.history.append({"created": created, "created_by": "", "comment": comment})
         store.record_layer(diff_id, blob, kind, size)
         return store.commit(cfg, [Descriptor(mt.LAYER_BY_COMPRESSION["oci"][kind], blob, size)])
     except BaseException:

@@ -39,9 +39,13 @@ class SokoCLI:
         self.root = root
         self.env = {**os.environ, "PYTHONPATH": str(REPO)}
 
+    def argv(self) -> list[str]:
+        """The command line that runs soko on this store (for tests that need a Popen)."""
+        return [sys.executable, "-m", "soko", "--root", str(self.root)]
+
     def __call__(self, *args: str, input: bytes | str | None = None, check: bool = True,
                  timeout: float = 600, env: dict | None = None) -> Result:
-        cmd = [sys.executable, "-m", "soko", "--root", str(self.root), *map(str, args)]
+        cmd = [*self.argv(), *map(str, args)]
         p = subprocess.run(cmd, input=input.encode() if isinstance(input, str) else input,
                            capture_output=True, timeout=timeout, env={**self.env, **(env or {})})
         r = Result(p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace"))
@@ -103,6 +107,23 @@ def _mutation_sandbox_cwd(request, tmp_path_factory):
         yield
     finally:
         os.chdir(old)
+
+
+if os.environ.get("SOKO_MUTMUT_HITS"):
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(item):
+        """`make mutate`: the functions this test's child processes called count as its own
+        (tests/mutation/mutate.py has the child side)."""
+        yield
+        if os.environ.get("MUTANT_UNDER_TEST") != "stats":
+            return
+        import json
+
+        from mutmut.state import state
+
+        for f in Path(os.environ["SOKO_MUTMUT_HITS"]).glob("*.json"):
+            state()._stats.update(json.loads(f.read_text()))
+            f.unlink()
 
 
 # A private Docker Engine, the reference for build results, CLI output and interop.

@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import socket
 import random
 import ssl
 import time
@@ -81,8 +82,9 @@ class RegistrySession:
     """Everything needed to talk to one registry; use as `async with`."""
 
     def __init__(self, registry: str, options: ClientOptions, creds: Credentials | None = None,
-                 http: aiohttp.ClientSession | None = None):
+                 http: aiohttp.ClientSession | None = None, scheme: str | None = None):
         self.registry = registry          # as written in references: docker.io, localhost:5000
+        self.scheme = scheme              # "http" or "https" when the caller knows (a configured URL)
         self.host = api_host(registry)
         self.options = options
         self.auth = Authenticator(registry, creds or Credentials())
@@ -129,6 +131,10 @@ class RegistrySession:
         return ctx
 
     def _candidates(self) -> list[tuple[str, ssl.SSLContext | bool]]:
+        if self.scheme == "http":
+            return [("http", False)]
+        if self.scheme == "https":
+            return [("https", False if self.options.insecure else self._verified_context())]
         if is_loopback(self.host):
             return [("http", False), ("https", False)]
         if self.options.insecure:
@@ -334,6 +340,8 @@ def detail_of(raw: bytes) -> str:
 def os_reason(e: aiohttp.ClientConnectorError) -> str:
     """`connection refused` rather than asyncio's "Connect call failed ('127.0.0.1', 5000)"."""
     err = e.os_error
+    if isinstance(err, socket.gaierror):  # errno -2 and friends: not errno values, strerror has no words for them
+        return f"the host {e.host} could not be resolved ({err.strerror or err})"
     if getattr(err, "errno", None):
         return os.strerror(err.errno).lower()
     return str(err) or type(err).__name__

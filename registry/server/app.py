@@ -27,6 +27,7 @@ from .config import ServerConfig
 from .core import Registry
 from .events import Events
 from .ingest import Uploads
+from .metrics import ROUTE, UNKNOWN_ROUTE, Metrics, metrics_endpoint
 from .policy import Policies
 from .respond import check_name, error_response
 from .tokens import Scope
@@ -44,34 +45,42 @@ class Route:
     "push" (pull+push whatever the method: upload sessions), "signed-in" (any
     credentials once the registry has accounts), "catalog" (signed in; the answer
     is filtered to what the caller may pull), "search" (the same, anonymous too:
-    `docker search` sends no credentials it has no identity token for), or "public"."""
+    `docker search` sends no credentials it has no identity token for), or "public".
+    `label`: the route in /metrics."""
     handlers: dict[str, Handler]
     access: str
+    label: str
 
 
 # re.S: a newline in a name or tag (%0A) must reach validation (400), not miss every route.
 _ROUTES: list[tuple[re.Pattern[str], Route]] = [
     (re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)$", re.S),
      Route({"GET": manifests.get_manifest, "HEAD": manifests.get_manifest,
-            "PUT": manifests.put_manifest, "DELETE": manifests.delete_manifest}, "repository")),
-    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$", re.S), Route({"POST": uploads.post_upload}, "push")),
+            "PUT": manifests.put_manifest, "DELETE": manifests.delete_manifest}, "repository",
+           "/v2/{name}/manifests/{reference}")),
+    (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$", re.S),
+     Route({"POST": uploads.post_upload}, "push", "/v2/{name}/blobs/uploads/")),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)$", re.S),
      Route({"GET": uploads.get_upload, "PATCH": uploads.patch_upload, "PUT": uploads.put_upload,
-            "DELETE": uploads.delete_upload}, "push")),
+            "DELETE": uploads.delete_upload}, "push", "/v2/{name}/blobs/uploads/{uuid}")),
     (re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$", re.S),
-     Route({"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob}, "repository")),
+     Route({"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob}, "repository",
+           "/v2/{name}/blobs/{digest}")),
     (re.compile(r"^/v2/(?P<name>.+)/tags/list$", re.S),
-     Route({"GET": listing.tags_list, "HEAD": listing.tags_list}, "repository")),
-    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$", re.S), Route({"GET": listing.referrers}, "repository")),
+     Route({"GET": listing.tags_list, "HEAD": listing.tags_list}, "repository", "/v2/{name}/tags/list")),
+    (re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$", re.S),
+     Route({"GET": listing.referrers}, "repository", "/v2/{name}/referrers/{digest}")),
 ]
-_BASE = Route({"GET": listing.base, "HEAD": listing.base}, "signed-in")
+_BASE = Route({"GET": listing.base, "HEAD": listing.base}, "signed-in", "/v2/")
 _EXACT: dict[str, Route] = {
     "/v2/": _BASE, "/v2": _BASE,
     "/v1/v2/": _BASE,  # `docker search` pings <v1 endpoint>/v2/ to learn the challenge
-    "/v2/_catalog": Route({"GET": listing.catalog}, "catalog"),
-    "/v1/search": Route({"GET": search.search}, "search"),
-    "/v1/_ping": Route({"GET": search.ping, "HEAD": search.ping}, "public"),
-    "/token": Route({"GET": tokenservice.token, "POST": tokenservice.token}, "public"),
+    "/v2/_catalog": Route({"GET": listing.catalog}, "catalog", "/v2/_catalog"),
+    "/v1/search": Route({"GET": search.search}, "search", "/v1/search"),
+    "/v1/_ping": Route({"GET": search.ping, "HEAD": search.ping}, "public", "/v1/_ping"),
+    "/token": Route({"GET": tokenservice.token, "POST": tokenservice.token}, "public", "/token"),
+    # [metrics] access decides who may read it (the handler checks)
+    "/metrics": Route({"GET": metrics_endpoint}, "public", "/metrics"),
 }
 # What a listing asks of an external issuer's token (soko's own tokens and Basic
 # credentials are filtered per account instead).
@@ -85,6 +94,8 @@ class Server:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.events = Events()
+        self.metrics = Metrics()
+        self.events.subscribe(self.metrics.on_event)
         self.directory = Directory(config)
         self.access = AccessControl(config, self.directory)
         self.auth = Authenticator(config, self.directory, self.access, self.events)
@@ -97,11 +108,24 @@ class Server:
             self.events.subscribe(self.audit)
         self.reg = Registry(config)
         self.uploads = Uploads(self.reg)
+        self.proxy = None
+        if config.proxy is not None:
+            from .proxy import Proxy
+
+            self.proxy = Proxy(config.proxy, self.reg, self.metrics)
+        self.notifier = None
+        if config.notifications.active:
+            from .notifier import Notifier
+
+            self.notifier = Notifier(config.notifications.active, self.reg.root, self.metrics)
+            self.events.subscribe(self.notifier)
         self._tasks: list[asyncio.Task] = []
 
     def bound(self, port: int) -> None:
         """The runner's socket is listening on `port`."""
         self.auth.bound(port)
+        if self.notifier is not None:
+            self.notifier.bound(port)
 
     def route(self, path: str) -> tuple[Route, dict[str, str]] | None:
         exact = _EXACT.get(path)
@@ -124,6 +148,14 @@ class Server:
         if self.access.open or (principal.token is not None and not principal.token.own):
             return None
         return lambda repos: self.access.visible(principal.account, repos)
+
+    def check_writable(self, name: str) -> None:
+        """Refuse changes in read-only mode and to a pull-through cache's repositories."""
+        if self.config.read_only:
+            raise APIError("UNSUPPORTED", "the registry is in read-only mode")
+        if self.proxy is not None and self.proxy.serves(name):
+            raise APIError("UNSUPPORTED", f"{name} is a pull-through cache of {self.proxy.describe(name)}: "
+                                          "it is read-only")
 
     def _needs(self, route: Route, method: str, params: dict[str, str]) -> list[Scope]:
         name = params.get("name", "")
@@ -149,8 +181,10 @@ class Server:
         try:
             found = self.route(request.path)
             if found is None:
+                request[ROUTE] = UNKNOWN_ROUTE
                 raise APIError("UNSUPPORTED", f"no such endpoint: {request.path}", status=404)
             route, params = found
+            request[ROUTE] = route.label
             handler = route.handlers.get(request.method)
             if handler is None:
                 raise APIError("UNSUPPORTED", f"{request.method} is not supported here",
@@ -161,8 +195,8 @@ class Server:
             request[CLIENT] = client_key(request, None if principal.account.anonymous else principal.name)
             if "name" in params:
                 check_name(params["name"])
-            if request.method in WRITES and route.access in ("repository", "push") and self.config.read_only:
-                raise APIError("UNSUPPORTED", "the registry is in read-only mode")
+            if request.method in WRITES and route.access in ("repository", "push"):
+                self.check_writable(params["name"])
             self._gate(request, principal, route, params)
             return await handler(self, request, **params)
         except SlowClient as e:
@@ -203,11 +237,17 @@ class Server:
 
     async def start(self, app: web.Application) -> None:
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        if self.notifier is not None:
+            await self.notifier.start({e.name for e in self.config.notifications.endpoints})
 
     async def stop(self, app: web.Application) -> None:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.notifier is not None:
+            await self.notifier.stop()
+        if self.proxy is not None:
+            await self.proxy.close()
         self.uploads.close_all()
         self.auth.close()
         if self.audit is not None:

@@ -25,7 +25,8 @@ from ..errors import APIError, ConfigError
 from .access import AccessControl
 from .accounts import ANONYMOUS_ACCOUNT, Account, Directory
 from .config import ServerConfig
-from .events import DENIED, LOGIN, Events
+from .events import (BAD_CREDENTIALS, DENIED, INSUFFICIENT_SCOPE, INVALID_TOKEN, LOGIN, REFUSED, UNAUTHENTICATED,
+                     Events)
 from .jws import JWSError, Trust
 from .passwords import PasswordChecker, basic_value
 from .tokens import Scope, TokenClaims, TokenIssuer, TokenVerifier, challenge_scope
@@ -142,6 +143,8 @@ class Authenticator:
             try:
                 claims = self.verifier.verify(value.strip())
             except JWSError as e:
+                self.events.request_event(request, "?", LOGIN, outcome="failed", detail=f"invalid token: {e}",
+                                          reason=INVALID_TOKEN)
                 raise self.challenge(request, f"invalid token: {e}", error="invalid_token") from None
             account = self._token_account(claims)
             return Principal(account, claims, "token")
@@ -171,7 +174,8 @@ class Authenticator:
         except APIError as e:
             if e.code != "UNAUTHORIZED":
                 raise
-            self.events.request_event(request, _user_of(header), LOGIN, outcome="failed", detail=e.message)
+            self.events.request_event(request, _user_of(header), LOGIN, outcome="failed", detail=e.message,
+                                      reason=BAD_CREDENTIALS)
             raise self.challenge(request, e.message) from None
         if fresh or log_login:
             self.events.request_event(request, account.name, LOGIN)
@@ -198,15 +202,20 @@ class Authenticator:
         scope, action = missing[0]
         what = f"{action} {scope.name}" if scope.type == "repository" else f"{scope.type}:{scope.name}:{action}"
         repo = scope.name if scope.type == "repository" else None
-        self.events.request_event(request, principal.name, DENIED, repository=repo, outcome="denied", detail=action)
         if principal.account.anonymous:
-            raise self.challenge(request, f"authentication required to {what}", needs)
-        if principal.token is not None and (not principal.token.own or scope.type != "repository"
-                                            or self.access.may(principal.account, action, scope.name)):
+            reason, err = UNAUTHENTICATED, self.challenge(request, f"authentication required to {what}", needs)
+        elif principal.token is not None and (not principal.token.own or scope.type != "repository"
+                                              or self.access.may(principal.account, action, scope.name)):
             # the account may, the token does not say so: the client should fetch a fitting one
-            raise self.challenge(request, f"the token does not allow {what}", needs, error="insufficient_scope")
-        raise APIError("DENIED", f"{principal.name} may not {what}",
-                       {"account": principal.name, "action": action, "resource": f"{scope.type}:{scope.name}"})
+            reason, err = INSUFFICIENT_SCOPE, self.challenge(request, f"the token does not allow {what}", needs,
+                                                             error="insufficient_scope")
+        else:
+            reason, err = REFUSED, APIError("DENIED", f"{principal.name} may not {what}",
+                                            {"account": principal.name, "action": action,
+                                             "resource": f"{scope.type}:{scope.name}"})
+        self.events.request_event(request, principal.name, DENIED, repository=repo, outcome="denied", detail=action,
+                                  reason=reason)
+        raise err
 
     def close(self) -> None:
         if self.passwords is not None:

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from . import configfile
 from .configfile import ConfigProblem, Duration, Key, show_key
+from .sections import METRICS_OFF, MetricsOptions, NotificationOptions, ProxyOptions
 
 DEFAULT_ADDR = "127.0.0.1:5000"
 MiB = 1024 * 1024
@@ -229,6 +230,9 @@ class ServerConfig:
     retention: list[RetentionRule] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     gc: GCOptions = field(default_factory=GCOptions)
+    metrics: MetricsOptions = field(default_factory=lambda: MetricsOptions(METRICS_OFF))  # [metrics] absent: off
+    notifications: NotificationOptions = field(default_factory=NotificationOptions)
+    proxy: ProxyOptions | None = None  # pull-through cache
     ui: UIOptions = field(default_factory=UIOptions)
 
     @property
@@ -305,6 +309,10 @@ class ServerConfig:
         for i, r in enumerate(self.readers):
             if r not in users and r not in self.robots:
                 raise ConfigProblem(("readers", i), f"unknown account {r!r}")
+        account = self.metrics.account
+        if account is not None and account not in users and account not in self.robots:
+            raise ConfigProblem(("metrics", "access"), f"unknown account {account!r} (want \"open\", \"off\" or "
+                                                       f"an account name)")
         for ns, quota in self.quotas.items():
             check_namespace(ns, ("quotas", ns))
             if quota < 0:
@@ -324,10 +332,11 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
                    token_realm: str | None = None, token_issuer: str | None = None,
                    token_service: str | None = None, token_cert: str | None = None,
                    audit_log: str | None = None, gc_interval: float | None = None,
-                   no_ui: bool = False) -> dict[str, Any]:
+                   proxy: str | None = None, no_ui: bool = False) -> dict[str, Any]:
     """Command-line flags as config overrides (one mapping for `soko serve` and
     `python -m registry.server`). `--token-cert` is an external issuer's
-    certificate (distribution's rootcertbundle), `--token` the built-in issuer."""
+    certificate (distribution's rootcertbundle), `--token` the built-in issuer,
+    `--proxy URL` the pull-through cache's remote."""
     out: dict[str, Any] = {"addr": addr, "root": root, "htpasswd": htpasswd, "audit_log": audit_log,
                            "read_only": True if read_only else None}
     if tls_cert or tls_key or tls_self_signed:
@@ -338,6 +347,8 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
         out["token"] = tok
     if gc_interval is not None:
         out["gc"] = {"interval": gc_interval}
+    if proxy is not None:
+        out["proxy"] = {"remoteurl": proxy}
     if no_ui:
         out["ui"] = {"enabled": False}
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -15,6 +16,13 @@ log = logging.getLogger("soko.registry")
 
 PUSH, PULL, DELETE, MOUNT, LOGIN, DENIED = "push", "pull", "delete", "mount", "login", "denied"
 MANIFEST, BLOB = "manifest", "blob"
+# Why authentication or authorization failed (Event.reason; /metrics counts them):
+# wrong password or secret; a token that does not verify; anonymous asking for more
+# than anonymous may; a valid token not covering the request; a known account the rules refuse.
+BAD_CREDENTIALS, INVALID_TOKEN, UNAUTHENTICATED, INSUFFICIENT_SCOPE, REFUSED = \
+    "bad_credentials", "invalid_token", "unauthenticated", "insufficient_scope", "denied"
+REASONS = (BAD_CREDENTIALS, INVALID_TOKEN, UNAUTHENTICATED, INSUFFICIENT_SCOPE, REFUSED)
+_REQUEST_ID = web.RequestKey("soko_request_id", str)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,10 @@ class Event:
     method: str | None = None
     user_agent: str | None = None
     source: str | None = None  # mount: the repository the blob came from
+    reason: str | None = None  # a failed login or a refusal: one of REASONS
+    request_id: str | None = None  # one per request (its events share it)
+    host: str | None = None  # the Host the client used (notification URLs are built on it)
+    scheme: str | None = None  # http | https
     time: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
@@ -61,4 +73,13 @@ class Events:
         if not self._subscribers:
             return
         self.emit(Event(action, actor, request.remote or "?", method=request.method,
-                        user_agent=request.headers.get("User-Agent"), **kw))
+                        user_agent=request.headers.get("User-Agent"), request_id=request_id(request),
+                        host=request.host, scheme=request.scheme, **kw))
+
+
+def request_id(request: web.Request) -> str:
+    """The request's id (made on first use)."""
+    rid = request.get(_REQUEST_ID)
+    if rid is None:
+        rid = request[_REQUEST_ID] = str(uuid.uuid4())
+    return rid

@@ -36,38 +36,6 @@ from .meta import RegistryDB
 DEFAULT_GRACE = 3600.0
 DEFAULT_UPLOAD_TTL = 24 * 3600.0
 
-# What each collection did (the web UI's registry page shows the last one); a
-# component of its own, so other registry tables can migrate independently.
-RUNS_MIGRATIONS = [
-    """
-    CREATE TABLE reg_gc_runs (
-        finished REAL NOT NULL,
-        seconds REAL NOT NULL,
-        blobs_removed INTEGER NOT NULL,
-        bytes_freed INTEGER NOT NULL,
-        manifests_removed INTEGER NOT NULL,
-        tags_expired INTEGER NOT NULL,
-        uploads_removed INTEGER NOT NULL,
-        blobs_kept INTEGER NOT NULL
-    );
-    CREATE INDEX reg_gc_runs_finished ON reg_gc_runs(finished);
-    """,
-]
-KEEP_RUNS = 100  # older records are dropped
-
-
-@dataclass(frozen=True)
-class GCRun:
-    """A finished collection, as recorded."""
-    finished: float
-    seconds: float
-    blobs_removed: int
-    bytes_freed: int
-    manifests_removed: int
-    tags_expired: int
-    uploads_removed: int
-    blobs_kept: int
-
 
 @dataclass
 class GCReport:
@@ -103,8 +71,8 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
                   busy_uploads: set[str] | None = None, retention: Sequence[RetentionRule] = (),
                   immutable: Sequence[ImmutableRule] = ()) -> GCReport:
     report = GCReport(dry_run=dry_run)
+    started = time.monotonic()
     now = time.time()
-    meta.db.migrate("registry-gc", RUNS_MIGRATIONS)
     cutoff = now - grace
     c = meta.db.conn
     with meta.write_lock:  # this process's writers wait; readers go on
@@ -143,27 +111,17 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
             report.blobs_removed.append(digest)
             report.bytes_freed += size
             blobs.delete(digest)
+        _record(c, report, time.monotonic() - started)
     report.blobs_kept = sum(1 for _ in blobs)
-    _record(meta, report, time.time() - now)
     return report
 
 
-def _record(meta: RegistryDB, r: GCReport, seconds: float) -> None:
-    with meta.write() as c:
-        c.execute("INSERT INTO reg_gc_runs(finished, seconds, blobs_removed, bytes_freed, manifests_removed, "
-                  "tags_expired, uploads_removed, blobs_kept) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-                  (time.time(), seconds, len(r.blobs_removed), r.bytes_freed, len(r.manifests_removed),
-                   len(r.tags_expired), r.uploads_removed, r.blobs_kept))
-        c.execute("DELETE FROM reg_gc_runs WHERE rowid NOT IN "
-                  "(SELECT rowid FROM reg_gc_runs ORDER BY finished DESC LIMIT ?)", (KEEP_RUNS,))
-
-
-def last_run(meta: RegistryDB) -> GCRun | None:
-    """The newest recorded collection (dry runs are not recorded)."""
-    meta.db.migrate("registry-gc", RUNS_MIGRATIONS)
-    row = meta.db.one("SELECT finished, seconds, blobs_removed, bytes_freed, manifests_removed, tags_expired, "
-                      "uploads_removed, blobs_kept FROM reg_gc_runs ORDER BY finished DESC LIMIT 1")
-    return None if row is None else GCRun(*row)
+def _record(c: sqlite3.Connection, report: GCReport, seconds: float) -> None:
+    """Remember the run (registry_stats reads it: /metrics, the UI)."""
+    c.execute("INSERT INTO reg_gc_runs(finished, seconds, blobs_removed, bytes_freed, manifests_removed, "
+              "tags_removed) VALUES(?, ?, ?, ?, ?, ?)",
+              (time.time(), seconds, len(report.blobs_removed), report.bytes_freed, len(report.manifests_removed),
+               report.tags_removed + len(report.tags_expired)))
 
 
 def _expire_uploads(c: sqlite3.Connection, blobs: BlobStore, before: float, busy: set[str]) -> list[str]:

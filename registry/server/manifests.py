@@ -67,7 +67,10 @@ async def _negotiate(srv: "Server", name: str, reference: str, row: ManifestRow,
 
 
 async def get_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:
-    row = _lookup(srv, name, reference)
+    if srv.proxy is not None and srv.proxy.serves(name):
+        row = await srv.proxy.manifest(name, reference)
+    else:
+        row = _lookup(srv, name, reference)
     accept = accepted_types(request)
     if accept is not None and row.media_type not in accept:
         row = await _negotiate(srv, name, reference, row, accept)
@@ -82,7 +85,7 @@ async def get_manifest(srv: "Server", request: web.Request, name: str, reference
                                             "Docker-Content-Digest": row.digest, "ETag": f'"{row.digest}"'})
 
 
-def _describe(repo: str, m: Manifest | Index) -> NewManifest:
+def describe(repo: str, m: Manifest | Index) -> NewManifest:
     if isinstance(m, Index):
         refs = [(d.digest, REF_MANIFEST) for d in m.manifests]
         artifact_type = m.artifact_type or None
@@ -94,10 +97,11 @@ def _describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
-def _store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None) -> list[str]:
+def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None, require_refs: bool = True) -> list[str]:
     """(worker thread) Write the bytes durably first, then record the
     manifest and rename the bytes into place in one short transaction. The
-    file stays open (share-locked) until then: garbage collection skips it."""
+    file stays open (share-locked) until then: garbage collection skips it.
+    `require_refs=False`: a pull-through cache stores manifests before their blobs."""
     with contextlib.ExitStack() as held:
         tmp = None
         if not reg.blobs.has(new.digest):
@@ -107,13 +111,14 @@ def _store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None) -> li
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False), guard)
+        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False), guard,
+                                       require_refs)
     if tmp is not None and not missing:
         reg.blobs.sync_dir(new.digest)
     return missing
 
 
-def _validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:
+def validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:
     """Digest and parse the body (CPU work: off the loop for big manifests)."""
     if is_digest_ref(reference):
         digest = digests.of_bytes(raw, digests.parse(reference).algorithm)
@@ -143,12 +148,12 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
                              "manifest")
     content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip() or None
     if len(raw) > SMALL_MANIFEST:
-        m, digest = await reg.run(_validate, name, reference, raw, content_type)
+        m, digest = await reg.run(validate, name, reference, raw, content_type)
     else:
-        m, digest = _validate(name, reference, raw, content_type)
-    new = _describe(name, m)
+        m, digest = validate(name, reference, raw, content_type)
+    new = describe(name, m)
     guard = srv.policies.manifest_guard(name, digest, len(raw), tags)
-    missing = await reg.run(_store, reg, new, tags, raw, guard)
+    missing = await reg.run(store, reg, new, tags, raw, guard)
     if missing:
         return error_response(*[APIError("MANIFEST_BLOB_UNKNOWN", f"unknown blob or manifest {d}", {"digest": d})
                                 for d in missing])

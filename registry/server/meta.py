@@ -68,6 +68,18 @@ MIGRATIONS: list[Migration] = [
         updated REAL NOT NULL
     );
     """,
+    # 2: each garbage collection that ran (online or `soko gc --registry`), for /metrics and the UI
+    """
+    CREATE TABLE reg_gc_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finished REAL NOT NULL,
+        seconds REAL NOT NULL,
+        blobs_removed INTEGER NOT NULL,
+        bytes_freed INTEGER NOT NULL,
+        manifests_removed INTEGER NOT NULL,
+        tags_removed INTEGER NOT NULL
+    );
+    """,
 ]
 
 # A check run inside a write transaction, before anything changes; it raises to refuse
@@ -274,13 +286,15 @@ class RegistryDB:
                 missing.append(digest)
         return missing
 
-    def put_manifest(self, m: NewManifest, tags: list[str], place, guard: Guard | None = None) -> list[str]:
+    def put_manifest(self, m: NewManifest, tags: list[str], place, guard: Guard | None = None,
+                     require_refs: bool = True) -> list[str]:
         """Record a manifest (and its tags) whose references all exist in the
-        repository; returns the missing references instead when some do not.
+        repository; returns the missing references instead when some do not
+        (unless not `require_refs`: a pull-through cache fetches them later).
         `place()` stores the manifest bytes as a blob, inside the transaction."""
         now = time.time()
         with self.write() as c:
-            missing = self.missing_refs(c, m.repo, m.refs)
+            missing = self.missing_refs(c, m.repo, m.refs) if require_refs else []
             if missing:
                 return missing
             if guard is not None:
@@ -297,10 +311,22 @@ class RegistryDB:
             c.execute("INSERT INTO reg_blob_links(repo, digest, size, added) VALUES(?, ?, ?, ?) "
                       "ON CONFLICT(repo, digest) DO UPDATE SET added=excluded.added", (m.repo, m.digest, m.size, now))
             for tag in tags:
-                c.execute("INSERT INTO reg_tags(repo, tag, digest, updated) VALUES(?, ?, ?, ?) "
-                          "ON CONFLICT(repo, tag) DO UPDATE SET digest=excluded.digest, updated=excluded.updated",
-                          (m.repo, tag, m.digest, now))
+                self._upsert_tag(c, m.repo, tag, m.digest, now)
         return []
+
+    @staticmethod
+    def _upsert_tag(c: sqlite3.Connection, repo: str, tag: str, digest: str, now: float) -> None:
+        c.execute("INSERT INTO reg_tags(repo, tag, digest, updated) VALUES(?, ?, ?, ?) "
+                  "ON CONFLICT(repo, tag) DO UPDATE SET digest=excluded.digest, updated=excluded.updated",
+                  (repo, tag, digest, now))
+
+    def set_tag(self, repo: str, tag: str, digest: str) -> bool:
+        """Point `tag` at a manifest the repository has (False when it has not)."""
+        with self.write() as c:
+            if c.execute("SELECT 1 FROM reg_manifests WHERE repo=? AND digest=?", (repo, digest)).fetchone() is None:
+                return False
+            self._upsert_tag(c, repo, tag, digest, time.time())
+        return True
 
     def delete_tag(self, repo: str, tag: str) -> bool:
         return self._execute("DELETE FROM reg_tags WHERE repo=? AND tag=?", (repo, tag)) > 0

@@ -15,6 +15,7 @@ from aiohttp import http_exceptions, web
 from .admission import EXHAUSTED
 from .app import SERVER, log, make_app
 from .config import ServerConfig, split_addr
+from .metrics import access_logger_for
 from .tls import self_signed, server_context
 
 
@@ -71,9 +72,9 @@ async def serve(config: ServerConfig, on_ready: Callable[[ServerInfo], None] | N
     asyncio.get_running_loop().set_exception_handler(_on_loop_error)
     # keepalive_timeout is also how long aiohttp waits for a request's headers
     # (counted from the connection or the last answer): the header timeout.
-    # Without an access log aiohttp skips formatting a line per request.
+    # The access-log hook feeds /metrics; it writes lines only when access_log is set.
     runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=config.limits.header_timeout,
-                           logger=HTTP_LOG, **({} if config.access_log else {"access_log": None}))
+                           logger=HTTP_LOG, access_log_class=access_logger_for(app[SERVER]))
     await runner.setup()
     try:
         host, port = split_addr(config.addr)

@@ -30,7 +30,7 @@ def save_cmd(ctx: click.Context, output: str | None, fmt: str, images: tuple[str
 @click.command("load")
 @click.option("-i", "--input", "source", default=None, type=click.Path(dir_okay=False, exists=True, allow_dash=True),
               help="Read from FILE (docker-archive or OCI layout tar, plain, gzip or zstd; - or none: stdin).")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing about what was loaded.")
 @click.pass_context
 def load_cmd(ctx: click.Context, source: str | None, quiet: bool) -> None:
     """Load images from a tar archive."""

@@ -25,20 +25,24 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.command("build")
 @click.option("-t", "--tag", "tags", multiple=True, help="NAME[:TAG], repeatable.")
 @click.option("-f", "--file", "dockerfile", default=None, help="Dockerfile (default CONTEXT/Dockerfile; - for stdin).")
-@click.option("--build-arg", "build_args", multiple=True)
-@click.option("--target", default=None)
-@click.option("--no-cache", is_flag=True)
-@click.option("--label", "labels", multiple=True)
-@click.option("--network", type=click.Choice(["default", "none", "host"]), default="default")
+@click.option("--build-arg", "build_args", multiple=True, metavar="K=V",
+              help="A build argument (ARG), repeatable; K alone takes K from the environment.")
+@click.option("--target", default=None, help="Build this stage (by name) and what it needs.")
+@click.option("--no-cache", is_flag=True, help="Run every step; reuse nothing from the build cache.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="A label for the image, repeatable.")
+@click.option("--network", type=click.Choice(["default", "none", "host"]), default="default",
+              help="Network of RUN steps.")
 @click.option("--secret", "secrets", multiple=True,
               help="id=ID[,src=FILE|env=VAR]: lent to RUN --mount=type=secret, never stored.")
 @click.option("--ssh", "ssh", multiple=True, help="default|ID=SOCKET: an ssh-agent for RUN --mount=type=ssh.")
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip",
+              help="How new layers are stored.")
 @click.option("-o", "--output", "outputs", multiple=True, help="type=oci|docker,dest=FILE")
 @click.option("--push", is_flag=True, help="Push the tags after building.")
 @click.option("--cache-from", default=None, help="(not yet supported)")
 @click.option("--cache-to", default=None, help="(not yet supported)")
-@click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto")
+@click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto",
+              help="Step output: plain lines, or none.")
 @click.option("-q", "--quiet", is_flag=True, help="Print the image ID only.")
 @click.argument("context", type=click.Path(exists=True, allow_dash=True))  # a file: the builder says why not
 @click.pass_context

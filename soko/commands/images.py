@@ -1,108 +1,102 @@
 """Image commands on the local store: import, images, history, inspect, tag, rmi."""
 from __future__ import annotations
 
-import json
 import sys
 
 import click
-
-from ..render import human_age, human_size, short_id, table, truncate
 
 
 def _store(ctx: click.Context):
     return ctx.obj.image_store()
 
 
+class GoBool(click.ParamType):
+    """A boolean as Go's flag package takes it, `-H=false` included."""
+    name = "boolean"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, bool):
+            return value
+        text = str(value).lstrip("=").strip().lower()
+        if text in ("1", "t", "true", "yes", "y", "on"):
+            return True
+        if text in ("0", "f", "false", "no", "n", "off"):
+            return False
+        self.fail(f"{value!r} is not a valid boolean", param, ctx)
+
+
+FORMAT_HELP = ("Go template (`{{.ID}}`, `{{json .}}`, `table {{.Repository}}\\t{{.Tag}}`), "
+               "`table`, or `json`.")
+
+
 @click.command("images")
-@click.option("--digests", is_flag=True, help="Show digests.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("-a", "--all", "all_", is_flag=True,
+              help="Show all images (soko keeps no intermediate images: the same rows).")
+@click.option("--digests", is_flag=True, help="Show the repo digests (those pushed or pulled with).")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="dangling=true|false, reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE.")
+@click.option("--format", "fmt", default=None, help=FORMAT_HELP)
+@click.option("--no-trunc", is_flag=True, help="Do not truncate the image IDs.")
 @click.option("-q", "--quiet", is_flag=True, help="Only image IDs.")
+@click.argument("reference", required=False)
 @click.pass_context
-def images_cmd(ctx: click.Context, digests: bool, fmt: str, quiet: bool) -> None:
-    """List images."""
-    entries = _store(ctx).list()
-    if quiet:
-        seen: list[str] = []
-        for e in entries:
-            if short_id(e.image_id) not in seen:
-                seen.append(short_id(e.image_id))
-        click.echo("\n".join(seen) if seen else "", nl=bool(seen))
-        return
-    if fmt == "json":
-        for e in entries:
-            click.echo(json.dumps({"Repository": e.repository, "Tag": e.tag, "ID": e.image_id,
-                                   "Digest": e.manifest_digest, "CreatedAt": e.created,
-                                   "CreatedSince": human_age(e.created), "Size": human_size(e.size),
-                                   "VirtualSize": e.size}))
-        return
-    headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    rows = [[e.repository, e.tag] + ([e.manifest_digest] if digests else [])
-            + [short_id(e.image_id), human_age(e.created), human_size(e.size)] for e in entries]
-    click.echo(table(headers, rows))
+def images_cmd(ctx: click.Context, all_: bool, digests: bool, filters: tuple[str, ...], fmt: str | None,
+               no_trunc: bool, quiet: bool, reference: str | None) -> None:
+    """List images (REFERENCE: only those whose REPOSITORY[:TAG] matches)."""
+    from ..formatter import render
+    from ..image_list import Filters, image_rows
+    from ..image_views import IMAGE_HEADERS, IMAGES_DIGEST_TABLE, IMAGES_TABLE, QUIET
+
+    parsed = Filters.parse(list(filters) + ([f"reference={reference}"] if reference else []))
+    rows = image_rows(_store(ctx), parsed, no_trunc)
+    if quiet and fmt in (None, "table"):
+        fmt = QUIET
+    default = IMAGES_DIGEST_TABLE if digests else IMAGES_TABLE
+    if fmt and fmt.startswith("table") and digests and "{{.Digest}}" not in fmt:
+        fmt = fmt.replace("{{.Tag}}", "{{.Tag}}\t{{.Digest}}", 1)  # as Docker's NewImageFormat
+    click.echo(render(fmt, rows, IMAGE_HEADERS, default), nl=False)
 
 
 @click.command("history")
-@click.option("--no-trunc", is_flag=True, help="Do not truncate output.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-@click.option("-H", "--human", default=True, hidden=True)
+@click.option("--format", "fmt", default=None, help=FORMAT_HELP)
+@click.option("-H", "--human", type=GoBool(), default=True, show_default=True,
+              help="Sizes and dates in human-readable form (-H=false: bytes and RFC 3339 times).")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only image IDs.")
 @click.argument("image")
 @click.pass_context
-def history_cmd(ctx: click.Context, no_trunc: bool, fmt: str, human: bool, image: str) -> None:
+def history_cmd(ctx: click.Context, fmt: str | None, human: bool, no_trunc: bool, quiet: bool,
+                image: str) -> None:
     """Show the history of an image, newest first."""
-    img = _store(ctx).resolve(image)
-    layers = iter(img.manifest.layers)
-    rows = []
-    for h in img.config.history:
-        layer = None if h.get("empty_layer") else next(layers, None)
-        size = layer.size if layer else 0
-        rows.append((h, size))
-    rows.reverse()
-    if fmt == "json":
-        for n, (h, size) in enumerate(rows):
-            click.echo(json.dumps({"ID": img.id if n == 0 else "<missing>", "CreatedAt": h.get("created"),
-                                   "CreatedSince": human_age(h.get("created")),
-                                   "CreatedBy": h.get("created_by", ""), "Size": size,
-                                   "Comment": h.get("comment", ""), "EmptyLayer": bool(h.get("empty_layer"))}))
-        return
-    out = []
-    for n, (h, size) in enumerate(rows):
-        ident = (img.id if no_trunc else short_id(img.id)) if n == 0 else "<missing>"
-        created_by = h.get("created_by", "")
-        if not no_trunc:
-            created_by = truncate(created_by, 45)
-        out.append([ident, human_age(h.get("created")), created_by, human_size(size), h.get("comment", "")])
-    click.echo(table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], out))
+    from ..formatter import render
+    from ..image_views import HISTORY_HEADERS, HISTORY_RAW_TABLE, HISTORY_TABLE, QUIET, history_rows
+
+    store = _store(ctx)
+    rows = history_rows(store, store.resolve(image), no_trunc, human)
+    if quiet and fmt in (None, "table"):
+        fmt = QUIET
+    click.echo(render(fmt, rows, HISTORY_HEADERS, HISTORY_TABLE if human else HISTORY_RAW_TABLE), nl=False)
 
 
 @click.command("inspect")
+@click.option("-f", "--format", "fmt", default=None, help="Go template over each object (`{{.Id}}`, `{{json .Config}}`).")
+@click.option("--type", "kind", type=click.Choice(["image"]), default=None, help="Only this kind of object.")
 @click.argument("images", nargs=-1, required=True)
 @click.pass_context
-def inspect_cmd(ctx: click.Context, images: tuple[str, ...]) -> None:
-    """Show details of images as JSON."""
+def inspect_cmd(ctx: click.Context, fmt: str | None, kind: str | None, images: tuple[str, ...]) -> None:
+    """Show details of images as JSON (or through a Go template), as `docker inspect` does."""
+    import json
+
+    from ..formatter import render_one
+    from ..gotemplate import plain
+    from ..image_views import inspect_image
+
     store = _store(ctx)
-    out = []
-    for ref in images:
-        img = store.resolve(ref)
-        data = img.config.data
-        repo_digests = sorted({t.rsplit(":", 1)[0] + "@" + img.digest for t in img.tags})
-        out.append({
-            "Id": img.id,
-            "Digest": img.digest,
-            "RepoTags": img.tags,
-            "RepoDigests": repo_digests,
-            "Created": data.get("created"),
-            "Author": data.get("author", ""),
-            "Architecture": data.get("architecture"),
-            "Variant": data.get("variant"),
-            "Os": data.get("os"),
-            "Config": data.get("config") or {},
-            "RootFS": {"Type": "layers", "Layers": list(img.config.diff_ids)},
-            "History": data.get("history") or [],
-            "Size": img.size,
-            "Manifest": {"MediaType": img.manifest.media_type,
-                         "Layers": [d.to_json() for d in img.manifest.layers]},
-        })
-    click.echo(json.dumps(out, indent=4))
+    objects = [inspect_image(store, store.resolve(ref)) for ref in images]
+    if fmt:
+        click.echo("".join(render_one(fmt, o) for o in objects), nl=False)
+        return
+    click.echo(json.dumps(plain(objects), indent=4, ensure_ascii=False))
 
 
 @click.command("tag")
@@ -111,8 +105,19 @@ def inspect_cmd(ctx: click.Context, images: tuple[str, ...]) -> None:
 @click.pass_context
 def tag_cmd(ctx: click.Context, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
+    from storage import references
+    from storage.errors import InvalidReference
+
+    from ..errors import SokoError
+
+    try:
+        ref = references.parse(target)
+    except InvalidReference as e:
+        raise SokoError(f'Error parsing reference: "{target}" is not a valid repository/tag: {e}') from None
+    if ref.digest:
+        raise SokoError(f"refusing to create a tag with a digest reference: {target}")
     store = _store(ctx)
-    store.tag(target, store.resolve_digest(source))
+    store.tag(ref, store.resolve_digest(source))
 
 
 @click.command("rmi")
@@ -120,7 +125,7 @@ def tag_cmd(ctx: click.Context, source: str, target: str) -> None:
 @click.argument("images", nargs=-1, required=True)
 @click.pass_context
 def rmi_cmd(ctx: click.Context, force: bool, images: tuple[str, ...]) -> None:
-    """Remove images (blobs are freed by `soko gc`)."""
+    """Remove images: `Untagged:` per reference, `Deleted:` per image ID (blobs are freed by `soko gc`)."""
     store = _store(ctx)
     failed = False
     for ref in images:

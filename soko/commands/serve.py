@@ -10,8 +10,10 @@ import click
               help="Registry data (default: <store root>/registry).")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="TOML config file (registry/CONFIG.md); flags override it.")
-@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False, exists=True))
-@click.option("--tls-key", default=None, type=click.Path(dir_okay=False, exists=True))
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Serve HTTPS with this certificate (PEM), with --tls-key.")
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="The private key of --tls-cert (PEM).")
 @click.option("--tls-self-signed", is_flag=True, help="Generate and serve a self-signed certificate.")
 @click.option("--htpasswd", default=None, type=click.Path(dir_okay=False, exists=True),
               help="bcrypt htpasswd file: users who may sign in.")
@@ -26,11 +28,13 @@ import click
 @click.option("--token-service", default=None, help="Service name (the tokens' audience).")
 @click.option("--token-cert", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Certificate bundle of an external token issuer (as distribution's rootcertbundle).")
+@click.option("--proxy", default=None, metavar="URL",
+              help="Be a pull-through cache of the registry at URL (read-only; [proxy] in the config).")
 @click.option("--no-ui", is_flag=True, help="Do not serve the web UI under /ui/.")
 @click.pass_context
 def serve_cmd(ctx: click.Context, addr, reg_root, config_file, tls_cert, tls_key, tls_self_signed, htpasswd,
               read_only, audit_log, token, token_key, token_realm, token_issuer, token_service, token_cert,
-              no_ui) -> None:
+              proxy, no_ui) -> None:
     """Serve an OCI distribution registry."""
     from registry.server import ServerConfig, run
     from registry.server.config import flag_overrides
@@ -40,7 +44,7 @@ def serve_cmd(ctx: click.Context, addr, reg_root, config_file, tls_cert, tls_key
     overrides = flag_overrides(addr=addr, root=reg_root, htpasswd=htpasswd, read_only=read_only, tls_cert=tls_cert,
                                tls_key=tls_key, tls_self_signed=tls_self_signed, token=token, token_key=token_key,
                                token_realm=token_realm, token_issuer=token_issuer, token_service=token_service,
-                               token_cert=token_cert, audit_log=audit_log, no_ui=no_ui)
+                               token_cert=token_cert, audit_log=audit_log, proxy=proxy, no_ui=no_ui)
     cfg = ServerConfig.load(config_file, overrides, defaults={"root": str(ctx.obj.root / "registry")})
 
     def ready(info) -> None:

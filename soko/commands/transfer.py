@@ -31,6 +31,7 @@ def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | 
     from registry.client import push
 
     result = _run_with_progress(quiet, lambda p: push(store, image, dest, _options(insecure, jobs), p))
+    _record_repo_digest(store, result.reference, result.digest)
     if not quiet:
         from storage import references
 
@@ -39,10 +40,20 @@ def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | 
     return result
 
 
+def _record_repo_digest(store, reference: str, digest: str) -> None:
+    """`name@digest` becomes one of the image's RepoDigests, as Docker records pushes and pulls."""
+    from storage import image_facts
+
+    image_id = store.image(digest).id  # an index: the image this machine runs from it
+    image_facts.record_repo_digest(store, reference, digest, image_id)
+    if image_facts.image_id_of(store, digest) != image_id:
+        image_facts.record_repo_digest(store, reference, digest, digest)
+
+
 @click.command("push")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs at once.")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress; only the digest line.")
 @click.argument("image")
 @click.argument("dest", required=False)
 @click.pass_context
@@ -52,30 +63,45 @@ def push_cmd(ctx, insecure, jobs, quiet, image, dest) -> None:
 
 
 @click.command("pull")
-@click.option("--insecure", is_flag=True)
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
 @click.option("--platform", default=None, help="os/arch[/variant] (default: this machine).")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None)
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs at once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress; only the image's full reference.")
 @click.argument("ref")
 @click.pass_context
 def pull_cmd(ctx, insecure, platform, jobs, quiet, ref) -> None:
     """Download an image into the local store."""
     from registry.client import pull
+    from storage import references
+    from storage.errors import StorageError
     from storage.model import Platform
 
     plat = Platform.parse(platform) if platform else None
+    parsed = references.parse(ref)
     store = ctx.obj.image_store()
+    try:
+        before = store.resolve(str(parsed), plat).id
+    except StorageError:
+        before = None
+    if not quiet:
+        if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
+            click.echo("Using default tag: latest")
+        click.echo(f"{parsed.digest or parsed.tag}: Pulling from {parsed.path}")
     result = _run_with_progress(quiet, lambda p: pull(store, ref, plat, _options(insecure, jobs), p))
+    top = result.index_digest or result.digest
+    _record_repo_digest(store, str(parsed), top)
     if quiet:
-        click.echo(result.reference)
-    else:
-        click.echo(f"Digest: {result.digest}")
-        click.echo(f"Status: downloaded image for {result.reference}")
+        click.echo(str(parsed))
+        return
+    status = "Image is up to date" if before == result.image_id else "Downloaded newer image"
+    click.echo(f"Digest: {top}")
+    click.echo(f"Status: {status} for {parsed.familiar()}")
+    click.echo(str(parsed))
 
 
 @click.command("copy")
-@click.option("--insecure", is_flag=True)
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary line.")
 @click.argument("src")
 @click.argument("dst")
 @click.pass_context
@@ -90,10 +116,10 @@ def copy_cmd(ctx, insecure, quiet, src, dst) -> None:
 
 
 @click.command("login")
-@click.option("-u", "--username", default=None)
-@click.option("-p", "--password", default=None, help="Prefer --password-stdin.")
-@click.option("--password-stdin", is_flag=True)
-@click.option("--insecure", is_flag=True)
+@click.option("-u", "--username", default=None, help="User name (asked for when missing).")
+@click.option("-p", "--password", default=None, help="Password (prefer --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
 @click.argument("registry")
 @click.pass_context
 def login_cmd(ctx, username, password, password_stdin, insecure, registry) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 import os
 import tarfile
 import tempfile
@@ -90,12 +91,26 @@ def open_archive(source: Path | BinaryIO, scratch: BlobStore, name: str) -> Iter
 
 
 def members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
-    """Regular-file members by normalized name (no leading `./`)."""
-    out = {}
+    """Regular-file members by normalized name (no leading `./`). A symbolic or hard link to a
+    regular member of the archive names that member too: `docker save` of images that share a
+    layer writes it once and links the other `<id>/layer.tar` to it."""
+    out: dict[str, tarfile.TarInfo] = {}
+    links: dict[str, str] = {}
     for m in tar.getmembers():
+        name = m.name[2:] if m.name.startswith("./") else m.name
         if m.isfile():
-            name = m.name[2:] if m.name.startswith("./") else m.name
             out[name] = m
+        elif m.issym():
+            links[name] = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
+        elif m.islnk():
+            links[name] = posixpath.normpath(m.linkname[2:] if m.linkname.startswith("./") else m.linkname)
+    for name, target in links.items():
+        for _ in range(8):  # a chain of links, never a loop
+            if target in out or target not in links:
+                break
+            target = links[target]
+        if target in out and name not in out:
+            out[name] = out[target]
     return out
 
 

@@ -103,7 +103,7 @@ def test_save_with_a_blob_gone_fails_in_one_line(soko, saved, tmp_path, fmt, mis
     names the blob in one line, with no traceback from a half-written tar
     stream after it, and leaves no file behind."""
     info = json.loads(soko("inspect", "busybox:keep").stdout)[0]
-    gone = info["Id"] if missing == "config" else info["Manifest"]["Layers"][0]["digest"]
+    gone = info["Id"] if missing == "config" else info["Soko"]["Layers"][0]["digest"]
     (soko.root / "blobs" / "sha256" / gone[7:]).unlink()
     out = tmp_path / "out" / "x.tar"
     out.parent.mkdir()

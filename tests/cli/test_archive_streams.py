@@ -77,7 +77,7 @@ def test_cat_into_load_dash_i_dash(soko, bb, tmp_path, comp):
                          lambda stdin: popen(other, "load", "-i", "-", stdin=stdin, stdout=subprocess.PIPE))
     assert load.communicate(timeout=120)[0].decode().strip() == "Loaded image: bb:1"
     assert cat.wait(timeout=10) == 0 and load.returncode == 0
-    assert json.loads(other("inspect", "bb:1").stdout)[0]["Digest"] == bb["Digest"]
+    assert json.loads(other("inspect", "bb:1").stdout)[0]["Soko"]["Digest"] == bb["Soko"]["Digest"]
     assert ingest_left(other.root) == []
 
 

@@ -29,7 +29,7 @@ def test_import_images_history_inspect(soko, imported):
     assert lines[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
     assert lines[1].split()[:3] == ["busybox", "demo", imported[7:19]]
     assert soko("images", "-q").stdout.split() == [imported[7:19]]
-    row = json.loads(soko("images", "--format", "json").stdout.splitlines()[0])
+    row = json.loads(soko("images", "--no-trunc", "--format", "json").stdout.splitlines()[0])
     assert row["Repository"] == "busybox" and row["ID"] == imported
     hist = soko("history", "busybox:demo").stdout.splitlines()
     assert hist[0].split()[0] == "IMAGE" and hist[1].startswith(imported[7:19])
@@ -116,11 +116,12 @@ def test_import_truncated_gzip(soko, imported, busybox_rootfs, tmp_path):
     ("A_B/c:1", "repository name must be lowercase"),
 ])
 def test_tag_refuses_what_docker_refuses(soko, imported, target, msg):
-    before = soko("images", "--format", "json").stdout
+    listing = ("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+    before = soko(*listing).stdout
     r = soko("tag", "busybox:demo", target, check=False)
     assert r.returncode == 1, r.stdout
     assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert soko("images", "--format", "json").stdout == before  # no tag was written
+    assert soko(*listing).stdout == before  # no tag was written
 
 
 def test_pull_refuses_a_bad_reference_before_any_request(soko):
@@ -154,9 +155,10 @@ def test_images_lists_a_multi_platform_index_once(soko, tmp_path, kind):
     lay, top = shape(kind)
     soko("load", "-i", lay.write(tmp_path / "in.tar"))
     assert _rows(soko) == [["shape", "1", top.digest[7:19]]]
-    rows = [json.loads(line) for line in soko("images", "--format", "json").stdout.splitlines()]
-    assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == [("shape", "1", top.digest)]
-    assert rows[0]["CreatedAt"] == "2024-01-02T03:04:05Z"  # the platform image's
+    rows = [json.loads(line) for line in
+            soko("images", "--no-trunc", "--format", "json", env={"TZ": "UTC"}).stdout.splitlines()]
+    assert [(r["Repository"], r["Tag"], r["ID"]) for r in rows] == [("shape", "1", top.digest)]
+    assert rows[0]["CreatedAt"] == "2024-01-02 03:04:05 +0000 UTC"  # the platform image's
     assert soko("images", "-q").stdout.split() == [top.digest[7:19]]
     soko("tag", "shape:1", "again:2")
     assert sorted(_rows(soko)) == [["again", "2", top.digest[7:19]], ["shape", "1", top.digest[7:19]]]
@@ -187,11 +189,12 @@ def test_images_lists_a_pulled_multi_platform_image_once(soko, tmp_path):
         out = soko("pull", f"127.0.0.1:{srv.port}/team/shape:1").stdout
     finally:
         srv.stop()
-    digest = out.split("Digest: ")[1].split()[0]
-    assert digest != top.digest
-    rows = [json.loads(line) for line in soko("images", "--format", "json").stdout.splitlines()]
-    assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == \
-        [(f"127.0.0.1:{srv.port}/team/shape", "1", digest)]
+    assert out.split("Digest: ")[1].split()[0] == top.digest  # what was pulled, as Docker says
+    rows = [json.loads(line) for line in soko("images", "--no-trunc", "--format", "json").stdout.splitlines()]
+    child = json.loads(soko("inspect", f"127.0.0.1:{srv.port}/team/shape:1").stdout)[0]
+    assert child["Soko"]["Digest"] != top.digest  # the platform's manifest is the image
+    assert [(r["Repository"], r["Tag"], r["Digest"], r["ID"]) for r in rows] == \
+        [(f"127.0.0.1:{srv.port}/team/shape", "1", top.digest, child["Id"])]
 
 
 def test_rmi_of_an_index_keeps_what_another_index_or_a_tag_still_names(soko, tmp_path):
@@ -206,4 +209,4 @@ def test_rmi_of_an_index_keeps_what_another_index_or_a_tag_still_names(soko, tmp
     soko("rmi", "first:1")
     assert sorted(r[0] for r in _rows(soko)) == ["child", "second"]
     for digest in (shared.digest, tagged.digest):  # still images of the store
-        assert json.loads(soko("inspect", digest).stdout)[0]["Digest"] == digest
+        assert json.loads(soko("inspect", digest).stdout)[0]["Soko"]["Digest"] == digest

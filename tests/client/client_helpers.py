@@ -172,10 +172,12 @@ class Registry:
 
 
 def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, token: dict | None = None,
-                       ip: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Registry:
-    """CNCF distribution 2.8 (`docker-registry serve`) on a free port (loopback unless `ip`)."""
+                       ip: str = "127.0.0.1", tls: tuple[Path, Path] | None = None, port: int | None = None,
+                       access_log: bool = False) -> Registry:
+    """CNCF distribution 2.8 (`docker-registry serve`) on a free port (loopback unless `ip`); its
+    access log (one line per request, in registry.log) when asked."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port(ip)
+    port = port or free_port(ip)
     auth = ""
     if htpasswd:
         user, password = htpasswd
@@ -188,7 +190,7 @@ def start_distribution(root: Path, htpasswd: tuple[str, str] | None = None, toke
                 f"    issuer: {token['issuer']}\n    rootcertbundle: {token['rootcertbundle']}\n")
     (root / "config.yml").write_text(
         "version: 0.1\n"
-        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"log:\n  level: error\n  accesslog:\n    disabled: {'false' if access_log else 'true'}\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
         f"http:\n  addr: {ip}:{port}\n  secret: soko-test-secret\n"
         + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") + auth)

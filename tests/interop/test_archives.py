@@ -24,7 +24,7 @@ def test_oci_archive_read_by_skopeo_and_umoci(soko, image, tmp_path):
     out = tmp_path / "bb-oci.tar"
     soko("save", "--format", "oci", "-o", out, "busybox:interop")
     info = json.loads(run("skopeo", "inspect", f"oci-archive:{out}"))
-    assert info["Digest"] == image["Digest"]  # stored manifest bytes kept exactly
+    assert info["Digest"] == image["Soko"]["Digest"]  # stored manifest bytes kept exactly
     config = json.loads(run("skopeo", "inspect", "--config", f"oci-archive:{out}"))
     assert config["rootfs"]["diff_ids"] == image["RootFS"]["Layers"]
     layout = tmp_path / "layout"

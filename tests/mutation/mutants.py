@@ -84,9 +84,9 @@ MUTANTS: list[HandMutant] = [
                ("tests/client/test_client_retries.py",),
                "the client would not give up after the configured attempts"),
     # --- registry server: hostile clients (issue 9)
-    HandMutant("auth-no-dummy-hash", "registry", "registry/server/auth.py",
-               "ok = bcrypt.checkpw(secret if usable else secret[:BCRYPT_MAX], hashed if usable else self._dummy)",
-               "ok = usable and bcrypt.checkpw(secret, hashed)",
+    HandMutant("auth-no-dummy-hash", "registry", "registry/server/passwords.py",
+               "ok = bcrypt.checkpw(secret if usable else secret[:BCRYPT_MAX], found[1] if usable else self._dummy)",
+               "ok = usable and bcrypt.checkpw(secret, found[1])",
                ("tests/registry/test_auth_hardening.py",),
                "unknown users would answer fast: user names leak by timing"),
     # --- runtime: capabilities, seccomp, dying with soko (issues 9, 17)

@@ -30,12 +30,35 @@ from mutants import MUTANTS, HandMutant  # noqa: E402
 
 # The package, and the tests that are its own (mutmut maps mutants to them by coverage).
 PACKAGES: dict[str, list[str]] = {
-    "storage": ["tests/storage"],
-    "builder": ["tests/builder"],
-    "runtime": ["tests/runtime"],
+    "storage": ["tests/storage", "tests/cli"],
+    "builder": ["tests/builder", "tests/cli/test_build_cli.py"],
+    "runtime": ["tests/runtime", "tests/cli/test_run_cli.py"],
     "registry": ["tests/registry", "tests/client"],
     "soko": ["tests/cli"],
 }
+# Most behaviour is tested through the real `soko` command, in a child process. mutmut maps
+# mutants to tests by the calls it sees in the test's own process, so children report theirs:
+# this file, put first on their sys.path (PYTHONPATH is the scratch tree), writes the functions
+# a child called to SOKO_MUTMUT_HITS when it exits, and tests/conftest.py hands them to mutmut.
+CHILD_HITS = '''"""Written by tests/mutation/mutate.py into its scratch tree only."""
+import atexit
+import json
+import os
+
+if os.environ.get("MUTANT_UNDER_TEST") == "stats" and os.environ.get("SOKO_MUTMUT_HITS"):
+    def _report_hits():
+        try:
+            from mutmut.state import state
+        except Exception:
+            return
+        hits = sorted(state()._stats)
+        if hits:
+            path = os.path.join(os.environ["SOKO_MUTMUT_HITS"], f"{os.getpid()}.json")
+            with open(path, "w") as f:
+                json.dump(hits, f)
+
+    atexit.register(_report_hits)
+'''
 # Code that only runs in a child process (the container side, `python -m` entry points)
 # has no in-process coverage, so mutmut would only report "no tests" for it.
 NOT_MUTATED: dict[str, list[str]] = {
@@ -81,7 +104,7 @@ def mutmut_config(package: str, only: list[str]) -> str:
         f'source_paths = ["{package}/"]',
         f"only_mutate = {only!r}",
         f"pytest_add_cli_args_test_selection = {PACKAGES[package]!r}",
-        f"also_copy = {others!r}",
+        f"also_copy = {[*others, 'sitecustomize.py']!r}",
         f"do_not_mutate = {NOT_MUTATED.get(package, [])!r}",
         'pytest_add_cli_args = ["-q", "-p", "no:cacheprovider", "-p", "no:randomly"]',
         "timeout_multiplier = 5.0",
@@ -93,6 +116,10 @@ def mutmut_config(package: str, only: list[str]) -> str:
 def run_mutmut(package: str, only: list[str], work: Path, report: Report, env: dict[str, str]) -> None:
     with open(work / "pyproject.toml", "a") as f:
         f.write(mutmut_config(package, only))
+    (work / "sitecustomize.py").write_text(CHILD_HITS)
+    hits = work / "child-hits"
+    hits.mkdir()
+    env = {**env, "SOKO_MUTMUT_HITS": str(hits)}
     mutmut = [sys.executable, "-m", "mutmut"]
     with open(REPO / ".mutate" / f"{package}.mutmut.log", "wb") as log:
         subprocess.run([*mutmut, "run"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)

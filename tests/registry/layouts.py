@@ -22,6 +22,16 @@ def _layer_tar() -> bytes:
 def busybox_layout(dest: Path, tag: str = "latest") -> str:
     """Write an OCI image layout with a busybox image; returns its manifest digest."""
     need_tool("busybox")  # busybox-static
+    return write_image(dest, _layer_tar(), {"created": "2024-01-01T00:00:00Z",
+                                            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+                                            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "tests"}]},
+                       tag)["manifest"]
+
+
+def write_image(dest: Path, tar: bytes, config: dict, tag: str = "latest", level: int = 9) -> dict:
+    """An OCI image layout at `dest` with one image: `tar` (gzipped) as its layer, `config`
+    (architecture, os and rootfs added); returns the digests of manifest, config and layer, and
+    the layer's bytes."""
     blobs = dest / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
 
@@ -30,21 +40,19 @@ def busybox_layout(dest: Path, tag: str = "latest") -> str:
         (blobs / h).write_bytes(data)
         return f"sha256:{h}"
 
-    tar = _layer_tar()
-    layer = gzip.compress(tar, mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                         "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
-                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]},
-                         "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "tests"}]},
-                        sort_keys=True).encode()
+    layer = gzip.compress(tar, compresslevel=level, mtime=0)
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", **config,
+                      "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}},
+                     sort_keys=True).encode()
+    config_digest, layer_digest = put(cfg), put(layer)
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": put(config), "size": len(config)},
+                                      "digest": config_digest, "size": len(cfg)},
                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                       "digest": put(layer), "size": len(layer)}]}).encode()
+                                       "digest": layer_digest, "size": len(layer)}]}).encode()
     digest = put(manifest)
     (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": len(manifest),
          "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-    return digest
+    return {"manifest": digest, "config": config_digest, "layer": layer_digest, "layer_bytes": layer}

@@ -296,3 +296,29 @@ def test_users_of_the_config_file_sign_in_too(tmp_path):
     finally:
         v.close()
         proc.stop()
+
+
+def test_a_pull_through_cache_offers_no_delete(tmp_path):
+    from tests.registry.conftest import OCI_MANIFEST
+
+    up = RegistryProc(tmp_path / "upstream").start()
+    proxy = RegistryProc(tmp_path / "proxy").configure({"proxy": {"remoteurl": f"http://127.0.0.1:{up.port}"}})
+    proxy.start()
+    c = up.client()
+    push_image(c, "team/cached", "v1")
+    c.close()
+    p = proxy.client()
+    v = Visitor(proxy.port)
+    try:
+        assert p.request("GET", "/v2/team/cached/manifests/v1", headers={"Accept": OCI_MANIFEST}).status == 200
+        html = v.page("/ui/repositories/team/cached")
+        assert ">v1</a>" in html and _delete_buttons(html) == 0
+        name, token = v.csrf()  # the sign-in form's: an open registry has no other form for anonymous
+        r = v.request("POST", "/ui/tags/delete", form={name: token, "repository": "team/cached", "tag": "v1"})
+        assert r.status == 403 and "pull-through cache" in r.body.decode()
+        assert ">v1</a>" in v.page("/ui/repositories/team/cached")
+    finally:
+        v.close()
+        p.close()
+        proxy.stop()
+        up.stop()

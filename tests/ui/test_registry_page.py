@@ -34,7 +34,7 @@ def test_storage_blobs_uploads_and_the_last_gc(tmp_path, soko):
         html = v.page("/ui/registry")
         count, size = _disk(tmp_path / "root")
         assert count == 5  # two layers, config, manifest, the stray blob
-        assert _fact(html, "Blobs") == "5" and _fact(html, "Storage used") == human_size(size, " ")
+        assert _fact(html, "Blobs") == "5" and _fact(html, "Storage used") == human_size(size, sep=" ")
         assert "Never run on this registry" in html
         assert "<h2 id=\"up-h\">Uploads in progress</h2>\n<p>None.</p>" in html
 
@@ -51,7 +51,7 @@ def test_storage_blobs_uploads_and_the_last_gc(tmp_path, soko):
         out = soko("gc", "--registry", str(tmp_path / "root"), "--grace", "0").stdout
         assert "Removed 1 blobs" in out
         html = v.page("/ui/registry")
-        assert _fact(html, "Freed") == f"{human_size(len(stray), ' ')} (1 blobs)"
+        assert _fact(html, "Freed") == f"{human_size(len(stray), sep=' ')} (1 blobs)"
         assert _fact(html, "Blobs") == "4"  # the walk is redone after a gc
         assert "team/incoming" in html  # a live upload outlives gc (upload_ttl)
     finally:
@@ -72,7 +72,7 @@ def test_online_gc_is_recorded_too(tmp_path):
             time.sleep(0.5)
         html = v.page("/ui/registry")
         assert "Runs online every 0.3 s" in html
-        assert _fact(html, "Freed") == f"{human_size(350, ' ')} (1 blobs)"
+        assert _fact(html, "Freed") == f"{human_size(350, sep=' ')} (1 blobs)"
     finally:
         v.close()
         c.close()

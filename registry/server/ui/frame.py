@@ -98,7 +98,7 @@ class UI:
         self.disk_usage: tuple[float, tuple, tuple[int, int]] | None = None  # (when, key, (files, bytes)): pages.py
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(size=lambda n: human_size(int(n or 0), " "), time=fmt_time, iso=iso_time,
+        self.env.filters.update(size=lambda n: human_size(int(n or 0), sep=" "), time=fmt_time, iso=iso_time,
                                 short=short_digest)
         self.env.globals.update(repo_url=repo_url, image_url=image_url, csrf_field=CSRF_FIELD, urlencode=urlencode)
 
@@ -140,8 +140,11 @@ class UI:
         return lambda repo: self.may(viewer, "pull", repo)
 
     def can_delete(self, viewer: Viewer, repo: str) -> bool:
-        cfg = self.srv.config
-        return cfg.delete_enabled and not cfg.read_only and self.may(viewer, "delete", repo)
+        try:
+            self.srv.check_writable(repo)
+        except APIError:
+            return False
+        return self.srv.config.delete_enabled and self.may(viewer, "delete", repo)
 
     @property
     def has_accounts(self) -> bool:

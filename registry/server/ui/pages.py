@@ -13,7 +13,8 @@ from storage import digests, references
 from storage.errors import StorageError
 
 from ...errors import APIError
-from .. import gc, manifests
+from .. import manifests
+from ..stats import registry_stats
 from . import queries
 from .images import image_view
 from .frame import Viewer, repo_url
@@ -140,10 +141,9 @@ def _upload_bytes(ui: "UI", upload_id: str) -> int | None:
 
 def _registry_facts(ui: "UI", visible) -> dict:
     meta = ui.srv.reg.meta
-    totals, last_gc = queries.totals(meta), gc.last_run(meta)
-    blob_files, disk_bytes = _disk_usage(ui, (totals.linked_blobs, totals.linked_bytes,
-                                              last_gc.finished if last_gc else None))
-    return {"totals": totals, "blob_files": blob_files, "disk_bytes": disk_bytes, "last_gc": last_gc,
+    stats = registry_stats(meta)
+    blob_files, disk_bytes = _disk_usage(ui, (stats.blobs, stats.bytes, stats.gc_runs))
+    return {"stats": stats, "blob_files": blob_files, "disk_bytes": disk_bytes,
             "uploads": [(u, _upload_bytes(ui, u.id)) for u in queries.uploads(meta, visible)]}
 
 
@@ -168,9 +168,10 @@ async def delete_tag(ui: "UI", request: web.Request) -> web.StreamResponse:
     refused = _repository_name(ui, request, viewer, name)
     if refused is not None:
         return refused
-    if not ui.can_delete(viewer, name):
+    if not ui.may(viewer, "delete", name):
         return ui.error(request, viewer, 403, "Refused", f"{viewer.name} may not delete tags in {name}.")
     try:
+        ui.srv.check_writable(name)
         await manifests.remove(ui.srv, request, name, tag)
     except APIError as e:
         status = 404 if e.code == "MANIFEST_UNKNOWN" else 403

@@ -52,15 +52,6 @@ class TagRow:
     pushed: float
 
 
-@dataclass(frozen=True)
-class Totals:
-    repositories: int
-    tags: int
-    manifests: int
-    linked_blobs: int  # distinct digests linked anywhere
-    linked_bytes: int
-
-
 # A repository's name, tag count, linked bytes and last push (each on an index range of its own)
 _FIGURES = ("r.name,"
             " (SELECT count(*) FROM reg_tags t WHERE t.repo=r.name) AS tags,"
@@ -127,16 +118,6 @@ def tags(meta: RegistryDB, repo: str, needle: str, sort: str, descending: bool, 
 
 def tags_of(meta: RegistryDB, repo: str, digest: str) -> list[str]:
     return meta.tags_of(meta.db.conn, repo, digest)
-
-
-def totals(meta: RegistryDB) -> Totals:
-    c = meta.db.conn
-    repos = c.execute("SELECT count(*) FROM reg_repositories").fetchone()[0]
-    ntags = c.execute("SELECT count(*) FROM reg_tags").fetchone()[0]
-    manifests = c.execute("SELECT count(DISTINCT digest) FROM reg_manifests").fetchone()[0]
-    blobs, size = c.execute("SELECT count(*), COALESCE(SUM(size), 0) FROM "
-                            "(SELECT digest, MAX(size) AS size FROM reg_blob_links GROUP BY digest)").fetchone()
-    return Totals(repos, ntags, manifests, blobs, size)
 
 
 def uploads(meta: RegistryDB, visible: Visible, limit: int = 200) -> list[UploadRow]:
