@@ -41,6 +41,8 @@ PRUNERS: list[Pruner] = [
            only_with="volumes"),
     Pruner("images", "soko.prune:prune_images", "all dangling images",
            "all images without at least one container associated to them"),
+    Pruner("build cache", "soko.commands.buildcache:prune_build_cache", "all dangling build cache",
+           "all build cache"),
 ]
 
 

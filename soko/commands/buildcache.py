@@ -19,7 +19,6 @@ def builder_group() -> None:
 def prune_cmd(ctx: click.Context, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove build cache: cache mounts, downloads, and step results no image uses (-a: all)."""
     from builder.instructions import parse_duration
-    from builder.prune import prune
 
     older_than = None
     for f in filters:
@@ -33,11 +32,21 @@ def prune_cmd(ctx: click.Context, all_: bool, force: bool, filters: tuple[str, .
     if not force:
         what = "all build cache" if all_ else "all dangling build cache"
         click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?", abort=True)
-    store = ctx.obj.image_store()
-    result = prune(store, all_, older_than)
-    if result.ids:
-        click.echo("Deleted build cache objects:")
-        for i in result.ids:
-            click.echo(i.split(":", 1)[1][:25] if i.startswith("sha256:") else i)
+    result = prune_build_cache(ctx.obj, all_, older_than)
+    if result.lines:
+        click.echo(f"{result.title}:")
+        for line in result.lines:
+            click.echo(line)
         click.echo("")
     click.echo(f"Total reclaimed space: {human_size(result.reclaimed)}")
+
+
+def prune_build_cache(obj, all_: bool, older_than: float | None = None):
+    """The build cache's pruner, for `builder prune` and `system prune` (soko/prune.py)."""
+    from builder.prune import prune
+
+    from ..prune import PruneResult
+
+    pruned = prune(obj.image_store(), all_, older_than)
+    lines = [i.split(":", 1)[1][:25] if i.startswith("sha256:") else i for i in pruned.ids]
+    return PruneResult("Deleted build cache objects", lines, pruned.reclaimed)

@@ -55,6 +55,10 @@ def test_builder_prune_and_gc_remove_cache_mounts(soko, ctx):
     assert [p for p in mounts.iterdir() if not p.name.endswith(".lock")]
     soko("gc", "--cache-max-age", "0")
     assert not [p for p in mounts.iterdir() if not p.name.endswith(".lock")]
+    soko("build", "--no-cache", "-t", "c:1", ctx)
+    out = soko("system", "prune", "-f").stdout  # the build cache is one of system prune's parts
+    assert "Deleted build cache objects:\n" in out
+    assert not [p for p in mounts.iterdir() if not p.name.endswith(".lock")]
     bad = soko("builder", "prune", "-f", "--filter", "label=x", check=False)
     assert bad.returncode == 2 and "only until=DURATION" in bad.stderr
 

@@ -107,7 +107,8 @@ def test_system_df_and_prune(soko, bb, busybox_rootfs):
     assert re.search(r"^v1\s+0\s+1kB$", verbose, re.M)
     r = soko("system", "prune", "--volumes", input="n\n")
     assert r.stdout == ("WARNING! This will remove:\n  - all volumes not used by at least one container\n"
-                        "  - all dangling images\n\nAre you sure you want to continue? [y/N] ")
+                        "  - all dangling images\n  - all dangling build cache\n\n"
+                        "Are you sure you want to continue? [y/N] ")
     assert soko("volume", "ls", "-q").stdout == "v1\n"
     out = soko("system", "prune", "-f").stdout
     assert "Deleted Images:\ndeleted: sha256:" in out and "Deleted Volumes" not in out
@@ -122,11 +123,11 @@ def test_system_df_and_prune(soko, bb, busybox_rootfs):
 
 
 def test_prune_hooks_are_one_line_each():
-    """system prune runs each pruner of soko.prune.PRUNERS: images and volumes today; container
-    and builder prune join with one line each."""
+    """system prune runs each pruner of soko.prune.PRUNERS (Docker's order); container prune
+    joins with one line."""
     from soko.prune import PRUNERS
 
-    assert [p.name for p in PRUNERS] == ["volumes", "images"]
+    assert [p.name for p in PRUNERS] == ["volumes", "images", "build cache"]
     for p in PRUNERS:
         assert callable(p.load())
 
