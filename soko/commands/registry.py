@@ -9,7 +9,8 @@ import click
 
 @click.command("search")
 @click.option("--limit", type=click.IntRange(1, 100), default=25, show_default=True, help="Results at most.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              help="A table (NAME, DESCRIPTION, STARS, OFFICIAL, AUTOMATED) or the results as JSON.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
 @click.argument("term")
 def search_cmd(limit: int, fmt: str, insecure: bool, term: str) -> None:
