@@ -6,8 +6,6 @@ import datetime as _dt
 import re
 from typing import Sequence
 
-from storage.units import human_size  # noqa: F401  (the commands import it from here)
-
 _TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?\s*([Zz]|[+-]\d{2}:?\d{2})?")
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time, what Docker shows for an unknown date
 
@@ -18,6 +16,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     text = "\n".join("\t".join(str(c) for c in row) for row in [headers, *rows])
     return tabwrite(text)
+
+
+def human_size(n: float, precision: int = 3) -> str:
+    """go-units HumanSizeWithPrecision (storage/units.py, shared with the registry's web UI;
+    imported here, not at start-up: `soko --help` loads no component)."""
+    from storage.units import human_size as size
+
+    return size(n, precision)
 
 
 def parse_time(text: str | None) -> tuple[_dt.datetime, int] | None:
