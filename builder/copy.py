@@ -296,16 +296,16 @@ class _Placer:
         rel = str(path.relative_to(self.tree.root))
         if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
             return
-        inode = copy_file(host, path, mode, uid, gid, mtime_ns)
+        written = copy_file(host, path, mode, uid, gid, mtime_ns)
         if digest is not None:
-            self.reuse.written(rel, inode, st.st_size, mtime_ns, digest)
+            self.reuse.written(rel, written, digest)
 
 
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> int:
+def copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> os.stat_result:
     """A new file `dst` with `src`'s bytes and the given metadata. Data in the kernel (copy_file_range), metadata through the open descriptor."""
     sfd = os.open(src, _O_SRC)
     try:
@@ -327,7 +327,7 @@ def copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int
                     raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None
             os.fchmod(dfd, mode)
             os.utime(dfd, ns=(mtime_ns, mtime_ns))
-            return os.fstat(dfd).st_ino
+            return os.fstat(dfd)
         finally:
             os.close(dfd)
     finally:
