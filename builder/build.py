@@ -63,10 +63,7 @@ def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildR
     lexer = Lexer(df.escape)
     exe = Executor(store, opts, plan, lexer, emit, epoch)
     exe.declare_globals()
-    target = plan.target(opts.target)
-    for stage in plan.needed(target, exe.globals.env(), lexer):
-        exe.stage_result(stage)
-    final = exe.results[target.index]
+    final = exe.run(plan.target(opts.target))
     exe.finish()
 
     config = final.config.changed()

@@ -1,4 +1,5 @@
-"""Runs a plan: stages in dependency order, one cached step at a time.
+"""Runs a plan: stages in dependency order (independent ones side by side,
+schedule.py), one cached step at a time within a stage.
 
 Every instruction is a step with a chained cache key (builder/CACHE.md). A
 hit reuses the config (and layer) the step produced before, so a fully
@@ -8,6 +9,8 @@ WORKDIR that must create its directory also add a layer.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,6 +29,7 @@ from .expand import Lexer
 from .instructions import Command, From, Onbuild, convert
 from .options import BuildEvent, BuildOptions
 from .parse import parse_line
+from .schedule import StageRunner
 from .stages import Plan, Stage
 from .stepctx import Job, StepContext
 from .steps import LAYER_STEPS
@@ -46,9 +50,11 @@ class Executor:
         self.build_args = BuildArgs(dict(opts.build_args))
         self.platform = Platform.host()
         self.globals = GlobalScope.new(self.build_args, self.platform)
-        self.results: dict[int, StageState] = {}
-        self._building: set[int] = set()
+        self.runner: StageRunner[StageState] = StageRunner(self._build_stage_at,
+                                                            lambda i: plan.stages[i].label)
+        self._lock = threading.RLock()  # step numbers, counters and the order events are emitted in
         self.step_no = 0
+        self._current: dict[int, int] = {}  # stage index -> #N of its running step
         self.steps = 0
         self.cached = 0
         self.warnings: list[str] = []
@@ -69,18 +75,21 @@ class Executor:
                     raise DockerfileError(str(e), a.line, self.plan.filename) from None
                 self.globals.declare(key, value)
 
+    @property
+    def results(self) -> dict[int, StageState]:
+        return self.runner.results
+
+    def run(self, target: Stage) -> StageState:
+        """Build the target and every stage it needs, up to `--jobs` stages at once."""
+        graph = self.plan.graph(target, self.globals.env(), self.lexer)
+        self.runner.run(graph, self.opts.jobs or os.cpu_count() or 1)
+        return self.results[target.index]
+
     def stage_result(self, stage: Stage) -> StageState:
-        if stage.index in self.results:
-            return self.results[stage.index]
-        if stage.index in self._building:
-            raise BuildError(f"stage {stage.label} depends on itself")
-        self._building.add(stage.index)
-        try:
-            state = self._build_stage(stage)
-        finally:
-            self._building.discard(stage.index)
-        self.results[stage.index] = state
-        return state
+        return self.runner.result(stage.index)
+
+    def _build_stage_at(self, index: int) -> StageState:
+        return self._build_stage(self.plan.stages[index])
 
     def _build_stage(self, stage: Stage) -> StageState:
         total = 1 + len(stage.commands)
@@ -115,7 +124,6 @@ class Executor:
                 raise DockerfileError(str(e), f.line, self.plan.filename) from None
         started = time.monotonic()
         shown = f"FROM {ref}" + (f" AS {f.name}" if f.name else "")  # variables expanded, as BuildKit shows it
-        event = self._event("step", stage, 1, total, shown, cached=True)
         dep = self.plan.lookup(ref, before=stage.index)
         if ref.lower() == "scratch":
             config = ImageConfig.new(platform)
@@ -140,37 +148,47 @@ class Executor:
             layers = [layerio.oci_descriptor(d) for d in image.manifest.layers if mt.is_layer(d.media_type)]
             state = StageState(config, layers, cachemod.key(None, base=image.manifest.digest),
                                StageArgs(self.globals), filename=self.plan.filename, lexer=self.lexer)
-        self.emit(event)
-        self.emit(self._event("done", stage, 1, total, shown, cached=True,
-                              elapsed=time.monotonic() - started))
+        self._emit("step", stage, 1, total, shown, cached=True)
+        self._emit("done", stage, 1, total, shown, cached=True, elapsed=time.monotonic() - started)
         triggers = list(state.cfg.get("OnBuild") or [])
         if triggers:
             state.cfg.pop("OnBuild", None)  # triggers run once, in this child, and are not inherited
             state.key = cachemod.key(state.key, onbuild_cleared=True)
         return state, triggers
 
-    def _stage_of(self, ref: str, before: int) -> tuple[Stage, StageState] | None:
-        dep = self.plan.lookup(ref, before=before)
-        return (dep, self.stage_result(dep)) if dep is not None else None
+    def _stage_of(self, ref: str, of: int) -> tuple[Stage, StageState] | None:
+        dep = self.plan.source_stage(ref, self.plan.stages[of])
+        if dep is None:
+            return None
+        if dep.index == of:
+            raise BuildError(f"circular dependency between stages: {dep.label} -> {dep.label}")
+        return dep, self.stage_result(dep)
 
     def _output(self, stage: Stage, line: str) -> None:
-        self.emit(self._event("output", stage, 0, 0, line))
+        self._emit("output", stage, 0, 0, line)
 
     # -- steps -------------------------------------------------------------------
-    def _event(self, kind: str, stage: Stage, index: int, total: int, text: str, **kw) -> BuildEvent:
-        """A step event (`text` is the instruction), or an output line (`text` is the line)."""
-        if kind == "step":
-            self.step_no += 1
-        where = stage.label if self.multi_stage or stage.name else None
-        fields = {"text": text} if kind == "output" else {"instruction": text}
-        return BuildEvent(id=f"#{self.step_no}", action=kind, current=index, total=total, step=self.step_no,
-                          stage=where, **fields, **kw)
+    def _emit(self, kind: str, stage: Stage, index: int, total: int, text: str, **kw) -> int:
+        """Report a step starting (`text` is the instruction; it gets the next #N), or an
+        output line or the end of the stage's current step; returns the step's number."""
+        with self._lock:
+            if kind == "step":
+                self.step_no += 1
+                self._current[stage.index] = self.step_no
+            number = self._current.get(stage.index, 0)
+            where = stage.label if self.multi_stage or stage.name else None
+            fields = {"text": text} if kind == "output" else {"instruction": text}
+            self.emit(BuildEvent(id=f"#{number}", action=kind, current=index, total=total, step=number,
+                                 stage=where, **fields, **kw))
+            return number
 
     def step(self, state: StageState, stage: Stage, cmd: Command, index: int, total: int,
              label: str | None = None) -> None:
         text = label or cmd.inst.original
         started = time.monotonic()
-        self.steps += 1
+        self.runner.check()
+        with self._lock:
+            self.steps += 1
         make_job = LAYER_STEPS.get(type(cmd))
         if make_job is not None:
             job = make_job(self.ctx, state, stage, cmd)
@@ -178,7 +196,7 @@ class Executor:
             linked = None
             if hit is None and job.link_key is not None and not self.opts.no_cache:
                 linked = self.cache.get(job.link_key)  # a --link layer made on another base
-            self.emit(self._event("step", stage, index, total, text, cached=hit is not None or linked is not None))
+            self._emit("step", stage, index, total, text, cached=hit is not None or linked is not None)
             if hit is not None:
                 self._apply_hit(state, hit)
             elif linked is not None:
@@ -194,16 +212,17 @@ class Executor:
             created_by = handler(state, cmd)
             key = cachemod.key(state.key, step=created_by, **self.ctx.key_extra())
             hit = None if self.opts.no_cache else self.cache.get(key)
-            self.emit(self._event("step", stage, index, total, text, cached=hit is not None, metadata=True))
+            self._emit("step", stage, index, total, text, cached=hit is not None, metadata=True)
             if hit is not None:
                 self._apply_hit(state, hit)
             else:
                 self._record(state, key, created_by, None)
             state.key = key
         if hit is not None:
-            self.cached += 1
-        self.emit(self._event("done", stage, index, total, text, cached=hit is not None,
-                              metadata=make_job is None, elapsed=time.monotonic() - started))
+            with self._lock:
+                self.cached += 1
+        self._emit("done", stage, index, total, text, cached=hit is not None, metadata=make_job is None,
+                   elapsed=time.monotonic() - started)
 
     def _apply_hit(self, state: StageState, hit: cachemod.Entry) -> None:
         state.config = ImageConfig(hit.config).changed()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,12 @@ class StepContext:
         self._hashes = None
         self._context = None
         self._swept = False
+        self._lock = threading.Lock()  # stages run in threads: the context and hash cache are made once
 
     # -- other stages -------------------------------------------------------------
-    def stage(self, ref: str, before: int) -> "tuple[Stage, StageState] | None":
-        """The stage `ref` names among those before index `before`, built if it was not yet."""
-        return self._stage_of(ref, before)
+    def stage(self, ref: str, of: int) -> "tuple[Stage, StageState] | None":
+        """The stage `ref` names (from a step of stage `of`), built or waited for if it is not yet."""
+        return self._stage_of(ref, of)
 
     def output(self, stage: "Stage", line: str) -> None:
         """A line a step printed (RUN output), shown under the current step."""
@@ -104,9 +106,10 @@ class StepContext:
     def sweep_tmp(self, older_than: float = 6 * 3600) -> None:
         """Once per build: remove staging trees that killed builds left behind."""
         private_dir(self.tmp_root)
-        if self._swept:
-            return
-        self._swept = True
+        with self._lock:
+            if self._swept:
+                return
+            self._swept = True
         cutoff = time.time() - older_than
         for p in self.tmp_root.iterdir():
             try:
@@ -119,28 +122,31 @@ class StepContext:
     @property
     def hashes(self):
         """File digests remembered across builds (context files and snapshot files)."""
-        if self._hashes is None:
-            from .context import HashCache
+        with self._lock:
+            if self._hashes is None:
+                from .context import HashCache
 
-            self._hashes = HashCache(self.store.db)
-        return self._hashes
+                self._hashes = HashCache(self.store.db)
+            return self._hashes
 
     @property
     def context(self):
         """The build context, opened on first use (FROM-only builds never read it)."""
-        if self._context is None:
-            from . import dockerignore
-            from .context import Context
+        hashes = self.hashes
+        with self._lock:
+            if self._context is None:
+                from . import dockerignore
+                from .context import Context
 
-            root = Path(self.opts.context)
-            dockerfile = None
-            if self.opts.dockerfile and self.opts.dockerfile_text is None:
-                dockerfile = Path(self.opts.dockerfile)
-            elif self.opts.dockerfile_text is None:
-                dockerfile = root / "Dockerfile"
-            matcher = dockerignore.load(root, dockerfile)
-            self._context = Context(root, matcher, self.hashes)
-        return self._context
+                root = Path(self.opts.context)
+                dockerfile = None
+                if self.opts.dockerfile and self.opts.dockerfile_text is None:
+                    dockerfile = Path(self.opts.dockerfile)
+                elif self.opts.dockerfile_text is None:
+                    dockerfile = root / "Dockerfile"
+                matcher = dockerignore.load(root, dockerfile)
+                self._context = Context(root, matcher, hashes)
+            return self._context
 
     def flush(self) -> None:
         if self._hashes is not None:

@@ -39,11 +39,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--cache-from", default=None, help="(not yet supported)")
 @click.option("--cache-to", default=None, help="(not yet supported)")
 @click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Stages built at once (default: the CPU count).")
 @click.option("-q", "--quiet", is_flag=True, help="Print the image ID only.")
 @click.argument("context", type=click.Path(exists=True, allow_dash=True))  # a file: the builder says why not
 @click.pass_context
 def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache, labels, network, secrets, ssh,
-              compression, outputs, push, cache_from, cache_to, progress, quiet, context) -> None:
+              compression, outputs, push, cache_from, cache_to, progress, jobs, quiet, context) -> None:
     """Build an image from a Dockerfile (CONTEXT -: the Dockerfile from stdin and no context, as docker)."""
     from builder import BuildOptions, Output
     from builder.secrets import SecretSource, SshSource
@@ -58,7 +60,7 @@ def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache
         context=context, tags=list(tags), build_args=_pairs(build_args, "--build-arg"), target=target,
         no_cache=no_cache, labels=_pairs(labels, "--label"), network=network, compression=compression,
         output=[Output.parse(o) for o in outputs], progress="quiet" if quiet else progress, quiet=quiet,
-        secrets=[SecretSource.parse(s) for s in secrets], ssh=[SshSource.parse(s) for s in ssh])
+        secrets=[SecretSource.parse(s) for s in secrets], ssh=[SshSource.parse(s) for s in ssh], jobs=jobs)
     if dockerfile == "-" or context == "-":
         opts.dockerfile_text = _stdin_dockerfile()
     elif dockerfile is not None:
