@@ -85,43 +85,43 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
     if cmd.from_:
         origin = sources.origin(ctx, word(cmd.from_), stage.index, f"{what} --from", cmd.line)
     matcher = sources.excluder(excludes)
+    shown = [f"<<{h.name}" if (h := _heredoc_of(raw, heredocs)) is not None else word(raw) for raw in cmd.sources]
 
-    items: list[Item] = []
-    shown: list[str] = []
-    for raw in cmd.sources:
-        h = _heredoc_of(raw, heredocs)
-        if h is not None:
-            text = h.text()
-            if h.expand:
-                try:
-                    text = state.lexer.heredoc(text, vars_).value
-                except ExpansionError as e:
-                    raise DockerfileError(str(e), cmd.line, fname) from None
-            items.append(sources.data_item(h.name, text.encode(), ctx.epoch))
-            shown.append(f"<<{h.name}")
-            continue
-        src = word(raw)
-        shown.append(src)
-        if cmd.is_add and origin.is_context and remote.is_git(src):
-            items.append(remote.git_item(ctx, src, bool(cmd.keep_git_dir), checksum, cmd.line))
-            continue
-        if cmd.is_add and origin.is_context and addmod.is_url(src):
-            items.append(remote.url_item(ctx, src, checksum, bool(cmd.unpack), dest_is_dir, cmd.line))
-            continue
-        if origin.view is not None:
-            found = sources.view_sources(ctx, origin.view, src, matcher, cmd.parents)
-        else:
-            found = sources.context_sources(ctx, src, cmd.is_add and cmd.unpack is not False, matcher, cmd.parents)
-        if not found:
-            where = "in stage or image" if origin.view is not None else "in build context or excluded by .dockerignore"
-            raise err(f"{what} failed: file not found {where}: stat {src}: file does not exist")
-        items.extend(found)
-    if len(items) > 1 and not dest_is_dir:
-        raise err(f"When using {what} with more than one source file, the destination must be a directory "
-                  "and end with a /")
-    ctx.flush()
+    def gather() -> list[Item]:
+        items: list[Item] = []
+        for raw, src in zip(cmd.sources, shown):
+            h = _heredoc_of(raw, heredocs)
+            if h is not None:
+                text = h.text()
+                if h.expand:
+                    try:
+                        text = state.lexer.heredoc(text, vars_).value
+                    except ExpansionError as e:
+                        raise DockerfileError(str(e), cmd.line, fname) from None
+                items.append(sources.data_item(h.name, text.encode(), ctx.epoch))
+                continue
+            if cmd.is_add and origin.is_context and remote.is_git(src):
+                items.append(remote.git_item(ctx, src, bool(cmd.keep_git_dir), checksum, cmd.line))
+                continue
+            if cmd.is_add and origin.is_context and addmod.is_url(src):
+                items.append(remote.url_item(ctx, src, checksum, bool(cmd.unpack), dest_is_dir, cmd.line))
+                continue
+            if origin.view is not None:
+                found = sources.view_sources(ctx, origin.view, src, matcher, cmd.parents)
+            else:
+                found = sources.context_sources(ctx, src, cmd.is_add and cmd.unpack is not False, matcher,
+                                                cmd.parents)
+            if not found:
+                where = "in stage or image" if origin.view is not None else \
+                    "in build context or excluded by .dockerignore"
+                raise err(f"{what} failed: file not found {where}: stat {src}: file does not exist")
+            items.extend(found)
+        if len(items) > 1 and not dest_is_dir:
+            raise err(f"When using {what} with more than one source file, the destination must be a directory "
+                      "and end with a /")
+        ctx.flush()
+        return items
 
-    records = [r for i in items for r in i.records]
     spec = {"cmd": what, "dest": dest_abs, "dest_dir": dest_is_dir, "chown": chown_spec, "chmod": chmod_spec,
             "from": origin.label if cmd.from_ else None, "unpack": cmd.unpack}
     # flags newer than the key format: only present when used, so older keys stay valid
@@ -129,30 +129,39 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                  ("keep_git_dir", cmd.keep_git_dir)):
         if v:
             spec[k] = v
-    content = cachemod.digest_of(records)
-    link_key = None
-    if cmd.link:
-        # the layer alone: what is copied and where, never the parent chain (builder/CACHE.md)
-        link_key = cachemod.key(None, link=spec, sources=content, **ctx.key_extra())
-        key = cachemod.key(state.key, link_layer=link_key)
-    else:
-        key = cachemod.key(state.key, copy=spec, sources=content, **ctx.key_extra())
+    parent = state.key
+    gathered: list[list[Item]] = []
+
+    def items() -> list[Item]:
+        if not gathered:
+            gathered.append(gather())
+        return gathered[0]
+
+    def keys() -> tuple[str, str | None]:
+        """(step key, link key) from the content of every source (builder/CACHE.md)."""
+        content = cachemod.digest_of([r for i in items() for r in i.records])
+        if cmd.link:
+            # the layer alone: what is copied and where, never the parent chain
+            link_key = cachemod.key(None, link=spec, sources=content, **ctx.key_extra())
+            return cachemod.key(parent, link_layer=link_key), link_key
+        return cachemod.key(parent, copy=spec, sources=content, **ctx.key_extra()), None
+
     family = cachemod.key(None if cmd.link else state.key, copy=spec, **ctx.key_extra())
     created_by = f"{what} {' '.join(shown)} {dest}"
     diff_ids = list(state.config.diff_ids)
 
     def produce():
         try:
-            view = _Empty() if cmd.link else layerio.RootView(ctx.store, diff_ids)
+            view = _Empty() if cmd.link else ctx.view(diff_ids)
             uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
             reuse = Reuse(ctx.store, ctx.hashes, family)
             with ctx.staging() as root, ctx.staging() as scratch:
-                for it in items:
+                for it in items():
                     if it.prepare is not None:
                         it.prepare(it, scratch)
                 tree = Tree(root, view, uid, gid)
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
-                _place_all(placer, view, items, dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
+                _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
                 tree.finish()
                 layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch)
                 chain = [*diff_ids, layer.diff_id]
@@ -164,6 +173,15 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 raise
             raise err(str(e)) from None
 
+    if origin.view is not None and not heredocs:
+        # another stage or an image: found by what it is first (when no step of the stage ran in
+        # this build), its files are read only when that misses (builder/CACHE.md, "COPY --from")
+        fast = cachemod.key(parent, copy=spec, paths=shown, from_result=origin.content, **ctx.key_extra())
+        if origin.settled:
+            return Job(None, created_by, produce, fast_key=fast, resolve_keys=keys)
+        key, link_key = keys()
+        return Job(key, created_by, produce, link_key, fast_key=fast, fast_lookup=False)
+    key, link_key = keys()
     return Job(key, created_by, produce, link_key)
 
 

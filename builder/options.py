@@ -6,6 +6,7 @@ from pathlib import Path
 
 from storage.progress import ProgressEvent
 
+from .cachespec import CacheSpec
 from .errors import BuildError
 from .secrets import SecretSource, SshSource
 
@@ -62,6 +63,8 @@ class BuildOptions:
     secrets: list[SecretSource] = field(default_factory=list)  # --secret, for RUN --mount=type=secret
     ssh: list[SshSource] = field(default_factory=list)         # --ssh, for RUN --mount=type=ssh
     jobs: int | None = None                   # stages built at once (default: the CPU count)
+    cache_from: list[CacheSpec] = field(default_factory=list)  # --cache-from (cachespec.py)
+    cache_to: list[CacheSpec] = field(default_factory=list)    # --cache-to
 
     def validate(self) -> None:
         if self.compression not in COMPRESSIONS:
@@ -127,3 +130,4 @@ class BuildResult:
     steps: int
     cached: int
     warnings: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)   # blobs a --cache-from hit had to download

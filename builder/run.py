@@ -110,6 +110,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
                     host.write_bytes(data)
                     host.chmod(0o755)
                     step_mounts.append((str(host), target, True))
+            ctx.need(diff_ids)
             try:
                 code = run_step(ctx.store, diff_ids, upper, work, argv, run_env + secret_env, user, workdir,
                                 network, step_mounts, on_output, on_event=on_event)
@@ -128,7 +129,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             layerio.adopt(ctx.store, [*diff_ids, layer.diff_id], upper)
             return layer
 
-    return Job(key, created_by, produce)
+    return Job(key, created_by, produce, plain=not cmd.mounts and not files)
 
 
 def _opaque(path: Path) -> bool:

@@ -22,7 +22,7 @@ def job(ctx: StepContext, state, stage, cmd: Workdir) -> Job:
     def produce():
         if path == "/":
             return None
-        view = layerio.RootView(ctx.store, diff_ids)
+        view = ctx.view(diff_ids)
         parts, entry = view.resolve(path)
         if entry is not None:
             if not stat.S_ISDIR(entry.st.st_mode):
