@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage import references
-from storage.errors import InvalidReference
-
 from .errors import CacheSpecError
 
 MODES = ("min", "max")
@@ -47,6 +44,9 @@ def _fields(text: str, flag: str) -> dict[str, str]:
 def _ref(value: str | None, flag: str, text: str) -> str:
     if not value:
         raise CacheSpecError(f"{flag} {text!r}: ref= is required")
+    from storage import references
+    from storage.errors import InvalidReference
+
     try:
         references.parse(value)
     except InvalidReference as e:

@@ -13,7 +13,6 @@ import re
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -55,13 +54,20 @@ def _stat_key(st: os.stat_result) -> _Stat:
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode
 
 
-@dataclass
 class Entry:
-    """One path of the (filtered) context."""
-    rel: str              # '/'-separated, relative to the context root; "" is the root
-    path: Path            # absolute
-    st: os.stat_result    # lstat
-    named: str | None = None  # the path as a source named it, before symlinks were resolved
+    """One path of the (filtered) context. `abs` is its absolute path as a string (a walk of
+    thousands of files makes no Path objects until one is asked for)."""
+    __slots__ = ("rel", "abs", "st", "named")
+
+    def __init__(self, rel: str, path: "Path | str", st: os.stat_result, named: str | None = None):
+        self.rel = rel            # '/'-separated, relative to the context root; "" is the root
+        self.abs = str(path)
+        self.st = st              # lstat
+        self.named = named        # the path as a source named it, before symlinks were resolved
+
+    @property
+    def path(self) -> Path:
+        return Path(self.abs)
 
     @property
     def name(self) -> str:
@@ -103,8 +109,8 @@ class HashCache:
         if db is not None:
             db.migrate("builder_context", MIGRATIONS)
 
-    def _load(self, root: Path) -> None:
-        key = str(root)
+    def _load(self, root: Path | str) -> None:
+        key = root if isinstance(root, str) else str(root)
         if self.db is None or key in self._loaded:
             return
         with self._lock:
@@ -124,7 +130,7 @@ class HashCache:
         margin = RACY_COARSE_NS if st.st_mtime_ns % 1_000_000_000 == 0 else RACY_NS
         return hit[2] if st.st_mtime_ns < hit[1] - margin else None
 
-    def digest(self, path: Path, st: os.stat_result, root: Path) -> str:
+    def digest(self, path: Path | str, st: os.stat_result, root: Path | str) -> str:
         self._load(root)
         key = str(path)
         known = self._valid(key, st)
@@ -144,7 +150,7 @@ class HashCache:
             self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
         return digest
 
-    def known(self, path: Path, st: os.stat_result, root: Path) -> str | None:
+    def known(self, path: Path | str, st: os.stat_result, root: Path | str) -> str | None:
         """The remembered digest of `path` if still valid, without reading it."""
         self._load(root)
         return self._valid(str(path), st)
@@ -246,6 +252,7 @@ class Context:
 
     def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None):
         self.root = Path(root).resolve()
+        self._root = str(self.root)
         if not self.root.is_dir():
             raise ContextError(f"build context {root} is not a directory")
         self.matcher = matcher or Matcher([])
@@ -299,17 +306,18 @@ class Context:
         """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
         base = self._abs(rel)
         try:
-            names = sorted(os.listdir(base))
+            with os.scandir(base) as it:
+                found = sorted((d.name, d.path) for d in it)
         except OSError as e:
             raise ContextError(f"cannot list {base}: {e.strerror}") from None
-        for name in names:
+        matcher = self.matcher if self.matcher else None
+        for name, path in found:
             child = f"{rel}/{name}" if rel else name
-            path = base / name
             st = os.lstat(path)
-            excluded = bool(self.matcher) and self.matcher.excluded(child)
+            excluded = matcher is not None and matcher.excluded(child)
             if stat.S_ISDIR(st.st_mode):
                 if excluded:
-                    if self.matcher.may_include_under(child):
+                    if matcher.may_include_under(child):  # type: ignore[union-attr]
                         sub = self.walk(child)
                         first = next(sub, None)
                         if first is not None:
@@ -354,7 +362,7 @@ class Context:
 
     # -- hashing -----------------------------------------------------------------
     def file_digest(self, e: Entry) -> str:
-        return self.hashes.digest(e.path, e.st, self.root)
+        return self.hashes.digest(e.abs, e.st, self._root)
 
 
 def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | None = None) -> Iterable[str]:
@@ -366,7 +374,7 @@ def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | No
         if e.is_dir:
             return f"d {mode:o} {rel}"
         if e.is_symlink:
-            return f"l {mode:o} {rel} -> {os.readlink(e.path)}"
+            return f"l {mode:o} {rel} -> {os.readlink(e.abs)}"
         if e.is_file:
             return f"f {mode:o} {rel} {ctx.file_digest(e)}"
         return f"o {stat.S_IFMT(e.st.st_mode):o} {mode:o} {rel}"

@@ -23,9 +23,8 @@ import posixpath
 import stat
 from pathlib import Path
 
-from . import add as addmod
 from . import cache as cachemod
-from . import layerio, remote, sources
+from . import layerio, sources
 from .errors import BuildError, DockerfileError, ExpansionError, StepError
 from .instructions import Copy
 from .perms import Chmod, resolve_owner
@@ -100,6 +99,8 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                         raise DockerfileError(str(e), cmd.line, fname) from None
                 items.append(sources.data_item(h.name, text.encode(), ctx.epoch))
                 continue
+            if cmd.is_add and origin.is_context:
+                from . import add as addmod, remote  # ADD's own machinery (urllib, git): loaded for ADD only
             if cmd.is_add and origin.is_context and remote.is_git(src):
                 items.append(remote.git_item(ctx, src, bool(cmd.keep_git_dir), checksum, cmd.line))
                 continue
@@ -218,7 +219,9 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
                 raise BuildError(f"cannot copy a directory to {dest}: it is a file in the image")
             target = tree.ensure_dir(base)
             if item.archive:
-                addmod.unpack(item.host, target)  # type: ignore[arg-type]
+                from .add import unpack
+
+                unpack(item.host, target)  # type: ignore[arg-type]
                 continue
             for rel, host, st in item.walk() if item.walk else ():
                 o_uid, o_gid = owner(st, item.keep_owner)

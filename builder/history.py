@@ -8,7 +8,6 @@ Steps that make no layer carry `empty_layer: true`.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 
@@ -17,6 +16,7 @@ COMMENT = "buildkit.dockerfile.v0"
 
 def timestamp(epoch: int | None = None) -> str:
     """RFC 3339 in UTC: SOURCE_DATE_EPOCH when given, else now."""
+    import datetime as _dt  # only when a step is recorded: a rebuild that hits everything needs none
     if epoch is not None:
         return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     now = _dt.datetime.now(_dt.timezone.utc)

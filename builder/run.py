@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import cache as cachemod
-from . import history, layerio, mounts
+from . import history, layerio
 from .args import env_dict
 from .dispatch import DEFAULT_PATH
 from .errors import DockerfileError, RunFailed, StepError
@@ -68,8 +68,11 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             resolved.append(spec.resolve(lambda v: state.word(v, cmd), state.workdir(), i))
         except ValueError as e:
             raise DockerfileError(f"RUN --mount={spec.text}: {e}", cmd.line, ctx.filename) from None
-    prepared = mounts.prepare(ctx, resolved, stage.index, cmd.line)
-    extra = {"mounts": prepared.records} if prepared.records else {}  # absent when unused: older keys stay valid
+    if resolved:
+        from . import mounts
+    prepared = mounts.prepare(ctx, resolved, stage.index, cmd.line) if resolved else None
+    records = prepared.records if prepared is not None else []
+    extra = {"mounts": records} if records else {}  # absent when unused: older keys stay valid
     key = cachemod.key(state.key, run=argv, args=run_args, network=network,
                        files={k: v.decode(errors="replace") for k, v in files.items()}, **extra, **ctx.key_extra())
     created_by = history.run_text(argv, run_args)
@@ -101,7 +104,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
-            step_mounts, secret_env = mounts.realize(ctx, prepared, stack, tmp, cmd.line)
+            step_mounts, secret_env = mounts.realize(ctx, prepared, stack, tmp, cmd.line) if prepared else ([], [])
             if files:
                 pipes = tmp / "pipes"
                 pipes.mkdir()
