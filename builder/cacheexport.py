@@ -39,7 +39,8 @@ def collect(exe, target: int, mode: str) -> CacheDoc:
             layer = None
             if t.layer is not None:
                 layer = Layer(final.config.diff_ids[t.layer], final.layers[t.layer])
-            doc.add(Record("step", t.key, t.parent, dict(final.config.history[t.history]), layer))
+            entry = dict(final.config.history[t.history]) if t.history is not None else None
+            doc.add(Record("step", t.key, t.parent, entry, layer))
             if t.link_key is not None and layer is not None:
                 doc.add(Record("link", t.link_key, layer=layer))
             if t.fast_key is not None:

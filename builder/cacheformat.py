@@ -4,7 +4,7 @@ The manifest's layers are the cached layer blobs, as stored; its config (of
 media type CONFIG_TYPE) is the document below, which maps step keys to what
 the steps added:
 
-    {"schemaVersion": 1, "keyVersion": "soko-build-cache-v1", "mode": "max",
+    {"schemaVersion": 1, "keyVersion": "soko-build-cache-v2", "mode": "max",
      "diffIDs": ["sha256:...", ...],                 # one per manifest layer, in order
      "records": [
        {"kind": "step", "key": K, "parent": P, "history": {...}, "layer": 0},
@@ -42,7 +42,7 @@ class Record:
     kind: str                      # step | link | alias
     key: str
     parent: str | None = None      # step: the key before it (the graph)
-    history: dict | None = None    # step: the history entry it added
+    history: dict | None = None    # step: the history entry it added (None: it adds none, as ONBUILD)
     layer: Layer | None = None     # step (when it made one) and link
     target: str | None = None      # alias: the step key it stands for
 
@@ -135,9 +135,12 @@ def _record(rec: dict, layers: list[Layer]) -> Record:
             raise ValueError("a link record without a layer")
         return Record(kind, key, layer=layer)
     history = rec["history"]
-    if not isinstance(history, dict) or not isinstance(history.get("created_by", ""), str):
+    if history is None:  # a step that adds no history entry (ONBUILD)
+        if layer is not None:
+            raise ValueError("a layer without a history entry")
+    elif not isinstance(history, dict) or not isinstance(history.get("created_by", ""), str):
         raise ValueError("history is not a history entry")
-    if bool(history.get("empty_layer")) != (layer is None):
+    elif bool(history.get("empty_layer")) != (layer is None):
         raise ValueError("history's empty_layer disagrees with the layer")
     parent = rec.get("parent")
     return Record(kind, key, parent=str(digests.parse(parent)) if parent else None, history=history, layer=layer)

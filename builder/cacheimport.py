@@ -104,7 +104,7 @@ class Cursor:
 class Found:
     """An imported step: the history entry it added and its layer (not fetched yet)."""
     key: str
-    history: dict
+    history: dict | None     # None: the step adds no history entry
     layer: Layer | None
 
 
@@ -200,7 +200,7 @@ class Imports:
         r, src = got
         if r.layer is not None:
             self._offer(r.layer, src)
-        return Found(r.key, dict(r.history or {}), r.layer)
+        return Found(r.key, dict(r.history) if r.history is not None else None, r.layer)
 
     def link_layer(self, link_key: str) -> Layer | None:
         got = self.record(link_key)

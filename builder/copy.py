@@ -221,7 +221,12 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
             if item.archive:
                 from .add import unpack
 
+                before = os.lstat(target)
                 unpack(item.host, target)  # type: ignore[arg-type]
+                # the archive's own `./` entry does not change the destination (BuildKit keeps it)
+                os.chown(target, before.st_uid, before.st_gid)
+                os.chmod(target, stat.S_IMODE(before.st_mode))
+                os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
                 continue
             for rel, host, st in item.walk() if item.walk else ():
                 o_uid, o_gid = owner(st, item.keep_owner)

@@ -237,6 +237,8 @@ def do_maintainer(state: StageState, cmd: Maintainer) -> str:
     return f"MAINTAINER {author}"
 
 
+NO_HISTORY = {Onbuild}  # BuildKit records the trigger in the config only
+
 HANDLERS = {
     Env: do_env, Label: do_label, Arg: do_arg, Workdir: do_workdir, User: do_user, Expose: do_expose,
     Volume: do_volume, Cmd: do_cmd, Entrypoint: do_entrypoint, Shell: do_shell, StopSignal: do_stopsignal,

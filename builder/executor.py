@@ -46,7 +46,7 @@ class Trail:
     entry and layer are in the stage's final config, and the extra keys it is found by."""
     key: str
     parent: str
-    history: int
+    history: int | None   # None: the step added no history entry (ONBUILD)
     layer: int | None
     link_key: str | None = None
     fast_key: str | None = None
@@ -227,6 +227,7 @@ class Executor:
         if ref.lower() == "scratch":
             config = ImageConfig.new(platform)
             config.config["Env"] = [f"PATH={DEFAULT_PATH}"]
+            config.config["WorkingDir"] = "/"  # as BuildKit's empty image
             state = StageState(config, [], cachemod.key(None, base="scratch", platform=str(platform)),
                                StageArgs(self.globals), filename=self.plan.filename, lexer=self.lexer)
         elif dep is not None:
@@ -310,12 +311,13 @@ class Executor:
             with self._lock:
                 self.steps += 1
         make_job = LAYER_STEPS.get(type(cmd))
-        parent, layers_before = state.key, len(state.config.diff_ids)
+        parent, layers_before, entries_before = state.key, len(state.config.diff_ids), len(state.config.history)
         if make_job is not None:
             job = make_job(self.ctx, state, stage, cmd)
         else:
             created_by = dispatch.HANDLERS[type(cmd)](state, cmd)
-            job = Job(cachemod.key(state.key, step=created_by, **self.ctx.key_extra()), created_by, None)
+            job = Job(cachemod.key(state.key, step=created_by, **self.ctx.key_extra()), created_by, None,
+                      history=type(cmd) not in dispatch.NO_HISTORY)
         if state.partial:  # the dry pass past a miss: keys only
             state.key = self.finder.next_key(job)
             return
@@ -330,13 +332,12 @@ class Executor:
             return
         self._emit("step", stage, index, total, text, cached=hit is not None, metadata=make_job is None)
         if hit is not None and hit.link:
-            self._record(state, job.key, job.created_by + " # buildkit",  # type: ignore[arg-type]
-                         layerio.NewLayer(hit.diff_id, hit.descriptor))  # type: ignore[arg-type]
+            self._record(state, job.key, job, layerio.NewLayer(hit.diff_id, hit.descriptor))  # type: ignore[arg-type]
             state.key = job.key  # type: ignore[assignment]
         elif hit is not None:
             self.finder.apply(state, hit)
         elif job.produce is None:
-            self._record(state, job.key, job.created_by, None)  # type: ignore[arg-type]
+            self._record(state, job.key, job, None)  # type: ignore[arg-type]
             state.key = job.key  # type: ignore[assignment]
         else:
             self._run_job(state, cmd, job)
@@ -344,19 +345,19 @@ class Executor:
         if job.fast_key is not None and (hit is None or hit.key != job.fast_key):
             self.finder.alias(job.fast_key, state.key)
         made = len(state.config.diff_ids) > layers_before
-        self._trail(stage, state, parent, job, made)
+        self._trail(stage, state, parent, job, made, len(state.config.history) > entries_before)
         if hit is not None and not self._dry_mode:
             with self._lock:
                 self.cached += 1
         self._emit("done", stage, index, total, text, cached=hit is not None, metadata=make_job is None,
                    elapsed=time.monotonic() - started)
 
-    def _trail(self, stage: Stage, state: StageState, parent: str, job: Job, made: bool) -> None:
+    def _trail(self, stage: Stage, state: StageState, parent: str, job: Job, made: bool, entry: bool) -> None:
         """Remember the step for --cache-to, and move plain --cache-from images along."""
-        h = len(state.config.history) - 1
+        h = len(state.config.history) - 1 if entry else None
         n = len(state.config.diff_ids) - 1 if made else None
         self.trail.setdefault(stage.index, []).append(Trail(state.key, parent, h, n, job.link_key, job.fast_key))
-        if state.follow:
+        if state.follow and entry:
             state.follow = Imports.advance(state.follow, state.config.history[-1],
                                            state.config.diff_ids[-1] if made else None)
 
@@ -371,18 +372,18 @@ class Executor:
             where = f" ({e.filename})" if e.filename else ""
             raise StepError(f"{cmd.cmd}: {e.strerror or e}{where}", cmd.line, self.plan.filename) from None
         key = job.resolve()
-        if layer is None:
-            self._record(state, key, job.created_by, None)
-        else:
-            self._record(state, key, job.created_by + " # buildkit", layer)
+        self._record(state, key, job, layer)
+        if layer is not None:
             if job.link_key is not None:
                 self.cache.put(job.link_key, {"link": True}, layer.diff_id, [layer.descriptor.digest])
         state.key = key
 
-    def _record(self, state: StageState, key: str, created_by: str, layer: "layerio.NewLayer | None") -> None:
+    def _record(self, state: StageState, key: str, job: Job, layer: "layerio.NewLayer | None") -> None:
         now = self.ctx.now()
-        state.config.history.append(history.entry(created_by, now, layer is None))
-        state.config.data["created"] = now
+        if job.history:
+            created_by = job.created_by + (job.suffix if layer is not None else "")
+            state.config.history.append(history.entry(created_by, now, layer is None))
+            state.config.data["created"] = now
         blobs: list[str] = []
         diff_id = None
         if layer is not None:

@@ -55,7 +55,7 @@ class Finder:
         hit = self._by_key(key)
         if hit is None and job.link_key is not None:
             hit = self._link(job.link_key, key)
-        if hit is None and run_plain and state.follow and self.imports is not None:
+        if hit is None and run_plain and job.history and state.follow and self.imports is not None:
             f = self.imports.follow(state.follow, key, job.created_by, job.produce is not None)
             if f is not None:
                 hit = _imported(f)
@@ -102,10 +102,11 @@ class Finder:
                 self.cache.hold_more(hit.key, [d.digest])
                 state.layers.append(d)
         else:
-            entry = dict(hit.history or {})
-            state.config.history.append(entry)
-            if entry.get("created"):
-                state.config.data["created"] = entry["created"]
+            if hit.history is not None:
+                entry = dict(hit.history)
+                state.config.history.append(entry)
+                if entry.get("created"):
+                    state.config.data["created"] = entry["created"]
             if hit.diff_id is not None:
                 state.config.diff_ids.append(hit.diff_id)
                 state.layers.append(hit.descriptor)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from .parse import _HEREDOC_RE
 from .stepctx import Job, StepContext
 
 OUTPUT_TAIL = 40
+HOSTNAME = "buildkitsandbox"  # what a RUN step sees as its host name, as with BuildKit
 
 
 def argv_of(state, cmd: Run) -> tuple[list[str], dict[str, bytes]]:
@@ -116,7 +117,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             ctx.need(diff_ids)
             try:
                 code = run_step(ctx.store, diff_ids, upper, work, argv, run_env + secret_env, user, workdir,
-                                network, step_mounts, on_output, on_event=on_event)
+                                network, step_mounts, on_output, on_event=on_event, hostname=HOSTNAME)
             except ContainerError as e:
                 raise StepError(f"process \"{' '.join(argv)}\" could not run: {e}", cmd.line,
                                 ctx.filename) from None
@@ -126,17 +127,9 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
                 shown = " ".join(argv)
                 raise RunFailed(f"process \"{shown}\" did not complete successfully: exit code: {code}",
                                 cmd.line, ctx.filename, list(tail), code)
-            if not any(upper.iterdir()) and not _opaque(upper):
-                return None
+            # a RUN that changed nothing still makes a layer (an empty one), as BuildKit does
             layer = layerio.write_upper(ctx.store, upper, ctx.opts.storage_compression, ctx.epoch)
             layerio.adopt(ctx.store, [*diff_ids, layer.diff_id], upper)
             return layer
 
     return Job(key, created_by, produce, plain=not cmd.mounts and not files)
-
-
-def _opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, "trusted.overlay.opaque") == b"y"
-    except OSError:
-        return False

@@ -49,6 +49,8 @@ class Job:
     fast_lookup: bool = True      # False: the stage it names ran in this build; its files decide
     resolve_keys: Callable[[], tuple[str, str | None]] | None = None
     plain: bool = False
+    suffix: str = " # buildkit"   # after created_by when the step made a layer (BuildKit's marker; WORKDIR has none)
+    history: bool = True          # False: the step adds no history entry (ONBUILD, as BuildKit)
 
     def resolve(self) -> str:
         if self.key is None:
