@@ -110,8 +110,10 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
             if origin.view is not None:
                 found = sources.view_sources(ctx, origin.view, src, matcher, cmd.parents)
             else:
-                found = sources.context_sources(ctx, src, cmd.is_add and cmd.unpack is not False, matcher,
-                                                cmd.parents)
+                unpack = cmd.is_add and cmd.unpack is not False
+                # the dry pass and the build may both ask: the context is walked once per build
+                found = ctx.once(("context", src, unpack, tuple(excludes), cmd.parents),
+                                 lambda: sources.context_sources(ctx, src, unpack, matcher, cmd.parents))
             if not found:
                 where = "in stage or image" if origin.view is not None else \
                     "in build context or excluded by .dockerignore"
@@ -228,9 +230,10 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
                 os.chmod(target, stat.S_IMODE(before.st_mode))
                 os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
                 continue
-            for rel, host, st in item.walk() if item.walk else ():
+            top = str(target)
+            for rel, host, st in item.walk() if item.walk else ():  # thousands of files: strings, no Paths
                 o_uid, o_gid = owner(st, item.keep_owner)
-                placer.place(target / rel, host, st, o_uid, o_gid, item.mtime, item.hash_root)
+                placer.place(os.path.join(top, rel), host, st, o_uid, o_gid, item.mtime, item.hash_root)
             continue
         file_parts = base + [item.name] if into_dir else base
         if not file_parts:
@@ -282,11 +285,12 @@ class _Placer:
 
     def __init__(self, tree: Tree, hashes, reuse: Reuse, chmod: Chmod | None):
         self.tree = tree
+        self.root = str(tree.root)
         self.hashes = hashes
         self.reuse = reuse
         self.chmod = chmod
 
-    def place(self, path: Path, host: Path, st: os.stat_result, uid: int, gid: int, mtime: int | None,
+    def place(self, path: Path | str, host: Path | str, st: os.stat_result, uid: int, gid: int, mtime: int | None,
               hash_root: Path | None) -> None:
         mode = stat.S_IMODE(st.st_mode)
         kind = stat.S_IFMT(st.st_mode)
@@ -299,7 +303,7 @@ class _Placer:
         if kind == stat.S_IFREG:
             self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
-        if path.exists() or path.is_symlink():
+        if os.path.lexists(path):
             remove(path)
         if kind == stat.S_IFLNK:
             os.symlink(os.readlink(host), path)
@@ -314,15 +318,18 @@ class _Placer:
             return  # sockets cannot be copied
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
-    def _file(self, path: Path, host: Path, st: os.stat_result, mode: int, uid: int, gid: int, mtime_ns: int,
-              hash_root: Path | None) -> None:
+    def _file(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
+              mtime_ns: int, hash_root: Path | None) -> None:
         digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
-        if os.path.lexists(path):
-            remove(path)  # a second source writing the same path: the last one wins
-        rel = str(path.relative_to(self.tree.root))
-        if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
+        rel = str(path)[len(self.root) + 1:]
+        try:
+            if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
+                return
+            written = copy_file(host, path, mode, uid, gid, mtime_ns)
+        except FileExistsError:  # a second source writing the same path: the last one wins
+            remove(path)
+            self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
-        written = copy_file(host, path, mode, uid, gid, mtime_ns)
         if digest is not None:
             self.reuse.written(rel, written, digest)
 
@@ -331,7 +338,7 @@ _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> os.stat_result:
+def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, mtime_ns: int) -> os.stat_result:
     """A new file `dst` with `src`'s bytes and the given metadata. Data in the kernel (copy_file_range), metadata through the open descriptor."""
     sfd = os.open(src, _O_SRC)
     try:

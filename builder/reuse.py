@@ -29,17 +29,17 @@ class Reuse:
         self.snaps = Snapshots(store)
         self.placed: list[tuple[str, os.stat_result, str]] = []  # rel, the file's lstat, digest
         self.started = time.time_ns()  # before anything is written: HashCache's `checked`
-        self.donor: Path | None = None
+        self.donor: str | None = None
         row = store.db.one("SELECT chain_id FROM builder_copy_family WHERE family=?", (family,))
         if row is not None and self.snaps.has(row[0]):
-            self.donor = self.snaps.path(row[0])
+            self.donor = str(self.snaps.path(row[0]))
 
-    def link(self, rel: str, target: Path, digest: str, size: int, mode: int, uid: int, gid: int,
+    def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:
         """Hard-link `target` from the donor when it holds exactly this file."""
         if self.donor is None:
             return False
-        cand = self.donor / rel
+        cand = os.path.join(self.donor, rel)
         try:
             st = os.lstat(cand)
         except (FileNotFoundError, NotADirectoryError):
@@ -61,11 +61,11 @@ class Reuse:
 
     def remember(self, chain_id: str) -> None:
         """After the tree became snapshot `chain_id`: it is the family's next donor."""
-        path = self.snaps.path(chain_id)
-        if not path.is_dir():
+        path = str(self.snaps.path(chain_id))
+        if not os.path.isdir(path):
             return
         for rel, st, digest in self.placed:
-            self.hashes.remember(path / rel, st, digest, self.started)
+            self.hashes.remember(os.path.join(path, rel), st, digest, self.started)
         if self.donor is not None and self.donor != path:
             self.hashes.forget_under(self.donor)
         self.hashes.flush()

@@ -123,7 +123,7 @@ def context_sources(ctx, src: str, unpack: bool, excludes: Matcher | None = None
             cut = len(e.rel) + 1 if e.rel else 0
             children = [ch for ch in c.walk(e.rel)  # walked once: for the key, then for the copy
                         if excludes is None or not excludes.excluded(ch.rel[cut:])]
-            item.walk = (lambda children=children, cut=cut: ((ch.rel[cut:], ch.path, ch.st) for ch in children))
+            item.walk = (lambda children=children, cut=cut: ((ch.rel[cut:], ch.abs, ch.st) for ch in children))
         elif unpack and e.is_file and add.is_archive(e.path):
             item.archive = True
         item.records = [f"src ctx {e.rel or '.'}", *tree_records(c, e, name, children)]
