@@ -67,11 +67,16 @@ def _leftover(fields: dict[str, str], flag: str, text: str) -> None:
         raise CacheSpecError(f"{flag} {text!r}: unsupported field(s) {', '.join(sorted(fields))}")
 
 
-def parse_from(text: str) -> CacheSpec:
-    flag = "--cache-from"
+def _given(text: str, flag: str) -> str:
     text = text.strip()
     if not text:
         raise CacheSpecError(f"{flag}: empty value")
+    return text
+
+
+def parse_from(text: str) -> CacheSpec:
+    flag = "--cache-from"
+    text = _given(text, flag)
     if "=" not in text:
         return CacheSpec("image", ref=_ref(text, flag, text))
     fields = _fields(text, flag)
@@ -91,9 +96,7 @@ def parse_from(text: str) -> CacheSpec:
 
 def parse_to(text: str) -> CacheSpec:
     flag = "--cache-to"
-    text = text.strip()
-    if not text:
-        raise CacheSpecError(f"{flag}: empty value")
+    text = _given(text, flag)
     if "=" not in text:
         raise CacheSpecError(f"{flag} {text!r}: expected type=registry,ref=REF or type=local,dest=DIR")
     fields = _fields(text, flag)
