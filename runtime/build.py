@@ -69,6 +69,8 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     try:
         name = hostname or c.id[:12]
         full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
+        if not any(e.startswith("HOSTNAME=") for e in env):  # a build step has none (BuildKit sets none)
+            full_env = [e for e in full_env if not e.startswith("HOSTNAME=")]
         status = runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, user_mounts, [],
                                 [str(p) for p in lowers], snapshotter, stdin=None, stdout=1, stderr=2,
                                 on_output=on_output, on_event=on_event, upper=Path(upper), work=Path(work),
