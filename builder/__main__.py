@@ -1,7 +1,7 @@
 """A development entry beside `soko build`: `python -m builder build [flags] CONTEXT`.
 
-The flags are soko build's (CLI.md); the benchmark uses it. This module is
-the only place in builder/ that prints.
+The flags are a subset of soko build's (CLI.md); `soko build` is what users and
+the benchmark run. This module is the only place in builder/ that prints.
 """
 from __future__ import annotations
 

@@ -121,10 +121,11 @@ class StageArgs:
         return out
 
     def run_args(self, env: Iterable[str]) -> list[tuple[str, str]]:
-        """The declared ARGs a RUN sees, with the value it sees (ENV wins), for
-        the cache key and the `|N K=V` history prefix."""
+        """Every ARG declared in the stage with the value a RUN sees (ENV wins; one declared
+        without a value, and not given, counts as empty, as BuildKit writes it), for the
+        cache key and the `|N K=V` history prefix."""
         envd = env_dict(env)
-        return [(k, envd.get(k, v)) for k, v in self.values.items() if v is not None or k in envd]  # type: ignore[misc]
+        return [(k, envd.get(k, v if v is not None else "")) for k, v in self.values.items()]
 
 
 def env_dict(env: Iterable[str]) -> dict[str, str]:

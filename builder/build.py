@@ -8,8 +8,8 @@ from storage import mediatypes as mt
 from storage import references
 from storage.errors import InvalidReference, StorageError
 
-from . import history
-from .errors import BuildError
+from . import history, layerio
+from .errors import BuildError, CacheExportError
 from .executor import Executor
 from .expand import Lexer
 from .options import BuildEvent, BuildOptions, BuildResult
@@ -58,16 +58,26 @@ def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildR
     text, filename = read_dockerfile(opts)
     df = parse(text, filename)
     for n in df.notices:
-        emit(BuildEvent("notice", text=n))
+        emit(BuildEvent(action="notice", text=n))
     plan = make_plan(df)
     lexer = Lexer(df.escape)
     exe = Executor(store, opts, plan, lexer, emit, epoch)
     exe.declare_globals()
+    imports = None
+    if opts.cache_from:
+        from .cacheimport import Imports
+
+        imports = Imports.open(store, opts.cache_from, exe.platform, lambda msg: _warn(exe, emit, msg))
+        exe.use_imports(imports)
     target = plan.target(opts.target)
-    for stage in plan.needed(target, exe.globals.env(), lexer):
-        exe.stage_result(stage)
-    final = exe.results[target.index]
+    final = exe.run(target)
     exe.finish()
+    layers = list(final.layers)
+    if imports is not None:
+        imports.need(final.config.diff_ids)  # the image's own layers: the only ones a cache hit must fetch
+        layers = [layerio.descriptor_for(store, diff, opts.storage_compression) if imports.source_of(diff) else d
+                  for diff, d in zip(final.config.diff_ids, layers)]
+        exe.finder.adopt_imported()
 
     config = final.config.changed()
     if opts.labels:
@@ -77,13 +87,39 @@ def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildR
     if "created" not in config.data:
         config.data["created"] = history.timestamp(epoch)
     try:
-        manifest = store.commit(config, final.layers, mt.OCI_MANIFEST)
+        manifest = store.commit(config, layers, mt.OCI_MANIFEST)
         tagged = [store.tag(t, manifest.digest).familiar() for t in opts.tags]
     except StorageError as e:
         raise BuildError(f"committing the image: {e}") from None
     for out in opts.output:
         _export(store, manifest.digest, tagged, out)
-    return BuildResult(manifest.config.digest, manifest.digest, tagged, exe.steps, exe.cached, exe.warnings)
+    result = BuildResult(manifest.config.digest, manifest.digest, tagged, exe.steps, exe.cached, exe.warnings,
+                         list(imports.fetched) if imports is not None else [])
+    _export_cache(store, opts, exe, target.index, imports, emit, result)
+    return result
+
+
+def _warn(exe: Executor, emit: Progress, msg: str) -> None:
+    exe.warnings.append(msg)
+    emit(BuildEvent(action="warning", text=msg))
+
+
+def _export_cache(store, opts: BuildOptions, exe: Executor, target: int, imports, emit: Progress,
+                  result: BuildResult) -> None:
+    """--cache-to, after the image is stored: a failure fails the build (CacheExportError, which
+    carries `result`), unless ignore-error=true made it a warning."""
+    from .cacheexport import collect, export
+
+    for spec in opts.cache_to:
+        if spec.type == "inline":
+            continue  # every image soko builds is a usable plain --cache-from already
+        try:
+            export(store, spec, collect(exe, target, spec.mode), imports)
+        except CacheExportError as e:
+            if not spec.ignore_error:
+                e.result = result
+                raise
+            _warn(exe, emit, str(e))
 
 
 def _export(store, digest: str, tags: list[str], out) -> None:

@@ -18,7 +18,7 @@ from storage import digests
 from storage.model import canonical_json
 
 # Bump when the meaning of a key changes, so old entries stop matching.
-KEY_VERSION = "soko-build-cache-v1"
+KEY_VERSION = "soko-build-cache-v2"
 HOLD_PREFIX = "builder-cache:"
 
 MIGRATIONS = [

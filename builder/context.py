@@ -11,7 +11,8 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
+import threading
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -34,16 +35,39 @@ MIGRATIONS = [
         digest TEXT NOT NULL
     );
     """,
+    # 2: the mode is part of what must match, and `checked` (when the digest was made) guards racy entries
+    """
+    ALTER TABLE builder_file_hashes ADD COLUMN mode INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE builder_file_hashes ADD COLUMN checked_ns INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
+# Kernel file times come from a coarse clock (a tick, 1-10 ms, behind the real time): a file
+# written up to this long before its digest was made may still change without its mtime moving.
+# A whole-second mtime may come from a file system that keeps no more (FAT keeps 2 s).
+RACY_NS = 20_000_000
+RACY_COARSE_NS = 2_000_000_000
+
+_Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, mode
 
 
-@dataclass
+def _stat_key(st: os.stat_result) -> _Stat:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode
+
+
 class Entry:
-    """One path of the (filtered) context."""
-    rel: str              # '/'-separated, relative to the context root; "" is the root
-    path: Path            # absolute
-    st: os.stat_result    # lstat
-    named: str | None = None  # the path as a source named it, before symlinks were resolved
+    """One path of the (filtered) context. `abs` is its absolute path as a string (a walk of
+    thousands of files makes no Path objects until one is asked for)."""
+    __slots__ = ("rel", "abs", "st", "named")
+
+    def __init__(self, rel: str, path: "Path | str", st: os.stat_result, named: str | None = None):
+        self.rel = rel            # '/'-separated, relative to the context root; "" is the root
+        self.abs = str(path)
+        self.st = st              # lstat
+        self.named = named        # the path as a source named it, before symlinks were resolved
+
+    @property
+    def path(self) -> Path:
+        return Path(self.abs)
 
     @property
     def name(self) -> str:
@@ -64,34 +88,55 @@ class Entry:
 
 
 class HashCache:
-    """sha256 of file contents, remembered across builds by (path, size, mtime, inode)."""
+    """sha256 of file contents, remembered across builds: a stat cache.
+
+    An entry holds (size, mtime, inode, mode) of the file when it was read and
+    when (`checked`); a later stat equal in all four gives the digest without
+    reading the file, unless the entry is *racy*: the file's mtime is not
+    clearly older than the moment it was read, so it may have changed again
+    within the same timestamp tick (git's racy-git rule). Racy files are read
+    again; once their mtime is older than the last reading, they are trusted.
+    Safe for the threads of one build (stages hash side by side).
+    """
 
     def __init__(self, db=None):
         self.db = db
-        self._mem: dict[str, tuple[int, int, int, str]] = {}
+        self._mem: dict[str, tuple[_Stat, int, str]] = {}  # path -> (stat key, checked_ns, digest)
         self._loaded: set[str] = set()
-        self._dirty: list[tuple[str, int, int, int, str]] = []
+        self._dirty: dict[str, tuple[_Stat, int, str]] = {}
+        self._lock = threading.Lock()
         self.reads = 0  # files actually read (tests check rebuilds read nothing)
         if db is not None:
             db.migrate("builder_context", MIGRATIONS)
 
-    def _load(self, root: Path) -> None:
-        key = str(root)
+    def _load(self, root: Path | str) -> None:
+        key = root if isinstance(root, str) else str(root)
         if self.db is None or key in self._loaded:
             return
-        self._loaded.add(key)
-        lo = key.rstrip("/") + "/"
-        hi = key.rstrip("/") + "0"  # '0' sorts right after '/'
-        for r in self.db.query("SELECT path, size, mtime_ns, inode, digest FROM builder_file_hashes "
-                               "WHERE path >= ? AND path < ?", (lo, hi)):
-            self._mem[r[0]] = (r[1], r[2], r[3], r[4])
+        with self._lock:
+            if key in self._loaded:
+                return
+            lo = key.rstrip("/") + "/"
+            hi = key.rstrip("/") + "0"  # '0' sorts right after '/'
+            for r in self.db.query("SELECT path, size, mtime_ns, inode, mode, checked_ns, digest "
+                                   "FROM builder_file_hashes WHERE path >= ? AND path < ?", (lo, hi)):
+                self._mem.setdefault(r[0], ((r[1], r[2], r[3], r[4]), r[5], r[6]))
+            self._loaded.add(key)
 
-    def digest(self, path: Path, st: os.stat_result, root: Path) -> str:
+    def _valid(self, path: str, st: os.stat_result) -> str | None:
+        hit = self._mem.get(path)
+        if hit is None or hit[0] != _stat_key(st):
+            return None
+        margin = RACY_COARSE_NS if st.st_mtime_ns % 1_000_000_000 == 0 else RACY_NS
+        return hit[2] if st.st_mtime_ns < hit[1] - margin else None
+
+    def digest(self, path: Path | str, st: os.stat_result, root: Path | str) -> str:
         self._load(root)
         key = str(path)
-        hit = self._mem.get(key)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] == st.st_ino:
-            return hit[3]
+        known = self._valid(key, st)
+        if known is not None:
+            return known
+        checked = time.time_ns()  # before reading: a change while we read stays racy
         h = hashlib.sha256()
         try:
             with open(path, "rb") as f:
@@ -99,44 +144,49 @@ class HashCache:
                     h.update(chunk)
         except OSError as e:
             raise ContextError(f"cannot read {path}: {e.strerror}") from None
-        self.reads += 1
         digest = "sha256:" + h.hexdigest()
-        self._mem[key] = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
-        self._dirty.append((key, st.st_size, st.st_mtime_ns, st.st_ino, digest))
+        with self._lock:
+            self.reads += 1
+            self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
         return digest
 
-    def known(self, path: Path, st: os.stat_result, root: Path) -> str | None:
+    def known(self, path: Path | str, st: os.stat_result, root: Path | str) -> str | None:
         """The remembered digest of `path` if still valid, without reading it."""
         self._load(root)
-        hit = self._mem.get(str(path))
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns and hit[2] == st.st_ino:
-            return hit[3]
-        return None
+        return self._valid(str(path), st)
 
-    def remember(self, path: Path, size: int, mtime_ns: int, inode: int, digest: str) -> None:
-        """Record a digest known without reading (a file just written from a hashed source)."""
+    def remember(self, path: Path, st: os.stat_result, digest: str, checked_ns: int) -> None:
+        """Record a digest known without reading (a file just written from a hashed source);
+        `checked_ns`: a time before the file was last written."""
         key = str(path)
-        self._mem[key] = (size, mtime_ns, inode, digest)
-        self._dirty.append((key, size, mtime_ns, inode, digest))
+        with self._lock:
+            self._mem[key] = self._dirty[key] = (_stat_key(st), checked_ns, digest)
 
     def forget_under(self, root: Path) -> None:
         """Drop what is remembered about files under `root` (a superseded snapshot)."""
         prefix = str(root).rstrip("/") + "/"
-        for k in [k for k in self._mem if k.startswith(prefix)]:
-            del self._mem[k]
-        self._dirty = [d for d in self._dirty if not d[0].startswith(prefix)]
+        with self._lock:
+            for k in [k for k in self._mem if k.startswith(prefix)]:
+                del self._mem[k]
+            for k in [k for k in self._dirty if k.startswith(prefix)]:
+                del self._dirty[k]
         if self.db is not None:
             self.db.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?",
                             (prefix, prefix[:-1] + "0"))
 
     def flush(self) -> None:
-        if self.db is None or not self._dirty:
+        if self.db is None:
+            return
+        with self._lock:
+            rows = [(k, *st, checked, digest) for k, (st, checked, digest) in self._dirty.items()]
+            self._dirty.clear()
+        if not rows:
             return
         with self.db.transaction() as c:
-            c.executemany("INSERT INTO builder_file_hashes(path, size, mtime_ns, inode, digest) VALUES(?,?,?,?,?) "
-                          "ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns, "
-                          "inode=excluded.inode, digest=excluded.digest", self._dirty)
-        self._dirty.clear()
+            c.executemany("INSERT INTO builder_file_hashes(path, size, mtime_ns, inode, mode, checked_ns, digest) "
+                          "VALUES(?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
+                          "mtime_ns=excluded.mtime_ns, inode=excluded.inode, mode=excluded.mode, "
+                          "checked_ns=excluded.checked_ns, digest=excluded.digest", rows)
 
 
 def clean_source(src: str) -> str:
@@ -202,6 +252,7 @@ class Context:
 
     def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None):
         self.root = Path(root).resolve()
+        self._root = str(self.root)
         if not self.root.is_dir():
             raise ContextError(f"build context {root} is not a directory")
         self.matcher = matcher or Matcher([])
@@ -255,17 +306,18 @@ class Context:
         """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
         base = self._abs(rel)
         try:
-            names = sorted(os.listdir(base))
+            with os.scandir(base) as it:
+                found = sorted((d.name, d.path) for d in it)
         except OSError as e:
             raise ContextError(f"cannot list {base}: {e.strerror}") from None
-        for name in names:
+        matcher = self.matcher if self.matcher else None
+        for name, path in found:
             child = f"{rel}/{name}" if rel else name
-            path = base / name
             st = os.lstat(path)
-            excluded = bool(self.matcher) and self.matcher.excluded(child)
+            excluded = matcher is not None and matcher.excluded(child)
             if stat.S_ISDIR(st.st_mode):
                 if excluded:
-                    if self.matcher.may_include_under(child):
+                    if matcher.may_include_under(child):  # type: ignore[union-attr]
                         sub = self.walk(child)
                         first = next(sub, None)
                         if first is not None:
@@ -310,7 +362,7 @@ class Context:
 
     # -- hashing -----------------------------------------------------------------
     def file_digest(self, e: Entry) -> str:
-        return self.hashes.digest(e.path, e.st, self.root)
+        return self.hashes.digest(e.abs, e.st, self._root)
 
 
 def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | None = None) -> Iterable[str]:
@@ -322,7 +374,7 @@ def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | No
         if e.is_dir:
             return f"d {mode:o} {rel}"
         if e.is_symlink:
-            return f"l {mode:o} {rel} -> {os.readlink(e.path)}"
+            return f"l {mode:o} {rel} -> {os.readlink(e.abs)}"
         if e.is_file:
             return f"f {mode:o} {rel} {ctx.file_digest(e)}"
         return f"o {stat.S_IFMT(e.st.st_mode):o} {mode:o} {rel}"

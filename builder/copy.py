@@ -23,9 +23,8 @@ import posixpath
 import stat
 from pathlib import Path
 
-from . import add as addmod
 from . import cache as cachemod
-from . import layerio, remote, sources
+from . import layerio, sources
 from .errors import BuildError, DockerfileError, ExpansionError, StepError
 from .instructions import Copy
 from .perms import Chmod, resolve_owner
@@ -85,43 +84,47 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
     if cmd.from_:
         origin = sources.origin(ctx, word(cmd.from_), stage.index, f"{what} --from", cmd.line)
     matcher = sources.excluder(excludes)
+    shown = [f"<<{h.name}" if (h := _heredoc_of(raw, heredocs)) is not None else word(raw) for raw in cmd.sources]
 
-    items: list[Item] = []
-    shown: list[str] = []
-    for raw in cmd.sources:
-        h = _heredoc_of(raw, heredocs)
-        if h is not None:
-            text = h.text()
-            if h.expand:
-                try:
-                    text = state.lexer.heredoc(text, vars_).value
-                except ExpansionError as e:
-                    raise DockerfileError(str(e), cmd.line, fname) from None
-            items.append(sources.data_item(h.name, text.encode(), ctx.epoch))
-            shown.append(f"<<{h.name}")
-            continue
-        src = word(raw)
-        shown.append(src)
-        if cmd.is_add and origin.is_context and remote.is_git(src):
-            items.append(remote.git_item(ctx, src, bool(cmd.keep_git_dir), checksum, cmd.line))
-            continue
-        if cmd.is_add and origin.is_context and addmod.is_url(src):
-            items.append(remote.url_item(ctx, src, checksum, bool(cmd.unpack), dest_is_dir, cmd.line))
-            continue
-        if origin.view is not None:
-            found = sources.view_sources(ctx, origin.view, src, matcher, cmd.parents)
-        else:
-            found = sources.context_sources(ctx, src, cmd.is_add and cmd.unpack is not False, matcher, cmd.parents)
-        if not found:
-            where = "in stage or image" if origin.view is not None else "in build context or excluded by .dockerignore"
-            raise err(f"{what} failed: file not found {where}: stat {src}: file does not exist")
-        items.extend(found)
-    if len(items) > 1 and not dest_is_dir:
-        raise err(f"When using {what} with more than one source file, the destination must be a directory "
-                  "and end with a /")
-    ctx.flush()
+    def gather() -> list[Item]:
+        items: list[Item] = []
+        for raw, src in zip(cmd.sources, shown):
+            h = _heredoc_of(raw, heredocs)
+            if h is not None:
+                text = h.text()
+                if h.expand:
+                    try:
+                        text = state.lexer.heredoc(text, vars_).value
+                    except ExpansionError as e:
+                        raise DockerfileError(str(e), cmd.line, fname) from None
+                items.append(sources.data_item(h.name, text.encode(), ctx.epoch))
+                continue
+            if cmd.is_add and origin.is_context:
+                from . import add as addmod, remote  # ADD's own machinery (urllib, git): loaded for ADD only
+            if cmd.is_add and origin.is_context and remote.is_git(src):
+                items.append(remote.git_item(ctx, src, bool(cmd.keep_git_dir), checksum, cmd.line))
+                continue
+            if cmd.is_add and origin.is_context and addmod.is_url(src):
+                items.append(remote.url_item(ctx, src, checksum, bool(cmd.unpack), dest_is_dir, cmd.line))
+                continue
+            if origin.view is not None:
+                found = sources.view_sources(ctx, origin.view, src, matcher, cmd.parents)
+            else:
+                unpack = cmd.is_add and cmd.unpack is not False
+                # the dry pass and the build may both ask: the context is walked once per build
+                found = ctx.once(("context", src, unpack, tuple(excludes), cmd.parents),
+                                 lambda: sources.context_sources(ctx, src, unpack, matcher, cmd.parents))
+            if not found:
+                where = "in stage or image" if origin.view is not None else \
+                    "in build context or excluded by .dockerignore"
+                raise err(f"{what} failed: file not found {where}: stat {src}: file does not exist")
+            items.extend(found)
+        if len(items) > 1 and not dest_is_dir:
+            raise err(f"When using {what} with more than one source file, the destination must be a directory "
+                      "and end with a /")
+        ctx.flush()
+        return items
 
-    records = [r for i in items for r in i.records]
     spec = {"cmd": what, "dest": dest_abs, "dest_dir": dest_is_dir, "chown": chown_spec, "chmod": chmod_spec,
             "from": origin.label if cmd.from_ else None, "unpack": cmd.unpack}
     # flags newer than the key format: only present when used, so older keys stay valid
@@ -129,30 +132,39 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                  ("keep_git_dir", cmd.keep_git_dir)):
         if v:
             spec[k] = v
-    content = cachemod.digest_of(records)
-    link_key = None
-    if cmd.link:
-        # the layer alone: what is copied and where, never the parent chain (builder/CACHE.md)
-        link_key = cachemod.key(None, link=spec, sources=content, **ctx.key_extra())
-        key = cachemod.key(state.key, link_layer=link_key)
-    else:
-        key = cachemod.key(state.key, copy=spec, sources=content, **ctx.key_extra())
+    parent = state.key
+    gathered: list[list[Item]] = []
+
+    def items() -> list[Item]:
+        if not gathered:
+            gathered.append(gather())
+        return gathered[0]
+
+    def keys() -> tuple[str, str | None]:
+        """(step key, link key) from the content of every source (builder/CACHE.md)."""
+        content = cachemod.digest_of([r for i in items() for r in i.records])
+        if cmd.link:
+            # the layer alone: what is copied and where, never the parent chain
+            link_key = cachemod.key(None, link=spec, sources=content, **ctx.key_extra())
+            return cachemod.key(parent, link_layer=link_key), link_key
+        return cachemod.key(parent, copy=spec, sources=content, **ctx.key_extra()), None
+
     family = cachemod.key(None if cmd.link else state.key, copy=spec, **ctx.key_extra())
     created_by = f"{what} {' '.join(shown)} {dest}"
     diff_ids = list(state.config.diff_ids)
 
     def produce():
         try:
-            view = _Empty() if cmd.link else layerio.RootView(ctx.store, diff_ids)
+            view = _Empty() if cmd.link else ctx.view(diff_ids)
             uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
             reuse = Reuse(ctx.store, ctx.hashes, family)
             with ctx.staging() as root, ctx.staging() as scratch:
-                for it in items:
+                for it in items():
                     if it.prepare is not None:
                         it.prepare(it, scratch)
                 tree = Tree(root, view, uid, gid)
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
-                _place_all(placer, view, items, dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
+                _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
                 tree.finish()
                 layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch)
                 chain = [*diff_ids, layer.diff_id]
@@ -164,6 +176,15 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 raise
             raise err(str(e)) from None
 
+    if origin.view is not None and not heredocs:
+        # another stage or an image: found by what it is first (when no step of the stage ran in
+        # this build), its files are read only when that misses (builder/CACHE.md, "COPY --from")
+        fast = cachemod.key(parent, copy=spec, paths=shown, from_result=origin.content, **ctx.key_extra())
+        if origin.settled:
+            return Job(None, created_by, produce, fast_key=fast, resolve_keys=keys)
+        key, link_key = keys()
+        return Job(key, created_by, produce, link_key, fast_key=fast, fast_lookup=False)
+    key, link_key = keys()
     return Job(key, created_by, produce, link_key)
 
 
@@ -200,11 +221,19 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
                 raise BuildError(f"cannot copy a directory to {dest}: it is a file in the image")
             target = tree.ensure_dir(base)
             if item.archive:
-                addmod.unpack(item.host, target)  # type: ignore[arg-type]
+                from .add import unpack
+
+                before = os.lstat(target)
+                unpack(item.host, target)  # type: ignore[arg-type]
+                # the archive's own `./` entry does not change the destination (BuildKit keeps it)
+                os.chown(target, before.st_uid, before.st_gid)
+                os.chmod(target, stat.S_IMODE(before.st_mode))
+                os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
                 continue
-            for rel, host, st in item.walk() if item.walk else ():
+            top = str(target)
+            for rel, host, st in item.walk() if item.walk else ():  # thousands of files: strings, no Paths
                 o_uid, o_gid = owner(st, item.keep_owner)
-                placer.place(target / rel, host, st, o_uid, o_gid, item.mtime, item.hash_root)
+                placer.place(os.path.join(top, rel), host, st, o_uid, o_gid, item.mtime, item.hash_root)
             continue
         file_parts = base + [item.name] if into_dir else base
         if not file_parts:
@@ -256,11 +285,12 @@ class _Placer:
 
     def __init__(self, tree: Tree, hashes, reuse: Reuse, chmod: Chmod | None):
         self.tree = tree
+        self.root = str(tree.root)
         self.hashes = hashes
         self.reuse = reuse
         self.chmod = chmod
 
-    def place(self, path: Path, host: Path, st: os.stat_result, uid: int, gid: int, mtime: int | None,
+    def place(self, path: Path | str, host: Path | str, st: os.stat_result, uid: int, gid: int, mtime: int | None,
               hash_root: Path | None) -> None:
         mode = stat.S_IMODE(st.st_mode)
         kind = stat.S_IFMT(st.st_mode)
@@ -273,7 +303,7 @@ class _Placer:
         if kind == stat.S_IFREG:
             self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
-        if path.exists() or path.is_symlink():
+        if os.path.lexists(path):
             remove(path)
         if kind == stat.S_IFLNK:
             os.symlink(os.readlink(host), path)
@@ -288,24 +318,27 @@ class _Placer:
             return  # sockets cannot be copied
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
-    def _file(self, path: Path, host: Path, st: os.stat_result, mode: int, uid: int, gid: int, mtime_ns: int,
-              hash_root: Path | None) -> None:
+    def _file(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
+              mtime_ns: int, hash_root: Path | None) -> None:
         digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
-        if os.path.lexists(path):
-            remove(path)  # a second source writing the same path: the last one wins
-        rel = str(path.relative_to(self.tree.root))
-        if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
+        rel = str(path)[len(self.root) + 1:]
+        try:
+            if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
+                return
+            written = copy_file(host, path, mode, uid, gid, mtime_ns)
+        except FileExistsError:  # a second source writing the same path: the last one wins
+            remove(path)
+            self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
-        inode = copy_file(host, path, mode, uid, gid, mtime_ns)
         if digest is not None:
-            self.reuse.written(rel, inode, st.st_size, mtime_ns, digest)
+            self.reuse.written(rel, written, digest)
 
 
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int) -> int:
+def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, mtime_ns: int) -> os.stat_result:
     """A new file `dst` with `src`'s bytes and the given metadata. Data in the kernel (copy_file_range), metadata through the open descriptor."""
     sfd = os.open(src, _O_SRC)
     try:
@@ -327,7 +360,7 @@ def copy_file(src: Path, dst: Path, mode: int, uid: int, gid: int, mtime_ns: int
                     raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None
             os.fchmod(dfd, mode)
             os.utime(dfd, ns=(mtime_ns, mtime_ns))
-            return os.fstat(dfd).st_ino
+            return os.fstat(dfd)
         finally:
             os.close(dfd)
     finally:

@@ -36,6 +36,9 @@ class StageState:
     cmd_set: bool = False             # CMD given in this stage (ENTRYPOINT then keeps it)
     filename: str = "Dockerfile"
     lexer: Lexer = field(default_factory=Lexer)
+    ran: bool = False                 # a step of this stage (or of the one it is FROM) ran in this build
+    partial: bool = False             # the dry pass past a miss: only `key` (and the config's metadata) hold
+    follow: list = field(default_factory=list)  # cacheimport.Cursor: plain --cache-from images matched so far
 
     @property
     def cfg(self) -> dict:
@@ -61,7 +64,7 @@ class StageState:
 
     def copy(self) -> "StageState":
         return StageState(self.config.changed(), list(self.layers), self.key, self.args.copy(),
-                          self.cmd_set, self.filename, self.lexer)
+                          self.cmd_set, self.filename, self.lexer, self.ran, self.partial, list(self.follow))
 
 
 def _pairs(state: StageState, cmd: Command, pairs) -> list[tuple[str, str]]:
@@ -233,6 +236,8 @@ def do_maintainer(state: StageState, cmd: Maintainer) -> str:
     state.config.data["author"] = author
     return f"MAINTAINER {author}"
 
+
+NO_HISTORY = {Onbuild}  # BuildKit records the trigger in the config only
 
 HANDLERS = {
     Env: do_env, Label: do_label, Arg: do_arg, Workdir: do_workdir, User: do_user, Expose: do_expose,

@@ -52,3 +52,12 @@ class CacheError(BuildError):
 
 class FetchError(BuildError):
     """ADD of a URL failed, or its content did not match --checksum."""
+
+
+class CacheExportError(BuildError):
+    """--cache-to failed after the image was stored and tagged; `result` is the build's result."""
+    result = None
+
+
+class CacheSpecError(BuildError):
+    """A malformed --cache-from/--cache-to: bad usage (the CLI exits 2)."""

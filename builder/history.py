@@ -8,7 +8,6 @@ Steps that make no layer carry `empty_layer: true`.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 
@@ -17,6 +16,7 @@ COMMENT = "buildkit.dockerfile.v0"
 
 def timestamp(epoch: int | None = None) -> str:
     """RFC 3339 in UTC: SOURCE_DATE_EPOCH when given, else now."""
+    import datetime as _dt  # only when a step is recorded: a rebuild that hits everything needs none
     if epoch is not None:
         return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -86,17 +86,19 @@ def _trim_float(x: float) -> str:
 
 
 def healthcheck_text(hc: dict) -> str:
-    """BuildKit's `HEALTHCHECK %q` of the health config struct."""
+    """BuildKit's `HEALTHCHECK %q` of the health config struct: Docker 20.10's struct has no
+    StartInterval (its durations are Interval, Timeout, StartPeriod); a newer Docker's has, so
+    soko writes a fourth duration when --start-interval was given."""
     retries = hc.get("Retries", 0)
     rune = f"'\\x{retries:02x}'" if retries < 32 else f"'{chr(retries)}'"
+    fields = ("Interval", "Timeout", "StartPeriod") + (("StartInterval",) if hc.get("StartInterval") else ())
     return ("HEALTHCHECK &{" + go_quoted_list(hc.get("Test", [])) + " " +
-            " ".join(go_quote(go_duration(hc.get(k, 0)))
-                     for k in ("Interval", "Timeout", "StartPeriod", "StartInterval")) +
-            f" {rune}}}")
+            " ".join(go_quote(go_duration(hc.get(k, 0))) for k in fields) + f" {rune}}}")
 
 
 def expose_text(ports: list[str]) -> str:
-    return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in sorted(ports)) + "]"
+    """Go's %v of the instruction's port set (a map: each port once, sorted)."""
+    return "EXPOSE map[" + " ".join(f"{p}:{{}}" for p in sorted(set(ports))) + "]"
 
 
 def run_text(argv: list[str], args: list[tuple[str, str]]) -> str:

@@ -9,6 +9,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from storage import mediatypes as mt
 from storage.model import Descriptor
@@ -109,16 +110,26 @@ def oci_descriptor(d: Descriptor) -> Descriptor:
 class RootView:
     """Read-only lookups in a state's filesystem (its layers, unpacked once as snapshots)."""
 
-    def __init__(self, store, diff_ids: list[str]):
+    def __init__(self, store, diff_ids: list[str] | Callable[[], list[str]],
+                 ready: Callable[[list[str]], None] | None = None):
         self.store = store
-        self.diff_ids = list(diff_ids)
+        self._ids = diff_ids  # or how to get them, on first use
+        self._ready = ready   # makes sure the layers' blobs are stored (StepContext.need)
         self._view = None
+
+    @property
+    def diff_ids(self) -> list[str]:
+        if callable(self._ids):
+            self._ids = list(self._ids())
+        return list(self._ids)
 
     @property
     def view(self):
         if self._view is None:
             from runtime.build import layer_view
 
+            if self._ready is not None:
+                self._ready(self.diff_ids)
             self._view = layer_view(self.store, self.diff_ids)
         return self._view
 

@@ -176,6 +176,7 @@ def _layer_mount(ctx: StepContext, o: sources.Origin, m: Mount, where: Path, lin
     if not stat.S_ISDIR(entry.st.st_mode):
         return _bind_mount(entry.host_path, m.target, m.readonly)
     lowers = []
+    ctx.need(view.diff_ids)
     for layer in reversed(layerio.lower_dirs(ctx.store, view.diff_ids)):  # top first
         found, stop = _dir_in_layer(layer, parts)
         if found is not None:

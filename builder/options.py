@@ -6,6 +6,7 @@ from pathlib import Path
 
 from storage.progress import ProgressEvent
 
+from .cachespec import CacheSpec
 from .errors import BuildError
 from .secrets import SecretSource, SshSource
 
@@ -61,6 +62,9 @@ class BuildOptions:
     source_date_epoch: int | None = None      # default: --build-arg or $SOURCE_DATE_EPOCH
     secrets: list[SecretSource] = field(default_factory=list)  # --secret, for RUN --mount=type=secret
     ssh: list[SshSource] = field(default_factory=list)         # --ssh, for RUN --mount=type=ssh
+    jobs: int | None = None                   # stages built at once (default: the CPU count)
+    cache_from: list[CacheSpec] = field(default_factory=list)  # --cache-from (cachespec.py)
+    cache_to: list[CacheSpec] = field(default_factory=list)    # --cache-to
 
     def validate(self) -> None:
         if self.compression not in COMPRESSIONS:
@@ -69,6 +73,8 @@ class BuildOptions:
             raise BuildError(f"--network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
         if self.progress not in PROGRESS:
             raise BuildError(f"--progress must be one of auto, plain, quiet, got {self.progress!r}")
+        if self.jobs is not None and self.jobs < 1:
+            raise BuildError(f"--jobs must be at least 1, got {self.jobs}")
         for k in self.build_args:
             if not k or "=" in k:
                 raise BuildError(f"invalid --build-arg name {k!r}")
@@ -124,3 +130,4 @@ class BuildResult:
     steps: int
     cached: int
     warnings: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)   # blobs a --cache-from hit had to download

@@ -44,7 +44,7 @@ def resolve_owner(view, spec: str, cmd, filename: str) -> tuple[int, int]:
 
 def resolve_chown(spec: str, read_file: ReadFile) -> tuple[int, int]:
     """(uid, gid) for a `user[:group]` spec, names resolved through `read_file`."""
-    user, _, group = spec.partition(":")
+    user, colon, group = spec.partition(":")
     if not user:
         raise BuildError(f"invalid --chown {spec!r}: no user")
     uid = _number(user)
@@ -58,7 +58,9 @@ def resolve_chown(spec: str, read_file: ReadFile) -> tuple[int, int]:
             raise BuildError(f"unable to find user {user}: no matching entries in passwd file")
     else:
         gid = uid
-    if group:
+    if colon and not group:
+        gid = 0  # `user:` names an empty group: BuildKit takes that as group 0
+    elif group:
         gid = _number(group)
         if gid is None:
             for row in _table(read_file("/etc/group")):

@@ -51,6 +51,23 @@ def url_item(ctx, url: str, checksum: str | None, unpack: bool, dest_is_dir: boo
     if dest_is_dir and not name:
         raise StepError(f"ADD {url}: cannot determine a file name from the URL; give a destination file",
                         line, ctx.filename)
+    digest, mtime = ctx.once(("url", url, checksum), lambda: _download(ctx, url, checksum, line))
+    if checksum is not None and digest != checksum:
+        raise StepError(f"ADD {url}: content digest {digest} does not match --checksum {checksum}", line,
+                        ctx.filename)
+    store.db.execute("UPDATE builder_url_cache SET used=? WHERE url=?", (time.time(), url))
+    host = store.blobs.path(digest)
+    item = Item(name or "download", host, with_mode(os.lstat(host), 0o600),
+                mtime=mtime if mtime is not None else ctx.epoch, records=[f"url {url} {digest}"])
+    if unpack and add.is_archive(host):
+        item.archive = True
+        item.records.append("unpack")
+    return item
+
+
+def _download(ctx, url: str, checksum: str | None, line: int) -> tuple[str, int | None]:
+    """(content digest, mtime) of a URL: fetched, or the stored copy its validators still vouch for."""
+    store = ctx.store
     row = store.db.one("SELECT digest, etag, last_modified, mtime FROM builder_url_cache WHERE url=?", (url,))
     known = row is not None and store.blobs.has(row[0])
     if known and checksum is not None and row[0] == checksum:
@@ -71,17 +88,7 @@ def url_item(ctx, url: str, checksum: str | None, unpack: bool, dest_is_dir: boo
                           "used=excluded.used", (url, digest, d.etag, d.last_modified, d.mtime, time.time()))
             store.release(URL_HOLD + url)
             store.hold(URL_HOLD + url, [digest])
-    if checksum is not None and digest != checksum:
-        raise StepError(f"ADD {url}: content digest {digest} does not match --checksum {checksum}", line,
-                        ctx.filename)
-    store.db.execute("UPDATE builder_url_cache SET used=? WHERE url=?", (time.time(), url))
-    host = store.blobs.path(digest)
-    item = Item(name or "download", host, with_mode(os.lstat(host), 0o600),
-                mtime=mtime if mtime is not None else ctx.epoch, records=[f"url {url} {digest}"])
-    if unpack and add.is_archive(host):
-        item.archive = True
-        item.records.append("unpack")
-    return item
+    return digest, mtime
 
 
 def prune_urls(store, older_than: float | None = None) -> list[tuple[str, int]]:
@@ -174,7 +181,7 @@ def git_item(ctx, src: str, keep_git_dir: bool, checksum: str | None, line: int)
     g = parse_git(src)
     env = _git_env(ctx.ssh_socket("default"))
     try:
-        commit = resolve_commit(g, env)
+        commit = ctx.once(("git", g.remote, g.ref), lambda: resolve_commit(g, env))
     except FetchError as e:
         raise StepError(str(e), line, ctx.filename) from None
     if checksum is not None and not commit.startswith(checksum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 class Reuse:
@@ -26,18 +27,19 @@ class Reuse:
         self.hashes = hashes
         self.family = family
         self.snaps = Snapshots(store)
-        self.placed: list[tuple[str, int, int, int, str]] = []  # rel, inode, size, mtime_ns, digest
-        self.donor: Path | None = None
+        self.placed: list[tuple[str, os.stat_result, str]] = []  # rel, the file's lstat, digest
+        self.started = time.time_ns()  # before anything is written: HashCache's `checked`
+        self.donor: str | None = None
         row = store.db.one("SELECT chain_id FROM builder_copy_family WHERE family=?", (family,))
         if row is not None and self.snaps.has(row[0]):
-            self.donor = self.snaps.path(row[0])
+            self.donor = str(self.snaps.path(row[0]))
 
-    def link(self, rel: str, target: Path, digest: str, size: int, mode: int, uid: int, gid: int,
+    def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:
         """Hard-link `target` from the donor when it holds exactly this file."""
         if self.donor is None:
             return False
-        cand = self.donor / rel
+        cand = os.path.join(self.donor, rel)
         try:
             st = os.lstat(cand)
         except (FileNotFoundError, NotADirectoryError):
@@ -51,19 +53,19 @@ class Reuse:
             os.link(cand, target)
         except OSError:
             return False
-        self.placed.append((rel, st.st_ino, size, mtime_ns, digest))
+        self.placed.append((rel, st, digest))
         return True
 
-    def written(self, rel: str, inode: int, size: int, mtime_ns: int, digest: str) -> None:
-        self.placed.append((rel, inode, size, mtime_ns, digest))
+    def written(self, rel: str, st: os.stat_result, digest: str) -> None:
+        self.placed.append((rel, st, digest))
 
     def remember(self, chain_id: str) -> None:
         """After the tree became snapshot `chain_id`: it is the family's next donor."""
-        path = self.snaps.path(chain_id)
-        if not path.is_dir():
+        path = str(self.snaps.path(chain_id))
+        if not os.path.isdir(path):
             return
-        for rel, inode, size, mtime_ns, digest in self.placed:
-            self.hashes.remember(path / rel, size, mtime_ns, inode, digest)
+        for rel, st, digest in self.placed:
+            self.hashes.remember(os.path.join(path, rel), st, digest, self.started)
         if self.donor is not None and self.donor != path:
             self.hashes.forget_under(self.donor)
         self.hashes.flush()

@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import cache as cachemod
-from . import history, layerio, mounts
+from . import history, layerio
 from .args import env_dict
 from .dispatch import DEFAULT_PATH
 from .errors import DockerfileError, RunFailed, StepError
@@ -26,6 +26,7 @@ from .parse import _HEREDOC_RE
 from .stepctx import Job, StepContext
 
 OUTPUT_TAIL = 40
+HOSTNAME = "buildkitsandbox"  # what a RUN step sees as its host name, as with BuildKit
 
 
 def argv_of(state, cmd: Run) -> tuple[list[str], dict[str, bytes]]:
@@ -68,8 +69,11 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             resolved.append(spec.resolve(lambda v: state.word(v, cmd), state.workdir(), i))
         except ValueError as e:
             raise DockerfileError(f"RUN --mount={spec.text}: {e}", cmd.line, ctx.filename) from None
-    prepared = mounts.prepare(ctx, resolved, stage.index, cmd.line)
-    extra = {"mounts": prepared.records} if prepared.records else {}  # absent when unused: older keys stay valid
+    if resolved:
+        from . import mounts
+    prepared = mounts.prepare(ctx, resolved, stage.index, cmd.line) if resolved else None
+    records = prepared.records if prepared is not None else []
+    extra = {"mounts": records} if records else {}  # absent when unused: older keys stay valid
     key = cachemod.key(state.key, run=argv, args=run_args, network=network,
                        files={k: v.decode(errors="replace") for k, v in files.items()}, **extra, **ctx.key_extra())
     created_by = history.run_text(argv, run_args)
@@ -101,7 +105,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             upper, work = tmp / "upper", tmp / "work"
             upper.mkdir()
             work.mkdir()
-            step_mounts, secret_env = mounts.realize(ctx, prepared, stack, tmp, cmd.line)
+            step_mounts, secret_env = mounts.realize(ctx, prepared, stack, tmp, cmd.line) if prepared else ([], [])
             if files:
                 pipes = tmp / "pipes"
                 pipes.mkdir()
@@ -110,9 +114,10 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
                     host.write_bytes(data)
                     host.chmod(0o755)
                     step_mounts.append((str(host), target, True))
+            ctx.need(diff_ids)
             try:
                 code = run_step(ctx.store, diff_ids, upper, work, argv, run_env + secret_env, user, workdir,
-                                network, step_mounts, on_output, on_event=on_event)
+                                network, step_mounts, on_output, on_event=on_event, hostname=HOSTNAME)
             except ContainerError as e:
                 raise StepError(f"process \"{' '.join(argv)}\" could not run: {e}", cmd.line,
                                 ctx.filename) from None
@@ -122,17 +127,9 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
                 shown = " ".join(argv)
                 raise RunFailed(f"process \"{shown}\" did not complete successfully: exit code: {code}",
                                 cmd.line, ctx.filename, list(tail), code)
-            if not any(upper.iterdir()) and not _opaque(upper):
-                return None
+            # a RUN that changed nothing still makes a layer (an empty one), as BuildKit does
             layer = layerio.write_upper(ctx.store, upper, ctx.opts.storage_compression, ctx.epoch)
             layerio.adopt(ctx.store, [*diff_ids, layer.diff_id], upper)
             return layer
 
-    return Job(key, created_by, produce)
-
-
-def _opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, "trusted.overlay.opaque") == b"y"
-    except OSError:
-        return False
+    return Job(key, created_by, produce, plain=not cmd.mounts and not files)

@@ -54,6 +54,7 @@ class Origin:
     label: str                     # which one: "context", "stage:<index>", or a manifest digest
     view: layerio.RootView | None = None
     content: str = ""              # what it holds, for keys of whole-tree uses: the stage's last key, the digest
+    settled: bool = True           # its content follows from `content` (no step of the stage ran in this build)
 
     @property
     def is_context(self) -> bool:
@@ -68,13 +69,14 @@ def origin(ctx, ref: str, before: int, what: str, line: int) -> Origin:
     found = ctx.stage(ref, before)
     if found is not None:
         dep, state = found
-        return Origin(f"stage:{dep.index}", layerio.RootView(ctx.store, state.config.diff_ids), state.key)
+        layers = (lambda: ctx.stage_layers(dep.index, before)) if state.partial else state.config.diff_ids
+        return Origin(f"stage:{dep.index}", ctx.view(layers), state.key, not state.ran)
     try:
         image = ctx.store.resolve(ref, ctx.platform)
     except (ImageNotFound, StorageError) as e:
         raise DockerfileError(f"{what}: {ref!r} is not a stage of this Dockerfile, and {e}", line,
                               ctx.filename) from None
-    return Origin(image.manifest.digest, layerio.RootView(ctx.store, image.config.diff_ids), image.manifest.digest)
+    return Origin(image.manifest.digest, ctx.view(image.config.diff_ids), image.manifest.digest)
 
 
 def excluder(patterns: list[str]) -> Matcher | None:
@@ -121,7 +123,7 @@ def context_sources(ctx, src: str, unpack: bool, excludes: Matcher | None = None
             cut = len(e.rel) + 1 if e.rel else 0
             children = [ch for ch in c.walk(e.rel)  # walked once: for the key, then for the copy
                         if excludes is None or not excludes.excluded(ch.rel[cut:])]
-            item.walk = (lambda children=children, cut=cut: ((ch.rel[cut:], ch.path, ch.st) for ch in children))
+            item.walk = (lambda children=children, cut=cut: ((ch.rel[cut:], ch.abs, ch.st) for ch in children))
         elif unpack and e.is_file and add.is_archive(e.path):
             item.archive = True
         item.records = [f"src ctx {e.rel or '.'}", *tree_records(c, e, name, children)]

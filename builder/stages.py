@@ -1,9 +1,12 @@
 """Multi-stage builds as a graph: which stages the target needs, in order.
 
-A stage depends on an earlier stage when its FROM names it, or when a
-`COPY --from` or a `RUN --mount=...,from=` names it (by name or index). Names are expanded with the
-global ARGs, as FROM lines are. Stages the target does not reach are never
-built.
+A stage depends on another when its FROM names an earlier stage, or when a
+`COPY --from` or a `RUN --mount=...,from=` names any stage (by name or index;
+a later one too, as BuildKit resolves them). Names are expanded with the
+global ARGs, as FROM lines are. The graph of the stages the target reaches
+is made and checked for cycles before anything runs; stages the target does
+not reach are never built, and stages that do not depend on each other may
+run at the same time.
 """
 from __future__ import annotations
 
@@ -59,8 +62,13 @@ class Plan:
             raise BuildError(f"target stage {name!r} could not be found")
         return s
 
+    def source_stage(self, ref: str, of: Stage) -> Stage | None:
+        """The stage a `COPY --from`/`--mount from=` in stage `of` names, if any:
+        any stage of the file, later ones and `of` itself included (a cycle, refused by `graph`)."""
+        return self.lookup(ref)
+
     def dependencies(self, stage: Stage, env: Mapping[str, str], lexer: Lexer) -> list[Stage]:
-        """Earlier stages `stage` needs directly (FROM and COPY --from)."""
+        """The stages `stage` needs directly (FROM, COPY --from, RUN --mount from=)."""
         deps: list[Stage] = []
         base = self.lookup(_expand(stage.from_.image, env, lexer, stage.from_, self.filename), stage.index)
         if base is not None:
@@ -70,26 +78,38 @@ class Plan:
             if isinstance(c, Run):
                 refs = [m.options["from"] for m in c.mounts if m.options.get("from")]
             for ref in refs:
-                dep = self.lookup(_expand(ref, env, lexer, c, self.filename), stage.index)
+                dep = self.source_stage(_expand(ref, env, lexer, c, self.filename), stage)
                 if dep is not None and dep not in deps:
                     deps.append(dep)
         return deps
 
-    def needed(self, target: Stage, env: Mapping[str, str], lexer: Lexer) -> list[Stage]:
-        """Every stage the target reaches, dependencies first, the target last."""
-        order: list[Stage] = []
-        seen: set[int] = set()
+    def graph(self, target: Stage, env: Mapping[str, str], lexer: Lexer) -> dict[int, list[int]]:
+        """Every stage the target reaches -> the stages it needs, dependencies before
+        dependents (dict order); BuildError naming the stages of a cycle."""
+        deps: dict[int, list[int]] = {}
+        order: dict[int, list[int]] = {}
+        path: list[Stage] = []
 
         def visit(s: Stage) -> None:
-            if s.index in seen:
+            if s.index in order:
                 return
-            seen.add(s.index)
-            for d in self.dependencies(s, env, lexer):
-                visit(d)
-            order.append(s)
+            if s in path:
+                cycle = path[path.index(s):] + [s]
+                raise BuildError("circular dependency between stages: " + " -> ".join(x.label for x in cycle))
+            path.append(s)
+            if s.index not in deps:
+                deps[s.index] = [d.index for d in self.dependencies(s, env, lexer)]
+            for d in deps[s.index]:
+                visit(self.stages[d])
+            path.pop()
+            order[s.index] = deps[s.index]
 
         visit(target)
         return order
+
+    def needed(self, target: Stage, env: Mapping[str, str], lexer: Lexer) -> list[Stage]:
+        """Every stage the target reaches, dependencies first, the target last."""
+        return [self.stages[i] for i in self.graph(target, env, lexer)]
 
 
 def _expand(text: str, env: Mapping[str, str], lexer: Lexer, cmd: Command, filename: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,21 +27,42 @@ if TYPE_CHECKING:
     from .stages import Stage
 
 
+class Incomplete(Exception):
+    """The dry pass (executor.run) reached what only a real build can tell: the files of a
+    stage not built yet. Control flow, never shown."""
+
+
 @dataclass
 class Job:
-    """A layer step decided but not yet run: its key, its history text, and how
-    to make its layer on a miss (None: the step turned out to need no layer).
-    `link_key` marks a `COPY --link` layer, found by content alone (builder/CACHE.md)."""
-    key: str
+    """A step decided but not yet run: its key, its history text, and how to make
+    its layer on a miss (None: the step turned out to need no layer; metadata
+    steps have no `produce`). `link_key` marks a `COPY --link` layer, found by
+    content alone; `fast_key` (COPY --from) is looked up before the sources are
+    read, and `resolve_keys` gives key and link key when it misses (builder/CACHE.md).
+    `plain`: a RUN whose history text says all of its inputs, which may be taken
+    from a plain image (--cache-from)."""
+    key: str | None
     created_by: str
-    produce: Callable[[], "layerio.NewLayer | None"]
+    produce: Callable[[], "layerio.NewLayer | None"] | None
     link_key: str | None = None
+    fast_key: str | None = None
+    fast_lookup: bool = True      # False: the stage it names ran in this build; its files decide
+    resolve_keys: Callable[[], tuple[str, str | None]] | None = None
+    plain: bool = False
+    suffix: str = " # buildkit"   # after created_by when the step made a layer (BuildKit's marker; WORKDIR has none)
+    history: bool = True          # False: the step adds no history entry (ONBUILD, as BuildKit)
+
+    def resolve(self) -> str:
+        if self.key is None:
+            assert self.resolve_keys is not None
+            self.key, self.link_key = self.resolve_keys()
+        return self.key
 
 
 class StepContext:
     def __init__(self, store, opts: BuildOptions, epoch: int | None, platform, filename: str, lexer,
                  emit: Callable[[BuildEvent], None], stage_of: Callable[[str, int], "tuple[Stage, StageState] | None"],
-                 output: Callable[["Stage", str], None]):
+                 output: Callable[["Stage", str], None], content_of: Callable[[int, int], list[str]]):
         self.store = store
         self.opts = opts
         self.epoch = epoch
@@ -50,15 +72,36 @@ class StepContext:
         self.emit = emit
         self._stage_of = stage_of
         self._output = output
+        self._content_of = content_of
         self.tmp_root = Path(store.root) / "builder" / "tmp"
         self._hashes = None
         self._context = None
         self._swept = False
+        self._lock = threading.Lock()  # stages run in threads: the context and hash cache are made once
+        self.imports = None            # cacheimport.Imports, when --cache-from gave any
+        self._once: dict = {}
 
     # -- other stages -------------------------------------------------------------
-    def stage(self, ref: str, before: int) -> "tuple[Stage, StageState] | None":
-        """The stage `ref` names among those before index `before`, built if it was not yet."""
-        return self._stage_of(ref, before)
+    def stage(self, ref: str, of: int) -> "tuple[Stage, StageState] | None":
+        """The stage `ref` names (from a step of stage `of`), built or waited for if it is not yet."""
+        return self._stage_of(ref, of)
+
+    def stage_layers(self, index: int, of: int) -> list[str]:
+        """The layers of stage `index` once built, for a step of stage `of` that reads its files
+        (the stage is built now if only its key was known)."""
+        return self._content_of(index, of)
+
+    def need(self, diff_ids: list[str]) -> None:
+        """Layers a step is about to read: fetch those a --cache-from hit left remote."""
+        if self.imports is not None:
+            self.imports.need(list(diff_ids))
+
+    def view(self, diff_ids: list[str] | Callable[[], list[str]]) -> "layerio.RootView":
+        """Read-only lookups in the tree of these layers (fetched first when imported); a
+        callable gives them on first use (a stage built on demand)."""
+        from . import layerio
+
+        return layerio.RootView(self.store, diff_ids, self.need)
 
     def output(self, stage: "Stage", line: str) -> None:
         """A line a step printed (RUN output), shown under the current step."""
@@ -77,6 +120,16 @@ class StepContext:
             if s.id == ident:
                 return s.socket
         return None
+
+    def once(self, key, make):
+        """`make()` the first time `key` is asked for in this build, its answer afterwards (a URL's
+        validators, a git ref: asked once though a step's key may be computed twice)."""
+        with self._lock:
+            if key in self._once:
+                return self._once[key]
+        value = make()
+        with self._lock:
+            return self._once.setdefault(key, value)
 
     # -- keys and time ---------------------------------------------------------------
     def key_extra(self) -> dict:
@@ -104,9 +157,10 @@ class StepContext:
     def sweep_tmp(self, older_than: float = 6 * 3600) -> None:
         """Once per build: remove staging trees that killed builds left behind."""
         private_dir(self.tmp_root)
-        if self._swept:
-            return
-        self._swept = True
+        with self._lock:
+            if self._swept:
+                return
+            self._swept = True
         cutoff = time.time() - older_than
         for p in self.tmp_root.iterdir():
             try:
@@ -119,28 +173,31 @@ class StepContext:
     @property
     def hashes(self):
         """File digests remembered across builds (context files and snapshot files)."""
-        if self._hashes is None:
-            from .context import HashCache
+        with self._lock:
+            if self._hashes is None:
+                from .context import HashCache
 
-            self._hashes = HashCache(self.store.db)
-        return self._hashes
+                self._hashes = HashCache(self.store.db)
+            return self._hashes
 
     @property
     def context(self):
         """The build context, opened on first use (FROM-only builds never read it)."""
-        if self._context is None:
-            from . import dockerignore
-            from .context import Context
+        hashes = self.hashes
+        with self._lock:
+            if self._context is None:
+                from . import dockerignore
+                from .context import Context
 
-            root = Path(self.opts.context)
-            dockerfile = None
-            if self.opts.dockerfile and self.opts.dockerfile_text is None:
-                dockerfile = Path(self.opts.dockerfile)
-            elif self.opts.dockerfile_text is None:
-                dockerfile = root / "Dockerfile"
-            matcher = dockerignore.load(root, dockerfile)
-            self._context = Context(root, matcher, self.hashes)
-        return self._context
+                root = Path(self.opts.context)
+                dockerfile = None
+                if self.opts.dockerfile and self.opts.dockerfile_text is None:
+                    dockerfile = Path(self.opts.dockerfile)
+                elif self.opts.dockerfile_text is None:
+                    dockerfile = root / "Dockerfile"
+                matcher = dockerignore.load(root, dockerfile)
+                self._context = Context(root, matcher, hashes)
+            return self._context
 
     def flush(self) -> None:
         if self._hashes is not None:

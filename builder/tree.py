@@ -21,7 +21,7 @@ class Tree:
         self.view = view        # layerio.RootView of the image being added to
         self.uid = uid          # owner of directories this step creates
         self.gid = gid
-        self._times: dict[Path, tuple[int, int]] = {}
+        self._times: dict[str, tuple[int, int]] = {}
 
     def host(self, parts: list[str]) -> Path:
         return self.root.joinpath(*parts) if parts else self.root
@@ -49,35 +49,35 @@ class Tree:
                 self.make_dir(cur, 0o755, self.uid, self.gid, None)
         return cur
 
-    def make_dir(self, path: Path, mode: int, uid: int, gid: int, mtime_ns: int | None) -> None:
+    def make_dir(self, path: Path | str, mode: int, uid: int, gid: int, mtime_ns: int | None) -> None:
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
-            if not path.is_dir() or path.is_symlink():
+            if not os.path.isdir(path) or os.path.islink(path):
                 remove(path)
                 os.mkdir(path, 0o700)
         chown(path, uid, gid)
         os.chmod(path, mode)
         if mtime_ns is not None:
-            self._times[path] = (mtime_ns, mtime_ns)
+            self._times[str(path)] = (mtime_ns, mtime_ns)
         else:
-            self._times.pop(path, None)
+            self._times.pop(str(path), None)
 
-    def set_times(self, path: Path, mtime_ns: int) -> None:
+    def set_times(self, path: Path | str, mtime_ns: int) -> None:
         """Remember a directory's mtime, applied by `finish` after its contents exist."""
-        self._times[path] = (mtime_ns, mtime_ns)
+        self._times[str(path)] = (mtime_ns, mtime_ns)
 
     def finish(self) -> None:
-        for path in sorted(self._times, key=lambda p: len(p.parts), reverse=True):
-            if path.is_dir() and not path.is_symlink():
+        for path in sorted(self._times, key=lambda p: p.count("/"), reverse=True):  # deepest first
+            if os.path.isdir(path) and not os.path.islink(path):
                 os.utime(path, ns=self._times[path], follow_symlinks=False)
 
 
-def remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
+def remove(path: Path | str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     else:
-        path.unlink()
+        os.unlink(path)
 
 
 def chown(path: Path | str, uid: int, gid: int) -> None:

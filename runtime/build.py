@@ -71,6 +71,8 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     cid = containers.new_id()
     name = hostname or cid[:12]
     full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
+    if not any(e.startswith("HOSTNAME=") for e in env):  # a build step has none (BuildKit sets none)
+        full_env = [e for e in full_env if not e.startswith("HOSTNAME=")]
     cdir, launch = make(store, cid=cid, options=options, cfg={}, args=list(argv), env=full_env, user=exec_user,
                         hostname=name, user_mounts=user_mounts, seed=[], lowers=lowers,
                         layers=chain_ids(diff_ids), snapshotter=snap, seccomp_profile=seccomp.load_for("default"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from functools import lru_cache
 from typing import Any
 
@@ -214,7 +215,7 @@ def compiled_filter_file(linux_seccomp: dict[str, Any], cache_dir: str | os.Path
     from .bpf import compile_filter
 
     data = compile_filter(linux_seccomp, machine)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # a builder runs steps of stages in threads
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)

@@ -20,19 +20,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], minwidth: int =
 
 
 def human_size(n: float, precision: int = 3) -> str:
-    """go-units HumanSizeWithPrecision: decimal units, `%.{precision}g` (Docker lists use 3)."""
-    size = float(n)
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{_go_g(size, precision)}{units[i]}"
+    """go-units HumanSizeWithPrecision (storage/units.py, shared with the registry's web UI;
+    imported here, not at start-up: `soko --help` loads no component)."""
+    from storage.units import human_size as size
 
-
-def _go_g(x: float, precision: int) -> str:
-    """Go's %.Ng: as C's, except the exponent has at least two digits (so does Python's)."""
-    return f"{x:.{precision}g}"
+    return size(n, precision)
 
 
 def parse_time(text: str | None) -> tuple[_dt.datetime, int] | None:

@@ -93,6 +93,10 @@ class BlobStore:
         return BlobWriter(self, ingest_id)
 
     def put_bytes(self, data: bytes, expected: str | None = None) -> str:
+        """Store `data`; a blob already stored is not written again (it is whole and correct)."""
+        digest = digests.of_bytes(data, digests.parse(expected).algorithm if expected else "sha256")
+        if (expected is None or digest == expected) and self.has(digest):
+            return digest
         w = self.writer()
         try:
             w.write(data)

@@ -149,6 +149,14 @@ class Server:
             return None
         return lambda repos: self.access.visible(principal.account, repos)
 
+    def check_writable(self, name: str) -> None:
+        """Refuse changes in read-only mode and to a pull-through cache's repositories."""
+        if self.config.read_only:
+            raise APIError("UNSUPPORTED", "the registry is in read-only mode")
+        if self.proxy is not None and self.proxy.serves(name):
+            raise APIError("UNSUPPORTED", f"{name} is a pull-through cache of {self.proxy.describe(name)}: "
+                                          "it is read-only")
+
     def _needs(self, route: Route, method: str, params: dict[str, str]) -> list[Scope]:
         name = params.get("name", "")
         if route.access == "push" or (route.access == "repository" and method in WRITES and method != "DELETE"):
@@ -188,11 +196,7 @@ class Server:
             if "name" in params:
                 check_name(params["name"])
             if request.method in WRITES and route.access in ("repository", "push"):
-                if self.config.read_only:
-                    raise APIError("UNSUPPORTED", "the registry is in read-only mode")
-                if self.proxy is not None and self.proxy.serves(params["name"]):
-                    raise APIError("UNSUPPORTED", f"{params['name']} is a pull-through cache of "
-                                                  f"{self.proxy.describe(params['name'])}: it is read-only")
+                self.check_writable(params["name"])
             self._gate(request, principal, route, params)
             return await handler(self, request, **params)
         except SlowClient as e:
@@ -260,6 +264,10 @@ def make_app(config: ServerConfig) -> web.Application:
     srv = Server(config)
     app = web.Application()
     app[SERVER] = srv
+    if config.ui.enabled:  # its routes go before the catch-all
+        from .ui import setup as setup_ui
+
+        setup_ui(app, srv)
     app.router.add_route("*", "/{tail:(?s:.*)}", srv.dispatch)
     app.on_startup.append(srv.start)
     app.on_cleanup.append(srv.stop)

@@ -73,6 +73,19 @@ class GCOptions:
 
 
 @dataclass
+class UIOptions:
+    """The web UI under /ui/ (registry/server/ui/): on unless turned off."""
+    enabled: bool = True  # `--no-ui` sets false
+    session_ttl: Duration = 12 * 3600.0  # a sign-in lasts this long at most
+    session_idle: Duration = 3600.0  # and ends after this long without a page
+
+    def check(self, key: Key) -> None:
+        for name in ("session_ttl", "session_idle"):
+            if getattr(self, name) <= 0:
+                raise ConfigProblem((*key, name), "must be > 0")
+
+
+@dataclass
 class TLSOptions:
     cert: str | None = None
     key: str | None = None
@@ -220,6 +233,7 @@ class ServerConfig:
     metrics: MetricsOptions = field(default_factory=lambda: MetricsOptions(METRICS_OFF))  # [metrics] absent: off
     notifications: NotificationOptions = field(default_factory=NotificationOptions)
     proxy: ProxyOptions | None = None  # pull-through cache
+    ui: UIOptions = field(default_factory=UIOptions)
 
     @property
     def host(self) -> str:
@@ -318,7 +332,7 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
                    token_realm: str | None = None, token_issuer: str | None = None,
                    token_service: str | None = None, token_cert: str | None = None,
                    audit_log: str | None = None, gc_interval: float | None = None,
-                   proxy: str | None = None) -> dict[str, Any]:
+                   proxy: str | None = None, no_ui: bool = False) -> dict[str, Any]:
     """Command-line flags as config overrides (one mapping for `soko serve` and
     `python -m registry.server`). `--token-cert` is an external issuer's
     certificate (distribution's rootcertbundle), `--token` the built-in issuer,
@@ -335,6 +349,8 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
         out["gc"] = {"interval": gc_interval}
     if proxy is not None:
         out["proxy"] = {"remoteurl": proxy}
+    if no_ui:
+        out["ui"] = {"enabled": False}
     return out
 
 

@@ -173,6 +173,13 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
 
 
 async def delete_manifest(srv: "Server", request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    await remove(srv, request, name, reference)
+    return empty(202)
+
+
+async def remove(srv: "Server", request: web.Request, name: str, reference: str) -> None:
+    """Delete a manifest (by digest) or just a tag: the one delete path of the API and
+    the web UI. Immutable tags refuse; the event names what went."""
     reg = srv.reg
     if not reg.config.delete_enabled:
         raise APIError("UNSUPPORTED", "deletes are disabled on this registry")
@@ -186,4 +193,3 @@ async def delete_manifest(srv: "Server", request: web.Request, name: str, refere
         raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference})
     srv.event(request, DELETE, repository=name, target=MANIFEST,
               **({"digest": reference} if is_digest_ref(reference) else {"tag": reference}))
-    return empty(202)

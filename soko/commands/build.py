@@ -39,30 +39,38 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
               help="How new layers are stored.")
 @click.option("-o", "--output", "outputs", multiple=True, help="type=oci|docker,dest=FILE")
 @click.option("--push", is_flag=True, help="Push the tags after building.")
-@click.option("--cache-from", default=None, help="(not yet supported)")
-@click.option("--cache-to", default=None, help="(not yet supported)")
+@click.option("--cache-from", "cache_from", multiple=True,
+              help="type=registry,ref=REF | type=local,src=DIR | REF (a plain image): steps to reuse.")
+@click.option("--cache-to", "cache_to", multiple=True,
+              help="type=registry,ref=REF[,mode=min|max] | type=local,dest=DIR[,mode=...]: export the cache.")
 @click.option("--progress", type=click.Choice(["auto", "plain", "quiet"]), default="auto",
               help="Step output: plain lines, or none.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Stages built at once (default: the CPU count).")
 @click.option("-q", "--quiet", is_flag=True, help="Print the image ID only.")
 @click.argument("context", type=click.Path(exists=True, allow_dash=True))  # a file: the builder says why not
 @click.pass_context
 def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache, labels, network, secrets, ssh,
-              compression, outputs, push, cache_from, cache_to, progress, quiet, context) -> None:
+              compression, outputs, push, cache_from, cache_to, progress, jobs, quiet, context) -> None:
     """Build an image from a Dockerfile (CONTEXT -: the Dockerfile from stdin and no context, as docker)."""
     from builder import BuildOptions, Output
+    from builder.cachespec import parse_from, parse_to
+    from builder.errors import CacheSpecError
     from builder.secrets import SecretSource, SshSource
 
-    from ..errors import SokoError
-
-    if cache_from or cache_to:
-        raise SokoError("--cache-from and --cache-to are not supported yet")
+    try:
+        caches_from = [parse_from(c) for c in cache_from]
+        caches_to = [parse_to(c) for c in cache_to]
+    except CacheSpecError as e:
+        raise click.UsageError(str(e)) from None
     if context == "-" and dockerfile == "-":
         raise click.UsageError("the Dockerfile and the context cannot both come from stdin")
     opts = BuildOptions(
         context=context, tags=list(tags), build_args=_pairs(build_args, "--build-arg"), target=target,
         no_cache=no_cache, labels=_pairs(labels, "--label"), network=network, compression=compression,
         output=[Output.parse(o) for o in outputs], progress="quiet" if quiet else progress, quiet=quiet,
-        secrets=[SecretSource.parse(s) for s in secrets], ssh=[SshSource.parse(s) for s in ssh])
+        secrets=[SecretSource.parse(s) for s in secrets], ssh=[SshSource.parse(s) for s in ssh], jobs=jobs,
+        cache_from=caches_from, cache_to=caches_to)
     if dockerfile == "-" or context == "-":
         opts.dockerfile_text = _stdin_dockerfile()
     elif dockerfile is not None:
@@ -110,11 +118,16 @@ def _build(ctx: click.Context, opts, push: bool) -> None:
         elif ev.kind == "runtime" and ev.id == "fallback":
             click.echo(f"NOTE: {ev.text}", err=True)
 
+    from builder.errors import CacheExportError
+
     try:
         result = build(store, opts, on_event)
     except RunFailed as exc:
         if not show and exc.output:  # the lines were not streamed: show them now
             click.echo("\n".join(exc.output), err=True)
+        raise
+    except CacheExportError as exc:  # the image is stored and tagged; the command still fails
+        click.echo(exc.result.image_id)  # type: ignore[attr-defined]
         raise
     if push:
         from .transfer import push_image

@@ -134,3 +134,39 @@ class GitDaemon:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+class SokoServe:
+    """The real `soko serve` on 127.0.0.1:<ephemeral>, data under `root` (as a CI cache registry)."""
+
+    def __init__(self, root: Path):
+        import os
+        import sys
+
+        repo = Path(__file__).resolve().parents[2]
+        self.log = root.parent / f"{root.name}-serve.log"
+        root.mkdir(parents=True, exist_ok=True)
+        err = open(self.log, "wb+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "soko", "--root", str(root), "serve", "--addr",
+                                      "127.0.0.1:0", "--root", str(root / "registry")], stdout=subprocess.DEVNULL,
+                                     stderr=err, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            err.seek(0)
+            text = err.read().decode(errors="replace")
+            if "listening on " in text:
+                self.url = text.split("listening on ", 1)[1].split()[0]
+                self.host = self.url.split("://", 1)[1]
+                err.close()
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        err.close()
+        self.close()
+        raise RuntimeError(f"soko serve did not start: {self.log.read_text(errors='replace')}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)

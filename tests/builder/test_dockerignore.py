@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,8 @@ def test_hash_cache_reads_unchanged_files_once(tmp_path: Path, store_root: Path)
     store = ImageStore(store_root)
     tmp_path = tmp_path / "ctx"
     make_tree(tmp_path, [f"f{i}" for i in range(20)])
+    for i in range(20):  # older than the racy window (test_hash_cache_rereads_racy_files)
+        os.utime(tmp_path / f"f{i}", ns=(time.time_ns() - 10**9, time.time_ns() - 10**9))
     first = HashCache(store.db)
     ctx = Context(tmp_path, None, first)
     recs = list(tree_records(ctx, ctx.lookup(""), ""))
@@ -122,6 +125,35 @@ def test_hash_cache_reads_unchanged_files_once(tmp_path: Path, store_root: Path)
     assert second.reads == 1
     assert [r for r in recs if "f3" not in r] == [r for r in recs2 if "f3" not in r]
     assert recs != recs2
+
+
+def test_hash_cache_rereads_racy_files(tmp_path: Path, store_root: Path):
+    """A file changed in the same timestamp tick as it was hashed keeps size and mtime: only
+    the racy rule (mtime not older than the hashing) makes the next build read it again."""
+    from storage.images import ImageStore
+
+    store = ImageStore(store_root)
+    f = tmp_path / "f"
+    f.write_text("aaaa")
+    st = os.stat(f)
+    first = HashCache(store.db)
+    old = first.digest(f, st, tmp_path)
+    first.flush()
+    f.write_text("bbbb")  # same size; the same mtime as when it was hashed
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = os.stat(f)
+    assert (again.st_size, again.st_mtime_ns, again.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    second = HashCache(store.db)
+    assert second.digest(f, again, tmp_path) != old and second.reads == 1
+    second.flush()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # now clearly older than its last reading
+    third = HashCache(store.db)
+    digest = third.digest(f, os.stat(f), tmp_path)
+    third.flush()
+    fourth = HashCache(store.db)
+    assert fourth.digest(f, os.stat(f), tmp_path) == digest and fourth.reads == 0
+    os.chmod(f, 0o600)  # a mode change alone is a miss too
+    assert HashCache(store.db).known(f, os.stat(f), tmp_path) is None
 
 
 def test_records_ignore_mtime_but_not_mode(tmp_path: Path):

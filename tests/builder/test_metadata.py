@@ -58,7 +58,7 @@ MAINTAINER someone@example.com
     assert "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]" in created_by
     assert "VOLUME [/data /logs]" in created_by
     assert 'CMD ["/bin/bash" "-c" "run \\"this\\""]' in created_by
-    assert ('HEALTHCHECK &{["CMD" "probe" "-x"] "5m0s" "3s" "0s" "0s" \'\\x02\'}') in created_by
+    assert ('HEALTHCHECK &{["CMD" "probe" "-x"] "5m0s" "3s" "0s" \'\\x02\'}') in created_by  # 20.10's three durations
     assert all(h["empty_layer"] for h in data["history"])
     assert data["rootfs"]["diff_ids"] == []
 
@@ -183,3 +183,21 @@ def test_unused_stages_are_not_built(store, ctx):
 def test_unused_build_arg_warns(store, ctx):
     b = do_build(store, ctx, "FROM scratch\n", build_args={"NOPE": "1", "HTTP_PROXY": "x"})
     assert b.result.warnings == ["one or more build-args ['NOPE'] were not consumed"]
+
+
+def test_details_as_buildkit_writes_them(store, ctx, busybox_rootfs):
+    """What the Docker differential (tests/interop/test_build_parity.py) found, pinned without Docker."""
+    from tests.conftest import need_root
+
+    need_root()
+    import_busybox(store, busybox_rootfs)
+    b = do_build(store, ctx, "FROM busybox\nARG SET=1\nARG UNSET\nONBUILD RUN echo later\nEXPOSE 80 80/tcp\n"
+                             "RUN env | grep -c HOSTNAME; hostname\nFROM scratch AS s\n", target="0", tags=["d"])
+    hist = [h["created_by"] for h in config_of(store, "d")["history"]]
+    assert "RUN |2 SET=1 UNSET= /bin/sh -c env | grep -c HOSTNAME; hostname # buildkit" in hist
+    assert not [h for h in hist if h.startswith("ONBUILD")]  # in the config, not in the history
+    assert config_of(store, "d")["config"]["OnBuild"] == ["RUN echo later"]
+    assert "EXPOSE map[80/tcp:{}]" in hist
+    assert b.output == ["0", "buildkitsandbox"]
+    do_build(store, ctx, "FROM scratch\nLABEL a=b\n", tags=["s"])
+    assert config_of(store, "s")["config"]["WorkingDir"] == "/"

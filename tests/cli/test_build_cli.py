@@ -57,3 +57,48 @@ def test_gc_keeps_build_cache_until_it_ages(soko, ctx):
     assert re.search(r"; \d+ snapshots, [1-9]\d* build cache entries", out), out
     rebuilt = soko("build", "-t", "app:1", ctx).stdout.splitlines()
     assert not any(line.endswith("CACHED") for line in rebuilt if re.match(r"#\d+ \[[23]/4\] ", line))
+
+
+def test_cache_to_and_from_through_the_command(soko, ctx, tmp_path, busybox_rootfs):
+    """A local cache exported by one store, used by another (the same base image moved over)."""
+    from tests.conftest import SokoCLI
+
+    cache = tmp_path / "cache"
+    first = soko("build", "-t", "app:1", "--cache-to", f"type=local,dest={cache},mode=max", ctx).stdout
+    assert (cache / "index.json").is_file()
+    other = SokoCLI(tmp_path / "other")
+    archive = tmp_path / "bb.tar"
+    soko("save", "-o", archive, "busybox")
+    other("load", "-i", archive)
+    out = other("build", "-t", "app:1", "--cache-from", f"type=local,src={cache}", "-j", "1", ctx).stdout
+    steps = [line for line in out.splitlines() if re.match(r"#\d+ \[[23]/4\] ", line)]
+    assert steps and all(line.endswith("CACHED") for line in steps), out
+    assert out.splitlines()[-1] == first.splitlines()[-1]  # the same image ID
+
+
+def test_cache_flag_errors(soko, ctx):
+    for flag, value in (("--cache-to", "foo"), ("--cache-to", "type=registry"), ("--cache-to", "type=s3,ref=a/b"),
+                        ("--cache-to", "type=registry,ref=a/b,mode=medium"), ("--cache-from", "type=local"),
+                        ("--cache-from", "type=registry,ref=Bad/Upper"), ("--cache-from", "type=local,src=/x,y=z")):
+        r = soko("build", flag, value, ctx, check=False)
+        assert r.returncode == 2, (flag, value, r.stderr)
+        assert flag in r.stderr and "Traceback" not in r.stderr
+    assert soko("build", "-j", "0", ctx, check=False).returncode == 2
+    assert "busybox" in soko("images").stdout and "app" not in soko("images").stdout  # nothing was built
+
+
+def test_cache_problems_warn_or_fail_after_storing(soko, ctx):
+    r = soko("build", "-t", "app:1", "--cache-from", "type=registry,ref=127.0.0.1:1/none:cache", ctx)
+    assert re.search(r"^WARNING: --cache-from 127\.0\.0\.1:1/none:cache: .*building without it$", r.stderr, re.M)
+    r = soko("build", "-t", "app:2", "--cache-to", "type=registry,ref=127.0.0.1:1/none:cache", ctx, check=False)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("soko: --cache-to 127.0.0.1:1/none:cache")
+    image_id = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image_id)
+    assert "app" in soko("images").stdout and image_id[7:19] in soko("images").stdout  # stored and tagged
+    r = soko("build", "-t", "app:3", "--cache-to", "type=registry,ref=127.0.0.1:1/none:cache,ignore-error=true", ctx)
+    assert "WARNING: --cache-to" in r.stderr
+
+
+def test_unused_build_arg_is_a_warning(soko, ctx):
+    r = soko("build", "--build-arg", "NOPE=1", ctx)
+    assert "WARNING: one or more build-args ['NOPE'] were not consumed" in r.stderr

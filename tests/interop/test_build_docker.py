@@ -34,30 +34,10 @@ def store(store_root, busybox_rootfs):
 
 def tree(store, ref: str, skip: tuple[str, ...] = ()) -> dict[str, tuple]:
     """Every path of the image's merged filesystem with what defines it (mtime left out)."""
-    from runtime.build import layer_view
+    from tests.interop.parity import tree as full_tree
 
-    img = store.resolve(ref)
-    view = layer_view(store, list(img.config.diff_ids))
-    out: dict[str, tuple] = {}
-
-    def walk(path: str) -> None:
-        for name, e in sorted(view.listdir(path).items()):
-            p = f"{path.rstrip('/')}/{name}"
-            if p in skip:
-                continue
-            st = e.st
-            kind = stat.S_IFMT(st.st_mode)
-            what: object = None
-            if stat.S_ISREG(st.st_mode):
-                what = hashlib.sha256(Path(e.host_path).read_bytes()).hexdigest()[:16]
-            elif stat.S_ISLNK(st.st_mode):
-                what = os.readlink(e.host_path)
-            out[p] = (kind, oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid, what)
-            if stat.S_ISDIR(st.st_mode):
-                walk(p)
-
-    walk("/")
-    return out
+    return {p: v[:5] for p, v in full_tree(store, ref).items()
+            if not any(p == s or p.startswith(s + "/") for s in skip)}
 
 
 def docker_tree(docker_engine, store, tmp_path: Path, ctx: Path, dockerfile: str, tag: str, *args: str,
