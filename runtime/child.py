@@ -103,6 +103,11 @@ def _setup_and_exec(s: ChildSetup) -> None:
     cgroups.join_self(s.cgroup_paths)
     flags = 0
     for ns in linux.get("namespaces", []):
+        if ns.get("path"):  # made by soko (a bridge network's): joined, not new
+            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            sc.setns(fd, _NS.get(ns["type"], 0))
+            os.close(fd)
+            continue
         flags |= _NS.get(ns["type"], 0)
     sc.unshare(flags)
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)

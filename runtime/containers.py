@@ -73,6 +73,7 @@ class State:
     oci_root: str | None = None  # runc/crun --root
     oci_id: str | None = None
     oci_binary: str | None = None
+    netns: str = ""  # the network namespace soko makes at each start (bridge networks), to release
 
     @classmethod
     def load(cls, path: Path) -> "State":
@@ -243,7 +244,7 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def release_resources(d: Path, st: State | None) -> None:
-    """Everything a container holds outside its directory: mounts, OCI state, cgroups."""
+    """Everything a container holds outside its directory: mounts, OCI state, its network, cgroups."""
     for mp in mounts_under(d):
         try:
             sc.umount2(mp, sc.MNT_DETACH)
@@ -256,6 +257,10 @@ def release_resources(d: Path, st: State | None) -> None:
 
         subprocess.run([st.oci_binary, "--root", st.oci_root, "delete", "--force", st.oci_id],
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if st.netns:
+        from .network.endpoint import down
+
+        down(st.id)
     if st.cgroups:
         cgroups.destroy(st.cgroups)
 

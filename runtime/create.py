@@ -32,7 +32,36 @@ SNAPSHOTTERS = ("auto", "overlay", "copy")
 
 
 def network_mode(opts: RunOptions) -> str:
-    return "host" if opts.network == "default" else opts.network
+    """none, host, or the name of a bridge network ("bridge" by default, as Docker's)."""
+    return "bridge" if opts.network == "default" else opts.network
+
+
+def network_plan(store: "ImageStore", options: RunOptions, cid: str, name: str, cfg: dict) -> dict:
+    """The container's network as its launch plan keeps it ({} for none and host); its ports are
+    checked now, so a taken one fails before anything is made."""
+    mode = network_mode(options)
+    if mode in ("none", "host"):
+        return {}
+    from .network import networks, ports
+    from .network.endpoint import Plan
+
+    net = networks.default_bridge(store.db) if mode == "bridge" else networks.get(store.db, mode)
+    if net.driver != "bridge":
+        options.network = "none" if net.driver == "null" else net.driver
+        return {}
+    user = net.name != "bridge"
+    if user:
+        options.network = net.name  # as HostConfig.NetworkMode names it (an ID prefix was given, maybe)
+    if options.network_aliases and not user:
+        raise InvalidOption("network-scoped alias is supported only for containers in user defined networks")
+    exposed = sorted((cfg.get("ExposedPorts") or {})) if options.publish_all else []
+    plan = Plan(net.id, net.name, net.bridge, net.subnet, net.gateway, dns=user,
+                names=[name, *options.network_aliases, cid[:12]] if user else [],
+                publish=list(options.publish), exposed=exposed, store=str(store.root))
+    ports.check(ports.requests(plan.publish, plan.exposed))
+    from dataclasses import asdict
+
+    return asdict(plan)
 
 
 def extra_env(opts: RunOptions) -> list[str]:
@@ -106,9 +135,10 @@ def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on
     restart = RestartPolicy.parse(options.restart)
     ref = image if isinstance(image, str) else (img.tags[0] if img.tags else img.id)
     cid = containers.new_id()
+    name = options.name.lstrip("/") if options.name else records.generate_name(store.db)
+    net_plan = network_plan(store, options, cid, name, cfg)
     hostname = options.hostname or (etc_files.host_hostname() if network_mode(options) == "host" else cid[:12])
     env = specmod.merge_env(list(cfg.get("Env") or []), env_extra, hostname, user.home, options.tty)
-    name = options.name.lstrip("/") if options.name else records.generate_name(store.db)
     conf = apiconfig.config(cfg, options, args, hostname, env_extra, ref, hc)
     record = records.Record(cid, name, img.id, ref, containers.now_ns(), {
         "Path": args[0], "Args": args[1:], "Config": conf,
@@ -120,7 +150,8 @@ def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on
     cdir, launch = make(store, cid=cid, options=options, cfg=cfg, args=args, env=env, user=user,
                         hostname=hostname, user_mounts=user_mounts, seed=seed, lowers=lowers,
                         layers=chain_ids(img.config.diff_ids), snapshotter=snap, seccomp_profile=profile,
-                        record=record, service=service, save_launch=not options.rm or options.detach
+                        record=record, service=service, network=net_plan,
+                        save_launch=not options.rm or options.detach
                         or restart.name != "no" or probe(hc) is not None,
                         hold=[] if options.rm else [img.digest])
     c = Container(store, cdir, record)
@@ -132,7 +163,7 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
          user: users.ExecUser, hostname: str, user_mounts: list[specmod.Mount], seed: list[tuple[str, str]],
          lowers: list[str], layers: list[str], snapshotter: str, seccomp_profile: "seccomp.Profile | None",
          upper: Path | None = None, work: Path | None = None, record: records.Record | None = None,
-         service: dict | None = None, save_launch: bool = True,
+         service: dict | None = None, network: dict | None = None, save_launch: bool = True,
          stub_user_mounts: bool = False, hold: list[str] = ()) -> tuple[containers.ContainerDir, Launch]:
     """The container's directory (locked), init layer, record and launch plan.
 
@@ -143,8 +174,13 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
     (its image's manifest) that `soko gc` must keep while the container exists."""
     root = Path(os.path.abspath(store.root))
     final = containers.containers_dir(root) / cid
+    netns_path = ""
+    if network:
+        from .network.netns import path_of
+
+        netns_path = path_of(cid)
     state = containers.State(cid, options.runtime, options.rm, containers.now_ns(), owner=os.getpid(),
-                             layers=list(layers))
+                             layers=list(layers), netns=netns_path)
     sysinfo = cgroups.system()
     cg_path = None
     oci_id = None
@@ -161,16 +197,17 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
         image_config=cfg, options=options, args=args, env=env, user=user, hostname=hostname,
         cwd=specmod.cwd_of(cfg, options), rootfs=str(shared_dir(root, "rootfs")),
         etc_files=etc_files.mounts(str(shared_dir(root, "etc"))), mounts=user_mounts, cgroups_path=cg_path,
-        cgroup_mode=sysinfo.mode, seccomp=seccomp_profile))
+        cgroup_mode=sysinfo.mode, seccomp=seccomp_profile, netns_path=netns_path or None))
     filter_file = None
     if options.runtime == "builtin" and "seccomp" in spec["linux"]:
         filter_file = seccomp.compiled_filter_file(spec["linux"]["seccomp"], shared_dir(root, "seccomp"))
     active = Active([str(final / "init")] + list(lowers), upper or final / "upper", work or final / "work",
                     final / "merged")
     launch = Launch(cid, options.runtime, spec, snapshotter, active, str(root),
-                    etc_files.contents(hostname, network_mode(options)), list(seed),
-                    resources(options.memory, options.cpus, options.pids_limit), filter_file, oci_id,
-                    service or {})
+                    etc_files.contents(hostname, network_mode(options),
+                                       (network or {}).get("gateway", "") if (network or {}).get("dns") else ""),
+                    list(seed), resources(options.memory, options.cpus, options.pids_limit), filter_file, oci_id,
+                    service or {}, dict(network or {}))
 
     def fill(tmp: Path) -> None:
         initlayer.make(tmp / "init", LayerView(lowers), initlayer.targets(user_mounts if stub_user_mounts else []))

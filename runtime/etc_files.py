@@ -34,15 +34,20 @@ def hosts(hostname: str, network: str) -> str:
     return HOSTS_BASE
 
 
-def resolv_conf(network: str, host_file: str = "/etc/resolv.conf") -> str:
+def resolv_conf(network: str, host_file: str = "/etc/resolv.conf", dns_server: str = "") -> str:
     """Host networking shares the host's file; otherwise loopback resolvers are
-    unreachable from the container, so they are dropped (Docker's rule)."""
+    unreachable from the container, so they are dropped (Docker's rule). On a
+    user-defined network the network's DNS responder (`dns_server`) is the only
+    nameserver: it forwards what it does not know to the host's resolvers."""
     try:
         text = Path(host_file).read_text()
     except OSError:
         text = ""
     if network == "host":
         return text
+    if dns_server:
+        kept = [line for line in text.splitlines() if line.split()[:1] in (["search"], ["domain"])]
+        return "\n".join(kept + [f"nameserver {dns_server}", "options ndots:0"]) + "\n"
     lines: list[str] = []
     servers = 0
     for line in text.splitlines():
@@ -61,10 +66,17 @@ def resolv_conf(network: str, host_file: str = "/etc/resolv.conf") -> str:
 NAMES = {"/etc/hosts": "hosts", "/etc/hostname": "hostname", "/etc/resolv.conf": "resolv.conf"}
 
 
-def contents(hostname: str, network: str) -> dict[str, str]:
+def contents(hostname: str, network: str, dns_server: str = "") -> dict[str, str]:
     """{file name: text} for the three files."""
     return {"hosts": hosts(hostname, network), "hostname": hostname + "\n",
-            "resolv.conf": resolv_conf(network)}
+            "resolv.conf": resolv_conf(network, dns_server=dns_server)}
+
+
+def with_address(files: dict[str, str], address: str, hostname: str) -> dict[str, str]:
+    """The files once the container has its address: /etc/hosts names it (Docker's last line)."""
+    out = dict(files)
+    out["hosts"] = out.get("hosts", HOSTS_BASE) + f"{address}\t{hostname}\n"
+    return out
 
 
 def write_into(directory: str, files: dict[str, str]) -> None:

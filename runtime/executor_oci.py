@@ -170,7 +170,7 @@ def start(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs
             pid = os.fork()
             if pid == 0:
                 _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty and not detached,
-                        spec["process"].get("cwd", ""))
+                        spec["process"].get("cwd", ""), _netns_path(spec))
         finally:
             for fd in to_close:
                 os.close(fd)
@@ -200,6 +200,11 @@ def start(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs
             path = listener.getsockname()
             listener.close()
             shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _netns_path(spec: dict) -> str:
+    return next((ns.get("path", "") for ns in spec.get("linux", {}).get("namespaces", [])
+                 if ns.get("type") == "network"), "")
 
 
 def _console_master(listener, helper: int) -> int | None:
@@ -252,7 +257,8 @@ def _watch(exe: str, root: str, oci_id: str) -> tuple[int, int]:
 
 
 def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]],
-            stdio: tuple[int, int, int], err_w: int, tty: bool = False, cwd: str = "") -> None:
+            stdio: tuple[int, int, int], err_w: int, tty: bool = False, cwd: str = "",
+            netns_path: str = "") -> None:
     """Forked: private mount namespace, root mounted, then exec the runtime."""
     try:
         for sig in FORWARDED + [signal.SIGPIPE, signal.SIGXFSZ]:  # back to defaults for the runtime
@@ -260,6 +266,10 @@ def _helper(argv: list[str], rootfs: child.Rootfs, copy_up: list[tuple[str, str]
         sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        if netns_path:
+            from .network.netns import forget_others
+
+            forget_others(netns_path)  # a foreground runc keeps this copy of the host's mounts
         child.mount_root(rootfs, err_w)
         for target, volume in copy_up:
             child.copy_up(rootfs.target, target, volume)

@@ -45,6 +45,7 @@ class Launch:
     seccomp_filter: str | None = None  # the compiled filter's file (built-in executor)
     oci_id: str | None = None
     service: dict = field(default_factory=dict)  # restart policy, health check, stop signal (service.py)
+    network: dict = field(default_factory=dict)  # a bridge network's plan (network/endpoint.Plan); {}: none/host
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -110,13 +111,16 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
     snapshotter, and `launch.snapshotter` says which one the container now uses."""
     global _overlay_broken
     root = Path(launch.base)
+    etc = dict(launch.etc_files)
+    if launch.network:
+        etc = connect(launch, etc)
     names = candidates(launch.snapshotter)
     if launch.snapshotter == "auto" and names == ["copy"] and on_event:
         on_event("fallback", f"overlayfs unavailable ({_overlay_broken}); using a copy of the layers")
     for i, name in enumerate(names):
         snap = snapmod.get(name)
         rootfs = child.Rootfs(str(shared_dir(root, "rootfs")), snap.prepare(launch.active), base=str(root),
-                              etc_dir=str(shared_dir(root, "etc")), etc_files=dict(launch.etc_files))
+                              etc_dir=str(shared_dir(root, "etc")), etc_files=etc)
         try:
             task = _start(launch, bundle, rootfs, stdin, stdout, stderr, detached)
         except OverlayUnavailable as e:
@@ -129,6 +133,23 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
         launch.snapshotter = name
         return task
     raise StartError("cannot mount the container root")
+
+
+def connect(launch: Launch, etc: dict[str, str]) -> dict[str, str]:
+    """Put the container on its bridge network (its namespace, address, ports; released by
+    containers.release_resources); the /etc files with its address."""
+    from . import etc_files
+    from .network.endpoint import Plan, up
+
+    plan = Plan.from_json(launch.network)
+    if plan.dns:  # a user-defined network may have been removed since the container was made
+        from storage.metadata import MetadataDB
+
+        from .network import networks
+
+        networks.get(MetadataDB(Path(launch.base) / "metadata.db"), plan.network_id)
+    lease = up(launch.id, plan)
+    return etc_files.with_address(etc, lease.address, launch.spec.get("hostname", ""))
 
 
 def _start(launch: Launch, bundle: Path, rootfs: child.Rootfs, stdin: int | None, stdout: int, stderr: int,

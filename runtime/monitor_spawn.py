@@ -21,36 +21,57 @@ from .waiting import read_all
 if TYPE_CHECKING:
     from .container import Container
 
-BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime.monitor import main; main(sys.argv[2:])"
+BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path += sys.argv[2].split(':') if sys.argv[2] else []; "
+        "from runtime.monitor import main; main(sys.argv[3:])")
 
 
-def _code_root() -> str:
-    """The directory holding the runtime and storage packages, for the monitor's sys.path."""
+def code_root() -> str:
+    """The directory holding the runtime and storage packages, for a lean process's sys.path."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def spawn(c: "Container") -> int:
-    """Start `c`'s monitor (`c` locked by us) and wait for its report; the container's pid."""
-    lock = c.cdir.lock_fd
-    rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
-    argv = [sys.executable, "-S", "-c", BOOT, _code_root(), str(c.dir), str(lock), str(rep_w)]
+def library_paths() -> str:
+    """Where pyroute2 lives (site-packages), for a monitor that sets up a bridge network: found
+    without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return os.path.dirname(list(spec.submodule_search_locations)[0])
+
+
+def detached(argv: list[str], keep: list[int]) -> None:
+    """Start `argv` as a daemon: in a session of its own, adopted by init (or the nearest
+    subreaper), stdio on /dev/null, inheriting the descriptors in `keep`. Returns at once."""
     pid = os.fork()
     if pid == 0:
         try:
             os.setsid()
             if os.fork():
                 os._exit(0)
-            os.set_inheritable(lock, True)
-            os.set_inheritable(rep_w, True)
+            for fd in keep:
+                os.set_inheritable(fd, True)
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            os.execv(sys.executable, argv)
+            os.execv(argv[0], argv)
         finally:
             os._exit(127)
-    os.close(rep_w)
+    os.waitpid(pid, 0)
+
+
+def spawn(c: "Container") -> int:
+    """Start `c`'s monitor (`c` locked by us) and wait for its report; the container's pid."""
+    lock = c.cdir.lock_fd
+    rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
+    libs = library_paths() if c.launch.network else ""
+    argv = [sys.executable, "-S", "-c", BOOT, code_root(), libs, str(c.dir), str(lock), str(rep_w)]
     try:
-        os.waitpid(pid, 0)
+        detached(argv, [lock, rep_w])
+    finally:
+        os.close(rep_w)
+    try:
         msg = read_all(rep_r).decode(errors="replace")
     finally:
         os.close(rep_r)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .errors import InvalidOption
 
 RUNTIMES = ("builtin", "runc", "crun")
-NETWORKS = ("none", "host", "default")
+PREDEFINED_NETWORKS = ("none", "host", "bridge", "default")
 # Patterns as strings: `re` compiles (and caches) only those a run needs.
 _VOLUME_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
 _CONTAINER_NAME = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
@@ -52,7 +52,8 @@ class RunOptions:
     volumes: list[str] = field(default_factory=list)  # -v text forms
     tmpfs: list[str] = field(default_factory=list)  # --tmpfs DIR[:OPTS]
     read_only: bool = False
-    network: str = "default"  # none | host | default (host until bridge networking exists)
+    network: str = "default"  # default (= bridge) | bridge | none | host | a user-defined network
+    network_aliases: list[str] = field(default_factory=list)  # --network-alias, user networks only
     memory: int | None = None  # bytes; parse_size("32m")
     cpus: float | None = None
     pids_limit: int | None = None  # 0 or -1: unlimited, as in Docker
@@ -81,8 +82,14 @@ class RunOptions:
     def validate(self) -> None:
         if self.runtime not in RUNTIMES:
             raise InvalidOption(f"unknown runtime {self.runtime!r} (builtin, runc or crun)")
-        if self.network not in NETWORKS:
-            raise InvalidOption(f"network {self.network!r} is not supported (none or host)")
+        if self.network.startswith("container:"):
+            raise InvalidOption("--network container:NAME is not supported (bridge, none, host or a network)")
+        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", self.network):
+            raise InvalidOption(f"invalid network name {self.network!r}")
+        if self.network_aliases and self.network in PREDEFINED_NETWORKS:
+            raise InvalidOption("network-scoped alias is supported only for containers in user defined networks")
+        if (self.publish or self.publish_all) and self.network == "none":
+            raise InvalidOption("conflicting options: port publishing and the container type network mode")
         if self.name is not None and not re.match(_CONTAINER_NAME, self.name):
             raise InvalidOption(f"invalid container name {self.name!r}: "
                                 "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")

@@ -128,6 +128,7 @@ class SpecInput:
     cgroups_path: str | None
     cgroup_mode: str  # v1, hybrid, v2
     seccomp: seccomp.Profile | None = None  # Docker-format profile; None: unconfined
+    netns_path: str | None = None  # a network namespace made by soko (bridge networks), joined by path
 
 
 def rlimits() -> list[dict[str, Any]]:
@@ -159,7 +160,9 @@ def build(inp: SpecInput) -> dict[str, Any]:
         mounts.append({"destination": m.destination, "type": m.type, "source": m.source,
                        "options": list(m.options)})
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
-    if opts.network != "host":
+    if inp.netns_path:
+        namespaces.append({"type": "network", "path": inp.netns_path})
+    elif opts.network != "host":
         namespaces.append({"type": "network"})
     if inp.cgroup_mode == "v2":
         namespaces.append({"type": "cgroup"})

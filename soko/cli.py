@@ -60,6 +60,7 @@ COMMANDS: dict[str, str] = {
     "system": "system:system_cmd",
     "image": "system:image_cmd",
     "volume": "volume:volume_cmd",
+    "network": "network:network_cmd",
     "version": "about:version_cmd",
     "info": "about:info_cmd",
     "completion": "about:completion_cmd",

@@ -37,6 +37,7 @@ class Pruner:
 
 
 PRUNERS: list[Pruner] = [
+    Pruner("networks", "soko.commands.network:prune_networks", "all networks not used by at least one container"),
     Pruner("volumes", "soko.commands.volume:prune_volumes", "all volumes not used by at least one container",
            only_with="volumes"),
     Pruner("images", "soko.prune:prune_images", "all dangling images",

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import SokoError, is_known, one_line
+from ..errors import is_known, one_line
 
 
 def _options(f):
@@ -30,9 +30,12 @@ def _options(f):
         click.option("-v", "--volume", "volumes", multiple=True, help="SRC:DST[:ro] or NAME:DST."),
         click.option("--tmpfs", multiple=True, metavar="DIR[:OPTS]", help="Mount a tmpfs at DIR, repeatable."),
         click.option("--read-only", is_flag=True, help="Mount the container's root filesystem read-only."),
-        click.option("-p", "--publish", multiple=True, help="[IP:]HOST:CONTAINER[/PROTO] (needs bridge networking)."),
-        click.option("-P", "--publish-all", is_flag=True, help="Publish the image's exposed ports."),
-        click.option("--network", "--net", "network", default="default", help="none or host (bridge comes later)."),
+        click.option("-p", "--publish", multiple=True, help="[IP:][HOST:]CONTAINER[/tcp|/udp]: a port on the host."),
+        click.option("-P", "--publish-all", is_flag=True, help="Publish the exposed ports to free host ports."),
+        click.option("--network", "--net", "network", default="default",
+                     help="bridge (default), none, host or a network's name."),
+        click.option("--network-alias", "network_aliases", multiple=True,
+                     help="Another name for the container on a user-defined network."),
         click.option("-m", "--memory", default=None, help="Memory limit, e.g. 32m."),
         click.option("--cpus", default=None, help="CPU limit, e.g. 1.5."),
         click.option("--pids-limit", type=int, default=None, help="At most this many processes."),
@@ -67,7 +70,7 @@ def _run_options(kw: dict, detach: bool):
         command=list(kw["command"]), entrypoint=kw["entrypoint"], rm=kw["rm"], interactive=kw["interactive"],
         tty=kw["tty"], name=kw["name"], env=list(kw["env"]), env_files=list(kw["env_file"]), user=kw["user"],
         workdir=kw["workdir"], hostname=kw["hostname"], volumes=list(kw["volumes"]), tmpfs=list(kw["tmpfs"]),
-        read_only=kw["read_only"], network=kw["network"],
+        read_only=kw["read_only"], network=kw["network"], network_aliases=list(kw["network_aliases"]),
         memory=runtime.parse_size(kw["memory"]) if kw["memory"] else None,
         cpus=runtime.parse_cpus(kw["cpus"]) if kw["cpus"] else None, pids_limit=kw["pids_limit"],
         runtime=kw["runtime_name"], security_opt=list(kw["security_opt"]), detach=detach,
@@ -79,14 +82,9 @@ def _run_options(kw: dict, detach: bool):
 
 
 def _check_network(opts) -> None:
-    if opts.network == "bridge":
-        raise SokoError("bridge networking is not supported yet (use --network host or none)")
-    if opts.publish:
-        if opts.network != "host":
-            raise SokoError("publishing ports (-p) needs bridge networking, which soko does not have yet; "
-                            "use --network host to reach the container's ports directly")
+    if (opts.publish or opts.publish_all) and opts.network == "host":
         click.echo("WARNING: Published ports are discarded when using host network mode", err=True)
-        opts.publish = []
+        opts.publish, opts.publish_all = [], False
 
 
 def ensure_image(ctx: click.Context, store, image: str, policy: str) -> None:

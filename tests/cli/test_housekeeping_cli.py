@@ -106,7 +106,8 @@ def test_system_df_and_prune(soko, bb, busybox_rootfs):
     assert "Images space usage:" in verbose and "Local Volumes space usage:" in verbose
     assert re.search(r"^v1\s+0\s+1kB$", verbose, re.M)
     r = soko("system", "prune", "--volumes", input="n\n")
-    assert r.stdout == ("WARNING! This will remove:\n  - all volumes not used by at least one container\n"
+    assert r.stdout == ("WARNING! This will remove:\n  - all networks not used by at least one container\n"
+                        "  - all volumes not used by at least one container\n"
                         "  - all dangling images\n  - all dangling build cache\n\n"
                         "Are you sure you want to continue? [y/N] ")
     assert soko("volume", "ls", "-q").stdout == "v1\n"

@@ -1,0 +1,157 @@
+"""A container on a bridge: up before each start of its process, down after each end.
+
+`up` takes the host's network lock, leases an address and the host ports,
+makes the bridge if it is the network's first container, creates the
+container's namespace (netns.py) with a veth pair (eth0 inside, up with its
+address and default route; the host end on the bridge), turns ip_forward
+on, renders soko's NAT rules and starts the network's DNS responder (user
+networks). `down` undoes all of it in reverse, idempotently: the bridge,
+the rules, the responder and ip_forward's old value go with the last
+container. Either way, a failure half-way leaves nothing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import ContainerError
+from . import bridge as bridgemod, firewall, netns, ports as portsmod
+from .leases import Lease, Leases, locked, mac_of
+from .nl import Netlink
+
+
+@dataclass
+class Plan:
+    """What create decided about a container's network (kept in its launch plan)."""
+    network_id: str
+    network: str  # the network's name
+    bridge: str
+    subnet: str
+    gateway: str
+    dns: bool = False  # a user-defined network: names resolve through its responder
+    names: list[str] = field(default_factory=list)  # name, aliases, short ID (the DNS answers for them)
+    publish: list[str] = field(default_factory=list)  # -p texts
+    exposed: list[str] = field(default_factory=list)  # -P: the exposed ports, "80/tcp"
+    store: str = ""
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def veth_name(cid: str) -> str:
+    return f"veth{cid[:11]}"
+
+
+def up(cid: str, plan: Plan) -> Lease:
+    """Connect container `cid` (not running) to its network; its lease."""
+    with locked() as table:
+        _sweep(table)
+        old = table.get(cid)
+        if old is not None or netns.exists(cid):
+            _teardown(table, cid, old.bridge if old else None)
+        reqs = portsmod.requests(plan.publish, plan.exposed)
+        with Netlink() as nl:
+            index, subnet, gateway = bridgemod.ensure(nl, plan.bridge, plan.subnet, plan.gateway)
+            lease = None
+            try:
+                held = [p for l in table.all() for p in l.ports]
+                published = portsmod.resolve(reqs, held)
+                address = table.next_address(plan.bridge, subnet, gateway)
+                if address is None:
+                    raise ContainerError(f"no available IPv4 addresses on network {plan.network}: {subnet}")
+                lease = Lease(cid, plan.network_id, plan.network, plan.bridge, subnet, gateway, address,
+                              mac_of(address), veth_name(cid), os.urandom(32).hex(), list(plan.names),
+                              published, plan.dns, plan.store)
+                table.add(lease)
+                _plumb(nl, cid, index, lease)
+                bridgemod.forwarding_on(table.dir)
+                _apply_rules(table)
+                if lease.dns:
+                    from . import dns
+
+                    dns.ensure(table.dir, lease.bridge, lease.gateway)
+            except BaseException:
+                _teardown(table, cid, plan.bridge, nl)
+                raise
+        return lease
+
+
+def _plumb(nl: Netlink, cid: str, bridge_index: int, lease: Lease) -> None:
+    with netns.created(cid) as nsfd:
+        with Netlink() as inner:  # opened inside: it configures the container's namespace
+            nl.add_veth(lease.veth, bridge_index, "eth0", nsfd, lease.mac)
+            inner.set_up(1)  # lo
+            eth0 = inner.link_index("eth0")
+            inner.add_address(eth0, lease.address, lease.prefix)
+            inner.set_up(eth0)
+            inner.add_default_route(lease.gateway)
+
+
+def down(cid: str) -> None:
+    """Disconnect container `cid` (its process has ended); idempotent."""
+    from .leases import reader
+
+    table = reader()
+    if table is None:
+        if netns.exists(cid):
+            netns.remove(cid)
+        return
+    try:
+        if table.get(cid) is None and not netns.exists(cid):
+            return
+    finally:
+        table.close()
+    with locked() as table:
+        lease = table.get(cid)
+        _teardown(table, cid, lease.bridge if lease else None)
+        _sweep(table)
+
+
+def _sweep(table: Leases) -> None:
+    """Leases of containers whose namespace is gone: their owner was killed half-way."""
+    for lease in table.all():
+        if not netns.exists(lease.container):
+            _teardown(table, lease.container, lease.bridge)
+
+
+def _teardown(table: Leases, cid: str, bridge: str | None, nl: Netlink | None = None) -> None:
+    """Remove what container `cid` has on the host; with the last one on `bridge`, the bridge too."""
+    own = nl is None
+    nl = nl or Netlink()
+    try:
+        nl.delete_link(veth_name(cid))
+        netns.remove(cid)
+        table.drop(cid)
+        if bridge and not table.on_bridge(bridge):
+            from . import dns
+
+            dns.stop(table.dir, bridge)
+            nl.delete_link(bridge)
+            table.forget_pool(bridge)
+        _apply_rules(table)
+        if not table.all():
+            bridgemod.forwarding_restore(table.dir)
+    finally:
+        if own:
+            nl.close()
+
+
+def _apply_rules(table: Leases) -> None:
+    """soko's NAT rules for the leases; not run again when they would not change."""
+    leases = table.all()
+    text = firewall.render_nft(leases) if leases else ""
+    stamp = os.path.join(table.dir, "rules")
+    try:
+        with open(stamp) as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        if not text:
+            return
+    firewall.apply(leases)
+    if text:
+        with open(stamp, "w") as f:
+            f.write(text)
+    else:
+        os.unlink(stamp)
