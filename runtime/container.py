@@ -216,6 +216,22 @@ class Container:
         finally:
             self.cdir.unlock()
 
+    def endpoint(self):
+        """The container's lease on its bridge network while it runs (network/leases.Lease:
+        address, MAC, published ports), else None."""
+        st = self.state
+        if not st.netns or st.status != containers.RUNNING:
+            return None
+        from .network.leases import reader
+
+        table = reader()
+        if table is None:
+            return None
+        try:
+            return table.get(self.id)
+        finally:
+            table.close()
+
     # -- looking inside ----------------------------------------------------------------------
     def exec(self, args: list[str], *, env: list[str] | None = None, user: str | None = None,
              workdir: str | None = None, tty: bool = False, stdin: int | None = None, stdout: int = 1,

@@ -65,7 +65,41 @@ def command(c: "Container", trunc: bool = True) -> str:
 
 def network_name(c: "Container") -> str:
     mode = ((c.record.config if c.record else {}).get("HostConfig") or {}).get("NetworkMode", "default")
-    return "host" if mode == "default" else mode
+    return "bridge" if mode == "default" else mode
+
+
+def exposed_ports(c: "Container") -> list[str]:
+    return sorted(((c.record.config if c.record else {}).get("Config") or {}).get("ExposedPorts") or {},
+                  key=_port_key)
+
+
+def _port_key(key: str) -> tuple:
+    port, _, proto = key.partition("/")
+    return (int(port) if port.isdigit() else 0, proto)
+
+
+def port_bindings(c: "Container", lease=None) -> dict[str, list[dict] | None]:
+    """Docker's NetworkSettings.Ports of a running container: exposed ports, published ones with
+    their host address and port."""
+    lease = lease if lease is not None else c.endpoint()
+    if lease is None:
+        return {}
+    out: dict[str, list[dict] | None] = {k: None for k in exposed_ports(c)}
+    for p in lease.ports:
+        out.setdefault(p.key(), None)
+        out[p.key()] = (out[p.key()] or []) + [{"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}]
+    return dict(sorted(out.items(), key=lambda kv: _port_key(kv[0])))
+
+
+def ports_text(c: "Container", lease=None) -> str:
+    """ps's PORTS: `0.0.0.0:8080->80/tcp`, and `443/tcp` for an exposed port nobody published."""
+    parts = []
+    for key, binds in port_bindings(c, lease).items():
+        if binds is None:
+            parts.append(key)
+        else:
+            parts += [f"{b['HostIp']}:{b['HostPort']}->{key}" for b in binds]
+    return ", ".join(parts)
 
 
 def labels(c: "Container") -> dict[str, str]:
@@ -87,7 +121,7 @@ def ps_fields(c: "Container", trunc: bool = True, now: float | None = None) -> d
         "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in mounts),
         "Names": c.name,
         "Networks": network_name(c),
-        "Ports": "",
+        "Ports": ports_text(c),
         "RunningFor": f"{human_duration(_ago(rec.created, now))} ago" if rec else "",
         "Size": "0B",
         "State": c.state.status,
@@ -142,13 +176,24 @@ def inspect(c: "Container") -> dict[str, Any]:
 
 
 def network_settings(c: "Container") -> dict[str, Any]:
-    """Docker's NetworkSettings; no addresses or ports until soko has bridge networks."""
+    """Docker's NetworkSettings: the address, gateway, MAC and ports of a running container on a
+    bridge network (the top-level copies for the default `bridge` only, as Docker has them)."""
     name = network_name(c)
-    endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": "", "EndpointID": "",
-                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
-    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-            "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SandboxKey": "", "SecondaryIPAddresses": None,
-            "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {name: endpoint}}
+    lease = c.endpoint()
+    plan = c.launch.network if (c.dir / "launch.json").exists() else {}
+    endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "NetworkID": plan.get("network_id", ""),
+                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": None}
+    if plan.get("dns"):
+        endpoint["Aliases"] = list(plan.get("names") or [])[1:]
+    if lease is not None:
+        endpoint.update({"EndpointID": lease.endpoint, "Gateway": lease.gateway, "IPAddress": lease.address,
+                         "IPPrefixLen": lease.prefix, "MacAddress": lease.mac})
+    top = endpoint if name == "bridge" else {}
+    return {"Bridge": "", "SandboxID": c.id if lease else "", "HairpinMode": False, "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0, "Ports": port_bindings(c, lease),
+            "SandboxKey": c.state.netns if lease else "", "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None, "EndpointID": top.get("EndpointID", ""),
+            "Gateway": top.get("Gateway", ""), "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": top.get("IPAddress", ""), "IPPrefixLen": top.get("IPPrefixLen", 0), "IPv6Gateway": "",
+            "MacAddress": top.get("MacAddress", ""), "Networks": {name: endpoint}}

@@ -250,11 +250,22 @@ def wait_cmd(ctx, containers) -> None:
 @click.argument("private", required=False)
 @click.pass_context
 def port_cmd(ctx, container, private) -> None:
-    """Published ports of a container (none until soko has bridge networking)."""
+    """Published ports of a container: `80/tcp -> 0.0.0.0:8080`, or one port's host addresses."""
+    from ..containerview import port_bindings
+
     c = get(ctx, container)
+    bindings = port_bindings(c)
     if private:
         port, _, proto = private.partition("/")
-        raise SokoError(f"No public port '{port}/{proto or 'tcp'}' published for {c.name}")
+        key = f"{port}/{proto or 'tcp'}"
+        if not bindings.get(key):
+            raise SokoError(f"No public port '{key}' published for {c.name}")
+        for b in bindings[key]:
+            click.echo(f"{b['HostIp']}:{b['HostPort']}")
+        return
+    for key, binds in bindings.items():
+        for b in binds or []:
+            click.echo(f"{key} -> {b['HostIp']}:{b['HostPort']}")
 
 
 @click.command("top", context_settings={"ignore_unknown_options": True})
