@@ -110,7 +110,7 @@ def test_parse_volume():
 
 
 def test_validate_rejects_bad_options():
-    for kw in [dict(runtime="kata"), dict(network="bridge"), dict(memory=1024), dict(workdir="rel"),
+    for kw in [dict(runtime="kata"), dict(network="container:x"), dict(network="bad name"), dict(memory=1024), dict(workdir="rel"),
                dict(name="bad name"), dict(hostname="x", network="host"), dict(tmpfs=["rel"]),
                dict(env=["=x"])]:
         with pytest.raises(InvalidOption):
