@@ -122,26 +122,29 @@ def reply(query: bytes, end: int, addresses: list[str], rcode: int = 0) -> bytes
     return head + body
 
 
-def upstreams(resolv_conf: str = "/etc/resolv.conf", exclude: str = "") -> list[str]:
+def upstreams(resolv_conf: str = "/etc/resolv.conf", exclude: str = "") -> list[tuple[str, int]]:
+    """The host's resolvers (address, port 53), loopback ones included, but not ourselves."""
     out = []
     try:
         with open(resolv_conf) as f:
             for line in f:
                 words = line.split()
                 if words[:1] == ["nameserver"] and len(words) > 1 and ":" not in words[1] and words[1] != exclude:
-                    out.append(words[1])
+                    out.append((words[1], 53))
     except OSError:
         pass
     return out
 
 
 class Responder:
-    def __init__(self, state_dir: str, bridge: str, udp: socket.socket, tcp: socket.socket):
+    def __init__(self, state_dir: str, bridge: str, udp: socket.socket, tcp: socket.socket,
+                 servers: list[tuple[str, int]] | None = None):
         import sqlite3
 
         self.state_dir, self.bridge, self.udp, self.tcp = state_dir, bridge, udp, tcp
-        self.db = sqlite3.connect(f"file:{os.path.join(state_dir, 'leases.db')}?mode=ro", uri=True, timeout=5)
-        self.servers = upstreams(exclude=udp.getsockname()[0])
+        self.db = sqlite3.connect(f"file:{os.path.join(state_dir, 'leases.db')}?mode=ro", uri=True, timeout=5,
+                                  check_same_thread=False)
+        self.servers = upstreams(exclude=udp.getsockname()[0]) if servers is None else servers
         self.pending: dict[socket.socket, tuple[bytes, tuple, float, int]] = {}  # upstream socket -> query
 
     def lookup(self, name: str) -> list[str] | None:
@@ -170,7 +173,7 @@ class Responder:
             return
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            s.connect((self.servers[attempt], 53))
+            s.connect(self.servers[attempt])
             s.send(msg)
         except OSError:
             s.close()
@@ -196,7 +199,7 @@ class Responder:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.settimeout(TIMEOUT)
                 try:
-                    s.connect((server, 53))
+                    s.connect(server)
                     s.send(msg)
                     return s.recv(65535)
                 except OSError:

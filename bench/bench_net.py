@@ -1,0 +1,245 @@
+"""Containers on a bridge network: soko beside podman and Docker Engine, in one run.
+
+    python bench/bench_net.py [--runs 20] [--warmup 3]
+
+Two measurements, each tool on its own bridge with NAT and published ports:
+
+- serve: from `run -d -p 127.0.0.1:PORT:80 IMAGE httpd -f` to the first HTTP
+  200 from 127.0.0.1:PORT (polled every 5 ms); the container is removed
+  afterwards, outside the timing;
+- run:   `run --rm IMAGE true` start to exit, on the bridge network.
+
+The tools, all on the busybox fixture image, serving one file from a bind mount:
+
+- soko:   the installed `soko` command (.venv/bin/soko), built-in executor,
+          its default `bridge` network (soko0, nftables);
+- podman: podman 4 with `--runtime runc` (crun refuses hybrid cgroups here),
+          netavark, on a network of the bench's own (own subnet and bridge,
+          config dir under bench/out/), its own storage;
+- docker: a private dockerd 20.10 (own data root, exec root and socket) on a
+          bridge the bench makes first (`--bridge`), iptables and its default
+          userland proxy; its iptables chains are removed afterwards, as is
+          the bridge.
+
+The commands run round-robin (a b c a b c ...), so load from elsewhere falls
+on all of them alike; medians, minimums and paired ratios are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT = HERE / "out" / "net"
+IMAGE = "soko-bench/busybox:latest"
+PODMAN_IMAGE = "localhost/soko-bench-busybox:latest"
+DOCKER_IMAGE = "soko-bench-busybox:latest"
+DOCKER = "/usr/bin/docker"  # Debian's client, of the same release as its dockerd
+DOCKER_BRIDGE = "sokobenchd0"
+DOCKER_SUBNET = "10.231.250.1/24"
+PODMAN_NET, PODMAN_BRIDGE, PODMAN_SUBNET = "sokobench", "sokobenchp0", "10.231.251.0/24"
+
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+
+def sh(*cmd: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, env=env, capture_output=True, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def soko_binary() -> str:
+    venv = REPO / ".venv" / "bin" / "soko"
+    return str(venv) if venv.exists() else (shutil.which("soko") or "soko")
+
+
+class Tool:
+    def __init__(self, name: str, base: list[str], image: str, env: dict, run_extra: list[str] = ()):
+        self.name, self.base, self.image, self.env, self.run_extra = name, base, image, env, list(run_extra)
+
+    def serve(self, www: Path, port: int) -> list[str]:
+        return [*self.base, "run", "-d", *self.run_extra, "-p", f"127.0.0.1:{port}:80", "-v", f"{www}:/www:ro",
+                self.image, "httpd", "-f", "-p", "80", "-h", "/www"]
+
+    def true(self) -> list[str]:
+        return [*self.base, "run", "--rm", *self.run_extra, self.image, "true"]
+
+    def rm(self, cid: str) -> None:
+        sh(*self.base, "rm", "-f", cid, env=self.env, check=False)
+
+
+def prepare_soko(tar: Path, env: dict) -> Tool:
+    root = OUT / "soko-store"
+    shutil.rmtree(root, ignore_errors=True)
+    base = [soko_binary(), "--root", str(root)]
+    sh(*base, "import", "--change", 'CMD ["/bin/sh"]', str(tar), IMAGE, env=env)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "runtime", "storage", "soko"], cwd=REPO,
+                   stdout=subprocess.DEVNULL, check=True)
+    return Tool("soko", base, IMAGE, env)
+
+
+def prepare_podman(tar: Path, env: dict) -> Tool:
+    netdir = OUT / "podman-networks"
+    netdir.mkdir(parents=True, exist_ok=True)
+    conf = OUT / "containers.conf"
+    conf.write_text(f'[containers]\ndefault_ulimits = []\n[network]\nnetwork_config_dir = "{netdir}"\n')
+    env = {**env, "CONTAINERS_CONF": str(conf)}
+    base = ["podman", "--root", str(OUT / "podman-root"), "--runroot", "/run/soko-bench-podman", "--runtime", "runc"]
+    sh(*base, "import", "-q", "--change", 'CMD ["/bin/sh"]', str(tar), PODMAN_IMAGE, env=env)
+    if sh(*base, "network", "exists", PODMAN_NET, env=env, check=False).returncode != 0:
+        sh(*base, "network", "create", "--subnet", PODMAN_SUBNET, "--interface-name", PODMAN_BRIDGE, PODMAN_NET,
+           env=env)
+    return Tool("podman", base, PODMAN_IMAGE, env, ["--network", PODMAN_NET])
+
+
+class Dockerd:
+    """A private dockerd on a bridge of the bench's own; everything it made is removed on stop."""
+
+    def __init__(self) -> None:
+        self.dir = Path("/run/soko-bench-docker")
+        self.sock = self.dir / "d.sock"
+        self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.sock}"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, tar: Path) -> Tool:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        sh("ip", "link", "add", DOCKER_BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", DOCKER_SUBNET, "dev", DOCKER_BRIDGE)
+        sh("ip", "link", "set", DOCKER_BRIDGE, "up")
+        log = open(OUT / "dockerd.log", "w")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--bridge", DOCKER_BRIDGE, "--data-root", str(OUT / "docker-root"), "--exec-root",
+             str(self.dir / "exec"), "-H", f"unix://{self.sock}", "--pidfile", str(self.dir / "d.pid")],
+            stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while sh(DOCKER, "version", env=self.env, check=False).returncode != 0:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"dockerd did not start: see {OUT / 'dockerd.log'}")
+            time.sleep(0.2)
+        sh(DOCKER, "import", "--change", 'CMD ["/bin/sh"]', str(tar), DOCKER_IMAGE, env=self.env)
+        return Tool("docker", [DOCKER], DOCKER_IMAGE, self.env)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        sh("ip", "link", "del", DOCKER_BRIDGE, check=False)
+        _remove_docker_rules()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _remove_docker_rules() -> None:
+    """dockerd leaves its chains and jumps in iptables when it stops: remove the ones it made."""
+    for table in ("nat", "filter"):
+        rules = sh("iptables", "-w", "-t", table, "-S", check=False).stdout.splitlines()
+        for rule in rules:
+            if rule.startswith("-A ") and ("DOCKER" in rule or DOCKER_BRIDGE in rule or "10.231.250." in rule):
+                sh("iptables", "-w", "-t", table, "-D", *rule[3:].split(), check=False)
+        for rule in rules:
+            if rule.startswith("-N DOCKER"):
+                sh("iptables", "-w", "-t", table, "-F", rule.split()[1], check=False)
+        for rule in rules:
+            if rule.startswith("-N DOCKER"):
+                sh("iptables", "-w", "-t", table, "-X", rule.split()[1], check=False)
+
+
+def first_answer(tool: Tool, www: Path) -> float:
+    """Seconds from `run -d -p` to the first HTTP 200 on the published port."""
+    port = free_port()
+    t = time.perf_counter()
+    p = subprocess.run(tool.serve(www, port), env=tool.env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{tool.name}: {p.stderr.strip()}")
+    deadline = t + 30
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/index.html")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        finally:
+            c.close()
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"{tool.name}: no answer on port {port}")
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - t
+    tool.rm(p.stdout.strip())
+    return elapsed
+
+
+def run_true(tool: Tool) -> float:
+    t = time.perf_counter()
+    subprocess.run(tool.true(), env=tool.env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def report(title: str, times: dict[str, list[float]]) -> None:
+    print(f"{title}:")
+    print(f"  {'':8} {'median':>9} {'min':>9}   paired: other / soko")
+    for name, t in times.items():
+        ratio = "" if name == "soko" else \
+            f"{statistics.median(o / s for o, s in zip(t, times['soko'])):.2f}x"
+        print(f"  {name:8} {statistics.median(t) * 1000:6.0f} ms {min(t) * 1000:6.0f} ms   {ratio}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_net.py needs root (bridges, namespaces, dockerd)", file=sys.stderr)
+        return 2
+    from bench_run import rootfs_tar
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    www = OUT / "www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("hello\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    tar = rootfs_tar()
+    dockerd = Dockerd()
+    try:
+        tools = [prepare_soko(tar, env), prepare_podman(tar, env), dockerd.start(tar)]
+        for tool in tools:  # each works (and soko unpacks its snapshot) before timing
+            first_answer(tool, www)
+            run_true(tool)
+        serve: dict[str, list[float]] = {t.name: [] for t in tools}
+        runs: dict[str, list[float]] = {t.name: [] for t in tools}
+        for i in range(args.warmup + args.runs):
+            for tool in tools:
+                a, b = first_answer(tool, www), run_true(tool)
+                if i >= args.warmup:
+                    serve[tool.name].append(a)
+                    runs[tool.name].append(b)
+    finally:
+        dockerd.stop()
+    print(f"{args.runs} rounds after {args.warmup} warm-up rounds (load average {os.getloadavg()[0]:.2f})")
+    report("run -d -p ... httpd, to the first HTTP answer", serve)
+    report("run --rm ... true, on the bridge network", runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

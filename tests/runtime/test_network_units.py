@@ -1,0 +1,158 @@
+"""The network's parts that need no bridge: the DNS responder over loopback, -p parsing, IPAM."""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+
+import pytest
+
+from runtime.errors import InvalidOption
+from runtime.network import dns, ports
+from runtime.network.leases import Lease, Leases, Port, mac_of
+
+
+def query(name: str, qtype: int = 1, qid: int = 0x1234) -> bytes:
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def answers(msg: bytes) -> tuple[int, int, list[str]]:
+    """(id, flags, A addresses) of a response with one question."""
+    qid, flags, _qd, an, _ns, _ar = struct.unpack_from("!HHHHHH", msg)
+    off = 12
+    while msg[off]:
+        off += 1 + msg[off]
+    off += 5
+    out = []
+    for _ in range(an):
+        _name, rtype, _cls, _ttl, size = struct.unpack_from("!HHHIH", msg, off)
+        off += 12
+        if rtype == 1:
+            out.append(socket.inet_ntoa(msg[off:off + size]))
+        off += size
+    return qid, flags, out
+
+
+@pytest.fixture
+def upstream():
+    """A resolver on loopback answering every A query with 192.0.2.77."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        s.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                msg, peer = s.recvfrom(512)
+            except OSError:
+                continue
+            end = dns.question(msg)[2]
+            s.sendto(dns.reply(msg, end, ["192.0.2.77"]), peer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield s.getsockname()
+    stop.set()
+    t.join()
+    s.close()
+
+
+def test_dns_responder_answers_names_and_forwards_the_rest(tmp_path, upstream):
+    table = Leases(str(tmp_path))
+    table.add(Lease("c" * 64, "n" * 64, "appnet", "br-test", "10.9.0.0/24", "10.9.0.1", "10.9.0.7",
+                    mac_of("10.9.0.7"), "vethx", "e" * 64, ["web", "WWW", "cccccccccccc"]))
+    (tmp_path / "lock").touch()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(4)
+    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=[upstream])
+    t = threading.Thread(target=r.run, daemon=True)
+    t.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(5)
+    try:
+        def ask(name, qtype=1, qid=7):
+            client.sendto(query(name, qtype, qid), udp.getsockname())
+            return answers(client.recv(512))
+
+        qid, flags, addrs = ask("web")
+        assert (qid, addrs) == (7, ["10.9.0.7"]) and flags & 0x0400 and flags & 0x8000  # authoritative answer
+        assert ask("www.")[2] == ["10.9.0.7"]  # names are case-insensitive
+        assert ask("cccccccccccc")[2] == ["10.9.0.7"]
+        _id, flags, addrs = ask("web", qtype=28)  # AAAA: the name exists, no IPv6 address
+        assert addrs == [] and flags & 0xF == 0
+        assert ask("example.test", qid=99)[:3:2] == (99, ["192.0.2.77"])  # forwarded to the host's resolver
+        with socket.create_connection(tcp.getsockname(), timeout=5) as c:
+            q = query("web")
+            c.sendall(struct.pack("!H", len(q)) + q)
+            size = struct.unpack("!H", c.recv(2))[0]
+            data = b""
+            while len(data) < size:
+                data += c.recv(size - len(data))
+        assert answers(data)[2] == ["10.9.0.7"]
+    finally:
+        table.drop("c" * 64)
+        t.join(5)  # alone: no container left on its network, the responder leaves by itself
+        assert not t.is_alive()
+        table.close()
+        client.close()
+        udp.close()
+        tcp.close()
+
+
+def test_publish_requests():
+    assert ports.requests(["8080:80", "127.0.0.1:9000:90/udp", "70", "127.0.0.1::71"]) == [
+        ports.Request("", (8080,), 80, "tcp"), ports.Request("127.0.0.1", (9000,), 90, "udp"),
+        ports.Request("", (0,), 70, "tcp"), ports.Request("127.0.0.1", (0,), 71, "tcp")]
+    assert ports.requests(["8000-8001:80-81"]) == [ports.Request("", (8000,), 80, "tcp"),
+                                                   ports.Request("", (8001,), 81, "tcp")]
+    assert ports.requests(["9000-9002:80"]) == [ports.Request("", (9000, 9001, 9002), 80, "tcp")]
+    # -P: the exposed ports that -p does not publish already
+    assert ports.requests(["8080:80"], ["80/tcp", "443/tcp"]) == [ports.Request("", (8080,), 80, "tcp"),
+                                                                  ports.Request("", (0,), 443, "tcp")]
+    for bad in ["8000-8002:80-81", "x:80", "::1:80:80", "300000:80", "1.2.3:80:80"]:
+        with pytest.raises(InvalidOption):
+            ports.requests([bad])
+
+
+def test_resolve_refuses_a_port_held_by_a_container_or_a_process():
+    held = [Port("", 18080, 80, "tcp")]
+    with pytest.raises(ports.PortTaken, match="0.0.0.0:18080 failed: port is already allocated"):
+        ports.resolve(ports.requests(["18080:80"]), held)
+    with pytest.raises(ports.PortTaken):
+        ports.resolve(ports.requests(["127.0.0.1:18080:80"]), held)  # 0.0.0.0 covers every address
+    assert ports.resolve(ports.requests(["18080:80/udp"]), held)[0].host_port == 18080  # another protocol
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        taken = s.getsockname()[1]
+        with pytest.raises(ports.PortTaken):
+            ports.resolve(ports.requests([f"127.0.0.1:{taken}:80"]), [])
+        got = ports.resolve(ports.requests([f"127.0.0.1:{taken}-{taken + 1}:80"]), [])  # the first free one
+        assert got == [Port("127.0.0.1", taken + 1, 80, "tcp")] or not ports.bindable("127.0.0.1", taken + 1, "tcp")
+
+
+def test_addresses_roll_on_and_skip_the_gateway(tmp_path):
+    table = Leases(str(tmp_path))
+    try:
+        assert table.next_address("b0", "10.9.0.0/29", "10.9.0.1") == "10.9.0.2"
+        for i, addr in enumerate(["10.9.0.2", "10.9.0.3"]):
+            table.add(Lease(str(i), "n", "net", "b0", "10.9.0.0/29", "10.9.0.1", addr, mac_of(addr), "v", "e"))
+        table.drop("0")
+        assert table.next_address("b0", "10.9.0.0/29", "10.9.0.1") == "10.9.0.4"  # not the one just freed
+        for i, addr in enumerate(["10.9.0.4", "10.9.0.5", "10.9.0.6"], 10):
+            table.add(Lease(str(i), "n", "net", "b0", "10.9.0.0/29", "10.9.0.1", addr, mac_of(addr), "v", "e"))
+        assert table.next_address("b0", "10.9.0.0/29", "10.9.0.1") == "10.9.0.2"  # wraps to the free one
+        table.add(Lease("x", "n", "net", "b0", "10.9.0.0/29", "10.9.0.1", "10.9.0.2", "m", "v", "e"))
+        assert table.next_address("b0", "10.9.0.0/29", "10.9.0.1") is None
+    finally:
+        table.close()
+    assert mac_of("172.17.0.2") == "02:42:ac:11:00:02"
+    assert os.path.exists(tmp_path / "leases.db")
