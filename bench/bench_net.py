@@ -46,7 +46,7 @@ DOCKER_IMAGE = "soko-bench-busybox:latest"
 DOCKER = "/usr/bin/docker"  # Debian's client, of the same release as its dockerd
 DOCKER_BRIDGE = "sokobenchd0"
 DOCKER_SUBNET = "10.231.250.1/24"
-PODMAN_NET, PODMAN_BRIDGE, PODMAN_SUBNET = "sokobench", "sokobenchp0", "10.231.251.0/24"
+PODMAN_NET, PODMAN_SUBNET = "sokobench", "10.231.251.0/24"
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
@@ -101,8 +101,7 @@ def prepare_podman(tar: Path, env: dict) -> Tool:
     base = ["podman", "--root", str(OUT / "podman-root"), "--runroot", "/run/soko-bench-podman", "--runtime", "runc"]
     sh(*base, "import", "-q", "--change", 'CMD ["/bin/sh"]', str(tar), PODMAN_IMAGE, env=env)
     if sh(*base, "network", "exists", PODMAN_NET, env=env, check=False).returncode != 0:
-        sh(*base, "network", "create", "--subnet", PODMAN_SUBNET, "--interface-name", PODMAN_BRIDGE, PODMAN_NET,
-           env=env)
+        sh(*base, "network", "create", "--subnet", PODMAN_SUBNET, PODMAN_NET, env=env)
     return Tool("podman", base, PODMAN_IMAGE, env, ["--network", PODMAN_NET])
 
 

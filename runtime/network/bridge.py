@@ -1,8 +1,9 @@
 """Linux bridges for soko's networks, and subnets that do not collide with the host's routes.
 
-A bridge is made when the first container joins its network and deleted
-with the last one (a default network's `soko0` as a user network's
-`br-<id>`), so nothing of soko's stays on the host while no container runs.
+A bridge is made when the first container joins its network. A user-defined
+network's `br-<id>` is deleted with its last container (so a store that is
+thrown away leaves none behind); the default `soko0` stays, as Docker's
+docker0 does, and saves every later container its creation.
 Its gateway address is the network's; route_localnet lets the host's own
 127.0.0.1 reach a published port through it (firewall.py).
 """

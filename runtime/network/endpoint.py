@@ -39,8 +39,9 @@ class Plan:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def veth_name(cid: str) -> str:
-    return f"veth{cid[:11]}"
+def veth_name() -> str:
+    """A fresh name for each start: the kernel may still be deleting the last start's pair."""
+    return "veth" + os.urandom(6).hex()[:11]
 
 
 def up(cid: str, plan: Plan) -> Lease:
@@ -61,7 +62,7 @@ def up(cid: str, plan: Plan) -> Lease:
                 if address is None:
                     raise ContainerError(f"no available IPv4 addresses on network {plan.network}: {subnet}")
                 lease = Lease(cid, plan.network_id, plan.network, plan.bridge, subnet, gateway, address,
-                              mac_of(address), veth_name(cid), os.urandom(32).hex(), list(plan.names),
+                              mac_of(address), veth_name(), os.urandom(32).hex(), list(plan.names),
                               published, plan.dns, plan.store)
                 table.add(lease)
                 _plumb(nl, cid, index, lease)
@@ -116,25 +117,27 @@ def _sweep(table: Leases) -> None:
 
 
 def _teardown(table: Leases, cid: str, bridge: str | None, nl: Netlink | None = None) -> None:
-    """Remove what container `cid` has on the host; with the last one on `bridge`, the bridge too."""
-    own = nl is None
-    nl = nl or Netlink()
-    try:
-        nl.delete_link(veth_name(cid))
-        netns.remove(cid)
-        table.drop(cid)
-        if bridge and not table.on_bridge(bridge):
-            from . import dns
+    """Remove what container `cid` has on the host. Its namespace goes, and the kernel deletes
+    the veth pair with it (in the background: deleting a link waits for RCU grace periods, tens of
+    milliseconds a start-to-exit should not pay). With the last container on a user-defined
+    network, that network's bridge and responder go too; `soko0` stays, as docker0 does."""
+    netns.remove(cid)
+    table.drop(cid)
+    if bridge and bridge != bridgemod.DEFAULT_BRIDGE and not table.on_bridge(bridge):
+        from . import dns
 
-            dns.stop(table.dir, bridge)
+        dns.stop(table.dir, bridge)
+        own = nl is None
+        nl = nl or Netlink()
+        try:
             nl.delete_link(bridge)
-            table.forget_pool(bridge)
-        _apply_rules(table)
-        if not table.all():
-            bridgemod.forwarding_restore(table.dir)
-    finally:
-        if own:
-            nl.close()
+        finally:
+            if own:
+                nl.close()
+        table.forget_pool(bridge)
+    _apply_rules(table)
+    if not table.all():
+        bridgemod.forwarding_restore(table.dir)
 
 
 def _apply_rules(table: Leases) -> None:

@@ -86,24 +86,41 @@ def nft_tables(prefix: list[str] = ()) -> str:
     return subprocess.run([*prefix, "nft", "list", "tables"], capture_output=True, text=True).stdout
 
 
-def assert_network_clean(ids, bridges=(), prefix: list[str] = ()) -> None:
-    """No veth, bridge, nft table, namespace mount or DNS responder of these containers left."""
+def veth_of(soko, container: str) -> int:
+    """The host-side interface index of a running container's veth pair (its eth0's peer)."""
+    return int(soko("exec", container, "cat", "/sys/class/net/eth0/iflink").stdout)
+
+
+def link_indexes(prefix: list[str] = ()) -> set[int]:
+    out = subprocess.run([*prefix, "ip", "-o", "link"], capture_output=True, text=True).stdout
+    return {int(line.split(":")[0]) for line in out.splitlines()}
+
+
+def assert_network_clean(ids, veths=(), bridges=(), prefix: list[str] = (), addresses=()) -> None:
+    """None of these containers' veth pairs (the kernel deletes a pair with its namespace, in the
+    background: given a few seconds), namespace mounts or NAT rules (none of `addresses` in soko's
+    table) left; no user bridge of `bridges` nor its DNS responder. Other runs may use soko0 and the
+    table meanwhile, so only what is ours is checked here (test_nothing_left... checks all of it)."""
+    wait_gone(lambda: set(veths) & link_indexes(prefix))
+    assert set(veths) & link_indexes(prefix) == set()
     names = subprocess.run([*prefix, "ip", "-o", "link"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
+    for b in bridges:
+        assert f" {b}:" not in names and f" {b}@" not in names
+        assert not [p for p in ps.splitlines() if "runtime.network.dns" in p and b in p]
     for cid in ids:
-        assert f"veth{cid[:11]}" not in names
         assert not os.path.exists(f"/run/soko/netns/{cid}")
         mounts = []
         for mi in glob.glob("/proc/[0-9]*/mountinfo"):
             try:
-                mounts += [mi for line in open(mi) if f"/run/soko/netns/{cid}" in line]
+                with open(mi) as f:
+                    mounts += [mi for line in f if f"/run/soko/netns/{cid}" in line]
             except OSError:
                 continue
         assert mounts == []
-    for b in bridges:
-        assert f" {b}:" not in names and f" {b}@" not in names
-        ps = subprocess.run(["ps", "-ewwo", "args"], capture_output=True, text=True).stdout
-        assert f"runtime.network.dns" not in ps or b not in ps
-    assert "table ip soko" not in nft_tables(prefix)
+    rules = subprocess.run([*prefix, "nft", "list", "table", "ip", "soko"], capture_output=True, text=True).stdout
+    for a in addresses:
+        assert f" {a}:" not in rules and f" {a} " not in rules
 
 
 class NsSoko(SokoCLI):

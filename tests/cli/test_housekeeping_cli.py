@@ -128,7 +128,7 @@ def test_prune_hooks_are_one_line_each():
     joins with one line."""
     from soko.prune import PRUNERS
 
-    assert [p.name for p in PRUNERS] == ["volumes", "images", "build cache"]
+    assert [p.name for p in PRUNERS] == ["networks", "volumes", "images", "build cache"]
     for p in PRUNERS:
         assert callable(p.load())
 

@@ -9,8 +9,8 @@ import pytest
 
 from .containers_helpers import assert_nothing_left, bb, wait_until  # noqa: F401 - bb is a fixture
 from .network_helpers import (PAGE, NsSoko, assert_network_clean, free_port, free_subnet30, host_address,
-                              httpd_args, in_netns, inspect_json, links, private_netns, refused, wait_http,
-                              www)  # noqa: F401 - www is a fixture
+                              httpd_args, in_netns, inspect_json, links, private_netns, refused, veth_of,
+                              wait_http, www)  # noqa: F401 - www is a fixture
 
 RUNTIMES = ["builtin", "runc"]
 
@@ -42,9 +42,11 @@ def test_web_server_on_a_published_port(soko, bb, www, rt):
     assert inspect_json(soko, "--type", "container", "web")[0]["NetworkSettings"]["IPAddress"] == ""
     soko("start", "web")  # the network comes back with the container
     assert wait_http("127.0.0.1", port) == PAGE
+    veth = veth_of(soko, "web")
+    ip = inspect_json(soko, "--type", "container", "web")[0]["NetworkSettings"]["IPAddress"]
     soko("rm", "-f", "web")
     assert refused("127.0.0.1", port)
-    assert_network_clean([cid], ["soko0"])
+    assert_network_clean([cid], [veth], addresses=[ip])
     assert_nothing_left(soko, [cid])
 
 
@@ -60,8 +62,9 @@ def test_published_on_every_address_and_between_containers(soko, bb, www):
     out = soko("run", "--rm", "bb:c", "sh", "-c",
                f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {gateway} {port}").stdout
     assert out.startswith("HTTP/1.") and out.endswith(PAGE)
+    veth = veth_of(soko, cid)
     soko("rm", "-f", cid)
-    assert_network_clean([cid], ["soko0"])
+    assert_network_clean([cid], [veth])
 
 
 def test_publish_all_and_port(soko, bb, www, busybox_rootfs):
@@ -93,8 +96,9 @@ def test_a_taken_port_is_an_error_and_leaves_nothing(soko, bb, www):
     r = soko("run", "--rm", "-p", f"127.0.0.1:{port}:80", "bb:c", "true", check=False)  # held by a container
     assert r.returncode == 125 and "port is already allocated" in r.stderr
     assert soko("ps", "-aq", "--no-trunc").stdout.split() == [first]
+    veth = veth_of(soko, first)
     soko("rm", "-f", first)
-    assert_network_clean([first], ["soko0"])
+    assert_network_clean([first], [veth])
     assert_nothing_left(soko, [first])
 
 
@@ -119,8 +123,9 @@ def test_containers_find_each_other_by_name(soko, bb, www, rt):
     r = soko("network", "rm", "appnet", check=False)
     assert r.returncode == 1 and "has active endpoints" in r.stderr
     assert bridge in links()
+    veth = veth_of(soko, "web")
     soko("rm", "-f", "web")
-    assert_network_clean([web], [bridge])
+    assert_network_clean([web], [veth], [bridge], addresses=[ip])
     assert soko("network", "rm", "appnet").stdout == "appnet\n"
     assert "appnet" not in soko("network", "ls").stdout
     assert_nothing_left(soko, [web], [bridge])
@@ -218,8 +223,11 @@ def test_nothing_left_and_ip_forward_restored(store_root, bb, www, rt):
         soko("rm", "-f", a, b)
         assert fwd() == "0"
         assert in_netns(ns, "nft", "list", "tables").stdout == ""
-        assert [x for x in in_netns(ns, "ip", "-o", "link").stdout.splitlines() if "lo:" not in x] == []
-        assert_network_clean([a, b], ["soko0", bridge], ["nsenter", f"--net={ns}"])
+        left = [x.split(":")[1].strip() for x in in_netns(ns, "ip", "-o", "link").stdout.splitlines()]
+        assert wait_until(lambda: [x.split(":")[1].strip().split("@")[0] for x in
+                                   in_netns(ns, "ip", "-o", "link").stdout.splitlines()] == ["lo", "soko0"],
+                          what=f"only lo and soko0 left (not {left})")
+        assert_network_clean([a, b], [], [bridge], ["nsenter", f"--net={ns}"])
         assert_nothing_left(soko, [a, b], [bridge])
 
 
