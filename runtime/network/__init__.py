@@ -8,6 +8,7 @@ for it). The modules:
   user-defined bridge networks with their subnet and gateway);
 - leases: the host's IPAM table (address, MAC, published ports per running
   container), shared by every store, and the host's network lock;
+- subnets: the host's subnet claims, so no two networks of any stores overlap;
 - endpoint: `up` before each start of a container's process, `down` after;
 - bridge, netns, nl: the bridge and subnet choice, the container's named
   namespace, rtnetlink through pyroute2's message classes;

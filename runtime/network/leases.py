@@ -96,10 +96,14 @@ class Lease:
                 int(self.dns), self.store)
 
 
+def netns_key() -> str:
+    """This thread's network namespace, by its nsfs inode (the host's own is fixed: 4026531833)."""
+    return str(os.stat("/proc/thread-self/ns/net").st_ino)
+
+
 def host_dir() -> str:
-    """This network namespace's state directory (its nsfs inode names it)."""
-    ino = os.stat("/proc/thread-self/ns/net").st_ino
-    return os.path.join(NET_DIR, str(ino))
+    """This network namespace's state directory."""
+    return os.path.join(NET_DIR, netns_key())
 
 
 class Leases:
@@ -157,20 +161,28 @@ class Leases:
 
 
 @contextmanager
-def locked() -> Iterator[Leases]:
-    """The host's network lock and the table: every change to bridges, leases and rules runs here."""
+def host_lock() -> Iterator[str]:
+    """The host's network lock: every change to bridges, leases, rules and subnet claims
+    (subnets.py) runs under it, whichever store makes it. Yields the state directory."""
     directory = host_dir()
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        yield directory
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def locked() -> Iterator[Leases]:
+    """The host's network lock and the table."""
+    with host_lock() as directory:
         table = Leases(directory)
         try:
             yield table
         finally:
             table.close()
-    finally:
-        os.close(fd)
 
 
 def reader() -> Leases | None:

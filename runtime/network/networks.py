@@ -2,9 +2,11 @@
 
 Each store has Docker's three predefined networks (bridge, host, none) and
 the bridge networks its user creates, with their IPAM configuration (subnet
-and gateway). The default `bridge` network is the host's `soko0`, shared by
-every store of the host: its subnet is chosen when it is first needed (the
-first of Docker's pools no route of the host overlaps) and follows `soko0`
+and gateway). Names are the store's; subnets are the host's: each is claimed
+in the host's subnet claims (subnets.py) so that no two networks of any
+stores overlap. The default `bridge` network is the host's `soko0`, shared by
+every store: its subnet is chosen when it is first needed (the first of
+Docker's pools no route or claim of the host overlaps) and follows `soko0`
 when another store made it. What runs on a network (addresses, ports) is in
 the host's leases (leases.py).
 """
@@ -23,6 +25,9 @@ from ..errors import ContainerError, InvalidOption
 
 if TYPE_CHECKING:
     from storage.metadata import MetadataDB
+
+    from .nl import Netlink
+    from .subnets import Claims
 
 PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
 _NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
@@ -114,23 +119,46 @@ def get(db: "MetadataDB", ref: str) -> Network:
     return Network.from_row(row)
 
 
+def _store(db: "MetadataDB") -> str:
+    return os.path.dirname(os.path.abspath(db.path))
+
+
+def _default_claim(claims: "Claims", nl: "Netlink", own: list[str]) -> tuple[str, str]:
+    """soko0's (subnet, gateway): its address when it exists, else its claim, else the first pool
+    no route, claim or network of this store (`own`) overlaps, claimed now for every store."""
+    from .bridge import DEFAULT_BRIDGE, choose_subnet, gateway_of
+    from .subnets import HOST, Claim
+
+    index = nl.link_index(DEFAULT_BRIDGE)
+    existing = nl.addresses(index) if index is not None else []
+    if existing:
+        addr, plen = existing[0]
+        subnet, gateway = str(ipaddress.ip_network(f"{addr}/{plen}", strict=False)), addr
+    else:
+        held = claims.get(DEFAULT_BRIDGE)
+        if held is not None:
+            return held.subnet, gateway_of(held.subnet)
+        subnet = choose_subnet([c.subnet for c in claims.live()] + own, nl)
+        gateway = gateway_of(subnet)
+    held = claims.get(DEFAULT_BRIDGE)
+    if held is None or held.subnet != subnet:
+        claims.claim(Claim(DEFAULT_BRIDGE, subnet, HOST, "", "bridge"))
+    return subnet, gateway
+
+
 def default_bridge(db: "MetadataDB") -> Network:
-    """The `bridge` network, its subnet chosen on first use."""
+    """The `bridge` network (the host's soko0, every store's), its subnet taken from the host's
+    claims on first use."""
     net = get(db, "bridge")
     if net.subnet:
         return net
-    from .bridge import DEFAULT_BRIDGE, choose_subnet, gateway_of
+    from .leases import host_lock
     from .nl import Netlink
+    from .subnets import Claims
 
-    with Netlink() as nl:
-        index = nl.link_index(DEFAULT_BRIDGE)
-        existing = nl.addresses(index) if index is not None else []
-        if existing:
-            addr, plen = existing[0]
-            subnet, gateway = str(ipaddress.ip_network(f"{addr}/{plen}", strict=False)), addr
-        else:
-            subnet = choose_subnet([n.subnet for n in all_networks(db)], nl)
-            gateway = gateway_of(subnet)
+    own = [n.subnet for n in all_networks(db) if n.subnet and n.name != "bridge"]
+    with host_lock(), Claims() as claims, Netlink() as nl:
+        subnet, gateway = _default_claim(claims, nl, own)
     db.execute("UPDATE networks SET subnet=?, gateway=? WHERE id=?", (subnet, gateway, net.id))
     net.subnet, net.gateway = subnet, gateway
     return net
@@ -138,44 +166,65 @@ def default_bridge(db: "MetadataDB") -> Network:
 
 def create(db: "MetadataDB", name: str, subnet: str | None = None, gateway: str | None = None,
            driver: str = "bridge", labels: dict | None = None, internal: bool = False) -> Network:
-    """A new bridge network (`docker network create`)."""
-    from .bridge import choose_subnet, gateway_of
-
+    """A new bridge network (`docker network create`), its subnet claimed on the host."""
     if driver != "bridge":
         raise InvalidOption(f"plugin \"{driver}\" not found (soko has the bridge driver)")
     if not re.match(_NAME, name):
         raise InvalidOption(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    others = all_networks(db)
-    if any(n.name == name for n in others):
-        raise InvalidOption(f"network with name {name} already exists")
-    taken = [n.subnet for n in others if n.subnet]
-    if subnet:
-        net = _parse_subnet(subnet)
-        for other in others:
-            if other.subnet and net.overlaps(ipaddress.ip_network(other.subnet)):
-                raise InvalidOption(f"Pool overlaps with other one on this address space ({other.name}: "
-                                    f"{other.subnet})")
-        from .bridge import host_routes
-        from .nl import Netlink
+    net = _parse_subnet(subnet) if subnet else None
+    gw = _parse_address(gateway, "gateway") if gateway else None
+    if gw is not None and net is None:
+        raise InvalidOption("a --gateway needs a --subnet")
+    from .leases import host_lock
+    from .nl import Netlink
+    from .subnets import Claims
 
-        with Netlink() as nl:
-            for route in host_routes(nl):
-                if net.overlaps(route):
-                    raise InvalidOption(f"subnet {subnet} overlaps with the host's route to {route}")
-        subnet = str(net)
-    else:
-        if gateway:
-            raise InvalidOption("a --gateway needs a --subnet")
-        subnet = choose_subnet(taken)
-    if gateway:
-        gw = _parse_address(gateway, "gateway")
-        n = ipaddress.ip_network(subnet)
-        if gw not in n or gw in (n.network_address, n.broadcast_address):
-            raise InvalidOption(f"no matching subnet for gateway {gateway}")
-        gateway = str(gw)
-    else:
-        gateway = gateway_of(subnet)
-    new = Network(os.urandom(32).hex(), name, driver, subnet, gateway, time.time_ns(), internal, labels or {})
+    with host_lock(), Claims() as claims, Netlink() as nl:
+        others = all_networks(db)
+        if any(n.name == name for n in others):
+            raise InvalidOption(f"network with name {name} already exists")
+        own = [n for n in others if n.subnet and n.name != "bridge"]
+        _default_claim(claims, nl, [n.subnet for n in own])
+        held = claims.live()
+        if net is not None:
+            _check_free(net, own, held, nl)
+            chosen = str(net)
+        else:
+            from .bridge import choose_subnet
+
+            chosen = choose_subnet([n.subnet for n in own] + [c.subnet for c in held], nl)
+        new = _insert(db, name, driver, chosen, gw, internal, labels)
+        from .subnets import Claim
+
+        claims.claim(Claim(new.bridge, new.subnet, _store(db), new.id, new.name))
+    return new
+
+
+def _check_free(net: ipaddress.IPv4Network, own: list[Network], held: list, nl: "Netlink") -> None:
+    """Refuse a --subnet that overlaps a network of this store, another store's or a host route."""
+    from .bridge import host_routes
+
+    for other in own:
+        if net.overlaps(ipaddress.ip_network(other.subnet)):
+            raise InvalidOption(f"Pool overlaps with other one on this address space ({other.name}: "
+                                f"{other.subnet})")
+    for c in held:
+        if c.overlaps(str(net)):
+            raise InvalidOption(f"Pool overlaps with other one on this address space ({c.describe()})")
+    for route in host_routes(nl):
+        if net.overlaps(route):
+            raise InvalidOption(f"subnet {net} overlaps with the host's route to {route}")
+
+
+def _insert(db: "MetadataDB", name: str, driver: str, subnet: str, gw: ipaddress.IPv4Address | None,
+            internal: bool, labels: dict | None) -> Network:
+    from .bridge import gateway_of
+
+    n = ipaddress.ip_network(subnet)
+    if gw is not None and (gw not in n or gw in (n.network_address, n.broadcast_address)):
+        raise InvalidOption(f"no matching subnet for gateway {gw}")
+    new = Network(os.urandom(32).hex(), name, driver, subnet, str(gw) if gw else gateway_of(subnet), time.time_ns(),
+                  internal, labels or {})
     try:
         _db(db).execute("INSERT INTO networks(id, name, driver, subnet, gateway, created, internal, labels, options) "
                         "VALUES(?,?,?,?,?,?,?,?,?)", (new.id, new.name, new.driver, new.subnet, new.gateway,
@@ -223,5 +272,12 @@ def remove(db: "MetadataDB", ref: str) -> Network:
         raise NetworkInUse(f"{net.name} is a pre-defined network and cannot be removed")
     if active(net):
         raise NetworkInUse(f"error while removing network: network {net.name} id {net.id} has active endpoints")
-    db.execute("DELETE FROM networks WHERE id=?", (net.id,))
+    from .leases import host_lock
+    from .subnets import Claims
+
+    with host_lock(), Claims() as claims:
+        db.execute("DELETE FROM networks WHERE id=?", (net.id,))
+        held = claims.get(net.bridge)
+        if held is not None and held.network_id == net.id:
+            claims.release(net.bridge)
     return net

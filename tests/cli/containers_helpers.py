@@ -15,13 +15,32 @@ from tests.conftest import need_root
 
 @pytest.fixture
 def bb(soko, busybox_rootfs):
-    """A busybox image; the containers a test leaves are removed after it (a failed test too)."""
+    """A busybox image; the containers a test leaves are removed after it (a failed test too), and
+    its networks (their subnets are claimed on the host, for every store)."""
     need_root()
     soko("import", "--change", 'CMD ["/bin/sh"]', busybox_rootfs, "bb:c")
     yield "bb:c"
     left = soko("ps", "-aq", "--no-trunc", check=False).stdout.split()
     if left:
         soko("rm", "-f", *left, check=False)
+    if user_networks(soko.root):
+        soko("network", "prune", "-f", check=False)
+
+
+def user_networks(root) -> list[str]:
+    """The names of a store's user-defined networks (read without a soko process)."""
+    import sqlite3
+
+    db = os.path.join(root, "metadata.db")
+    if not os.path.exists(db):
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM networks WHERE name NOT IN ('bridge', 'host', 'none')")]
+    except sqlite3.OperationalError:
+        return []  # no networks table: the store never had one
+    finally:
+        conn.close()
 
 
 def marker() -> str:

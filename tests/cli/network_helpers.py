@@ -8,7 +8,9 @@ import ipaddress
 import json
 import os
 import random
+import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 from contextlib import contextmanager
@@ -96,11 +98,32 @@ def link_indexes(prefix: list[str] = ()) -> set[int]:
     return {int(line.split(":")[0]) for line in out.splitlines()}
 
 
-def assert_network_clean(ids, veths=(), bridges=(), prefix: list[str] = (), addresses=()) -> None:
-    """None of these containers' veth pairs (the kernel deletes a pair with its namespace, in the
-    background: given a few seconds), namespace mounts or NAT rules (none of `addresses` in soko's
-    table) left; no user bridge of `bridges` nor its DNS responder. Other runs may use soko0 and the
-    table meanwhile, so only what is ours is checked here (test_nothing_left... checks all of it)."""
+def net_state_dirs(netns: str | None = None) -> list[str]:
+    """soko's state directories of a network namespace (the host's by default): leases, claims."""
+    ino = os.stat(netns or "/proc/self/ns/net").st_ino
+    return [f"/run/soko/net/{ino}", f"/var/lib/soko/net/{ino}"]
+
+
+def leases_of(ids, netns: str | None = None) -> list[str]:
+    """Which of these containers hold a lease in the namespace's IPAM table."""
+    db = os.path.join(net_state_dirs(netns)[0], "leases.db")
+    if not os.path.exists(db):
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return [r[0] for r in conn.execute("SELECT container FROM leases") if r[0] in ids]
+    finally:
+        conn.close()
+
+
+def assert_network_clean(ids, veths=(), bridges=(), netns: str | None = None, addresses=()) -> None:
+    """None of these containers' leases, veth pairs (the kernel deletes a pair with its namespace,
+    in the background: given a few seconds), namespace mounts or NAT rules (none of `addresses` in
+    soko's table) left; no user bridge of `bridges` nor its DNS responder. Other runs may use soko0
+    and the table meanwhile, so only what is ours is checked here (test_nothing_left... checks all
+    of it in a namespace of its own)."""
+    prefix = ["nsenter", f"--net={netns}"] if netns else []
+    assert leases_of(ids, netns) == []
     wait_gone(lambda: set(veths) & link_indexes(prefix))
     assert set(veths) & link_indexes(prefix) == set()
     names = subprocess.run([*prefix, "ip", "-o", "link"], capture_output=True, text=True).stdout
@@ -142,12 +165,15 @@ def private_netns():
     name = f"soko-test-{os.getpid()}-{random.randrange(1 << 30)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     path = f"/run/netns/{name}"
+    state = net_state_dirs(path)
     try:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         in_netns(path, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward", check=True)
         yield path
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+        for d in state:  # soko's leases and claims of the namespace go with it
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def in_netns(path: str, *argv: str, **kw) -> subprocess.CompletedProcess:
@@ -156,20 +182,37 @@ def in_netns(path: str, *argv: str, **kw) -> subprocess.CompletedProcess:
 
 def free_subnet30() -> tuple[str, str]:
     """Two addresses of a /30 in 198.18.0.0/15 (benchmark space) no route of the host covers."""
-    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
-    taken = []
-    for line in routes.splitlines():
-        word = line.split()[0]
-        if word[0].isdigit():
-            try:
-                taken.append(ipaddress.ip_network(word, strict=False))
-            except ValueError:
-                pass
+    taken = routes()
     while True:
         base = ipaddress.ip_network(f"198.18.{random.randrange(256)}.{random.randrange(64) * 4}/30")
         if not any(base.overlaps(t) for t in taken):
             hosts = list(base.hosts())
             return str(hosts[0]), str(hosts[1])
+
+
+def free_subnet24() -> str:
+    """A /24 in 10.224.0.0/12 that no route of the host covers, chosen at random so that test runs
+    on one machine at once do not pick the same (soko refuses a subnet another store holds)."""
+    taken = routes()
+    while True:
+        net = ipaddress.ip_network(f"10.{random.randrange(224, 240)}.{random.randrange(256)}.0/24")
+        if not any(net.overlaps(t) for t in taken):
+            return str(net)
+
+
+def routes() -> list:
+    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True).stdout
+    taken = []
+    for line in out.splitlines():
+        word = line.split()[0]
+        if word == "local" or word == "broadcast":
+            word = line.split()[1]
+        if word[0].isdigit():
+            try:
+                taken.append(ipaddress.ip_network(word, strict=False))
+            except ValueError:
+                pass
+    return taken
 
 
 def inspect_json(soko, *args) -> list:

@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from .containers_helpers import assert_nothing_left, bb, wait_until  # noqa: F401 - bb is a fixture
-from .network_helpers import (PAGE, NsSoko, assert_network_clean, free_port, free_subnet30, host_address,
-                              httpd_args, in_netns, inspect_json, links, private_netns, refused, veth_of,
-                              wait_http, www)  # noqa: F401 - www is a fixture
+from .network_helpers import (PAGE, NsSoko, assert_network_clean, free_port, free_subnet24, free_subnet30,
+                              host_address, httpd_args, in_netns, inspect_json, links, private_netns, refused,
+                              veth_of, wait_http, www)  # noqa: F401 - www is a fixture
 
 RUNTIMES = ["builtin", "runc"]
 
@@ -136,11 +136,13 @@ def test_network_commands(soko, bb):
     assert ls[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
     assert sorted(line.split()[1:] for line in ls[1:]) == [["bridge", "bridge", "local"], ["host", "host", "local"],
                                                             ["none", "null", "local"]]
-    soko("network", "create", "--subnet", "10.231.0.0/24", "--gateway", "10.231.0.254", "--label", "a=b", "n1")
+    subnet = free_subnet24()
+    base = subnet.rsplit(".", 1)[0]
+    soko("network", "create", "--subnet", subnet, "--gateway", f"{base}.254", "--label", "a=b", "n1")
     doc = inspect_json(soko, "network", "inspect", "n1")[0]
-    assert doc["IPAM"]["Config"] == [{"Subnet": "10.231.0.0/24", "Gateway": "10.231.0.254"}]
+    assert doc["IPAM"]["Config"] == [{"Subnet": subnet, "Gateway": f"{base}.254"}]
     assert doc["Driver"] == "bridge" and doc["Labels"] == {"a": "b"} and doc["Containers"] == {}
-    r = soko("network", "create", "--subnet", "10.231.0.128/25", "n2", check=False)
+    r = soko("network", "create", "--subnet", f"{base}.128/25", "n2", check=False)
     assert r.returncode == 1 and "overlaps" in r.stderr
     r = soko("network", "create", "n1", check=False)
     assert r.returncode == 1 and r.stderr == "soko: network with name n1 already exists\n"
@@ -148,7 +150,7 @@ def test_network_commands(soko, bb):
     assert r.returncode == 1 and "pre-defined" in r.stderr
     assert soko("network", "ls", "-q", "--filter", "label=a=b").stdout.strip() == doc["Id"][:12]
     out = soko("run", "--rm", "--network", "n1", "bb:c", "ip", "-4", "-o", "addr", "show", "eth0").stdout
-    assert "inet 10.231.0.1/24" in out
+    assert f"inet {base}.1/24" in out
     r = soko("run", "--rm", "--network", "nosuch", "bb:c", "true", check=False)
     assert r.returncode == 1 and r.stderr == "soko: network nosuch not found\n"
     r = soko("run", "--rm", "--network-alias", "x", "bb:c", "true", check=False)
@@ -227,7 +229,7 @@ def test_nothing_left_and_ip_forward_restored(store_root, bb, www, rt):
         assert wait_until(lambda: [x.split(":")[1].strip().split("@")[0] for x in
                                    in_netns(ns, "ip", "-o", "link").stdout.splitlines()] == ["lo", "soko0"],
                           what=f"only lo and soko0 left (not {left})")
-        assert_network_clean([a, b], [], [bridge], ["nsenter", f"--net={ns}"])
+        assert_network_clean([a, b], [], [bridge], ns)
         assert_nothing_left(soko, [a, b], [bridge])
 
 
