@@ -110,9 +110,14 @@ def down(cid: str) -> None:
 
 
 def _sweep(table: Leases) -> None:
-    """Leases of containers whose namespace is gone: their owner was killed half-way."""
+    """Stale leases: of containers whose namespace is gone (their owner was killed half-way), or
+    whose container is gone from its store (a store thrown away while its containers ran). A
+    container whose monitor was killed keeps its lease until its own store looks at it."""
+    from ..containers import containers_dir
+
     for lease in table.all():
-        if not netns.exists(lease.container):
+        gone = lease.store and not (containers_dir(lease.store) / lease.container).exists()
+        if gone or not netns.exists(lease.container):
             _teardown(table, lease.container, lease.bridge)
 
 

@@ -10,9 +10,13 @@ responders' pid files. The store keeps the networks' definitions
 (networks.py).
 
 A lease is taken before anything is made in the kernel and dropped after
-everything is gone, so what the kernel has is always covered by a lease; a
-lease whose container namespace is gone (its owner killed mid-way) is stale
-and is swept by the next change.
+everything is gone, so what the kernel has is always covered by a lease. A
+lease is stale when its container's namespace is gone (its owner killed
+mid-way) or its container is gone from its store (a store thrown away while
+the container ran); the next change by any store sweeps it (endpoint._sweep).
+A container whose monitor or soko was killed with -9 keeps its lease until
+its own store next looks at it (`ps`, `inspect`, `rm`, `run`, `create`), which
+releases everything it held.
 """
 from __future__ import annotations
 

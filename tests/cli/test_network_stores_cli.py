@@ -1,17 +1,23 @@
 """The host's network is one, whatever the stores: two stores (two --root, as two CI jobs on one
-machine) share soko0's addresses and host ports and never get overlapping subnets."""
+machine) share soko0's addresses and host ports and never get overlapping subnets; a container
+whose soko or monitor is killed with -9 leaves nothing of its network once soko looks again."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import SokoCLI
+from tests.conftest import REPO, SokoCLI
 
-from .containers_helpers import bb, user_networks  # noqa: F401 - bb is a fixture
-from .network_helpers import (PAGE, assert_network_clean, httpd_args, inspect_json, veth_of, wait_http,  # noqa: F401
-                              www)
+from .containers_helpers import (assert_nothing_left, bb, processes_mentioning, user_networks,  # noqa: F401
+                                 wait_until)
+from .network_helpers import (PAGE, assert_network_clean, free_port, httpd_args, inspect_json, leases_of,  # noqa: F401
+                              refused, veth_of, wait_http, www)
 
 
 @pytest.fixture
@@ -88,3 +94,63 @@ def test_two_stores_get_subnets_that_do_not_overlap(soko, other, bb, tmp_path):
     soko("network", "create", "--subnet", sa, "again")
     soko("network", "rm", "after", "again")
 
+
+def test_killed_monitor_leaves_no_network(soko, bb, www):
+    """kill -9 of a detached container's monitor: the container dies with it, and the next soko
+    that looks (`ps -a`) releases its address, port, rules and namespace; `rm` the rest."""
+    port = free_port()
+    cid = soko("run", "-d", "-p", f"127.0.0.1:{port}:80", *httpd_args(www)).stdout.strip()
+    assert wait_http("127.0.0.1", port) == PAGE
+    ip, veth = ip_of(soko, cid), veth_of(soko, cid)
+    found = {int(line.split()[0]) for line in processes_mentioning(cid) if "runtime.monitor" in line}
+    assert len(found) == 1
+    os.kill(found.pop(), signal.SIGKILL)
+    wait_until(lambda: "Exited (137)" in soko("ps", "-a").stdout, what="ps -a to show the container exited")
+    assert refused("127.0.0.1", port)
+    assert_network_clean([cid], [veth], addresses=[ip])
+    again = soko("run", "-d", "-p", f"127.0.0.1:{port}:80", *httpd_args(www)).stdout.strip()  # the port is free
+    assert wait_http("127.0.0.1", port) == PAGE
+    soko("rm", "-f", cid, again)
+    assert_nothing_left(soko, [cid, again])
+
+
+def test_killed_soko_leaves_no_network(soko, bb, www):
+    """kill -9 of a foreground `soko run --rm -p`: its container dies, and the next soko command
+    removes it with everything of its network."""
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "soko", "--root", str(soko.root), "run", "--rm",
+                          "-p", f"127.0.0.1:{port}:80", *httpd_args(www)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_http("127.0.0.1", port) == PAGE
+        cid = soko("ps", "-q", "--no-trunc").stdout.strip()
+        ip = ip_of(soko, cid)
+        shown = subprocess.run(["nsenter", f"--net=/run/soko/netns/{cid}", "ip", "-o", "link", "show", "eth0"],
+                               capture_output=True, text=True, check=True).stdout
+        veth = int(shown.split("@if", 1)[1].split(":", 1)[0])  # "2: eth0@if507: ...": the host end's index
+    finally:
+        p.kill()
+        p.wait()
+    wait_until(lambda: soko("ps", "-aq").stdout == "", what="the --rm container to be swept")
+    assert refused("127.0.0.1", port)
+    assert_network_clean([cid], [veth], addresses=[ip])
+    assert_nothing_left(soko, [cid])
+
+
+def test_a_store_thrown_away_leaves_no_lease(soko, other, bb, www):
+    """A store removed while its container ran (its monitor killed, then `rm -rf` of the store):
+    the next container started by any store sweeps the lease, so its port is free again."""
+    port = free_port()
+    cid = other("run", "-d", "-p", f"127.0.0.1:{port}:80", *httpd_args(www)).stdout.strip()
+    assert wait_http("127.0.0.1", port) == PAGE
+    ip = ip_of(other, cid)
+    found = {int(line.split()[0]) for line in processes_mentioning(cid) if "runtime.monitor" in line}
+    os.kill(found.pop(), signal.SIGKILL)
+    wait_until(lambda: not processes_mentioning(f"containers/{cid}"), what="the container to die")
+    shutil.rmtree(other.root)
+    assert leases_of([cid]) == [cid]  # nobody looked yet
+    soko("run", "--rm", "bb:c", "true")
+    assert_network_clean([cid], addresses=[ip])
+    again = soko("run", "-d", "-p", f"127.0.0.1:{port}:80", *httpd_args(www)).stdout.strip()
+    assert wait_http("127.0.0.1", port) == PAGE
+    soko("rm", "-f", again)
