@@ -1,7 +1,8 @@
 """A container on a bridge: up before each start of its process, down after each end.
 
-`up` takes the host's network lock, leases an address and the host ports,
-makes the bridge if it is the network's first container, creates the
+`up` takes the host's network lock, leases an address and the host ports
+(held by sockets of the calling process, the container's owner, until
+`down`), makes the bridge if it is the network's first container, creates the
 container's namespace (netns.py) with a veth pair (eth0 inside, up with its
 address and default route; the host end on the bridge), turns ip_forward
 on, renders soko's NAT rules and starts the network's DNS responder (user
@@ -39,6 +40,11 @@ class Plan:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+# The sockets holding each container's published ports (ports.hold), in the process that owns
+# the container (its monitor, or a foreground soko) from `up` to `down`: they close with it.
+_reserved: dict[str, list] = {}
+
+
 def veth_name() -> str:
     """A fresh name for each start: the kernel may still be deleting the last start's pair."""
     return "veth" + os.urandom(6).hex()[:11]
@@ -57,7 +63,7 @@ def up(cid: str, plan: Plan) -> Lease:
             lease = None
             try:
                 held = [p for l in table.all() for p in l.ports]
-                published = portsmod.resolve(reqs, held)
+                published, _reserved[cid] = portsmod.resolve(reqs, held)
                 address = table.next_address(plan.bridge, subnet, gateway)
                 if address is None:
                     raise ContainerError(f"no available IPv4 addresses on network {plan.network}: {subnet}")
@@ -93,6 +99,9 @@ def down(cid: str) -> None:
     """Disconnect container `cid` (its process has ended); idempotent."""
     from .leases import reader
 
+    for s in _reserved.pop(cid, []):
+        s.close()
+
     table = reader()
     if table is None:
         if netns.exists(cid):
@@ -126,6 +135,8 @@ def _teardown(table: Leases, cid: str, bridge: str | None, nl: Netlink | None = 
     the veth pair with it (in the background: deleting a link waits for RCU grace periods, tens of
     milliseconds a start-to-exit should not pay). With the last container on a user-defined
     network, that network's bridge and responder go too; `soko0` stays, as docker0 does."""
+    for s in _reserved.pop(cid, []):
+        s.close()
     netns.remove(cid)
     table.drop(cid)
     if bridge and bridge != bridgemod.DEFAULT_BRIDGE and not table.on_bridge(bridge):

@@ -1,9 +1,11 @@
 """Published ports: `-p [IP:][HOST:]CONTAINER[/PROTO]` and `-P`, resolved to host ports.
 
 A host port is free when no other container holds it (the leases) and the
-host lets us bind it now (no process listens there). Port 0 (`-p 80`,
-`-p IP::80`, `-P`) takes a free port from the kernel's ephemeral range, as
-Docker does. A taken port is refused before anything is made.
+host lets us bind it now. While a container publishes it, its owner holds it
+with a socket of its own (`hold`), as Docker's port reservation does, so no
+other program takes it and has its traffic sent to the container. Port 0
+(`-p 80`, `-p IP::80`, `-P`) takes a free port from the kernel's ephemeral
+range, as Docker does. A taken port is refused before anything is made.
 """
 from __future__ import annotations
 
@@ -70,57 +72,65 @@ def _overlaps(a: str, b: str) -> bool:
     return not a or not b or a == b
 
 
-def bindable(ip: str, port: int, proto: str) -> bool:
-    """Whether a process could bind ip:port now (nobody listens there)."""
+def hold(ip: str, port: int, proto: str) -> socket.socket | None:
+    """A socket bound to ip:port (and listening, for TCP) that keeps every other program from
+    taking the port while a container publishes it, as Docker's port reservation does: the
+    DNAT rule would take such a program's traffic. Nothing reaches it (the rule sends every
+    packet for a local address on to the container). None when the port is taken; port 0
+    takes a free one."""
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
+    s = socket.socket(socket.AF_INET, kind)
+    try:
         if kind == socket.SOCK_STREAM:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not a listener
-        try:
-            s.bind((ip or "0.0.0.0", port))
-        except OSError as e:
-            if e.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise InvalidOption(f"cannot publish on {ip}: not an address of this host") from None
-            raise
-    return True
+        s.bind((ip or "0.0.0.0", port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(1)
+    except OSError as e:
+        s.close()
+        if e.errno in (errno.EADDRINUSE, errno.EACCES):
+            return None
+        if e.errno == errno.EADDRNOTAVAIL:
+            raise InvalidOption(f"cannot publish on {ip}: not an address of this host") from None
+        raise
+    return s
 
 
-def _free_port(ip: str, proto: str) -> int:
-    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((ip or "0.0.0.0", 0))
-        return s.getsockname()[1]
-
-
-def resolve(reqs: list[Request], held: list[Port]) -> list[Port]:
-    """Host ports for the requests, none of them `held` by another container or bound on the host.
-
-    Raises PortTaken naming the first port that is not free."""
+def resolve(reqs: list[Request], held: list[Port]) -> tuple[list[Port], list[socket.socket]]:
+    """Host ports for the requests, none of them `held` by another container or bound on the
+    host, and the sockets that hold them (see `hold`; the caller closes them when the container
+    gives the ports up). Raises PortTaken naming the first port that is not free."""
     out: list[Port] = []
+    socks: list[socket.socket] = []
 
     def taken(ip: str, port: int, proto: str) -> bool:
         return any(p.host_port == port and p.proto == proto and _overlaps(p.host_ip, ip) for p in held + out)
 
-    for r in reqs:
-        if r.host_ports == (0,):
-            for _ in range(100):
-                port = _free_port(r.host_ip, r.proto)
-                if not taken(r.host_ip, port, r.proto):
-                    break
-            else:
-                raise PortTaken("no free host port")
-            out.append(Port(r.host_ip, port, r.container_port, r.proto))
-            continue
-        for port in r.host_ports:
-            if not taken(r.host_ip, port, r.proto) and bindable(r.host_ip, port, r.proto):
+    try:
+        for r in reqs:
+            for port in (r.host_ports if r.host_ports != (0,) else [0] * 100):
+                if port and taken(r.host_ip, port, r.proto):
+                    continue
+                s = hold(r.host_ip, port, r.proto)
+                if s is None:
+                    continue
+                port = s.getsockname()[1]
+                if taken(r.host_ip, port, r.proto):  # a free port the kernel chose, that a container holds
+                    s.close()
+                    continue
+                socks.append(s)
                 out.append(Port(r.host_ip, port, r.container_port, r.proto))
                 break
-        else:
-            shown = str(r.host_ports[0]) + (f"-{r.host_ports[-1]}" if len(r.host_ports) > 1 else "")
-            raise PortTaken(f"Bind for {r.host_ip or '0.0.0.0'}:{shown} failed: port is already allocated")
-    return out
+            else:
+                if r.host_ports == (0,):
+                    raise PortTaken("no free host port")
+                shown = str(r.host_ports[0]) + (f"-{r.host_ports[-1]}" if len(r.host_ports) > 1 else "")
+                raise PortTaken(f"Bind for {r.host_ip or '0.0.0.0'}:{shown} failed: port is already allocated")
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return out, socks
 
 
 def check(reqs: list[Request]) -> None:
@@ -137,4 +147,5 @@ def check(reqs: list[Request]) -> None:
     finally:
         if table is not None:
             table.close()
-    resolve(fixed, held)
+    for s in resolve(fixed, held)[1]:
+        s.close()

@@ -82,6 +82,40 @@ def test_publish_all_and_port(soko, bb, www, busybox_rootfs):
     assert ports.startswith(f"0.0.0.0:{host_port}->80/tcp, 0.0.0.0:") and ports.endswith("->8443/tcp")
 
 
+def can_bind(ip: str, port: int, proto: str = "tcp") -> bool:
+    """Whether another program could take the port now (as servers do: SO_REUSEADDR, listen)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+            if proto == "tcp":
+                s.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def test_a_published_port_is_held_on_the_host(soko, bb, www):
+    """As Docker's port reservation: while a container publishes a port, no other program on the
+    host can take it (its connections would go to the container through the DNAT rule)."""
+    port, udp = free_port(), free_port()
+    cid = soko("run", "-d", "-p", f"127.0.0.1:{port}:80", "-p", f"{udp}:53/udp", "-p", "127.0.0.1::8080",
+               *httpd_args(www)).stdout.strip()
+    assert wait_http("127.0.0.1", port) == PAGE
+    chosen = int(soko("port", cid, "8080").stdout.rsplit(":", 1)[1])
+    assert not can_bind("127.0.0.1", port) and not can_bind("0.0.0.0", port)
+    assert not can_bind("127.0.0.1", chosen)
+    assert not can_bind("0.0.0.0", udp, "udp")
+    assert wait_http("127.0.0.1", port) == PAGE  # the reservation takes no traffic from the container
+    soko("stop", "-t", "0", cid)
+    assert can_bind("127.0.0.1", port) and can_bind("127.0.0.1", chosen) and can_bind("0.0.0.0", udp, "udp")
+    soko("start", cid)
+    assert not can_bind("127.0.0.1", port)
+    assert wait_http("127.0.0.1", port) == PAGE
+    soko("rm", "-f", cid)
+    assert can_bind("127.0.0.1", port)
+
+
 def test_a_taken_port_is_an_error_and_leaves_nothing(soko, bb, www):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

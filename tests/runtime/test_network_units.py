@@ -123,20 +123,32 @@ def test_publish_requests():
 
 
 def test_resolve_refuses_a_port_held_by_a_container_or_a_process():
-    held = [Port("", 18080, 80, "tcp")]
-    with pytest.raises(ports.PortTaken, match="0.0.0.0:18080 failed: port is already allocated"):
-        ports.resolve(ports.requests(["18080:80"]), held)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        free = s.getsockname()[1]  # free for UDP now; held by a "container" below
+    held = [Port("", free, 80, "tcp")]
+    with pytest.raises(ports.PortTaken, match=f"0.0.0.0:{free} failed: port is already allocated"):
+        ports.resolve(ports.requests([f"{free}:80"]), held)
     with pytest.raises(ports.PortTaken):
-        ports.resolve(ports.requests(["127.0.0.1:18080:80"]), held)  # 0.0.0.0 covers every address
-    assert ports.resolve(ports.requests(["18080:80/udp"]), held)[0].host_port == 18080  # another protocol
+        ports.resolve(ports.requests([f"127.0.0.1:{free}:80"]), held)  # 0.0.0.0 covers every address
+    got, socks = ports.resolve(ports.requests([f"{free}:80/udp"]), held)  # another protocol
+    assert got[0].host_port == free and socks[0].getsockname()[1] == free
+    with pytest.raises(ports.PortTaken):  # and held by its socket until that is closed
+        ports.resolve(ports.requests([f"{free}:80/udp"]), [])
+    socks[0].close()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         taken = s.getsockname()[1]
         with pytest.raises(ports.PortTaken):
             ports.resolve(ports.requests([f"127.0.0.1:{taken}:80"]), [])
-        got = ports.resolve(ports.requests([f"127.0.0.1:{taken}-{taken + 1}:80"]), [])  # the first free one
-        assert got == [Port("127.0.0.1", taken + 1, 80, "tcp")] or not ports.bindable("127.0.0.1", taken + 1, "tcp")
+        try:
+            got, socks = ports.resolve(ports.requests([f"127.0.0.1:{taken}-{taken + 1}:80"]), [])  # the first free
+        except ports.PortTaken:
+            return  # another program has taken + 1 meanwhile
+        for s2 in socks:
+            s2.close()
+        assert got == [Port("127.0.0.1", taken + 1, 80, "tcp")]
 
 
 def test_addresses_roll_on_and_skip_the_gateway(tmp_path):
