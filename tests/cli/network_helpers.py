@@ -191,11 +191,11 @@ def free_subnet30() -> tuple[str, str]:
 
 
 def free_subnet24() -> str:
-    """A /24 in 10.224.0.0/12 that no route of the host covers, chosen at random so that test runs
+    """A /24 in 10.240.0.0/12 that no route of the host covers, chosen at random so that test runs
     on one machine at once do not pick the same (soko refuses a subnet another store holds)."""
     taken = routes()
     while True:
-        net = ipaddress.ip_network(f"10.{random.randrange(224, 240)}.{random.randrange(256)}.0/24")
+        net = ipaddress.ip_network(f"10.{random.randrange(240, 256)}.{random.randrange(256)}.0/24")
         if not any(net.overlaps(t) for t in taken):
             return str(net)
 
