@@ -15,7 +15,8 @@ The tools, all on the busybox fixture image, serving one file from a bind mount:
           its default `bridge` network (soko0, nftables);
 - podman: podman 4 with `--runtime runc` (crun refuses hybrid cgroups here),
           netavark, on a network of the bench's own (own subnet and bridge,
-          config dir under bench/out/), its own storage;
+          config dir under bench/out/), its own storage; the network and
+          any namespace netavark leaves on it are removed afterwards;
 - docker: a private dockerd 20.10 (own data root, exec root and socket) on a
           bridge the bench makes first (`--bridge`), iptables and its default
           userland proxy; its iptables chains are removed afterwards, as is
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -105,6 +107,27 @@ def prepare_podman(tar: Path, env: dict) -> Tool:
     return Tool("podman", base, PODMAN_IMAGE, env, ["--network", PODMAN_NET])
 
 
+def cleanup_podman(tool: Tool | None) -> None:
+    """Remove the bench's podman network (its bridge) and any namespace podman left on its subnet:
+    under load, netavark's teardown of a detached container sometimes leaves one behind."""
+    if tool is not None:
+        sh(*tool.base, "rm", "-a", "-f", env=tool.env, check=False)
+        sh(*tool.base, "network", "rm", "-f", PODMAN_NET, env=tool.env, check=False)
+    prefix = PODMAN_SUBNET.rsplit(".", 1)[0] + "."
+    # the network's own chains (NETAVARK-<id>, NETAVARK-DN-<id>), not the ones all networks share
+    _remove_rules((prefix, f"name: {PODMAN_NET} "),
+                  lambda chain: chain.startswith("NETAVARK-") and not chain.startswith("NETAVARK-HOSTPORT"))
+    for line in sh("ip", "-o", "addr", "show", check=False).stdout.splitlines():
+        if f"inet {prefix}1/" in line:  # the network's bridge, which `network rm` leaves
+            sh("ip", "link", "del", line.split()[1], check=False)
+    for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not name.startswith("netns-") or sh("ip", "netns", "pids", name, check=False).stdout.strip():
+            continue
+        if f"inet {prefix}" in sh("ip", "-n", name, "-o", "addr", check=False).stdout:
+            sh("ip", "netns", "del", name, check=False)
+
+
 class Dockerd:
     """A private dockerd on a bridge of the bench's own; everything it made is removed on stop."""
 
@@ -148,17 +171,26 @@ class Dockerd:
 
 def _remove_docker_rules() -> None:
     """dockerd leaves its chains and jumps in iptables when it stops: remove the ones it made."""
+    _remove_rules(("DOCKER", DOCKER_BRIDGE, "10.231.250."), lambda chain: chain.startswith("DOCKER"))
+
+
+def _remove_rules(markers: tuple[str, ...], own_chain) -> None:
+    """Delete the iptables rules that mention any of `markers`, then the chains `own_chain` accepts
+    that those rules jumped to or that are named by a marker."""
     for table in ("nat", "filter"):
         rules = sh("iptables", "-w", "-t", table, "-S", check=False).stdout.splitlines()
+        chains = set()
         for rule in rules:
-            if rule.startswith("-A ") and ("DOCKER" in rule or DOCKER_BRIDGE in rule or "10.231.250." in rule):
-                sh("iptables", "-w", "-t", table, "-D", *rule[3:].split(), check=False)
-        for rule in rules:
-            if rule.startswith("-N DOCKER"):
-                sh("iptables", "-w", "-t", table, "-F", rule.split()[1], check=False)
-        for rule in rules:
-            if rule.startswith("-N DOCKER"):
-                sh("iptables", "-w", "-t", table, "-X", rule.split()[1], check=False)
+            if rule.startswith("-A ") and any(m in rule for m in markers):
+                words = shlex.split(rule)  # comments are quoted
+                chains.update(w for w in words[1:] if own_chain(w))
+                sh("iptables", "-w", "-t", table, "-D", *words[1:], check=False)
+        chains.update(r.split()[1] for r in rules if r.startswith("-N ") and own_chain(r.split()[1])
+                      and any(m in r for m in markers))
+        for chain in chains:
+            sh("iptables", "-w", "-t", table, "-F", chain, check=False)
+        for chain in chains:
+            sh("iptables", "-w", "-t", table, "-X", chain, check=False)
 
 
 def first_answer(tool: Tool, www: Path) -> float:
@@ -219,8 +251,10 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     tar = rootfs_tar()
     dockerd = Dockerd()
+    podman = None
     try:
-        tools = [prepare_soko(tar, env), prepare_podman(tar, env), dockerd.start(tar)]
+        podman = prepare_podman(tar, env)
+        tools = [prepare_soko(tar, env), podman, dockerd.start(tar)]
         for tool in tools:  # each works (and soko unpacks its snapshot) before timing
             first_answer(tool, www)
             run_true(tool)
@@ -234,6 +268,7 @@ def main() -> int:
                     runs[tool.name].append(b)
     finally:
         dockerd.stop()
+        cleanup_podman(podman)
     print(f"{args.runs} rounds after {args.warmup} warm-up rounds (load average {os.getloadavg()[0]:.2f})")
     report("run -d -p ... httpd, to the first HTTP answer", serve)
     report("run --rm ... true, on the bridge network", runs)
