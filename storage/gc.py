@@ -92,7 +92,7 @@ def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRA
             if digest in live or not store.blobs.has(digest):
                 report.kept += 1
                 continue
-            path = store.blobs.path(digest)
+            path = store.blobs.local_path(digest)
             st = path.stat()
             if candidates is None and st.st_mtime > cutoff:
                 report.kept += 1
