@@ -210,9 +210,7 @@ class Uploads:
                 if batched >= BATCH:
                     if pending is not None:
                         await pending
-                        await writer.drain()
-                    # hashing and writing release the GIL: two threads, one batch
-                    pending = asyncio.gather(run(_hash_all, writer, chunks), run(_store_all, writer, chunks))
+                    pending = asyncio.ensure_future(self._batch(writer, chunks))
                     chunks, batched = [], 0
         finally:  # what arrived is the writer's: park or commit keeps it
             if pending is not None:
@@ -220,6 +218,12 @@ class Uploads:
             if chunks:
                 await asyncio.gather(run(_hash_all, writer, chunks), run(_store_all, writer, chunks))
         return received
+
+    async def _batch(self, writer: Writer, chunks: list[bytes]) -> None:
+        """Hashing and writing release the GIL: two threads for one batch; then whole
+        parts leave for the store (S3) while the loop receives the next batch."""
+        await asyncio.gather(self.reg.run(_hash_all, writer, chunks), self.reg.run(_store_all, writer, chunks))
+        await writer.drain()
 
     # -- the end of a session --------------------------------------------------------------------
     async def cancel(self, s: Session) -> None:

@@ -176,6 +176,17 @@ class RegistryProc:
     def ingest_exists(self, upload_id: str) -> bool:
         return self._blocking(lambda b: b.ingest(upload_id) is not None)
 
+    def ingest_offsets(self) -> dict[str, int]:
+        """ref -> bytes, of every ingest in the server's store."""
+        def offsets(b) -> dict[str, int]:
+            out = {}
+            for i in b.ingests():
+                info = b.ingest(i.ref)
+                if info is not None:
+                    out[i.ref] = info.offset
+            return out
+        return self._blocking(offsets)
+
     def collect(self, **kw):
         """Garbage collection of this server's root, as `soko gc --registry` runs it."""
         from registry.server.gc import collect
