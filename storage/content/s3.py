@@ -397,9 +397,13 @@ class S3Store(ContentStore):
 
     async def open(self) -> None:
         self.loop = asyncio.get_running_loop()
-        if not await self.client.bucket_exists():
-            raise StorageError(f"S3 bucket {self.location.bucket!r} does not exist at {self.location.endpoint} "
-                               "(or these credentials may not use it)")
+        try:
+            if not await self.client.bucket_exists():
+                raise StorageError(f"S3 bucket {self.location.bucket!r} does not exist at {self.location.endpoint} "
+                                   "(or these credentials may not use it)")
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         await self.client.close()
