@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import time
 import weakref
@@ -482,7 +483,7 @@ class S3Store(ContentStore):
             ref = f"anon-{secrets.token_hex(12)}"
         check_ref(ref)
         fresh = True
-        if isinstance(resume, S3Parked) and resume.state.algorithm == algorithm:
+        if isinstance(resume, S3Parked) and resume.state.algorithm == algorithm and await self._current(ref, resume):
             state, tail = resume.state.copy(), resume.tail
         else:
             state, tail = None, None
@@ -496,6 +497,14 @@ class S3Store(ContentStore):
         w = S3Writer(self, ref, anonymous, state, tail)
         w._start_lease(fresh)
         return w
+
+    async def _current(self, ref: str, parked: S3Parked) -> bool:
+        """Whether the stored state is still the one parked here (another process,
+        a replica, may have gone on with the upload since): its ETag is its MD5."""
+        o = await self.client.head(self.ingest_key(ref, "state"))
+        if not parked.state.durable and not parked.state.upload:
+            return o is None
+        return o is not None and o.etag == hashlib.md5(parked.state.dump()).hexdigest()
 
     async def _ingest_objects(self, ref: str | None = None, uploads: bool = True) -> dict[str, list]:
         """ref -> [newest modification, lease time (0: none), multipart uploads]"""

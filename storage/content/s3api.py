@@ -114,6 +114,7 @@ class ObjectInfo:
     key: str
     size: int
     modified: float
+    etag: str = ""
 
 
 class S3Client:
@@ -247,7 +248,8 @@ class S3Client:
         resp = await self.request("HEAD", key, ok=(200, 404))
         if resp.status == 404:
             return None
-        return ObjectInfo(key, int(resp.headers["Content-Length"]), _http_time(resp.headers["Last-Modified"]))
+        return ObjectInfo(key, int(resp.headers["Content-Length"]), _http_time(resp.headers["Last-Modified"]),
+                          resp.headers.get("ETag", "").strip('"'))
 
     async def get(self, key: str, offset: int = 0, length: int | None = None) -> aiohttp.ClientResponse | None:
         """The object's body (a range of it) as an unread response; None when there is no such object."""

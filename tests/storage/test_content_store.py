@@ -215,3 +215,30 @@ async def test_parked_writer_continues(store):
     w.write(data[3000:])
     await w.commit(len(data), sha(data))
     assert await read_all(store, sha(data)) == data
+
+
+async def test_a_stale_parked_state_is_not_trusted(where):
+    """Two processes (replicas) on one store: an upload goes on in the other one,
+    then comes back here, where the parked state is old: the writer takes the
+    stored state, not the stale one."""
+    kind, spec = where
+    a, b = make(kind, spec), make(kind, spec)
+    await a.open()
+    await b.open()
+    try:
+        data = os.urandom(PART + 2 * MiB)
+        w = await write(a, data[:MiB], "shared")
+        stale = await w.park()
+        w = await b.writer("shared")
+        assert w.offset == MiB
+        w.write(data[MiB:PART + MiB])
+        await w.drain()
+        await w.park()
+        w = await a.writer("shared", resume=stale)
+        assert w.offset == PART + MiB
+        w.write(data[PART + MiB:])
+        await w.commit(len(data), sha(data))
+        assert await read_all(a, sha(data)) == data
+    finally:
+        await a.close()
+        await b.close()
