@@ -1,6 +1,7 @@
-"""The registry's state: one blob store and one metadata database under a
-root directory, a thread pool for everything that may block, and a cache of
-manifest bytes (immutable, keyed by digest, so it never goes stale)."""
+"""The registry's state: one blob store under a root directory, its metadata
+(SQLite in the root, or PostgreSQL), a thread pool for everything that may
+block, and a cache of manifest bytes (immutable, keyed by digest, so it
+never goes stale)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from storage.blobs import BlobStore
-from storage.metadata import MetadataDB
 from storage.private import open_root as private_root
 
 from .config import ServerConfig
-from .meta import RegistryDB
+from .meta import RegistryMeta
+from .metadb import open_metadata
 
 T = TypeVar("T")
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
@@ -46,18 +47,19 @@ class ManifestCache:
             self.total -= len(old)
 
 
-def open_root(root: str | os.PathLike) -> tuple[BlobStore, RegistryDB]:
-    """The blob store and registry tables of a registry root (created if new)."""
+def open_root(root: str | os.PathLike, metadata: str | None = None) -> tuple[BlobStore, RegistryMeta]:
+    """The blob store of a registry root (created if new) and its metadata:
+    `metadata.db` in the root, or the PostgreSQL database at the `metadata` URL."""
     path = Path(root)
     private_root(path)
-    return BlobStore(path), RegistryDB(MetadataDB(path / "metadata.db"))
+    return BlobStore(path), open_metadata(path, metadata)
 
 
 class Registry:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.root = Path(config.root)
-        self.blobs, self.meta = open_root(self.root)
+        self.blobs, self.meta = open_root(self.root, config.metadata.url)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soko-registry")
         self.manifests = ManifestCache()
 
@@ -65,6 +67,13 @@ class Registry:
         """Run blocking work (disk, hashing, SQLite writes) off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, partial(fn, *args, **kwargs))
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A metadata point read: on the event loop where that costs microseconds
+        (SQLite), else in a worker thread (a round trip to a database server)."""
+        if self.meta.inline_reads:
+            return fn(*args)
+        return await self.run(fn, *args)
 
     async def manifest_bytes(self, digest: str, size: int) -> bytes | None:
         data = self.manifests.get(digest)
@@ -79,4 +88,4 @@ class Registry:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        self.meta.db.close()
+        self.meta.close()

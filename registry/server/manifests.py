@@ -29,14 +29,14 @@ _FOREIGN = {mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"}
 
 
-def _lookup(srv: "Server", name: str, reference: str) -> ManifestRow:
-    meta = srv.reg.meta
+async def _lookup(srv: "Server", name: str, reference: str) -> ManifestRow:
+    meta, read = srv.reg.meta, srv.reg.read
     if is_digest_ref(reference):
-        row = meta.manifest_by_digest(name, check_digest(reference))
+        row = await read(meta.manifest_by_digest, name, check_digest(reference))
     else:
-        row = meta.manifest_by_tag(name, check_tag(reference))
+        row = await read(meta.manifest_by_tag, name, check_tag(reference))
     if row is None:
-        if not meta.repo_exists(name):
+        if not await read(meta.repo_exists, name):
             raise APIError("NAME_UNKNOWN", detail={"name": name})
         raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference})
     return row
@@ -57,7 +57,7 @@ async def _negotiate(srv: "Server", name: str, reference: str, row: ManifestRow,
             for want in (Platform.host(), Platform("linux", "amd64")):
                 for d in index.manifests:
                     if d.platform and d.platform.matches(want) and d.media_type in accept:
-                        child = srv.reg.meta.manifest_by_digest(name, d.digest)
+                        child = await srv.reg.read(srv.reg.meta.manifest_by_digest, name, d.digest)
                         if child is not None:
                             return child
     if row.media_type in (mt.OCI_MANIFEST, mt.OCI_INDEX):
@@ -70,7 +70,7 @@ async def get_manifest(srv: "Server", request: web.Request, name: str, reference
     if srv.proxy is not None and srv.proxy.serves(name):
         row = await srv.proxy.manifest(name, reference)
     else:
-        row = _lookup(srv, name, reference)
+        row = await _lookup(srv, name, reference)
     accept = accepted_types(request)
     if accept is not None and row.media_type not in accept:
         row = await _negotiate(srv, name, reference, row, accept)

@@ -165,3 +165,19 @@ class ProxyOptions:
                 raise ConfigProblem((*key, "upstreams", i, "namespace"),
                                     f"another upstream serves namespace {u.namespace!r}")
             seen.add(u.namespace)
+
+
+@dataclass
+class MetadataOptions:
+    """Where the registry keeps its metadata: absent, `metadata.db` (SQLite) in
+    the root; `postgresql://USER[:PASSWORD]@HOST:PORT/DB`, a PostgreSQL database
+    that several `soko serve` replicas may share (registry/METADATA.md)."""
+    url: str | None = None
+
+    def check(self, key: Key) -> None:
+        if self.url is not None:
+            from .metadb import check_url as check_metadata_url
+
+            problem = check_metadata_url(self.url)
+            if problem is not None:
+                raise ConfigProblem((*key, "url"), problem)
