@@ -11,7 +11,8 @@ dir), trusts local connections for the role `soko`, and is stopped with
 
 Each test gets a database of its own, cloned from a template
 (`CREATE DATABASE ... TEMPLATE`, a few milliseconds), so tests never see
-each other's rows.
+each other's rows. The template's default collation is ICU English, not
+"C": what the registry must order bytewise, its schema orders bytewise.
 """
 from __future__ import annotations
 
@@ -69,7 +70,10 @@ class PostgresServer:
             self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "--encoding=UTF8",
                       "--no-locale", "--no-sync")
             self._start()
-            self.sql("postgres", f"CREATE DATABASE {self.template}")
+            # an English collation by default, as most production clusters have: byte order
+            # (tags/list, _catalog) must come from the schema, not from the cluster's locale
+            self.sql("postgres", f"CREATE DATABASE {self.template} TEMPLATE template0 ENCODING 'UTF8' "
+                                 "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'")
         except BaseException:
             self.stop()
             raise

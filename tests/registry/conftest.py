@@ -1,5 +1,10 @@
 """A real registry server process on a free loopback port, and a plain
-http.client speaker for it."""
+http.client speaker for it.
+
+The server fixtures run on every metadata backend a module lists in
+`METADATA_BACKENDS` (default: SQLite only); `SOKO_TEST_METADATA=postgresql`
+runs every module on PostgreSQL. Each test module gets a database of its own
+for `server`, each test one for `fresh_server` (tests/pgserver.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgserver import pg_server, pg_url  # noqa: F401 (fixtures)
+
 REPO = Path(__file__).resolve().parents[2]
+SQLITE, POSTGRES = "sqlite", "postgresql"
+FORCED_BACKEND = os.environ.get("SOKO_TEST_METADATA")  # every module on this backend
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -136,6 +145,7 @@ class Client:
 class RegistryProc:
     root: Path
     args: list[str] = field(default_factory=list)
+    metadata: str | None = None  # a postgresql:// URL, or None: SQLite in the root
     proc: subprocess.Popen | None = None
     url: str = ""
     port: int = 0
@@ -153,8 +163,9 @@ class RegistryProc:
                 import resource
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
+        metadata = ["--metadata", self.metadata] if self.metadata else []
         self.proc = subprocess.Popen([sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}",
-                                      "--root", str(self.root), *self.args],
+                                      "--root", str(self.root), *metadata, *self.args],
                                      stdout=subprocess.PIPE, stderr=errf, cwd=REPO, env=env, preexec_fn=preexec)
         errf.close()
         line = self.proc.stdout.readline().decode().strip()
@@ -210,20 +221,69 @@ class RegistryProc:
     def errors(self) -> str:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
+    def sql(self, statement: str, params: tuple = ()) -> None:
+        """Change the registry's metadata behind the server's back (`?` placeholders),
+        in whichever database it uses: tests that need rows of another age."""
+        if self.metadata:
+            import psycopg
+
+            with psycopg.connect(self.metadata, autocommit=True) as c:
+                c.execute(statement.replace("?", "%s"), params)
+            return
+        import sqlite3
+
+        with sqlite3.connect(self.root / "metadata.db") as c:
+            c.execute(statement, params)
+        c.close()
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "metadata_backend" in metafunc.fixturenames:
+        backends = (FORCED_BACKEND,) if FORCED_BACKEND else getattr(metafunc.module, "METADATA_BACKENDS", (SQLITE,))
+        metafunc.parametrize("metadata_backend", backends, indirect=True, scope="module")
+
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> RegistryProc:
+def metadata_backend(request) -> str:
+    """The metadata backend the servers of this module use (`sqlite` or `postgresql`)."""
+    return request.param
+
+
+def _database(request, backend: str):
+    if backend == SQLITE:
+        yield None
+        return
+    pg = request.getfixturevalue("pg_server")
+    url = pg.database()
+    yield url
+    pg.drop(url)
+
+
+@pytest.fixture(scope="module")
+def module_metadata(request, metadata_backend):
+    """The `--metadata` URL of the module's server (None: SQLite in its root)."""
+    yield from _database(request, metadata_backend)
+
+
+@pytest.fixture
+def test_metadata(request, metadata_backend):
+    """A `--metadata` URL of this test's own (None: SQLite in the root)."""
+    yield from _database(request, metadata_backend)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, module_metadata) -> RegistryProc:
     """One server for a module's API tests (each test uses its own repositories)."""
-    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root").start()
+    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root", metadata=module_metadata).start()
     yield srv
     srv.stop()
     assert "Traceback" not in srv.errors(), srv.errors()
 
 
 @pytest.fixture
-def fresh_server(tmp_path) -> RegistryProc:
+def fresh_server(tmp_path, test_metadata) -> RegistryProc:
     """A server of the test's own, for restarts, kills and special flags."""
-    srv = RegistryProc(tmp_path / "root")
+    srv = RegistryProc(tmp_path / "root", metadata=test_metadata)
     yield srv
     srv.stop()
 

@@ -11,7 +11,9 @@ import pytest
 from registry.errors import RegistryError
 from registry.server.gc import collect
 
-from .conftest import OCI_INDEX, OCI_MANIFEST, sha256, unique
+from .conftest import OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256, unique
+
+METADATA_BACKENDS = (SQLITE, POSTGRES)
 
 
 def blob_file(root, digest: str):
@@ -45,17 +47,18 @@ def test_collect(fresh_server):
     stale = c.request("POST", f"/v2/{name}/blobs/uploads/").header("Location")
     c.request("PATCH", stale, body=b"abandoned")
     root = srv.root
+    meta = srv.metadata
 
     # a young registry: nothing goes
-    report = collect(root)
+    report = collect(root, metadata=meta)
     assert report.blobs_removed == [] and report.links_removed == 0
 
-    dry = collect(root, dry_run=True, grace=0)
+    dry = collect(root, metadata=meta, dry_run=True, grace=0)
     assert dry.blobs_removed == [loose] and dry.links_removed == 1
     assert blob_file(root, loose).exists()
     assert c.request("GET", f"/v2/{name}/blobs/{loose}").status == 200
 
-    report = collect(root, grace=0)
+    report = collect(root, metadata=meta, grace=0)
     assert report.blobs_removed == [loose] and report.bytes_freed == len(b"never used by a manifest")
     assert not blob_file(root, loose).exists()
     assert c.request("GET", f"/v2/{name}/blobs/{loose}").status == 404
@@ -65,7 +68,7 @@ def test_collect(fresh_server):
     assert report.uploads_removed == 0
     assert c.request("GET", stale).status == 204  # a live session keeps its data
 
-    report = collect(root, grace=0, untagged=True, upload_ttl=0.001)
+    report = collect(root, metadata=meta, grace=0, untagged=True, upload_ttl=0.001)
     assert report.manifests_removed == [(name, untagged)]
     assert sorted(report.blobs_removed) == sorted([untagged, *_config_and_layers(untagged_raw)])
     assert c.request("GET", f"/v2/{name}/manifests/{untagged}").status == 404
@@ -77,7 +80,7 @@ def test_collect(fresh_server):
 
     # untag: the image and then its referrer go
     assert c.request("DELETE", f"/v2/{name}/manifests/keep").status == 202
-    report = collect(root, grace=0, untagged=True)
+    report = collect(root, metadata=meta, grace=0, untagged=True)
     assert sorted(d for _, d in report.manifests_removed) == sorted([tagged, sha256(referrer)])
     assert not blob_file(root, tagged).exists()
     assert blob_file(root, child).exists()
@@ -104,7 +107,7 @@ def test_gc_while_pushing(fresh_server):
     def gc_loop() -> None:
         try:
             while not stop.is_set():
-                removed.extend(collect(srv.root, grace=3.0, untagged=True).blobs_removed)
+                removed.extend(collect(srv.root, metadata=srv.metadata, grace=3.0, untagged=True).blobs_removed)
                 time.sleep(0.02)
         except BaseException as e:  # surfaced below
             errors.append(e)

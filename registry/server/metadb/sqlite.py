@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from storage.errors import MetadataError
 from storage.metadata import MetadataDB
 
+from ...errors import RegistryError
 from ..meta import GCTx, Visible
 from .schema import SQLITE, render
 from .sql import SQLMeta
@@ -28,9 +30,12 @@ class SQLiteMeta(SQLMeta):
     inline_reads = True
 
     def __init__(self, path: str | Path):
-        self.db = MetadataDB(path)
+        try:
+            self.db = MetadataDB(path)
+            self.db.migrate("registry", MIGRATIONS)
+        except MetadataError as e:  # a damaged file, or one of a newer soko: one line, before anything listens
+            raise RegistryError(f"metadata {e}") from None
         self.where = str(self.db.path)
-        self.db.migrate("registry", MIGRATIONS)
         self.write_lock = threading.Lock()
 
     @contextmanager
