@@ -97,22 +97,37 @@ def describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
-def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None, require_refs: bool = True) -> list[str]:
+class _Gone(Exception):
+    """The bytes found in the store before the transaction were collected meanwhile."""
+
+
+def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None, require_refs: bool = True,
+          rewrite: bool = False) -> list[str]:
     """(worker thread) Write the bytes durably first, then record the
     manifest and rename the bytes into place in one short transaction. The
     file stays open (share-locked) until then: garbage collection skips it.
+    Bytes already in the store are looked for again inside the transaction:
+    gc may have deleted them since, and then they are written after all.
     `require_refs=False`: a pull-through cache stores manifests before their blobs."""
     with contextlib.ExitStack() as held:
         tmp = None
-        if not reg.blobs.has(new.digest):
+        if rewrite or not reg.blobs.has(new.digest):
             tmp = reg.blobs.new_temp()
             held.callback(tmp.unlink, missing_ok=True)
             f = held.enter_context(os.fdopen(open_locked(tmp), "wb"))
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
-        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False), guard,
-                                       require_refs)
+
+        def place() -> None:
+            if tmp is not None:
+                reg.blobs.adopt(tmp, new.digest, sync=False)
+            elif not reg.blobs.has(new.digest):
+                raise _Gone
+        try:
+            missing = reg.meta.put_manifest(new, tags, place, guard, require_refs)
+        except _Gone:
+            return store(reg, new, tags, raw, guard, require_refs, rewrite=True)
     if tmp is not None and not missing:
         reg.blobs.sync_dir(new.digest)
     return missing

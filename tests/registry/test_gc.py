@@ -10,6 +10,7 @@ import pytest
 
 from registry.errors import RegistryError
 from registry.server.gc import collect
+from registry.server.sections import MetadataOptions
 
 from .conftest import OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256, unique
 
@@ -90,6 +91,41 @@ def test_collect(fresh_server):
 def test_collect_refuses_non_registry(tmp_path):
     with pytest.raises(RegistryError, match="not a registry root"):
         collect(tmp_path)
+
+
+def test_a_manifest_put_never_records_bytes_gc_just_deleted(tmp_path, test_metadata):
+    """A manifest PUT finds its bytes in the store (pushed before, unreferenced since)
+    and a collection deletes them right after: the PUT must not record the manifest
+    without them. The interleaving is forced: the store's answer comes, then gc runs."""
+    from registry.server.config import ServerConfig
+    from registry.server.core import Registry
+    from registry.server.manifests import describe, store, validate
+
+    reg = Registry(ServerConfig(root=str(tmp_path / "root"), metadata=MetadataOptions(test_metadata)))
+    try:
+        raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                          "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                                     "digest": sha256(b"{}")}}).encode()
+        m, digest = validate("r", "v1", raw, OCI_MANIFEST)
+        reg.meta.link_blob("r", sha256(b"{}"), 2, lambda: True)
+        assert store(reg, describe("r", m), ["v1"], raw) == []
+        assert reg.meta.delete_manifest("r", digest)  # unreferenced now, its bytes still there
+        has = reg.blobs.has
+
+        def has_then_gc(d: str) -> bool:
+            there = has(d)
+            if d == digest:
+                reg.blobs.has = has  # once: the check inside the transaction is the real one
+                with reg.meta.gc_transaction() as tx:  # what gc's phase 2 does
+                    assert not tx.is_linked(d)
+                    reg.blobs.delete(d)
+            return there
+        reg.blobs.has = has_then_gc
+        assert store(reg, describe("r", m), ["v1"], raw) == []
+        assert reg.meta.manifest_by_tag("r", "v1").digest == digest
+        assert reg.blobs.read_bytes(digest) == raw
+    finally:
+        reg.close()
 
 
 def test_gc_while_pushing(fresh_server):
