@@ -22,6 +22,7 @@ others skip their turn (registry/METADATA.md).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,8 @@ def _collect(blobs: BlobStore, meta: RegistryMeta, dry_run: bool, grace: float, 
 def _record(tx: GCTx, report: GCReport, seconds: float) -> None:
     """Remember the run (registry_stats reads it: /metrics, the UI)."""
     tx.record_gc(GCRun(time.time(), seconds, len(report.blobs_removed), report.bytes_freed,
-                       len(report.manifests_removed), report.tags_removed + len(report.tags_expired)))
+                       len(report.manifests_removed), report.tags_removed + len(report.tags_expired),
+                       f"{socket.gethostname()}:{os.getpid()}"))
 
 
 def _expire_uploads(tx: GCTx, blobs: BlobStore, before: float, busy: set[str]) -> list[str]:

@@ -86,6 +86,7 @@ class GCRun:
     bytes_freed: int
     manifests_removed: int
     tags_removed: int
+    runner: str | None = None  # HOST:PID of the process that ran it (None: before soko recorded it)
 
 
 @dataclass(frozen=True)

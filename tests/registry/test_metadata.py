@@ -288,11 +288,11 @@ def test_gc_transaction_sweeps_metadata(meta):
         tx.delete_uploads(tx.stale_uploads(cutoff))
         tx.drop_orphans()
         assert not tx.is_linked(old) and tx.is_linked(kept)
-        tx.record_gc(GCRun(time.time(), 0.5, 3, 300, 1, 2))
+        tx.record_gc(GCRun(time.time(), 0.5, 3, 300, 1, 2, "replica-a:42"))
     assert meta.tags("r", None, None) == ["multi"] and meta.upload_ids() == set()
     stats = meta.stats()
-    assert (stats.gc_runs, stats.gc_bytes_freed, stats.last_gc.blobs_removed, stats.last_gc.tags_removed) == \
-        (1, 300, 3, 2)
+    assert (stats.gc_runs, stats.gc_bytes_freed, stats.last_gc.blobs_removed, stats.last_gc.tags_removed,
+            stats.last_gc.runner) == (1, 300, 3, 2, "replica-a:42")
     with meta.gc_transaction() as tx:
         assert tx.delete_manifest("r", index.digest) == 1 and tx.delete_manifest("r", child.digest) == 0
         assert tx.delete_dead_links(cutoff) == 3  # the index's, the child's and `kept`
