@@ -10,6 +10,11 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.soko-installed
 PYTEST_ARGS ?=
+# Test files spread over JOBS worker processes (pytest-xdist; JOBS=0 runs in one process). Each file
+# stays on one worker, so module fixtures are set up once; tests use private ports, roots and
+# daemons, so workers do not meet. On 2 cores the suite is I/O- and subprocess-bound: 4 workers
+# took it from 17m23s to 8m49s on the same loaded machine (1,346 tests).
+JOBS ?= 4
 
 # Debian packages the tests and benchmarks use (python3-venv: for the .venv itself; gcc, libc6-dev:
 # the static seccomp probe in tests/runtime; linux-libc-dev: syscall numbers, runtime/seccomp_tables.py;
@@ -62,7 +67,7 @@ fixtures: venv
 	@$(VPY) fixtures/recipes.py busybox >/dev/null
 
 test: setup
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # A throwaway store, reset each run: build from fixtures/dockerfiles/demo, run, serve, push, rmi,
 # pull, run again; each command is echoed before it runs, and the registry is stopped whatever fails.

@@ -17,9 +17,11 @@ Running a container (`soko run`)::
     stdin is only attached with options.interactive (else /dev/null);
     stdout/stderr are file descriptors passed straight to the container,
     unless on_output is given (then both are captured and handed over).
-    on_event(kind, message) reports "unpack" (a layer being unpacked),
-    "fallback" (overlayfs unavailable: copying layers instead), "swept"
-    (leftovers of a killed run cleaned up). snapshotter: "auto" (default,
+    on_event(kind, message) reports "created" (the new container's ID),
+    "unpack" (a layer being unpacked), "fallback" (overlayfs unavailable:
+    copying layers instead), "swept" (leftovers of a killed run cleaned up).
+    A container with a restart policy or a health check runs under a monitor
+    and this call attaches to it; with options.detach it returns 0 at once. snapshotter: "auto" (default,
     also $SOKO_SNAPSHOTTER), "overlay" or "copy".
 
     runtime.RunOptions: command, entrypoint, rm, interactive, tty, name, env,
@@ -31,6 +33,21 @@ Running a container (`soko run`)::
     runtime.parse_cpus("1.5"), runtime.parse_env_file(path) (RunOptions.env_files
     takes paths and reads them itself), and RunOptions.validate().
 
+Containers as objects (`soko create/start/stop/...`)::
+
+    c = runtime.create.create(store, image, options)   # locked by this process; then either
+    runtime.runner.foreground(c, stdin=, stdout=, stderr=)  # run here, wait, release (as run does)
+    c.start()                                           # or detached, under a monitor process
+    c = runtime.container.Container.get(store, "name or ID prefix")
+    c.stop(timeout), c.kill(sig), c.wait(), c.delete(force), c.exec(argv, ...), c.pids(),
+    c.changes() (the change as an overlay upper dir), c.paused(), c.refresh() (the State)
+    runtime.container.Container.all(store), runtime.logfile (json-file logs),
+    runtime.fsaccess (cp), runtime.changes.changes (diff)
+
+    RunOptions adds detach, restart, labels, publish/publish_all (parsed, kept for
+    networking), health_cmd/interval/timeout/start_period/retries, no_healthcheck,
+    stop_signal, stop_timeout.
+
 For the builder::
 
     runtime.build.run_step(store, diff_ids: list[str] (bottom first), upper: Path, work: Path,
@@ -41,8 +58,9 @@ For the builder::
     Runs argv on the layers plus `upper` (an empty directory the caller
     owns, on the store's filesystem; `work` likewise, overlay scratch).
     Afterwards `upper` holds the step's change in overlayfs form, for
-    storage.layers.write_layer_from_overlay. mounts: spec.Mount objects or
-    (source, target[, read_only]) tuples.
+    storage.layers.write_layer_from_overlay (the mount points it needed are
+    in the container's init layer, never in `upper`). mounts: spec.Mount
+    objects or (source, target[, read_only]) tuples.
 
     runtime.build.read_file(store, diff_ids, path, limit=16 MiB) -> bytes | None
     runtime.build.resolve_user(store, diff_ids, "user[:group]") -> users.ExecUser
@@ -52,7 +70,7 @@ For the builder::
 
 Housekeeping::
 
-    runtime.containers.sweep(store_root, on_event=None) -> int
+    runtime.container.sweep(store, on_event=None) -> int
     runtime.snapshots.prune(store, keep=(), on_event=None, dry_run=False) -> list[str]  (for `soko gc`)
     runtime.snapshots.chain_ids(diff_ids) -> list[str]
 

@@ -80,16 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     from storage.errors import StorageError
 
     try:
-        if verb == "sweep":
-            from .containers import sweep
+        from storage.images import ImageStore
 
-            sweep(root)
+        if verb == "sweep":
+            from .container import sweep
+
+            sweep(ImageStore(root))
             return 0
         if not rest:
             print(f"an image is required\n{USAGE}", file=sys.stderr)
             return 125
-        from storage.images import ImageStore
-
         from .options import RunOptions, parse_cpus, parse_size
         from .runner import run
 

@@ -2,20 +2,23 @@
 
 A RUN step is a container whose root is the given layers plus an upper
 directory the builder owns: after the step, that directory *is* the step's
-change (mount points the runtime had to create are taken out again, see
-stubs.py), in overlayfs form (whiteouts as 0/0 character devices, opaque
-directories marked), ready for storage.layers.write_layer_from_overlay.
+change (the mount points the runtime needs are made in the container's init
+layer beneath it, see initlayer.py), in overlayfs form (whiteouts as 0/0
+character devices, opaque directories marked), ready for
+storage.layers.write_layer_from_overlay.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from . import containers, runner, spec as specmod, stubs, users
+from . import containers, seccomp, spec as specmod, users
+from .container import Container, sweep
+from .create import make, snapshotter_choice
 from .errors import InvalidOption
 from .layerview import LayerView
 from .options import RunOptions
+from .runner import foreground
 from .snapshots import Snapshots, chain_ids
 
 if TYPE_CHECKING:
@@ -52,33 +55,42 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     only the command's change, no empty mount points. Output (stdout and
     stderr together) goes to `on_output`, or to soko's own stdout/stderr
     when it is None. stdin is /dev/null."""
+
     if network not in ("host", "none"):
         raise InvalidOption(f"network {network!r} is not supported for build steps (host or none)")
     if not argv:
         raise InvalidOption("a RUN step needs a command")
-    snapshotter = snapshotter or os.environ.get("SOKO_SNAPSHOTTER") or "auto"
-    root = Path(os.path.abspath(store.root))  # mounts and /proc/self/fd checks need absolute paths
-    containers.sweep(root, on_event)
-    lowers = Snapshots(store).prepare(list(diff_ids), on_event=on_event)
-    view = LayerView([str(upper)] + [str(p) for p in reversed(lowers)])
+    snap = snapshotter_choice(snapshotter)
+    sweep(store, on_event)
+    lowers = [str(p) for p in reversed(Snapshots(store).prepare(list(diff_ids), on_event=on_event))]
+    view = LayerView([str(upper)] + lowers)
     exec_user = users.resolve(user, view.read_file)
     options = RunOptions(command=list(argv), user=user, workdir=workdir or "/", network=network, rm=True)
     options.validate()
     user_mounts = _mounts(mounts)
-    c = runner.new_container(root, options, "", "build-step", chain_ids(diff_ids))
-    try:
-        name = hostname or c.id[:12]
-        full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
-        if not any(e.startswith("HOSTNAME=") for e in env):  # a build step has none (BuildKit sets none)
-            full_env = [e for e in full_env if not e.startswith("HOSTNAME=")]
-        status = runner.execute(store, c, {}, options, list(argv), full_env, exec_user, name, user_mounts, [],
-                                [str(p) for p in lowers], snapshotter, stdin=None, stdout=1, stderr=2,
-                                on_output=on_output, on_event=on_event, upper=Path(upper), work=Path(work),
-                                want_upper=True)
-        stubs.remove(Path(upper), LayerView([str(p) for p in reversed(lowers)]), stubs.mount_targets(user_mounts))
-        return status
-    finally:
-        runner.finish(c, True)
+    cid = containers.new_id()
+    name = hostname or cid[:12]
+    full_env = specmod.merge_env(list(env), [], name, exec_user.home, False)
+    if not any(e.startswith("HOSTNAME=") for e in env):  # a build step has none (BuildKit sets none)
+        full_env = [e for e in full_env if not e.startswith("HOSTNAME=")]
+    cdir, launch = make(store, cid=cid, options=options, cfg={}, args=list(argv), env=full_env, user=exec_user,
+                        hostname=name, user_mounts=user_mounts, seed=[], lowers=lowers,
+                        layers=chain_ids(diff_ids), snapshotter=snap, seccomp_profile=seccomp.load_for("default"),
+                        upper=Path(upper), work=Path(work), save_launch=False, stub_user_mounts=True)
+    c = Container(store, cdir)
+    c._launch = launch
+    return foreground(c, stdin=None, stdout=1, stderr=2, on_output=on_output, on_event=on_event,
+                      before_release=lambda: _commit(launch))
+
+
+def _commit(launch) -> None:
+    """The copy snapshotter's tree compared into `upper`; nothing to do for overlay."""
+    from . import snapshotter
+
+    if launch.snapshotter == "copy":
+        snap = snapshotter.get("copy")
+        snap.commit(launch.active)
+        snap.remove(launch.active)
 
 
 def layer_view(store: "ImageStore", diff_ids: list[str],

@@ -326,3 +326,30 @@ def sweep_orphans(min_age: float = 60.0) -> int:
             except OSError:
                 pass
     return removed
+
+
+def freeze(paths: list[str], on: bool, timeout: float = 5.0) -> list[str]:
+    """Freeze (or thaw) the processes of a container's cgroups; returns the paths it acted on.
+
+    v1: the freezer hierarchy's freezer.state; v2: cgroup.freeze (whichever the paths have)."""
+    done = []
+    for p in paths:
+        if os.path.exists(f"{p}/freezer.state"):
+            _write(f"{p}/freezer.state", "FROZEN" if on else "THAWED")
+            want, probe = ("FROZEN" if on else "THAWED"), f"{p}/freezer.state"
+        elif os.path.exists(f"{p}/cgroup.freeze"):
+            _write(f"{p}/cgroup.freeze", "1" if on else "0")
+            want, probe = ("frozen 1" if on else "frozen 0"), f"{p}/cgroup.events"
+        else:
+            continue
+        done.append(p)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(probe) as f:
+                    if want in f.read():
+                        break
+            except OSError:
+                break
+            time.sleep(0.005)
+    return done

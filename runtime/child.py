@@ -25,12 +25,13 @@ from .errors import ContainerError, StartError
 from .copy import copy_tree
 from .etc_files import write_into
 from .paths import ensure_target, mkdir_in_root, open_inside, secure_join
+from .snapshotter import RootMount
 
 OVERLAY_FAILED = 200  # tells soko to fall back to the copy snapshotter
 
 _NS = {"pid": 0, "mount": sc.CLONE_NEWNS, "uts": sc.CLONE_NEWUTS, "ipc": sc.CLONE_NEWIPC,
        "network": sc.CLONE_NEWNET, "cgroup": sc.CLONE_NEWCGROUP}
-_RLIMITS = {"RLIMIT_" + n: getattr(resource, "RLIMIT_" + n) for n in
+RLIMITS = {"RLIMIT_" + n: getattr(resource, "RLIMIT_" + n) for n in
             ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
              "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME") if hasattr(resource, "RLIMIT_" + n)}
 
@@ -44,12 +45,9 @@ IFF_UP = 0x1
 
 @dataclass
 class Rootfs:
-    """How to make the root: an overlay of snapshot dirs, or a ready directory."""
-    target: str  # mount point (an empty directory in the container's state dir)
-    lowers: list[str] = field(default_factory=list)  # top first; empty means `target` holds the root
-    upper: str = ""
-    work: str = ""
-    source_dir: str = ""  # copy mode: the prepared root, bind-mounted on target
+    """How to make the root: the snapshotter's mounts, performed on `target`."""
+    target: str  # mount point (shared by the store's containers; each namespace sees its own)
+    mounts: list[RootMount] = field(default_factory=list)
     base: str = ""  # the store root: overlay paths are given relative to it
     etc_dir: str = ""  # where a private tmpfs gets /etc/hosts, /etc/hostname, /etc/resolv.conf
     etc_files: dict[str, str] = field(default_factory=dict)  # file name -> text
@@ -139,9 +137,9 @@ def _setup_and_exec(s: ChildSetup) -> None:
     if flags & sc.CLONE_NEWNET:
         _loopback_up()
     for rl in process.get("rlimits", []):
-        if rl["type"] in _RLIMITS:
-            resource.setrlimit(_RLIMITS[rl["type"]], (rl["soft"], rl["hard"]))
-    _become(process)
+        if rl["type"] in RLIMITS:
+            resource.setrlimit(RLIMITS[rl["type"]], (rl["soft"], rl["hard"]))
+    become(process)
     _die_with_soko(s.life_r)  # again: a change of user clears the parent-death signal
     os.close(s.life_r)
     for i, fd in enumerate(stdio):
@@ -152,7 +150,7 @@ def _setup_and_exec(s: ChildSetup) -> None:
     if s.seccomp_filter:
         # last, as runc does with no_new_privs: nothing of soko's own setup is filtered
         sc.seccomp_filter(s.seccomp_filter)
-    _exec(process["args"], process.get("env", []), s.err_w)
+    exec_command(process["args"], process.get("env", []), s.err_w)
 
 
 def _die_with_soko(life_r: int) -> None:
@@ -163,46 +161,46 @@ def _die_with_soko(life_r: int) -> None:
 
 
 def mount_root(r: Rootfs, err_w: int) -> None:
-    """Make `r.target` the root: an overlay of the snapshots, or a bind of a ready tree.
-
-    Overlay options must fit in one page and may not contain ',' or ':', so
-    the paths are given relative to the store root (the cwd for the mount)."""
-    if r.lowers:
-        paths = r.lowers + [r.upper, r.work]
-        if r.base and all(p.startswith(r.base.rstrip("/") + "/") for p in paths):
-            os.chdir(r.base)
-            paths = [os.path.relpath(p, r.base) for p in paths]
-        # volatile: no sync of the whole upper filesystem when the overlay goes
-        # away (that sync costs tens of ms on a busy disk); a container's upper
-        # directory does not survive a crash of the host as an image does anyway.
-        # redirect_dir/metacopy/index off: the upper must hold plain files and
-        # whiteouts that a layer can be written from, whatever the kernel defaults.
-        extras = ["redirect_dir=off", "index=off", "metacopy=off", "volatile"]
-        base = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]}"
-        error: ContainerError | None = None
-        for extra in (extras, []):  # older kernels may not know an extra: then without
-            try:
-                if len(base) < 3900:
-                    sc.mount("overlay", r.target, "overlay", sc.MS_NODEV, ",".join([base] + extra))
-                else:  # too many layers for one page of options: one option at a time
-                    sc.mount_fs("overlay", r.target, [("lowerdir+", p) for p in paths[:-2]]
-                                + [("upperdir", paths[-2]), ("workdir", paths[-1])]
-                                + [tuple(e.split("=")) for e in extra if "=" in e],
-                                [e for e in extra if "=" not in e])
-                    sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
-                error = None
-                break
-            except ContainerError as e:
-                error = e
-        if error is not None:
-            fail(err_w, OVERLAY_FAILED, f"overlay: {error}")
-    else:
-        src = r.source_dir or r.target
-        sc.mount(src, r.target, None, sc.MS_BIND | sc.MS_REC)
-        sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
+    """Perform the snapshotter's mounts on `r.target` (see snapshotter.py)."""
+    for m in r.mounts:
+        if m.type == "overlay":
+            _mount_overlay(m, r.target, r.base, err_w)
+        else:
+            sc.mount(m.source, r.target, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, r.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
     if r.etc_dir:
         sc.mount("tmpfs", r.etc_dir, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=256k,mode=755")
         write_into(r.etc_dir, r.etc_files)
+
+
+def _mount_overlay(m: RootMount, target: str, base: str, err_w: int) -> None:
+    """Overlay options must fit in one page and may not contain ',' or ':', so the
+    paths are given relative to the store root (the cwd for the mount); beyond one
+    page, through fsconfig one option at a time. Optional options are dropped when
+    the kernel refuses them; a failure tells soko to fall back to copying."""
+    opts = dict(o.split("=", 1) for o in m.options)
+    lowers = opts.pop("lowerdir").split(":")
+    paths = lowers + [opts.pop("upperdir"), opts.pop("workdir")]
+    if base and all(p.startswith(base.rstrip("/") + "/") for p in paths):
+        os.chdir(base)
+        paths = [os.path.relpath(p, base) for p in paths]
+    rest = [f"{k}={v}" for k, v in opts.items()]
+    text = f"lowerdir={':'.join(paths[:-2])},upperdir={paths[-2]},workdir={paths[-1]}"
+    error: ContainerError | None = None
+    for extra in (m.optional, []):
+        try:
+            if len(text) < 3900:
+                sc.mount("overlay", target, "overlay", sc.MS_NODEV, ",".join([text] + rest + extra))
+            else:  # too many layers for one page of options: one option at a time
+                sc.mount_fs("overlay", target, [("lowerdir+", p) for p in paths[:-2]]
+                            + [("upperdir", paths[-2]), ("workdir", paths[-1])]
+                            + [tuple(e.split("=", 1)) for e in rest + extra if "=" in e],
+                            [e for e in rest + extra if "=" not in e])
+                sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_NODEV)
+            return
+        except ContainerError as e:
+            error = e
+    fail(err_w, OVERLAY_FAILED, f"overlay: {error}")
 
 
 def copy_up(root: str, target: str, volume: str) -> None:
@@ -248,7 +246,7 @@ def _loopback_up() -> None:
         os.close(fd)
 
 
-def _become(process: dict) -> None:
+def become(process: dict) -> None:
     """User, groups, capabilities and no_new_privs, in the only order that works."""
     user = process.get("user", {})
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
@@ -271,7 +269,7 @@ def _become(process: dict) -> None:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _exec(args: list[str], env_list: list[str], err_w: int) -> None:
+def exec_command(args: list[str], env_list: list[str], err_w: int) -> None:
     env: dict[str, str] = {}
     for e in env_list:
         k, _, v = e.partition("=")

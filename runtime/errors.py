@@ -58,3 +58,23 @@ class StartError(ContainerError):
 
 class RuntimeNotAvailable(ContainerError):
     """--runtime names an OCI runtime that is not installed or cannot run here."""
+
+
+class NoSuchContainer(ContainerError):
+    """No container has this name, ID or ID prefix (or the prefix fits several)."""
+
+    status = 1
+
+
+class ContainerState(ContainerError):
+    """The container is not in a state the operation needs (running for exec, stopped for rm)."""
+
+    status = 1
+
+
+class ExecError(ContainerError):
+    """A process could not be started in a running container (126 not executable, 127 not found)."""
+
+    def __init__(self, message: str, status: int = 126):
+        super().__init__(message)
+        self.status = status

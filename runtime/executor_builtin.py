@@ -1,24 +1,25 @@
 """The built-in executor: soko's side of a container's life.
 
-soko forks the container's first process straight into a new PID namespace
-(unshare(CLONE_NEWPID) for its children, then setns back), so that process
-is PID 1 and soko is its parent: soko gets its exit status from waitpid,
-forwards signals to it, and the kernel reaps everything else in the
+The owner (`soko run` in the foreground, the monitor for a detached
+container) forks the container's first process straight into a new PID
+namespace (unshare(CLONE_NEWPID) for its children, then setns back), so that
+process is PID 1 and the owner is its parent: it gets the exit status from
+waitpid, forwards signals to it, and the kernel reaps everything else in the
 namespace when it ends. The mounts are made inside the container's own
-mount namespace, so they vanish with it, even if soko is killed; the first
-process also has PDEATHSIG=SIGKILL (set again once it has become the
-container's user, since a change of uid clears it), so a killed soko takes
-its container along, whatever the user. What remains for a later sweep is only directories and cgroups.
+mount namespace, so they vanish with it, even if the owner is killed; the
+first process also has PDEATHSIG=SIGKILL (set again once it has become the
+container's user, since a change of uid clears it), so a killed owner takes
+its container along, whatever the user. What remains for a later sweep is
+only directories and cgroups.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import StartError
-from .waiting import Forwarder, kill_and_reap, wait
+from .waiting import kill_and_reap, read_all
 
 
 class OverlayUnavailable(Exception):
@@ -26,11 +27,22 @@ class OverlayUnavailable(Exception):
 
 
 @dataclass
-class IO:
-    stdin: int | None  # None: /dev/null
-    stdout: int = 1
-    stderr: int = 2
-    on_output: Callable[[bytes], None] | None = None  # capture stdout+stderr instead
+class Task:
+    """A started container process (its first one, PID 1 of its namespace) and what ties it to us."""
+    pid: int
+    master: int | None = None  # -t: the pty master, ours to read and close
+    life_w: int = -1  # kept open until the container ends (see child._die_with_soko)
+
+    def close(self) -> None:
+        if self.life_w >= 0:
+            os.close(self.life_w)
+            self.life_w = -1
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
+    def exit_code(self, wait_status: int) -> int:
+        return exit_status(wait_status)
 
 
 def exit_status(wait_status: int) -> int:
@@ -39,24 +51,18 @@ def exit_status(wait_status: int) -> int:
     return os.waitstatus_to_exitcode(wait_status)
 
 
-def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | None = None) -> int:
-    """Start the container described by `setup`, wait for it, return its exit status."""
+def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int) -> Task:
+    """Fork the container's first process and wait until it has exec'd its command.
+
+    Raises OverlayUnavailable or StartError (with Docker's 125/126/127) when it could not."""
     tty = bool(setup.spec["process"].get("terminal"))
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     life_r, life_w = os.pipe2(os.O_CLOEXEC)
     to_close = [err_w, life_r]
-    out_r = None
     sock_parent = None
-    devnull = None
-    stdin = io.stdin
     if stdin is None:
-        devnull = stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        to_close.append(devnull)
-    stdout, stderr = io.stdout, io.stderr
-    if io.on_output is not None and not tty:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        stdout = stderr = out_w
-        to_close.append(out_w)
+        stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        to_close.append(stdin)
     if tty:
         import socket
 
@@ -66,63 +72,40 @@ def run(setup: child.ChildSetup, io: IO, on_started: Callable[[int], None] | Non
     setup.stdio = (stdin, stdout, stderr)
     setup.err_w, setup.life_r = err_w, life_r
     pid = 0
-    with Forwarder() as fwd:
-        own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.unshare(sc.CLONE_NEWPID)
         try:
-            sc.unshare(sc.CLONE_NEWPID)
-            try:
-                pid = os.fork()
-                if pid == 0:
-                    os.close(err_r)
-                    os.close(life_w)
-                    child.run(setup)  # never returns
-            finally:
-                if pid != 0:
-                    sc.setns(own_ns, sc.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:
+                os.close(err_r)
+                os.close(life_w)
+                child.run(setup)  # never returns
         finally:
-            os.close(own_ns)
-            for fd in to_close:
-                os.close(fd)
-        try:
-            msg = _read_all(err_r)
-            os.close(err_r)
-            if msg:
-                os.waitpid(pid, 0)
-                code, _, text = msg.decode(errors="replace").partition(" ")
-                if code.isdigit() and int(code) == child.OVERLAY_FAILED:
-                    raise OverlayUnavailable(text)
-                raise StartError(text, int(code) if code.isdigit() else 125)
-            fwd.started(pid)
-            if on_started:
-                on_started(pid)
-            if tty:
-                from .tty import Terminal
-
-                master = _receive_master(sock_parent)
-                with Terminal(master, io.stdin, io.stdout if io.on_output is None else None,
-                              io.on_output, pid) as term:
-                    status = term.pump(fwd)
-            else:
-                status = wait(pid, fwd, out_r, io.on_output)
-            return exit_status(status)
-        except BaseException:
-            kill_and_reap(pid)
-            raise
-        finally:
-            os.close(life_w)
-            if out_r is not None:
-                os.close(out_r)
-            if sock_parent is not None:
-                sock_parent.close()
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while True:
-        b = os.read(fd, 4096)
-        if not b:
-            return b"".join(chunks)
-        chunks.append(b)
+            if pid != 0:
+                sc.setns(own_ns, sc.CLONE_NEWPID)
+    finally:
+        os.close(own_ns)
+        for fd in to_close:
+            os.close(fd)
+    try:
+        msg = read_all(err_r)
+        if msg:
+            os.waitpid(pid, 0)
+            code, _, text = msg.decode(errors="replace").partition(" ")
+            if code.isdigit() and int(code) == child.OVERLAY_FAILED:
+                raise OverlayUnavailable(text)
+            raise StartError(text, int(code) if code.isdigit() else 125)
+        master = _receive_master(sock_parent) if tty else None
+        return Task(pid, master, life_w)
+    except BaseException:
+        kill_and_reap(pid)
+        os.close(life_w)
+        raise
+    finally:
+        os.close(err_r)
+        if sock_parent is not None:
+            sock_parent.close()
 
 
 def _receive_master(sock) -> int:

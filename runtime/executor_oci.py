@@ -4,11 +4,16 @@ The bundle is the container's state directory (config.json + rootfs/). The
 root filesystem is mounted by a small forked helper inside a mount
 namespace of its own, which then execs `runc run`: the overlay mount lives
 and dies with that namespace, so nothing is left mounted on the host, even
-when soko is killed. The helper has PDEATHSIG=SIGKILL, but the container's
-own processes are runc's children, not tied to soko: a small watcher process
-(see _watch) deletes the container (`runc delete --force`) as soon as soko
-dies, so a foreground container never outlives it. The next run's sweep
-removes what is left on disk.
+when soko is killed. In the foreground the helper execs `runc run` (runc
+stays, relays signals and exits with the container's status); for a
+detached container the monitor has it exec `runc run --detach`, which
+returns once the container runs, and the container's first process becomes
+the monitor's child (the monitor is a subreaper); with -t runc hands the
+pty master over --console-socket. The helper has PDEATHSIG=SIGKILL, but the
+container's own processes are not tied to soko or the monitor: a small
+watcher process (see _watch) deletes the container (`runc delete --force`)
+as soon as its owner dies, so a container never outlives it. The next
+sweep removes what is left on disk.
 
 runc writes its own errors to a JSON log, separate from the container's
 stderr, so a failure to start maps onto Docker's 125/126/127.
@@ -21,15 +26,14 @@ import os
 import shutil
 import signal
 import termios
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import ContainerError, RuntimeNotAvailable, StartError
 from .paths import mkdir_in_root
-from .executor_builtin import IO, OverlayUnavailable, exit_status
-from .waiting import FORWARDED, Forwarder, kill_and_reap, wait
-from .tty import Terminal
+from .executor_builtin import OverlayUnavailable, exit_status
+from .waiting import FORWARDED, kill_and_reap
 
 STATE_ROOT = "/run/soko"
 
@@ -71,8 +75,59 @@ def _errors(log: Path) -> list[str]:
     return out
 
 
-def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
-        copy_up: list[tuple[str, str]], io: IO, on_started: Callable[[int], None] | None = None) -> int:
+@dataclass
+class OciTask:
+    """A container started through an OCI runtime.
+
+    Foreground: `pid` is the `runc run` helper (runc forwards signals and exits
+    with the container's status). Detached (the monitor): `runc run --detach`
+    has returned and `pid` is the container's first process, the monitor's
+    child since the monitor is a subreaper."""
+    pid: int
+    name: str
+    log: Path
+    err_r: int
+    watcher: int
+    done_w: int
+    master: int | None = None
+    detached: bool = False
+
+    def exit_code(self, wait_status: int) -> int:
+        if not self.detached:
+            msg = os.read(self.err_r, 4096).decode(errors="replace")
+            if msg:
+                code, _, text = msg.partition(" ")
+                if code == str(child.OVERLAY_FAILED):
+                    raise OverlayUnavailable(text)
+                raise StartError(text, int(code) if code.isdigit() else 125)
+        code = exit_status(wait_status)
+        if code != 0 and not self.detached:
+            errs = _errors(self.log)
+            if errs:
+                raise StartError(f"{self.name}: {errs[-1]}", _status_for(errs[-1]))
+        return code
+
+    def close(self) -> None:
+        if self.err_r >= 0:
+            os.close(self.err_r)
+            self.err_r = -1
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+        if self.done_w >= 0:
+            os.write(self.done_w, b"x")  # finished here: the watcher leaves the container alone
+            os.close(self.done_w)
+            self.done_w = -1
+            try:
+                os.waitpid(self.watcher, 0)
+            except ChildProcessError:
+                pass  # collected already (the monitor reaps all its children)
+
+
+def start(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
+          copy_up: list[tuple[str, str]], stdin: int | None, stdout: int, stderr: int,
+          detached: bool = False, console_dir: str | None = None) -> OciTask:
+    """Start the bundle with `runc run` (foreground) or `runc run --detach` (the monitor)."""
     exe = binary(name)
     (bundle / "config.json").write_text(json.dumps(spec))
     log = bundle / f"{name}.log"
@@ -80,73 +135,91 @@ def run(name: str, bundle: Path, oci_id: str, spec: dict, rootfs: child.Rootfs,
     os.makedirs(root, mode=0o700, exist_ok=True)
     argv = [exe, "--root", root, "--log", str(log), "--log-format", "json", "run", "--bundle", str(bundle)]
     tty = bool(spec["process"].get("terminal"))
-    pty_master = None
+    pid_file = bundle / f"{name}.pid"
+    listener = None
+    if detached:
+        argv += ["--detach", "--pid-file", str(pid_file)]
+        if tty:
+            import socket
+            import tempfile
+
+            sock_dir = tempfile.mkdtemp(prefix="soko-console-", dir=console_dir or STATE_ROOT)
+            sock_path = os.path.join(sock_dir, "s")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(sock_path)
+            listener.listen(1)
+            argv += ["--console-socket", sock_path]
     argv.append(oci_id)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    devnull = None
-    stdin = io.stdin
+    to_close = [err_w]
     if stdin is None:
-        devnull = stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    stdout, stderr = io.stdout, io.stderr
-    out_r = None
-    if tty:
+        stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        to_close.append(stdin)
+    pty_master = None
+    if tty and not detached:
         # runc relays a terminal only when its own stdio is one (with a
         # controlling tty): give it a pty and relay that one to soko's stdio.
         pty_master, pty_slave = os.openpty()
         stdin = stdout = stderr = pty_slave
-    elif io.on_output is not None:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        stdout = stderr = out_w
+        to_close.append(pty_slave)
     pid = 0
     watcher, done_w = _watch(exe, root, oci_id)
-    with Forwarder() as fwd:
+    task = OciTask(0, name, log, err_r, watcher, done_w, pty_master, detached)
+    try:
         try:
             pid = os.fork()
             if pid == 0:
-                _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty,
+                _helper(argv, rootfs, copy_up, (stdin, stdout, stderr), err_w, tty and not detached,
                         spec["process"].get("cwd", ""))
-            os.close(err_w)
-            if devnull is not None:
-                os.close(devnull)
-            if out_r is not None:
-                os.close(out_w)
-            if pty_master is not None:
-                os.close(pty_slave)
-            fwd.started(pid)
-            if on_started:
-                on_started(pid)
-            if pty_master is not None:
-                with Terminal(pty_master, io.stdin, io.stdout if io.on_output is None else None,
-                              io.on_output, pid) as term:
-                    pty_master = None  # the Terminal closes it
-                    status = term.pump(fwd)
-            else:
-                status = wait(pid, fwd, out_r, io.on_output)
+        finally:
+            for fd in to_close:
+                os.close(fd)
+        task.pid = pid
+        if detached:
+            if listener is not None:
+                task.master = _console_master(listener, pid)
+            _, status = os.waitpid(pid, 0)
             msg = os.read(err_r, 4096).decode(errors="replace")
             if msg:
                 code, _, text = msg.partition(" ")
                 if code == str(child.OVERLAY_FAILED):
                     raise OverlayUnavailable(text)
                 raise StartError(text, int(code) if code.isdigit() else 125)
-            code = exit_status(status)
-            if code != 0:
-                errs = _errors(log)
-                if errs:
-                    raise StartError(f"{name}: {errs[-1]}", _status_for(errs[-1]))
-            return code
-        except BaseException:
-            if pid:
-                kill_and_reap(pid)
-            raise
-        finally:
-            os.close(err_r)
-            if out_r is not None:
-                os.close(out_r)
-            if pty_master is not None:
-                os.close(pty_master)
-            os.write(done_w, b"x")  # finished here: the watcher leaves the container alone
-            os.close(done_w)
-            os.waitpid(watcher, 0)
+            if exit_status(status) != 0:
+                errs = _errors(log) or [f"{name} exited with status {exit_status(status)}"]
+                raise StartError(f"{name}: {errs[-1]}", _status_for(errs[-1]))
+            task.pid = int(pid_file.read_text().strip())
+        return task
+    except BaseException:
+        if pid and not detached:
+            kill_and_reap(pid)
+        task.close()
+        raise
+    finally:
+        if listener is not None:
+            path = listener.getsockname()
+            listener.close()
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _console_master(listener, helper: int) -> int | None:
+    """The pty master runc sends over --console-socket (None if runc ended without sending it)."""
+    import select
+    import socket
+
+    pidfd = os.pidfd_open(helper)
+    try:
+        while True:
+            ready = select.select([listener, pidfd], [], [])[0]
+            if listener in ready:
+                conn, _ = listener.accept()
+                with conn:
+                    _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+                return fds[0] if fds else None
+            if pidfd in ready:
+                return None
+    finally:
+        os.close(pidfd)
 
 
 def _watch(exe: str, root: str, oci_id: str) -> tuple[int, int]:

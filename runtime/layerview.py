@@ -5,8 +5,8 @@ character device, an opaque directory carries trusted.overlay.opaque=y), top
 first. Lookups follow overlayfs' merge rules (storage.pathwalk.OverlayTree)
 and resolve symlinks with storage.pathwalk.walk as if the merged tree were
 `/`, so a hostile image cannot make us read or write host files.
-Used to resolve USER from /etc/passwd before a container exists, to find a
-build step's mount stubs, and by the builder for COPY/WORKDIR targets and
+Used to resolve USER from /etc/passwd before a container exists, to make a
+container's init layer, and by the builder for COPY/WORKDIR targets and
 --from sources.
 """
 from __future__ import annotations

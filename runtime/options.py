@@ -58,6 +58,19 @@ class RunOptions:
     pids_limit: int | None = None  # 0 or -1: unlimited, as in Docker
     runtime: str = "builtin"
     security_opt: list[str] = field(default_factory=list)  # --security-opt seccomp=unconfined|FILE
+    detach: bool = False  # -d: a monitor process keeps the container (monitor.py)
+    restart: str = "no"  # --restart no|on-failure[:N]|always|unless-stopped
+    labels: list[str] = field(default_factory=list)  # -l K=V
+    publish: list[str] = field(default_factory=list)  # -p [IP:]HOST:CONTAINER[/PROTO], parsed, kept
+    publish_all: bool = False  # -P
+    health_cmd: str | None = None
+    health_interval: str | None = None  # Go durations
+    health_timeout: str | None = None
+    health_start_period: str | None = None
+    health_retries: int | None = None
+    no_healthcheck: bool = False
+    stop_signal: str | None = None
+    stop_timeout: int | None = None  # seconds; Docker's default 10
 
     def seccomp_choice(self) -> str:
         """"default", "unconfined" or a profile file (see seccomp.parse_option)."""
@@ -94,6 +107,24 @@ class RunOptions:
         for e in self.env:
             parse_env_entry(e)
         self.seccomp_choice()
+        from .service import RestartPolicy, parse_signal
+
+        if RestartPolicy.parse(self.restart).name != "no" and self.rm:
+            raise InvalidOption("conflicting options: --restart and --rm")
+        if self.stop_signal is not None:
+            parse_signal(self.stop_signal)
+        self.parsed_labels()
+        for p in self.publish:
+            parse_publish(p)
+
+    def parsed_labels(self) -> dict[str, str]:
+        out = {}
+        for text in self.labels:
+            key, _, value = text.partition("=")
+            if not key:
+                raise InvalidOption(f"invalid label {text!r}")
+            out[key] = value
+        return out
 
     def parsed_volumes(self) -> list[Volume]:
         return [parse_volume(v) for v in self.volumes]
@@ -195,3 +226,28 @@ def parse_tmpfs(text: str) -> Tmpfs:
         if not re.match(r"^[a-z_]+(=[A-Za-z0-9_.%:-]+)?$", o):
             raise InvalidOption(f"invalid tmpfs option {o!r}")
     return Tmpfs(target, options)
+
+
+def parse_publish(text: str) -> tuple[str, str, str, str]:
+    """-p [IP:][HOST:]CONTAINER[/PROTO] -> (ip, host port or range, container port, proto)."""
+    spec, _, proto = text.partition("/")
+    proto = proto or "tcp"
+    if proto not in ("tcp", "udp", "sctp"):
+        raise InvalidOption(f"invalid protocol {proto!r} in -p {text!r}")
+    if spec.startswith("["):  # [v6]:host:container
+        ip, _, rest = spec[1:].partition("]")
+        parts = [ip] + rest.lstrip(":").split(":")
+    else:
+        parts = spec.split(":")
+    if len(parts) == 1:
+        ip, host, cport = "", "", parts[0]
+    elif len(parts) == 2:
+        ip, (host, cport) = "", parts
+    elif len(parts) == 3:
+        ip, host, cport = parts
+    else:
+        raise InvalidOption(f"invalid -p {text!r}: [IP:][HOST:]CONTAINER[/PROTO]")
+    port = r"^\d+(-\d+)?$"
+    if not re.match(port, cport) or (host and not re.match(port, host)):
+        raise InvalidOption(f"invalid port in -p {text!r}")
+    return ip, host, cport, proto

@@ -192,6 +192,13 @@ def resolve(profile: Profile, bounding: list[str], machine: str | None = None,
 def compiled_filter(linux_seccomp: dict[str, Any], cache_dir: str | os.PathLike, machine: str | None = None) -> bytes:
     """bpf.compile_filter's program, kept in `cache_dir` under a hash of everything it depends on
     (the section, the machine, the compiler and the syscall tables): compiled once, then read."""
+    with open(compiled_filter_file(linux_seccomp, cache_dir, machine), "rb") as f:
+        return f.read()
+
+
+def compiled_filter_file(linux_seccomp: dict[str, Any], cache_dir: str | os.PathLike,
+                         machine: str | None = None) -> str:
+    """The file holding the compiled program (see compiled_filter), compiling it when missing."""
     import hashlib
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -201,11 +208,9 @@ def compiled_filter(linux_seccomp: dict[str, Any], cache_dir: str | os.PathLike,
     key = hashlib.sha256(json.dumps([machine, stamps, linux_seccomp], sort_keys=True).encode()).hexdigest()
     path = os.path.join(cache_dir, f"{key}.bpf")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if data and len(data) % 8 == 0:
-            return data
-    except FileNotFoundError:
+        if os.path.getsize(path) % 8 == 0 and os.path.getsize(path):
+            return path
+    except OSError:
         pass
     from .bpf import compile_filter
 
@@ -214,4 +219,4 @@ def compiled_filter(linux_seccomp: dict[str, Any], cache_dir: str | os.PathLike,
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-    return data
+    return path

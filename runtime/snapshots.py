@@ -31,17 +31,6 @@ from .errors import SnapshotError, SyscallError
 if TYPE_CHECKING:
     from storage.images import Image, ImageStore
 
-MIGRATIONS = [
-    """
-    CREATE TABLE snapshots (
-        chain_id TEXT PRIMARY KEY,
-        diff_id TEXT NOT NULL,
-        parent TEXT,
-        created REAL NOT NULL
-    );
-    """,
-]
-
 Event = Callable[[str, str], None]
 
 
@@ -66,13 +55,11 @@ class Snapshots:
     def __init__(self, store: "ImageStore"):
         self.store = store
         self.root = Path(os.path.abspath(store.root)) / "snapshots"
-        self._migrated = False
 
     def _db(self):
-        if not self._migrated:
-            self.store.db.migrate("runtime", MIGRATIONS)
-            self._migrated = True
-        return self.store.db
+        from .db import migrated
+
+        return migrated(self.store.db)
 
     def path(self, chain_id: str) -> Path:
         return self.root / _hex(chain_id)
@@ -222,7 +209,7 @@ def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None 
         except Exception:  # noqa: BLE001 - an unreadable image keeps nothing alive
             continue
         used.update(chain_ids(img.config.diff_ids))
-    for _d, st in containers._states(containers.containers_dir(store.root)):
+    for _d, st in containers.states(store.root):
         if st is not None:
             used.update(getattr(st, "layers", []) or [])
     removed = []

@@ -13,7 +13,7 @@ import os
 import select
 import signal
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM]
@@ -75,31 +75,47 @@ class Forwarder:
             pass
 
 
-def wait(pid: int, fwd: Forwarder, out_fd: int | None = None,
-         sink: Callable[[bytes], None] | None = None) -> int:
-    """The raw wait status of `pid`; with `out_fd`, its output goes to `sink` until EOF."""
+def wait(pid: int, fwd: Forwarder, outs: Sequence[tuple[int, Callable[[bytes], None]]] = ()) -> int:
+    """The raw wait status of `pid`; each (fd, sink) of `outs` is relayed until its EOF."""
     pidfd = os.pidfd_open(pid)
+    sinks = dict(outs)
     try:
-        watch = [pidfd] + fwd.fds + ([out_fd] if out_fd is not None else [])
+        watch = [pidfd] + fwd.fds + list(sinks)
         exited = False
-        while not exited or out_fd is not None:
+        while not exited or sinks:
             ready = select.select(watch, [], [])[0]
             if fwd.fds and fwd.fds[0] in ready:
                 fwd.drain()
-            if out_fd is not None and out_fd in ready:
-                data = os.read(out_fd, 65536)
-                if data:
-                    if sink is not None:
-                        sink(data)
-                else:
-                    watch.remove(out_fd)
-                    out_fd = None
+            for fd in ready:
+                if fd in sinks:
+                    data = os.read(fd, 65536)
+                    if data:
+                        sinks[fd](data)
+                    else:
+                        watch.remove(fd)
+                        del sinks[fd]
             if pidfd in ready:
                 exited = True
                 watch.remove(pidfd)
     finally:
         os.close(pidfd)
     return os.waitpid(pid, 0)[1]
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until end-of-file (a pipe's writers all closed)."""
+    chunks = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def kill_and_reap(pid: int) -> None:

@@ -11,14 +11,15 @@ FINAL = ("Pushed", "Layer already exists", "Pull complete", "Already exists", "D
 class PlainProgress:
     """One line per blob outcome (what CI logs want)."""
 
-    def __init__(self) -> None:
+    def __init__(self, file=None) -> None:
         self.said: set[tuple[str, str]] = set()
+        self.file = file  # default: stdout (`run` sends pull progress to stderr, as Docker does)
 
     def __call__(self, ev) -> None:
         if ev.action in FINAL or ev.action.startswith("Mounted from") or ev.action == "Retrying":
             if (ev.id, ev.action) not in self.said:
                 self.said.add((ev.id, ev.action))
-                print(f"{ev.id}: {ev.action}", flush=True)
+                print(f"{ev.id}: {ev.action}", flush=True, file=self.file or sys.stdout)
 
     def close(self) -> None:
         pass

@@ -10,12 +10,13 @@ _TIME_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?\
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time, what Docker shows for an unknown date
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A table laid out as Docker lays them out (Go's tabwriter: min width 10, padding 3)."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], minwidth: int = 10) -> str:
+    """A table laid out as Docker lays them out (Go's tabwriter: cells at least `minwidth`
+    wide, padding 3 included)."""
     from .formatter import tabwrite
 
     text = "\n".join("\t".join(str(c) for c in row) for row in [headers, *rows])
-    return tabwrite(text)
+    return tabwrite(text, minwidth)
 
 
 def human_size(n: float, precision: int = 3) -> str:

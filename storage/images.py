@@ -321,7 +321,11 @@ class ImageStore:
                 pass
         gone = sorted({rd for i in ids for rd in facts.forget_repo_digests(self, i)})
         events.extend(RemoveEvent("Untagged", rd) for rd in gone)
-        self._delete_records(sorted({digest, *facts.manifests_of(self, image_id)}))
+        records = sorted({digest, *facts.manifests_of(self, image_id)})
+        if self.db.query(f"SELECT 1 FROM holds WHERE digest IN ({','.join('?' * len(records))}) LIMIT 1",
+                         records):
+            return events  # a container still uses it: untagged, kept as a dangling image (Docker's rmi -f)
+        self._delete_records(records)
         events.append(RemoveEvent("Deleted", image_id))
         return events
 

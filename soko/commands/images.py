@@ -78,25 +78,6 @@ def history_cmd(ctx: click.Context, fmt: str | None, human: bool, no_trunc: bool
     click.echo(render(fmt, rows, HISTORY_HEADERS, HISTORY_TABLE if human else HISTORY_RAW_TABLE), nl=False)
 
 
-@click.command("inspect")
-@click.option("-f", "--format", "fmt", default=None, help="Go template over each object (`{{.Id}}`, `{{json .Config}}`).")
-@click.option("--type", "kind", type=click.Choice(["image"]), default=None, help="Only this kind of object.")
-@click.argument("images", nargs=-1, required=True)
-@click.pass_context
-def inspect_cmd(ctx: click.Context, fmt: str | None, kind: str | None, images: tuple[str, ...]) -> None:
-    """Show details of images as JSON (or through a Go template), as `docker inspect` does."""
-    import json
-
-    from ..formatter import render_one
-    from ..gotemplate import plain
-    from ..image_views import inspect_image
-
-    store = _store(ctx)
-    objects = [inspect_image(store, store.resolve(ref)) for ref in images]
-    if fmt:
-        click.echo("".join(render_one(fmt, o) for o in objects), nl=False)
-        return
-    click.echo(json.dumps(plain(objects), indent=4, ensure_ascii=False))
 
 
 @click.command("tag")

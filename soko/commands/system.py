@@ -197,7 +197,7 @@ def _alias(name: str, target: str) -> None:
     image_cmd.add_command(getattr(import_module(f"soko.commands.{module}"), attr), name)
 
 
-for _name, _target in (("ls", "images:images_cmd"), ("inspect", "images:inspect_cmd"),
+for _name, _target in (("ls", "images:images_cmd"), ("inspect", "inspect:image_inspect_cmd"),
                        ("history", "images:history_cmd"), ("tag", "images:tag_cmd"), ("rm", "images:rmi_cmd"),
                        ("import", "images:import_cmd"), ("save", "archives:save_cmd"),
                        ("load", "archives:load_cmd"), ("pull", "transfer:pull_cmd"),

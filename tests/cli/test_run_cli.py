@@ -24,7 +24,7 @@ def test_run_prints_and_propagates_status(soko, bb):
 
 
 def test_run_errors(soko, bb):
-    r = soko("run", "--rm", "nosuch:image", check=False)
+    r = soko("run", "--rm", "--pull", "never", "nosuch:image", check=False)
     assert r.returncode == 125 and r.stderr.strip() == "soko: no such image: nosuch:image"
     assert soko("run", "--rm", bb, "/nonexistent", check=False).returncode == 127
     assert soko("run", "--rm", bb, "/etc/passwd", check=False).returncode == 126

@@ -18,8 +18,12 @@ from runtime.errors import ContainerError
 from tests.conftest import REPO
 
 
-def cgroup_dirs() -> set[str]:
-    return {p for p in glob.glob("/sys/fs/cgroup/**/soko/*", recursive=True) if os.path.isdir(p)}
+def cgroup_dirs(ids) -> set[str]:
+    """The cgroups of these containers still on the machine (only this test's: other test runs
+    on the machine make and remove their own meanwhile)."""
+    ids = set(ids)
+    return {p for p in glob.glob("/sys/fs/cgroup/**/soko/*", recursive=True)
+            if os.path.basename(p) in ids and os.path.isdir(p)}
 
 
 def mounts_mentioning(text: str) -> list[str]:
@@ -40,9 +44,13 @@ def procs_with(text: str) -> list[str]:
 
 
 def test_fifty_runs_leave_nothing(store, tmp_path):
-    before = cgroup_dirs()
     devnull = os.open(os.devnull, os.O_WRONLY)
     statuses = []
+    ids: list[str] = []
+
+    def event(kind: str, msg: str) -> None:
+        if kind == "created":
+            ids.append(msg)
     try:
         for i in range(50):
             kind = i % 5
@@ -59,15 +67,17 @@ def test_fifty_runs_leave_nothing(store, tmp_path):
                 opts.memory, opts.pids_limit = 64 << 20, 50
                 opts.command = ["sh", "-c", "touch /host/x /vol/y /scratch/z"]
             try:
-                statuses.append(run(store, "busybox", opts, stdout=devnull, stderr=devnull))
+                statuses.append(run(store, "busybox", opts, stdout=devnull, stderr=devnull, on_event=event))
             except ContainerError as e:
                 statuses.append(e.status)
     finally:
         os.close(devnull)
     assert statuses == [3, 127, 125, 0, 0] * 10
+    assert len(ids) == 40  # the unknown user fails before anything is made
     assert mounts_mentioning(str(store.root)) == []
     assert container_dirs(store.root) == []
-    assert cgroup_dirs() - before == set()
+    assert store.db.query("SELECT id FROM containers") == []
+    assert cgroup_dirs(ids) == set()
     assert sorted(os.listdir(store.root / "snapshots")) == sorted(
         n for n in os.listdir(store.root / "snapshots") if not n.startswith("."))
 
@@ -88,7 +98,6 @@ def _wait_running(root: Path, timeout: float = 20) -> dict:
 
 @pytest.mark.parametrize("rt", ["builtin", "runc"])
 def test_killed_soko_is_cleaned_up_by_the_next_run(store, rt):
-    before = cgroup_dirs()
     marker = "3131" if rt == "builtin" else "3132"
     proc = subprocess.Popen([sys.executable, "-m", "runtime", "run", "--root", str(store.root), "--rm",
                              "--runtime", rt, "--memory", "64m", "busybox", "sleep", marker],
@@ -118,7 +127,7 @@ def test_killed_soko_is_cleaned_up_by_the_next_run(store, rt):
     assert procs_with(f"sleep {marker}") == []
     assert container_dirs(store.root) == []
     assert mounts_mentioning(str(store.root)) == []
-    assert cgroup_dirs() - before == set()
+    assert cgroup_dirs([st["id"]]) == set()
     if rt == "runc":
         assert not os.path.exists(f"/run/soko/runc/{st['oci_id']}")
 
@@ -158,7 +167,8 @@ def test_kept_container_stays_and_is_not_swept(store):
         assert len(ids) == 1
         d = store.root / "containers" / ids[0]
         st = json.loads((d / "state.json").read_text())
-        assert st["status"] == "exited" and st["exit_code"] == 0 and st["name"] == "keeper"
+        assert st["status"] == "exited" and st["exit_code"] == 0
+        assert [tuple(r) for r in store.db.query("SELECT id, name FROM containers")] == [(ids[0], "keeper")]
         assert (d / "upper" / "kept").read_text() == "hi\n"
         with pytest.raises(ContainerError) as e:
             run(store, "busybox", RunOptions(name="keeper", command=["true"]), stdout=devnull)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from runtime import stubs
+from runtime import initlayer
 from runtime.layerview import LayerView
 from runtime.paths import mkdir_in_root, secure_join
 
@@ -20,19 +20,14 @@ def test_a_dotdot_back_from_a_missing_directory_resolves_symlinks_again(tmp_path
     assert not (root / "abs").is_dir() or (root / "abs").is_symlink()
 
 
-def test_stub_cleanup_follows_a_hostile_link_only_inside_the_upper_dir(tmp_path):
-    lower, upper = tmp_path / "lower", tmp_path / "upper"
+def test_init_layer_follows_a_hostile_link_only_inside_the_init_dir(tmp_path):
+    lower, init = tmp_path / "lower", tmp_path / "init"
     (lower / "etc").mkdir(parents=True)
-    victim = tmp_path / "victim"
-    victim.write_bytes(b"")  # empty, like a stub: a walk that leaves `upper` would delete it
+    victim = tmp_path / "victim" / "hosts"  # a walk that leaves the root would create it on the host
     os.symlink("/nonexistent" + "/.." * 32 + str(victim), lower / "etc/hosts")
-    # where the runtime made the /etc/hosts stub: the link resolved inside the root
-    stub = upper / str(victim).lstrip("/")
-    stub.parent.mkdir(parents=True)
-    stub.write_bytes(b"")
-    (upper / "nonexistent").mkdir()  # the step's command made it: `..` from there would climb out of upper
-    (upper / "nonexistent/kept").write_text("x")
-    stubs.remove(upper, LayerView([str(lower)]), ["/etc/hosts"])
-    assert victim.exists()
-    assert not stub.exists()
-    assert sorted(upper.iterdir()) == [upper / "nonexistent"]  # the stub's parents went, the step's dir stayed
+    initlayer.make(init, LayerView([str(lower)]), [("/etc/hosts", False), ("/proc", True)])
+    assert not victim.parent.exists()
+    # where the runtime mounts /etc/hosts: the link resolved inside the root
+    assert (init / str(victim).lstrip("/")).is_file()
+    assert (init / "proc").is_dir()
+    assert not (init / "etc").exists()  # the image has /etc: nothing to make there
