@@ -71,10 +71,10 @@ def test_unless_stopped_and_backoff(soko, bb):
 def test_image_healthcheck_turns_healthy_and_a_failing_one_unhealthy(soko, bb, tmp_path):
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {bb}\nHEALTHCHECK --interval=1s --timeout=5s CMD test -e /tmp/ok\n")
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nHEALTHCHECK --interval=3s --timeout=5s CMD test -e /tmp/ok\n")
     soko("build", "-q", "-t", "checked:1", ctx)
     soko("run", "-d", "--network", "none", "--name", "hc", "checked:1", "sh", "-c", "touch /tmp/ok; sleep 1000")
-    assert "(health: starting)" in soko("ps", "--filter", "name=hc").stdout
+    assert "(health: starting)" in soko("ps", "--filter", "name=hc").stdout  # no probe for 3 s
     wait_until(lambda: "(healthy)" in soko("ps", "--filter", "name=hc", "--format", "{{.Status}}").stdout,
                what="healthy")
     health = state(soko, "hc")["Health"]
