@@ -22,7 +22,8 @@ JOBS ?= 4
 # certificate for the ADD https test; chromium, chromium-driver: the registry web UI's browser tests).
 APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-registry \
 	debootstrap apache2-utils curl pigz zstd hey wrk hyperfine python3-venv docker.io \
-	gcc libc6-dev linux-libc-dev git openssh-client openssl chromium chromium-driver
+	gcc libc6-dev linux-libc-dev git openssh-client openssl chromium chromium-driver \
+	ceph-mon ceph-osd radosgw ceph-common
 
 DEMO_DIR := $(CURDIR)/.demo-store
 

@@ -114,7 +114,7 @@ async def push_async(store: ImageStore, src_ref: str, dest_ref: str | None = Non
         for d in blobs:
             if d.digest in layer_digests:
                 progress(ProgressEvent(short_id(d.digest), "Waiting", 0, d.size, d.digest))
-        await run_all((push_blob(repo, d, FileSource(store.blobs.path(d.digest), d.size),
+        await run_all((push_blob(repo, d, FileSource(store.blobs.local_path(d.digest), d.size),
                                  store.sources(d.digest, dest.domain), options, progress, result,
                                  quiet=d.digest not in layer_digests)
                        for d in blobs), options.jobs)

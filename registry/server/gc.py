@@ -9,12 +9,16 @@ reaches; drop blob links that no manifest of their repository refers to.
 Everything younger than `grace` is kept: a client pushes layers before the
 manifest that uses them, and children before their index.
 
-Phase 2 (a second transaction): delete blob files that no repository links
-and that are older than `grace`, re-checking each inside the transaction.
-Every server write that makes a blob reachable checks the file exists inside
-its own write transaction, so a push never links a blob GC is deleting.
-Files go only after the metadata that could reach them is committed gone,
-so a crash in between leaves garbage, never a dangling link.
+Phase 2 (a second transaction): delete blobs that no repository links and
+whose last commit is older than `grace`, re-checking each inside the
+transaction. Every server write that makes a blob reachable checks the blob
+exists inside its own write transaction, so a push never links a blob GC is
+deleting. Blobs go only after the metadata that could reach them is
+committed gone, so a crash in between leaves garbage, never a dangling link.
+
+Files are the content store's (storage.content), through its blocking view:
+the directory under the root or S3 alike. Ingests a writer holds are busy and
+never removed.
 """
 from __future__ import annotations
 
@@ -25,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from storage.blobs import BlobStore
-from storage.directio import unlink_unless_busy
+from storage.content import Blocking, blocking_session
 
 from ..errors import RegistryError
 from .config import ImmutableRule, RetentionRule
 from .core import open_root
+from .sections import StorageOptions
 from .globs import matches
 from .meta import RegistryDB
 
@@ -54,20 +58,23 @@ class GCReport:
 
 def collect(root: str | os.PathLike, dry_run: bool = False, grace: float = DEFAULT_GRACE,
             untagged: bool = False, upload_ttl: float = DEFAULT_UPLOAD_TTL,
-            retention: Sequence[RetentionRule] = (), immutable: Sequence[ImmutableRule] = ()) -> GCReport:
-    """Collect garbage in the registry at `root` (which a server may be using)."""
+            retention: Sequence[RetentionRule] = (), immutable: Sequence[ImmutableRule] = (),
+            storage: StorageOptions | None = None) -> GCReport:
+    """Collect garbage in the registry at `root` (which a server may be using),
+    whose blobs are in `storage` (default: the directory under the root)."""
     path = Path(root)
     if not (path / "metadata.db").is_file():
         raise RegistryError(f"{root} is not a registry root (no metadata.db)")
-    blobs, meta = open_root(path)
+    store, meta = open_root(path, storage)
     try:
-        return collect_store(blobs, meta, dry_run=dry_run, grace=grace, untagged=untagged, upload_ttl=upload_ttl,
-                             retention=retention, immutable=immutable)
+        with blocking_session(store) as blobs:
+            return collect_store(blobs, meta, dry_run=dry_run, grace=grace, untagged=untagged,
+                                 upload_ttl=upload_ttl, retention=retention, immutable=immutable)
     finally:
         meta.db.close()
 
 
-def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, grace: float = DEFAULT_GRACE,
+def collect_store(blobs: Blocking, meta: RegistryDB, dry_run: bool = False, grace: float = DEFAULT_GRACE,
                   untagged: bool = False, upload_ttl: float = DEFAULT_UPLOAD_TTL,
                   busy_uploads: set[str] | None = None, retention: Sequence[RetentionRule] = (),
                   immutable: Sequence[ImmutableRule] = ()) -> GCReport:
@@ -104,19 +111,19 @@ def collect_store(blobs: BlobStore, meta: RegistryDB, dry_run: bool = False, gra
     if dry_run:
         report.blobs_removed = [d for d, _ in candidates]
         report.bytes_freed = sum(size for _, size in candidates)
-        report.blobs_kept = sum(1 for _ in blobs) - len(candidates)
+        report.blobs_kept = sum(1 for _ in blobs.walk()) - len(candidates)
         return report
     for upload_id in expired:
-        unlink_unless_busy(blobs.ingest_dir / f"upload-{upload_id}")
+        blobs.abort_ingest(upload_id)
     report.ingest_removed = _clean_ingest(c, blobs, cutoff)
     candidates = _unlinked_blobs(c, blobs, cutoff)  # outside the lock: walks every blob
     with meta.write():  # each one checked again where no push can link it meanwhile
         for digest, size in _unlinked_blobs(c, blobs, cutoff, only=[d for d, _ in candidates]):
             report.blobs_removed.append(digest)
             report.bytes_freed += size
-            blobs.delete(digest)
+        blobs.delete_many(report.blobs_removed)
         _record(c, report, time.monotonic() - started)
-    report.blobs_kept = sum(1 for _ in blobs)
+    report.blobs_kept = sum(1 for _ in blobs.walk())
     return report
 
 
@@ -128,10 +135,15 @@ def _record(c: sqlite3.Connection, report: GCReport, seconds: float) -> None:
                report.tags_removed + len(report.tags_expired)))
 
 
-def _expire_uploads(c: sqlite3.Connection, blobs: BlobStore, before: float, busy: set[str]) -> list[str]:
+def _busy(blobs: Blocking, upload_id: str) -> bool:
+    info = blobs.ingest(upload_id)
+    return info is not None and info.busy
+
+
+def _expire_uploads(c: sqlite3.Connection, blobs: Blocking, before: float, busy: set[str]) -> list[str]:
     """Sessions idle since `before`, except those a server knows or is writing right now."""
     ids = [r[0] for r in c.execute("SELECT id FROM reg_uploads WHERE updated < ?", (before,))
-           if r[0] not in busy and unlink_unless_busy(blobs.ingest_dir / f"upload-{r[0]}", unlink=False)]
+           if r[0] not in busy and not _busy(blobs, r[0])]
     c.executemany("DELETE FROM reg_uploads WHERE id=?", [(i,) for i in ids])
     return ids
 
@@ -201,30 +213,28 @@ def _dead_links(c: sqlite3.Connection, cutoff: float) -> int:
         (cutoff,)).rowcount
 
 
-def _unlinked_blobs(c: sqlite3.Connection, blobs: BlobStore, cutoff: float,
+def _unlinked_blobs(c: sqlite3.Connection, blobs: Blocking, cutoff: float,
                     only: list[str] | None = None) -> list[tuple[str, int]]:
-    """(digest, size) of blob files no repository links, older than cutoff."""
+    """(digest, size) of blobs no repository links, committed before cutoff."""
     out = []
-    for digest in (blobs if only is None else only):
-        if c.execute("SELECT 1 FROM reg_blob_links WHERE digest=? LIMIT 1", (digest,)).fetchone():
+    for info in (blobs.walk() if only is None else (blobs.stat(d) for d in only)):
+        if info is None:
             continue
-        try:
-            st = blobs.path(digest).stat()
-        except FileNotFoundError:
+        if c.execute("SELECT 1 FROM reg_blob_links WHERE digest=? LIMIT 1", (info.digest,)).fetchone():
             continue
-        if st.st_mtime < cutoff:
-            out.append((digest, st.st_size))
+        if info.modified < cutoff:
+            out.append((info.digest, info.size))
     return out
 
 
-def _clean_ingest(c: sqlite3.Connection, blobs: BlobStore, cutoff: float) -> int:
-    """Ingest files of no session (abandoned single POSTs, crashed writes), older
+def _clean_ingest(c: sqlite3.Connection, blobs: Blocking, cutoff: float) -> int:
+    """Ingests of no session (abandoned single POSTs, crashed writes), older
     than cutoff, that no upload is writing (a stalled one keeps an old mtime)."""
-    sessions = {f"upload-{r[0]}" for r in c.execute("SELECT id FROM reg_uploads")}
+    sessions = {r[0] for r in c.execute("SELECT id FROM reg_uploads")}
     removed = 0
-    for path, mtime in list(blobs.ingest_entries()):
-        if path.name in sessions or mtime >= cutoff or path.is_dir():
+    for info in blobs.ingests():
+        if info.ref in sessions or info.updated >= cutoff or info.busy:
             continue
-        if unlink_unless_busy(path):
+        if blobs.abort_ingest(info.ref):
             removed += 1
     return removed

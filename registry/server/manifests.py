@@ -2,15 +2,12 @@
 clients expect), PUT (validated, references checked, `?tag=`), DELETE."""
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from storage import digests, mediatypes as mt
-from storage.directio import open_locked
 from storage.errors import ManifestError
 from storage.model import Index, Manifest, Platform, parse_manifest
 
@@ -97,25 +94,15 @@ def describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
-def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None, require_refs: bool = True) -> list[str]:
-    """(worker thread) Write the bytes durably first, then record the
-    manifest and rename the bytes into place in one short transaction. The
-    file stays open (share-locked) until then: garbage collection skips it.
-    `require_refs=False`: a pull-through cache stores manifests before their blobs."""
-    with contextlib.ExitStack() as held:
-        tmp = None
-        if not reg.blobs.has(new.digest):
-            tmp = reg.blobs.new_temp()
-            held.callback(tmp.unlink, missing_ok=True)
-            f = held.enter_context(os.fdopen(open_locked(tmp), "wb"))
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False), guard,
-                                       require_refs)
-    if tmp is not None and not missing:
-        reg.blobs.sync_dir(new.digest)
-    return missing
+async def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None,
+                require_refs: bool = True) -> list[str]:
+    """Commit the bytes to the content store first (a fresh modification time:
+    garbage collection's grace covers them), then record the manifest in one
+    short transaction that checks they are still there. A refused manifest
+    leaves its bytes unlinked, for gc. `require_refs=False`: a pull-through
+    cache stores manifests before their blobs."""
+    await reg.store.put(raw, new.digest)
+    return await reg.run(reg.meta.put_manifest, new, tags, reg.still_there(new.digest), guard, require_refs)
 
 
 def validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:
@@ -153,7 +140,7 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
         m, digest = validate(name, reference, raw, content_type)
     new = describe(name, m)
     guard = srv.policies.manifest_guard(name, digest, len(raw), tags)
-    missing = await reg.run(store, reg, new, tags, raw, guard)
+    missing = await store(reg, new, tags, raw, guard)
     if missing:
         return error_response(*[APIError("MANIFEST_BLOB_UNKNOWN", f"unknown blob or manifest {d}", {"digest": d})
                                 for d in missing])

@@ -31,15 +31,15 @@ def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str |
         from registry.server import gc as registry_gc
 
         root = registry_root or str(ctx.obj.root / "registry")
-        retention, immutable = [], []
+        retention, immutable, storage = [], [], None
         if config_file:
             from registry.server import ServerConfig
 
             cfg = ServerConfig.from_file(config_file, defaults={"root": root},
                                          **({"root": registry_root} if registry_root else {}))
-            root, retention, immutable = cfg.root, cfg.retention, cfg.immutable
+            root, retention, immutable, storage = cfg.root, cfg.retention, cfg.immutable, cfg.storage
         r = registry_gc.collect(root, dry_run=dry_run, grace=grace, untagged=untagged, retention=retention,
-                                immutable=immutable)
+                                immutable=immutable, storage=storage)
         for repo, tag in r.tags_expired:
             click.echo(f"{verb} tag (retention): {repo}:{tag}")
         click.echo(f"{verb} {len(r.blobs_removed)} blobs ({human_size(r.bytes_freed)}), "

@@ -1,5 +1,9 @@
 """A real registry server process on a free loopback port, and a plain
-http.client speaker for it."""
+http.client speaker for it.
+
+The server keeps its blobs in the directory under its root, or, for a module
+that sets `BACKENDS = ["directory", "s3"]`, in each of those in turn: its
+tests then run once against a bucket on the session's radosgw (`--storage`)."""
 from __future__ import annotations
 
 import hashlib
@@ -141,9 +145,56 @@ class RegistryProc:
     port: int = 0
     log: Path | None = None
     nofile: int | None = None  # RLIMIT_NOFILE (soft and hard) of the server process
+    storage_url: str | None = None  # an s3:// URL: blobs in S3 (--storage)
+    env: dict[str, str] = field(default_factory=dict)  # its credentials
+
+    def __post_init__(self) -> None:
+        if self.storage_url:
+            self.args = ["--storage", self.storage_url, *self.args]
+
+    @property
+    def backend(self) -> str:
+        return "s3" if self.storage_url else "directory"
+
+    def storage(self):
+        from registry.server.sections import StorageOptions
+
+        return StorageOptions(self.storage_url, self.env.get("AWS_ACCESS_KEY_ID"),
+                              self.env.get("AWS_SECRET_ACCESS_KEY"))
+
+    def _blocking(self, fn):
+        """fn(the blocking view of the server's content store), from the test's process."""
+        from registry.server.core import open_content
+        from storage.content import blocking_session
+
+        with blocking_session(open_content(self.root, self.storage())) as b:
+            return fn(b)
+
+    def blob_exists(self, digest: str) -> bool:
+        return self._blocking(lambda b: b.has(digest))
+
+    def ingest_exists(self, upload_id: str) -> bool:
+        return self._blocking(lambda b: b.ingest(upload_id) is not None)
+
+    def ingest_offsets(self) -> dict[str, int]:
+        """ref -> bytes, of every ingest in the server's store."""
+        def offsets(b) -> dict[str, int]:
+            out = {}
+            for i in b.ingests():
+                info = b.ingest(i.ref)
+                if info is not None:
+                    out[i.ref] = info.offset
+            return out
+        return self._blocking(offsets)
+
+    def collect(self, **kw):
+        """Garbage collection of this server's root, as `soko gc --registry` runs it."""
+        from registry.server.gc import collect
+
+        return collect(self.root, storage=self.storage(), **kw)
 
     def start(self, port: int = 0) -> "RegistryProc":
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
         self.log = self.root.parent / f"{self.root.name}-server.log"
         errf = open(self.log, "ab")
         limit = self.nofile
@@ -211,19 +262,32 @@ class RegistryProc:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
 
+def pytest_generate_tests(metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", getattr(metafunc.module, "BACKENDS", ["directory"]), scope="module")
+
+
+def backend_args(request, backend: str) -> dict:
+    """RegistryProc's arguments for a backend: a new bucket on the session's radosgw for s3."""
+    if backend == "directory":
+        return {}
+    gw = request.getfixturevalue("radosgw")
+    return {"storage_url": gw.bucket(), "env": gw.env()}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> RegistryProc:
+def server(tmp_path_factory, request, backend) -> RegistryProc:
     """One server for a module's API tests (each test uses its own repositories)."""
-    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root").start()
+    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root", **backend_args(request, backend)).start()
     yield srv
     srv.stop()
     assert "Traceback" not in srv.errors(), srv.errors()
 
 
 @pytest.fixture
-def fresh_server(tmp_path) -> RegistryProc:
+def fresh_server(tmp_path, request, backend) -> RegistryProc:
     """A server of the test's own, for restarts, kills and special flags."""
-    srv = RegistryProc(tmp_path / "root")
+    srv = RegistryProc(tmp_path / "root", **backend_args(request, backend))
     yield srv
     srv.stop()
 

@@ -14,6 +14,9 @@ from registry.server.gc import collect
 from .conftest import OCI_INDEX, OCI_MANIFEST, sha256, unique
 
 
+BACKENDS = ["directory", "s3"]
+
+
 def blob_file(root, digest: str):
     alg, enc = digest.split(":")
     return root / "blobs" / alg / enc
@@ -44,20 +47,19 @@ def test_collect(fresh_server):
     assert c.put_manifest(name, sha256(referrer), referrer).status == 201
     stale = c.request("POST", f"/v2/{name}/blobs/uploads/").header("Location")
     c.request("PATCH", stale, body=b"abandoned")
-    root = srv.root
 
     # a young registry: nothing goes
-    report = collect(root)
+    report = srv.collect()
     assert report.blobs_removed == [] and report.links_removed == 0
 
-    dry = collect(root, dry_run=True, grace=0)
+    dry = srv.collect(dry_run=True, grace=0)
     assert dry.blobs_removed == [loose] and dry.links_removed == 1
-    assert blob_file(root, loose).exists()
+    assert srv.blob_exists(loose)
     assert c.request("GET", f"/v2/{name}/blobs/{loose}").status == 200
 
-    report = collect(root, grace=0)
+    report = srv.collect(grace=0)
     assert report.blobs_removed == [loose] and report.bytes_freed == len(b"never used by a manifest")
-    assert not blob_file(root, loose).exists()
+    assert not srv.blob_exists(loose)
     assert c.request("GET", f"/v2/{name}/blobs/{loose}").status == 404
     for d in [tagged, untagged, child, sha256(index), sha256(referrer), *_config_and_layers(tagged_raw),
               *_config_and_layers(untagged_raw)]:
@@ -65,7 +67,7 @@ def test_collect(fresh_server):
     assert report.uploads_removed == 0
     assert c.request("GET", stale).status == 204  # a live session keeps its data
 
-    report = collect(root, grace=0, untagged=True, upload_ttl=0.001)
+    report = srv.collect(grace=0, untagged=True, upload_ttl=0.001)
     assert report.manifests_removed == [(name, untagged)]
     assert sorted(report.blobs_removed) == sorted([untagged, *_config_and_layers(untagged_raw)])
     assert c.request("GET", f"/v2/{name}/manifests/{untagged}").status == 404
@@ -73,14 +75,14 @@ def test_collect(fresh_server):
         assert c.request("GET", f"/v2/{name}/manifests/{ref}").status == 200, ref
     assert report.uploads_removed == 1
     assert c.request("GET", stale).status == 404
-    assert not (root / "ingest" / f"upload-{stale.rsplit('/', 1)[1]}").exists()
+    assert not srv.ingest_exists(stale.rsplit('/', 1)[1])
 
     # untag: the image and then its referrer go
     assert c.request("DELETE", f"/v2/{name}/manifests/keep").status == 202
-    report = collect(root, grace=0, untagged=True)
+    report = srv.collect(grace=0, untagged=True)
     assert sorted(d for _, d in report.manifests_removed) == sorted([tagged, sha256(referrer)])
-    assert not blob_file(root, tagged).exists()
-    assert blob_file(root, child).exists()
+    assert not srv.blob_exists(tagged)
+    assert srv.blob_exists(child)
     c.close()
 
 
@@ -104,7 +106,7 @@ def test_gc_while_pushing(fresh_server):
     def gc_loop() -> None:
         try:
             while not stop.is_set():
-                removed.extend(collect(srv.root, grace=3.0, untagged=True).blobs_removed)
+                removed.extend(srv.collect(grace=3.0, untagged=True).blobs_removed)
                 time.sleep(0.02)
         except BaseException as e:  # surfaced below
             errors.append(e)
@@ -137,8 +139,8 @@ def test_online_gc_in_server(fresh_server, tmp_path):
     digest, raw = c.push_image(name, "v1")
     loose = c.push_blob(name, b"loose")
     deadline = time.time() + 20
-    while blob_file(srv.root, loose).exists() and time.time() < deadline:
+    while srv.blob_exists(loose) and time.time() < deadline:
         time.sleep(0.2)
-    assert not blob_file(srv.root, loose).exists()
+    assert not srv.blob_exists(loose)
     assert c.request("GET", f"/v2/{name}/manifests/v1").body == raw
     c.close()

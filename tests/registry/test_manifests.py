@@ -6,6 +6,8 @@ import json
 from .conftest import (DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256, sha512,
                        unique)
 
+BACKENDS = ["directory", "s3"]
+
 
 def test_manifest_by_tag_and_digest_exact_bytes(client):
     name = unique()
