@@ -25,7 +25,7 @@ REDIRECT_SECONDS = 900  # how long a presigned URL stays good
 
 async def get_blob(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
     check_digest(digest)
-    size = srv.reg.meta.linked_size(name, digest)
+    size = await srv.reg.read(srv.reg.meta.linked_size, name, digest)
     if size is None and srv.proxy is not None and srv.proxy.serves(name):
         streamed = await srv.proxy.blob(request, name, digest)  # None: now cached here
         if streamed is not None:
@@ -33,7 +33,7 @@ async def get_blob(srv: "Server", request: web.Request, name: str, digest: str) 
                 srv.event(request, PULL, repository=name, target=BLOB, digest=digest,
                           size=streamed.content_length)
             return streamed
-        size = srv.reg.meta.linked_size(name, digest)
+        size = await srv.reg.read(srv.reg.meta.linked_size, name, digest)
     if size is None:
         raise APIError("BLOB_UNKNOWN", detail={"digest": digest})
     if _EMPTY_SUFFIX.fullmatch(request.headers.get("Range", "").strip()):

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from . import configfile
 from .configfile import ConfigProblem, Duration, Key, show_key
-from .sections import METRICS_OFF, MetricsOptions, NotificationOptions, ProxyOptions, StorageOptions
+from .sections import METRICS_OFF, MetadataOptions, MetricsOptions, NotificationOptions, ProxyOptions, StorageOptions
 
 DEFAULT_ADDR = "127.0.0.1:5000"
 MiB = 1024 * 1024
@@ -235,6 +235,8 @@ class ServerConfig:
     proxy: ProxyOptions | None = None  # pull-through cache
     ui: UIOptions = field(default_factory=UIOptions)
     storage: StorageOptions = field(default_factory=StorageOptions)
+    metadata: MetadataOptions = field(default_factory=MetadataOptions)  # SQLite in the root, or PostgreSQL
+
 
     @property
     def host(self) -> str:
@@ -334,11 +336,12 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
                    token_service: str | None = None, token_cert: str | None = None,
                    audit_log: str | None = None, gc_interval: float | None = None,
                    proxy: str | None = None, no_ui: bool = False, storage: str | None = None,
-                   redirect: bool = False) -> dict[str, Any]:
+                   redirect: bool = False, metadata: str | None = None) -> dict[str, Any]:
     """Command-line flags as config overrides (one mapping for `soko serve` and
     `python -m registry.server`). `--token-cert` is an external issuer's
     certificate (distribution's rootcertbundle), `--token` the built-in issuer,
-    `--proxy URL` the pull-through cache's remote, `--storage URL` the blob store."""
+    `--proxy URL` the pull-through cache's remote, `--storage URL` the blob store,
+    `--metadata URL` where the metadata lives."""
     out: dict[str, Any] = {"addr": addr, "root": root, "htpasswd": htpasswd, "audit_log": audit_log,
                            "read_only": True if read_only else None}
     if tls_cert or tls_key or tls_self_signed:
@@ -355,6 +358,9 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
         out["ui"] = {"enabled": False}
     if storage is not None or redirect:
         out["storage"] = {"url": storage, "redirect": True if redirect else None}
+    if metadata is not None:
+        out["metadata"] = {"url": metadata}
+
     return out
 
 

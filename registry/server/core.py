@@ -1,5 +1,5 @@
 """The registry's state: one content store (the directory under the root, or
-S3) and one metadata database under a root directory, a thread pool for
+S3), its metadata (SQLite in the root, or PostgreSQL), a thread pool for
 everything that may block, and a cache of manifest bytes (immutable, keyed by
 digest, so it never goes stale)."""
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any, Callable, TypeVar
 
 from storage.content import ContentStore, open_store
 from storage.errors import BlobNotFound
-from storage.metadata import MetadataDB
 from storage.private import open_root as private_root
 
 from ..errors import APIError
 from .config import ServerConfig
-from .meta import RegistryDB
+from .meta import RegistryMeta
+from .metadb import open_metadata
 from .sections import StorageOptions
 
 T = TypeVar("T")
@@ -59,11 +59,12 @@ def open_content(root: str | os.PathLike, storage: StorageOptions | None = None,
 
 
 def open_root(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
-              direct_io: bool = True) -> tuple[ContentStore, RegistryDB]:
-    """The content store and registry tables of a registry root (created if new)."""
+              direct_io: bool = True, metadata: str | None = None) -> tuple[ContentStore, RegistryMeta]:
+    """The content store of a registry root (created if new) and its metadata:
+    `metadata.db` in the root, or the PostgreSQL database at the `metadata` URL."""
     path = Path(root)
     private_root(path)
-    return open_content(path, storage, executor, direct_io), RegistryDB(MetadataDB(path / "metadata.db"))
+    return open_content(path, storage, executor, direct_io), open_metadata(path, metadata)
 
 
 class Registry:
@@ -71,7 +72,8 @@ class Registry:
         self.config = config
         self.root = Path(config.root)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soko-registry")
-        self.store, self.meta = open_root(self.root, config.storage, self.pool, config.direct_io)
+        self.store, self.meta = open_root(self.root, config.storage, self.pool, config.direct_io,
+                                          config.metadata.url)
         self.manifests = ManifestCache()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -91,6 +93,13 @@ class Registry:
                                                       "push it again")
         return check
 
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A metadata point read: on the event loop where that costs microseconds
+        (SQLite), else in a worker thread (a round trip to a database server)."""
+        if self.meta.inline_reads:
+            return fn(*args)
+        return await self.run(fn, *args)
+
     async def manifest_bytes(self, digest: str, size: int) -> bytes | None:
         data = self.manifests.get(digest)
         if data is None:
@@ -103,4 +112,4 @@ class Registry:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        self.meta.db.close()
+        self.meta.close()

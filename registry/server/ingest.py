@@ -111,11 +111,11 @@ class Uploads:
             raise
         return s
 
-    def get(self, repo: str, upload_id: str, client: str) -> Session:
+    async def get(self, repo: str, upload_id: str, client: str) -> Session:
         """The session, if it exists and belongs to `repo` (BLOB_UPLOAD_UNKNOWN otherwise)."""
         # The row decides, not memory: garbage collection in another process
         # may have expired the session.
-        row = self.reg.meta.upload(upload_id) if _ID_RE.match(upload_id) else None
+        row = await self.reg.read(self.reg.meta.upload, upload_id) if _ID_RE.match(upload_id) else None
         s = self.sessions.get(upload_id)
         if row is None:
             if s is not None and not s.lock.locked():

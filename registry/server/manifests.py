@@ -26,14 +26,14 @@ _FOREIGN = {mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"}
 
 
-def _lookup(srv: "Server", name: str, reference: str) -> ManifestRow:
-    meta = srv.reg.meta
+async def _lookup(srv: "Server", name: str, reference: str) -> ManifestRow:
+    meta, read = srv.reg.meta, srv.reg.read
     if is_digest_ref(reference):
-        row = meta.manifest_by_digest(name, check_digest(reference))
+        row = await read(meta.manifest_by_digest, name, check_digest(reference))
     else:
-        row = meta.manifest_by_tag(name, check_tag(reference))
+        row = await read(meta.manifest_by_tag, name, check_tag(reference))
     if row is None:
-        if not meta.repo_exists(name):
+        if not await read(meta.repo_exists, name):
             raise APIError("NAME_UNKNOWN", detail={"name": name})
         raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference})
     return row
@@ -54,7 +54,7 @@ async def _negotiate(srv: "Server", name: str, reference: str, row: ManifestRow,
             for want in (Platform.host(), Platform("linux", "amd64")):
                 for d in index.manifests:
                     if d.platform and d.platform.matches(want) and d.media_type in accept:
-                        child = srv.reg.meta.manifest_by_digest(name, d.digest)
+                        child = await srv.reg.read(srv.reg.meta.manifest_by_digest, name, d.digest)
                         if child is not None:
                             return child
     if row.media_type in (mt.OCI_MANIFEST, mt.OCI_INDEX):
@@ -67,7 +67,7 @@ async def get_manifest(srv: "Server", request: web.Request, name: str, reference
     if srv.proxy is not None and srv.proxy.serves(name):
         row = await srv.proxy.manifest(name, reference)
     else:
-        row = _lookup(srv, name, reference)
+        row = await _lookup(srv, name, reference)
     accept = accepted_types(request)
     if accept is not None and row.media_type not in accept:
         row = await _negotiate(srv, name, reference, row, accept)
@@ -94,15 +94,29 @@ def describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
+class _Gone(Exception):
+    """The bytes committed before the transaction were collected meanwhile."""
+
+
 async def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None,
                 require_refs: bool = True) -> list[str]:
     """Commit the bytes to the content store first (a fresh modification time:
     garbage collection's grace covers them), then record the manifest in one
-    short transaction that checks they are still there. A refused manifest
-    leaves its bytes unlinked, for gc. `require_refs=False`: a pull-through
-    cache stores manifests before their blobs."""
-    await reg.store.put(raw, new.digest)
-    return await reg.run(reg.meta.put_manifest, new, tags, reg.still_there(new.digest), guard, require_refs)
+    short transaction that looks for them again (gc cannot delete them there):
+    gone meanwhile (a collector with a shorter grace), they are written again.
+    A refused manifest leaves its bytes unlinked, for gc. `require_refs=False`:
+    a pull-through cache stores manifests before their blobs."""
+    blocking = reg.store.blocking
+
+    def place() -> None:
+        if not blocking.has(new.digest):
+            raise _Gone
+    while True:
+        await reg.store.put(raw, new.digest)
+        try:
+            return await reg.run(reg.meta.put_manifest, new, tags, place, guard, require_refs)
+        except _Gone:
+            continue
 
 
 def validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:

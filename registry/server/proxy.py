@@ -114,13 +114,13 @@ class Proxy:
         """The manifest `reference` names, from the cache or fetched into it."""
         meta = self.reg.meta
         if is_digest_ref(reference):
-            row = meta.manifest_by_digest(name, reference)
+            row = await self.reg.read(meta.manifest_by_digest, name, reference)
             if row is not None:
                 self.served.labels("manifest", "hit").inc()
                 return row
             return await self._once(("manifest", name, reference), lambda: self._fetch_manifest(name, reference))
         tag = check_tag(reference)
-        row = meta.manifest_by_tag(name, tag)
+        row = await self.reg.read(meta.manifest_by_tag, name, tag)
         remote = self.remote(name)
         if row is not None and time.monotonic() - self.checked.get((name, tag), -1e18) < remote.ttl:
             self.served.labels("manifest", "hit").inc()
@@ -144,7 +144,7 @@ class Proxy:
             self.checked[(name, tag)] = time.monotonic()
             self.served.labels("manifest", "revalidated").inc()
             return row
-        known = self.reg.meta.manifest_by_digest(name, digest) if is_digest_ref(digest) else None
+        known = await self.reg.read(self.reg.meta.manifest_by_digest, name, digest) if is_digest_ref(digest) else None
         if known is not None:  # moved to a manifest cached already
             await self._store_tag(name, tag, known)
             return known

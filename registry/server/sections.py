@@ -194,3 +194,20 @@ class StorageOptions:
                                 "access_key and secret_key go together")
         if self.part_size < 5 * 1024 * 1024:
             raise ConfigProblem((*key, "part_size"), "must be at least 5 MiB (S3's minimum part size)")
+
+
+@dataclass
+class MetadataOptions:
+    """Where the registry keeps its metadata: absent, `metadata.db` (SQLite) in
+    the root; `postgresql://USER[:PASSWORD]@HOST:PORT/DB`, a PostgreSQL database
+    that several `soko serve` replicas may share (registry/METADATA.md)."""
+    url: str | None = None
+
+    def check(self, key: Key) -> None:
+        if self.url is not None:
+            from .metadb import check_url as check_metadata_url
+
+            problem = check_metadata_url(self.url)
+            if problem is not None:
+                raise ConfigProblem((*key, "url"), problem)
+

@@ -48,12 +48,12 @@ async def _try_mount(srv: "Server", request: web.Request, name: str, digest: str
             return None
         if not srv.auth.allows(principal, "repository", source, "pull"):
             return None  # as if it were not there: the client uploads instead
-        size = meta.linked_size(source, digest)
+        size = await srv.reg.read(meta.linked_size, source, digest)
     else:
-        size = meta.linked_size(name, digest)
+        size = await srv.reg.read(meta.linked_size, name, digest)
         source = name
         if size is None:
-            source = next((r for r in meta.repos_linking(digest)
+            source = next((r for r in await srv.reg.read(meta.repos_linking, digest)
                            if srv.auth.allows(principal, "repository", r, "pull")), None)
             if source is not None:
                 info = await store.stat(digest)
@@ -113,7 +113,7 @@ async def _check_range(srv: "Server", request: web.Request, name: str, s: Sessio
 
 
 async def patch_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     with srv.uploads.bodies.hold(request[CLIENT]):
         async with s.lock, srv.uploads.writing(s) as w:
             await _check_range(srv, request, name, s, w.offset)
@@ -128,7 +128,7 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
     if digest is None:
         raise APIError("DIGEST_INVALID", "the closing PUT needs ?digest=")
     check_digest(digest)
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     with srv.uploads.bodies.hold(request[CLIENT]):
         async with s.lock, srv.uploads.writing(s) as w:
             if request.body_exists:
@@ -140,13 +140,13 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
 
 
 async def get_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     async with s.lock:
         return empty(204, _session_headers(name, s.id, await srv.uploads.offset(s)))
 
 
 async def delete_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     async with s.lock:
         await srv.uploads.cancel(s)
     return empty(204)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 
-from .conftest import sha256, sha512, unique
+from .conftest import POSTGRES, SQLITE, sha256, sha512, unique
+
+METADATA_BACKENDS = (SQLITE, POSTGRES)
 
 BACKENDS = ["directory", "s3"]
 

@@ -10,10 +10,11 @@ import pytest
 
 from registry.errors import RegistryError
 from registry.server.gc import collect
+from registry.server.sections import MetadataOptions
 
-from .conftest import OCI_INDEX, OCI_MANIFEST, sha256, unique
+from .conftest import OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256, unique
 
-
+METADATA_BACKENDS = (SQLITE, POSTGRES)
 BACKENDS = ["directory", "s3"]
 
 
@@ -91,6 +92,55 @@ def test_collect_refuses_non_registry(tmp_path):
         collect(tmp_path)
 
 
+def test_a_manifest_put_never_records_bytes_gc_just_deleted(tmp_path, test_metadata):
+    """A manifest PUT commits its bytes (pushed before, unreferenced since) and a
+    collection deletes them right after, before the PUT's transaction: the PUT must
+    not record the manifest without them. The interleaving is forced: the store's
+    commit returns, then gc runs."""
+    import asyncio
+
+    from registry.server.config import ServerConfig
+    from registry.server.core import Registry
+    from registry.server.manifests import describe, store, validate
+
+    reg = Registry(ServerConfig(root=str(tmp_path / "root"), metadata=MetadataOptions(test_metadata)))
+    raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                      "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
+                                 "digest": sha256(b"{}")}}).encode()
+    m, digest = validate("r", "v1", raw, OCI_MANIFEST)
+
+    def gc_phase_2() -> None:
+        with reg.meta.gc_transaction() as tx:
+            assert not tx.is_linked(digest)
+            reg.store.blocking.delete(digest)
+
+    async def scenario() -> None:
+        await reg.store.open()
+        try:
+            reg.meta.link_blob("r", sha256(b"{}"), 2, lambda: True)
+            assert await store(reg, describe("r", m), ["v1"], raw) == []
+            assert reg.meta.delete_manifest("r", digest)  # unreferenced now, its bytes still there
+            put, raced = reg.store.put, []
+
+            async def put_then_gc(data: bytes, expected: str):
+                info = await put(data, expected)
+                if not raced:  # once
+                    raced.append(expected)
+                    await reg.run(gc_phase_2)
+                return info
+            reg.store.put = put_then_gc
+            assert await store(reg, describe("r", m), ["v1"], raw) == []
+            assert raced == [digest]
+            assert reg.meta.manifest_by_tag("r", "v1").digest == digest
+            assert await reg.store.read_bytes(digest) == raw
+        finally:
+            await reg.store.close()
+    try:
+        asyncio.run(scenario())
+    finally:
+        reg.close()
+
+
 def test_gc_while_pushing(fresh_server):
     """GC in a loop against the live root while a client pushes images: every
     pushed image stays whole, and old garbage still goes."""
@@ -133,7 +183,7 @@ def test_gc_while_pushing(fresh_server):
 
 
 def test_online_gc_in_server(fresh_server, tmp_path):
-    srv = fresh_server.configure({"gc": {"interval": 0.5, "grace": 0, "untagged": True}}).start()
+    srv = fresh_server.configure({"gc": {"interval": 0.5, "grace": 2, "untagged": True}}).start()
     c = srv.client()
     name = unique()
     digest, raw = c.push_image(name, "v1")

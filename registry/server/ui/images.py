@@ -21,7 +21,7 @@ from storage.content import Blocking
 from storage.errors import ManifestError, StorageError
 from storage.model import Descriptor, Index, Manifest, Platform, parse_manifest
 
-from ..meta import Referrer, RegistryDB
+from ..meta import Referrer, RegistryMeta
 
 MAX_CONFIG = 8 * 1024 * 1024  # bigger configs are not shown
 ATTESTATION = "vnd.docker.reference.type"  # BuildKit's annotation on attestation manifests in an index
@@ -188,7 +188,7 @@ class Summaries:
         return Summary("unknown", 0, ())
 
 
-def image_view(blobs: Blocking, meta: RegistryDB, repo: str, digest: str, media_type: str, size: int) -> ImageView:
+def image_view(blobs: Blocking, meta: RegistryMeta, repo: str, digest: str, media_type: str, size: int) -> ImageView:
     """Everything the image page shows about one manifest of `repo`."""
     raw = blobs.read_bytes(digest)
     try:
@@ -197,7 +197,7 @@ def image_view(blobs: Blocking, meta: RegistryDB, repo: str, digest: str, media_
         pretty = raw.decode("utf-8", "replace")
     view = ImageView(repo, digest, media_type, size, pretty)
     view.referrers = meta.referrers(repo, digest, None)
-    view.tags = meta.tags_of(meta.db.conn, repo, digest)
+    view.tags = meta.tags_of(repo, digest)
     algo, _, hexpart = digest.partition(":")
     for suffix in ("sig", "att", "sbom"):  # cosign's referrers before the OCI 1.1 API
         row = meta.manifest_by_tag(repo, f"{algo}-{hexpart}.{suffix}")
