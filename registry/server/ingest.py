@@ -178,11 +178,9 @@ class Uploads:
             s.parked = parked
 
     async def offset(self, s: Session) -> int:
-        """Bytes the session holds (hold `s.lock`)."""
-        if s.parked is not None:
-            return s.parked.offset
-        info = await self.reg.store.ingest(s.id)
-        return 0 if info is None or info.offset is None else info.offset
+        """Bytes the session holds (hold `s.lock`): the store says, not this
+        process's parked state, which another replica may have overtaken."""
+        return await self.reg.store.ingest_offset(s.id, s.parked)
 
     async def receive(self, writer: Writer, content: StreamReader) -> int:
         """Stream a request body into `writer`; returns the bytes received.
