@@ -12,10 +12,9 @@ from registry.errors import RegistryError
 from registry.server.gc import collect
 from registry.server.sections import MetadataOptions
 
-from .conftest import OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256, unique
+from .conftest import ALL_STACKS, OCI_INDEX, OCI_MANIFEST, sha256, unique
 
-METADATA_BACKENDS = (SQLITE, POSTGRES)
-BACKENDS = ["directory", "s3"]
+STACKS = ALL_STACKS  # directory+SQLite, S3+SQLite, S3+PostgreSQL with 2 replicas behind HAProxy
 
 
 def blob_file(root, digest: str):
