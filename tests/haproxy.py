@@ -76,6 +76,7 @@ class HAProxy:
         self.servers = servers
         self.sticky = sticky
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="soko-haproxy-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self._own_dir = workdir is None
         self.proc: subprocess.Popen | None = None
         self.port = 0

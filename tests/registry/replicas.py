@@ -11,7 +11,6 @@ needs may live on its local disk) and the same flags and config file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tests.haproxy import HAProxy
 
@@ -42,7 +41,7 @@ class ReplicatedRegistry(RegistryProc):
             r.start(r.port)
         if self.lb is None:
             self.lb = HAProxy([("127.0.0.1", r.port) for r in self.replicas], sticky=self.sticky,
-                              workdir=self._lb_dir()).start()
+                              workdir=self.root.parent / f"{self.root.name}-haproxy").start()
         else:
             self.lb.wait_up()
         self.port = self.lb.port
@@ -50,11 +49,6 @@ class ReplicatedRegistry(RegistryProc):
         self.proc = self.replicas[0].proc
         self.log = self.replicas[0].log
         return self
-
-    def _lb_dir(self) -> Path:
-        d = self.root.parent / f"{self.root.name}-haproxy"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
 
     def stop(self) -> None:
         for r in self.replicas:
