@@ -21,11 +21,9 @@ Usage: python bench/bench_replicas.py [--size-mb 128] [--rounds 3]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -86,24 +84,13 @@ class Stack:
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the registry processes (not the balancer's)."""
-        total = 0.0
-        for p in self.procs:
-            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return sum(br.cpu_seconds(p.pid) for p in self.procs)
 
     def stop(self) -> None:
         if self.lb is not None:
             self.lb.stop()
         for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            br.stop_process(p)
 
 
 def soko_stack(label: str, count: int, work: Path, storage: str, metadata: str, env: dict) -> Stack:
@@ -146,6 +133,32 @@ def distribution_stack(work: Path, gw: RadosGW, storage: str) -> Stack:
     return s
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of every CPU since boot, from /proc/stat."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def watch_cpu(stacks: list[Stack], seen: dict[str, list[tuple[float, float]]], measured: int) -> None:
+    """Make bench_registry's manifest runs also note, per stack, the share of the
+    machine's CPU that was busy and the cores its registry processes used: whether
+    more replicas had any CPU left to use."""
+    by_base = {s.base: s for s in stacks}
+    measure = br.manifest_rps
+
+    def manifest_rps(base: str, repo: str, requests: int) -> float:
+        s = by_base.get(base)
+        b0, t0, c0, w0 = *machine_busy(), s.cpu_seconds() if s else 0.0, time.monotonic()
+        rps = measure(base, repo, requests)
+        if s is not None and requests == measured:  # not the warm-up
+            b1, t1 = machine_busy()
+            seen.setdefault(s.label, []).append(((b1 - b0) / max(t1 - t0, 1),
+                                                 (s.cpu_seconds() - c0) / (time.monotonic() - w0)))
+        return rps
+    br.manifest_rps = manifest_rps
+
+
 def ratio_table(results: dict, a: str, b: str) -> list[str]:
     rows = [f"| metric | {a} / {b}: paired median | per round |", "|---|---:|---|"]
     for k in results[a]:
@@ -162,9 +175,7 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--json", help="also write every sample here")
     args = ap.parse_args()
-    for tool in ("curl", "hey"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is not installed")
+    br.need_tools("curl", "hey")
     work = Path(tempfile.mkdtemp(prefix="bench-replicas-", dir=os.environ.get("BENCH_TMP", "/var/tmp")))
     gw = pg = None
     stacks: list[Stack] = []
@@ -174,17 +185,13 @@ def main() -> None:
         pg = PostgresServer()
         print(f"radosgw and PostgreSQL up in {time.monotonic() - t0:.1f} s", flush=True)
         blob = work / "blob.bin"
-        h = hashlib.sha256()
-        with open(blob, "wb") as f:
-            for _ in range(args.size_mb):
-                chunk = os.urandom(1024 * 1024)
-                h.update(chunk)
-                f.write(chunk)
-        digest, size = "sha256:" + h.hexdigest(), args.size_mb * 1024 * 1024
+        digest, size = br.random_blob(blob, args.size_mb), args.size_mb * 1024 * 1024
         env = gw.env()
         stacks.append(soko_stack("soko-1", 1, work, gw.bucket(), pg.database(), env))
         stacks.append(soko_stack(f"soko-{args.replicas}", args.replicas, work, gw.bucket(), pg.database(), env))
         stacks.append(distribution_stack(work, gw, gw.bucket()))
+        cpu: dict[str, list[tuple[float, float]]] = {}
+        watch_cpu(stacks, cpu, args.requests)
         results = br.bench_all(stacks, blob, digest, size, args.rounds, args.requests)
     finally:
         for s in stacks:
@@ -203,6 +210,11 @@ def main() -> None:
     for k in results[labels[0]]:
         print(f"| {k} | " + " | ".join(f"{statistics.median(results[lb][k]):,.1f} ({max(results[lb][k]):,.1f})"
                                       for lb in labels) + " |")
+    print()
+    print("| during manifest GETs | machine CPU busy (median) | cores the registry processes used (median) |")
+    print("|---|---:|---:|")
+    for label, v in cpu.items():
+        print(f"| {label} | {statistics.median(b for b, _ in v):.0%} | {statistics.median(c for _, c in v):.2f} |")
     for a, b in ((labels[1], labels[0]), (labels[0], "distribution")):
         print()
         print("\n".join(ratio_table(results, a, b)))
