@@ -26,6 +26,7 @@ never removed.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,8 @@ def _collect(blobs: Blocking, meta: RegistryMeta, dry_run: bool, grace: float, u
 def _record(tx: GCTx, report: GCReport, seconds: float) -> None:
     """Remember the run (registry_stats reads it: /metrics, the UI)."""
     tx.record_gc(GCRun(time.time(), seconds, len(report.blobs_removed), report.bytes_freed,
-                       len(report.manifests_removed), report.tags_removed + len(report.tags_expired)))
+                       len(report.manifests_removed), report.tags_removed + len(report.tags_expired),
+                       f"{socket.gethostname()}:{os.getpid()}"))
 
 
 def _busy(blobs: Blocking, upload_id: str) -> bool:

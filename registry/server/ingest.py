@@ -248,17 +248,18 @@ async def finish(reg: Registry, w: Writer, repo: str, expected: str, upload_id: 
     a refusal the session is dropped and the error raised (a refused blob stays
     unlinked: garbage collection takes it after the grace period)."""
     size = w.offset
-    try:
-        await w.commit(None, expected)
-    except DigestMismatch as e:  # the writer dropped the data
-        if upload_id is not None:
-            await reg.run(reg.meta.delete_upload, upload_id)
-        raise APIError("DIGEST_INVALID", f"upload has digest {e.actual}, not {expected}",
-                       {"expected": expected, "actual": e.actual}) from None
-    try:
-        await reg.run(reg.meta.finish_upload, upload_id, repo, expected, size, reg.still_there(expected),
-                      guard_for(size) if guard_for else None)
-    except APIError:
-        if upload_id is not None:
-            await reg.run(reg.meta.delete_upload, upload_id)
-        raise
+    async with reg.pinned():  # no collection between the commit and the link
+        try:
+            await w.commit(None, expected)
+        except DigestMismatch as e:  # the writer dropped the data
+            if upload_id is not None:
+                await reg.run(reg.meta.delete_upload, upload_id)
+            raise APIError("DIGEST_INVALID", f"upload has digest {e.actual}, not {expected}",
+                           {"expected": expected, "actual": e.actual}) from None
+        try:
+            await reg.run(reg.meta.finish_upload, upload_id, repo, expected, size, reg.still_there(expected),
+                          guard_for(size) if guard_for else None)
+        except APIError:
+            if upload_id is not None:
+                await reg.run(reg.meta.delete_upload, upload_id)
+            raise

@@ -288,11 +288,11 @@ def test_gc_transaction_sweeps_metadata(meta):
         tx.delete_uploads(tx.stale_uploads(cutoff))
         tx.drop_orphans()
         assert not tx.is_linked(old) and tx.is_linked(kept)
-        tx.record_gc(GCRun(time.time(), 0.5, 3, 300, 1, 2))
+        tx.record_gc(GCRun(time.time(), 0.5, 3, 300, 1, 2, "replica-a:42"))
     assert meta.tags("r", None, None) == ["multi"] and meta.upload_ids() == set()
     stats = meta.stats()
-    assert (stats.gc_runs, stats.gc_bytes_freed, stats.last_gc.blobs_removed, stats.last_gc.tags_removed) == \
-        (1, 300, 3, 2)
+    assert (stats.gc_runs, stats.gc_bytes_freed, stats.last_gc.blobs_removed, stats.last_gc.tags_removed,
+            stats.last_gc.runner) == (1, 300, 3, 2, "replica-a:42")
     with meta.gc_transaction() as tx:
         assert tx.delete_manifest("r", index.digest) == 1 and tx.delete_manifest("r", child.digest) == 0
         assert tx.delete_dead_links(cutoff) == 3  # the index's, the child's and `kept`
@@ -512,3 +512,30 @@ def test_a_database_that_does_not_answer_is_one_clear_error(tmp_path):
         open_metadata(tmp_path, url)
     with pytest.raises(RegistryError, match="want postgresql://"):
         open_metadata(tmp_path, "mysql://x/y")
+
+
+def test_gc_waits_for_pins_and_pins_for_nobody(meta, tmp_path, url):
+    """A pin (a push between its blob's commit and its link) holds off gc's
+    transactions in any process; pins and links never wait for pins."""
+    gc_side = other(tmp_path, url)
+    try:
+        p1 = meta.pin()
+        p2 = gc_side.pin()  # another process pins too, at once
+        link(meta, "r", "linked while pinned")  # a pinned push links
+        entered = threading.Event()
+
+        def collect() -> None:
+            with gc_side.gc_transaction():
+                entered.set()
+        t = threading.Thread(target=collect)
+        t.start()
+        assert not entered.wait(0.5)
+        p1.release()
+        assert not entered.wait(0.3)  # the other pin still holds
+        p2.release()
+        assert entered.wait(10)
+        t.join()
+        p3 = meta.pin()  # and pins come back after the run
+        p3.release()
+    finally:
+        gc_side.close()

@@ -87,6 +87,10 @@ MIGRATIONS: list[str] = [
         tags_removed {INT} NOT NULL
     );
     """,
+    # 3: which process ran it (HOST:PID): replicas on one database take turns
+    """
+    ALTER TABLE reg_gc_runs ADD COLUMN runner {TEXT};
+    """,
 ]
 
 

@@ -152,9 +152,9 @@ class SQLTx:
 
     def record_gc(self, run: GCRun) -> None:
         self.c.execute("INSERT INTO reg_gc_runs(finished, seconds, blobs_removed, bytes_freed, manifests_removed, "
-                       "tags_removed) VALUES(?, ?, ?, ?, ?, ?)",
+                       "tags_removed, runner) VALUES(?, ?, ?, ?, ?, ?, ?)",
                        (run.finished, run.seconds, run.blobs_removed, run.bytes_freed, run.manifests_removed,
-                        run.tags_removed))
+                        run.tags_removed, run.runner))
 
 
 # A repository's name, tag count, linked bytes and last push (each on an index range of its own)
@@ -373,8 +373,8 @@ class SQLMeta(RegistryMeta):
             blobs, size = one("SELECT count(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM "
                               "(SELECT MAX(size) AS size FROM reg_blob_links GROUP BY digest) AS u")
             runs, freed = one("SELECT count(*), CAST(COALESCE(SUM(bytes_freed), 0) AS BIGINT) FROM reg_gc_runs")
-            last = one("SELECT finished, seconds, blobs_removed, bytes_freed, manifests_removed, tags_removed "
-                       "FROM reg_gc_runs ORDER BY id DESC LIMIT 1")
+            last = one("SELECT finished, seconds, blobs_removed, bytes_freed, manifests_removed, tags_removed, "
+                       "runner FROM reg_gc_runs ORDER BY id DESC LIMIT 1")
             return RegistryStats(
                 repositories=one("SELECT count(*) FROM reg_repositories")[0],
                 tags=one("SELECT count(*) FROM reg_tags")[0], manifests=one("SELECT count(*) FROM reg_manifests")[0],
