@@ -166,9 +166,9 @@ def test_online_gc_runs_on_one_replica_at_a_time(fresh_server):
     import psycopg
 
     with psycopg.connect(srv.metadata) as db:
-        runs = db.execute("SELECT finished - seconds, finished FROM reg_gc_runs ORDER BY finished").fetchall()
-    assert len(runs) >= 3, runs
-    for (_, end), (start, _) in zip(runs, runs[1:]):
+        runs = db.execute("SELECT finished - seconds, finished, runner FROM reg_gc_runs ORDER BY finished").fetchall()
+    assert len(runs) >= 3 and len({r for _, _, r in runs}) == 2, runs  # both replicas collected, in turn
+    for (_, end, _), (start, _, _) in zip(runs, runs[1:]):
         assert start >= end - 0.01, runs  # the next began after the last ended
 
 
