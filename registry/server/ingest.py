@@ -55,6 +55,7 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
     parked: Any = None  # the writer's state between requests (None: the store finds it again)
+    recorded: bool = True  # its row is in the metadata (False while create() writes it)
 
 
 def _hash_all(writer: Writer, chunks: list[bytes]) -> None:
@@ -101,14 +102,16 @@ class Uploads:
             self.caps.check(client, idle)
         except APIError:
             self.close_idle()
+            await self.forget_finished()
             self.caps.check(client, idle)
-        s = Session(str(uuid.uuid4()), repo, client)
+        s = Session(str(uuid.uuid4()), repo, client, recorded=False)
         self._remember(s)  # counted at once, before anything awaits
         try:
             await self.reg.run(self.reg.meta.new_upload, s.id, repo)
         except BaseException:
             self._drop(s)
             raise
+        s.recorded = True
         return s
 
     async def get(self, repo: str, upload_id: str, client: str) -> Session:
@@ -135,6 +138,14 @@ class Uploads:
         for s in list(self.sessions.values()):
             if s.last_used < cutoff and not s.lock.locked():
                 self._drop(s, closed=False)
+
+    async def forget_finished(self) -> None:
+        """Forget sessions whose row is gone: finished, cancelled or expired by
+        another process (a replica behind the same balancer) since they were here."""
+        live = await self.reg.read(self.reg.meta.upload_ids)
+        for s in list(self.sessions.values()):
+            if s.recorded and s.id not in live and not s.lock.locked():
+                self._drop(s)
 
     def close_all(self) -> None:
         for s in list(self.sessions.values()):

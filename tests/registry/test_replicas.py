@@ -247,3 +247,20 @@ def _no_tracebacks(request):
     srv = request.node.funcargs.get("fresh_server")
     if srv is not None:
         assert "Traceback" not in srv.errors(), srv.errors()
+
+
+def test_uploads_finished_on_the_other_replica_stop_counting_here(fresh_server):
+    """A session counts against its client's cap on every replica that saw it;
+    one finished on the other replica must not keep counting here until it
+    idles out, or round-robin pushes hit the cap after a few blobs."""
+    srv = fresh_server.configure({"limits": {"max_client_sessions": 3}}).start()
+    c = srv.client()
+    name = unique()
+    for i in range(12):  # POST on one replica, PUT on the other
+        data = f"blob {i}".encode()
+        r = c.request("POST", f"/v2/{name}/blobs/uploads/")
+        assert r.status == 202, (i, r.status, r.body)
+        r2 = c.request("PUT", f"{r.header('Location')}?digest={sha256(data)}", body=data)
+        assert r2.status == 201, (i, r2.status, r2.body)
+        assert r.header(REPLICA_HEADER) != r2.header(REPLICA_HEADER)
+    c.close()
