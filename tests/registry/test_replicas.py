@@ -172,7 +172,7 @@ def test_online_gc_runs_on_one_replica_at_a_time(fresh_server):
         assert start >= end - 0.01, runs  # the next began after the last ended
 
 
-def test_ui_sign_in_needs_stickiness(fresh_server, tmp_path):
+def test_ui_sign_in_needs_stickiness(fresh_server):
     """The web UI's sessions live in one replica's memory: through HAProxy's
     cookie stickiness a signed-in browser stays signed in on every page; API
     clients, keeping no cookies, still go round-robin."""
