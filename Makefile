@@ -20,11 +20,12 @@ JOBS ?= 4
 # the static seccomp probe in tests/runtime; linux-libc-dev: syscall numbers, runtime/seccomp_tables.py;
 # git: ADD of a git repository; openssh-client: ssh-agent for RUN --mount=type=ssh tests; openssl: a
 # certificate for the ADD https test; chromium, chromium-driver: the registry web UI's browser tests;
-# postgresql: the registry's PostgreSQL metadata, a private cluster per test session, tests/pgserver.py).
+# postgresql: the registry's PostgreSQL metadata, a private cluster per test session, tests/pgserver.py;
+# haproxy: round-robin in front of several `soko serve` replicas, tests/replicas.py).
 APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-registry \
 	debootstrap apache2-utils curl pigz zstd hey wrk hyperfine python3-venv docker.io \
 	gcc libc6-dev linux-libc-dev git openssh-client openssl chromium chromium-driver \
-	ceph-mon ceph-osd radosgw ceph-common postgresql
+	ceph-mon ceph-osd radosgw ceph-common postgresql haproxy
 
 DEMO_DIR := $(CURDIR)/.demo-store
 

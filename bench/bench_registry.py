@@ -72,6 +72,40 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise SystemExit(f"server on port {port} did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 20 s: this process's child only."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def need_tools(*tools: str) -> None:
+    for tool in tools:
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is not installed")
+
+
+def random_blob(path: Path, size_mb: int) -> str:
+    """Write `size_mb` MiB of random bytes to `path`; their digest."""
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(size_mb):
+            chunk = os.urandom(1024 * 1024)
+            h.update(chunk)
+            f.write(chunk)
+    return "sha256:" + h.hexdigest()
+
+
 class Server:
     def __init__(self, label: str, cmd: list[str], port: int, env: dict | None = None, cwd: Path = REPO):
         self.label, self.port = label, port
@@ -82,16 +116,10 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the server process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def soko_server(root: Path, tree: Path = REPO, label: str = "soko") -> Server:
@@ -269,20 +297,12 @@ def main() -> None:
     ap.add_argument("--only", choices=["soko", "distribution"])
     ap.add_argument("--baseline", metavar="REV", help="also run soko's registry at this git revision (before/after)")
     args = ap.parse_args()
-    for tool in ("curl", "hey"):
-        if not shutil.which(tool):
-            raise SystemExit(f"{tool} is not installed")
+    need_tools("curl", "hey")
     with tempfile.TemporaryDirectory(prefix="bench-registry-", dir=os.environ.get("BENCH_TMP", "/var/tmp")) as tmp:
         tmpdir = Path(tmp)
         blob = tmpdir / "blob.bin"
         size = args.size_mb * 1024 * 1024
-        h = hashlib.sha256()
-        with open(blob, "wb") as f:
-            for _ in range(args.size_mb):
-                chunk = os.urandom(1024 * 1024)
-                h.update(chunk)
-                f.write(chunk)
-        digest = "sha256:" + h.hexdigest()
+        digest = random_blob(blob, args.size_mb)
         servers = []
         try:
             for label, start in (("soko", soko_server), ("distribution", distribution_server)):

@@ -73,13 +73,14 @@ class BlobFetch:
                     await w.drain()
                     self.written += len(chunk)
                     self._progress()
-            try:
-                await w.commit(size, self.digest)
-            except (DigestMismatch, SizeMismatch) as e:
-                raise APIError("UNKNOWN", f"upstream sent {self.written} bytes for {self.digest}: {e}",
-                               status=502) from None
-            await reg.run(reg.meta.finish_upload, None, self.repo, self.digest, self.written,
-                          reg.still_there(self.digest))
+            async with reg.pinned():  # no collection between the commit and the link
+                try:
+                    await w.commit(size, self.digest)
+                except (DigestMismatch, SizeMismatch) as e:
+                    raise APIError("UNKNOWN", f"upstream sent {self.written} bytes for {self.digest}: {e}",
+                                   status=502) from None
+                await reg.run(reg.meta.finish_upload, None, self.repo, self.digest, self.written,
+                              reg.still_there(self.digest))
             self.done.set_result(self.written)
         except BaseException as e:
             if not self.ready.done():

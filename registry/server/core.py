@@ -8,9 +8,10 @@ import asyncio
 import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from storage.content import ContentStore, open_store
 from storage.errors import BlobNotFound
@@ -75,6 +76,7 @@ class Registry:
         self.store, self.meta = open_root(self.root, config.storage, self.pool, config.direct_io,
                                           config.metadata.url)
         self.manifests = ManifestCache()
+        self.pin_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="soko-registry-pin")
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (disk, hashing, SQLite writes) off the event loop."""
@@ -92,6 +94,22 @@ class Registry:
                 raise APIError("BLOB_UPLOAD_INVALID", f"{digest} was collected before it could be linked: "
                                                       "push it again")
         return check
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[None]:
+        """Hold off garbage collection (meta.pin) while a blob is committed to the
+        store and linked. The wait for a running collection happens in a thread
+        of its own (not the pool's); the release is instant, on the loop."""
+        taking = asyncio.get_running_loop().run_in_executor(self.pin_pool, self.meta.pin)
+        try:
+            pin = await asyncio.shield(taking)
+        except asyncio.CancelledError:  # the thread may still get it: let go of it then
+            taking.add_done_callback(lambda f: f.cancelled() or f.exception() or f.result().release())
+            raise
+        try:
+            yield
+        finally:
+            pin.release()
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """A metadata point read: on the event loop where that costs microseconds
@@ -112,4 +130,5 @@ class Registry:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.pin_pool.shutdown(wait=True)
         self.meta.close()

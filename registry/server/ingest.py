@@ -55,6 +55,7 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
     parked: Any = None  # the writer's state between requests (None: the store finds it again)
+    recorded: bool = True  # its row is in the metadata (False while create() writes it)
 
 
 def _hash_all(writer: Writer, chunks: list[bytes]) -> None:
@@ -101,14 +102,16 @@ class Uploads:
             self.caps.check(client, idle)
         except APIError:
             self.close_idle()
+            await self.forget_finished()
             self.caps.check(client, idle)
-        s = Session(str(uuid.uuid4()), repo, client)
+        s = Session(str(uuid.uuid4()), repo, client, recorded=False)
         self._remember(s)  # counted at once, before anything awaits
         try:
             await self.reg.run(self.reg.meta.new_upload, s.id, repo)
         except BaseException:
             self._drop(s)
             raise
+        s.recorded = True
         return s
 
     async def get(self, repo: str, upload_id: str, client: str) -> Session:
@@ -135,6 +138,14 @@ class Uploads:
         for s in list(self.sessions.values()):
             if s.last_used < cutoff and not s.lock.locked():
                 self._drop(s, closed=False)
+
+    async def forget_finished(self) -> None:
+        """Forget sessions whose row is gone: finished, cancelled or expired by
+        another process (a replica behind the same balancer) since they were here."""
+        live = await self.reg.read(self.reg.meta.upload_ids)
+        for s in list(self.sessions.values()):
+            if s.recorded and s.id not in live and not s.lock.locked():
+                self._drop(s)
 
     def close_all(self) -> None:
         for s in list(self.sessions.values()):
@@ -178,11 +189,9 @@ class Uploads:
             s.parked = parked
 
     async def offset(self, s: Session) -> int:
-        """Bytes the session holds (hold `s.lock`)."""
-        if s.parked is not None:
-            return s.parked.offset
-        info = await self.reg.store.ingest(s.id)
-        return 0 if info is None or info.offset is None else info.offset
+        """Bytes the session holds (hold `s.lock`): the store says, not this
+        process's parked state, which another replica may have overtaken."""
+        return await self.reg.store.ingest_offset(s.id, s.parked)
 
     async def receive(self, writer: Writer, content: StreamReader) -> int:
         """Stream a request body into `writer`; returns the bytes received.
@@ -250,17 +259,18 @@ async def finish(reg: Registry, w: Writer, repo: str, expected: str, upload_id: 
     a refusal the session is dropped and the error raised (a refused blob stays
     unlinked: garbage collection takes it after the grace period)."""
     size = w.offset
-    try:
-        await w.commit(None, expected)
-    except DigestMismatch as e:  # the writer dropped the data
-        if upload_id is not None:
-            await reg.run(reg.meta.delete_upload, upload_id)
-        raise APIError("DIGEST_INVALID", f"upload has digest {e.actual}, not {expected}",
-                       {"expected": expected, "actual": e.actual}) from None
-    try:
-        await reg.run(reg.meta.finish_upload, upload_id, repo, expected, size, reg.still_there(expected),
-                      guard_for(size) if guard_for else None)
-    except APIError:
-        if upload_id is not None:
-            await reg.run(reg.meta.delete_upload, upload_id)
-        raise
+    async with reg.pinned():  # no collection between the commit and the link
+        try:
+            await w.commit(None, expected)
+        except DigestMismatch as e:  # the writer dropped the data
+            if upload_id is not None:
+                await reg.run(reg.meta.delete_upload, upload_id)
+            raise APIError("DIGEST_INVALID", f"upload has digest {e.actual}, not {expected}",
+                           {"expected": expected, "actual": e.actual}) from None
+        try:
+            await reg.run(reg.meta.finish_upload, upload_id, repo, expected, size, reg.still_there(expected),
+                          guard_for(size) if guard_for else None)
+        except APIError:
+            if upload_id is not None:
+                await reg.run(reg.meta.delete_upload, upload_id)
+            raise

@@ -94,29 +94,17 @@ def describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
-class _Gone(Exception):
-    """The bytes committed before the transaction were collected meanwhile."""
-
-
 async def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None,
                 require_refs: bool = True) -> list[str]:
-    """Commit the bytes to the content store first (a fresh modification time:
-    garbage collection's grace covers them), then record the manifest in one
-    short transaction that looks for them again (gc cannot delete them there):
-    gone meanwhile (a collector with a shorter grace), they are written again.
-    A refused manifest leaves its bytes unlinked, for gc. `require_refs=False`:
-    a pull-through cache stores manifests before their blobs."""
-    blocking = reg.store.blocking
-
-    def place() -> None:
-        if not blocking.has(new.digest):
-            raise _Gone
-    while True:
+    """Commit the bytes to the content store, then record the manifest in one
+    short transaction, with garbage collection held off in between (a commit
+    of bytes already stored only refreshes their time: a collector that looked
+    before could delete them after). A refused manifest leaves its bytes
+    unlinked, for gc. `require_refs=False`: a pull-through cache stores
+    manifests before their blobs."""
+    async with reg.pinned():
         await reg.store.put(raw, new.digest)
-        try:
-            return await reg.run(reg.meta.put_manifest, new, tags, place, guard, require_refs)
-        except _Gone:
-            continue
+        return await reg.run(reg.meta.put_manifest, new, tags, reg.still_there(new.digest), guard, require_refs)
 
 
 def validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:

@@ -146,6 +146,11 @@ class Tx(Protocol):
 Guard = Callable[[Tx], None]
 
 
+class Pin(Protocol):
+    """A hold on gc's transactions (RegistryMeta.pin); release() ends it, from any thread."""
+    def release(self) -> None: ...
+
+
 class GCTx(Tx, Protocol):
     """Garbage collection's transaction: no write that makes something reachable runs meanwhile."""
 
@@ -249,8 +254,16 @@ class RegistryMeta(ABC):
         across every process on this metadata (False: another one is collecting)."""
     @abstractmethod
     def gc_transaction(self, commit: bool = True) -> AbstractContextManager[GCTx]:
-        """A transaction excluding every write that makes something reachable;
-        rolled back at the end unless `commit` (a dry run)."""
+        """A transaction excluding every write that makes something reachable
+        and every pin; rolled back at the end unless `commit` (a dry run)."""
+    @abstractmethod
+    def pin(self) -> Pin:
+        """(worker thread; waits while a gc transaction runs) Hold off gc's
+        transactions, in every process on this metadata, until release(): a push
+        holds it from committing a blob to the content store until the blob is
+        linked. A commit of bytes already stored only refreshes their time; a
+        collector that looked at them before could delete them right after, so
+        none may look in between. Pins never wait for each other."""
 
     # -- views: /metrics and the web UI -------------------------------------------------------------
     @abstractmethod

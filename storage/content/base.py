@@ -168,6 +168,13 @@ class ContentStore(ABC):
     async def ingest(self, ref: str) -> IngestInfo | None:
         """The ingest of `ref` with its offset, if it exists."""
 
+    async def ingest_offset(self, ref: str, resume: Any = None) -> int:
+        """Bytes the ingest of `ref` holds (0: none yet). `resume` (what park()
+        returned here) answers only while the store says it is still current:
+        another process (a replica) may have gone on with the ingest since."""
+        info = await self.ingest(ref)
+        return 0 if info is None or info.offset is None else info.offset
+
     @abstractmethod
     async def ingests(self) -> list[IngestInfo]:
         """Every ingest, for garbage collection (offsets may be unknown)."""

@@ -498,6 +498,11 @@ class S3Store(ContentStore):
         w._start_lease(fresh)
         return w
 
+    async def ingest_offset(self, ref: str, resume: Any = None) -> int:
+        if isinstance(resume, S3Parked) and await self._current(check_ref(ref), resume):
+            return resume.offset  # one HEAD instead of reading the state and listing the ingest
+        return await super().ingest_offset(ref)
+
     async def _current(self, ref: str, parked: S3Parked) -> bool:
         """Whether the stored state is still the one parked here (another process,
         a replica, may have gone on with the upload since): its ETag is its MD5."""

@@ -267,6 +267,10 @@ class RegistryProc:
         self.stop()
         return self.start(self.port)
 
+    def close(self) -> None:
+        """The fixture's teardown (a replicated registry also stops its load balancer)."""
+        self.stop()
+
     def errors(self) -> str:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
@@ -291,9 +295,15 @@ class Stack:
     """What a registry under test runs on."""
     storage: str = "directory"  # or "s3"
     metadata: str = SQLITE  # or POSTGRES
+    replicas: int = 1  # more: that many `soko serve` behind HAProxy (s3 and postgresql only)
 
     def __str__(self) -> str:
-        return f"{self.storage}-{self.metadata}"
+        return f"{self.storage}-{self.metadata}" + (f"-{self.replicas}replicas" if self.replicas > 1 else "")
+
+
+# The registry suite's stack matrix (the modules of conformance, clients, gc and crashes):
+# one machine's default, blobs in S3, and two replicas behind a load balancer on S3 + PostgreSQL.
+ALL_STACKS = [Stack(), Stack("s3"), Stack("s3", POSTGRES, replicas=2)]
 
 
 def module_stacks(module) -> list[Stack]:
@@ -302,7 +312,7 @@ def module_stacks(module) -> list[Stack]:
         stacks = [Stack(s, m) for s in getattr(module, "BACKENDS", ["directory"])
                   for m in getattr(module, "METADATA_BACKENDS", (SQLITE,))]
     if FORCED_BACKEND:
-        stacks = list(dict.fromkeys(Stack(s.storage, FORCED_BACKEND) for s in stacks))
+        stacks = list(dict.fromkeys(Stack(s.storage, FORCED_BACKEND, s.replicas) for s in stacks))
     return stacks
 
 
@@ -328,12 +338,18 @@ def _database(request, metadata: str):
     pg.drop(url)
 
 
-def stack_args(request, stack: Stack) -> dict:
-    """RegistryProc's storage arguments for a stack: a new bucket on the session's radosgw for s3."""
-    if stack.storage == "directory":
-        return {}
-    gw = request.getfixturevalue("radosgw")
-    return {"storage_url": gw.bucket(), "env": gw.env()}
+def make_server(request, stack: Stack, root: Path, metadata: str | None) -> RegistryProc:
+    """A (not yet started) server of `stack` with its root at `root`: for s3 a new
+    bucket on the session's radosgw; with replicas, those behind HAProxy."""
+    kw: dict = {"metadata": metadata}
+    if stack.storage == "s3":
+        gw = request.getfixturevalue("radosgw")
+        kw.update(storage_url=gw.bucket(), env=gw.env())
+    if stack.replicas > 1:
+        from .replicas import ReplicatedRegistry
+
+        return ReplicatedRegistry(root, count=stack.replicas, **kw)
+    return RegistryProc(root, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -351,19 +367,18 @@ def test_metadata(request, stack):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request, stack, module_metadata) -> RegistryProc:
     """One server for a module's API tests (each test uses its own repositories)."""
-    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root", metadata=module_metadata,
-                       **stack_args(request, stack)).start()
+    srv = make_server(request, stack, tmp_path_factory.mktemp("registry") / "root", module_metadata).start()
     yield srv
-    srv.stop()
+    srv.close()
     assert "Traceback" not in srv.errors(), srv.errors()
 
 
 @pytest.fixture
 def fresh_server(tmp_path, request, stack, test_metadata) -> RegistryProc:
     """A server of the test's own, for restarts, kills and special flags."""
-    srv = RegistryProc(tmp_path / "root", metadata=test_metadata, **stack_args(request, stack))
+    srv = make_server(request, stack, tmp_path / "root", test_metadata)
     yield srv
-    srv.stop()
+    srv.close()
 
 
 @pytest.fixture

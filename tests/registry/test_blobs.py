@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import os
 
-from .conftest import POSTGRES, SQLITE, sha256, sha512, unique
+from .conftest import ALL_STACKS, sha256, sha512, unique
 
-METADATA_BACKENDS = (SQLITE, POSTGRES)
-
-BACKENDS = ["directory", "s3"]
+STACKS = ALL_STACKS  # directory+SQLite, S3+SQLite, S3+PostgreSQL with 2 replicas behind HAProxy
 
 
 def test_base_endpoint(client):

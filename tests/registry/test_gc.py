@@ -12,10 +12,9 @@ from registry.errors import RegistryError
 from registry.server.gc import collect
 from registry.server.sections import MetadataOptions
 
-from .conftest import OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256, unique
+from .conftest import ALL_STACKS, OCI_INDEX, OCI_MANIFEST, sha256, unique
 
-METADATA_BACKENDS = (SQLITE, POSTGRES)
-BACKENDS = ["directory", "s3"]
+STACKS = ALL_STACKS  # directory+SQLite, S3+SQLite, S3+PostgreSQL with 2 replicas behind HAProxy
 
 
 def blob_file(root, digest: str):
@@ -93,10 +92,11 @@ def test_collect_refuses_non_registry(tmp_path):
 
 
 def test_a_manifest_put_never_records_bytes_gc_just_deleted(tmp_path, test_metadata):
-    """A manifest PUT commits its bytes (pushed before, unreferenced since) and a
-    collection deletes them right after, before the PUT's transaction: the PUT must
-    not record the manifest without them. The interleaving is forced: the store's
-    commit returns, then gc runs."""
+    """A manifest PUT commits its bytes (pushed before, unreferenced since, so an
+    old blob whose commit only refreshes its time) and a collection wants to
+    delete them before the PUT's transaction records the manifest: gc must wait
+    for the PUT (meta.pin), then find the bytes linked and keep them. The
+    interleaving is forced: gc starts right after the store's commit returns."""
     import asyncio
 
     from registry.server.config import ServerConfig
@@ -108,11 +108,13 @@ def test_a_manifest_put_never_records_bytes_gc_just_deleted(tmp_path, test_metad
                       "config": {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
                                  "digest": sha256(b"{}")}}).encode()
     m, digest = validate("r", "v1", raw, OCI_MANIFEST)
+    entered = threading.Event()
 
-    def gc_phase_2() -> None:
+    def gc_phase_2() -> None:  # what gc's second transaction does with an unlinked old blob
         with reg.meta.gc_transaction() as tx:
-            assert not tx.is_linked(digest)
-            reg.store.blocking.delete(digest)
+            entered.set()
+            if not tx.is_linked(digest):
+                reg.store.blocking.delete(digest)
 
     async def scenario() -> None:
         await reg.store.open()
@@ -120,17 +122,19 @@ def test_a_manifest_put_never_records_bytes_gc_just_deleted(tmp_path, test_metad
             reg.meta.link_blob("r", sha256(b"{}"), 2, lambda: True)
             assert await store(reg, describe("r", m), ["v1"], raw) == []
             assert reg.meta.delete_manifest("r", digest)  # unreferenced now, its bytes still there
-            put, raced = reg.store.put, []
+            put, gc = reg.store.put, []
 
             async def put_then_gc(data: bytes, expected: str):
                 info = await put(data, expected)
-                if not raced:  # once
-                    raced.append(expected)
-                    await reg.run(gc_phase_2)
+                gc.append(threading.Thread(target=gc_phase_2))
+                gc[0].start()
+                await asyncio.sleep(0.5)
+                assert not entered.is_set()  # held off until the manifest is recorded
                 return info
             reg.store.put = put_then_gc
             assert await store(reg, describe("r", m), ["v1"], raw) == []
-            assert raced == [digest]
+            gc[0].join(10)
+            assert entered.is_set()
             assert reg.meta.manifest_by_tag("r", "v1").digest == digest
             assert await reg.store.read_bytes(digest) == raw
         finally:

@@ -8,12 +8,12 @@ import pytest
 
 from tests.interop.tools import Containers, need_tool, run
 
-from .conftest import DOCKER_MANIFEST, OCI_MANIFEST, unique
+from .conftest import ALL_STACKS, DOCKER_MANIFEST, OCI_MANIFEST, unique
 from .layouts import busybox_layout
 
 pytestmark = pytest.mark.interop
 
-BACKENDS = ["directory", "s3"]
+STACKS = ALL_STACKS  # directory+SQLite, S3+SQLite, S3+PostgreSQL with 2 replicas behind HAProxy
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 
-from .conftest import (DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256,
+from .conftest import (ALL_STACKS, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256,
                        sha512, unique)
 
-METADATA_BACKENDS = (SQLITE, POSTGRES)
-
-BACKENDS = ["directory", "s3"]
+STACKS = ALL_STACKS  # directory+SQLite, S3+SQLite, S3+PostgreSQL with 2 replicas behind HAProxy
 
 
 def test_manifest_by_tag_and_digest_exact_bytes(client):

@@ -512,3 +512,30 @@ def test_a_database_that_does_not_answer_is_one_clear_error(tmp_path):
         open_metadata(tmp_path, url)
     with pytest.raises(RegistryError, match="want postgresql://"):
         open_metadata(tmp_path, "mysql://x/y")
+
+
+def test_gc_waits_for_pins_and_pins_for_nobody(meta, tmp_path, url):
+    """A pin (a push between its blob's commit and its link) holds off gc's
+    transactions in any process; pins and links never wait for pins."""
+    gc_side = other(tmp_path, url)
+    try:
+        p1 = meta.pin()
+        p2 = gc_side.pin()  # another process pins too, at once
+        link(meta, "r", "linked while pinned")  # a pinned push links
+        entered = threading.Event()
+
+        def collect() -> None:
+            with gc_side.gc_transaction():
+                entered.set()
+        t = threading.Thread(target=collect)
+        t.start()
+        assert not entered.wait(0.5)
+        p1.release()
+        assert not entered.wait(0.3)  # the other pin still holds
+        p2.release()
+        assert entered.wait(10)
+        t.join()
+        p3 = meta.pin()  # and pins come back after the run
+        p3.release()
+    finally:
+        gc_side.close()

@@ -6,9 +6,9 @@ import socket
 import threading
 import time
 
-from .conftest import sha256, unique
+from .conftest import ALL_STACKS, sha256, unique
 
-BACKENDS = ["directory", "s3"]
+STACKS = ALL_STACKS  # directory+SQLite, S3+SQLite, S3+PostgreSQL with 2 replicas behind HAProxy
 
 
 def _raw_patch_then_drop(port: int, path: str, announced: int, payload: bytes, pause: float = 0.3) -> None:

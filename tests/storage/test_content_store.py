@@ -233,7 +233,9 @@ async def test_a_stale_parked_state_is_not_trusted(where):
         assert w.offset == MiB
         w.write(data[MiB:PART + MiB])
         await w.drain()
-        await w.park()
+        fresh = await w.park()
+        assert await a.ingest_offset("shared", stale) == PART + MiB  # what an upload's status GET reports
+        assert await b.ingest_offset("shared", fresh) == PART + MiB
         w = await a.writer("shared", resume=stale)
         assert w.offset == PART + MiB
         w.write(data[PART + MiB:])

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import RegistryError
-from ..meta import GCTx, Visible
+from ..meta import GCTx, Pin, Visible
 from .schema import POSTGRES, render, statements
 from .sql import SQLMeta
 
@@ -40,6 +40,7 @@ LOCK_CLASS = 0x736F6B6F  # "soko": the first key of our two-key advisory locks
 GC_RUN = 1  # session lock: one collector at a time
 GC_EXCLUDE = 2  # transaction lock: shared by writers, exclusive by gc
 MIGRATE = 3  # transaction lock: one process migrates
+GC_PIN = 4  # session lock shared by pushes committing a blob; gc's transactions take it exclusively first
 
 
 @functools.lru_cache(maxsize=512)
@@ -88,19 +89,22 @@ class PostgresMeta(SQLMeta):
         self._local = threading.local()
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
+        self._pin_conns: list[Any] = []  # connections free for pins (each holds its pin's session lock)
         self._migrate()
 
     def _conn(self) -> Any:
         c = getattr(self._local, "conn", None)
         if c is None or c.closed or c.broken:  # a broken connection is replaced on the next call
-            try:
-                c = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                          application_name="soko-registry")
-            except self._psycopg.Error as e:
-                raise RegistryError(f"metadata {self.where}: {str(e).strip().splitlines()[0]}") from None
-            self._local.conn = c
-            with self._conns_lock:
-                self._conns = [x for x in self._conns if not x.closed] + [c]
+            c = self._local.conn = self._connect()
+        return c
+
+    def _connect(self) -> Any:
+        try:
+            c = self._psycopg.connect(self.url, autocommit=True, connect_timeout=10, application_name="soko-registry")
+        except self._psycopg.Error as e:
+            raise RegistryError(f"metadata {self.where}: {str(e).strip().splitlines()[0]}") from None
+        with self._conns_lock:
+            self._conns = [x for x in self._conns if not x.closed] + [c]
         return c
 
     def _migrate(self) -> None:
@@ -155,12 +159,43 @@ class PostgresMeta(SQLMeta):
     def gc_transaction(self, commit: bool = True) -> Iterator[GCTx]:
         c = self._conn()
         with c.transaction(force_rollback=not commit):
+            # pins first: a pinned push may still need GC_EXCLUDE (shared) to link what it committed
+            c.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, GC_PIN))
             c.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, GC_EXCLUDE))
             yield self._tx(_Conn(c))
 
+    def pin(self) -> Pin:
+        with self._conns_lock:
+            c = self._pin_conns.pop() if self._pin_conns else None
+        if c is None or c.closed or c.broken:
+            c = self._connect()
+        c.execute("SELECT pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, GC_PIN))
+        return _SessionPin(self, c)
+
+    def _unpin(self, c: Any) -> None:
+        try:
+            c.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_CLASS, GC_PIN))
+        except self._psycopg.Error:
+            c.close()  # the lock goes with the connection
+            return
+        with self._conns_lock:
+            self._pin_conns.append(c)
+
     def close(self) -> None:
         with self._conns_lock:
-            conns, self._conns = self._conns, []
+            conns, self._conns, self._pin_conns = self._conns, [], []
         for c in conns:
             c.close()
         self._local = threading.local()
+
+
+class _SessionPin:
+    """GC_PIN held shared by one connection until release (it dies with the connection)."""
+
+    def __init__(self, meta: PostgresMeta, c: Any):
+        self.meta, self.c = meta, c
+
+    def release(self) -> None:
+        if self.c is not None:
+            c, self.c = self.c, None
+            self.meta._unpin(c)

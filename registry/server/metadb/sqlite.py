@@ -9,6 +9,8 @@ take microseconds, so they may run on the event loop.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ from storage.errors import MetadataError
 from storage.metadata import MetadataDB
 
 from ...errors import RegistryError
-from ..meta import GCTx, Visible
+from ..meta import GCTx, Pin, Visible
 from .schema import SQLITE, render
 from .sql import SQLMeta
 
@@ -37,6 +39,19 @@ class SQLiteMeta(SQLMeta):
             raise RegistryError(f"metadata {e}") from None
         self.where = str(self.db.path)
         self.write_lock = threading.Lock()
+        self.pin_file = Path(self.db.path).with_name("gc.lock")  # pins: shared flock; gc: exclusive
+
+    def _flock(self, mode: int) -> int:
+        fd = os.open(self.pin_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def pin(self) -> Pin:
+        return _FlockPin(self._flock(fcntl.LOCK_SH))
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -63,15 +78,31 @@ class SQLiteMeta(SQLMeta):
     @contextmanager
     def gc_transaction(self, commit: bool = True) -> Iterator[GCTx]:
         c = self.db.conn
-        with self.write_lock:  # this process's writers wait; readers go on
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._tx(c)
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT" if commit else "ROLLBACK")
+        pins = self._flock(fcntl.LOCK_EX)  # first: a pinned push may still need the write lock to link
+        try:
+            with self.write_lock:  # this process's writers wait; readers go on
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._tx(c)
+                except BaseException:
+                    if c.in_transaction:
+                        c.execute("ROLLBACK")
+                    raise
+                c.execute("COMMIT" if commit else "ROLLBACK")
+        finally:
+            os.close(pins)
 
     def close(self) -> None:
         self.db.close()
+
+
+class _FlockPin:
+    """A shared flock of `gc.lock` (it dies with the process)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
