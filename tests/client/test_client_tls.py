@@ -112,8 +112,9 @@ def test_importing_the_client_parses_no_ca_bundle():
     from tests.conftest import REPO
 
     code = ("import registry.client.session, aiohttp.connector as c, ssl; "
-            "v = c._SSL_CONTEXT_VERIFIED; "
+            "v, u = c._SSL_CONTEXT_VERIFIED, c._SSL_CONTEXT_UNVERIFIED; "
             "print(v.cert_store_stats()['x509_ca'], v.verify_mode == ssl.CERT_REQUIRED, v.check_hostname, "
+            "u.cert_store_stats()['x509_ca'], u.verify_mode == ssl.CERT_NONE, "
             "ssl.create_default_context().cert_store_stats()['x509_ca'] > 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["0", "True", "True", "True"]
+    assert out.stdout.split() == ["0", "True", "True", "0", "True", "True"]
