@@ -149,9 +149,12 @@ def _stream(resp: http.client.HTTPResponse, writer: DirectWriter, size: int, ski
 
 
 async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobStore,
-                        options: ClientOptions, report: Report, pool: Executor | None = None) -> bool:
+                        options: ClientOptions, report: Report, pool: Executor | None = None,
+                        sync_dir: bool = True) -> bool:
     """Fetch `digest` into `blobs`, verified. False when it was already there.
-    `pool` runs the blocking body reads (one thread per blob in flight)."""
+    `pool` runs the blocking body reads (one thread per blob in flight). `sync_dir=False`: the
+    caller makes the blob directory durable once for all its blobs (BlobStore.sync_dir) before it
+    records anything that refers to them."""
     if blobs.has(digest):
         return False
     d = digests.parse(digest)
@@ -161,7 +164,7 @@ async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobSto
     try:
         if blobs.has(digest):
             return False
-        await _download_locked(repo, digest, size, blobs, ingest_id, options, report, pool)
+        await _download_locked(repo, digest, size, blobs, ingest_id, options, report, pool, sync_dir)
         return True
     finally:
         lock_path.unlink(missing_ok=True)  # also after a failure; waiters notice and lock afresh
@@ -191,7 +194,7 @@ def _too_long(repo: Repository, digest: str, size: int) -> VerificationError:
 
 
 async def _download_locked(repo: Repository, digest: str, size: int, blobs: BlobStore, ingest_id: str,
-                           options: ClientOptions, report: Report, pool: Executor | None) -> None:
+                           options: ClientOptions, report: Report, pool: Executor | None, sync_dir: bool) -> None:
     sess = repo.session
     await sess.ping()
     algorithm = digests.parse(digest).algorithm
@@ -263,7 +266,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         if writer.digest != digest:
             raise VerificationError(f"blob {digest} from {repo.describe()} failed verification (the content "
                                     f"has digest {writer.digest}); nothing was stored", digest)
-        await loop.run_in_executor(None, _publish, writer, blobs, digest)
+        await loop.run_in_executor(None, _publish, writer, blobs, digest, sync_dir)
     except VerificationError:
         writer.abort()
         raise
@@ -281,7 +284,9 @@ async def _settled(fut: asyncio.Future) -> None:
             pass
 
 
-def _publish(writer: DirectWriter, blobs: BlobStore, digest: str) -> None:
+def _publish(writer: DirectWriter, blobs: BlobStore, digest: str, sync_dir: bool) -> None:
     """Durable, then in place: the blob store's adopt() renames it under blobs/."""
-    writer.close()   # writes the tail and fdatasyncs
-    blobs.adopt(writer.tmp, digest)
+    writer.close()   # writes the tail and fdatasyncs: nothing left for adopt() to sync in the file
+    blobs.adopt(writer.tmp, digest, sync=False)
+    if sync_dir:
+        blobs.sync_dir(digest)
