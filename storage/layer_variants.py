@@ -95,14 +95,8 @@ def manifest_with(m: Manifest, layers: dict[str, Descriptor]) -> Manifest:
     """`m` with the layers whose digest is a key of `layers` replaced by its value: every
     other field is kept, and the result is serialized canonically (the same bytes every
     time, so the same digest)."""
-    if not any(d.digest in layers for d in m.layers):
-        return m
-    obj = json.loads(m.raw)
-    for entry in obj["layers"]:
-        new = layers.get(entry["digest"])
-        if new is not None:
-            entry.update(mediaType=new.media_type, digest=new.digest, size=new.size)
-    out = parse_manifest(canonical_json(obj), m.media_type)
+    out = _rewritten(m, "layers", {old: {"mediaType": d.media_type, "digest": d.digest, "size": d.size}
+                                   for old, d in layers.items()})
     if not isinstance(out, Manifest):
         raise ManifestError("expected an image manifest")  # not reached: the kind is kept
     return out
@@ -110,17 +104,21 @@ def manifest_with(m: Manifest, layers: dict[str, Descriptor]) -> Manifest:
 
 def index_with(idx: Index, children: dict[str, Manifest]) -> Index:
     """`idx` pointing at the replaced child manifests (keyed by the old digest)."""
-    if not any(d.digest in children for d in idx.manifests):
-        return idx
-    obj = json.loads(idx.raw)
-    for entry in obj["manifests"]:
-        new = children.get(entry["digest"])
-        if new is not None:
-            entry.update(digest=new.digest, size=len(new.raw))
-    out = parse_manifest(canonical_json(obj), idx.media_type)
+    out = _rewritten(idx, "manifests", {old: {"digest": m.digest, "size": len(m.raw)}
+                                        for old, m in children.items()})
     if not isinstance(out, Index):
         raise ManifestError("expected an index")
     return out
+
+
+def _rewritten(m: Manifest | Index, field: str, changes: dict[str, dict]) -> Manifest | Index:
+    """`m` with the descriptors of `field` whose digest is a key of `changes` updated."""
+    if not any(d.digest in changes for d in (m.layers if isinstance(m, Manifest) else m.manifests)):
+        return m
+    obj = json.loads(m.raw)
+    for entry in obj[field]:
+        entry.update(changes.get(entry["digest"], {}))
+    return parse_manifest(canonical_json(obj), m.media_type)
 
 
 def family_of(m: Manifest) -> str:

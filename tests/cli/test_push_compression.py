@@ -206,3 +206,33 @@ def test_two_pushes_at_once_compress_a_shared_layer_once(soko, registry, tmp_pat
     assert [c for _, c in layer_rows(soko.root, diff_id)] == ["gzip", "none"]
     leftovers = [p for p in os.listdir(soko.root / "ingest") if not p.endswith(".lock")]
     assert leftovers == []
+
+
+def test_an_index_goes_with_its_children_compressed(soko, busybox_rootfs, registry):
+    """Each child manifest is rewritten to point at its compressed layers, and the index at
+    the rewritten children; everything it names is in the registry."""
+    from storage.model import Descriptor, Platform, build_index
+
+    soko("import", "-c", "ENV ARCH=amd64", busybox_rootfs, "amd:1")
+    soko("import", "-c", "ENV ARCH=arm64", busybox_rootfs, "arm:1")
+    store = ImageStore(soko.root)
+    children = [store.manifest(store.resolve_digest(r)) for r in ("amd:1", "arm:1")]
+    idx = build_index([Descriptor(m.media_type, m.digest, len(m.raw), platform=Platform("linux", arch))
+                       for m, arch in zip(children, ("amd64", "arm64"))])
+    store.add_index(idx.raw, idx.media_type)
+    store.tag("multi:1", idx.digest)
+    store.db.close()
+    digest = pushed_digest(soko("push", "multi:1", f"{registry.host}/a/multi:1").stdout)
+    pushed = manifest(registry.host, "a/multi", "1")
+    assert digest != idx.digest and sha256(get(f"http://{registry.host}/v2/a/multi/manifests/1", ACCEPT)) == digest
+    assert [c["platform"]["architecture"] for c in pushed["manifests"]] == ["amd64", "arm64"]
+    layers = set()
+    for c in pushed["manifests"]:
+        child = manifest(registry.host, "a/multi", c["digest"])
+        assert c["digest"] not in {m.digest for m in children}
+        (layer,) = child["layers"]
+        assert layer["mediaType"] == mt.OCI_LAYER_GZIP
+        layers.add(layer["digest"])
+    assert len(layers) == 1  # one layer shared by both, compressed once
+    data = get(f"http://{registry.host}/v2/a/multi/blobs/{layers.pop()}")
+    assert sha256(gzip.decompress(data)) == children[0].layers[0].digest
