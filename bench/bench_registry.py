@@ -10,8 +10,11 @@ on loopback, with external clients, in one run.
   small    100 concurrent image pushes (layer, config, manifest) over aiohttp
 
 Prints each number and the ratio soko/distribution (higher is better for
-soko in every row). Usage: python bench/bench_registry.py [--size-mb 512]
-[--rounds 5] [--requests 20000] [--json FILE]
+soko in every row). `--baseline REV` also runs the registry of another
+revision of soko (extracted with `git archive` into the temp dir) as a third
+server, and prints soko/baseline: a before/after in one run.
+Usage: python bench/bench_registry.py [--size-mb 512] [--rounds 5]
+[--requests 20000] [--baseline REV] [--json FILE]
 """
 from __future__ import annotations
 
@@ -70,10 +73,10 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 class Server:
-    def __init__(self, label: str, cmd: list[str], port: int, env: dict | None = None):
+    def __init__(self, label: str, cmd: list[str], port: int, env: dict | None = None, cwd: Path = REPO):
         self.label, self.port = label, port
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, **(env or {})}, cwd=REPO)
+                                     env={**os.environ, **(env or {})}, cwd=cwd)
         wait_ready(port, self.proc)
         self.base = f"http://127.0.0.1:{port}"
 
@@ -91,10 +94,19 @@ class Server:
             self.proc.wait()
 
 
-def soko_server(root: Path) -> Server:
+def soko_server(root: Path, tree: Path = REPO, label: str = "soko") -> Server:
+    """`python -m registry.server` from the source tree `tree` (this one, or a baseline's)."""
     port = free_port()
-    return Server("soko", [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}",
-                           "--root", str(root)], port, {"PYTHONPATH": str(REPO)})
+    return Server(label, [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}",
+                          "--root", str(root)], port, {"PYTHONPATH": str(tree)}, cwd=tree)
+
+
+def extract_revision(rev: str, dest: Path) -> Path:
+    """The source tree of `rev` of this repository, for a before/after run."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def distribution_server(root: Path) -> Server:
@@ -255,6 +267,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--only", choices=["soko", "distribution"])
+    ap.add_argument("--baseline", metavar="REV", help="also run soko's registry at this git revision (before/after)")
     args = ap.parse_args()
     for tool in ("curl", "hey"):
         if not shutil.which(tool):
@@ -275,6 +288,9 @@ def main() -> None:
             for label, start in (("soko", soko_server), ("distribution", distribution_server)):
                 if not args.only or args.only == label:
                     servers.append(start(tmpdir / label / "root"))
+            if args.baseline:
+                tree = extract_revision(args.baseline, tmpdir / "baseline-src")
+                servers.append(soko_server(tmpdir / "baseline" / "root", tree, f"soko@{args.baseline}"))
             results = bench_all(servers, blob, digest, size, args.rounds, args.requests)
         finally:
             for server in servers:
@@ -282,18 +298,22 @@ def main() -> None:
         for label, r in results.items():
             print(f"{label:13s} " + "  ".join(f"{k}={max(v):,.1f} (median {statistics.median(v):,.1f})"
                                              for k, v in r.items()), flush=True)
-    if len(results) == 2:
-        # Each round measures both servers back to back, so the ratio within a
-        # round cancels out load that drifts over the run (other processes on
-        # the machine); the median of those paired ratios is the headline.
+    # Each round measures the servers back to back, so the ratio within a
+    # round cancels out load that drifts over the run (other processes on
+    # the machine); the median of those paired ratios is the headline.
+    for other in [label for label in results if label != "soko"]:
+        if "soko" not in results:
+            break
         print()
-        print("| metric (higher is better) | soko median (best) | distribution median (best) | ratio: paired median |")
+        print(f"| metric (higher is better) | soko median (best) | {other} median (best) | ratio: paired median |")
         print("|---|---:|---:|---:|")
         for k in results["soko"]:
-            s, d = results["soko"][k], results["distribution"][k]
+            s, d = results["soko"][k], results[other][k]
             paired = statistics.median(a / b for a, b in zip(s, d))
             print(f"| {k} | {statistics.median(s):,.1f} ({max(s):,.1f}) | {statistics.median(d):,.1f} ({max(d):,.1f}) "
                   f"| {paired:.2f}x |")
+        for k in results["soko"]:
+            print(f"per-round {k}: " + " ".join(f"{a / b:.2f}" for a, b in zip(results["soko"][k], results[other][k])))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

@@ -71,10 +71,10 @@ def export(store, spec: CacheSpec, doc: CacheDoc, imports: Imports | None) -> No
 def _to_registry(store, ref: str, manifest, config: bytes, layers: dict[str, Layer], imports: Imports | None) -> None:
     from registry.client import artifact
 
-    places: dict[str, artifact.BlobPlace] = {manifest.config.digest: store.blobs.path(store.blobs.put_bytes(config))}
+    places: dict[str, artifact.BlobPlace] = {manifest.config.digest: store.blobs.local_path(store.blobs.put_bytes(config))}
     for digest, layer in layers.items():
         if store.blobs.has(digest):
-            places[digest] = store.blobs.path(digest)
+            places[digest] = store.blobs.local_path(digest)
             continue
         src = imports.source_of(layer.diff_id) if imports is not None else None
         if isinstance(src, RegistrySource):
@@ -96,7 +96,7 @@ def _to_directory(store, root: Path, manifest, config: bytes, layers: dict[str, 
     root.mkdir(parents=True, exist_ok=True)
     _put(root, manifest.config.digest, data=config)
     for digest in layers:
-        _put(root, digest, src=store.blobs.path(digest))
+        _put(root, digest, src=store.blobs.local_path(digest))
     _put(root, manifest.digest, data=manifest.raw)
     _write(root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     desc = {"mediaType": mt.OCI_MANIFEST, "digest": manifest.digest, "size": len(manifest.raw),

@@ -56,7 +56,7 @@ def url_item(ctx, url: str, checksum: str | None, unpack: bool, dest_is_dir: boo
         raise StepError(f"ADD {url}: content digest {digest} does not match --checksum {checksum}", line,
                         ctx.filename)
     store.db.execute("UPDATE builder_url_cache SET used=? WHERE url=?", (time.time(), url))
-    host = store.blobs.path(digest)
+    host = store.blobs.local_path(digest)
     item = Item(name or "download", host, with_mode(os.lstat(host), 0o600),
                 mtime=mtime if mtime is not None else ctx.epoch, records=[f"url {url} {digest}"])
     if unpack and add.is_archive(host):

@@ -28,7 +28,9 @@ from .executor_builtin import OverlayUnavailable
 from .snapshotter import Active
 
 Event = Callable[[str, str], None]
-_overlay_broken: str | None = None  # set once overlay failed in this process
+# Why overlay failed, per filesystem (st_dev) of a store in this process: a store on
+# overlayfs cannot hold an upper directory, while another store on ext4 can.
+_overlay_broken: dict[int, str] = {}
 
 
 @dataclass
@@ -96,10 +98,10 @@ def _cgroup_mounts(sysinfo: cgroups.System, paths: list[str]):
     return CgroupMounts(sysinfo.mode, cgroup_binds(paths) if sysinfo.mode != "v2" else [])
 
 
-def candidates(name: str) -> list[str]:
+def candidates(name: str, dev: int) -> list[str]:
     if name != "auto":
         return [name]
-    return ["copy"] if _overlay_broken is not None else ["overlay", "copy"]
+    return ["copy"] if dev in _overlay_broken else ["overlay", "copy"]
 
 
 def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: int, *,
@@ -108,11 +110,11 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
 
     With snapshotter "auto", an overlay the kernel refuses falls back to the copy
     snapshotter, and `launch.snapshotter` says which one the container now uses."""
-    global _overlay_broken
     root = Path(launch.base)
-    names = candidates(launch.snapshotter)
+    dev = os.stat(root).st_dev
+    names = candidates(launch.snapshotter, dev)
     if launch.snapshotter == "auto" and names == ["copy"] and on_event:
-        on_event("fallback", f"overlayfs unavailable ({_overlay_broken}); using a copy of the layers")
+        on_event("fallback", f"overlayfs unavailable ({_overlay_broken[dev]}); using a copy of the layers")
     for i, name in enumerate(names):
         snap = snapmod.get(name)
         rootfs = child.Rootfs(str(shared_dir(root, "rootfs")), snap.prepare(launch.active), base=str(root),
@@ -122,7 +124,7 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
         except OverlayUnavailable as e:
             if i + 1 == len(names):
                 raise StartError(f"cannot mount the container root: {e}") from None
-            _overlay_broken = str(e)
+            _overlay_broken[dev] = str(e)
             if on_event:
                 on_event("fallback", f"overlayfs unavailable ({e}); using a copy of the layers")
             continue

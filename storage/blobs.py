@@ -42,8 +42,24 @@ class BlobStore:
         d = digests.parse(digest)
         return self.blobs_dir / d.algorithm / d.encoded
 
+    def local_path(self, digest: str) -> Path:
+        """The file holding the blob (the content store's "local path")."""
+        return self.path(digest)
+
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    def stat(self, digest: str) -> "os.stat_result | None":
+        try:
+            return self.path(digest).stat()
+        except FileNotFoundError:
+            return None
+
+    def modified(self, digest: str) -> float:
+        st = self.stat(digest)
+        if st is None:
+            raise BlobNotFound(digest)
+        return st.st_mtime
 
     def size(self, digest: str) -> int:
         try:
@@ -124,34 +140,37 @@ class BlobStore:
         that produces a file itself, then hands it over with `adopt`."""
         return self.ingest_dir / f"tmp-{os.urandom(12).hex()}{suffix}"
 
-    def adopt(self, tmp: Path, digest: str, verify: bool = False, sync: bool = True) -> str:
+    def adopt(self, tmp: Path, digest: str, verify: bool = False, sync: bool = True, fsynced: bool = False) -> str:
         """Move a finished temporary file into place as `digest`.
 
         The caller computed the digest while writing it; `verify=True`
         hashes it again (for files whose producer is not trusted).
-        `sync=False` skips the fsyncs for a caller that synced the file
-        itself and calls `sync_dir(digest)` afterwards (so a rename can
-        happen inside a short database transaction)."""
+        `sync=False` skips the fsyncs for a caller that calls
+        `sync_dir(digest)` afterwards; `fsynced` says the file itself is durable."""
         if verify:
             actual, _ = digests.of_path(tmp, digests.parse(digest).algorithm)
             if actual != digest:
                 tmp.unlink(missing_ok=True)
                 raise DigestMismatch(digest, actual)
-        if sync:
+        if sync and not fsynced:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         return self._place(tmp, digest, sync)
 
     def _place(self, tmp: Path, digest: str, sync: bool = True) -> str:
+        """Rename into place; a blob already there stays and gets a fresh mtime
+        (a collector's grace period then counts from this commit)."""
         dest = self.path(digest)
         private_dir(dest.parent)
-        if dest.exists():
-            tmp.unlink(missing_ok=True)
-        else:
+        try:
+            os.utime(dest)
+        except FileNotFoundError:
             os.chmod(tmp, 0o644)
             os.replace(tmp, dest)
             if sync:
                 _fsync_dir(dest.parent)
+        else:
+            tmp.unlink(missing_ok=True)
         return digest
 
     def sync_dir(self, digest: str) -> None:

@@ -97,8 +97,9 @@ def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRA
             if digest in live or not store.blobs.has(digest):
                 report.kept += 1
                 continue
-            path = store.blobs.path(digest)
-            st = path.stat()
+            st = store.blobs.stat(digest)
+            if st is None:
+                continue
             if candidates is None and st.st_mtime > cutoff:
                 report.kept += 1
                 continue

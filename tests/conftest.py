@@ -68,6 +68,24 @@ def soko(store_root: Path) -> SokoCLI:
 
 
 @pytest.fixture(scope="session")
+def radosgw(tmp_path_factory):
+    """One real S3 server (radosgw on memstore) for the whole session, started on first use."""
+    from tests.s3server import RadosGW
+
+    gw = RadosGW(tmp_path_factory.mktemp("radosgw")).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def s3_url(radosgw, monkeypatch) -> str:
+    """A fresh bucket's `--storage` URL, with its credentials in the AWS variables."""
+    for k, v in radosgw.env().items():
+        monkeypatch.setenv(k, v)
+    return radosgw.bucket()
+
+
+@pytest.fixture(scope="session")
 def busybox_rootfs() -> Path:
     """The byte-identical busybox root filesystem tarball from fixtures/."""
     sys.path.insert(0, str(REPO / "fixtures"))

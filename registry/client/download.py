@@ -3,14 +3,14 @@
 The body streams into a resumable blob writer keyed by the digest, so a
 dropped connection (or a killed process) continues with `Range:` from what
 is already on disk; the writer hashes as it writes and the blob only enters
-the store when digest and size match.
+the store when the writer's commit finds digest and size right.
 
 The request is made by the async session's rules (scheme, TLS context,
 credentials, token) but the body is read in a worker thread with a blocking
 socket and one reused buffer: socket reads, hashing and file writes all
 release the GIL there, so several blobs use both cores, where reading through
 the event loop cost about half again as much CPU per byte. Blobs are written
-with storage's DirectWriter (O_DIRECT where the filesystem allows it): fresh
+with the directory content store's writer (O_DIRECT where the filesystem allows it): fresh
 page-cache pages are slow to fill on the machines this runs on, and the fsync
 that makes each blob durable then has little left to do.
 """
@@ -31,7 +31,8 @@ from urllib.parse import urljoin, urlsplit
 
 from storage import digests
 from storage.blobs import BlobStore
-from storage.directio import DirectWriter
+from storage.content.directory import DirectoryStore
+from storage.content.dirwriter import DirectWriter
 
 from .errors import ConnectionDropped, ProtocolError, VerificationError
 from .options import ClientOptions
@@ -149,12 +150,9 @@ def _stream(resp: http.client.HTTPResponse, writer: DirectWriter, size: int, ski
 
 
 async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobStore,
-                        options: ClientOptions, report: Report, pool: Executor | None = None,
-                        sync_dir: bool = True) -> bool:
+                        options: ClientOptions, report: Report, pool: Executor | None = None) -> bool:
     """Fetch `digest` into `blobs`, verified. False when it was already there.
-    `pool` runs the blocking body reads (one thread per blob in flight). `sync_dir=False`: the
-    caller makes the blob directory durable once for all its blobs (BlobStore.sync_dir) before it
-    records anything that refers to them."""
+    `pool` runs the blocking body reads (one thread per blob in flight)."""
     if blobs.has(digest):
         return False
     d = digests.parse(digest)
@@ -164,7 +162,7 @@ async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobSto
     try:
         if blobs.has(digest):
             return False
-        await _download_locked(repo, digest, size, blobs, ingest_id, options, report, pool, sync_dir)
+        await _download_locked(repo, digest, size, blobs, ingest_id, options, report, pool)
         return True
     finally:
         lock_path.unlink(missing_ok=True)  # also after a failure; waiters notice and lock afresh
@@ -194,14 +192,15 @@ def _too_long(repo: Repository, digest: str, size: int) -> VerificationError:
 
 
 async def _download_locked(repo: Repository, digest: str, size: int, blobs: BlobStore, ingest_id: str,
-                           options: ClientOptions, report: Report, pool: Executor | None, sync_dir: bool) -> None:
+                           options: ClientOptions, report: Report, pool: Executor | None) -> None:
     sess = repo.session
     await sess.ping()
     algorithm = digests.parse(digest).algorithm
-    writer = DirectWriter(blobs, ingest_id, algorithm, direct=options.direct_io)
+    content = DirectoryStore(blobs, pool, options.direct_io)
+    writer = content.writer_sync(ingest_id, algorithm)
     if writer.offset > size:  # leftovers of something else: start clean
-        writer.abort()
-        writer = DirectWriter(blobs, ingest_id, algorithm, direct=options.direct_io)
+        writer.abort_sync()
+        writer = content.writer_sync(ingest_id, algorithm)
     loop = asyncio.get_running_loop()
     url = sess.url(f"/v2/{repo.path}/blobs/{digest}")
     failures = 0
@@ -249,7 +248,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
             elif out.dropped is None and writer.offset >= size:
                 break
             # a drop, a retryable status, or a clean end short of the size: again, from writer.offset
-            writer.flush(sync=False)
+            writer.flush_sync(sync=False)
             failures += 1
             if failures > options.retries:
                 if out.dropped is not None:
@@ -266,12 +265,13 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         if writer.digest != digest:
             raise VerificationError(f"blob {digest} from {repo.describe()} failed verification (the content "
                                     f"has digest {writer.digest}); nothing was stored", digest)
-        await loop.run_in_executor(None, _publish, writer, blobs, digest, sync_dir)
+        await writer.commit(size, digest)
     except VerificationError:
-        writer.abort()
+        writer.abort_sync()
         raise
     finally:
-        writer.close()
+        if not writer.closed:
+            writer.close_sync()
 
 
 async def _settled(fut: asyncio.Future) -> None:
@@ -283,10 +283,3 @@ async def _settled(fut: asyncio.Future) -> None:
         except BaseException:
             pass
 
-
-def _publish(writer: DirectWriter, blobs: BlobStore, digest: str, sync_dir: bool) -> None:
-    """Durable, then in place: the blob store's adopt() renames it under blobs/."""
-    writer.close()   # writes the tail and fdatasyncs: nothing left for adopt() to sync in the file
-    blobs.adopt(writer.tmp, digest, sync=False)
-    if sync_dir:
-        blobs.sync_dir(digest)

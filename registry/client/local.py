@@ -21,9 +21,9 @@ def _blob(src: ImageStore, dst: ImageStore, digest: str) -> None:
         return
     tmp = dst.blobs.new_temp()
     try:
-        os.link(src.blobs.path(digest), tmp)
+        os.link(src.blobs.local_path(digest), tmp)
     except OSError:
-        shutil.copyfile(src.blobs.path(digest), tmp)
+        shutil.copyfile(src.blobs.local_path(digest), tmp)
     dst.blobs.adopt(tmp, digest)
 
 

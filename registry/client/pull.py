@@ -103,7 +103,7 @@ async def fetch_blobs(repo: Repository, store: ImageStore, m: Manifest, options:
             if not quiet:
                 progress(ProgressEvent(short_id(d.digest), "Downloading", done, d.size, d.digest))
 
-        fetched = await download_blob(repo, d.digest, d.size, store.blobs, options, report, pool, sync_dir=False)
+        fetched = await download_blob(repo, d.digest, d.size, store.blobs, options, report, pool)
         if fetched:
             result.downloaded.append(d.digest)
         else:
@@ -115,5 +115,3 @@ async def fetch_blobs(repo: Repository, store: ImageStore, m: Manifest, options:
     todo.sort(key=lambda d: d.digest in layers)
     with ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="soko-pull") as pool:
         await run_all((one(d, pool) for d in todo), options.jobs)
-    for digest in {d.digest.split(":", 1)[0]: d.digest for d in todo}.values():  # one per algorithm
-        store.blobs.sync_dir(digest)  # the renames above, durable at once, before the manifest is recorded

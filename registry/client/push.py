@@ -167,7 +167,7 @@ async def push_async(store: ImageStore, src_ref: str, dest_ref: str | None = Non
                 raise ClientError(f"layer {diff_id}: {e}") from None
             done[d.digest] = new
             d = new
-        await push_blob(repo, d, FileSource(store.blobs.path(d.digest), d.size), store.sources(d.digest, dest.domain),
+        await push_blob(repo, d, FileSource(store.blobs.local_path(d.digest), d.size), store.sources(d.digest, dest.domain),
                         options, progress, result, quiet=quiet, sid=sid)
 
     result = PushResult(str(dest), top.digest, len(top.raw))

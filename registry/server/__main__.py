@@ -32,6 +32,11 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--token-cert", help="an external issuer's certificate bundle (its tokens are trusted)")
     p.add_argument("--proxy", metavar="URL", help="a pull-through cache of the registry at URL")
     p.add_argument("--no-ui", action="store_true", help="do not serve the web UI under /ui/")
+    p.add_argument("--storage", metavar="URL", help="blobs in S3: s3://BUCKET/PREFIX?endpoint=URL&region=R")
+    p.add_argument("--redirect", action="store_true", help="answer blob GETs with 307 to a presigned S3 URL")
+    p.add_argument("--metadata", metavar="URL",
+                   help="PostgreSQL for the metadata (postgresql://USER@HOST:PORT/DB); default: SQLite in the root")
+
     p.add_argument("--gc-interval", help="time between online garbage collections (seconds or e.g. 24h)")
     args = p.parse_args(argv)
     overrides = flag_overrides(
@@ -39,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         tls_key=args.tls_key, tls_self_signed=args.tls_self_signed, token=args.token, token_key=args.token_key,
         token_realm=args.token_realm, token_issuer=args.token_issuer, token_service=args.token_service,
         token_cert=args.token_cert, audit_log=args.audit_log, gc_interval=args.gc_interval, proxy=args.proxy,
-        no_ui=args.no_ui)
+        no_ui=args.no_ui, storage=args.storage, redirect=args.redirect, metadata=args.metadata)
     return ServerConfig.load(args.config, overrides)
 
 

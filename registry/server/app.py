@@ -227,7 +227,7 @@ class Server:
                 self.uploads.close_idle()
                 if next_gc is not None and asyncio.get_running_loop().time() >= next_gc:
                     opts = self.config.gc
-                    await self.reg.run(gc.collect_store, self.reg.blobs, self.reg.meta, grace=opts.grace,
+                    await self.reg.run(gc.collect_store, self.reg.store.blocking, self.reg.meta, grace=opts.grace,
                                        untagged=opts.untagged, upload_ttl=opts.upload_ttl,
                                        busy_uploads=set(self.uploads.sessions), retention=self.config.retention,
                                        immutable=self.config.immutable)
@@ -236,6 +236,7 @@ class Server:
                 log.exception("housekeeping failed")
 
     async def start(self, app: web.Application) -> None:
+        await self.reg.store.open()
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         if self.notifier is not None:
             await self.notifier.start({e.name for e in self.config.notifications.endpoints})
@@ -252,6 +253,7 @@ class Server:
         self.auth.close()
         if self.audit is not None:
             self.audit.close()
+        await self.reg.store.close()
         self.reg.close()
 
 

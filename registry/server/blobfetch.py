@@ -1,28 +1,32 @@
 """One blob fetched from an upstream registry once, however many clients
 want it meanwhile.
 
-The fetch writes the upstream body to a file under ingest/ (hashing it, off
-the event loop) and tells waiting readers how far it got; each reader sends
-its client what is on disk so far and waits for more, so every client gets
-bytes while the download is still running, at its own pace. At the end the
-digest (and the announced size) is checked, and only then is the file moved
-into the blob store and linked into the repository, in one metadata
-transaction as an upload is. A digest mismatch or a broken download drops
-the file, and readers' connections are cut short, so no client takes a
-truncated or wrong blob for a good one.
+The fetch writes the upstream body to a content-store writer and, for the
+readers, to a spool file under `<root>/spool/` (off the event loop), and tells
+waiting readers how far it got; each reader sends its client what the spool
+holds so far and waits for more, so every client gets bytes while the
+download is still running, at its own pace. At the end the writer's commit
+checks the digest (and the announced size) and publishes the blob, which is
+then linked into the repository in one metadata transaction, as an upload is.
+A digest mismatch or a broken download drops everything, and readers'
+connections are cut short, so no client takes a truncated or wrong blob for a
+good one.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import secrets
 from typing import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
 from storage import digests
-from storage.directio import open_locked
+from storage.content import Writer
+from storage.errors import DigestMismatch, SizeMismatch
+from storage.private import private_dir
 
 from ..errors import APIError
 from .core import Registry
@@ -38,7 +42,7 @@ class BlobFetch:
         self.reg = reg
         self.repo = repo
         self.digest = digest
-        self.tmp = reg.blobs.new_temp()
+        self.tmp = reg.root / "spool" / f"fetch-{secrets.token_hex(12)}"
         self.written = 0
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[int | None] = loop.create_future()  # the upstream answered: its size
@@ -55,23 +59,27 @@ class BlobFetch:
     async def run(self, open_upstream: Opener) -> None:
         """Download, verify, store; the outcome is in `ready` and `done`."""
         fd = None
+        w: Writer | None = None
+        reg = self.reg
         try:
             resp = await open_upstream()
             async with resp:
                 size = resp.content_length
-                fd = await self.reg.run(open_locked, self.tmp)
+                fd = await reg.run(_open_spool, self.tmp)
+                w = await reg.store.writer(algorithm=digests.parse(self.digest).algorithm)
                 self.ready.set_result(size)
-                h = digests.hasher(digests.parse(self.digest).algorithm)
                 async for chunk in resp.content.iter_any():
-                    await self.reg.run(_write, fd, h, chunk)
+                    await reg.run(_write, fd, w, chunk)
+                    await w.drain()
                     self.written += len(chunk)
                     self._progress()
-            actual = f"{digests.parse(self.digest).algorithm}:{h.hexdigest()}"
-            if actual != self.digest or (size is not None and size != self.written):
-                raise APIError("UNKNOWN", f"upstream sent {self.written} bytes with digest {actual} for "
-                                          f"{self.digest}", status=502)
-            await self.reg.run(self._commit, fd)
-            fd = None
+            try:
+                await w.commit(size, self.digest)
+            except (DigestMismatch, SizeMismatch) as e:
+                raise APIError("UNKNOWN", f"upstream sent {self.written} bytes for {self.digest}: {e}",
+                               status=502) from None
+            await reg.run(reg.meta.finish_upload, None, self.repo, self.digest, self.written,
+                          reg.still_there(self.digest))
             self.done.set_result(self.written)
         except BaseException as e:
             if not self.ready.done():
@@ -80,22 +88,14 @@ class BlobFetch:
                 self.done.set_exception(e)
             if not isinstance(e, asyncio.CancelledError):
                 log.warning("proxy: fetching %s for %s failed: %s", self.digest, self.repo, e)
-            if fd is not None:
-                await self.reg.run(_drop, fd, self.tmp)
+            if w is not None and not w.closed:
+                await w.abort()
             if isinstance(e, asyncio.CancelledError):
                 raise
         finally:
+            if fd is not None:
+                await reg.run(_drop, fd, self.tmp)  # readers that opened it keep reading
             self._progress()
-
-    def _commit(self, fd: int) -> None:
-        """(worker thread) Durable, then into place and linked in one transaction."""
-        try:
-            os.fsync(fd)
-            self.reg.meta.finish_upload(None, self.repo, self.digest, self.written,
-                                        lambda: self.reg.blobs.adopt(self.tmp, self.digest, sync=False))
-            self.reg.blobs.sync_dir(self.digest)
-        finally:
-            os.close(fd)
 
     # -- one client -----------------------------------------------------------------------------------
     async def stream(self, request: web.Request) -> web.StreamResponse | None:
@@ -133,12 +133,17 @@ class BlobFetch:
         return resp
 
 
-def _write(fd: int, h, data: bytes) -> None:
+def _open_spool(path) -> int:
+    private_dir(path.parent)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _write(fd: int, w: Writer, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
-    h.update(data)
+    w.write(data)
 
 
 def _drop(fd: int, tmp) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError
 from . import configfile
 from .configfile import ConfigProblem, Duration, Key, show_key
-from .sections import METRICS_OFF, MetricsOptions, NotificationOptions, ProxyOptions
+from .sections import METRICS_OFF, MetadataOptions, MetricsOptions, NotificationOptions, ProxyOptions, StorageOptions
 
 DEFAULT_ADDR = "127.0.0.1:5000"
 MiB = 1024 * 1024
@@ -218,7 +218,7 @@ class ServerConfig:
     read_only: bool = False
     readers: list[str] = field(default_factory=list)  # accounts that may only pull, whatever the rules say
     delete_enabled: bool = True
-    direct_io: bool = True  # write uploads with O_DIRECT (see directio.py)
+    direct_io: bool = True  # write uploads with O_DIRECT (storage/content/dirwriter.py)
     access_log: bool = False
     token: TokenOptions | None = None  # Docker token auth (absent: Basic auth when there are accounts)
     users: dict[str, str] = field(default_factory=dict)  # name -> bcrypt hash
@@ -234,6 +234,9 @@ class ServerConfig:
     notifications: NotificationOptions = field(default_factory=NotificationOptions)
     proxy: ProxyOptions | None = None  # pull-through cache
     ui: UIOptions = field(default_factory=UIOptions)
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    metadata: MetadataOptions = field(default_factory=MetadataOptions)  # SQLite in the root, or PostgreSQL
+
 
     @property
     def host(self) -> str:
@@ -332,11 +335,13 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
                    token_realm: str | None = None, token_issuer: str | None = None,
                    token_service: str | None = None, token_cert: str | None = None,
                    audit_log: str | None = None, gc_interval: float | None = None,
-                   proxy: str | None = None, no_ui: bool = False) -> dict[str, Any]:
+                   proxy: str | None = None, no_ui: bool = False, storage: str | None = None,
+                   redirect: bool = False, metadata: str | None = None) -> dict[str, Any]:
     """Command-line flags as config overrides (one mapping for `soko serve` and
     `python -m registry.server`). `--token-cert` is an external issuer's
     certificate (distribution's rootcertbundle), `--token` the built-in issuer,
-    `--proxy URL` the pull-through cache's remote."""
+    `--proxy URL` the pull-through cache's remote, `--storage URL` the blob store,
+    `--metadata URL` where the metadata lives."""
     out: dict[str, Any] = {"addr": addr, "root": root, "htpasswd": htpasswd, "audit_log": audit_log,
                            "read_only": True if read_only else None}
     if tls_cert or tls_key or tls_self_signed:
@@ -351,6 +356,11 @@ def flag_overrides(addr: str | None = None, root: str | None = None, htpasswd: s
         out["proxy"] = {"remoteurl": proxy}
     if no_ui:
         out["ui"] = {"enabled": False}
+    if storage is not None or redirect:
+        out["storage"] = {"url": storage, "redirect": True if redirect else None}
+    if metadata is not None:
+        out["metadata"] = {"url": metadata}
+
     return out
 
 

@@ -1,6 +1,7 @@
-"""The registry's state: one blob store and one metadata database under a
-root directory, a thread pool for everything that may block, and a cache of
-manifest bytes (immutable, keyed by digest, so it never goes stale)."""
+"""The registry's state: one content store (the directory under the root, or
+S3), its metadata (SQLite in the root, or PostgreSQL), a thread pool for
+everything that may block, and a cache of manifest bytes (immutable, keyed by
+digest, so it never goes stale)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,12 +12,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from storage.blobs import BlobStore
-from storage.metadata import MetadataDB
+from storage.content import ContentStore, open_store
+from storage.errors import BlobNotFound
 from storage.private import open_root as private_root
 
+from ..errors import APIError
 from .config import ServerConfig
-from .meta import RegistryDB
+from .meta import RegistryMeta
+from .metadb import open_metadata
+from .sections import StorageOptions
 
 T = TypeVar("T")
 MANIFEST_CACHE_BYTES = 64 * 1024 * 1024
@@ -46,19 +50,30 @@ class ManifestCache:
             self.total -= len(old)
 
 
-def open_root(root: str | os.PathLike) -> tuple[BlobStore, RegistryDB]:
-    """The blob store and registry tables of a registry root (created if new)."""
+def open_content(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
+                 direct_io: bool = True) -> ContentStore:
+    """The content store of a registry root: its directory, or what `storage` names."""
+    opts = storage or StorageOptions()
+    return open_store(opts.url, root, executor, direct_io, opts.redirect, opts.access_key, opts.secret_key,
+                      opts.part_size)
+
+
+def open_root(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
+              direct_io: bool = True, metadata: str | None = None) -> tuple[ContentStore, RegistryMeta]:
+    """The content store of a registry root (created if new) and its metadata:
+    `metadata.db` in the root, or the PostgreSQL database at the `metadata` URL."""
     path = Path(root)
     private_root(path)
-    return BlobStore(path), RegistryDB(MetadataDB(path / "metadata.db"))
+    return open_content(path, storage, executor, direct_io), open_metadata(path, metadata)
 
 
 class Registry:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.root = Path(config.root)
-        self.blobs, self.meta = open_root(self.root)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="soko-registry")
+        self.store, self.meta = open_root(self.root, config.storage, self.pool, config.direct_io,
+                                          config.metadata.url)
         self.manifests = ManifestCache()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -66,17 +81,35 @@ class Registry:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, partial(fn, *args, **kwargs))
 
+    def still_there(self, digest: str) -> Callable[[], None]:
+        """A check for inside a metadata transaction (worker thread): the blob a commit
+        published is still stored (a collector whose grace is shorter than the time
+        since may have taken it). Refuses the transaction otherwise."""
+        blocking = self.store.blocking
+
+        def check() -> None:
+            if not blocking.has(digest):
+                raise APIError("BLOB_UPLOAD_INVALID", f"{digest} was collected before it could be linked: "
+                                                      "push it again")
+        return check
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A metadata point read: on the event loop where that costs microseconds
+        (SQLite), else in a worker thread (a round trip to a database server)."""
+        if self.meta.inline_reads:
+            return fn(*args)
+        return await self.run(fn, *args)
+
     async def manifest_bytes(self, digest: str, size: int) -> bytes | None:
         data = self.manifests.get(digest)
         if data is None:
-            path = self.blobs.path(digest)
             try:
-                data = await self.run(path.read_bytes)  # a miss may go to the disk
-            except FileNotFoundError:
+                data = await self.store.read_bytes(digest)  # a miss goes to the store
+            except BlobNotFound:
                 return None
             self.manifests.put(digest, data)
         return data
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        self.meta.db.close()
+        self.meta.close()

@@ -1,18 +1,19 @@
 """Upload sessions and the streaming write path.
 
-A session is a row in SQLite plus the resumable ingest file `upload-<id>`;
-its offset is what the file holds, so after a restart (even `kill -9`) the
-session continues where the bytes end. Between requests a session holds no
-descriptor and no buffer, only its parked running hash (a few hundred bytes),
-so its next chunk goes on without reading the file again.
+A session is a row in the metadata plus the content store's resumable ingest
+of the same id (a file `upload-<id>`, or S3 objects); its offset is what the
+ingest holds, so after a restart (even `kill -9`) the session continues where
+the bytes end. Between requests a session holds no descriptor and no buffer,
+only its parked writer state (the running hash), so its next chunk goes on
+without reading anything back.
 
 Request bodies are read on the event loop, at a minimum pace (bodies.py), and
 handed in batches to two worker threads, one hashing and one writing, while
 the loop already receives the next batch; at most one batch is in flight per
 upload. A blob becomes visible only when the closing PUT's digest matches:
-the file is then renamed into the blob store and linked into the repository
-in one metadata transaction, while the writer still holds the file (so
-garbage collection never takes it from under an upload).
+the writer's commit verifies and publishes it (with a fresh modification
+time, so garbage collection's grace covers it), then one metadata
+transaction checks it is still there and links it into the repository.
 
 Sessions count against caps per client and in total (admission.py) until they
 finish, are cancelled, or sit idle for `limits.session_idle`: an idle session
@@ -26,12 +27,12 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import StreamReader
 
-from storage import digests
-from storage.directio import DirectWriter, Parked
+from storage.content import Writer
+from storage.errors import DigestMismatch, StorageError
 
 from ..errors import APIError
 from .admission import Caps
@@ -53,24 +54,24 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
-    parked: Parked | None = None  # running hash between requests (None: re-hash the file)
+    parked: Any = None  # the writer's state between requests (None: the store finds it again)
 
 
-def _hash_all(writer: DirectWriter, chunks: list[bytes]) -> None:
+def _hash_all(writer: Writer, chunks: list[bytes]) -> None:
     for chunk in chunks:
         writer.hash(chunk)
 
 
-def _store_all(writer: DirectWriter, chunks: list[bytes]) -> None:
+def _store_all(writer: Writer, chunks: list[bytes]) -> None:
     for chunk in chunks:
         writer.store(chunk)
 
 
-def _release(w: DirectWriter) -> None:
-    """(worker thread) Close after a failure: keep what is on disk, raise nothing new."""
+async def _release(w: Writer) -> None:
+    """Close after a failure: keep what was stored, raise nothing new."""
     try:
-        w.close()
-    except OSError:
+        await w.close()
+    except (OSError, StorageError):
         pass
 
 
@@ -110,11 +111,11 @@ class Uploads:
             raise
         return s
 
-    def get(self, repo: str, upload_id: str, client: str) -> Session:
+    async def get(self, repo: str, upload_id: str, client: str) -> Session:
         """The session, if it exists and belongs to `repo` (BLOB_UPLOAD_UNKNOWN otherwise)."""
         # The row decides, not memory: garbage collection in another process
         # may have expired the session.
-        row = self.reg.meta.upload(upload_id) if _ID_RE.match(upload_id) else None
+        row = await self.reg.read(self.reg.meta.upload, upload_id) if _ID_RE.match(upload_id) else None
         s = self.sessions.get(upload_id)
         if row is None:
             if s is not None and not s.lock.locked():
@@ -140,25 +141,22 @@ class Uploads:
             self._drop(s, closed=False)
 
     # -- one request's writer ----------------------------------------------------------------------
-    def open_writer(self, upload_id: str, parked: Parked | None = None) -> DirectWriter:
-        """(worker thread) A session's writer; without `parked`, it re-hashes what is on disk."""
-        return DirectWriter(self.reg.blobs, upload_id, direct=self.reg.config.direct_io, resume=parked)
-
     @asynccontextmanager
-    async def writing(self, s: Session) -> AsyncIterator[DirectWriter]:
+    async def writing(self, s: Session) -> AsyncIterator[Writer]:
         """The session's writer for one request (hold `s.lock`): resumed from the
-        parked hash and parked again at the end, so nothing stays open between
-        requests. After a disk error it is only closed: the next request re-hashes."""
+        parked state and parked again at the end, so nothing stays open between
+        requests. After a store error it is only closed: the next request finds
+        the state again in the store."""
         if s.closed:
             raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"uuid": s.id})
         parked, s.parked = s.parked, None
-        w = await self.reg.run(self.open_writer, s.id, parked)
+        w = await self.reg.store.writer(s.id, resume=parked)
         try:
             yield w
-        except OSError as e:
-            if not isinstance(e, ConnectionError):  # the file may not hold what the writer counted
+        except (OSError, StorageError) as e:
+            if not isinstance(e, ConnectionError):  # the store may not hold what the writer counted
                 if not w.closed:
-                    await self.reg.run(_release, w)
+                    await _release(w)
                 raise
             await self._park(s, w)
             raise
@@ -167,28 +165,26 @@ class Uploads:
             raise
         await self._park(s, w)
 
-    async def _park(self, s: Session, w: DirectWriter) -> None:
+    async def _park(self, s: Session, w: Writer) -> None:
         s.last_used = time.monotonic()
-        if w.closed:  # complete() hands the file over and closes it
+        if w.closed:  # complete() commits and closes it
             return
         try:
-            parked = await self.reg.run(w.park)
-        except OSError:
-            await self.reg.run(_release, w)
+            parked = await w.park()
+        except (OSError, StorageError):
+            await _release(w)
             return
         if not s.closed:
             s.parked = parked
 
-    def offset(self, s: Session) -> int:
+    async def offset(self, s: Session) -> int:
         """Bytes the session holds (hold `s.lock`)."""
         if s.parked is not None:
             return s.parked.offset
-        try:
-            return (self.reg.blobs.ingest_dir / f"upload-{s.id}").stat().st_size
-        except FileNotFoundError:
-            return 0
+        info = await self.reg.store.ingest(s.id)
+        return 0 if info is None or info.offset is None else info.offset
 
-    async def receive(self, writer: DirectWriter, content: StreamReader) -> int:
+    async def receive(self, writer: Writer, content: StreamReader) -> int:
         """Stream a request body into `writer`; returns the bytes received.
 
         What arrived before a disconnect is kept: the upload resumes at the
@@ -214,32 +210,32 @@ class Uploads:
                 if batched >= BATCH:
                     if pending is not None:
                         await pending
-                    # hashing and writing release the GIL: two threads, one batch
-                    pending = asyncio.gather(run(_hash_all, writer, chunks), run(_store_all, writer, chunks))
+                    pending = asyncio.ensure_future(self._batch(writer, chunks))
                     chunks, batched = [], 0
-        finally:
+        finally:  # what arrived is the writer's: park or commit keeps it
             if pending is not None:
                 await pending
             if chunks:
                 await asyncio.gather(run(_hash_all, writer, chunks), run(_store_all, writer, chunks))
-            await run(writer.flush, False)  # in the kernel: survives kill -9
         return received
+
+    async def _batch(self, writer: Writer, chunks: list[bytes]) -> None:
+        """Hashing and writing release the GIL: two threads for one batch; then whole
+        parts leave for the store (S3) while the loop receives the next batch."""
+        await asyncio.gather(self.reg.run(_hash_all, writer, chunks), self.reg.run(_store_all, writer, chunks))
+        await writer.drain()
 
     # -- the end of a session --------------------------------------------------------------------
     async def cancel(self, s: Session) -> None:
         self._drop(s)
+        await self.reg.store.abort_ingest(s.id, force=True)
+        await self.reg.run(self.reg.meta.delete_upload, s.id)
 
-        def drop() -> None:
-            (self.reg.blobs.ingest_dir / f"upload-{s.id}").unlink(missing_ok=True)
-            self.reg.meta.delete_upload(s.id)
-
-        await self.reg.run(drop)
-
-    async def complete(self, s: Session, w: DirectWriter, expected: str, guard_for: GuardFor | None = None) -> int:
+    async def complete(self, s: Session, w: Writer, expected: str, guard_for: GuardFor | None = None) -> int:
         """Verify the whole upload against `expected` and publish it; returns its size."""
         size = w.offset
         try:
-            await self.reg.run(finish, self.reg, w, s.repo, expected, s.id, guard_for)
+            await finish(self.reg, w, s.repo, expected, s.id, guard_for)
         except APIError:  # refused (digest, quota): finish() dropped data and session
             self._drop(s)
             raise
@@ -247,30 +243,24 @@ class Uploads:
         return size
 
 
-def finish(reg: Registry, w: DirectWriter, repo: str, expected: str, upload_id: str | None,
-           guard_for: GuardFor | None = None) -> None:
-    """(worker thread) Check the digest, then move the data into place and
-    link it into `repo` in one transaction (whose guard may refuse it). On a
-    mismatch or a refusal the data and the session are dropped and the error raised."""
-    w.flush(sync=True)  # durable before the transaction, which then only renames
-    alg = digests.parse(expected).algorithm
-    actual = w.digest if alg == w.algorithm else digests.of_path(w.tmp, alg)[0]
-    if actual != expected:
-        w.abort()
-        if upload_id is not None:
-            reg.meta.delete_upload(upload_id)
-        raise APIError("DIGEST_INVALID", f"upload has digest {actual}, not {expected}",
-                       {"expected": expected, "actual": actual})
+async def finish(reg: Registry, w: Writer, repo: str, expected: str, upload_id: str | None,
+                 guard_for: GuardFor | None = None) -> None:
+    """Commit (the store verifies the digest and publishes the blob), then link it
+    into `repo` in one transaction (whose guard may refuse it). On a mismatch or
+    a refusal the session is dropped and the error raised (a refused blob stays
+    unlinked: garbage collection takes it after the grace period)."""
     size = w.offset
-    tmp = w.tmp
-    # The writer keeps the file (and its lock) until it is in place: a collector never takes it.
     try:
-        reg.meta.finish_upload(upload_id, repo, expected, size, lambda: reg.blobs.adopt(tmp, expected, sync=False),
-                               guard_for(size) if guard_for else None)
-    except APIError:
-        w.abort()
+        await w.commit(None, expected)
+    except DigestMismatch as e:  # the writer dropped the data
         if upload_id is not None:
-            reg.meta.delete_upload(upload_id)
+            await reg.run(reg.meta.delete_upload, upload_id)
+        raise APIError("DIGEST_INVALID", f"upload has digest {e.actual}, not {expected}",
+                       {"expected": expected, "actual": e.actual}) from None
+    try:
+        await reg.run(reg.meta.finish_upload, upload_id, repo, expected, size, reg.still_there(expected),
+                      guard_for(size) if guard_for else None)
+    except APIError:
+        if upload_id is not None:
+            await reg.run(reg.meta.delete_upload, upload_id)
         raise
-    w.close()
-    reg.blobs.sync_dir(expected)

@@ -37,7 +37,7 @@ async def _page(request: web.Request, srv: "Server", fetch, path: str) -> tuple[
 
 async def tags_list(srv: "Server", request: web.Request, name: str) -> web.StreamResponse:
     meta = srv.reg.meta
-    if not meta.repo_exists(name):
+    if not await srv.reg.read(meta.repo_exists, name):
         raise APIError("NAME_UNKNOWN", detail={"name": name})
     tags, headers = await _page(request, srv, lambda last, limit: meta.tags(name, last, limit), f"/v2/{name}/tags/list")
     return json_response({"name": name, "tags": tags}, headers=headers)

@@ -2,15 +2,12 @@
 clients expect), PUT (validated, references checked, `?tag=`), DELETE."""
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from storage import digests, mediatypes as mt
-from storage.directio import open_locked
 from storage.errors import ManifestError
 from storage.model import Index, Manifest, Platform, parse_manifest
 
@@ -29,14 +26,14 @@ _FOREIGN = {mt.DOCKER_LAYER_FOREIGN, mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_
             "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"}
 
 
-def _lookup(srv: "Server", name: str, reference: str) -> ManifestRow:
-    meta = srv.reg.meta
+async def _lookup(srv: "Server", name: str, reference: str) -> ManifestRow:
+    meta, read = srv.reg.meta, srv.reg.read
     if is_digest_ref(reference):
-        row = meta.manifest_by_digest(name, check_digest(reference))
+        row = await read(meta.manifest_by_digest, name, check_digest(reference))
     else:
-        row = meta.manifest_by_tag(name, check_tag(reference))
+        row = await read(meta.manifest_by_tag, name, check_tag(reference))
     if row is None:
-        if not meta.repo_exists(name):
+        if not await read(meta.repo_exists, name):
             raise APIError("NAME_UNKNOWN", detail={"name": name})
         raise APIError("MANIFEST_UNKNOWN", detail={"reference": reference})
     return row
@@ -57,7 +54,7 @@ async def _negotiate(srv: "Server", name: str, reference: str, row: ManifestRow,
             for want in (Platform.host(), Platform("linux", "amd64")):
                 for d in index.manifests:
                     if d.platform and d.platform.matches(want) and d.media_type in accept:
-                        child = srv.reg.meta.manifest_by_digest(name, d.digest)
+                        child = await srv.reg.read(srv.reg.meta.manifest_by_digest, name, d.digest)
                         if child is not None:
                             return child
     if row.media_type in (mt.OCI_MANIFEST, mt.OCI_INDEX):
@@ -70,7 +67,7 @@ async def get_manifest(srv: "Server", request: web.Request, name: str, reference
     if srv.proxy is not None and srv.proxy.serves(name):
         row = await srv.proxy.manifest(name, reference)
     else:
-        row = _lookup(srv, name, reference)
+        row = await _lookup(srv, name, reference)
     accept = accepted_types(request)
     if accept is not None and row.media_type not in accept:
         row = await _negotiate(srv, name, reference, row, accept)
@@ -97,25 +94,29 @@ def describe(repo: str, m: Manifest | Index) -> NewManifest:
                        artifact_type, m.annotations or None, list(dict.fromkeys(refs)))
 
 
-def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None, require_refs: bool = True) -> list[str]:
-    """(worker thread) Write the bytes durably first, then record the
-    manifest and rename the bytes into place in one short transaction. The
-    file stays open (share-locked) until then: garbage collection skips it.
-    `require_refs=False`: a pull-through cache stores manifests before their blobs."""
-    with contextlib.ExitStack() as held:
-        tmp = None
-        if not reg.blobs.has(new.digest):
-            tmp = reg.blobs.new_temp()
-            held.callback(tmp.unlink, missing_ok=True)
-            f = held.enter_context(os.fdopen(open_locked(tmp), "wb"))
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        missing = reg.meta.put_manifest(new, tags, lambda: tmp and reg.blobs.adopt(tmp, new.digest, sync=False), guard,
-                                       require_refs)
-    if tmp is not None and not missing:
-        reg.blobs.sync_dir(new.digest)
-    return missing
+class _Gone(Exception):
+    """The bytes committed before the transaction were collected meanwhile."""
+
+
+async def store(reg, new: NewManifest, tags: list[str], raw: bytes, guard=None,
+                require_refs: bool = True) -> list[str]:
+    """Commit the bytes to the content store first (a fresh modification time:
+    garbage collection's grace covers them), then record the manifest in one
+    short transaction that looks for them again (gc cannot delete them there):
+    gone meanwhile (a collector with a shorter grace), they are written again.
+    A refused manifest leaves its bytes unlinked, for gc. `require_refs=False`:
+    a pull-through cache stores manifests before their blobs."""
+    blocking = reg.store.blocking
+
+    def place() -> None:
+        if not blocking.has(new.digest):
+            raise _Gone
+    while True:
+        await reg.store.put(raw, new.digest)
+        try:
+            return await reg.run(reg.meta.put_manifest, new, tags, place, guard, require_refs)
+        except _Gone:
+            continue
 
 
 def validate(name: str, reference: str, raw: bytes, content_type: str | None) -> tuple[Manifest | Index, str]:
@@ -153,7 +154,7 @@ async def put_manifest(srv: "Server", request: web.Request, name: str, reference
         m, digest = validate(name, reference, raw, content_type)
     new = describe(name, m)
     guard = srv.policies.manifest_guard(name, digest, len(raw), tags)
-    missing = await reg.run(store, reg, new, tags, raw, guard)
+    missing = await store(reg, new, tags, raw, guard)
     if missing:
         return error_response(*[APIError("MANIFEST_BLOB_UNKNOWN", f"unknown blob or manifest {d}", {"digest": d})
                                 for d in missing])

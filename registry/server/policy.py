@@ -1,7 +1,8 @@
 """Storage policies: per-namespace quotas and immutable tags (retention is
 gc's, see gc.py). Each check runs as a guard inside the metadata transaction
-that would break it, so two pushes racing for the last bytes of a quota
-cannot both get in, and a refused request changes nothing.
+that would break it, holding a lock on what it checks (the namespace's
+quota, the repository's tags), so two pushes racing for the last bytes of a
+quota cannot both get in, and a refused request changes nothing.
 
 A namespace is a repository name's first component (`team` of `team/app`);
 its usage is the bytes of the unique blobs and manifests linked into its
@@ -9,13 +10,12 @@ repositories, counted once however many of them link a blob.
 """
 from __future__ import annotations
 
-import sqlite3
 from typing import Iterable
 
 from ..errors import APIError
 from .config import ImmutableRule, ServerConfig, namespace_of
 from .globs import matches
-from .meta import Guard, RegistryDB
+from .meta import Guard, Tx
 
 
 class Policies:
@@ -31,10 +31,11 @@ class Policies:
         if quota is None:
             return None
 
-        def guard(meta: RegistryDB, c: sqlite3.Connection) -> None:
-            if meta.in_namespace(c, ns, digest):
+        def guard(tx: Tx) -> None:
+            tx.lock(f"quota:{ns}")
+            if tx.in_namespace(ns, digest):
                 return  # already counted: linking it again costs nothing
-            used = meta.namespace_usage(c, ns)
+            used = tx.namespace_usage(ns)
             if used + size > quota:
                 raise APIError("DENIED", f"quota exceeded: namespace {ns!r} uses {used} of its {quota} bytes; "
                                          f"{digest} needs {size} more",
@@ -65,13 +66,15 @@ class Policies:
         if quota is None and not fixed:
             return None
 
-        def guard(meta: RegistryDB, c: sqlite3.Connection) -> None:
+        def guard(tx: Tx) -> None:
+            if fixed:
+                tx.lock(f"tags:{repo}")
             for tag, rule in fixed:
-                current = meta.tag_digest(c, repo, tag)
+                current = tx.tag_digest(repo, tag)
                 if current is not None and current != digest:
                     raise self._refuse(repo, tag, rule, "overwritten")
             if quota is not None:
-                quota(meta, c)
+                quota(tx)
         return guard
 
     def delete_manifest_guard(self, repo: str, digest: str) -> Guard | None:
@@ -79,8 +82,9 @@ class Policies:
         if not self.immutable:
             return None
 
-        def guard(meta: RegistryDB, c: sqlite3.Connection) -> None:
-            for tag in meta.tags_of(c, repo, digest):
+        def guard(tx: Tx) -> None:
+            tx.lock(f"tags:{repo}")
+            for tag in tx.tags_of(repo, digest):
                 rule = self.immutable_rule(repo, tag)
                 if rule is not None:
                     raise self._refuse(repo, tag, rule, "deleted (through its manifest)")

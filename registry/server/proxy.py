@@ -114,13 +114,13 @@ class Proxy:
         """The manifest `reference` names, from the cache or fetched into it."""
         meta = self.reg.meta
         if is_digest_ref(reference):
-            row = meta.manifest_by_digest(name, reference)
+            row = await self.reg.read(meta.manifest_by_digest, name, reference)
             if row is not None:
                 self.served.labels("manifest", "hit").inc()
                 return row
             return await self._once(("manifest", name, reference), lambda: self._fetch_manifest(name, reference))
         tag = check_tag(reference)
-        row = meta.manifest_by_tag(name, tag)
+        row = await self.reg.read(meta.manifest_by_tag, name, tag)
         remote = self.remote(name)
         if row is not None and time.monotonic() - self.checked.get((name, tag), -1e18) < remote.ttl:
             self.served.labels("manifest", "hit").inc()
@@ -144,7 +144,7 @@ class Proxy:
             self.checked[(name, tag)] = time.monotonic()
             self.served.labels("manifest", "revalidated").inc()
             return row
-        known = self.reg.meta.manifest_by_digest(name, digest) if is_digest_ref(digest) else None
+        known = await self.reg.read(self.reg.meta.manifest_by_digest, name, digest) if is_digest_ref(digest) else None
         if known is not None:  # moved to a manifest cached already
             await self._store_tag(name, tag, known)
             return known
@@ -164,7 +164,7 @@ class Proxy:
         tags = [] if is_digest_ref(reference) else [reference]
         m, digest = await self.reg.run(manifests.validate, name, fetched.digest, fetched.raw, fetched.media_type)
         new = manifests.describe(name, m)
-        await self.reg.run(manifests.store, self.reg, new, tags, fetched.raw, None, False)
+        await manifests.store(self.reg, new, tags, fetched.raw, None, False)
         self.reg.manifests.put(digest, fetched.raw)
         self.served.labels("manifest", "fetched").inc()
         return ManifestRow(digest, m.media_type, len(fetched.raw))
@@ -194,12 +194,16 @@ class Proxy:
         if fetch is not None and fetch.done.done():
             fetch = None  # finished: the store has it (or it failed: start again)
         try:
-            if fetch is None and reg.blobs.has(digest):
+            if fetch is None and await reg.store.has(digest):
                 # cached through another repository: upstream must have it in this one too
                 size = await self._upstream_size(name, digest)
-                await reg.run(reg.meta.link_blob, name, digest, size, lambda: reg.blobs.has(digest))
+                await reg.run(reg.meta.link_blob, name, digest, size, lambda: reg.store.blocking.has(digest))
                 self.served.labels("blob", "revalidated").inc()
                 return None
+            if fetch is None:  # another request may have started one while the store answered
+                fetch = self.fetches.get(digest)
+                if fetch is not None and fetch.done.done():
+                    fetch = None
             if fetch is None and request.method == "HEAD":
                 size = await self._upstream_size(name, digest)
                 return web.Response(headers={**API_VERSION, "Docker-Content-Digest": digest,
@@ -234,7 +238,8 @@ class Proxy:
         if size is None:
             raise APIError("BLOB_UNKNOWN", f"{digest} is not in {self.describe(name)}", {"digest": digest})
         if size < 0:
-            size = self.reg.blobs.size(digest) if self.reg.blobs.has(digest) else 0
+            info = await self.reg.store.stat(digest)
+            size = info.size if info is not None else 0
         return size
 
     # -- one request upstream for many clients ---------------------------------------------------------------

@@ -165,3 +165,49 @@ class ProxyOptions:
                 raise ConfigProblem((*key, "upstreams", i, "namespace"),
                                     f"another upstream serves namespace {u.namespace!r}")
             seen.add(u.namespace)
+
+
+@dataclass
+class StorageOptions:
+    """Where blobs live: the directory under the root (no `url`), or an S3 bucket."""
+    url: str | None = None  # s3://BUCKET/PREFIX?endpoint=...&region=...
+    access_key: str | None = None  # else AWS_ACCESS_KEY_ID, else ~/.aws/credentials
+    secret_key: str | None = None
+    redirect: bool = False  # answer blob GETs with 307 to a presigned URL
+    part_size: int = 8 * 1024 * 1024  # S3 multipart part size (at least 5 MiB)
+
+    def check(self, key: Key) -> None:
+        if self.url is not None:
+            if not self.url.startswith("s3://"):
+                raise ConfigProblem((*key, "url"), f"want s3://BUCKET/PREFIX?endpoint=...&region=..., not {self.url!r}")
+            from storage.content.s3 import parse_url
+            from storage.errors import StorageError
+
+            try:
+                parse_url(self.url)
+            except StorageError as e:
+                raise ConfigProblem((*key, "url"), str(e)) from None
+        elif self.redirect:
+            raise ConfigProblem((*key, "redirect"), "redirects need S3 storage (url = \"s3://...\")")
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ConfigProblem((*key, "access_key" if self.access_key is None else "secret_key"),
+                                "access_key and secret_key go together")
+        if self.part_size < 5 * 1024 * 1024:
+            raise ConfigProblem((*key, "part_size"), "must be at least 5 MiB (S3's minimum part size)")
+
+
+@dataclass
+class MetadataOptions:
+    """Where the registry keeps its metadata: absent, `metadata.db` (SQLite) in
+    the root; `postgresql://USER[:PASSWORD]@HOST:PORT/DB`, a PostgreSQL database
+    that several `soko serve` replicas may share (registry/METADATA.md)."""
+    url: str | None = None
+
+    def check(self, key: Key) -> None:
+        if self.url is not None:
+            from .metadb import check_url as check_metadata_url
+
+            problem = check_metadata_url(self.url)
+            if problem is not None:
+                raise ConfigProblem((*key, "url"), problem)
+

@@ -3,7 +3,6 @@
 cancel (DELETE)."""
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -38,7 +37,7 @@ def _quota(srv: "Server", name: str, digest: str) -> GuardFor:
 async def _try_mount(srv: "Server", request: web.Request, name: str, digest: str, source: str | None) -> str | None:
     """Link `digest` into `name` when the source repository (or, without one,
     a repository the caller may pull from) holds it; returns where it came from."""
-    meta, blobs = srv.reg.meta, srv.reg.blobs
+    meta, store = srv.reg.meta, srv.reg.store
     principal = request[PRINCIPAL]
     if not digests.is_valid(digest):
         return None
@@ -49,21 +48,19 @@ async def _try_mount(srv: "Server", request: web.Request, name: str, digest: str
             return None
         if not srv.auth.allows(principal, "repository", source, "pull"):
             return None  # as if it were not there: the client uploads instead
-        size = meta.linked_size(source, digest)
+        size = await srv.reg.read(meta.linked_size, source, digest)
     else:
-        size = meta.linked_size(name, digest)
+        size = await srv.reg.read(meta.linked_size, name, digest)
         source = name
         if size is None:
-            source = next((r for r in meta.repos_linking(digest)
+            source = next((r for r in await srv.reg.read(meta.repos_linking, digest)
                            if srv.auth.allows(principal, "repository", r, "pull")), None)
             if source is not None:
-                try:
-                    size = blobs.size(digest)
-                except StorageError:
-                    size = None
+                info = await store.stat(digest)
+                size = None if info is None else info.size
     if size is None:
         return None
-    linked = await srv.reg.run(meta.link_blob, name, digest, size, lambda: blobs.has(digest),
+    linked = await srv.reg.run(meta.link_blob, name, digest, size, lambda: store.blocking.has(digest),
                                srv.policies.quota_guard(name, digest, size))
     return source if linked else None
 
@@ -87,14 +84,15 @@ async def post_upload(srv: "Server", request: web.Request, name: str) -> web.Str
 async def _single_post(srv: "Server", request: web.Request, name: str, digest: str) -> web.StreamResponse:
     reg = srv.reg
     with srv.uploads.bodies.hold(request[CLIENT]):
-        w = await reg.run(srv.uploads.open_writer, str(uuid.uuid4()))
+        w = await reg.store.writer()
         try:
             received = await srv.uploads.receive(w, request.content)
             if request.content_length is not None and received != request.content_length:
                 raise APIError("SIZE_INVALID", detail={"expected": request.content_length, "received": received})
-            await reg.run(finish, reg, w, name, digest, None, _quota(srv, name, digest))
+            await finish(reg, w, name, digest, None, _quota(srv, name, digest))
         except BaseException:
-            await reg.run(w.abort)
+            if not w.closed:
+                await w.abort()
             raise
     srv.event(request, PUSH, repository=name, target=BLOB, digest=digest, size=received)
     return _created(name, digest)
@@ -115,7 +113,7 @@ async def _check_range(srv: "Server", request: web.Request, name: str, s: Sessio
 
 
 async def patch_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     with srv.uploads.bodies.hold(request[CLIENT]):
         async with s.lock, srv.uploads.writing(s) as w:
             await _check_range(srv, request, name, s, w.offset)
@@ -130,7 +128,7 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
     if digest is None:
         raise APIError("DIGEST_INVALID", "the closing PUT needs ?digest=")
     check_digest(digest)
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     with srv.uploads.bodies.hold(request[CLIENT]):
         async with s.lock, srv.uploads.writing(s) as w:
             if request.body_exists:
@@ -142,13 +140,13 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
 
 
 async def get_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     async with s.lock:
-        return empty(204, _session_headers(name, s.id, srv.uploads.offset(s)))
+        return empty(204, _session_headers(name, s.id, await srv.uploads.offset(s)))
 
 
 async def delete_upload(srv: "Server", request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
-    s = srv.uploads.get(name, upload_id, request[CLIENT])
+    s = await srv.uploads.get(name, upload_id, request[CLIENT])
     async with s.lock:
         await srv.uploads.cancel(s)
     return empty(204)

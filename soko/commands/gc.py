@@ -18,28 +18,35 @@ from ..render import human_size
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="With --registry: the `soko serve` config whose retention and immutable rules apply "
                    "(and whose root is the default).")
+@click.option("--metadata", default=None, metavar="URL",
+              help="With --registry: the registry's metadata is in this PostgreSQL database "
+                   "(postgresql://USER@HOST:PORT/DB; or [metadata] in --config).")
 @click.option("--cache-max-age", type=float, default=7 * 86400.0, show_default=True,
               help="Forget build cache entries, cache mounts and downloads unused for this many seconds (0: all).")
 @click.pass_context
 def gc_cmd(ctx: click.Context, dry_run: bool, grace: float, registry_root: str | None, untagged: bool,
-           config_file: str | None, cache_max_age: float) -> None:
+           config_file: str | None, metadata: str | None, cache_max_age: float) -> None:
     """Delete blobs, snapshots and cache entries that nothing references."""
     verb = "Would remove" if dry_run else "Removed"
-    if config_file and registry_root is None:
-        raise click.UsageError("--config goes with --registry")
+    if (config_file or metadata) and registry_root is None:
+        raise click.UsageError(f"{'--config' if config_file else '--metadata'} goes with --registry")
     if registry_root is not None:
         from registry.server import gc as registry_gc
 
         root = registry_root or str(ctx.obj.root / "registry")
-        retention, immutable = [], []
+        retention, immutable, storage = [], [], None
         if config_file:
             from registry.server import ServerConfig
 
             cfg = ServerConfig.from_file(config_file, defaults={"root": root},
                                          **({"root": registry_root} if registry_root else {}))
-            root, retention, immutable = cfg.root, cfg.retention, cfg.immutable
+            root, retention, immutable, storage = cfg.root, cfg.retention, cfg.immutable, cfg.storage
+            metadata = metadata or cfg.metadata.url
         r = registry_gc.collect(root, dry_run=dry_run, grace=grace, untagged=untagged, retention=retention,
-                                immutable=immutable)
+                                immutable=immutable, storage=storage, metadata=metadata)
+        if r.skipped:
+            click.echo("Another process is collecting this registry right now: nothing done")
+            return
         for repo, tag in r.tags_expired:
             click.echo(f"{verb} tag (retention): {repo}:{tag}")
         click.echo(f"{verb} {len(r.blobs_removed)} blobs ({human_size(r.bytes_freed)}), "

@@ -31,10 +31,17 @@ import click
 @click.option("--proxy", default=None, metavar="URL",
               help="Be a pull-through cache of the registry at URL (read-only; [proxy] in the config).")
 @click.option("--no-ui", is_flag=True, help="Do not serve the web UI under /ui/.")
+@click.option("--storage", default=None, metavar="URL",
+              help="Keep blobs in S3: s3://BUCKET/PREFIX?endpoint=URL&region=R (default: the directory under "
+                   "--root). Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or [storage] in the config.")
+@click.option("--redirect", is_flag=True, help="Answer blob GETs with 307 to a presigned S3 URL.")
+@click.option("--metadata", default=None, metavar="URL",
+              help="Keep the metadata in PostgreSQL (postgresql://USER@HOST:PORT/DB; [metadata] in the config), "
+                   "so replicas can share it. Default: SQLite in the root.")
 @click.pass_context
 def serve_cmd(ctx: click.Context, addr, reg_root, config_file, tls_cert, tls_key, tls_self_signed, htpasswd,
               read_only, audit_log, token, token_key, token_realm, token_issuer, token_service, token_cert,
-              proxy, no_ui) -> None:
+              proxy, no_ui, storage, redirect, metadata) -> None:
     """Serve an OCI distribution registry."""
     from registry.server import ServerConfig, run
     from registry.server.config import flag_overrides
@@ -44,7 +51,8 @@ def serve_cmd(ctx: click.Context, addr, reg_root, config_file, tls_cert, tls_key
     overrides = flag_overrides(addr=addr, root=reg_root, htpasswd=htpasswd, read_only=read_only, tls_cert=tls_cert,
                                tls_key=tls_key, tls_self_signed=tls_self_signed, token=token, token_key=token_key,
                                token_realm=token_realm, token_issuer=token_issuer, token_service=token_service,
-                               token_cert=token_cert, audit_log=audit_log, proxy=proxy, no_ui=no_ui)
+                               token_cert=token_cert, audit_log=audit_log, proxy=proxy, no_ui=no_ui,
+                               storage=storage, redirect=redirect, metadata=metadata)
     cfg = ServerConfig.load(config_file, overrides, defaults={"root": str(ctx.obj.root / "registry")})
 
     def ready(info) -> None:

@@ -47,11 +47,12 @@ def test_independent_stages_overlap(store, ctx):
     assert l1 - l0 >= 1 and r1 - r0 >= 1
     assert l0 < r1 and r0 < l1, f"the sleeps did not overlap: left {l0:.2f}-{l1:.2f}, right {r0:.2f}-{r1:.2f}"
     assert min(l1, r1) - max(l0, r0) > 0.5  # most of a second side by side
-    # one at a time, the same build takes both sleeps in turn, and about a second longer
+    # one at a time, the same build takes both sleeps in turn (wall times are not compared: on a
+    # loaded machine the rest of a build varies by more than the second the overlap saves)
     spans1, _, wall1 = timed_build(store, ctx, TWO_SLEEPERS, jobs=1, no_cache=True)
     (l0, l1), (r0, r1) = spans1["left"], spans1["right"]
     assert l1 <= r0 or r1 <= l0
-    assert wall1 >= 2.0 and wall < wall1 - 0.5, (wall, wall1)
+    assert wall1 >= 2.0
 
 
 def test_progress_names_the_stage_of_every_line(store, ctx):

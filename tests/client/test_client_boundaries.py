@@ -98,10 +98,11 @@ def test_a_manifest_over_4_mib_is_refused_in_one_line(tmp_path, store, store2):
 
 
 def test_a_blob_longer_than_its_descriptor_stores_nothing(registry, store, store2, repo_name):
-    """The registry sends all 12 MB of the layer; the manifest says it has 1000 bytes: the pull
-    stops reading soon after the first 1000 and stores nothing."""
+    """The registry sends all 40 MB of the layer; the manifest says it has 1000 bytes: the pull
+    stops reading soon after the first 1000 and stores nothing. (What the proxy counts includes
+    what the kernel's loopback buffers took before the client closed: up to ~10 MB here.)"""
     ref = f"{registry.host}/{repo_name}:base"
-    m = make_image(store, ref, [random_layer(store, 12_000_000, 32)])
+    m = make_image(store, ref, [random_layer(store, 40_000_000, 32)])
     push(store, ref, None, FAST)
     doc = json.loads(m.raw)
     layer = doc["layers"][0]
@@ -112,7 +113,7 @@ def test_a_blob_longer_than_its_descriptor_stores_nothing(registry, store, store
             pull(store2, f"{px.host}/{repo_name}:short", None, FAST)
     msg = str(ei.value)
     assert layer["digest"] in msg and "1000" in msg and "\n" not in msg
-    assert px.down < 6_000_000, f"{px.down} bytes came down for a blob said to have 1000"
+    assert px.down < 20_000_000, f"{px.down} bytes came down for a blob said to have 1000"
     assert not store2.blobs.has(layer["digest"])
     # the refused bytes are gone (another blob cut short by the failure may keep its part for a resume)
     assert not [p.name for p, _ in store2.blobs.ingest_entries() if layer["digest"][7:] in p.name]

@@ -65,7 +65,7 @@ MUTANTS: list[HandMutant] = [
                "os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC",
                ("tests/storage/test_outfile.py", "tests/cli/test_output_files.py"),
                "a temp name planted by another user would be followed or reused"),
-    HandMutant("gc-deletes-busy-ingest", "storage", "storage/directio.py",
+    HandMutant("gc-deletes-busy-ingest", "storage", "storage/content/dirwriter.py",
                "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n        except BlockingIOError:\n            return False",
                "            pass\n        except BlockingIOError:\n            return False",
                ("tests/registry/test_hostile_uploads.py", "tests/registry/test_gc.py"),

@@ -1,5 +1,12 @@
 """A real registry server process on a free loopback port, and a plain
-http.client speaker for it."""
+http.client speaker for it.
+
+The server fixtures run on every stack a module lists: `STACKS`, or else
+each storage in `BACKENDS` (default: the directory under the root; "s3": a
+bucket on the session's radosgw, `--storage`) with each metadata backend in
+`METADATA_BACKENDS` (default: SQLite only). `SOKO_TEST_METADATA=postgresql`
+runs every module on PostgreSQL. Each test module gets a database of its own
+for `server`, each test one for `fresh_server` (tests/pgserver.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgserver import pg_server, pg_url  # noqa: F401 (fixtures)
+
 REPO = Path(__file__).resolve().parents[2]
+SQLITE, POSTGRES = "sqlite", "postgresql"
+FORCED_BACKEND = os.environ.get("SOKO_TEST_METADATA")  # every module on this backend
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -136,14 +147,62 @@ class Client:
 class RegistryProc:
     root: Path
     args: list[str] = field(default_factory=list)
+    metadata: str | None = None  # a postgresql:// URL, or None: SQLite in the root
     proc: subprocess.Popen | None = None
     url: str = ""
     port: int = 0
     log: Path | None = None
     nofile: int | None = None  # RLIMIT_NOFILE (soft and hard) of the server process
+    storage_url: str | None = None  # an s3:// URL: blobs in S3 (--storage)
+    env: dict[str, str] = field(default_factory=dict)  # its credentials
+
+    def __post_init__(self) -> None:
+        if self.storage_url:
+            self.args = ["--storage", self.storage_url, *self.args]
+
+    @property
+    def backend(self) -> str:
+        return "s3" if self.storage_url else "directory"
+
+    def storage(self):
+        from registry.server.sections import StorageOptions
+
+        return StorageOptions(self.storage_url, self.env.get("AWS_ACCESS_KEY_ID"),
+                              self.env.get("AWS_SECRET_ACCESS_KEY"))
+
+    def _blocking(self, fn):
+        """fn(the blocking view of the server's content store), from the test's process."""
+        from registry.server.core import open_content
+        from storage.content import blocking_session
+
+        with blocking_session(open_content(self.root, self.storage())) as b:
+            return fn(b)
+
+    def blob_exists(self, digest: str) -> bool:
+        return self._blocking(lambda b: b.has(digest))
+
+    def ingest_exists(self, upload_id: str) -> bool:
+        return self._blocking(lambda b: b.ingest(upload_id) is not None)
+
+    def ingest_offsets(self) -> dict[str, int]:
+        """ref -> bytes, of every ingest in the server's store."""
+        def offsets(b) -> dict[str, int]:
+            out = {}
+            for i in b.ingests():
+                info = b.ingest(i.ref)
+                if info is not None:
+                    out[i.ref] = info.offset
+            return out
+        return self._blocking(offsets)
+
+    def collect(self, **kw):
+        """Garbage collection of this server's root, as `soko gc --registry` runs it."""
+        from registry.server.gc import collect
+
+        return collect(self.root, storage=self.storage(), metadata=self.metadata, **kw)
 
     def start(self, port: int = 0) -> "RegistryProc":
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
         self.log = self.root.parent / f"{self.root.name}-server.log"
         errf = open(self.log, "ab")
         limit = self.nofile
@@ -153,8 +212,9 @@ class RegistryProc:
                 import resource
                 resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
+        metadata = ["--metadata", self.metadata] if self.metadata else []
         self.proc = subprocess.Popen([sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}",
-                                      "--root", str(self.root), *self.args],
+                                      "--root", str(self.root), *metadata, *self.args],
                                      stdout=subprocess.PIPE, stderr=errf, cwd=REPO, env=env, preexec_fn=preexec)
         errf.close()
         line = self.proc.stdout.readline().decode().strip()
@@ -210,20 +270,98 @@ class RegistryProc:
     def errors(self) -> str:
         return self.log.read_text() if self.log and self.log.exists() else ""
 
+    def sql(self, statement: str, params: tuple = ()) -> None:
+        """Change the registry's metadata behind the server's back (`?` placeholders),
+        in whichever database it uses: tests that need rows of another age."""
+        if self.metadata:
+            import psycopg
+
+            with psycopg.connect(self.metadata, autocommit=True) as c:
+                c.execute(statement.replace("?", "%s"), params)
+            return
+        import sqlite3
+
+        with sqlite3.connect(self.root / "metadata.db") as c:
+            c.execute(statement, params)
+        c.close()
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What a registry under test runs on."""
+    storage: str = "directory"  # or "s3"
+    metadata: str = SQLITE  # or POSTGRES
+
+    def __str__(self) -> str:
+        return f"{self.storage}-{self.metadata}"
+
+
+def module_stacks(module) -> list[Stack]:
+    stacks = getattr(module, "STACKS", None)
+    if stacks is None:
+        stacks = [Stack(s, m) for s in getattr(module, "BACKENDS", ["directory"])
+                  for m in getattr(module, "METADATA_BACKENDS", (SQLITE,))]
+    if FORCED_BACKEND:
+        stacks = list(dict.fromkeys(Stack(s.storage, FORCED_BACKEND) for s in stacks))
+    return stacks
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "stack" in metafunc.fixturenames:
+        stacks = module_stacks(metafunc.module)
+        metafunc.parametrize("stack", stacks, ids=[str(s) for s in stacks], indirect=True, scope="module")
+
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> RegistryProc:
+def stack(request) -> Stack:
+    """Where the servers of this module keep blobs and metadata."""
+    return request.param
+
+
+def _database(request, metadata: str):
+    if metadata == SQLITE:
+        yield None
+        return
+    pg = request.getfixturevalue("pg_server")
+    url = pg.database()
+    yield url
+    pg.drop(url)
+
+
+def stack_args(request, stack: Stack) -> dict:
+    """RegistryProc's storage arguments for a stack: a new bucket on the session's radosgw for s3."""
+    if stack.storage == "directory":
+        return {}
+    gw = request.getfixturevalue("radosgw")
+    return {"storage_url": gw.bucket(), "env": gw.env()}
+
+
+@pytest.fixture(scope="module")
+def module_metadata(request, stack):
+    """The `--metadata` URL of the module's server (None: SQLite in its root)."""
+    yield from _database(request, stack.metadata)
+
+
+@pytest.fixture
+def test_metadata(request, stack):
+    """A `--metadata` URL of this test's own (None: SQLite in the root)."""
+    yield from _database(request, stack.metadata)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request, stack, module_metadata) -> RegistryProc:
     """One server for a module's API tests (each test uses its own repositories)."""
-    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root").start()
+    srv = RegistryProc(tmp_path_factory.mktemp("registry") / "root", metadata=module_metadata,
+                       **stack_args(request, stack)).start()
     yield srv
     srv.stop()
     assert "Traceback" not in srv.errors(), srv.errors()
 
 
 @pytest.fixture
-def fresh_server(tmp_path) -> RegistryProc:
+def fresh_server(tmp_path, request, stack, test_metadata) -> RegistryProc:
     """A server of the test's own, for restarts, kills and special flags."""
-    srv = RegistryProc(tmp_path / "root")
+    srv = RegistryProc(tmp_path / "root", metadata=test_metadata, **stack_args(request, stack))
     yield srv
     srv.stop()
 

@@ -134,6 +134,11 @@ BAD = [
      "token.rootcertbundle: cannot read"),
     ('[token]\nrealm = "auth.example"\n', 2, "token.realm: not an http(s) URL"),
     ('realm = """\nmulti = 1\n"""\n[tls]\ncert = "a.pem"\n', 5, "tls.cert: cert and key go together"),
+    ('[storage]\nurl = "/var/blobs"\n', 2, "storage.url: want s3://BUCKET/PREFIX?endpoint=...&region=..."),
+    ('[storage]\nurl = "s3://b/p?endpoint=http://x&bogus=1"\n', 2, "storage.url: bad storage URL"),
+    ('[storage]\nredirect = true\n', 2, "storage.redirect: redirects need S3 storage"),
+    ('[storage]\nurl = "s3://b"\naccess_key = "AK"\n', 1, "storage.secret_key: access_key and secret_key go together"),
+    ('[storage]\nurl = "s3://b"\npart_size = 1024\n', 3, "storage.part_size: must be at least 5 MiB"),
 ]
 
 

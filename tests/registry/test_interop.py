@@ -13,6 +13,8 @@ from .layouts import busybox_layout
 
 pytestmark = pytest.mark.interop
 
+BACKENDS = ["directory", "s3"]
+
 
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import json
 
-from .conftest import (DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, sha256, sha512,
-                       unique)
+from .conftest import (DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, POSTGRES, SQLITE, sha256,
+                       sha512, unique)
+
+METADATA_BACKENDS = (SQLITE, POSTGRES)
+
+BACKENDS = ["directory", "s3"]
 
 
 def test_manifest_by_tag_and_digest_exact_bytes(client):
@@ -193,10 +197,8 @@ def test_tags_list_pagination(client):
     assert r.status == 404 and r.codes == ["NAME_UNKNOWN"]
 
 
-def test_catalog_pagination(server, tmp_path):
-    from .conftest import RegistryProc
-
-    srv = RegistryProc(tmp_path / "root").start()
+def test_catalog_pagination(fresh_server):
+    srv = fresh_server.start()
     try:
         c = srv.client()
         names = sorted(["alpha", "beta/one", "beta/two", "gamma", "zeta"])

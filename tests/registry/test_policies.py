@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import sqlite3
 import time
 
-from .conftest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, sha256, unique
+from .conftest import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, POSTGRES, SQLITE, sha256, unique
 from .teams import PASSWORDS, Tokens, basic, team_config
 from .test_gc import blob_file
 from .tomlw import dumps
+
+METADATA_BACKENDS = (SQLITE, POSTGRES)
 
 
 def _manifest(layers: list[bytes], cfg: bytes) -> bytes:
@@ -133,11 +134,12 @@ def test_retention_by_age_with_soko_gc(fresh_server, soko, tmp_path):
     c.close()
     srv.stop()
     day = 86400
-    with sqlite3.connect(srv.root / "metadata.db") as db:  # as if pushed 10 and 3 days ago
-        db.execute("UPDATE reg_tags SET updated=? WHERE repo=? AND tag='t1'", (time.time() - 10 * day, name))
-        db.execute("UPDATE reg_tags SET updated=? WHERE repo=? AND tag='t2'", (time.time() - 3 * day, name))
+    # as if pushed 10 and 3 days ago
+    srv.sql("UPDATE reg_tags SET updated=? WHERE repo=? AND tag='t1'", (time.time() - 10 * day, name))
+    srv.sql("UPDATE reg_tags SET updated=? WHERE repo=? AND tag='t2'", (time.time() - 3 * day, name))
     cfg = tmp_path / "reg.toml"
-    cfg.write_text(dumps({"root": str(srv.root), "retention": [{"repository": "ci/**", "keep_days": 5}]}))
+    cfg.write_text(dumps({"root": str(srv.root), "retention": [{"repository": "ci/**", "keep_days": 5}],
+                          **({"metadata": {"url": srv.metadata}} if srv.metadata else {})}))
     dry = soko("gc", "--registry", "--config", cfg, "--grace", "0", "--dry-run")
     assert f"Would remove tag (retention): {name}:t1" in dry.stdout and "t2" not in dry.stdout
     out = soko("gc", "--registry", "--config", cfg, "--grace", "0")

@@ -124,6 +124,16 @@ def test_overlay_unavailable_falls_back_to_copy_automatically(tmp_path, busybox_
         assert status == 0 and b"".join(out) == b"ok\n"
         assert any(k == "fallback" for k, _ in events)
         assert [n for n in os.listdir(s.root / "containers") if n != ".lock"] == []
+        # The verdict is about that filesystem: a store on another one in this same process
+        # still gets an overlay (its upper directory holds what the container wrote).
+        plain = ImageStore(tmp_path / "plain")
+        add_image(plain, [busybox_layer], BUSYBOX_CONFIG, tag="busybox")
+        events.clear()
+        assert run(plain, "busybox", RunOptions(name="kept", command=["sh", "-c", "echo hi > /kept"]),
+                   on_output=out.append, on_event=lambda k, m: events.append((k, m))) == 0
+        assert not any(k == "fallback" for k, _ in events)
+        (cid,) = [n for n in os.listdir(plain.root / "containers") if not n.startswith(".")]
+        assert (plain.root / "containers" / cid / "upper" / "kept").read_text() == "hi\n"
     finally:
         subprocess.run(["umount", "-l", str(tmp_path / "m")], check=True)
 

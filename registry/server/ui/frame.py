@@ -94,7 +94,7 @@ class UI:
         self.srv = srv
         opts = srv.config.ui
         self.sessions = Sessions(opts.session_ttl, opts.session_idle)
-        self.summaries = Summaries(srv.reg.blobs)
+        self.summaries = Summaries(srv.reg.store.blocking)
         self.disk_usage: tuple[float, tuple, tuple[int, int]] | None = None  # (when, key, (files, bytes)): pages.py
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

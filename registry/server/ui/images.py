@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage import mediatypes as mt
-from storage.blobs import BlobStore
+from storage.content import Blocking
 from storage.errors import ManifestError, StorageError
 from storage.model import Descriptor, Index, Manifest, Platform, parse_manifest
 
-from ..meta import Referrer, RegistryDB
+from ..meta import Referrer, RegistryMeta
 
 MAX_CONFIG = 8 * 1024 * 1024  # bigger configs are not shown
 ATTESTATION = "vnd.docker.reference.type"  # BuildKit's annotation on attestation manifests in an index
@@ -115,14 +115,14 @@ def _platform(p: Platform | None) -> str:
     return str(p) if p is not None else ""
 
 
-def _load(blobs: BlobStore, digest: str, media_type: str | None = None) -> Manifest | Index | None:
+def _load(blobs: Blocking, digest: str, media_type: str | None = None) -> Manifest | Index | None:
     try:
         return parse_manifest(blobs.read_bytes(digest), media_type, digest)
     except (OSError, StorageError, ManifestError):
         return None
 
 
-def _config(blobs: BlobStore, d: Descriptor) -> dict | None:
+def _config(blobs: Blocking, d: Descriptor) -> dict | None:
     if d.media_type not in mt.CONFIGS or d.size > MAX_CONFIG:
         return None
     try:
@@ -139,7 +139,7 @@ def _config_platform(cfg: dict) -> str:
 class Summaries:
     """Tag-row summaries by manifest digest (an LRU; thread-safe)."""
 
-    def __init__(self, blobs: BlobStore, max_items: int = 8192):
+    def __init__(self, blobs: Blocking, max_items: int = 8192):
         self.blobs = blobs
         self.max_items = max_items
         self._items: OrderedDict[str, Summary] = OrderedDict()
@@ -188,7 +188,7 @@ class Summaries:
         return Summary("unknown", 0, ())
 
 
-def image_view(blobs: BlobStore, meta: RegistryDB, repo: str, digest: str, media_type: str, size: int) -> ImageView:
+def image_view(blobs: Blocking, meta: RegistryMeta, repo: str, digest: str, media_type: str, size: int) -> ImageView:
     """Everything the image page shows about one manifest of `repo`."""
     raw = blobs.read_bytes(digest)
     try:
@@ -197,7 +197,7 @@ def image_view(blobs: BlobStore, meta: RegistryDB, repo: str, digest: str, media
         pretty = raw.decode("utf-8", "replace")
     view = ImageView(repo, digest, media_type, size, pretty)
     view.referrers = meta.referrers(repo, digest, None)
-    view.tags = meta.tags_of(meta.db.conn, repo, digest)
+    view.tags = meta.tags_of(repo, digest)
     algo, _, hexpart = digest.partition(":")
     for suffix in ("sig", "att", "sbom"):  # cosign's referrers before the OCI 1.1 API
         row = meta.manifest_by_tag(repo, f"{algo}-{hexpart}.{suffix}")

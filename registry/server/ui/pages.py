@@ -108,7 +108,7 @@ async def image(ui: "UI", request: web.Request) -> web.StreamResponse:
         row = None
     if row is None:
         return ui.error(request, viewer, 404, "No such image", f"{name} has no manifest {reference}.")
-    view = await reg.run(image_view, reg.blobs, reg.meta, name, row.digest, row.media_type, row.size)
+    view = await reg.run(image_view, reg.store.blocking, reg.meta, name, row.digest, row.media_type, row.size)
     return ui.render(request, viewer, "image.html", view=view, reference=reference,
                      pull_ref=f"{request.host}/{name}{'@' if '@' in ref else ':'}{reference}")
 
@@ -120,23 +120,17 @@ def _disk_usage(ui: "UI", key: tuple) -> tuple[int, int]:
     now = time.monotonic()
     if cached is not None and cached[1] == key and now - cached[0] < DISK_CACHE_SECONDS:
         return cached[2]
-    blobs = ui.srv.reg.blobs
     count = total = 0
-    for digest in blobs:
-        try:
-            total += blobs.path(digest).stat().st_size
-            count += 1
-        except FileNotFoundError:
-            continue
+    for info in ui.srv.reg.store.blocking.walk():
+        total += info.size
+        count += 1
     ui.disk_usage = (now, key, (count, total))
     return count, total
 
 
 def _upload_bytes(ui: "UI", upload_id: str) -> int | None:
-    try:
-        return os.stat(ui.srv.reg.blobs.ingest_dir / f"upload-{upload_id}").st_size
-    except OSError:
-        return None
+    info = ui.srv.reg.store.blocking.ingest(upload_id)
+    return None if info is None else info.offset
 
 
 def _registry_facts(ui: "UI", visible) -> dict:

@@ -1,4 +1,4 @@
-"""The O_DIRECT upload writer: exact bytes and digest across aligned blocks,
+"""The directory store's O_DIRECT writer: exact bytes and digest across aligned blocks,
 unaligned tails and reopenings (what a resumed upload does)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from registry.server.directio import BLOCK, DirectWriter
+from storage.content.dirwriter import BLOCK, DirectWriter, unlink_unless_busy
 from storage.blobs import BlobStore
 
 
@@ -19,16 +19,16 @@ def test_pieces_and_resumes(tmp_path, direct):
     w = DirectWriter(store, "u1", direct=direct)
     for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
         w.write(data[a:b])
-        w.flush(sync=False)
+        w.flush_sync(sync=False)
         if i % 2:  # reopen as after a restart: offset and hash come from the file
-            w.close()
+            w.close_sync()
             w = DirectWriter(store, "u1", direct=direct)
             assert w.offset == b
-    w.flush(sync=True)
+    w.flush_sync(sync=True)
     assert w.offset == len(data)
     assert w.digest == "sha256:" + hashlib.sha256(data).hexdigest()
     assert w.tmp.read_bytes() == data
-    w.close()
+    w.close_sync()
     store.adopt(w.tmp, "sha256:" + hashlib.sha256(data).hexdigest())
     assert store.read_bytes("sha256:" + hashlib.sha256(data).hexdigest()) == data
 
@@ -37,7 +37,7 @@ def test_abort_removes_the_file(tmp_path):
     store = BlobStore(tmp_path / "store")
     w = DirectWriter(store, "u2")
     w.write(b"x" * (BLOCK + 5))
-    w.abort()
+    w.abort_sync()
     assert not w.tmp.exists()
 
 
@@ -49,26 +49,24 @@ def test_parked_writer_resumes_without_rereading(tmp_path, direct):
     data = os.urandom(BLOCK + 5000)
     w = DirectWriter(store, "u3", direct=direct)
     w.write(data[:BLOCK - 7])
-    parked = w.park()
+    parked = w.park_sync()
     assert w.closed and parked.offset == BLOCK - 7
     w = DirectWriter(store, "u3", direct=direct, resume=parked)
     w.write(data[BLOCK - 7:])
     assert w.digest == "sha256:" + hashlib.sha256(data).hexdigest()
-    stale = w.park()
+    stale = w.park_sync()
     with open(w.tmp, "ab") as f:  # someone else appended: the parked hash no longer covers the file
         f.write(b"more")
     w = DirectWriter(store, "u3", direct=direct, resume=stale)
     assert w.offset == len(data) + 4
     assert w.digest == "sha256:" + hashlib.sha256(data + b"more").hexdigest()
-    w.close()
+    w.close_sync()
 
 
 def test_a_file_being_written_is_never_unlinked(tmp_path):
-    from storage.directio import unlink_unless_busy
-
     store = BlobStore(tmp_path / "store")
     w = DirectWriter(store, "u4")
     w.write(b"in progress")
     assert not unlink_unless_busy(w.tmp) and w.tmp.exists()
-    w.park()
+    w.park_sync()
     assert unlink_unless_busy(w.tmp) and not w.tmp.exists()

@@ -1,4 +1,4 @@
-"""A resumable upload writer that bypasses the page cache (O_DIRECT).
+"""The directory store's writer: resumable, bypassing the page cache (O_DIRECT).
 
 Uploads are written once and read rarely soon after, so filling the page
 cache with them only costs: on the machines this runs on, buffered writes of
@@ -9,8 +9,8 @@ tail of each request goes through the page cache (so it survives `kill -9`)
 and is rewritten as part of the next aligned block. Where O_DIRECT is not
 available (tmpfs), the same class writes through the page cache.
 
-It keeps the file layout and naming of storage's resumable BlobWriter
-(`ingest/upload-<id>`), so BlobStore.adopt() publishes what it wrote.
+Its file is `ingest/upload-<ref>`; commit() verifies it and renames it into
+`blobs/<alg>/<encoded>` (BlobStore's layout).
 
 A writer holds a shared flock on its file while it is open: garbage
 collection (`unlink_unless_busy`) never removes a file someone is writing,
@@ -20,16 +20,24 @@ from it continues without reading the file again.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import mmap
 import os
+import secrets
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from . import digests
-from .blobs import BlobStore
+from .. import digests
+from ..blobs import BlobStore
+from ..errors import DigestMismatch, SizeMismatch
+from .base import Info, Writer, check_ref
+
+T = TypeVar("T")
 
 ALIGN = 4096
 BLOCK = 4 * 1024 * 1024  # bytes per direct write (a multiple of ALIGN)
@@ -75,10 +83,22 @@ def unlink_unless_busy(path: Path, unlink: bool = True) -> bool:
         os.close(fd)
 
 
-class DirectWriter:
-    def __init__(self, store: BlobStore, ingest_id: str, algorithm: str = "sha256", direct: bool = True,
-                 resume: Parked | None = None):
-        self.tmp: Path = store.ingest_dir / f"upload-{ingest_id}"
+def ingest_path(blobs: BlobStore, ref: str) -> Path:
+    return blobs.ingest_dir / f"upload-{check_ref(ref)}"
+
+
+class DirectWriter(Writer):
+    """Writes `ingest/upload-<ref>`. Without a ref it is anonymous: its data is
+    dropped unless committed. The plain methods block (call them in a worker
+    thread); the async ones run them in `executor`."""
+
+    def __init__(self, store: BlobStore, ref: str | None = None, algorithm: str = "sha256", direct: bool = True,
+                 resume: Parked | None = None, executor: Executor | None = None):
+        self.anonymous = ref is None
+        self.ref = ref = ref if ref is not None else f"anon-{secrets.token_hex(12)}"
+        self.blobs = store
+        self.executor = executor
+        self.tmp: Path = ingest_path(store, ref)
         self.algorithm = algorithm
         self._fd = open_locked(self.tmp)
         self._dfd: int | None = None
@@ -151,7 +171,7 @@ class DirectWriter:
         self._fill = 0
         self._unsynced = True
 
-    def flush(self, sync: bool = True) -> None:
+    def flush_sync(self, sync: bool = True) -> None:
         """Put the unaligned tail in the file (page cache: survives the
         process dying); `sync` also makes everything durable."""
         if self._dirty and self._fill:
@@ -178,22 +198,70 @@ class DirectWriter:
     def closed(self) -> bool:
         return self._fd < 0
 
-    def close(self) -> None:
-        """Keep the data (resumable) and release the file (also when the last flush fails)."""
-        if self._fd >= 0:
+    def close_sync(self) -> None:
+        """Keep the data (resumable; an anonymous writer's goes) and release the
+        file (also when the last flush fails)."""
+        if self.anonymous:
+            self.abort_sync()
+        elif self._fd >= 0:
             try:
-                self.flush(sync=True)
+                self.flush_sync(sync=True)
             finally:
                 self._close_fds()
 
-    def park(self) -> Parked:
+    def park_sync(self) -> Parked:
         """Release file and buffer, keep the running hash (the data stays in the
         page cache: it survives the process dying); resume with `resume=`."""
-        self.flush(sync=False)
+        self.flush_sync(sync=False)
         self._close_fds()
         return Parked(self._hash, self.offset)
 
-    def abort(self) -> None:
+    def abort_sync(self) -> None:
         if self._fd >= 0:
             self._close_fds()
         self.tmp.unlink(missing_ok=True)
+
+    def verify(self, size: int | None, expected: str) -> None:
+        """(after flush_sync) Raise, dropping the data, unless size and digest match."""
+        try:
+            if size is not None and size != self.offset:
+                raise SizeMismatch(f"size mismatch: expected {size} bytes, got {self.offset}")
+            alg = digests.parse(expected).algorithm
+            actual = self.digest if alg == self.algorithm else digests.of_path(self.tmp, alg)[0]
+            if actual != expected:
+                raise DigestMismatch(expected, actual)
+        except BaseException:
+            self.abort_sync()
+            raise
+
+    def commit_sync(self, size: int | None, expected: str) -> Info:
+        """Durable, verified, then renamed into place (an existing blob gets a
+        fresh mtime instead). The shared lock is held until then: a collector
+        never takes the file."""
+        self.flush_sync(sync=True)
+        self.verify(size, expected)
+        try:
+            self.blobs.adopt(self.tmp, expected, fsynced=True)
+        finally:
+            if self._fd >= 0:
+                self._close_fds()
+        return Info(expected, self.offset, self.blobs.modified(expected))
+
+    # -- the async interface: the same, in the executor ----------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, partial(fn, *args))
+
+    async def flush(self) -> None:
+        await self._run(self.flush_sync, False)
+
+    async def commit(self, size: int | None, expected: str) -> Info:
+        return await self._run(self.commit_sync, size, expected)
+
+    async def abort(self) -> None:
+        await self._run(self.abort_sync)
+
+    async def park(self) -> Parked:
+        return await self._run(self.park_sync)
+
+    async def close(self) -> None:
+        await self._run(self.close_sync)
