@@ -1,22 +1,35 @@
-"""soko push/pull beside skopeo copy, same image, same registry, one run.
+"""soko push/pull beside skopeo copy, same image, fresh registries, one run.
 
-    /work/main/.venv/bin/python bench/bench_pushpull.py [--runs 5] [--layers 8] [--layer-mb 50]
+    python bench/bench_pushpull.py [--rounds 5] [--layers 3] [--layer-mb 67] [--jobs 4]
+                                   [--image built|imported|both] [--no-drop-caches]
 
-The image: `--layers` gzip layers of random-ish data (`--layer-mb` each,
-~400 MB in all by default). The registry: CNCF distribution
-(`docker-registry serve`) on loopback, started afresh for every push so
-nothing is skipped as already present. Both tools run as commands
-(`python -m registry.client ...` and `skopeo copy ...`), so process
-start-up counts for both. skopeo reads and writes an OCI layout directory
-holding the very same blob files. Each round runs both tools back to back
-(order alternating, `sync` before each run); the ratio reported is the
-median of the per-round ratios, which cancels load drifting over the run.
-Prints Markdown. Work files go to $BENCH_TMP (default: the system temp dir).
+Two images of `--layers` layers (~200 MB of tar by default), made in a soko store:
+
+- built:    gzip layers, as `soko build` and `soko pull` leave them; both tools send them as
+            they are, so the row measures the transfer itself;
+- imported: uncompressed layers, as `soko import`/`load`/`commit` leave them; both tools send
+            them gzip-compressed (soko by default, as docker push does; skopeo because a
+            docker:// destination asks for compressed layers). soko compresses a layer once
+            and remembers the blob (storage/layer_variants.py): its first push in the store
+            is timed apart ("first push"), the rounds after it reuse the blob.
+
+The layers are hex words with a quarter of random bytes: gzip takes them to 60-65 % of
+their size (a Debian root filesystem goes to about 40 %).
+
+Each round, for each tool: a fresh CNCF distribution registry (`docker-registry serve`),
+a push into it, a first pull right after the push (what was just written is in the page
+cache, as on a registry host), then `echo 3 > /proc/sys/vm/drop_caches` and a second pull
+(cold: everything from disk). Pulls go into an empty store (soko) or an empty OCI layout
+(skopeo). soko is the installed command (bench/_install.py); skopeo reads an OCI layout
+whose blobs are hard links to the soko store's files. Both tools run as commands, so
+process start-up counts for both, and both fsync what they store. The tools alternate
+which goes first; ratios are soko time / skopeo time, the median of per-round ratios
+(lower is better for soko; the target is 0.5). Prints Markdown.
+Work files go to $BENCH_TMP (default /var/tmp).
 """
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import io
 import json
@@ -32,45 +45,58 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 
-from storage import mediatypes as mt  # noqa: E402
+from storage import compression as comp, mediatypes as mt  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 from storage.model import Descriptor, ImageConfig  # noqa: E402
 from tests.client.client_helpers import start_distribution  # noqa: E402
 
-PY = sys.executable
+from _install import installed_soko  # noqa: E402
 
 
-def random_ish(size: int, seed: int) -> bytes:
-    """Incompressible-ish bytes, fast: random blocks with some repetition, as real binaries have."""
+def layer_data(size: int, seed: int) -> bytes:
+    """Text-like and binary-like pieces: gzip takes it to 60-65 %."""
     rnd = random.Random(seed)
-    block = 1 << 16
-    pool = [rnd.randbytes(block) for _ in range(64)]
+    words = [rnd.randbytes(rnd.randint(2, 6)).hex().encode() for _ in range(3000)]
     out = bytearray()
     while len(out) < size:
-        out += pool[rnd.randrange(len(pool))] if rnd.random() < 0.2 else rnd.randbytes(block)
+        if rnd.random() < 0.25:
+            out += rnd.randbytes(16384)
+        else:
+            out += b" ".join(rnd.choices(words, k=2000)) + b"\n"
     return bytes(out[:size])
 
 
-def build_image(store: ImageStore, layers: int, layer_mb: int) -> str:
+def build_image(store: ImageStore, ref: str, layers: int, layer_mb: int, compression: str) -> str:
     descs, cfg = [], ImageConfig.new()
     for i in range(layers):
-        data = random_ish(layer_mb * 1024 * 1024, i)
+        data = layer_data(layer_mb * 1_000_000, i)
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tf:
             ti = tarfile.TarInfo(f"data/layer{i}.bin")
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
         raw = buf.getvalue()
-        gz = gzip.compress(raw, compresslevel=1, mtime=0)
-        digest = store.blobs.put_bytes(gz)
-        descs.append(Descriptor(mt.OCI_LAYER_GZIP, digest, len(gz)))
-        cfg.diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+        diff_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if compression == comp.NONE:
+            blob = raw
+        else:
+            out = io.BytesIO()
+            w = comp.open_writer(out, compression)
+            w.write(raw)
+            w.close()
+            blob = out.getvalue()
+        digest = store.blobs.put_bytes(blob)
+        store.record_layer(diff_id, digest, compression, len(blob))
+        descs.append(Descriptor(mt.LAYER_BY_COMPRESSION["oci"][compression], digest, len(blob)))
+        cfg.diff_ids.append(diff_id)
         cfg.history.append({"created_by": f"layer {i}"})
     m = store.commit(cfg, descs)
-    store.tag("bench/image:1", m.digest)
+    store.tag(ref, m.digest)
     return m.digest
 
 
@@ -87,92 +113,130 @@ def oci_layout(store: ImageStore, digest: str, dest: Path) -> None:
          "annotations": {"org.opencontainers.image.ref.name": "1"}}]}))
 
 
-CPU: dict[str, list[float]] = {}
+def drop_caches() -> None:
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
 
 
-def timed(cmd: list[str], env: dict | None = None, label: str | None = None) -> float:
-    """Wall time of `cmd`; its CPU time (user + system) goes to CPU[label]."""
-    os.sync()  # start each run with no dirty pages from the one before
-    time.sleep(0.2)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, env=env)
-    dt = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr.decode()}")
-    if label:
-        CPU.setdefault(label, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return dt
+class Timer:
+    def __init__(self, env: dict):
+        self.env = env
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def __call__(self, key: str, cmd: list[str]) -> None:
+        os.sync()  # no dirty pages from the step before
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, env=self.env)
+        dt = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if p.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr.decode()}")
+        self.wall.setdefault(key, []).append(dt)
+        self.cpu.setdefault(key, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+
+def registry_blob_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root / "data" / "docker" / "registry" / "v2" / "blobs"):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files if f == "data")
+    return total
+
+
+def one_round(kind: str, rnd: int, work: Path, soko: list[str], layout: Path, t: Timer, jobs: int,
+              cold: bool, sizes: dict[str, int]) -> None:
+    order = ("soko", "skopeo") if rnd % 2 == 0 else ("skopeo", "soko")
+    for tool in order:
+        reg = start_distribution(work / f"reg-{kind}-{rnd}-{tool}")
+        try:
+            ref = f"{reg.host}/bench/{kind}:1"
+            if tool == "soko":
+                t(f"{kind} soko push", soko + ["--root", str(work / f"store-{kind}"), "push", "-q", "-j", str(jobs),
+                                            "bench/image:1", ref])
+            else:
+                t(f"{kind} skopeo push", ["skopeo", "copy", "-q", "--dest-tls-verify=false",
+                                          f"oci:{layout}:1", f"docker://{ref}"])
+            sizes[tool] = registry_blob_bytes(reg.root)
+            for phase in ("pull", "cold pull") if cold else ("pull",):
+                if phase == "cold pull":
+                    drop_caches()
+                dest = work / f"pulled-{tool}"
+                shutil.rmtree(dest, ignore_errors=True)
+                if tool == "soko":
+                    t(f"{kind} soko {phase}", soko + ["--root", str(dest), "pull", "-q", "-j", str(jobs), ref])
+                else:
+                    t(f"{kind} skopeo {phase}", ["skopeo", "copy", "-q", "--src-tls-verify=false",
+                                                 f"docker://{ref}", f"oci:{dest}:1"])
+                shutil.rmtree(dest, ignore_errors=True)
+        finally:
+            reg.stop()
+            shutil.rmtree(work / f"reg-{kind}-{rnd}-{tool}", ignore_errors=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--layer-mb", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--layer-mb", type=int, default=67)
     ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--image", choices=["built", "imported", "both"], default="both")
+    ap.add_argument("--no-drop-caches", action="store_true")
     a = ap.parse_args()
+    cold = not a.no_drop_caches and os.geteuid() == 0
+    soko = [str(installed_soko())]
     load0 = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="soko-bench-", dir=os.environ.get("BENCH_TMP")))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DOCKER_CONFIG": str(work / "docker-config")}
+    work = Path(tempfile.mkdtemp(prefix="soko-bench-", dir=os.environ.get("BENCH_TMP", "/var/tmp")))
+    env = {**os.environ, "DOCKER_CONFIG": str(work / "docker-config")}
+    env.pop("PYTHONPATH", None)
+    t = Timer(env)
+    kinds = ["built", "imported"] if a.image == "both" else [a.image]
+    first_push: dict[str, float] = {}
+    sizes: dict[str, dict[str, int]] = {}
+    tar_mb = 0.0
     try:
-        store = ImageStore(work / "store")
-        digest = build_image(store, a.layers, a.layer_mb)
-        total = sum(d.size for d in store.manifest(digest).layers)
-        layout = work / "layout"
-        oci_layout(store, digest, layout)
-        soko = [PY, "-m", "registry.client", "-q"]
-        times: dict[str, list[float]] = {k: [] for k in ("soko push", "skopeo push", "soko pull", "skopeo pull")}
-        for run in range(a.runs):
-            # push: a fresh registry for each tool, so everything is uploaded
-            for tool in (("soko", "skopeo") if run % 2 == 0 else ("skopeo", "soko")):
-                reg = start_distribution(work / f"reg-{run}-{tool}")
+        for kind in kinds:
+            store = ImageStore(work / f"store-{kind}")
+            digest = build_image(store, "bench/image:1", a.layers, a.layer_mb,
+                                 comp.GZIP if kind == "built" else comp.NONE)
+            tar_mb = a.layers * a.layer_mb
+            layout = work / f"layout-{kind}"
+            oci_layout(store, digest, layout)
+            if kind == "imported":  # the store's first push compresses and remembers
+                reg = start_distribution(work / "reg-first")
                 try:
-                    ref = f"{reg.host}/bench/image:1"
-                    if tool == "soko":
-                        times["soko push"].append(timed(soko + ["--root", str(work / "store"), "push",
-                                                                "-j", str(a.jobs), "bench/image:1", ref], env,
-                                                        "soko push"))
-                    else:
-                        times["skopeo push"].append(timed(["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                                                           f"oci:{layout}:1", f"docker://{ref}"], env,
-                                                          "skopeo push"))
+                    t0 = time.perf_counter()
+                    subprocess.run(soko + ["--root", str(work / f"store-{kind}"), "push", "-q", "-j", str(a.jobs),
+                                           "bench/image:1", f"{reg.host}/bench/first:1"], check=True, env=env,
+                                   capture_output=True)
+                    first_push[kind] = time.perf_counter() - t0
                 finally:
                     reg.stop()
-                    shutil.rmtree(work / f"reg-{run}-{tool}", ignore_errors=True)
-        reg = start_distribution(work / "reg-pull")
-        try:
-            ref = f"{reg.host}/bench/image:1"
-            timed(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{layout}:1", f"docker://{ref}"], env)
-            for run in range(a.runs):
-                for tool in (("soko", "skopeo") if run % 2 == 0 else ("skopeo", "soko")):
-                    dest = work / f"pulled-{tool}"
-                    shutil.rmtree(dest, ignore_errors=True)
-                    if tool == "soko":
-                        times["soko pull"].append(timed(soko + ["--root", str(dest), "pull", "-j", str(a.jobs),
-                                                                ref], env, "soko pull"))
-                    else:
-                        times["skopeo pull"].append(timed(["skopeo", "copy", "-q", "--src-tls-verify=false",
-                                                           f"docker://{ref}", f"oci:{dest}:1"], env,
-                                                          "skopeo pull"))
-                    shutil.rmtree(dest, ignore_errors=True)
-        finally:
-            reg.stop()
-        med = {k: statistics.median(v) for k, v in times.items()}
-        cpu = {k: statistics.median(v) for k, v in CPU.items()}
-        print(f"Image: {a.layers} layers, {total / 1e6:.0f} MB compressed; {a.runs} runs each; "
-              f"{os.cpu_count()} CPUs; soko -j {a.jobs}; load average before: {load0:.1f}\n")
-        print("| operation | soko wall (median s) | skopeo wall (median s) | soko time / skopeo time "
-              "(paired median; target <= 0.7) | soko CPU (s) | skopeo CPU (s) |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for op in ("push", "pull"):
-            s, k = med[f"soko {op}"], med[f"skopeo {op}"]
-            # each round ran both tools back to back: the paired ratio cancels load that drifts
-            paired = statistics.median(x / y for x, y in zip(times[f"soko {op}"], times[f"skopeo {op}"]))
-            print(f"| {op} | {s:.2f} | {k:.2f} | {paired:.2f}x | {cpu[f'soko {op}']:.2f} | "
-                  f"{cpu[f'skopeo {op}']:.2f} |")
-        print("\nAll runs (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in times.items()))
+                    shutil.rmtree(work / "reg-first", ignore_errors=True)
+            sizes[kind] = {}
+            for rnd in range(a.rounds):
+                one_round(kind, rnd, work, soko, layout, t, a.jobs, cold, sizes[kind])
+        print(f"Image: {a.layers} layers, {tar_mb:.0f} MB of tar; {a.rounds} rounds; {os.cpu_count()} CPUs; "
+              f"soko -j {a.jobs}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after\n")
+        print("| image | operation | soko (median s) | skopeo (median s) | soko / skopeo (paired median; "
+              "target <= 0.5) | soko CPU s | skopeo CPU s |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for kind in kinds:
+            for op in ("push", "pull", "cold pull"):
+                s, k = t.wall.get(f"{kind} soko {op}"), t.wall.get(f"{kind} skopeo {op}")
+                if not s or not k:
+                    continue
+                paired = statistics.median(x / y for x, y in zip(s, k))
+                print(f"| {kind} | {op} | {statistics.median(s):.2f} | {statistics.median(k):.2f} | {paired:.2f}x | "
+                      f"{statistics.median(t.cpu[f'{kind} soko {op}']):.2f} | "
+                      f"{statistics.median(t.cpu[f'{kind} skopeo {op}']):.2f} |")
+        for kind, secs in first_push.items():
+            print(f"\n{kind}: soko's first push in this store (compresses and remembers): {secs:.2f} s")
+        for kind, by_tool in sizes.items():
+            print(f"{kind}: bytes in the registry after a push: "
+                  + ", ".join(f"{tool} {n / 1e6:.1f} MB" for tool, n in by_tool.items()))
+        print("\nAll runs (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in t.wall.items()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

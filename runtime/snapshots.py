@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -104,7 +103,7 @@ class Snapshots:
 
         blob = blob or self._blob_for(diff_id)
         private_dir(self.root)
-        tmp = self.root / f".unpack-{secrets.token_hex(8)}"
+        tmp = self.root / f".unpack-{os.urandom(8).hex()}"
         os.mkdir(tmp, 0o755)
         if on_event:
             on_event("unpack", f"unpacking layer {diff_id[7:19]}")
@@ -165,7 +164,7 @@ class Snapshots:
     def remove(self, chain_id: str) -> bool:
         """Delete one snapshot (rename first, so no half-deleted directory is ever used)."""
         p = self.path(chain_id)
-        trash = self.root / f".remove-{secrets.token_hex(8)}"
+        trash = self.root / f".remove-{os.urandom(8).hex()}"
         try:
             os.rename(p, trash)
         except FileNotFoundError:

@@ -10,8 +10,6 @@ survives a restart of the process.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -140,7 +138,7 @@ class BlobStore:
     def new_temp(self, suffix: str = "") -> Path:
         """A private path under ingest/ (same filesystem as blobs/) for a caller
         that produces a file itself, then hands it over with `adopt`."""
-        return self.ingest_dir / f"tmp-{secrets.token_hex(12)}{suffix}"
+        return self.ingest_dir / f"tmp-{os.urandom(12).hex()}{suffix}"
 
     def adopt(self, tmp: Path, digest: str, verify: bool = False, sync: bool = True, fsynced: bool = False) -> str:
         """Move a finished temporary file into place as `digest`.
@@ -201,6 +199,8 @@ class BlobStore:
         for path, mtime in list(self.ingest_entries()):
             if mtime < cutoff:
                 if path.is_dir():
+                    import shutil  # here: `soko run` and most commands never clean ingest/
+
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)

@@ -6,10 +6,14 @@ balloon into gigabytes of memory. Truncated or corrupt streams raise
 LayerError with a one-line message instead of a zlib/zstd traceback.
 
 Writing: gzip is compressed pigz-style: fixed 1 MiB blocks deflated in
-parallel threads (zlib releases the GIL), each primed with the previous
-block's last 32 KiB as dictionary and ended with a sync flush, then
+parallel threads (the deflate engines release the GIL), each primed with the
+previous block's last 32 KiB as dictionary and ended with a sync flush, then
 concatenated into one ordinary gzip member. Block boundaries depend only on
 the byte stream, so the output is deterministic whatever the thread count.
+Levels are gzip's 0-9; 1-6 deflate with ISA-L (python-isal: 10-15x zlib's
+speed for a 10-15 % larger output), 0 and 7-9 with zlib, for those who ask
+for the smallest output (or none) rather than speed. Inflating uses ISA-L
+too (about twice zlib's speed).
 zstd uses libzstd's own worker threads, whose output is the same for any
 worker count >= 1.
 """
@@ -25,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Protocol
 
 import zstandard
+from isal import isal_zlib
 
 from .errors import LayerError
 
@@ -64,6 +69,21 @@ def check(compression: str) -> str:
     if compression not in COMPRESSIONS:
         raise LayerError(f"unknown compression {compression!r} (use gzip, zstd or none)")
     return compression
+
+
+LEVELS = {GZIP: (0, 9), ZSTD: (1, 22)}
+
+
+def check_level(compression: str, level: int | None) -> int | None:
+    """`level` if `compression` has it (None: the default level)."""
+    if level is None:
+        return None
+    if compression not in LEVELS:
+        raise LayerError(f"compression {compression} has no levels")
+    lo, hi = LEVELS[compression]
+    if not lo <= level <= hi:
+        raise LayerError(f"{compression} level must be {lo}..{hi}, not {level}")
+    return level
 
 
 class _Prefixed:
@@ -130,7 +150,7 @@ def _trailing_zeros(data: bytes, what: str) -> None:
 
 
 def _iter_gzip(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
-    d = zlib.decompressobj(31)  # None between members
+    d = isal_zlib.decompressobj(31)  # None between members
     padding = False  # after zero padding only zeros may follow
     while True:
         data = raw.read(READ_SIZE)
@@ -144,7 +164,7 @@ def _iter_gzip(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
                 if data[0] == 0:
                     padding = True
                     continue
-                d = zlib.decompressobj(31)  # another member (pigz -i, cat a.gz b.gz)
+                d = isal_zlib.decompressobj(31)  # another member (pigz -i, cat a.gz b.gz)
             try:
                 out = d.decompress(data, chunk)
                 if out:
@@ -154,7 +174,7 @@ def _iter_gzip(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
                     out = d.decompress(b"", chunk)
                     if out:
                         yield out
-            except zlib.error as e:
+            except (zlib.error, isal_zlib.error) as e:
                 raise LayerError(f"corrupt gzip stream: {_zmsg(e)}") from None
             if d.eof:
                 data, d = d.unused_data, None
@@ -292,20 +312,27 @@ class PlainWriter:
         pass
 
 
+def _engine(level: int):
+    """(deflate module, its own level) for gzip level `level` (see the module docstring)."""
+    if 1 <= level <= 6:
+        return isal_zlib, (level + 2) // 3   # 1-3 -> ISA-L 1, 4-6 -> ISA-L 2
+    return zlib, level
+
+
 def _deflate_block(data: bytes | bytearray, level: int, zdict: bytes) -> bytes:
+    engine, own = _engine(level)
     if zdict:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+        c = engine.compressobj(own, engine.DEFLATED, -15, 8, engine.Z_DEFAULT_STRATEGY, zdict)
     else:
-        c = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        c = engine.compressobj(own, engine.DEFLATED, -15)
+    return c.compress(data) + c.flush(engine.Z_SYNC_FLUSH)
 
 
 class GzipWriter:
     """One gzip member, deflated in parallel 1 MiB blocks (see module docstring)."""
 
     def __init__(self, out: Sink, level: int = 6, threads: int | None = None):
-        if not 0 <= level <= 9:
-            raise LayerError(f"gzip level must be 0..9, not {level}")
+        check_level(GZIP, level)
         self.out = out
         self.level = level
         self.threads = max(1, threads if threads else (os.cpu_count() or 1))
@@ -331,7 +358,7 @@ class GzipWriter:
             self._submit(block)
 
     def _submit(self, block: bytes | bytearray) -> None:
-        self._crc = zlib.crc32(block, self._crc)
+        self._crc = isal_zlib.crc32(block, self._crc)
         self._size += len(block)
         zdict = self._tail
         tail = block[-GZIP_WINDOW:]
@@ -373,8 +400,7 @@ class ZstdWriter:
     writer) has files to read meanwhile."""
 
     def __init__(self, out: Sink, level: int = 3, threads: int | None = None):
-        if not 1 <= level <= 22:
-            raise LayerError(f"zstd level must be 1..22, not {level}")
+        check_level(ZSTD, level)
         self.out = out
         # threads=-1: one worker per CPU; output is identical for any count >= 1.
         cctx = zstandard.ZstdCompressor(level=level, threads=threads or -1, write_checksum=True)

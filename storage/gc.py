@@ -16,6 +16,9 @@ Referrers are kept as the distribution-spec maintainers advise registries
 (and as soko's registry gc does): a recorded manifest whose `subject` is a
 kept manifest is kept, like the child of a kept index; when its subject goes,
 it goes too.
+
+A layer's other stored forms (the compressed blob a push made of an
+uncompressed layer, storage.layer_variants) live as long as the layer does.
 """
 from __future__ import annotations
 
@@ -77,7 +80,7 @@ def mark(store: ImageStore) -> set[str]:
             continue  # a config or a layer
         todo.extend(_edges(m))
         todo.extend((r, None) for r in referrers.get(digest, []))
-    return seen
+    return store.layer_alternates(seen)
 
 
 def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRACE,
@@ -85,6 +88,8 @@ def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRA
     """Sweep what nothing reaches. With `candidates` (the blobs of images just removed), only
     those are swept, and without the grace period: they were recorded, so not in flight."""
     live = mark(store)
+    if candidates is not None:
+        candidates = store.layer_alternates(candidates)
     report = GCReport()
     cutoff = time.time() - grace
     with store.db.transaction():  # writers wait while we sweep; readers go on

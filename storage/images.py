@@ -130,6 +130,14 @@ class ImageStore:
         rows = self.db.query("SELECT blob_digest, compression, size FROM layers WHERE diff_id=?", (diff_id,))
         return [(r[0], r[1], r[2]) for r in rows if self.blobs.has(r[0])]
 
+    def layer_alternates(self, blob_digests: Iterable[str]) -> set[str]:
+        """Every recorded blob holding the same layer as one of `blob_digests` (its
+        uncompressed and compressed forms), those included."""
+        wanted = set(blob_digests)
+        rows = self.db.query("SELECT a.blob_digest, b.blob_digest FROM layers a "
+                             "JOIN layers b ON a.diff_id = b.diff_id AND a.blob_digest != b.blob_digest")
+        return wanted | {other for blob, other in rows if blob in wanted}
+
     def diff_id_of(self, blob_digest: str) -> str | None:
         row = self.db.one("SELECT diff_id FROM layers WHERE blob_digest=?", (blob_digest,))
         return row[0] if row else None

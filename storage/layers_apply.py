@@ -392,10 +392,13 @@ class _Applier:
 
 def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, mode: str = PLAIN,
                 diff_id: str | None = None, digest: str | None = None,
-                atomic: bool | None = None, progress: Progress | None = None) -> ApplyResult:
+                atomic: bool | None = None, progress: Progress | None = None,
+                stored: bool = False) -> ApplyResult:
     """Apply the layer read from `stream` (compression detected) onto `target`.
 
-    `diff_id` / `digest`: verified in the same pass (DigestMismatch).
+    `diff_id` / `digest`: verified in the same pass (DigestMismatch). `stored`: the stream is
+    the blob `digest` of a blob store, which verified it when it stored it; with a `diff_id` to
+    check what it decompresses to, a compressed blob is not hashed a second time.
     `atomic` (default: True when `target` does not exist yet): build in a
     temporary sibling and rename it into place only on success; otherwise
     apply in place, where a failure can leave part of the layer applied."""
@@ -416,7 +419,7 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, mode: str = PLAI
             raise LayerError(f"cannot apply a layer onto {work}: not a directory")
         work.mkdir(parents=True, exist_ok=True)
     try:
-        result = _apply_into(stream, work, mode, diff_id, digest, progress)
+        result = _apply_into(stream, work, mode, diff_id, digest, progress, stored)
         if atomic:
             os.rename(work, dest)
     except BaseException:
@@ -427,8 +430,8 @@ def apply_layer(stream: BinaryIO, target: str | os.PathLike, *, mode: str = PLAI
 
 
 def _apply_into(stream: BinaryIO, work: Path, mode: str, diff_id: str | None,
-                digest: str | None, progress: Progress | None) -> ApplyResult:
-    feeder = LayerStream(stream)
+                digest: str | None, progress: Progress | None, stored: bool = False) -> ApplyResult:
+    feeder = LayerStream(stream, digest if stored and diff_id is not None else None)
     root_fd = os.open(work, _O_DIR)
     applier = _Applier(root_fd, mode)
     try:
@@ -463,7 +466,8 @@ def _reporting(chunks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
 def apply_blob(store: BlobStore, digest: str, target: str | os.PathLike, *, mode: str = PLAIN,
                diff_id: str | None = None, atomic: bool | None = None,
                progress: Progress | None = None) -> ApplyResult:
-    """Apply the layer blob `digest` from `store`, verifying the blob on the way."""
+    """Apply the layer blob `digest` from `store`, verifying it on the way: by its diff_id when
+    given (the store verified the blob itself when storing it), else by its digest."""
     with store.open(digest) as f:
         return apply_layer(f, target, mode=mode, diff_id=diff_id, digest=digest,
-                           atomic=atomic, progress=progress)
+                           atomic=atomic, progress=progress, stored=True)

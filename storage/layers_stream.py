@@ -45,6 +45,20 @@ class _Hasher:
             self._thread.join()
 
 
+class _Counted:
+    """A reader that counts what passes; its digest is the one it was given."""
+
+    def __init__(self, raw: BinaryIO, digest: str):
+        self._raw = raw
+        self.digest = digest
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.size += len(data)
+        return data
+
+
 class LayerStream:
     """The uncompressed bytes of a layer blob, as an iterator of chunks.
 
@@ -52,9 +66,14 @@ class LayerStream:
     and decompresses; another hashes the output (`diff`). `close` stops both,
     also when the consumer gave up half way."""
 
-    def __init__(self, raw: BinaryIO):
-        self.raw = DigestingReader(raw)
-        self.compression, src = comp.sniff(self.raw)
+    def __init__(self, raw: BinaryIO, stored_as: str | None = None):
+        """`stored_as`: the digest a blob store that verified the blob names it by. A compressed
+        blob is then not hashed again (its diff_id still is, and that checks every byte of what
+        it decompresses to); an uncompressed one is, its digest being its diff_id."""
+        self.compression, src = comp.sniff(raw)
+        self.raw: DigestingReader | _Counted = (_Counted(src, stored_as) if stored_as and self.compression != comp.NONE
+                                                else DigestingReader(src))
+        src = self.raw
         # Uncompressed: the blob is the tar, one digest serves as both.
         self.diff = _Hasher() if self.compression != comp.NONE else None
         self._q: queue.Queue = queue.Queue(maxsize=8)

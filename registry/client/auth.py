@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import aiohttp
+from .aio import aiohttp
 
 from .credentials import Credentials
 from .errors import AuthenticationRequired, ClientError, ProtocolError

@@ -24,6 +24,8 @@ class ClientOptions:
     read_timeout: float = 300.0     # silence on an open connection before it counts as dropped
     all_platforms: bool = True      # copy: an index travels with all its children
     direct_io: bool = True          # pulled blobs bypass the page cache (O_DIRECT) where possible
+    compression: str = "gzip"       # push: how uncompressed layers travel (gzip, zstd or none)
+    compression_level: int | None = None  # push: that compressor's level (None: its default)
     user_agent: str = "soko/0.1"
 
 
@@ -32,7 +34,8 @@ class ProgressEvent:
     """One step of one blob (or manifest), for the CLI to draw.
 
     `id` is the short digest (12 hex digits) Docker shows, `action` one of
-    Waiting, Pushing, Pushed, Layer already exists, Mounted from NAME (push),
+    Waiting, Preparing (compressing), Pushing, Pushed, Layer already exists,
+    Mounted from NAME (push),
     Waiting, Downloading, Pull complete, Already exists (pull); `current` and
     `total` are bytes. Only layers are reported, as Docker does (not configs).
     A retried transfer shows `current` going back to where it resumes."""

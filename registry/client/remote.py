@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin
 
-import aiohttp
+from .aio import aiohttp
 
 from storage import digests, mediatypes as mt
 

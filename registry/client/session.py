@@ -24,7 +24,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import aiohttp
+from .aio import aiohttp
 
 from .auth import Authenticator
 from .credentials import Credentials

@@ -11,8 +11,7 @@ import asyncio
 import os
 from typing import AsyncIterator, Callable, Protocol
 
-import aiohttp
-import aiohttp.payload
+from .aio import aiohttp
 
 from storage import digests
 

@@ -27,10 +27,13 @@ def _run_with_progress(quiet: bool, fn):
             close()
 
 
-def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool):
+def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool,
+               compression: str = "gzip", level: int | None = None):
     from registry.client import push
 
-    result = _run_with_progress(quiet, lambda p: push(store, image, dest, _options(insecure, jobs), p))
+    opts = _options(insecure, jobs)
+    opts.compression, opts.compression_level = compression, level
+    result = _run_with_progress(quiet, lambda p: push(store, image, dest, opts, p))
     _record_repo_digest(store, result.reference, result.digest)
     if not quiet:
         from storage import references
@@ -50,16 +53,30 @@ def _record_repo_digest(store, reference: str, digest: str) -> None:
         image_facts.record_repo_digest(store, reference, digest, digest)
 
 
+def _check_level(ctx, param, level):
+    from storage.compression import check_level
+    from storage.errors import StorageError
+
+    try:
+        return check_level(ctx.params.get("compression", "gzip"), level)
+    except StorageError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
 @click.command("push")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs at once.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress; only the digest line.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default="gzip", is_eager=True,
+              help="How uncompressed layers travel (default gzip); compressed ones go as they are.")
+@click.option("--compression-level", type=int, default=None, callback=_check_level,
+              help="gzip 0-9 (default 6), zstd 1-22 (default 3); used when a layer is first compressed.")
 @click.argument("image")
 @click.argument("dest", required=False)
 @click.pass_context
-def push_cmd(ctx, insecure, jobs, quiet, image, dest) -> None:
+def push_cmd(ctx, insecure, jobs, quiet, compression, compression_level, image, dest) -> None:
     """Upload an image to a registry (DEST defaults to IMAGE's own reference)."""
-    push_image(ctx.obj.image_store(), image, dest, insecure, jobs, quiet)
+    push_image(ctx.obj.image_store(), image, dest, insecure, jobs, quiet, compression, compression_level)
 
 
 @click.command("pull")

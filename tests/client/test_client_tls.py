@@ -101,3 +101,20 @@ def test_plain_http_needs_insecure_off_loopback(tls_setup, store, store2):
     assert "--insecure" in str(ei.value) and "\n" not in str(ei.value)
     push(store, ref, None, ClientOptions(insecure=True, **FAST))
     _pulls_back_the_same(store, store2, ref, ClientOptions(insecure=True, **FAST))
+
+
+def test_importing_the_client_parses_no_ca_bundle():
+    """aiohttp's own default context (which the client never uses) is made without the system's
+    CA bundle, ~50 ms of every push and pull; it trusts nothing, so it could never verify."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import registry.client.session, aiohttp.connector as c, ssl; "
+            "v, u = c._SSL_CONTEXT_VERIFIED, c._SSL_CONTEXT_UNVERIFIED; "
+            "print(v.cert_store_stats()['x509_ca'], v.verify_mode == ssl.CERT_REQUIRED, v.check_hostname, "
+            "u.cert_store_stats()['x509_ca'], u.verify_mode == ssl.CERT_NONE, "
+            "ssl.create_default_context().cert_store_stats()['x509_ca'] > 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "True", "True", "0", "True", "True"]

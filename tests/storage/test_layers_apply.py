@@ -272,3 +272,23 @@ def test_without_privileges_devices_and_owners_are_skipped(tmp_path, store):
     assert "owner 1234:1234 cannot be set" in p.stdout
     assert (out / "f").read_text() == "data" and stat.S_ISFIFO(os.lstat(out / "fifo").st_mode)
     assert not (out / "null").exists()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_a_stored_blob_damaged_on_disk_is_refused_when_applied(tmp_path, store, compression):
+    """Applying a stored compressed blob with its diff_id checks what it decompresses to (the
+    store verified the blob's own digest when it stored it); damage is found all the same."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(1 << 20) + bytes(1 << 20))
+    info = write_layer(src, store, compression=compression)
+    good = apply_blob(store, info.digest, tmp_path / "ok", diff_id=info.diff_id)
+    assert (good.digest, good.diff_id, good.size) == (info.digest, info.diff_id, info.size)
+    path = store.path(info.digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    with pytest.raises((DigestMismatch, LayerError)):
+        apply_blob(store, info.digest, tmp_path / "bad", diff_id=info.diff_id)
+    assert not (tmp_path / "bad").exists()
