@@ -51,7 +51,7 @@ class ManifestCache:
 
 
 def open_content(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
-                 direct_io: bool = True) -> ContentStore:
+                 direct_io: bool = False) -> ContentStore:
     """The content store of a registry root: its directory, or what `storage` names."""
     opts = storage or StorageOptions()
     return open_store(opts.url, root, executor, direct_io, opts.redirect, opts.access_key, opts.secret_key,
@@ -59,7 +59,7 @@ def open_content(root: str | os.PathLike, storage: StorageOptions | None = None,
 
 
 def open_root(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
-              direct_io: bool = True) -> tuple[ContentStore, RegistryDB]:
+              direct_io: bool = False) -> tuple[ContentStore, RegistryDB]:
     """The content store and registry tables of a registry root (created if new)."""
     path = Path(root)
     private_root(path)
