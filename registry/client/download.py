@@ -32,7 +32,7 @@ from urllib.parse import urljoin, urlsplit
 from storage import digests
 from storage.blobs import BlobStore
 from storage.content.directory import DirectoryStore
-from storage.content.dirwriter import DirectWriter
+from storage.content.dirwriter import FileWriter
 
 from .errors import ConnectionDropped, ProtocolError, VerificationError
 from .options import ClientOptions
@@ -79,7 +79,7 @@ def _ssl_context(ssl_setting) -> ssl.SSLContext | None:
     return ssl.create_default_context()
 
 
-def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float, writer: DirectWriter, size: int,
+def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float, writer: FileWriter, size: int,
                   start: int, cancel: _Cancel, progress: Callable[[int], None]) -> _Outcome:
     """GET `url` and append the body to `writer` (runs in a worker thread)."""
     headers = dict(headers)
@@ -119,7 +119,7 @@ def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float
     return _Outcome(310, {}, b"too many redirects")
 
 
-def _stream(resp: http.client.HTTPResponse, writer: DirectWriter, size: int, skip: int, cancel: _Cancel,
+def _stream(resp: http.client.HTTPResponse, writer: FileWriter, size: int, skip: int, cancel: _Cancel,
             progress: Callable[[int], None], hdrs: dict[str, str]) -> _Outcome:
     buf = bytearray(BUFFER)
     view = memoryview(buf)

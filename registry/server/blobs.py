@@ -1,5 +1,6 @@
-"""Blob endpoints: GET and HEAD (sendfile from a local file, a 307 to a
-presigned URL, or streamed from the store; Range) and DELETE of a link."""
+"""Blob endpoints: GET and HEAD (from a local file: whole bodies copied by a
+thread, blobsend.py, the rest by FileResponse; a 307 to a presigned URL; or
+streamed from the store; Range) and DELETE of a link."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ from aiohttp import web
 from storage.errors import StorageError
 
 from ..errors import APIError
+from . import blobsend
 from .events import BLOB, DELETE, PULL
 from .respond import API_VERSION, check_digest, empty
 
@@ -45,8 +47,13 @@ async def get_blob(srv: "Server", request: web.Request, name: str, digest: str) 
     store = srv.reg.store
     path = store.local_path(digest)
     if path is not None:
+        if blobsend.wanted(request, size):
+            try:
+                return await blobsend.send(request, path, size, headers, srv.reg.config.limits.body_timeout)
+            except FileNotFoundError:  # deleted under the link (a store changed behind the registry's back)
+                raise APIError("BLOB_UNKNOWN", detail={"digest": digest}) from None
         # FileResponse stats and opens off the loop, answers Range with 206/416
-        # and sends with sendfile(2).
+        # and conditional requests, and sends with sendfile(2).
         return web.FileResponse(path, headers=headers)
     url = store.url(digest, REDIRECT_SECONDS) if request.method == "GET" else None
     if url is not None:  # clients drop the registry's credentials on a cross-origin redirect

@@ -218,7 +218,7 @@ class ServerConfig:
     read_only: bool = False
     readers: list[str] = field(default_factory=list)  # accounts that may only pull, whatever the rules say
     delete_enabled: bool = True
-    direct_io: bool = True  # write uploads with O_DIRECT (storage/content/dirwriter.py)
+    direct_io: bool = False  # write uploads with O_DIRECT, not through the page cache (storage/content/dirwriter.py)
     access_log: bool = False
     token: TokenOptions | None = None  # Docker token auth (absent: Basic auth when there are accounts)
     users: dict[str, str] = field(default_factory=dict)  # name -> bcrypt hash

@@ -52,7 +52,7 @@ class ManifestCache:
 
 
 def open_content(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
-                 direct_io: bool = True) -> ContentStore:
+                 direct_io: bool = False) -> ContentStore:
     """The content store of a registry root: its directory, or what `storage` names."""
     opts = storage or StorageOptions()
     return open_store(opts.url, root, executor, direct_io, opts.redirect, opts.access_key, opts.secret_key,
@@ -60,7 +60,7 @@ def open_content(root: str | os.PathLike, storage: StorageOptions | None = None,
 
 
 def open_root(root: str | os.PathLike, storage: StorageOptions | None = None, executor=None,
-              direct_io: bool = True, metadata: str | None = None) -> tuple[ContentStore, RegistryMeta]:
+              direct_io: bool = False, metadata: str | None = None) -> tuple[ContentStore, RegistryMeta]:
     """The content store of a registry root (created if new) and its metadata:
     `metadata.db` in the root, or the PostgreSQL database at the `metadata` URL."""
     path = Path(root)

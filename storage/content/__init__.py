@@ -13,7 +13,7 @@ from .base import Blocking, ContentStore, Info, IngestInfo, Writer, check_ref
 from .directory import DirectoryStore
 
 
-def open_store(spec: str | None, root: str | os.PathLike, executor: Executor | None = None, direct_io: bool = True,
+def open_store(spec: str | None, root: str | os.PathLike, executor: Executor | None = None, direct_io: bool = False,
                redirect: bool = False, access_key: str | None = None, secret_key: str | None = None,
                part_size: int | None = None) -> ContentStore:
     """The store `spec` names: None or "" for the directory store under `root`, or

@@ -19,7 +19,7 @@ from .. import digests
 from ..blobs import BlobStore
 from ..errors import BlobNotFound
 from .base import Blocking, ContentStore, Info, IngestInfo, check_ref
-from .dirwriter import DirectWriter, Parked, ingest_path, unlink_unless_busy
+from .dirwriter import FileWriter, Parked, ingest_path, unlink_unless_busy
 
 T = TypeVar("T")
 _UPLOAD = "upload-"
@@ -83,7 +83,7 @@ class DirectoryBlocking(Blocking):
 class DirectoryStore(ContentStore):
     name = "directory"
 
-    def __init__(self, root: str | os.PathLike | BlobStore, executor: Executor | None = None, direct_io: bool = True):
+    def __init__(self, root: str | os.PathLike | BlobStore, executor: Executor | None = None, direct_io: bool = False):
         self.blobs = root if isinstance(root, BlobStore) else BlobStore(root)
         self.executor = executor
         self.direct_io = direct_io
@@ -143,12 +143,12 @@ class DirectoryStore(ContentStore):
 
     # -- ingester --------------------------------------------------------------------------------
     def writer_sync(self, ref: str | None = None, algorithm: str = "sha256", resume: Parked | None = None,
-                    direct: bool | None = None) -> DirectWriter:
+                    direct: bool | None = None) -> FileWriter:
         """The writer itself, for a caller in a worker thread (the client's downloads)."""
-        return DirectWriter(self.blobs, ref, algorithm, self.direct_io if direct is None else direct, resume,
+        return FileWriter(self.blobs, ref, algorithm, self.direct_io if direct is None else direct, resume,
                             self.executor)
 
-    async def writer(self, ref: str | None = None, algorithm: str = "sha256", resume: Any = None) -> DirectWriter:
+    async def writer(self, ref: str | None = None, algorithm: str = "sha256", resume: Any = None) -> FileWriter:
         return await self._run(self.writer_sync, ref and check_ref(ref), algorithm, resume)
 
     async def ingest(self, ref: str) -> IngestInfo | None:

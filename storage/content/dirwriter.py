@@ -1,16 +1,23 @@
-"""The directory store's writer: resumable, bypassing the page cache (O_DIRECT).
+"""The directory store's writer: resumable, through the page cache with the
+writeback started as data arrives, or bypassing the page cache (O_DIRECT).
 
-Uploads are written once and read rarely soon after, so filling the page
-cache with them only costs: on the machines this runs on, buffered writes of
-fresh pages are several times slower than direct ones, and the fsync that
-makes a blob durable then waits for all of it. Here data is hashed as it
-arrives and written straight to disk in aligned blocks; only the unaligned
-tail of each request goes through the page cache (so it survives `kill -9`)
-and is rewritten as part of the next aligned block. Where O_DIRECT is not
-available (tmpfs), the same class writes through the page cache.
+Through the page cache (the default): a blob pushed a moment ago is usually
+pulled soon after, and is then served from memory. So that this costs the push
+nothing, writeback starts early: every WRITEBACK bytes the range just written
+goes to the disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not
+wait), so dirty pages never pile up to be throttled or flushed in one burst,
+and the fdatasync that makes a blob durable before it is linked has only the
+last few MiB to wait for.
 
-Its file is `ingest/upload-<ref>`; commit() verifies it and renames it into
-`blobs/<alg>/<encoded>` (BlobStore's layout).
+O_DIRECT (`direct=True`, for data nobody reads soon): data is written straight
+to disk in aligned blocks; only the unaligned tail of each request goes
+through the page cache (so it survives `kill -9`) and is rewritten as part of
+the next aligned block. Where O_DIRECT is not available (tmpfs), the writer
+falls back to the page cache.
+
+Its file is `ingest/upload-<ref>`; commit() makes it durable, verifies it and
+renames it into `blobs/<alg>/<encoded>` (BlobStore's layout): a writer killed
+at any point leaves an ingest file, never a blob.
 
 A writer holds a shared flock on its file while it is open: garbage
 collection (`unlink_unless_busy`) never removes a file someone is writing,
@@ -41,6 +48,7 @@ T = TypeVar("T")
 
 ALIGN = 4096
 BLOCK = 4 * 1024 * 1024  # bytes per direct write (a multiple of ALIGN)
+WRITEBACK = 32 * 1024 * 1024  # through the page cache: start writing back after this many bytes
 
 
 @dataclass
@@ -87,12 +95,32 @@ def ingest_path(blobs: BlobStore, ref: str) -> Path:
     return blobs.ingest_dir / f"upload-{check_ref(ref)}"
 
 
-class DirectWriter(Writer):
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: Callable[[int, int, int, int], int] | None = None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing [offset, offset+length) of `fd` to disk without waiting
+    (a hint: errors come back from the fdatasync that follows)."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        try:
+            import ctypes  # only writers need it: not at import
+
+            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            _sync_file_range = fn
+        except (OSError, AttributeError):  # not Linux: writeback starts when the kernel likes
+            _sync_file_range = lambda *args: 0  # noqa: E731
+    _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+class FileWriter(Writer):
     """Writes `ingest/upload-<ref>`. Without a ref it is anonymous: its data is
     dropped unless committed. The plain methods block (call them in a worker
     thread); the async ones run them in `executor`."""
 
-    def __init__(self, store: BlobStore, ref: str | None = None, algorithm: str = "sha256", direct: bool = True,
+    def __init__(self, store: BlobStore, ref: str | None = None, algorithm: str = "sha256", direct: bool = False,
                  resume: Parked | None = None, executor: Executor | None = None):
         self.anonymous = ref is None
         self.ref = ref = ref if ref is not None else f"anon-{secrets.token_hex(12)}"
@@ -113,12 +141,16 @@ class DirectWriter(Writer):
             self._hash = digests.hasher(algorithm)
             self.offset = 0
             self._rehash()  # resume: whatever the file holds counts
-        # The buffer mirrors the file from `_base` (aligned) on; `_fill` bytes are valid.
+        # O_DIRECT only: the buffer mirrors the file from `_base` (aligned) on; `_fill` bytes are valid.
         self._base = self.offset - self.offset % ALIGN
-        self._buf = mmap.mmap(-1, BLOCK)
-        self._fill = self.offset - self._base
-        if self._fill:
-            self._buf[:self._fill] = os.pread(self._fd, self._fill, self._base)
+        self._fill = 0
+        self._buf: mmap.mmap | None = None
+        if self._dfd is not None:
+            self._buf = mmap.mmap(-1, BLOCK)
+            self._fill = self.offset - self._base
+            if self._fill:
+                self._buf[:self._fill] = os.pread(self._fd, self._fill, self._base)
+        self._written_back = self.offset  # through the page cache: writeback started up to here
         self._dirty = False  # tail not yet in the file
         self._unsynced = False  # file data not yet fdatasync'ed
 
@@ -141,6 +173,8 @@ class DirectWriter(Writer):
 
     def store(self, data: bytes) -> int:
         """The writing half of write()."""
+        if self._buf is None:
+            return self._store_cached(data)
         self.offset += len(data)
         view = memoryview(data)
         while view:
@@ -153,7 +187,22 @@ class DirectWriter(Writer):
         self._dirty = True
         return len(data)
 
+    def _store_cached(self, data: bytes) -> int:
+        view = memoryview(data)
+        offset = self.offset
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            offset += n
+            view = view[n:]
+        self.offset = offset
+        self._unsynced = True
+        if offset - self._written_back >= WRITEBACK:
+            start_writeback(self._fd, self._written_back, offset - self._written_back)
+            self._written_back = offset
+        return len(data)
+
     def _write_block(self) -> None:
+        assert self._buf is not None
         written = -1
         if self._dfd is not None:
             try:
@@ -174,7 +223,7 @@ class DirectWriter(Writer):
     def flush_sync(self, sync: bool = True) -> None:
         """Put the unaligned tail in the file (page cache: survives the
         process dying); `sync` also makes everything durable."""
-        if self._dirty and self._fill:
+        if self._dirty and self._fill and self._buf is not None:
             os.pwrite(self._fd, memoryview(self._buf)[:self._fill], self._base)
             self._unsynced = True
         self._dirty = False
@@ -192,7 +241,9 @@ class DirectWriter(Writer):
                 os.close(fd)
         self._dfd = None
         self._fd = -1
-        self._buf.close()
+        if self._buf is not None:
+            self._buf.close()
+            self._buf = None
 
     @property
     def closed(self) -> bool:

@@ -1,5 +1,6 @@
-"""The directory store's O_DIRECT writer: exact bytes and digest across aligned blocks,
-unaligned tails and reopenings (what a resumed upload does)."""
+"""The directory store's writer, through the page cache and with O_DIRECT: exact bytes
+and digest across aligned blocks, unaligned tails and reopenings (what a resumed upload
+does), and where the data ends up."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +8,11 @@ import os
 
 import pytest
 
-from storage.content.dirwriter import BLOCK, DirectWriter, unlink_unless_busy
 from storage.blobs import BlobStore
+from storage.content import dirwriter
+from storage.content.dirwriter import BLOCK, FileWriter, unlink_unless_busy
+
+from ..pagecache import cachestat, resident
 
 
 @pytest.mark.parametrize("direct", [True, False])
@@ -16,13 +20,13 @@ def test_pieces_and_resumes(tmp_path, direct):
     store = BlobStore(tmp_path / "store")
     data = os.urandom(2 * BLOCK + 12345)
     cuts = [0, 1, 4095, 4097, BLOCK - 1, BLOCK + 10, BLOCK + 10, 2 * BLOCK + 1, len(data)]
-    w = DirectWriter(store, "u1", direct=direct)
+    w = FileWriter(store, "u1", direct=direct)
     for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
         w.write(data[a:b])
         w.flush_sync(sync=False)
         if i % 2:  # reopen as after a restart: offset and hash come from the file
             w.close_sync()
-            w = DirectWriter(store, "u1", direct=direct)
+            w = FileWriter(store, "u1", direct=direct)
             assert w.offset == b
     w.flush_sync(sync=True)
     assert w.offset == len(data)
@@ -35,7 +39,7 @@ def test_pieces_and_resumes(tmp_path, direct):
 
 def test_abort_removes_the_file(tmp_path):
     store = BlobStore(tmp_path / "store")
-    w = DirectWriter(store, "u2")
+    w = FileWriter(store, "u2")
     w.write(b"x" * (BLOCK + 5))
     w.abort_sync()
     assert not w.tmp.exists()
@@ -47,17 +51,17 @@ def test_parked_writer_resumes_without_rereading(tmp_path, direct):
     (a file changed behind its back is re-hashed instead)."""
     store = BlobStore(tmp_path / "store")
     data = os.urandom(BLOCK + 5000)
-    w = DirectWriter(store, "u3", direct=direct)
+    w = FileWriter(store, "u3", direct=direct)
     w.write(data[:BLOCK - 7])
     parked = w.park_sync()
     assert w.closed and parked.offset == BLOCK - 7
-    w = DirectWriter(store, "u3", direct=direct, resume=parked)
+    w = FileWriter(store, "u3", direct=direct, resume=parked)
     w.write(data[BLOCK - 7:])
     assert w.digest == "sha256:" + hashlib.sha256(data).hexdigest()
     stale = w.park_sync()
     with open(w.tmp, "ab") as f:  # someone else appended: the parked hash no longer covers the file
         f.write(b"more")
-    w = DirectWriter(store, "u3", direct=direct, resume=stale)
+    w = FileWriter(store, "u3", direct=direct, resume=stale)
     assert w.offset == len(data) + 4
     assert w.digest == "sha256:" + hashlib.sha256(data + b"more").hexdigest()
     w.close_sync()
@@ -65,8 +69,54 @@ def test_parked_writer_resumes_without_rereading(tmp_path, direct):
 
 def test_a_file_being_written_is_never_unlinked(tmp_path):
     store = BlobStore(tmp_path / "store")
-    w = DirectWriter(store, "u4")
+    w = FileWriter(store, "u4")
     w.write(b"in progress")
     assert not unlink_unless_busy(w.tmp) and w.tmp.exists()
     w.park_sync()
     assert unlink_unless_busy(w.tmp) and not w.tmp.exists()
+
+
+def _commit_in_pieces(store: BlobStore, ref: str, data: bytes, direct: bool) -> str:
+    w = FileWriter(store, ref, direct=direct)
+    for i in range(0, len(data), 300_000):  # request-sized pieces, not block-aligned
+        w.write(data[i:i + 300_000])
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    w.commit_sync(len(data), digest)
+    return digest
+
+
+@pytest.fixture
+def writeback(monkeypatch) -> int:
+    """A smaller writeback range than the real one: the same code, less data to write."""
+    monkeypatch.setattr(dirwriter, "WRITEBACK", 2 * BLOCK)
+    return 2 * BLOCK
+
+
+def test_a_committed_blob_stays_in_the_page_cache(tmp_path, writeback):
+    """The default writer goes through the page cache (writing back as it goes):
+    a blob pushed a moment ago is read from memory, not from the disk."""
+    store = BlobStore(tmp_path / "store")
+    data = os.urandom(3 * writeback + 12345)
+    digest = _commit_in_pieces(store, "u5", data, direct=False)
+    assert resident(store.path(digest)) >= len(data) - 4096
+    assert store.read_bytes(digest) == data
+
+
+def test_direct_writes_bypass_the_page_cache(tmp_path, writeback):
+    store = BlobStore(tmp_path / "store")
+    data = os.urandom(3 * writeback + 12345)
+    digest = _commit_in_pieces(store, "u6", data, direct=True)
+    assert resident(store.path(digest)) < 2 * BLOCK
+    assert store.read_bytes(digest) == data
+
+
+def test_writeback_starts_as_data_arrives(tmp_path, writeback):
+    """Through the page cache, at most WRITEBACK bytes stay dirty: the rest is on
+    its way to the disk already, so the fdatasync at commit has little left to do."""
+    store = BlobStore(tmp_path / "store")
+    w = FileWriter(store, "u7")
+    piece = os.urandom(300_000)
+    for _ in range(4 * writeback // len(piece)):
+        w.write(piece)
+    assert cachestat(w.tmp).dirty <= writeback
+    w.abort_sync()
