@@ -88,6 +88,12 @@ class BuildOptions:
             for g in given:
                 g.check()
 
+    def dockerfile_path(self) -> Path | None:
+        """The Dockerfile's file (None when its text was given)."""
+        if self.dockerfile_text is not None:
+            return None
+        return Path(self.dockerfile) if self.dockerfile else Path(self.context) / "Dockerfile"
+
     @property
     def storage_compression(self) -> str:
         """storage's name for it (`none` for uncompressed)."""

@@ -190,12 +190,7 @@ class StepContext:
                 from .context import Context
 
                 root = Path(self.opts.context)
-                dockerfile = None
-                if self.opts.dockerfile and self.opts.dockerfile_text is None:
-                    dockerfile = Path(self.opts.dockerfile)
-                elif self.opts.dockerfile_text is None:
-                    dockerfile = root / "Dockerfile"
-                matcher = dockerignore.load(root, dockerfile)
+                matcher = dockerignore.load(root, self.opts.dockerfile_path())
                 self._context = Context(root, matcher, hashes)
             return self._context
 

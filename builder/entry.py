@@ -1,4 +1,4 @@
-"""The builder's entry: a Dockerfile and a context in, a tagged image in the store out."""
+"""The builder's entry (builder.build): a Dockerfile and a context in, a tagged image in the store out."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +21,9 @@ Progress = Callable[[BuildEvent], None]
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str | bytes, str]:
     """The Dockerfile's text and the name errors use for it."""
-    if opts.dockerfile_text is not None:
-        return opts.dockerfile_text, "Dockerfile"
-    path = Path(opts.dockerfile) if opts.dockerfile else Path(opts.context) / "Dockerfile"
+    path = opts.dockerfile_path()
+    if path is None:
+        return opts.dockerfile_text, "Dockerfile"  # type: ignore[return-value]
     try:
         return path.read_bytes(), path.name
     except FileNotFoundError:
