@@ -50,6 +50,13 @@ RACY_COARSE_NS = 2_000_000_000
 _Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, mode
 
 
+def racy(time_ns: int, checked_ns: int) -> bool:
+    """Whether a file time (mtime, ctime) is too close to `checked_ns`, when the file was read or
+    looked at, to vouch that it has not changed since within the same clock tick."""
+    margin = RACY_COARSE_NS if time_ns % 1_000_000_000 == 0 else RACY_NS
+    return time_ns >= checked_ns - margin
+
+
 def _stat_key(st: os.stat_result) -> _Stat:
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode
 
@@ -127,8 +134,7 @@ class HashCache:
         hit = self._mem.get(path)
         if hit is None or hit[0] != _stat_key(st):
             return None
-        margin = RACY_COARSE_NS if st.st_mtime_ns % 1_000_000_000 == 0 else RACY_NS
-        return hit[2] if st.st_mtime_ns < hit[1] - margin else None
+        return None if racy(st.st_mtime_ns, hit[1]) else hit[2]
 
     def digest(self, path: Path | str, st: os.stat_result, root: Path | str) -> str:
         self._load(root)

@@ -126,6 +126,17 @@ class Executor:
             self._show(target.index)
         return self.stage_result(target)
 
+    def replayable(self, target: Stage) -> bool:
+        """Whether this build's step events, each marked cached, are what a rebuild that hits every
+        step shows (fastpath.py): only the target and the stages its FROM chain names showed
+        anything. A stage that only `--from` reads is shown when it runs, not when it is cached."""
+        chain = set()
+        index: int | None = target.index
+        while index is not None:
+            chain.add(index)
+            index = self.bases.get(index)
+        return set(self._current) <= chain
+
     def states(self) -> dict[int, StageState]:
         """Every stage's final state: built, or complete in the dry pass."""
         return {**{i: s for i, s in self.dry.items() if s is not None and not s.partial}, **self.results}
@@ -238,7 +249,7 @@ class Executor:
                 self._show(dep.index)
         else:
             try:
-                image = self.store.resolve(ref, platform)
+                image = self.ctx.resolve_image(ref, platform)
             except ImageNotFound:
                 raise DockerfileError(f"FROM {ref}: no such image in the local store (pull or import it first)",
                                       f.line, self.plan.filename) from None

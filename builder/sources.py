@@ -72,7 +72,7 @@ def origin(ctx, ref: str, before: int, what: str, line: int) -> Origin:
         layers = (lambda: ctx.stage_layers(dep.index, before)) if state.partial else state.config.diff_ids
         return Origin(f"stage:{dep.index}", ctx.view(layers), state.key, not state.ran)
     try:
-        image = ctx.store.resolve(ref, ctx.platform)
+        image = ctx.resolve_image(ref, ctx.platform)
     except (ImageNotFound, StorageError) as e:
         raise DockerfileError(f"{what}: {ref!r} is not a stage of this Dockerfile, and {e}", line,
                               ctx.filename) from None
