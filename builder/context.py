@@ -21,6 +21,7 @@ from storage.pathwalk import DirTree, walk
 
 from .dockerignore import Matcher
 from .errors import ContextError
+from .racy import racy
 
 _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
@@ -41,20 +42,8 @@ MIGRATIONS = [
     ALTER TABLE builder_file_hashes ADD COLUMN checked_ns INTEGER NOT NULL DEFAULT 0;
     """,
 ]
-# Kernel file times come from a coarse clock (a tick, 1-10 ms, behind the real time): a file
-# written up to this long before its digest was made may still change without its mtime moving.
-# A whole-second mtime may come from a file system that keeps no more (FAT keeps 2 s).
-RACY_NS = 20_000_000
-RACY_COARSE_NS = 2_000_000_000
 
 _Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, mode
-
-
-def racy(time_ns: int, checked_ns: int) -> bool:
-    """Whether a file time (mtime, ctime) is too close to `checked_ns`, when the file was read or
-    looked at, to vouch that it has not changed since within the same clock tick."""
-    margin = RACY_COARSE_NS if time_ns % 1_000_000_000 == 0 else RACY_NS
-    return time_ns >= checked_ns - margin
 
 
 def _stat_key(st: os.stat_result) -> _Stat:

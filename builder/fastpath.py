@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .context import racy
+from .racy import RACY_COARSE_NS, racy
 from .options import BuildEvent, BuildOptions
 
 FORMAT = "soko-fastpath-v1"
@@ -122,24 +122,29 @@ def _stat_line(st: os.stat_result) -> str:
 
 
 def _walk(root: str, matcher, started: int, lines: list[str]) -> bool:
-    """Append a line per context entry (sorted, depth first); True when one is racy."""
+    """Append a line per context entry (sorted, depth first); True when one is racy.
+    Entries are looked up relative to their open directory (one path component per lstat)."""
     fresh = False
-    st = os.lstat(root)
-    lines.append(f". {_stat_line(st)}")
+    old = started - RACY_COARSE_NS  # no time before this is racy: most entries need no closer look
+    lines.append(f". {_stat_line(os.lstat(root))}")
     todo = [""]
     while todo:
         rel = todo.pop()
-        with os.scandir(os.path.join(root, rel) if rel else root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            child = f"{rel}/{e.name}" if rel else e.name
-            st = e.stat(follow_symlinks=False)
-            lines.append(f"{child}\0{_stat_line(st)}")
-            if racy(st.st_mtime_ns, started) or racy(st.st_ctime_ns, started):
-                fresh = True
-            if stat.S_ISDIR(st.st_mode) and not (matcher and matcher.excluded(child)
-                                                 and not matcher.may_include_under(child)):
-                todo.append(child)
+        fd = os.open(os.path.join(root, rel) if rel else root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in sorted(os.listdir(fd)):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                child = f"{rel}/{name}" if rel else name
+                lines.append(f"{child}\0{st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
+                             f"{st.st_ino} {st.st_dev}")  # _stat_line, inline: thousands of entries
+                if (st.st_mtime_ns >= old or st.st_ctime_ns >= old) and \
+                        (racy(st.st_mtime_ns, started) or racy(st.st_ctime_ns, started)):
+                    fresh = True
+                if stat.S_ISDIR(st.st_mode) and not (matcher and matcher.excluded(child)
+                                                     and not matcher.may_include_under(child)):
+                    todo.append(child)
+        finally:
+            os.close(fd)
     return fresh
 
 
