@@ -55,7 +55,8 @@ class BuildOptions:
     no_cache: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"                  # default (= host for now) | none | host
-    compression: str = "gzip"                 # gzip | zstd | uncompressed
+    compression: str = "uncompressed"         # how new layers are stored: uncompressed | gzip | zstd
+    #   (uncompressed by default, as Docker's image store keeps them: `push` compresses)
     output: list[Output] = field(default_factory=list)
     progress: str = "auto"                    # the CLI's choice; the builder only reports events
     quiet: bool = False

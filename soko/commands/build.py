@@ -34,8 +34,8 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--secret", "secrets", multiple=True,
               help="id=ID[,src=FILE|env=VAR]: lent to RUN --mount=type=secret, never stored.")
 @click.option("--ssh", "ssh", multiple=True, help="default|ID=SOCKET: an ssh-agent for RUN --mount=type=ssh.")
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip",
-              help="How new layers are stored.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="uncompressed",
+              help="How new layers are stored (uncompressed, as Docker keeps them; push compresses).")
 @click.option("-o", "--output", "outputs", multiple=True, help="type=oci|docker,dest=FILE")
 @click.option("--push", is_flag=True, help="Push the tags after building.")
 @click.option("--cache-from", "cache_from", multiple=True,
