@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,16 @@ from storage.model import canonical_json
 # Bump when the meaning of a key changes, so old entries stop matching.
 KEY_VERSION = "soko-build-cache-v2"
 HOLD_PREFIX = "builder-cache:"
+
+
+def _family_records(c) -> None:
+    """3: a COPY family keeps a record of its files (reuse.py): snapshot files need no stat-cache rows."""
+    c.execute("ALTER TABLE builder_copy_family ADD COLUMN record TEXT")
+    if c.execute("SELECT 1 FROM sqlite_master WHERE name='builder_file_hashes'").fetchone():
+        db = next(r[2] for r in c.execute("PRAGMA database_list") if r[1] == "main")
+        prefix = os.path.join(os.path.dirname(db), "snapshots") + "/"
+        c.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + "0"))
+
 
 MIGRATIONS = [
     """
@@ -39,6 +50,7 @@ MIGRATIONS = [
         chain_id TEXT NOT NULL
     );
     """,
+    _family_records,
 ]
 
 

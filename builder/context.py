@@ -150,25 +150,6 @@ class HashCache:
         self._load(root)
         return self._valid(str(path), st)
 
-    def remember(self, path: Path, st: os.stat_result, digest: str, checked_ns: int) -> None:
-        """Record a digest known without reading (a file just written from a hashed source);
-        `checked_ns`: a time before the file was last written."""
-        key = str(path)
-        with self._lock:
-            self._mem[key] = self._dirty[key] = (_stat_key(st), checked_ns, digest)
-
-    def forget_under(self, root: Path) -> None:
-        """Drop what is remembered about files under `root` (a superseded snapshot)."""
-        prefix = str(root).rstrip("/") + "/"
-        with self._lock:
-            for k in [k for k in self._mem if k.startswith(prefix)]:
-                del self._mem[k]
-            for k in [k for k in self._dirty if k.startswith(prefix)]:
-                del self._dirty[k]
-        if self.db is not None:
-            self.db.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?",
-                            (prefix, prefix[:-1] + "0"))
-
     def flush(self) -> None:
         if self.db is None:
             return

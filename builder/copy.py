@@ -157,7 +157,7 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
         try:
             view = _Empty() if cmd.link else ctx.view(diff_ids)
             uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
-            reuse = Reuse(ctx.store, ctx.hashes, family)
+            reuse = Reuse(ctx.store, family)
             with ctx.staging() as root, ctx.staging() as scratch:
                 for it in items():
                     if it.prepare is not None:
@@ -166,10 +166,11 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
                 _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
                 tree.finish()
-                layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch)
+                layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
+                                          donor=reuse.donor_layer(), members=True)
                 chain = [*diff_ids, layer.diff_id]
                 if layerio.adopt(ctx.store, chain, root):
-                    reuse.remember(layerio.chain_id(chain))
+                    reuse.remember(layerio.chain_id(chain), layer)
                 return layer
         except BuildError as e:
             if isinstance(e, (StepError, DockerfileError)):
