@@ -25,6 +25,7 @@ from .racy import racy
 
 _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
+READERS = 8  # files hashed at once (digest_all)
 
 MIGRATIONS = [
     """
@@ -144,6 +145,21 @@ class HashCache:
             self.reads += 1
             self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
         return digest
+
+    def digest_all(self, files: list[tuple[str, os.stat_result]], root: Path | str) -> None:
+        """Make sure each file's digest is known, reading those that are not side by side: hashing
+        thousands of small files not in the page cache waits on the disk, not on the CPU."""
+        self._load(root)
+        todo = [(p, st) for p, st in files if self._valid(p, st) is None]
+        if len(todo) < 2 * READERS:
+            for p, st in todo:
+                self.digest(p, st, root)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(READERS) as pool:
+            for _ in pool.map(lambda f: self.digest(f[0], f[1], root), todo):
+                pass
 
     def known(self, path: Path | str, st: os.stat_result, root: Path | str) -> str | None:
         """The remembered digest of `path` if still valid, without reading it."""
@@ -339,6 +355,10 @@ class Context:
     # -- hashing -----------------------------------------------------------------
     def file_digest(self, e: Entry) -> str:
         return self.hashes.digest(e.abs, e.st, self._root)
+
+    def hash_all(self, entries: list[Entry]) -> None:
+        """The digests of these entries' files, read side by side where not known."""
+        self.hashes.digest_all([(e.abs, e.st) for e in entries if e.is_file], self._root)
 
 
 def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | None = None) -> Iterable[str]:

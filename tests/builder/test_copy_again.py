@@ -118,3 +118,23 @@ def test_old_records_and_snapshot_digests_go_with_the_migration(tmp_path):
     again.migrate("builder", MIGRATIONS)
     assert [r[0] for r in again.query("SELECT path FROM builder_file_hashes")] == [ctx_file]
     assert again.query("SELECT record FROM builder_copy_family")[0][0] is None
+
+
+def test_many_files_written_side_by_side_keep_content_mode_owner_and_mtime(store, ctx):
+    """A directory source of many files is written by several threads (copy.WRITERS) and hashed
+    by several (context.READERS): every file still lands whole, with its mode, owner and mtime."""
+    from builder.copy import WRITERS
+
+    files = sorted(p for p in (ctx / "src").rglob("*") if p.is_file())
+    assert len(files) >= 4 * WRITERS
+    for i, p in enumerate(files):
+        os.chmod(p, 0o600 if i % 3 else 0o755)
+    do_build(store, ctx, "FROM busybox\nCOPY --chown=7:8 src/ /a/\nCOPY --chmod=640 src/ /b/\n", tags=["m"])
+    fs = ImageFS(store, "m")
+    for p in files:
+        rel = p.relative_to(ctx / "src")
+        st = p.stat()
+        assert fs.read(f"/a/{rel}") == p.read_bytes() == fs.read(f"/b/{rel}")
+        a = fs.stat(f"/a/{rel}")
+        assert (a.st_mode & 0o7777, a.st_uid, a.st_gid, a.st_mtime_ns) == (st.st_mode & 0o7777, 7, 8, st.st_mtime_ns)
+        assert fs.mode(f"/b/{rel}") == 0o640 and fs.owner(f"/b/{rel}") == (0, 0)
