@@ -45,21 +45,22 @@ def copy_layer(store, ref: str) -> str:
 
 
 def test_an_edit_takes_the_other_files_from_the_previous_tar(store, ctx, taken, tmp_path, busybox_rootfs):
-    do_build(store, ctx, DF, tags=["v1"])
+    epoch = 1_700_000_000  # /src is made now (a second apart, two builds differ there): clamped
+    do_build(store, ctx, DF, tags=["v1"], source_date_epoch=epoch)
     assert taken == []  # nothing to take from yet
     (ctx / "src/d1/f005.txt").write_text("edited\n")
     time.sleep(0.05)  # past the racy window: the edited file can be linked in turn next time
-    do_build(store, ctx, DF, tags=["v2"])
+    do_build(store, ctx, DF, tags=["v2"], source_date_epoch=epoch)
     assert taken == [59]
     assert ImageFS(store, "v2").read("/src/d1/f005.txt") == b"edited\n"
     assert ImageFS(store, "v1").read("/src/d1/f005.txt") == b"file 5\n" * 6
     (ctx / "src/d2/f006.txt").write_text("second edit\n")  # the second result is a donor in turn
-    do_build(store, ctx, DF, tags=["v3"])
+    do_build(store, ctx, DF, tags=["v3"], source_date_epoch=epoch)
     assert taken == [59, 59]  # f005 too, from the second tar
     # the layer a store that never saw the earlier files makes of the same context
     fresh = ImageStore(tmp_path / "fresh")
     import_busybox(fresh, busybox_rootfs)
-    do_build(fresh, ctx, DF, tags=["v3"])
+    do_build(fresh, ctx, DF, tags=["v3"], source_date_epoch=epoch)
     assert copy_layer(fresh, "v3") == copy_layer(store, "v3")
 
 
