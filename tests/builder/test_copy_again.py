@@ -139,3 +139,25 @@ def test_many_files_written_side_by_side_keep_content_mode_owner_and_mtime(store
         a = fs.stat(f"/a/{rel}")
         assert (a.st_mode & 0o7777, a.st_uid, a.st_gid, a.st_mtime_ns) == (st.st_mode & 0o7777, 7, 8, st.st_mtime_ns)
         assert fs.mode(f"/b/{rel}") == 0o640 and fs.owner(f"/b/{rel}") == (0, 0)
+
+
+def test_owner_and_mode_whatever_creating_the_file_gave(store, tmp_path):
+    """copy_file sets owner and mode only where creating the file did not give them: a setgid
+    directory of the image (its group is inherited), setuid bits with --chown (chown clears them),
+    modes the umask would cut."""
+    ctx = write_context(tmp_path / "c", {"suid": "s", "open": "o", "plain": "p"})
+    os.chmod(ctx / "suid", 0o4755)
+    os.chmod(ctx / "open", 0o666)
+    old = os.umask(0o077)
+    try:
+        do_build(store, ctx, "FROM busybox\nRUN mkdir -m 2775 /shared && chgrp 50 /shared\n"
+                             "COPY plain suid open /shared/\nCOPY plain suid open /top/\n"
+                             "COPY --chown=7:8 suid /owned\n", tags=["o"])
+    finally:
+        os.umask(old)
+    fs = ImageFS(store, "o")
+    for d in ("shared", "top"):
+        assert [(fs.owner(f"/{d}/{n}"), fs.mode(f"/{d}/{n}")) for n in ("plain", "suid", "open")] == \
+            [((0, 0), 0o644), ((0, 0), 0o4755), ((0, 0), 0o666)], d
+    assert (fs.owner("/owned"), fs.mode("/owned")) == ((7, 8), 0o4755)
+    assert fs.owner("/shared") == (0, 50) and fs.mode("/shared") == 0o2775
