@@ -45,6 +45,9 @@ from .racy import RACY_COARSE_NS, racy
 from .options import BuildEvent, BuildOptions
 
 FORMAT = "soko-fastpath-v1"
+# A context this big is not walked for a fingerprint (its lstat would cost more than the builds it
+# could answer save: a Dockerfile that copies one directory of a huge tree walks only that one).
+MAX_ENTRIES = 50_000
 MIGRATIONS = [
     """
     CREATE TABLE builder_fastpath (
@@ -55,6 +58,10 @@ MIGRATIONS = [
     );
     """,
 ]
+
+
+class _TooBig(Exception):
+    """More than MAX_ENTRIES in the context: no fingerprint."""
 
 
 @dataclass
@@ -112,7 +119,7 @@ def probe(opts: BuildOptions) -> Probe | None:
             fresh = fresh or racy(st.st_mtime_ns, started) or racy(st.st_ctime_ns, started)
         matcher = dockerignore.load(Path(opts.context), dockerfile)
         fresh = _walk(slot["context"], matcher, started, lines) or fresh
-    except (OSError, BuildError):
+    except (OSError, BuildError, _TooBig):
         return None
     return Probe(_digest(json.dumps(slot, sort_keys=True)), _digest("\n".join(lines)), fresh)
 
@@ -143,6 +150,8 @@ def _walk(root: str, matcher, started: int, lines: list[str]) -> bool:
                 if stat.S_ISDIR(st.st_mode) and not (matcher and matcher.excluded(child)
                                                      and not matcher.may_include_under(child)):
                     todo.append(child)
+            if len(lines) > MAX_ENTRIES:
+                raise _TooBig()
         finally:
             os.close(fd)
     return fresh

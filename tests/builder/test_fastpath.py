@@ -338,3 +338,12 @@ def test_a_dockerfile_outside_the_context_and_its_ignore_file(store, run, ctx, t
     (elsewhere / "app.Dockerfile").write_text(DF.replace('"sh"', '"ls"'))
     settle()
     assert run(ctx, dockerfile=elsewhere / "app.Dockerfile", tags=["app"])[0] == "full"
+
+
+def test_a_context_too_big_to_walk_is_built_as_usual(store, run, ctx, monkeypatch):
+    monkeypatch.setattr(fastpath, "MAX_ENTRIES", 5)
+    assert fastpath.probe(BuildOptions(context=ctx)) is None
+    first = run(ctx)[1]
+    assert run(ctx)[:2] == ("full", first)
+    monkeypatch.setattr(fastpath, "MAX_ENTRIES", 50)
+    assert run(ctx)[:2] == ("full", first) and run(ctx)[:2] == ("fast", first)
