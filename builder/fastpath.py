@@ -137,7 +137,8 @@ def _walk(root: str, matcher, started: int, lines: list[str]) -> bool:
     todo = [""]
     while todo:
         rel = todo.pop()
-        fd = os.open(os.path.join(root, rel) if rel else root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(root, rel) if rel else root,
+                     os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             for name in sorted(os.listdir(fd)):
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
