@@ -282,7 +282,7 @@ def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: i
         os.utime(path, (mtime, mtime))
 
 
-WRITERS = 8  # files written at once (_Placer.side_by_side)
+WRITERS = 4  # files written at once (_Placer.side_by_side): more contend on the journal
 
 
 class _Placer:
