@@ -309,14 +309,15 @@ class _Placer:
             batch = self._batch
         finally:
             self._batch = None
-        if len(batch) < 2 * WRITERS:
-            for args in batch:
-                self._file(*args)
+        rest = [args for args in batch if not self._linked(*args)]  # a link is cheap: in order, here
+        if len(rest) < 2 * WRITERS:
+            for args in rest:
+                self._copy(*args)
             return
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(WRITERS) as pool:
-            for _ in pool.map(lambda args: self._file(*args), batch):
+            for _ in pool.map(lambda args: self._copy(*args), rest):
                 pass
 
     def place(self, path: Path | str, host: Path | str, st: os.stat_result, uid: int, gid: int, mtime: int | None,
@@ -350,20 +351,28 @@ class _Placer:
             return  # sockets cannot be copied
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
-    def _file(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
-              mtime_ns: int, hash_root: Path | None) -> None:
+    def _file(self, *args) -> None:
+        if not self._linked(*args):
+            self._copy(*args)
+
+    def _linked(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
+                mtime_ns: int, hash_root: Path | None) -> bool:
+        """Whether the file could be hard-linked from the previous result (see reuse.py)."""
         digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
-        rel = str(path)[len(self.root) + 1:]
+        return digest is not None and self.reuse.link(str(path)[len(self.root) + 1:], path, digest, st.st_size,
+                                                      mode, uid, gid, mtime_ns)
+
+    def _copy(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
+              mtime_ns: int, hash_root: Path | None) -> None:
         try:
-            if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
-                return
             written = copy_file(host, path, mode, uid, gid, mtime_ns, st.st_size)
         except FileExistsError:  # a second source writing the same path: the last one wins
             remove(path)
             self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
+        digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
         if digest is not None:
-            self.reuse.written(rel, written, digest)
+            self.reuse.written(str(path)[len(self.root) + 1:], written, digest)
 
 
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
