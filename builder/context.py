@@ -296,16 +296,28 @@ class Context:
     # -- listing ---------------------------------------------------------------
     def walk(self, rel: str) -> Iterator[Entry]:
         """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
-        base = self._abs(rel)
+        base = str(self._abs(rel))
         try:
-            with os.scandir(base) as it:
-                found = sorted((d.name, d.path) for d in it)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ContextError(f"cannot list {base}: {e.strerror}") from None
+        try:
+            yield from self._walk_in(rel, base, fd)
+        finally:
+            os.close(fd)
+
+    def _walk_in(self, rel: str, base: str, fd: int) -> Iterator[Entry]:
+        """`walk` of the directory open as `fd`: its entries looked up one component each."""
+        try:
+            names = sorted(os.listdir(fd))
         except OSError as e:
             raise ContextError(f"cannot list {base}: {e.strerror}") from None
         matcher = self.matcher if self.matcher else None
-        for name, path in found:
+        prefix = base.rstrip("/") + "/"
+        for name in names:
             child = f"{rel}/{name}" if rel else name
-            st = os.lstat(path)
+            path = prefix + name
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             excluded = matcher is not None and matcher.excluded(child)
             if stat.S_ISDIR(st.st_mode):
                 if excluded:

@@ -43,6 +43,7 @@ class Reuse:
         self.linked: set[str] = set()
         self.started = time.time_ns()  # before anything is written: the new record's `checked`
         self.donor: str | None = None
+        self._dirs: dict[str, int] = {}  # open directories (donor's and tree's), for one-component lookups
         self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset or None]
         self._checked = 0
         self._diff_id: str | None = None
@@ -58,9 +59,11 @@ class Reuse:
         known = self._files.get(rel)
         if known is None or known[4] != digest:
             return False
-        cand = os.path.join(self.donor, rel)  # type: ignore[arg-type]
+        where, _, name = rel.rpartition("/")
+        target = str(target)
         try:
-            st = os.lstat(cand)
+            donor_dir = self._dir(os.path.join(self.donor, where) if where else self.donor)  # type: ignore[arg-type]
+            st = os.stat(name, dir_fd=donor_dir, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return False
         if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode) != tuple(known[:4]) \
@@ -70,12 +73,27 @@ class Reuse:
                 and st.st_uid == uid and st.st_gid == gid and st.st_mtime_ns == mtime_ns):
             return False
         try:
-            os.link(cand, target)
+            os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=self._dir(os.path.dirname(target)),
+                    follow_symlinks=False)
         except OSError:
             return False
         self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
         self.linked.add(rel)
         return True
+
+    def _dir(self, path: str) -> int:
+        fd = self._dirs.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if self._dirs.setdefault(path, fd) != fd:  # another thread opened it first
+                os.close(fd)
+                fd = self._dirs[path]
+        return fd
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
 
     def written(self, rel: str, st: os.stat_result, digest: str) -> None:
         self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
