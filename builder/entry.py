@@ -103,11 +103,11 @@ def build(store, opts: BuildOptions, progress: Progress | None = None, probe=Non
     result = BuildResult(manifest.config.digest, manifest.digest, tagged, exe.steps, exe.cached, exe.warnings,
                          list(imports.fetched) if imports is not None else [])
     _export_cache(store, opts, exe, target.index, imports, emit, result)
-    if probe is not None and imports is None and not exe.ctx.remote and exe.replayable(target):
+    if probe is not None and imports is None and not exe.ctx.remote:
         from . import fastpath
 
         fastpath.record(store, probe, image_id=result.image_id, manifest=manifest, seen=exe.cache.seen,
-                        images=exe.ctx.images, events=shown)
+                        images=exe.ctx.images, events=shown, stages=exe.shown_when_cached(target))
     return result
 
 

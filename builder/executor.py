@@ -126,16 +126,17 @@ class Executor:
             self._show(target.index)
         return self.stage_result(target)
 
-    def replayable(self, target: Stage) -> bool:
-        """Whether this build's step events, each marked cached, are what a rebuild that hits every
-        step shows (fastpath.py): only the target and the stages its FROM chain names showed
-        anything. A stage that only `--from` reads is shown when it runs, not when it is cached."""
+    def shown_when_cached(self, target: Stage) -> set[str | None]:
+        """How the stages a rebuild that hits every step shows are named in events (fastpath.py):
+        the target and the stages its FROM chain names. A stage that only `--from` reads is shown
+        when it runs, not when it is cached."""
         chain = set()
         index: int | None = target.index
         while index is not None:
-            chain.add(index)
+            stage = self.plan.stages[index]
+            chain.add(stage.label if self.multi_stage or stage.name else None)
             index = self.bases.get(index)
-        return set(self._current) <= chain
+        return chain
 
     def states(self) -> dict[int, StageState]:
         """Every stage's final state: built, or complete in the dry pass."""

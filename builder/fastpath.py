@@ -28,8 +28,8 @@ build looked up or wrote holds what it held then (an entry rewritten by
 image and its blobs are stored.
 
 Never recorded or tried: --no-cache, --cache-from/--cache-to, --output, a
-Dockerfile from stdin, and builds with URL or git sources (only fetching can
-tell whether those changed).
+Dockerfile from stdin, builds with URL or git sources (only fetching can
+tell whether those changed), and contexts of more than MAX_ENTRIES.
 """
 from __future__ import annotations
 
@@ -199,11 +199,13 @@ def replay(store, opts: BuildOptions, found: Probe) -> Replay | None:
 
 # -- recording ----------------------------------------------------------------------------
 def record(store, found: Probe, *, image_id: str, manifest, seen: dict[str, str | None],
-           images: dict[tuple[str, str], str], events: list[BuildEvent]) -> bool:
+           images: dict[tuple[str, str], str], events: list[BuildEvent], stages: set[str | None]) -> bool:
     """Remember a finished build's answer under its fingerprint. `seen`: the build cache entries
-    it looked up or wrote, as it found or left them; `events`: what it showed, each step turned
-    into the cached step a rebuild shows (the caller knows they are the same steps). False when
-    it cannot be vouched for: a racy entry, or a cache entry another build changed since."""
+    it looked up or wrote, as it found or left them; `events`: what it showed; `stages`: the
+    stages (as events name them) a rebuild that hits every step shows. Kept of the events: those
+    stages' steps, marked cached and numbered again in order, and the messages (the build's own:
+    parse notices, unused build args). False when the answer cannot be vouched for: a racy
+    entry, or a cache entry another build changed since."""
     from . import cache
 
     if found.racy:
@@ -211,9 +213,13 @@ def record(store, found: Probe, *, image_id: str, manifest, seen: dict[str, str 
     if cache.states(store, list(seen)) != seen:
         return False
     shown = []
+    numbers: dict[int, int] = {}
     for e in events:
         if e.action in ("step", "done"):
-            e = BuildEvent(**{**asdict(e), "cached": True, "elapsed": 0.0})
+            if e.stage not in stages:
+                continue
+            n = numbers.setdefault(e.step, len(numbers) + 1)
+            e = BuildEvent(**{**asdict(e), "cached": True, "elapsed": 0.0, "step": n, "id": f"#{n}"})
         elif e.action not in ("warning", "notice"):
             continue  # output lines and runtime notes come from steps that ran
         shown.append(asdict(e))

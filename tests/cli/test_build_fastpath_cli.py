@@ -43,3 +43,23 @@ def test_a_no_change_rebuild_skips_the_builder_and_shows_the_same(soko, busybox_
     assert fast.splitlines()[-1] == cold.splitlines()[-1]
     q, _, _ = build(soko, "-q", *args)
     assert q == cold.splitlines()[-1] + "\n"
+
+
+def test_a_multi_stage_rebuild_shows_what_the_full_build_shows(soko, busybox_rootfs, tmp_path):
+    """The first build runs a stage that a cached build does not show (it is only read by
+    COPY --from): the answer recorded by that build shows, and numbers, what a cached build does."""
+    import shutil
+
+    need_root()
+    soko("import", busybox_rootfs, "busybox:latest")
+    ctx = tmp_path / "ms"
+    shutil.copytree(REPO / "fixtures" / "dockerfiles" / "multistage", ctx)
+    time.sleep(0.05)
+    cold, _, _ = build(soko, "-t", "ms", str(ctx))
+    assert "[builder 2/4]" in cold
+    fast, fast_err, imported = build(soko, "-t", "ms", str(ctx))
+    assert "builder.executor" not in imported
+    os.utime(ctx / "Dockerfile")
+    full, full_err, imported = build(soko, "-t", "ms", str(ctx))
+    assert "builder.executor" in imported
+    assert (fast, fast_err) == (full, full_err) and "[builder" not in fast and fast.startswith("#1 [stage-3 1/5]")
