@@ -179,22 +179,23 @@ def replay(store, opts: BuildOptions, found: Probe) -> Replay | None:
         return None
     if row is None or row[0] != found.state:
         return None
-    rec = json.loads(row[1])
     try:
+        rec = json.loads(row[1])
         for ref, platform, digest in rec["images"]:
             if store.resolve(ref, Platform.parse(platform)).manifest.digest != digest:
                 return None
-    except StorageError:
-        return None
-    if cache.states(store, list(rec["cache"])) != rec["cache"]:
-        return None
-    if store.db.one("SELECT 1 FROM images WHERE manifest_digest=?", (rec["manifest"],)) is None:
-        return None
-    if not all(store.blobs.has(d) for d in rec["blobs"]):
+        if cache.states(store, list(rec["cache"])) != rec["cache"]:
+            return None
+        if store.db.one("SELECT 1 FROM images WHERE manifest_digest=?", (rec["manifest"],)) is None:
+            return None
+        if not all(store.blobs.has(d) for d in rec["blobs"]):
+            return None
+        events = [BuildEvent(**e) for e in rec["events"]]
+    except (StorageError, ValueError, KeyError, TypeError):  # gone, or a record this soko cannot read
         return None
     cache.mark_used(store, [k for k, v in rec["cache"].items() if v is not None])
     tags = [store.tag(t, rec["manifest"]).familiar() for t in opts.tags]
-    return Replay(rec["image_id"], rec["manifest"], tags, [BuildEvent(**e) for e in rec["events"]])
+    return Replay(rec["image_id"], rec["manifest"], tags, events)
 
 
 # -- recording ----------------------------------------------------------------------------
@@ -206,6 +207,10 @@ def record(store, found: Probe, *, image_id: str, manifest, seen: dict[str, str 
     stages' steps, marked cached and numbered again in order, and the messages (the build's own:
     parse notices, unused build args). False when the answer cannot be vouched for: a racy
     entry, or a cache entry another build changed since."""
+    import sqlite3
+
+    from storage.errors import StorageError
+
     from . import cache
 
     if found.racy:
@@ -227,9 +232,12 @@ def record(store, found: Probe, *, image_id: str, manifest, seen: dict[str, str 
            "blobs": [manifest.digest, manifest.config.digest, *(d.digest for d in manifest.layers)],
            "images": [[ref, platform, digest] for (ref, platform), digest in sorted(images.items())],
            "cache": seen, "events": shown}
-    store.db.migrate("builder_fastpath", MIGRATIONS)
-    store.db.execute("INSERT INTO builder_fastpath(slot, state, record, updated) VALUES(?,?,?,?) "
-                     "ON CONFLICT(slot) DO UPDATE SET state=excluded.state, record=excluded.record, "
-                     "updated=excluded.updated", (found.slot, found.state, json.dumps(rec), time.time()))
+    try:
+        store.db.migrate("builder_fastpath", MIGRATIONS)
+        store.db.execute("INSERT INTO builder_fastpath(slot, state, record, updated) VALUES(?,?,?,?) "
+                         "ON CONFLICT(slot) DO UPDATE SET state=excluded.state, record=excluded.record, "
+                         "updated=excluded.updated", (found.slot, found.state, json.dumps(rec), time.time()))
+    except (StorageError, sqlite3.Error):
+        return False  # the image is built and tagged: a record it could not keep fails nothing
     return True
 

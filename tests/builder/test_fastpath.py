@@ -350,3 +350,12 @@ def test_a_context_too_big_to_walk_is_built_as_usual(store, run, ctx, monkeypatc
     assert run(ctx)[:2] == ("full", first)
     monkeypatch.setattr(fastpath, "MAX_ENTRIES", 50)
     assert run(ctx)[:2] == ("full", first) and run(ctx)[:2] == ("fast", first)
+
+
+def test_a_record_this_soko_cannot_read_is_no_answer(store, run, ctx):
+    first = run(ctx)[1]
+    store.db.execute("UPDATE builder_fastpath SET record='{not json'")
+    assert run(ctx)[:2] == ("full", first)  # and it is recorded again
+    store.db.execute("UPDATE builder_fastpath SET record='{\"images\": 5}'")
+    assert run(ctx)[:2] == ("full", first)
+    assert run(ctx)[:2] == ("fast", first)
