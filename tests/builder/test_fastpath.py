@@ -249,6 +249,27 @@ def test_secrets_sources_are_part_of_the_options_and_values_of_nothing(store, ru
     assert run(ctx, secrets=spec("b"))[0] == "full"  # another source: other options
 
 
+def test_ssh_agent_sockets_are_part_of_the_options(store, run, ctx, tmp_path):
+    import socket
+
+    from builder.secrets import SshSource
+
+    socks = []
+    for name in ("a.sock", "b.sock"):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(tmp_path / name))
+        socks.append(s)
+    try:
+        agent = lambda n: [SshSource.parse(f"default={tmp_path / n}")]  # noqa: E731
+        first = run(ctx, ssh=agent("a.sock"))[1]
+        assert run(ctx, ssh=agent("a.sock"))[:2] == ("fast", first)
+        assert run(ctx, ssh=agent("b.sock"))[0] == "full"
+        assert run(ctx)[0] == "full"
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_excluded_directories_are_not_walked(store, run, ctx):
     (ctx / ".dockerignore").write_text("cache\nkept\n!kept/yes.txt\n")
     for d in ("cache", "kept"):
