@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--no-cache", action="store_true")
     b.add_argument("--label", action="append", default=[])
     b.add_argument("--network", default="default")
-    b.add_argument("--compression", default="gzip")
+    b.add_argument("--compression", default="uncompressed")
     b.add_argument("--output", "-o", action="append", default=[])
     b.add_argument("--progress", default="auto")
     b.add_argument("-q", "--quiet", action="store_true")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,16 @@ from storage.model import canonical_json
 # Bump when the meaning of a key changes, so old entries stop matching.
 KEY_VERSION = "soko-build-cache-v2"
 HOLD_PREFIX = "builder-cache:"
+
+
+def _family_records(c) -> None:
+    """3: a COPY family keeps a record of its files (reuse.py): snapshot files need no stat-cache rows."""
+    c.execute("ALTER TABLE builder_copy_family ADD COLUMN record TEXT")
+    if c.execute("SELECT 1 FROM sqlite_master WHERE name='builder_file_hashes'").fetchone():
+        db = next(r[2] for r in c.execute("PRAGMA database_list") if r[1] == "main")
+        prefix = os.path.join(os.path.dirname(db), "snapshots") + "/"
+        c.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + "0"))
+
 
 MIGRATIONS = [
     """
@@ -39,6 +50,7 @@ MIGRATIONS = [
         chain_id TEXT NOT NULL
     );
     """,
+    _family_records,
 ]
 
 
@@ -63,33 +75,39 @@ class Entry:
 class BuildCache:
     def __init__(self, store):
         self.store = store
+        self.seen: dict[str, str | None] = {}  # key -> what this build found or wrote there (fastpath.py)
         store.db.migrate("builder", MIGRATIONS)
 
     def get(self, k: str) -> Entry | None:
         row = self.store.db.one("SELECT config, diff_id FROM builder_cache WHERE key=?", (k,))
+        self.seen[k] = None
         if row is None:
             return None
         if row[1] is not None and not self.store.layer_blobs(row[1]):
             self.drop(k)  # its layer was collected: a miss, and forget it
             return None
         self.store.db.execute("UPDATE builder_cache SET last_used=? WHERE key=?", (time.time(), k))
+        self.seen[k] = _state(row[0], row[1])
         return Entry(k, json.loads(row[0]), row[1])
 
     def put(self, k: str, config: dict, diff_id: str | None, blob_digests: list[str]) -> None:
         now = time.time()
+        text = canonical_json(config).decode()
         with self.store.db.transaction() as c:
             c.execute("INSERT INTO builder_cache(key, config, diff_id, created, last_used) VALUES(?,?,?,?,?) "
                       "ON CONFLICT(key) DO UPDATE SET config=excluded.config, diff_id=excluded.diff_id, "
                       "last_used=excluded.last_used",
-                      (k, canonical_json(config).decode(), diff_id, now, now))
+                      (k, text, diff_id, now, now))
             if blob_digests:
                 self.store.hold(HOLD_PREFIX + k, blob_digests)
+        self.seen[k] = _state(text, diff_id)
 
     def hold_more(self, k: str, blob_digests: list[str]) -> None:
         """Keep another stored form (compression) of an entry's layer alive too."""
         self.store.hold(HOLD_PREFIX + k, blob_digests)
 
     def drop(self, k: str) -> None:
+        self.seen[k] = None
         with self.store.db.transaction() as c:
             c.execute("DELETE FROM builder_cache WHERE key=?", (k,))
         self.store.release(HOLD_PREFIX + k)
@@ -111,3 +129,35 @@ class BuildCache:
     def __len__(self) -> int:
         row = self.store.db.one("SELECT COUNT(*) FROM builder_cache")
         return int(row[0]) if row else 0
+
+
+def _state(config_text: str, diff_id: str | None) -> str:
+    return hashlib.sha256(f"{config_text}\0{diff_id or ''}".encode()).hexdigest()
+
+
+def states(store, keys: list[str]) -> dict[str, str | None] | None:
+    """What the entries of `keys` hold now, each as one digest (None: no entry), for fastpath.py: a
+    build that looked these keys up would find the same only while this answer is the same. None
+    when an entry's layer is gone (a lookup would drop it) or the table does not exist yet."""
+    import sqlite3
+
+    out: dict[str, str | None] = dict.fromkeys(keys)
+    try:
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            rows = store.db.query(f"SELECT key, config, diff_id FROM builder_cache WHERE key IN "
+                                  f"({','.join('?' * len(part))})", part)
+            for k, config, diff_id in rows:
+                if diff_id is not None and not store.layer_blobs(diff_id):
+                    return None
+                out[k] = _state(config, diff_id)
+    except sqlite3.OperationalError:
+        return None
+    return out
+
+
+def mark_used(store, keys: list[str]) -> None:
+    """A hit on each of `keys`, as lookups record it (`builder prune` keeps recently used entries)."""
+    now = time.time()
+    with store.db.transaction() as c:
+        c.executemany("UPDATE builder_cache SET last_used=? WHERE key=?", [(now, k) for k in keys])

@@ -21,9 +21,11 @@ from storage.pathwalk import DirTree, walk
 
 from .dockerignore import Matcher
 from .errors import ContextError
+from .racy import racy
 
 _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
+READERS = 8  # files hashed at once (digest_all)
 
 MIGRATIONS = [
     """
@@ -41,11 +43,6 @@ MIGRATIONS = [
     ALTER TABLE builder_file_hashes ADD COLUMN checked_ns INTEGER NOT NULL DEFAULT 0;
     """,
 ]
-# Kernel file times come from a coarse clock (a tick, 1-10 ms, behind the real time): a file
-# written up to this long before its digest was made may still change without its mtime moving.
-# A whole-second mtime may come from a file system that keeps no more (FAT keeps 2 s).
-RACY_NS = 20_000_000
-RACY_COARSE_NS = 2_000_000_000
 
 _Stat = tuple[int, int, int, int]  # size, mtime_ns, inode, mode
 
@@ -127,8 +124,7 @@ class HashCache:
         hit = self._mem.get(path)
         if hit is None or hit[0] != _stat_key(st):
             return None
-        margin = RACY_COARSE_NS if st.st_mtime_ns % 1_000_000_000 == 0 else RACY_NS
-        return hit[2] if st.st_mtime_ns < hit[1] - margin else None
+        return None if racy(st.st_mtime_ns, hit[1]) else hit[2]
 
     def digest(self, path: Path | str, st: os.stat_result, root: Path | str) -> str:
         self._load(root)
@@ -150,29 +146,25 @@ class HashCache:
             self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
         return digest
 
+    def digest_all(self, files: list[tuple[str, os.stat_result]], root: Path | str) -> None:
+        """Make sure each file's digest is known, reading those that are not side by side: hashing
+        thousands of small files not in the page cache waits on the disk, not on the CPU."""
+        self._load(root)
+        todo = [(p, st) for p, st in files if self._valid(p, st) is None]
+        if len(todo) < 2 * READERS:
+            for p, st in todo:
+                self.digest(p, st, root)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(READERS) as pool:
+            for _ in pool.map(lambda f: self.digest(f[0], f[1], root), todo):
+                pass
+
     def known(self, path: Path | str, st: os.stat_result, root: Path | str) -> str | None:
         """The remembered digest of `path` if still valid, without reading it."""
         self._load(root)
         return self._valid(str(path), st)
-
-    def remember(self, path: Path, st: os.stat_result, digest: str, checked_ns: int) -> None:
-        """Record a digest known without reading (a file just written from a hashed source);
-        `checked_ns`: a time before the file was last written."""
-        key = str(path)
-        with self._lock:
-            self._mem[key] = self._dirty[key] = (_stat_key(st), checked_ns, digest)
-
-    def forget_under(self, root: Path) -> None:
-        """Drop what is remembered about files under `root` (a superseded snapshot)."""
-        prefix = str(root).rstrip("/") + "/"
-        with self._lock:
-            for k in [k for k in self._mem if k.startswith(prefix)]:
-                del self._mem[k]
-            for k in [k for k in self._dirty if k.startswith(prefix)]:
-                del self._dirty[k]
-        if self.db is not None:
-            self.db.execute("DELETE FROM builder_file_hashes WHERE path >= ? AND path < ?",
-                            (prefix, prefix[:-1] + "0"))
 
     def flush(self) -> None:
         if self.db is None:
@@ -304,16 +296,28 @@ class Context:
     # -- listing ---------------------------------------------------------------
     def walk(self, rel: str) -> Iterator[Entry]:
         """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
-        base = self._abs(rel)
+        base = str(self._abs(rel))
         try:
-            with os.scandir(base) as it:
-                found = sorted((d.name, d.path) for d in it)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ContextError(f"cannot list {base}: {e.strerror}") from None
+        try:
+            yield from self._walk_in(rel, base, fd)
+        finally:
+            os.close(fd)
+
+    def _walk_in(self, rel: str, base: str, fd: int) -> Iterator[Entry]:
+        """`walk` of the directory open as `fd`: its entries looked up one component each."""
+        try:
+            names = sorted(os.listdir(fd))
         except OSError as e:
             raise ContextError(f"cannot list {base}: {e.strerror}") from None
         matcher = self.matcher if self.matcher else None
-        for name, path in found:
+        prefix = base.rstrip("/") + "/"
+        for name in names:
             child = f"{rel}/{name}" if rel else name
-            st = os.lstat(path)
+            path = prefix + name
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             excluded = matcher is not None and matcher.excluded(child)
             if stat.S_ISDIR(st.st_mode):
                 if excluded:
@@ -363,6 +367,10 @@ class Context:
     # -- hashing -----------------------------------------------------------------
     def file_digest(self, e: Entry) -> str:
         return self.hashes.digest(e.abs, e.st, self._root)
+
+    def hash_all(self, entries: list[Entry]) -> None:
+        """The digests of these entries' files, read side by side where not known."""
+        self.hashes.digest_all([(e.abs, e.st) for e in entries if e.is_file], self._root)
 
 
 def tree_records(ctx: Context, top: Entry, name: str, children: list[Entry] | None = None) -> Iterable[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from . import cache as cachemod
@@ -157,8 +158,8 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
         try:
             view = _Empty() if cmd.link else ctx.view(diff_ids)
             uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
-            reuse = Reuse(ctx.store, ctx.hashes, family)
-            with ctx.staging() as root, ctx.staging() as scratch:
+            reuse = Reuse(ctx.store, family)
+            with ctx.staging() as root, ctx.staging() as scratch, closing(reuse):
                 for it in items():
                     if it.prepare is not None:
                         it.prepare(it, scratch)
@@ -166,10 +167,11 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
                 _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
                 tree.finish()
-                layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch)
+                layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
+                                          donor=reuse.donor_layer(), members=True)
                 chain = [*diff_ids, layer.diff_id]
                 if layerio.adopt(ctx.store, chain, root):
-                    reuse.remember(layerio.chain_id(chain))
+                    reuse.remember(layerio.chain_id(chain), layer)
                 return layer
         except BuildError as e:
             if isinstance(e, (StepError, DockerfileError)):
@@ -231,9 +233,10 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
                 os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
                 continue
             top = str(target)
-            for rel, host, st in item.walk() if item.walk else ():  # thousands of files: strings, no Paths
-                o_uid, o_gid = owner(st, item.keep_owner)
-                placer.place(os.path.join(top, rel), host, st, o_uid, o_gid, item.mtime, item.hash_root)
+            with placer.side_by_side():
+                for rel, host, st in item.walk() if item.walk else ():  # thousands of files: strings, no Paths
+                    o_uid, o_gid = owner(st, item.keep_owner)
+                    placer.place(os.path.join(top, rel), host, st, o_uid, o_gid, item.mtime, item.hash_root)
             continue
         file_parts = base + [item.name] if into_dir else base
         if not file_parts:
@@ -279,6 +282,9 @@ def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: i
         os.utime(path, (mtime, mtime))
 
 
+WRITERS = 4  # files written at once (_Placer.side_by_side): more contend on the journal
+
+
 class _Placer:
     """Writes entries into the tree: hard links from the previous result when
     possible (see reuse.py), else new files copied through descriptors."""
@@ -289,6 +295,30 @@ class _Placer:
         self.hashes = hashes
         self.reuse = reuse
         self.chmod = chmod
+        self._batch: list[tuple] | None = None
+
+    @contextmanager
+    def side_by_side(self):
+        """Regular files placed within are written by several threads once the block ends:
+        creating thousands of files waits on the file system's journal far more than on the
+        CPU. For one directory source's walk: each of its paths comes once, and its
+        directories are made (in order, here) before any file is written."""
+        self._batch = []
+        try:
+            yield
+            batch = self._batch
+        finally:
+            self._batch = None
+        rest = [args for args in batch if not self._linked(*args)]  # a link is cheap: in order, here
+        if len(rest) < 2 * WRITERS:
+            for args in rest:
+                self._copy(*args)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(WRITERS) as pool:
+            for _ in pool.map(lambda args: self._copy(*args), rest):
+                pass
 
     def place(self, path: Path | str, host: Path | str, st: os.stat_result, uid: int, gid: int, mtime: int | None,
               hash_root: Path | None) -> None:
@@ -301,7 +331,10 @@ class _Placer:
             self.tree.make_dir(path, mode, uid, gid, mtime_ns)
             return
         if kind == stat.S_IFREG:
-            self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
+            if self._batch is not None:
+                self._batch.append((path, host, st, mode, uid, gid, mtime_ns, hash_root))
+            else:
+                self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
         if os.path.lexists(path):
             remove(path)
@@ -318,33 +351,45 @@ class _Placer:
             return  # sockets cannot be copied
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
-    def _file(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
-              mtime_ns: int, hash_root: Path | None) -> None:
+    def _file(self, *args) -> None:
+        if not self._linked(*args):
+            self._copy(*args)
+
+    def _linked(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
+                mtime_ns: int, hash_root: Path | None) -> bool:
+        """Whether the file could be hard-linked from the previous result (see reuse.py)."""
         digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
-        rel = str(path)[len(self.root) + 1:]
+        return digest is not None and self.reuse.link(str(path)[len(self.root) + 1:], path, digest, st.st_size,
+                                                      mode, uid, gid, mtime_ns)
+
+    def _copy(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
+              mtime_ns: int, hash_root: Path | None) -> None:
         try:
-            if digest is not None and self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
-                return
-            written = copy_file(host, path, mode, uid, gid, mtime_ns)
+            written = copy_file(host, path, mode, uid, gid, mtime_ns, st.st_size)
         except FileExistsError:  # a second source writing the same path: the last one wins
             remove(path)
             self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
+        digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
         if digest is not None:
-            self.reuse.written(rel, written, digest)
+            self.reuse.written(str(path)[len(self.root) + 1:], written, digest)
 
 
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, mtime_ns: int) -> os.stat_result:
-    """A new file `dst` with `src`'s bytes and the given metadata. Data in the kernel (copy_file_range), metadata through the open descriptor."""
+def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, mtime_ns: int,
+              size: int | None = None) -> os.stat_result:
+    """A new file `dst` with `src`'s bytes (`size` of them, when the caller has its lstat) and the
+    given metadata. Data in the kernel (copy_file_range), metadata through the open descriptor;
+    owner and mode are set only where creating the file did not already give them (thousands of
+    files: each syscall counts)."""
     sfd = os.open(src, _O_SRC)
     try:
-        dfd = os.open(dst, _O_DST, 0o600)
+        dfd = os.open(dst, _O_DST, mode & 0o777)  # the tree is private: no one sees it before it is done
         try:
-            left = os.fstat(sfd).st_size
+            left = os.fstat(sfd).st_size if size is None else size
             while left > 0:
                 try:
                     n = os.copy_file_range(sfd, dfd, left)
@@ -353,14 +398,18 @@ def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, m
                 if n == 0:
                     break
                 left -= n
-            try:
-                os.fchown(dfd, uid, gid)
-            except PermissionError:
-                if (uid, gid) != (os.geteuid(), os.getegid()):
-                    raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None
-            os.fchmod(dfd, mode)
             os.utime(dfd, ns=(mtime_ns, mtime_ns))
-            return os.fstat(dfd)
+            st = os.fstat(dfd)
+            owned = (st.st_uid, st.st_gid) == (uid, gid)  # not when uid/gid differ or a setgid parent
+            if not owned:
+                try:
+                    os.fchown(dfd, uid, gid)
+                except PermissionError:
+                    raise BuildError(f"cannot set owner {uid}:{gid} (building as non-root)") from None
+            if not owned or stat.S_IMODE(st.st_mode) != mode:  # umask, setuid bits (chown clears them)
+                os.fchmod(dfd, mode)
+                st = os.fstat(dfd)
+            return st
         finally:
             os.close(dfd)
     finally:

@@ -126,6 +126,18 @@ class Executor:
             self._show(target.index)
         return self.stage_result(target)
 
+    def shown_when_cached(self, target: Stage) -> set[str | None]:
+        """How the stages a rebuild that hits every step shows are named in events (fastpath.py):
+        the target and the stages its FROM chain names. A stage that only `--from` reads is shown
+        when it runs, not when it is cached."""
+        chain = set()
+        index: int | None = target.index
+        while index is not None:
+            stage = self.plan.stages[index]
+            chain.add(stage.label if self.multi_stage or stage.name else None)
+            index = self.bases.get(index)
+        return chain
+
     def states(self) -> dict[int, StageState]:
         """Every stage's final state: built, or complete in the dry pass."""
         return {**{i: s for i, s in self.dry.items() if s is not None and not s.partial}, **self.results}
@@ -238,7 +250,7 @@ class Executor:
                 self._show(dep.index)
         else:
             try:
-                image = self.store.resolve(ref, platform)
+                image = self.ctx.resolve_image(ref, platform)
             except ImageNotFound:
                 raise DockerfileError(f"FROM {ref}: no such image in the local store (pull or import it first)",
                                       f.line, self.plan.filename) from None

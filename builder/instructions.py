@@ -306,8 +306,8 @@ def _copy(inst, flags, err, filename):
     c = Copy(inst, args[:-1], args[-1], flags.get("from"), flags.get("chown"), flags.get("chmod"),
              bool(flags.get("link", False)), list(flags.get("exclude", [])), list(inst.heredocs),
              bool(flags.get("parents", False)), flags.get("checksum"), flags.get("unpack"), flags.get("keep-git-dir"))
-    from .remote import is_git
-
+    if c.checksum is not None or c.keep_git_dir is not None:
+        from .remote import is_git  # ADD's machinery (urllib, tarfile, zstandard): not for every COPY
     if c.checksum is not None:
         if not all(s.startswith(("http://", "https://")) or is_git(s) for s in c.sources):
             raise err("ADD --checksum can only be used with HTTP(S) or git sources")

@@ -21,18 +21,26 @@ from .errors import BuildError
 class NewLayer:
     diff_id: str
     descriptor: Descriptor
+    members: dict[bytes, tuple[int, int]] | None = None  # write_dir(members=True): each file's data in the tar
 
 
 def _record(store, info) -> NewLayer:
     store.record_layer(info.diff_id, info.digest, info.compression, info.size)
-    return NewLayer(info.diff_id, Descriptor(info.media_type, info.digest, info.size))
+    return NewLayer(info.diff_id, Descriptor(info.media_type, info.digest, info.size), info.members)
 
 
-def write_dir(store, path: Path, compression: str, epoch: int | None) -> NewLayer:
-    """A fresh directory tree (COPY/ADD/WORKDIR output) as a stored layer."""
+def write_dir(store, path: Path, compression: str, epoch: int | None, donor=None, members: bool = False) -> NewLayer:
+    """A fresh directory tree (COPY/ADD/WORKDIR output) as a stored layer; `donor`, `members`:
+    see storage.layers.Donor (reuse.py makes and keeps them)."""
     from storage.layers import write_layer
 
-    return _record(store, write_layer(path, store.blobs, compression=compression, epoch=epoch))
+    return _record(store, write_layer(path, store.blobs, compression=compression, epoch=epoch, donor=donor,
+                                      members=members))
+
+
+def uncompressed_path(store, diff_id: str) -> str | None:
+    """Where layer `diff_id` is stored as a plain tar, if it is."""
+    return str(store.blobs.path(diff_id)) if store.blobs.has(diff_id) else None
 
 
 def write_upper(store, upper: Path, compression: str, epoch: int | None) -> NewLayer:

@@ -55,7 +55,8 @@ class BuildOptions:
     no_cache: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"                  # default (= host for now) | none | host
-    compression: str = "gzip"                 # gzip | zstd | uncompressed
+    compression: str = "uncompressed"         # how new layers are stored: uncompressed | gzip | zstd
+    #   (uncompressed by default, as Docker's image store keeps them: `push` compresses)
     output: list[Output] = field(default_factory=list)
     progress: str = "auto"                    # the CLI's choice; the builder only reports events
     quiet: bool = False
@@ -87,6 +88,12 @@ class BuildOptions:
                 raise BuildError(f"{what}: an id is given twice")
             for g in given:
                 g.check()
+
+    def dockerfile_path(self) -> Path | None:
+        """The Dockerfile's file (None when its text was given)."""
+        if self.dockerfile_text is not None:
+            return None
+        return Path(self.dockerfile) if self.dockerfile else Path(self.context) / "Dockerfile"
 
     @property
     def storage_compression(self) -> str:

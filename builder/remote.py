@@ -45,6 +45,7 @@ GIT_TIMEOUT = 300
 
 # -- HTTP(S) ------------------------------------------------------------------------
 def url_item(ctx, url: str, checksum: str | None, unpack: bool, dest_is_dir: bool, line: int) -> Item:
+    ctx.remote = True
     store = ctx.store
     store.db.migrate("builder_url", URL_MIGRATIONS)
     name = add.url_name(url)
@@ -178,6 +179,7 @@ def resolve_commit(g: GitRef, env: dict) -> str:
 
 
 def git_item(ctx, src: str, keep_git_dir: bool, checksum: str | None, line: int) -> Item:
+    ctx.remote = True
     g = parse_git(src)
     env = _git_env(ctx.ssh_socket("default"))
     try:

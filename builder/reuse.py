@@ -8,66 +8,117 @@ plus write. Snapshots are read-only overlay lower layers, so sharing inodes
 between them is safe; the layer written from the tree is unchanged by it
 (each inode appears once in it, as a regular file).
 
-Content is compared by digest: the source's is known from the cache key,
-the snapshot file's was recorded when it was written.
+Each family keeps one record (`builder_copy_family`): the snapshot, its
+layer's diff_id, the time the record was begun, and per file the lstat it
+had (size, mtime, inode, mode), the digest of its content and where its data
+is in the layer's tar. A snapshot file is linked only while its lstat is the
+recorded one and not racy (racy.py), and its digest is the source's. The new
+layer's tar then takes the data of linked files from the previous tar
+(storage.layers.Donor: checked against the digest) instead of reading each
+file again, when that tar is stored uncompressed.
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
 from pathlib import Path
 
+from . import layerio
+from .racy import racy
+
+_File = tuple[int, int, int, int, str]  # size, mtime_ns, inode, st_mode, digest
+
+
 class Reuse:
-    def __init__(self, store, hashes, family: str):
+    def __init__(self, store, family: str):
         """`family`: the COPY's key without its sources (table in cache.MIGRATIONS)."""
         from runtime.snapshots import Snapshots
 
         self.store = store
-        self.hashes = hashes
         self.family = family
         self.snaps = Snapshots(store)
-        self.placed: list[tuple[str, os.stat_result, str]] = []  # rel, the file's lstat, digest
-        self.started = time.time_ns()  # before anything is written: HashCache's `checked`
+        self.placed: dict[str, _File] = {}  # what this COPY wrote or linked, by path in the tree
+        self.linked: set[str] = set()
+        self.started = time.time_ns()  # before anything is written: the new record's `checked`
         self.donor: str | None = None
-        row = store.db.one("SELECT chain_id FROM builder_copy_family WHERE family=?", (family,))
-        if row is not None and self.snaps.has(row[0]):
+        self._dirs: dict[str, int] = {}  # open directories (donor's and tree's), for one-component lookups
+        self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset or None]
+        self._checked = 0
+        self._diff_id: str | None = None
+        row = store.db.one("SELECT chain_id, record FROM builder_copy_family WHERE family=?", (family,))
+        if row is not None and row[1] and self.snaps.has(row[0]):
+            rec = json.loads(row[1])
             self.donor = str(self.snaps.path(row[0]))
+            self._files, self._checked, self._diff_id = rec["files"], rec["checked"], rec["diff_id"]
 
     def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:
         """Hard-link `target` from the donor when it holds exactly this file."""
-        if self.donor is None:
+        known = self._files.get(rel)
+        if known is None or known[4] != digest:
             return False
-        cand = os.path.join(self.donor, rel)
+        where, _, name = rel.rpartition("/")
+        target = str(target)
         try:
-            st = os.lstat(cand)
+            donor_dir = self._dir(os.path.join(self.donor, where) if where else self.donor)  # type: ignore[arg-type]
+            st = os.stat(name, dir_fd=donor_dir, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode) != tuple(known[:4]) \
+                or racy(st.st_mtime_ns, self._checked):
+            return False  # changed since it was recorded (or may have, within a clock tick)
         if not (stat.S_ISREG(st.st_mode) and st.st_size == size and stat.S_IMODE(st.st_mode) == mode
                 and st.st_uid == uid and st.st_gid == gid and st.st_mtime_ns == mtime_ns):
             return False
-        if self.hashes.known(cand, st, self.donor) != digest:
-            return False
         try:
-            os.link(cand, target)
+            os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=self._dir(os.path.dirname(target)),
+                    follow_symlinks=False)
         except OSError:
             return False
-        self.placed.append((rel, st, digest))
+        self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
+        self.linked.add(rel)
         return True
 
-    def written(self, rel: str, st: os.stat_result, digest: str) -> None:
-        self.placed.append((rel, st, digest))
+    def _dir(self, path: str) -> int:
+        fd = self._dirs.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if self._dirs.setdefault(path, fd) != fd:  # another thread opened it first
+                os.close(fd)
+                fd = self._dirs[path]
+        return fd
 
-    def remember(self, chain_id: str) -> None:
-        """After the tree became snapshot `chain_id`: it is the family's next donor."""
-        path = str(self.snaps.path(chain_id))
-        if not os.path.isdir(path):
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+
+    def written(self, rel: str, st: os.stat_result, digest: str) -> None:
+        self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
+        self.linked.discard(rel)
+
+    def donor_layer(self):
+        """The previous layer's tar as a storage.layers.Donor for the files linked from its
+        snapshot (the very inodes it was written from; a file written again is read, so the
+        tar always holds what the tree holds), or None (no previous result, or its layer is
+        not stored uncompressed)."""
+        from storage.layers import Donor
+
+        path = layerio.uncompressed_path(self.store, self._diff_id) if self._diff_id else None
+        if self.donor is None or path is None:
+            return None
+        members = {os.fsencode(rel): (f[5], f[0], f[4]) for rel, f in self._files.items() if f[5] is not None}
+        return Donor(path, members, {os.fsencode(rel): self.placed[rel][4] for rel in self.linked})
+
+    def remember(self, chain_id: str, layer: "layerio.NewLayer") -> None:
+        """After the tree became snapshot `chain_id` with `layer`: the family's next donor."""
+        if not os.path.isdir(self.snaps.path(chain_id)):
             return
-        for rel, st, digest in self.placed:
-            self.hashes.remember(os.path.join(path, rel), st, digest, self.started)
-        if self.donor is not None and self.donor != path:
-            self.hashes.forget_under(self.donor)
-        self.hashes.flush()
-        self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id) VALUES(?,?) "
-                              "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id", (self.family, chain_id))
+        where = layer.members or {}
+        files = {rel: [*p, where.get(os.fsencode(rel), (None,))[0]] for rel, p in self.placed.items()}
+        record = json.dumps({"diff_id": layer.diff_id, "checked": self.started, "files": files})
+        self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id, record) VALUES(?,?,?) "
+                              "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
+                              (self.family, chain_id, record))

@@ -72,7 +72,7 @@ def origin(ctx, ref: str, before: int, what: str, line: int) -> Origin:
         layers = (lambda: ctx.stage_layers(dep.index, before)) if state.partial else state.config.diff_ids
         return Origin(f"stage:{dep.index}", ctx.view(layers), state.key, not state.ran)
     try:
-        image = ctx.store.resolve(ref, ctx.platform)
+        image = ctx.resolve_image(ref, ctx.platform)
     except (ImageNotFound, StorageError) as e:
         raise DockerfileError(f"{what}: {ref!r} is not a stage of this Dockerfile, and {e}", line,
                               ctx.filename) from None
@@ -104,8 +104,6 @@ def _kept(rel: str, pivot: int | None) -> list[str]:
 # -- the build context ------------------------------------------------------------
 def context_sources(ctx, src: str, unpack: bool, excludes: Matcher | None = None,
                     parents: bool = False) -> list[Item]:
-    from . import add
-
     c = ctx.context
     src, pivot = split_pivot(src) if parents else (src, None)
     rel = clean_source(src)
@@ -124,8 +122,11 @@ def context_sources(ctx, src: str, unpack: bool, excludes: Matcher | None = None
             children = [ch for ch in c.walk(e.rel)  # walked once: for the key, then for the copy
                         if excludes is None or not excludes.excluded(ch.rel[cut:])]
             item.walk = (lambda children=children, cut=cut: ((ch.rel[cut:], ch.abs, ch.st) for ch in children))
-        elif unpack and e.is_file and add.is_archive(e.path):
-            item.archive = True
+        elif unpack and e.is_file:
+            from . import add  # (tarfile, zstandard, urllib: ADD only)
+
+            item.archive = add.is_archive(e.path)
+        c.hash_all([e, *(children or ())])
         item.records = [f"src ctx {e.rel or '.'}", *tree_records(c, e, name, children)]
         item.records += [f"parent {n} {stat.S_IMODE(s.st_mode):o}" for n, s in item.parents]
         if item.archive:

@@ -80,6 +80,9 @@ class StepContext:
         self._lock = threading.Lock()  # stages run in threads: the context and hash cache are made once
         self.imports = None            # cacheimport.Imports, when --cache-from gave any
         self._once: dict = {}
+        # what the build read besides the Dockerfile and the context (fastpath.py records it):
+        self.images: dict[tuple[str, str], str] = {}  # (ref, platform) -> the manifest digest it named
+        self.remote = False            # a URL or git source: only a real build can tell whether it changed
 
     # -- other stages -------------------------------------------------------------
     def stage(self, ref: str, of: int) -> "tuple[Stage, StageState] | None":
@@ -90,6 +93,13 @@ class StepContext:
         """The layers of stage `index` once built, for a step of stage `of` that reads its files
         (the stage is built now if only its key was known)."""
         return self._content_of(index, of)
+
+    def resolve_image(self, ref: str, platform):
+        """An image of the store by reference (FROM, --from, from=), remembered for fastpath.py."""
+        image = self.store.resolve(ref, platform)
+        with self._lock:
+            self.images[(ref, str(platform))] = image.manifest.digest
+        return image
 
     def need(self, diff_ids: list[str]) -> None:
         """Layers a step is about to read: fetch those a --cache-from hit left remote."""
@@ -190,12 +200,7 @@ class StepContext:
                 from .context import Context
 
                 root = Path(self.opts.context)
-                dockerfile = None
-                if self.opts.dockerfile and self.opts.dockerfile_text is None:
-                    dockerfile = Path(self.opts.dockerfile)
-                elif self.opts.dockerfile_text is None:
-                    dockerfile = root / "Dockerfile"
-                matcher = dockerignore.load(root, dockerfile)
+                matcher = dockerignore.load(root, self.opts.dockerfile_path())
                 self._context = Context(root, matcher, hashes)
             return self._context
 

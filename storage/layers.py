@@ -11,12 +11,12 @@ from __future__ import annotations
 from .compression import COMPRESSIONS, GZIP, NONE, ZSTD, detect
 from .layers_apply import MODES, OVERLAY, PLAIN, ApplyResult, apply_blob, apply_layer
 from .layers_stream import LayerDigests, digest_layer
-from .layers_write import (Changes, LayerInfo, resolve_epoch, write_layer,
+from .layers_write import (Changes, Donor, LayerInfo, resolve_epoch, write_layer,
                            write_layer_from_changes, write_layer_from_overlay)
 
 __all__ = [
     "COMPRESSIONS", "GZIP", "ZSTD", "NONE", "detect",
     "MODES", "PLAIN", "OVERLAY", "ApplyResult", "apply_layer", "apply_blob",
-    "Changes", "LayerInfo", "resolve_epoch", "write_layer", "write_layer_from_changes",
+    "Changes", "Donor", "LayerInfo", "resolve_epoch", "write_layer", "write_layer_from_changes",
     "write_layer_from_overlay", "LayerDigests", "digest_layer",
 ]

@@ -38,19 +38,23 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return b"%d" % (len(body) + digits) + body
 
 
-def _checksum(block: bytearray) -> None:
-    block[148:156] = b"        "
-    block[148:156] = b"%06o\0 " % sum(block)
+_CHKSUM_BLANK = sum(b"        ")  # the checksum field counts as spaces
+_MAGIC = b"ustar\x0000" + bytes(64)    # magic, version, empty uname and gname
+_MAGIC_SUM = sum(_MAGIC)
+_NUL = bytes(155 + 12)                 # prefix and padding
 
 
 def _ustar(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
            linkname: bytes, devmajor: int, devminor: int) -> bytes:
-    block = bytearray(_USTAR.pack(
-        name, b"%07o\0" % mode, b"%07o\0" % uid, b"%07o\0" % gid, b"%011o\0" % size,
-        b"%011o\0" % mtime, b"", typeflag, linkname, b"ustar\0", b"00", b"", b"",
-        b"%07o\0" % devmajor, b"%07o\0" % devminor, b"", b""))
-    _checksum(block)
-    return bytes(block)
+    """One ustar block. Thousands per layer: put together from pieces, the checksum summed
+    over what varies only (the constant parts' sums are known)."""
+    name = name[:100]
+    linkname = linkname[:100]
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    devices = b"%07o\0%07o\0" % (devmajor, devminor)
+    chksum = sum(name) + sum(numbers) + _CHKSUM_BLANK + typeflag[0] + sum(linkname) + _MAGIC_SUM + sum(devices)
+    return b"".join((name, bytes(100 - len(name)), numbers, b"%06o\0 " % chksum, typeflag, linkname,
+                     bytes(100 - len(linkname)), _MAGIC, devices, _NUL))
 
 
 def encode_header(name: bytes, *, mode: int, uid: int = 0, gid: int = 0, size: int = 0,

@@ -23,6 +23,7 @@ from . import compression as comp
 from . import layers_tar as tar
 from .blobs import BlobStore
 from .errors import LayerError
+from .layers_donor import Donor, Donated
 from .mediatypes import LAYER_BY_COMPRESSION
 
 CHUNK = 1 << 20
@@ -35,16 +36,21 @@ _SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
 Progress = Callable[[int], None]
 
 
+Members = dict[bytes, tuple[int, int]]  # a regular file's name -> (offset of its data in the tar, size)
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """What a written layer is: `diff_id` names the uncompressed tar (image
-    config rootfs.diff_ids), `digest`/`size` the stored blob (manifest)."""
+    config rootfs.diff_ids), `digest`/`size` the stored blob (manifest).
+    `members`: where each regular file's data is in the tar (`write_layer`)."""
     diff_id: str
     digest: str
     size: int
     compression: str
     media_type: str
     uncompressed_size: int
+    members: Members | None = None
 
 
 @dataclass
@@ -140,6 +146,11 @@ class _TarPipe:
             self._pos += take
             n -= take
 
+    @property
+    def offset(self) -> int:
+        """Bytes of the tar written so far."""
+        return self.size + self._pos
+
     def copy_file(self, fd: int, size: int, path: bytes) -> None:
         remaining = size
         while remaining:
@@ -171,11 +182,14 @@ def _check_name(name: bytes, path: bytes) -> None:
 class _Emitter:
     """Turns filesystem objects into tar entries on a `_TarPipe`."""
 
-    def __init__(self, pipe: _TarPipe, epoch: int | None):
+    def __init__(self, pipe: _TarPipe, epoch: int | None, donor: "Donated | None" = None,
+                 members: Members | None = None):
         self.pipe = pipe
         self.epoch = epoch
         self.links: dict[tuple[int, int], bytes] = {}
         self._noatime = os.O_NOATIME if hasattr(os, "O_NOATIME") else 0
+        self.donor = donor
+        self.members = members  # filled with each regular file's place, when asked for
 
     def _mtime(self, st: os.stat_result) -> int:
         mtime = st.st_mtime_ns // 1_000_000_000
@@ -223,6 +237,14 @@ class _Emitter:
                 return
             self.links[key] = arc
         if stat.S_ISREG(mode):
+            data = self.donor.data(arc, st.st_size) if self.donor is not None else None
+            if data is not None:
+                self.pipe.write(tar.encode_header(arc, size=st.st_size, typeflag=tar.REG,
+                                                  xattrs=self.xattrs(path), **common))
+                self._member(arc, st.st_size)
+                self.pipe.write(data)
+                self.pipe.skip(-st.st_size % tar.BLOCK)
+                return
             try:
                 fd = os.open(path, _O_READ | self._noatime)
             except PermissionError:
@@ -233,6 +255,7 @@ class _Emitter:
             try:
                 self.pipe.write(tar.encode_header(arc, size=st.st_size, typeflag=tar.REG,
                                                   xattrs=self.xattrs(path), **common))
+                self._member(arc, st.st_size)
                 self.pipe.copy_file(fd, st.st_size, path)
             finally:
                 os.close(fd)
@@ -248,6 +271,11 @@ class _Emitter:
             self.pipe.write(tar.encode_header(arc, typeflag=tar.FIFO,
                                               xattrs=self.xattrs(path), **common))
         # sockets cannot be archived; tar skips them too
+
+
+    def _member(self, arc: bytes, size: int) -> None:
+        if self.members is not None:
+            self.members[arc] = (self.pipe.offset, size)
 
 
 def _sorted_dir(path: bytes) -> list[tuple[bytes, os.stat_result]]:
@@ -388,18 +416,25 @@ def _walk_changes(emitter: _Emitter, root: bytes, top: _Node) -> None:
 
 def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: str,
            level: int | None, epoch: int | None, media_types: str,
-           progress: Progress | None, threads: int | None) -> LayerInfo:
+           progress: Progress | None, threads: int | None, donor: Donor | None = None,
+           members: Members | None = None) -> LayerInfo:
     comp.check(compression)
     if media_types not in LAYER_BY_COMPRESSION:
         raise LayerError(f"unknown media type family {media_types!r} (use oci or docker)")
     epoch = resolve_epoch(epoch)
+    donated = None
+    if donor is not None:
+        try:
+            donated = Donated(donor)
+        except OSError:
+            donated = None  # gone: every file is read
     tmp = store.new_temp(".layer")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     out = _Output(fd, hashing=compression != comp.NONE)
     writer = comp.open_writer(out, compression, level, threads)
     try:
         pipe = _TarPipe(writer, progress)
-        source(_Emitter(pipe, epoch))
+        source(_Emitter(pipe, epoch, donated, members))
         pipe.finish()
     except BaseException as e:
         writer.abort()
@@ -409,24 +444,30 @@ def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: st
             where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
             raise LayerError(f"cannot write layer: {where}{e.strerror or e}") from e
         raise
+    finally:
+        if donated is not None:
+            donated.close()
     os.close(fd)
     diff_id = "sha256:" + pipe.hash.hexdigest()
     digest = diff_id if out.hash is None else "sha256:" + out.hash.hexdigest()
     store.adopt(tmp, digest)
     return LayerInfo(diff_id=diff_id, digest=digest, size=out.size, compression=compression,
                      media_type=LAYER_BY_COMPRESSION[media_types][compression],
-                     uncompressed_size=pipe.size)
+                     uncompressed_size=pipe.size, members=members)
 
 
 def write_layer(src: str | os.PathLike, store: BlobStore, *, compression: str = comp.GZIP,
                 level: int | None = None, epoch: int | None = None, media_types: str = "oci",
-                progress: Progress | None = None, threads: int | None = None) -> LayerInfo:
-    """The whole tree under `src` as one layer (`soko import`, COPY output)."""
+                progress: Progress | None = None, threads: int | None = None,
+                donor: Donor | None = None, members: bool = False) -> LayerInfo:
+    """The whole tree under `src` as one layer (`soko import`, COPY output). `donor`: an
+    earlier layer to take file data from (see Donor); `members`: report where each regular
+    file's data is in the tar (LayerInfo.members), to make this layer a donor later."""
     root = os.fsencode(src)
     if not os.path.isdir(root):
         raise LayerError(f"not a directory: {os.fsdecode(root)}")
     return _write(lambda em: _walk(em, root, overlay=False), store, compression, level, epoch,
-                  media_types, progress, threads)
+                  media_types, progress, threads, donor, {} if members else None)
 
 
 def write_layer_from_changes(root: str | os.PathLike, changes: Changes, store: BlobStore, *,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import click
 
@@ -35,8 +34,8 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
 @click.option("--secret", "secrets", multiple=True,
               help="id=ID[,src=FILE|env=VAR]: lent to RUN --mount=type=secret, never stored.")
 @click.option("--ssh", "ssh", multiple=True, help="default|ID=SOCKET: an ssh-agent for RUN --mount=type=ssh.")
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="gzip",
-              help="How new layers are stored.")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "uncompressed"]), default="uncompressed",
+              help="How new layers are stored (uncompressed, as Docker keeps them; push compresses).")
 @click.option("-o", "--output", "outputs", multiple=True, help="type=oci|docker,dest=FILE")
 @click.option("--push", is_flag=True, help="Push the tags after building.")
 @click.option("--cache-from", "cache_from", multiple=True,
@@ -79,6 +78,8 @@ def build_cmd(ctx: click.Context, tags, dockerfile, build_args, target, no_cache
     if context != "-":
         _build(ctx, opts, push)
         return
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="soko-no-context-") as empty:
         opts.context = empty
         _build(ctx, opts, push)
@@ -98,7 +99,7 @@ def _stdin_dockerfile() -> bytes:
 
 
 def _build(ctx: click.Context, opts, push: bool) -> None:
-    from builder import RunFailed, build
+    from builder import fastpath
 
     store = ctx.obj.image_store()
     quiet = opts.quiet
@@ -118,10 +119,29 @@ def _build(ctx: click.Context, opts, push: bool) -> None:
         elif ev.kind == "runtime" and ev.id == "fallback":
             click.echo(f"NOTE: {ev.text}", err=True)
 
+    # nothing changed since a recorded build: its answer, without loading the builder (fastpath.py)
+    probe = fastpath.probe(opts)
+    replay = fastpath.replay(store, opts, probe) if probe is not None else None
+    if replay is not None:
+        for ev in replay.events:
+            on_event(ev)
+        image_id, tags = replay.image_id, replay.tags
+    else:
+        image_id, tags = _full_build(store, opts, on_event, probe, show)
+    if push:
+        from .transfer import push_image
+
+        for t in tags:
+            push_image(store, t, None, insecure=False, jobs=None, quiet=quiet)
+    click.echo(image_id)
+
+
+def _full_build(store, opts, on_event, probe, show: bool) -> tuple[str, list[str]]:
+    from builder import RunFailed, build
     from builder.errors import CacheExportError
 
     try:
-        result = build(store, opts, on_event)
+        result = build(store, opts, on_event, probe=probe)
     except RunFailed as exc:
         if not show and exc.output:  # the lines were not streamed: show them now
             click.echo("\n".join(exc.output), err=True)
@@ -129,9 +149,4 @@ def _build(ctx: click.Context, opts, push: bool) -> None:
     except CacheExportError as exc:  # the image is stored and tagged; the command still fails
         click.echo(exc.result.image_id)  # type: ignore[attr-defined]
         raise
-    if push:
-        from .transfer import push_image
-
-        for t in result.tags:
-            push_image(store, t, None, insecure=False, jobs=None, quiet=quiet)
-    click.echo(result.image_id)
+    return result.image_id, result.tags

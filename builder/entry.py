@@ -1,4 +1,4 @@
-"""The builder's entry: a Dockerfile and a context in, a tagged image in the store out."""
+"""The builder's entry (builder.build): a Dockerfile and a context in, a tagged image in the store out."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +21,9 @@ Progress = Callable[[BuildEvent], None]
 
 def read_dockerfile(opts: BuildOptions) -> tuple[str | bytes, str]:
     """The Dockerfile's text and the name errors use for it."""
-    if opts.dockerfile_text is not None:
-        return opts.dockerfile_text, "Dockerfile"
-    path = Path(opts.dockerfile) if opts.dockerfile else Path(opts.context) / "Dockerfile"
+    path = opts.dockerfile_path()
+    if path is None:
+        return opts.dockerfile_text, "Dockerfile"  # type: ignore[return-value]
     try:
         return path.read_bytes(), path.name
     except FileNotFoundError:
@@ -34,10 +34,17 @@ def read_dockerfile(opts: BuildOptions) -> tuple[str | bytes, str]:
         raise BuildError(f"cannot read {path}: {e.strerror}") from None
 
 
-def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
+def build(store, opts: BuildOptions, progress: Progress | None = None, probe=None) -> BuildResult:
     """Build the image `opts` describes; BuildError (one line) when anything fails,
-    in which case nothing is tagged."""
-    emit = progress or (lambda e: None)
+    in which case nothing is tagged. `probe`: the fingerprint fastpath.probe took before
+    the build began; the answer is recorded under it for the next no-change rebuild."""
+    shown: list[BuildEvent] = []
+
+    def emit(e: BuildEvent) -> None:
+        shown.append(e)
+        if progress is not None:
+            progress(e)
+
     opts.validate()
     if not Path(opts.context).is_dir():
         raise BuildError(f"build context {opts.context} is not a directory")
@@ -96,6 +103,11 @@ def build(store, opts: BuildOptions, progress: Progress | None = None) -> BuildR
     result = BuildResult(manifest.config.digest, manifest.digest, tagged, exe.steps, exe.cached, exe.warnings,
                          list(imports.fetched) if imports is not None else [])
     _export_cache(store, opts, exe, target.index, imports, emit, result)
+    if probe is not None and imports is None and not exe.ctx.remote:
+        from . import fastpath
+
+        fastpath.record(store, probe, image_id=result.image_id, manifest=manifest, seen=exe.cache.seen,
+                        images=exe.ctx.images, events=shown, stages=exe.shown_when_cached(target))
     return result
 
 

@@ -1,0 +1,113 @@
+"""A new layer taking its files' data from an earlier uncompressed layer tar (storage.layers.Donor):
+the same bytes as reading every file, and never bytes that do not hash to what was vouched for."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from storage.blobs import BlobStore
+from storage.layers import Donor, write_layer
+from tests.storage.test_layers_support import tar_members
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "store")
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def tree(root: Path, n: int = 30) -> dict[bytes, str]:
+    """Files of varied sizes (padding in every shape); returns name -> digest."""
+    (root / "d" / "e").mkdir(parents=True)
+    out = {}
+    for i in range(n):
+        rel = f"d/{'e/' if i % 3 else ''}f{i:02d}"
+        data = os.urandom(i * 97 % 1500) + b"x" * (i % 5)
+        (root / rel).write_bytes(data)
+        os.utime(root / rel, (1_600_000_000 + i,) * 2)
+        out[rel.encode()] = digest(data)
+    os.symlink("f01", root / "d" / "link")
+    return out
+
+
+def donor_of(store: BlobStore, src: Path, vouched: dict[bytes, str]) -> tuple[Donor, dict]:
+    first = write_layer(src, store, compression="none", members=True)
+    members = {k: (off, size, vouched[k]) for k, (off, size) in first.members.items()}
+    return Donor(str(store.path(first.diff_id)), members, vouched), first.members
+
+
+def test_members_say_where_each_file_is(tmp_path, store):
+    src = tmp_path / "src"
+    digests = tree(src)
+    info = write_layer(src, store, compression="none", members=True)
+    blob = store.read_bytes(info.digest)
+    assert set(info.members) == set(digests)
+    for name, (offset, size) in info.members.items():
+        assert digest(blob[offset:offset + size]) == digests[name]
+    assert write_layer(src, store, compression="none").members is None  # only when asked
+
+
+def test_a_layer_from_a_donor_is_the_layer_read_from_the_files(tmp_path, store, monkeypatch):
+    src = tmp_path / "src"
+    digests = tree(src)
+    donor, _ = donor_of(store, src, digests)
+    (src / "d/e/f04").write_bytes(b"changed")  # one file differs from the donor: read from the tree
+    digests[b"d/e/f04"] = digest(b"changed")
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **kw: (opened.append(p), real_open(p, *a, **kw))[1])
+    spliced = write_layer(src, store, compression="none", donor=Donor(donor.path, donor.members, digests))
+    monkeypatch.undo()
+    read = write_layer(src, store, compression="none")
+    assert (spliced.diff_id, spliced.digest) == (read.diff_id, read.digest)
+    files = [p for p in opened if isinstance(p, bytes) and b"/d/" in p]
+    assert files == [os.fsencode(src / "d/e/f04")]  # only the changed file was opened
+
+
+def test_donor_bytes_that_do_not_hash_to_the_digest_are_not_taken(tmp_path, store):
+    src = tmp_path / "src"
+    digests = tree(src)
+    first = write_layer(src, store, compression="none", members=True)
+    bad = tmp_path / "corrupt.tar"
+    shutil.copyfile(store.path(first.diff_id), bad)
+    offset, size = first.members[b"d/e/f05"]
+    with open(bad, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * size)
+    members = {k: (off, sz, digests[k]) for k, (off, sz) in first.members.items()}
+    again = write_layer(src, store, compression="none", donor=Donor(str(bad), members, digests))
+    assert again.diff_id == first.diff_id  # f05 read from the file instead
+    by = {m.name: m for m in tar_members(store.read_bytes(again.digest))}
+    assert by["d/e/f05"].size == size
+
+
+def test_only_what_the_caller_vouches_for_is_taken(tmp_path, store):
+    """The donor's data stands in for a file only under the digest the caller gives for that file:
+    a file vouched for with another digest (or not at all) is read."""
+    src = tmp_path / "src"
+    digests = tree(src)
+    donor, _ = donor_of(store, src, digests)
+    (src / "d/f00").write_bytes(b"")  # same name, new content, vouched for with its old digest:
+    os.utime(src / "d/f00", (1_600_000_000,) * 2)
+    lied = write_layer(src, store, compression="none",
+                       donor=Donor(donor.path, donor.members, {b"d/f00": digests[b"d/f00"]}))
+    # the size differs (0 against the donor's), so nothing is taken
+    assert lied.diff_id == write_layer(src, store, compression="none").diff_id
+    none = write_layer(src, store, compression="none", donor=Donor(donor.path, donor.members, {}))
+    assert none.diff_id == lied.diff_id
+
+
+def test_a_missing_donor_tar_means_reading_every_file(tmp_path, store):
+    src = tmp_path / "src"
+    digests = tree(src)
+    donor, _ = donor_of(store, src, digests)
+    gone = Donor(str(tmp_path / "no-such.tar"), donor.members, digests)
+    assert write_layer(src, store, compression="none", donor=gone).diff_id == \
+        write_layer(src, store, compression="none").diff_id
