@@ -44,7 +44,7 @@ def wanted(request: web.Request, size: int) -> bool:
 
 
 class ClientStalled(Exception):
-    pass
+    """The client accepted nothing for the stall timeout: its connection is dropped."""
 
 
 def _copy(fd: int, sock: socket.socket, size: int, stall: float) -> None:

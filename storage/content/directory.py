@@ -146,7 +146,7 @@ class DirectoryStore(ContentStore):
                     direct: bool | None = None) -> FileWriter:
         """The writer itself, for a caller in a worker thread (the client's downloads)."""
         return FileWriter(self.blobs, ref, algorithm, self.direct_io if direct is None else direct, resume,
-                            self.executor)
+                          self.executor)
 
     async def writer(self, ref: str | None = None, algorithm: str = "sha256", resume: Any = None) -> FileWriter:
         return await self._run(self.writer_sync, ref and check_ref(ref), algorithm, resume)

@@ -3,11 +3,13 @@ writeback started as data arrives, or bypassing the page cache (O_DIRECT).
 
 Through the page cache (the default): a blob pushed a moment ago is usually
 pulled soon after, and is then served from memory. So that this costs the push
-nothing, writeback starts early: every WRITEBACK bytes the range just written
-goes to the disk (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not
-wait), so dirty pages never pile up to be throttled or flushed in one burst,
-and the fdatasync that makes a blob durable before it is linked has only the
-last few MiB to wait for.
+little (the page cache's pages and their writeback do cost the writer some CPU
+that O_DIRECT does not: bench/README.md, "Blobs"), writeback starts early:
+every WRITEBACK bytes the range just written goes to the disk
+(`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so dirty
+pages never pile up to be throttled or flushed in one burst, and the fdatasync
+that makes a blob durable before it is linked has at most WRITEBACK bytes left
+to wait for.
 
 O_DIRECT (`direct=True`, for data nobody reads soon): data is written straight
 to disk in aligned blocks; only the unaligned tail of each request goes
