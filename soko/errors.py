@@ -23,3 +23,26 @@ def one_line(exc: BaseException) -> str:
         return f"{exc.filename}: {exc.strerror}"
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())
+
+
+def for_each(debug: bool, items, fn, echo: bool = True) -> None:
+    """`fn(item)` for every item, as Docker's verbs over several names do: the item (or what `fn`
+    returns) on success, a one-line message for a known failure and on to the next, exit status 1
+    at the end if any failed. Unknown errors (and every error with --debug) go up as they are."""
+    import sys
+
+    import click
+
+    failed = False
+    for item in items:
+        try:
+            out = fn(item)
+            if echo:
+                click.echo(item if out is None else out)
+        except Exception as exc:
+            if debug or not (is_known(exc) or isinstance(exc, OSError)):
+                raise
+            click.echo(f"soko: {one_line(exc)}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)

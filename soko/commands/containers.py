@@ -12,7 +12,7 @@ from typing import Callable
 
 import click
 
-from ..errors import SokoError, is_known, one_line
+from ..errors import SokoError, for_each, is_known, one_line
 
 
 def _store(ctx: click.Context):
@@ -27,19 +27,7 @@ def get(ctx: click.Context, ref: str):
 
 def each(ctx: click.Context, refs: tuple[str, ...], fn: Callable, echo: bool = True) -> None:
     """`fn(container)` for every ref, printing the ref on success (Docker's output); exit 1 if any failed."""
-    failed = False
-    for ref in refs:
-        try:
-            out = fn(get(ctx, ref))
-            if echo:
-                click.echo(ref if out is None else out)
-        except Exception as exc:
-            if ctx.obj.debug or not (is_known(exc) or isinstance(exc, OSError)):
-                raise
-            click.echo(f"soko: {one_line(exc)}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    for_each(ctx.obj.debug, refs, lambda ref: fn(get(ctx, ref)), echo)
 
 
 # -- ps ------------------------------------------------------------------------------------------------

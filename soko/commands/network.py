@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -135,22 +134,12 @@ def inspect_cmd(ctx, fmt, names) -> None:
 @click.pass_context
 def rm_cmd(ctx, names) -> None:
     """Remove networks (none that a running container uses)."""
-    from runtime.errors import ContainerError
     from runtime.network import networks
 
-    from ..errors import one_line
+    from ..errors import for_each
 
     db = _db(ctx)
-    failed = False
-    for n in names:
-        try:
-            networks.remove(db, n)
-            click.echo(n)
-        except ContainerError as e:
-            click.echo(f"soko: {one_line(e)}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    for_each(ctx.obj.debug, names, lambda n: networks.remove(db, n) and None)
 
 
 @network_cmd.command("prune")
