@@ -115,7 +115,7 @@ def snapshotter_choice(name: str | None) -> str:
 def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on_event: Event | None = None,
            snapshotter: str | None = None) -> Container:
     """A new container from `image` (`docker create`), locked by this process."""
-    from .service import RestartPolicy, healthcheck, parse_signal, probe
+    from .service import RestartPolicy, healthcheck, parse_signal
 
     options.validate()
     snap = snapshotter_choice(snapshotter)
@@ -151,8 +151,6 @@ def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on
                         hostname=hostname, user_mounts=user_mounts, seed=seed, lowers=lowers,
                         layers=chain_ids(img.config.diff_ids), snapshotter=snap, seccomp_profile=profile,
                         record=record, service=service, network=net_plan,
-                        save_launch=not options.rm or options.detach
-                        or restart.name != "no" or probe(hc) is not None,
                         hold=[] if options.rm else [img.digest])
     c = Container(store, cdir, record)
     c._launch = launch

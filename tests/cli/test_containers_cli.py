@@ -167,6 +167,22 @@ def test_exec_it_runs_on_a_real_terminal(soko, bb):
     assert r.returncode == 1 and "No such container" in r.stderr
 
 
+def test_exec_into_a_foreground_run_rm_container(soko, bb):
+    """`docker exec` works on a container started with `docker run --rm` in the foreground: the
+    container is running and listed, so exec must find what it needs to join it."""
+    fg = subprocess.Popen([*soko.argv(), "run", "--rm", "--network", "none", "--name", "fg", bb, "sleep", "1000"],
+                          env=soko.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: "Up " in soko("ps", "--filter", "name=fg").stdout)
+        r = soko("exec", "fg", "sh", "-c", "echo in-$((6*7)); cat /proc/1/cmdline", check=False)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "in-42\nsleep\x001000\x00"
+    finally:
+        soko("kill", "fg", check=False)
+        fg.wait(timeout=30)
+    assert soko("ps", "-a", "-q").stdout == ""  # --rm still removed it
+
+
 def test_names_ids_and_removal(soko, bb):
     a = soko("run", "--network", "none", "--name", "first", bb, "true").stdout
     assert a == ""
