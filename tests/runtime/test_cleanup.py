@@ -211,17 +211,20 @@ def test_cgroup_v2_path_on_the_v2_tree_of_this_host(store, v2_hierarchy):
     cgroups._system = cgroups.System([cgroups.Hierarchy(2, v2.mount, v2.controllers, v2.own)])
     try:
         out: list[bytes] = []
+        created: list[str] = []
         status = run(store, "busybox", RunOptions(
             rm=True, network="none", pids_limit=20 if "pids" in v2.controllers else None,
             command=["sh", "-c", "grep '^0::' /proc/self/cgroup; grep ' /sys/fs/cgroup ' /proc/self/mountinfo; "
-                                 "ls /sys/fs/cgroup/cgroup.procs"]), on_output=out.append)
+                                 "ls /sys/fs/cgroup/cgroup.procs"]), on_output=out.append,
+            on_event=lambda what, cid: created.append(cid) if what == "created" else None)
         text = b"".join(out).decode()
         assert status == 0, text
         lines = text.splitlines()
         assert lines[0] == "0::/"  # its own cgroup namespace
         assert " cgroup2 " in lines[1] and " ro," in lines[1]
-        soko = os.path.join(v2.mount, "soko")
-        assert [d for d in os.listdir(soko) if os.path.isdir(os.path.join(soko, d))] == []
+        # its cgroup went with it (only its own: other runs on this host have theirs under /soko too)
+        assert len(created) == 1 and len(created[0]) == 64
+        assert os.path.isdir(os.path.join(v2.mount, "soko")) and not os.path.exists(os.path.join(v2.mount, "soko", created[0]))
     finally:
         cgroups._system = real
 
