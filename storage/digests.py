@@ -25,6 +25,7 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Digest:
+    """An OCI digest, `algorithm:encoded`, checked when parsed."""
     algorithm: str
     encoded: str
 
