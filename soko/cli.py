@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from .entry import context, die_of_sigpipe, fail, leave
+from .context import context
+from .entry import collect_garbage, die_of_sigpipe, fail, leave
 
 VERSION = "0.1.0"
 
@@ -128,6 +129,7 @@ def main() -> None:
 def click_main():
     """click's standalone handling, plus one rule: a closed pipe on stdout ends soko as SIGPIPE
     ends `cat` (click would exit 1 for --help); entry.ends does the rest."""
+    collect_garbage()  # off during start-up (entry.main)
     try:
         return cli.main(prog_name="soko", standalone_mode=False)
     except click.ClickException as e:

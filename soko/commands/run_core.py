@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from ..entry import Context, echo_err
+from ..context import Context
+from ..entry import collect_garbage, echo_err
 from ..errors import is_known, one_line
 
 
@@ -97,6 +98,7 @@ def run(obj: Context, detach: bool, kw: dict) -> None:
         def event(kind: str, message: str) -> None:
             if kind == "created":
                 created.append(message)
+                collect_garbage()  # off during start-up (entry.main); the container may run for hours
             printer(kind, message)
 
         status = runtime.run(store, kw["image"], opts, on_event=event)
