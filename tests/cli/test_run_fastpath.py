@@ -117,3 +117,22 @@ def test_unusual_command_lines_get_clicks_words(soko, bb):
     assert "click" in _imported(p)
     p = _soko(soko.root, "run", "--rm", "--network", "none", bb, "true", env={"_SOKO_COMPLETE": "bash_source"})
     assert "click" in _imported(p) and "complete" in p.stdout  # click's shell completion script
+
+
+def _gc_state_at_the_end(*argv: str) -> str:
+    """soko's main with `argv`, reporting at exit whether the cyclic collector is on and how many
+    objects start-up froze out of it."""
+    code = ("import gc, os, sys\n"
+            "import soko.entry as e\n"
+            f"sys.argv = ['soko', *{list(argv)!r}]\n"
+            "e.leave = lambda code: (print(gc.isenabled(), gc.get_freeze_count() > 10000, file=sys.stderr),"
+            " os._exit(code))\n"
+            "e.main()\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    return p.stderr.strip().splitlines()[-1]
+
+
+def test_the_collector_is_off_only_during_start_up(soko, bb):
+    assert _gc_state_at_the_end("--version") == "True True"  # through click
+    assert _gc_state_at_the_end("--root", str(soko.root), "run", "--rm", "--network", "none", bb, "true") \
+        == "True True"
