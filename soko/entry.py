@@ -13,6 +13,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from types import ModuleType
 
 
 def echo_err(text: str) -> None:
@@ -73,7 +74,45 @@ def collect_garbage() -> None:
     gc.enable()
 
 
+# Standard modules a `run` imports only through others that never use them on its way:
+# dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a docstring
+# for a class without one (soko's have theirs); urllib.parse (for pathlib) imports ipaddress
+# for bracketed URL hosts; shutil imports bz2 and lzma to know which archives it could make.
+ON_FIRST_USE = ("inspect", "ipaddress", "bz2", "lzma")
+
+
+class _OnFirstUse(ModuleType):
+    """Stands in sys.modules for a standard module until one of its attributes is asked for,
+    then imports it and answers from it (and from then on holds its attributes itself)."""
+
+    def __getattr__(self, attr: str):
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        import importlib
+
+        real = importlib.import_module(name)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attr)
+
+
+def import_on_first_use(names: tuple[str, ...] = ON_FIRST_USE) -> None:
+    """Let `import NAME` give a stand-in (see _OnFirstUse) for each module not imported yet."""
+    from importlib.util import find_spec
+
+    for name in names:
+        if name in sys.modules:
+            continue
+        spec = find_spec(name)
+        if spec is None:
+            continue
+        stand_in = _OnFirstUse(name)
+        stand_in.__spec__ = spec  # what `import` checks of a module it finds already there
+        sys.modules[name] = stand_in
+
+
 def _run(root: str | None, debug: bool, kw: dict) -> None:
+    import_on_first_use()
     from pathlib import Path
 
     from .commands.run_core import run

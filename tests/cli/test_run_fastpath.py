@@ -104,6 +104,10 @@ def test_plain_run_needs_no_click_and_ends_as_before(soko, bb):
     assert (p.returncode, p.stdout, _messages(p)) == (3, "out\n", "err")
     assert "click" not in _imported(p)
     assert "_hashlib" not in _imported(p)  # OpenSSL: a manifest, a config and a cache key are small data
+    at_start = _imported(subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
+                                        text=True, env={**os.environ, "PYTHONPATH": str(REPO)}))  # site's
+    unused = {"ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - at_start  # entry.ON_FIRST_USE
+    assert unused & _imported(p) == set()
     p = _soko(soko.root, "run", "--rm", "--network", "none", bb, "no-such-command")
     assert (p.returncode, _messages(p)) == (127, 'soko: exec: "no-such-command": executable file not found in $PATH')
     assert "click" not in _imported(p)
@@ -138,3 +142,28 @@ def test_the_collector_is_off_only_during_start_up(soko, bb):
     assert _gc_state_at_the_end("--version") == "True True"  # through click
     assert _gc_state_at_the_end("--root", str(soko.root), "run", "--rm", "--network", "none", bb, "true") \
         == "True True"
+
+
+def test_modules_imported_on_first_use_work_as_the_real_ones():
+    """entry.import_on_first_use: `import inspect` loads nothing until inspect is used, and then
+    everything works as with the real module (a dataclass without a docstring gets its
+    signature from inspect; an import after the first use gets the real module)."""
+    code = """
+import sys
+from soko.entry import import_on_first_use
+import_on_first_use(("inspect", "ipaddress"))
+import dataclasses, inspect, ipaddress
+assert "ast" not in sys.modules and "dis" not in sys.modules, "inspect was loaded"
+@dataclasses.dataclass
+class NoDoc:
+    a: int
+    b: str = "x"
+print(NoDoc.__doc__)
+print(inspect.signature(lambda x, y=2: None), ipaddress.ip_address("::1").version)
+from inspect import isfunction
+import inspect as again
+print(isfunction(print), again is sys.modules["inspect"], "ast" in sys.modules)
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["NoDoc(a: int, b: str = 'x')", "(x, y=2) 6", "False True True"]
