@@ -27,8 +27,8 @@ def echo_err(text: str) -> None:
 
 
 def fail(exc: BaseException, debug: bool) -> None:
-    """The one place errors become messages: a one-line message and status 1 (130 after ^C);
-    the traceback only with --debug or for a bug (an unknown error... says so)."""
+    """The one place errors become messages: one line and status 1 (130 after ^C); an error
+    that is no component's own is called an internal error; --debug shows the traceback."""
     if isinstance(exc, KeyboardInterrupt):
         sys.exit(130)
     if closed_pipe(exc):

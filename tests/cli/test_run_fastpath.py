@@ -65,8 +65,8 @@ def test_global_options(tmp_path):
 
     afile = tmp_path / "file"
     afile.write_text("")
-    for argv in (["run", "img"], ["--root", str(tmp_path), "run", "img"], ["--root=/nonexistent", "--debug", "run", "img"],
-                 ["--debug", "--root", "run", "run", "img"]):
+    for argv in (["run", "img"], ["--root", str(tmp_path), "run", "img"],
+                 ["--root=/nonexistent", "--debug", "run", "img"], ["--debug", "--root", "run", "run", "img"]):
         root, debug, kw = parse(argv)
         with cli.make_context("soko", list(argv), resilient_parsing=True) as ctx:
             assert (Path(root) if root is not None else None, debug) == (ctx.params["root"], ctx.params["debug"])
