@@ -21,7 +21,7 @@ def _click_option(o: Opt):
             kwargs["type"] = click.Choice(list(o.type))
         elif o.type is not str:
             kwargs["type"] = o.type
-        if o.default is not None:
+        if o.kind != MULTIPLE:
             kwargs["default"] = o.default
         if o.metavar:
             kwargs["metavar"] = o.metavar
