@@ -1,6 +1,6 @@
 """Container start-to-exit time: soko beside podman and bare runc.
 
-    python bench/bench_run.py [--runs 30] [--warmup 5]
+    python bench/bench_run.py [--runs 30] [--warmup 5] [--baseline REV]
 
 One image, three ways, each `true` with --rm and no network:
 
@@ -10,6 +10,9 @@ One image, three ways, each `true` with --rm and no network:
           (the same busybox rootfs tarball, loaded with `podman import`)
 - runc:   runc run of a bundle prepared once (the floor: no image store,
           no snapshot, no cleanup)
+- with --baseline REV, soko at another git revision too (extracted with
+  `git archive`, compiled, run by the same interpreter as the installed soko
+  through a copy of its console script): a before/after in the same rounds
 
 The image is the busybox fixture (fixtures/recipes.py). Podman gets its own
 storage under bench/out/ and a CONTAINERS_CONF without default ulimits
@@ -83,6 +86,30 @@ def prepare_runc(tar: Path) -> list[str]:
     return ["runc", "--root", "/run/soko-bench-runc", "run", "--bundle", str(bundle), "soko-bench-floor"]
 
 
+def prepare_baseline(rev: str) -> Path:
+    """A console script for soko at `rev`: its tree extracted and compiled, found first on sys.path."""
+    from bench_registry import extract_revision
+
+    from _install import VENV
+
+    tree = OUT / "baseline-src"
+    shutil.rmtree(tree, ignore_errors=True)
+    extract_revision(rev, tree)
+    sh(str(VENV / "bin" / "python"), "-m", "compileall", "-q", str(tree))
+    script = OUT / "baseline-soko"
+    script.write_text(f"""import re
+import sys
+sys.path.insert(0, {str(tree)!r})
+try:
+    from soko.entry import main  # the entry point since issue 15
+except ImportError:
+    from soko.cli import main
+sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+sys.exit(main())
+""")
+    return script
+
+
 def measure(cmds: dict[str, list[str]], runs: int, warmup: int, env: dict) -> dict[str, list[float]]:
     """Seconds per run of each command, taken round-robin (a b c a b c ...), so
     load from elsewhere on the machine falls on all of them alike."""
@@ -106,6 +133,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--baseline", metavar="REV", help="also time soko at this git revision (before/after)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_run.py needs root (namespaces, cgroups, runc)", file=sys.stderr)
@@ -118,13 +146,16 @@ def main() -> int:
     env.pop("PYTHONPATH", None)
     tar = rootfs_tar()
     store = prepare_soko(tar)
-    from _install import installed_soko
+    from _install import VENV, installed_soko
 
+    run_args = ["--root", str(store), "run", "--rm", "--network", "none", IMAGE, "true"]
     cmds = {
-        "soko": [str(installed_soko()), "--root", str(store), "run", "--rm", "--network", "none", IMAGE, "true"],
+        "soko": [str(installed_soko()), *run_args],
         "podman": prepare_podman(tar, env),
         "runc": prepare_runc(tar),
     }
+    if args.baseline:
+        cmds["baseline"] = [str(VENV / "bin" / "python"), str(prepare_baseline(args.baseline)), *run_args]
     for cmd in cmds.values():  # each works, and the first soko run unpacks the snapshot
         subprocess.run(cmd, env=env, check=True, cwd=REPO)
     times = measure(cmds, args.runs, args.warmup, env)
@@ -139,6 +170,10 @@ def main() -> int:
         print(f"{name:10} {med[name] * 1000:6.1f} ms {min(t) * 1000:6.1f} ms")
     print(f"soko time / podman time (paired median; target <= 0.5): {statistics.median(paired):.2f}x, "
           f"best round {min(paired):.2f}x   soko / runc floor: {vs_runc:.2f}x")
+    if args.baseline:
+        before = statistics.median(b / p for b, p in zip(times["baseline"], times["podman"]))
+        after = statistics.median(s / b for s, b in zip(times["soko"], times["baseline"]))
+        print(f"soko@{args.baseline} / podman (paired median): {before:.2f}x   soko / soko@{args.baseline}: {after:.2f}x")
     return 0
 
 

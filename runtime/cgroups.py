@@ -39,6 +39,7 @@ DEVICE_RULES = [
 
 @dataclass
 class Hierarchy:
+    """One mounted cgroup hierarchy (v1 controller or the v2 unified one) and soko's place in it."""
     version: int  # 1 or 2
     mount: str
     controllers: frozenset[str]
@@ -47,6 +48,7 @@ class Hierarchy:
 
 @dataclass
 class System:
+    """The cgroup hierarchies of this machine, as /proc/self/mountinfo shows them."""
     hierarchies: list[Hierarchy]
 
     @property
@@ -113,6 +115,7 @@ def system() -> System:
 
 @dataclass
 class Resources:
+    """A container's limits (--memory, --cpus, --pids-limit); None: no limit."""
     memory: int | None = None  # bytes
     memory_swap: int | None = None  # memory + swap, bytes (Docker: twice memory)
     cpus: float | None = None

@@ -55,6 +55,7 @@ class Rootfs:
 
 @dataclass
 class ChildSetup:
+    """Everything the container's first process needs between fork and exec (decided before the fork)."""
     spec: dict
     rootfs: Rootfs
     cgroup_paths: list[str]

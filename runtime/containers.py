@@ -53,6 +53,7 @@ LIVE = (RUNNING, RESTARTING)
 
 @dataclass
 class State:
+    """A container's state.json: what its owner, `ps` and a later sweep need to know."""
     id: str
     runtime: str
     rm: bool

@@ -35,6 +35,7 @@ _overlay_broken: dict[int, str] = {}
 
 @dataclass
 class Launch:
+    """How to start the container's process, decided once by `create` (launch.json)."""
     id: str
     runtime: str  # builtin | runc | crun
     spec: dict  # the OCI runtime spec; root.path is the shared mount point

@@ -39,6 +39,7 @@ _PROPAGATION = {
 
 @dataclass
 class Parsed:
+    """An OCI mount's options as mount(2) takes them."""
     flags: int
     propagation: list[int]
     data: str

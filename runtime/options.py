@@ -32,12 +32,14 @@ class Volume:
 
 @dataclass(frozen=True)
 class Tmpfs:
+    """A --tmpfs DIR[:OPTS], parsed."""
     target: str
     options: tuple[str, ...] = ()
 
 
 @dataclass
 class RunOptions:
+    """What `run` and `create` take from the command line (Docker's flags), before the image is known."""
     command: list[str] = field(default_factory=list)  # COMMAND [ARG...]; replaces Cmd
     entrypoint: str | None = None  # --entrypoint; "" clears the image's
     rm: bool = False

@@ -24,6 +24,11 @@ def secure_join(root: str, path: str, follow_last: bool = True) -> str:
 
     Components that do not exist are kept as `mkdir -p` would make them, so
     the result names where the file would be created."""
+    return _resolve(root, path, follow_last)[0]
+
+
+def _resolve(root: str, path: str, follow_last: bool = True) -> tuple[str, bool, bool]:
+    """secure_join's host path, whether it exists, and whether it is a directory."""
     tree = DirTree(root)
     try:
         w = walk(tree, path, follow_last=follow_last)
@@ -31,7 +36,7 @@ def secure_join(root: str, path: str, follow_last: bool = True) -> str:
         raise UnsafePath(str(e)) from None
     if w.notdir:
         raise UnsafePath(f"{path!r}: /{'/'.join(w.parts[:w.exists + 1])} is not a directory")
-    return tree.host(w.parts)
+    return tree.host(w.parts), w.node is not None, w.node is not None and stat.S_ISDIR(w.node.st_mode)
 
 
 def mkdir_in_root(root: str, path: str, mode: int = 0o755, uid: int = -1, gid: int = -1) -> str:
@@ -55,9 +60,11 @@ def mkdir_in_root(root: str, path: str, mode: int = 0o755, uid: int = -1, gid: i
 
 def ensure_target(root: str, path: str, directory: bool) -> str:
     """Make a mount target inside `root`: a directory, or an empty file."""
-    host = secure_join(root, path)
+    host, exists, is_dir = _resolve(root, path)
     if host == (root.rstrip("/") or "/"):
         return host
+    if exists and (is_dir or not directory):
+        return host  # what the steps below would find: one walk instead of three (a container's start)
     parent = os.path.dirname(os.path.relpath(host, root))
     mkdir_in_root(root, "/" + parent if parent else "/")
     if directory:

@@ -38,6 +38,7 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 
 @dataclass
 class Record:
+    """A user's container as `ps -a` and `inspect` show it (a row of the store's database)."""
     id: str
     name: str
     image: str  # image ID (config digest)

@@ -199,13 +199,13 @@ def compiled_filter(linux_seccomp: dict[str, Any], cache_dir: str | os.PathLike,
 def compiled_filter_file(linux_seccomp: dict[str, Any], cache_dir: str | os.PathLike,
                          machine: str | None = None) -> str:
     """The file holding the compiled program (see compiled_filter), compiling it when missing."""
-    import hashlib
+    from storage import digests
 
     here = os.path.dirname(os.path.abspath(__file__))
     machine = machine or os.uname().machine
     stamps = [(st.st_size, st.st_mtime_ns) for st in
               (os.stat(os.path.join(here, f)) for f in ("seccomp_syscalls.json", "bpf.py"))]
-    key = hashlib.sha256(json.dumps([machine, stamps, linux_seccomp], sort_keys=True).encode()).hexdigest()
+    key = digests.of_bytes(json.dumps([machine, stamps, linux_seccomp], sort_keys=True).encode()).split(":", 1)[1]
     path = os.path.join(cache_dir, f"{key}.bpf")
     try:
         if os.path.getsize(path) % 8 == 0 and os.path.getsize(path):

@@ -56,6 +56,7 @@ def go_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class RestartPolicy:
+    """--restart: no, on-failure[:N], always or unless-stopped."""
     name: str = "no"
     max_retries: int = 0
 

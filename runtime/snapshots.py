@@ -15,13 +15,13 @@ loser deletes its copy.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from storage import digests
 from storage.private import private_dir
 
 from . import syscalls as sc
@@ -39,7 +39,7 @@ def chain_ids(diff_ids: Iterable[str]) -> list[str]:
         if not out:
             out.append(d)
         else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+            out.append(digests.of_bytes(f"{out[-1]} {d}".encode()))
     return out
 
 

@@ -115,6 +115,7 @@ def tmpfs_mount(t: Tmpfs) -> Mount:
 
 @dataclass
 class SpecInput:
+    """What the OCI runtime spec is built from."""
     image_config: dict
     options: RunOptions
     args: list[str]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 from .errors import SyscallError
 
@@ -80,12 +79,12 @@ _SYSCALLS = {
     "fsconfig": (431, 431),
     "fsmount": (432, 432),
 }
-_ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(platform.machine())
+_ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine)
 
 
 def _nr(name: str) -> int:
     if _ARCH_INDEX is None:
-        raise SyscallError(38, f"{name} (unsupported architecture {platform.machine()})")
+        raise SyscallError(38, f"{name} (unsupported architecture {os.uname().machine})")
     return _SYSCALLS[name][_ARCH_INDEX]
 
 

@@ -19,6 +19,7 @@ ReadFile = Callable[[str], "bytes | None"]
 
 @dataclass
 class ExecUser:
+    """Who the container's process runs as, resolved against the image's /etc/passwd and /etc/group."""
     uid: int = 0
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
@@ -28,6 +29,7 @@ class ExecUser:
 
 @dataclass
 class _Passwd:
+    """One /etc/passwd entry."""
     name: str
     uid: int
     gid: int
@@ -36,6 +38,7 @@ class _Passwd:
 
 @dataclass
 class _Group:
+    """One /etc/group entry."""
     name: str
     gid: int
     members: list[str]

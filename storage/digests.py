@@ -5,7 +5,6 @@ splits it. Only sha256 and sha512 are accepted (the registered algorithms).
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,10 +20,12 @@ _ENCODED_RE = {
 }
 ALGORITHMS = tuple(_ENCODED_RE)
 CHUNK = 1 << 20
+SMALL = 1 << 20  # of_bytes below this hashes without OpenSSL (see _small)
 
 
 @dataclass(frozen=True)
 class Digest:
+    """An OCI digest, `algorithm:encoded`, checked when parsed."""
     algorithm: str
     encoded: str
 
@@ -56,11 +57,33 @@ def is_valid(digest: str) -> bool:
 def hasher(algorithm: str = "sha256"):
     if algorithm not in _ENCODED_RE:
         raise DigestError(f"unsupported digest algorithm {algorithm!r}")
+    import hashlib  # OpenSSL's, with the CPU's SHA instructions: for blobs of any size
+
     return hashlib.new(algorithm)
 
 
+def _small(algorithm: str):
+    """A hash object for a few kilobytes from CPython's own implementation, or None.
+
+    Importing hashlib loads and initializes OpenSSL (~2 ms here): a tenth of what `soko run`
+    spends before its container starts, where all it hashes is a manifest, a config and a
+    seccomp cache key."""
+    try:
+        if algorithm == "sha256":
+            from _sha256 import sha256 as new  # CPython 3.11 (_sha2 from 3.12)
+        else:
+            from _sha512 import sha512 as new
+    except ImportError:
+        try:
+            from _sha2 import sha256, sha512  # type: ignore[import-not-found]
+        except ImportError:
+            return None
+        new = sha256 if algorithm == "sha256" else sha512
+    return new()
+
+
 def of_bytes(data: bytes, algorithm: str = "sha256") -> str:
-    h = hasher(algorithm)
+    h = (_small(algorithm) if len(data) < SMALL and algorithm in _ENCODED_RE else None) or hasher(algorithm)
     h.update(data)
     return f"{algorithm}:{h.hexdigest()}"
 

@@ -22,6 +22,7 @@ from .private import open_root
 
 @dataclass
 class Image:
+    """A stored image: its manifest, its config and the tags that name it."""
     manifest: Manifest
     config: ImageConfig
     tags: list[str] = field(default_factory=list)  # familiar `name:tag`
@@ -41,6 +42,7 @@ class Image:
 
 @dataclass
 class ImageSummary:
+    """One row of `soko images`."""
     repository: str  # familiar name, or "<none>"
     tag: str
     manifest_digest: str
@@ -51,6 +53,7 @@ class ImageSummary:
 
 @dataclass
 class RemoveEvent:
+    """What `rmi` did to one name or image (Docker's Untagged/Deleted lines)."""
     kind: str  # "Untagged" or "Deleted"
     what: str
 

@@ -8,7 +8,7 @@ content always gives the same digest.
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ def _require(cond: bool, msg: str) -> None:
 
 @dataclass(frozen=True)
 class Platform:
+    """An OCI platform (os/architecture[/variant]) as indexes and configs give it."""
     os: str = "linux"
     architecture: str = "amd64"
     variant: str | None = None
@@ -46,7 +47,7 @@ class Platform:
 
     @classmethod
     def host(cls) -> "Platform":
-        machine = _platform.machine().lower()
+        machine = os.uname().machine.lower()  # platform.machine(), without importing platform
         arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
                 "armv7l": "arm", "i686": "386", "i386": "386", "ppc64le": "ppc64le",
                 "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
@@ -79,6 +80,7 @@ class Platform:
 
 @dataclass(frozen=True)
 class Descriptor:
+    """An OCI content descriptor: what a manifest or an index points at."""
     media_type: str
     digest: str
     size: int

@@ -28,6 +28,7 @@ MAX_NAME = 255
 
 @dataclass(frozen=True)
 class Reference:
+    """An image reference (`[domain/]path[:tag][@digest]`), normalized as Docker does."""
     domain: str
     path: str
     tag: str | None = None

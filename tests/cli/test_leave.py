@@ -11,7 +11,7 @@ from tests.conftest import REPO
 def test_leave_keeps_what_a_normal_exit_does(tmp_path):
     code = f"""
 import atexit, sys, threading, time
-from soko.cli import leave
+from soko.entry import leave
 atexit.register(lambda: open({str(tmp_path / 'atexit')!r}, 'w').write('ran'))
 def late():
     time.sleep(0.3)

@@ -31,3 +31,26 @@ def test_init_layer_follows_a_hostile_link_only_inside_the_init_dir(tmp_path):
     assert (init / str(victim).lstrip("/")).is_file()
     assert (init / "proc").is_dir()
     assert not (init / "etc").exists()  # the image has /etc: nothing to make there
+
+
+def test_mount_targets_already_there_are_used_as_found(tmp_path):
+    """ensure_target's short way for a target the root has (most of a container's): the same
+    answers as making it would give, and a file still cannot stand for a directory."""
+    import pytest
+
+    from runtime.errors import UnsafePath
+    from runtime.paths import ensure_target
+
+    root = tmp_path / "root"
+    (root / "real/dir").mkdir(parents=True)
+    (root / "real/file").write_text("x")
+    os.symlink("/real", root / "abs")
+    r = str(root)
+    before = sorted(p.name for p in root.rglob("*"))
+    assert ensure_target(r, "/abs/dir", True) == f"{r}/real/dir"
+    assert ensure_target(r, "/abs/file", False) == f"{r}/real/file"
+    assert ensure_target(r, "/abs/dir", False) == f"{r}/real/dir"  # as O_EXCL finding it: the mount decides
+    assert sorted(p.name for p in root.rglob("*")) == before and (root / "real/file").read_text() == "x"
+    with pytest.raises(UnsafePath):
+        ensure_target(r, "/abs/file", True)
+    assert ensure_target(r, "/abs/new/sub", True) == f"{r}/real/new/sub" and (root / "real/new/sub").is_dir()

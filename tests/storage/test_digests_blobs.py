@@ -24,6 +24,24 @@ def test_valid_digests(good):
     assert str(digests.parse(good)) == good
 
 
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+@pytest.mark.parametrize("size", [0, 1, 4096, digests.SMALL - 1, digests.SMALL, 3 * digests.SMALL + 5])
+def test_of_bytes_is_hashlibs_digest_whatever_computes_it(algorithm, size):
+    """Small data is hashed without OpenSSL (digests._small), big data with it: the same digest."""
+    data = os.urandom(size)
+    assert digests.of_bytes(data, algorithm) == f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    if size < digests.SMALL:
+        assert digests._small(algorithm) is not None  # CPython's own sha256/sha512 is there
+
+
+def test_small_digests_do_not_load_openssl():
+    code = ("import sys\nfrom storage import digests\n"
+            "assert digests.of_bytes(b'x' * 5000).startswith('sha256:')\n"
+            "print('_hashlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 @pytest.mark.parametrize("bad", ["", "sha256", "sha256:", "sha256:" + "A" * 64, "sha256:" + "a" * 63,
                                  "md5:" + "a" * 32, "sha512:" + "a" * 64, "SHA256:" + "a" * 64,
                                  "sha256:../../etc/passwd", "sha256:" + "a" * 64 + "\n",
