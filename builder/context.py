@@ -26,6 +26,7 @@ from .racy import racy
 _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
 READERS = 8  # files hashed at once (digest_all)
+BATCH = 64   # files per task of digest_all's threads
 
 MIGRATIONS = [
     """
@@ -133,14 +134,10 @@ class HashCache:
         if known is not None:
             return known
         checked = time.time_ns()  # before reading: a change while we read stays racy
-        h = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
+            digest = "sha256:" + _sha256_of(path, st.st_size)
         except OSError as e:
             raise ContextError(f"cannot read {path}: {e.strerror}") from None
-        digest = "sha256:" + h.hexdigest()
         with self._lock:
             self.reads += 1
             self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
@@ -151,14 +148,20 @@ class HashCache:
         thousands of small files not in the page cache waits on the disk, not on the CPU."""
         self._load(root)
         todo = [(p, st) for p, st in files if self._valid(p, st) is None]
-        if len(todo) < 2 * READERS:
+        if len(todo) < 2 * BATCH:
             for p, st in todo:
                 self.digest(p, st, root)
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        def some(batch: list[tuple[str, os.stat_result]]) -> None:
+            for p, st in batch:
+                self.digest(p, st, root)
+
+        # a task per BATCH files, not per file: a task costs about what hashing a small cached file
+        # does, and thousands of them double the CPU time
         with ThreadPoolExecutor(READERS) as pool:
-            for _ in pool.map(lambda f: self.digest(f[0], f[1], root), todo):
+            for _ in pool.map(some, [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]):
                 pass
 
     def known(self, path: Path | str, st: os.stat_result, root: Path | str) -> str | None:
@@ -179,6 +182,22 @@ class HashCache:
                           "VALUES(?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
                           "mtime_ns=excluded.mtime_ns, inode=excluded.inode, mode=excluded.mode, "
                           "checked_ns=excluded.checked_ns, digest=excluded.digest", rows)
+
+
+def _sha256_of(path: Path | str, size: int) -> str:
+    """The hex sha256 of a file's content. Reads sized by its lstat (plus one byte, to see it
+    grew): a context is mostly small files, and asking for 1 MiB each time costs an allocation
+    of 1 MiB (an mmap and munmap) per file."""
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        want = min(size + 1, CHUNK)
+        while chunk := os.read(fd, want):
+            h.update(chunk)
+            want = CHUNK
+    finally:
+        os.close(fd)
+    return h.hexdigest()
 
 
 def clean_source(src: str) -> str:

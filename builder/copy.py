@@ -283,6 +283,7 @@ def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: i
 
 
 WRITERS = 4  # files written at once (_Placer.side_by_side): more contend on the journal
+BATCH = 32   # files per task of the writers
 
 
 class _Placer:
@@ -309,16 +310,41 @@ class _Placer:
             batch = self._batch
         finally:
             self._batch = None
-        rest = [args for args in batch if not self._linked(*args)]  # a link is cheap: in order, here
+        rest = self._link_all(batch)
         if len(rest) < 2 * WRITERS:
             for args in rest:
                 self._copy(*args)
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        def some(batch: list[tuple]) -> None:
+            for args in batch:
+                self._copy(*args)
+
+        # a task per few files: a task per file costs as much CPU as writing a small one
+        step = max(1, min(BATCH, len(rest) // (4 * WRITERS)))
         with ThreadPoolExecutor(WRITERS) as pool:
-            for _ in pool.map(lambda args: self._copy(*args), rest):
+            for _ in pool.map(some, [rest[i:i + step] for i in range(0, len(rest), step)]):
                 pass
+
+    def _link_all(self, batch: list[tuple]) -> list[tuple]:
+        """Hard-link what the previous result holds already (reuse.py), a directory at a time;
+        returns the rest, to be written."""
+        if self.reuse.donor is None or not batch:
+            return batch
+        known = self.hashes.known
+        cut = len(self.root) + 1
+        groups: dict[str, list[tuple]] = {}
+        for args in batch:
+            groups.setdefault(os.path.dirname(str(args[0])), []).append(args)
+        rest = []
+        for target_dir, items in groups.items():
+            files = [(os.path.basename(str(path)), known(host, st, hash_root) if hash_root is not None else None,
+                      st.st_size, mode, uid, gid, mtime_ns)
+                     for path, host, st, mode, uid, gid, mtime_ns, hash_root in items]
+            done = self.reuse.link_dir(target_dir[cut:], target_dir, files)
+            rest.extend(args for args, ok in zip(items, done) if not ok)
+        return rest
 
     def place(self, path: Path | str, host: Path | str, st: os.stat_result, uid: int, gid: int, mtime: int | None,
               hash_root: Path | None) -> None:
