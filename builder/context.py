@@ -27,6 +27,7 @@ _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
 READERS = 8  # files hashed at once (digest_all)
 BATCH = 64   # files per task of digest_all's threads
+SLOW_READ = 100e-6  # seconds per file above which a batch waited on the disk: read the rest side by side
 
 MIGRATIONS = [
     """
@@ -148,9 +149,18 @@ class HashCache:
         thousands of small files not in the page cache waits on the disk, not on the CPU."""
         self._load(root)
         todo = [(p, st) for p, st in files if self._valid(p, st) is None]
-        if len(todo) < 2 * BATCH:
-            for p, st in todo:
+        # one at a time while the files come from the page cache (threads only add CPU then);
+        # side by side from the first batch that waited on the disk
+        done = 0
+        while done < len(todo):
+            started = time.monotonic()
+            for p, st in todo[done:done + BATCH]:
                 self.digest(p, st, root)
+            done += BATCH
+            if time.monotonic() - started > BATCH * SLOW_READ:
+                break
+        todo = todo[done:]
+        if not todo:
             return
         from concurrent.futures import ThreadPoolExecutor
 

@@ -282,7 +282,7 @@ def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: i
         os.utime(path, (mtime, mtime))
 
 
-WRITERS = 4  # files written at once (_Placer.side_by_side): more contend on the journal
+WRITERS = 2  # files written at once (_Placer.side_by_side): creating a file is mostly kernel CPU
 BATCH = 32   # files per task of the writers
 
 

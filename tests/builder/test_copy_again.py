@@ -121,16 +121,31 @@ def test_old_records_and_snapshot_digests_go_with_the_migration(tmp_path):
     assert again.query("SELECT record FROM builder_copy_family")[0][0] is None
 
 
-def test_many_files_written_side_by_side_keep_content_mode_owner_and_mtime(store, ctx):
+def test_many_files_written_side_by_side_keep_content_mode_owner_and_mtime(store, ctx, monkeypatch):
     """A directory source of many files is written by several threads (copy.WRITERS) and hashed
-    by several (context.READERS): every file still lands whole, with its mode, owner and mtime."""
+    by several (context.READERS, once a batch of reads was slow: made so here): every file still
+    lands whole, with its mode, owner and mtime."""
+    import threading
+
+    from builder import context
     from builder.copy import WRITERS
 
+    monkeypatch.setattr(context, "BATCH", 4)
+    monkeypatch.setattr(context, "SLOW_READ", 0.0)  # every batch "waited on the disk"
+    hashed_on = set()
+    real_digest = context.HashCache.digest
+
+    def digest(self, *a, **kw):
+        hashed_on.add(threading.get_ident())
+        return real_digest(self, *a, **kw)
+
+    monkeypatch.setattr(context.HashCache, "digest", digest)
     files = sorted(p for p in (ctx / "src").rglob("*") if p.is_file())
     assert len(files) >= 4 * WRITERS
     for i, p in enumerate(files):
         os.chmod(p, 0o600 if i % 3 else 0o755)
     do_build(store, ctx, "FROM busybox\nCOPY --chown=7:8 src/ /a/\nCOPY --chmod=640 src/ /b/\n", tags=["m"])
+    assert len(hashed_on) > 1
     fs = ImageFS(store, "m")
     for p in files:
         rel = p.relative_to(ctx / "src")
