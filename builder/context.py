@@ -27,6 +27,8 @@ _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
 READERS = 8  # files hashed at once (digest_all)
 BATCH = 64   # files per task of digest_all's threads
+KEEP_FILE = 256 << 10   # files up to this size read for their digest are kept for the COPY (content)
+KEEP_TOTAL = 64 << 20   # ... up to this much in all, per build
 SLOW_READ = 100e-6  # seconds per file above which a batch waited on the disk: read the rest side by side
 
 MIGRATIONS = [
@@ -105,6 +107,8 @@ class HashCache:
         self._dirty: dict[str, tuple[_Stat, int, str]] = {}
         self._lock = threading.Lock()
         self.reads = 0  # files actually read (tests check rebuilds read nothing)
+        self._kept: dict[str, tuple[_Stat, bytes]] = {}  # small files read in this build (content)
+        self._kept_bytes = 0
         if db is not None:
             db.migrate("builder_context", MIGRATIONS)
 
@@ -136,13 +140,23 @@ class HashCache:
             return known
         checked = time.time_ns()  # before reading: a change while we read stays racy
         try:
-            digest = "sha256:" + _sha256_of(path, st.st_size)
+            hexdigest, data = _sha256_of(path, st.st_size, st.st_size <= KEEP_FILE)
         except OSError as e:
             raise ContextError(f"cannot read {path}: {e.strerror}") from None
+        digest = "sha256:" + hexdigest
         with self._lock:
             self.reads += 1
             self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
+            if data is not None and self._kept_bytes + len(data) <= KEEP_TOTAL:
+                self._kept[key] = (_stat_key(st), data)
+                self._kept_bytes += len(data)
         return digest
+
+    def content(self, path: Path | str, st: os.stat_result) -> bytes | None:
+        """The bytes `digest` read from `path` in this build, while its lstat is still `st`: a
+        COPY writes them (and its layer takes them) instead of reading the file again."""
+        kept = self._kept.get(str(path))
+        return kept[1] if kept is not None and kept[0] == _stat_key(st) else None
 
     def digest_all(self, files: list[tuple[str, os.stat_result]], root: Path | str) -> None:
         """Make sure each file's digest is known, reading those that are not side by side: hashing
@@ -194,20 +208,26 @@ class HashCache:
                           "checked_ns=excluded.checked_ns, digest=excluded.digest", rows)
 
 
-def _sha256_of(path: Path | str, size: int) -> str:
-    """The hex sha256 of a file's content. Reads sized by its lstat (plus one byte, to see it
-    grew): a context is mostly small files, and asking for 1 MiB each time costs an allocation
-    of 1 MiB (an mmap and munmap) per file."""
+def _sha256_of(path: Path | str, size: int, keep: bool = False) -> tuple[str, bytes | None]:
+    """The hex sha256 of a file's content, and with `keep` the content itself when it was read
+    in one piece. Reads sized by its lstat (plus one byte, to see it grew): a context is mostly
+    small files, and asking for 1 MiB each time costs an allocation of 1 MiB (an mmap and
+    munmap) per file."""
     h = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    pieces = []
     try:
         want = min(size + 1, CHUNK)
         while chunk := os.read(fd, want):
             h.update(chunk)
+            pieces.append(chunk)
             want = CHUNK
     finally:
         os.close(fd)
-    return h.hexdigest()
+    data = None
+    if keep and len(pieces) <= 1:
+        data = pieces[0] if pieces else b""
+    return h.hexdigest(), data
 
 
 def clean_source(src: str) -> str:

@@ -176,3 +176,40 @@ def test_owner_and_mode_whatever_creating_the_file_gave(store, tmp_path):
             [((0, 0), 0o644), ((0, 0), 0o4755), ((0, 0), 0o666)], d
     assert (fs.owner("/owned"), fs.mode("/owned")) == ((7, 8), 0o4755)
     assert fs.owner("/shared") == (0, 50) and fs.mode("/shared") == 0o2775
+
+
+def test_files_written_from_memory_give_the_layer_that_reading_them_gives(store, tmp_path, busybox_rootfs,
+                                                                           monkeypatch):
+    """Small context files read for their digest are written from those bytes, and the layer takes
+    them from there instead of reading each file again (HashCache.content, write_layer(written=)).
+    A later source writing the same path (here a heredoc of the same size) wins in the layer too:
+    the layer is the one a build that keeps nothing in memory makes."""
+    import tarfile
+    import io
+
+    from builder import context, layerio
+
+    files = {f"src/d{i % 3}/f{i:02d}.txt": f"file {i}\n" for i in range(20)}
+    files["src/x.txt"] = "ABCD\n"
+    ctx = write_context(tmp_path / "ctx", files)
+    df = "FROM busybox\nCOPY src/ <<x.txt /dst/\nHELO\nx.txt\n"
+    passed = []
+    real = layerio.write_dir
+
+    def write_dir(*a, **kw):
+        passed.append(len(kw.get("written") or ()))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(layerio, "write_dir", write_dir)
+    epoch = 1_700_000_000
+    do_build(store, ctx, df, tags=["kept"], source_date_epoch=epoch)
+    assert passed[-1] == 20  # every file of src/ but x.txt, which the heredoc wrote over
+    monkeypatch.setattr(context, "KEEP_FILE", -1)  # nothing kept: every file read from the tree
+    fresh = ImageStore(tmp_path / "fresh")
+    import_busybox(fresh, busybox_rootfs)
+    do_build(fresh, ctx, df, tags=["read"], source_date_epoch=epoch)
+    assert passed[-1] == 0
+    assert copy_layer(store, "kept") == copy_layer(fresh, "read")
+    layer = store.blobs.read_bytes(store.resolve("kept").manifest.layers[-1].digest)
+    with tarfile.open(fileobj=io.BytesIO(layer)) as t:
+        assert t.extractfile("dst/x.txt").read() == b"HELO\n"
