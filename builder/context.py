@@ -291,13 +291,17 @@ def component_regex(pattern: str) -> re.Pattern:
 class Context:
     """A build context directory filtered by a .dockerignore matcher."""
 
-    def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None):
+    def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None,
+                 listed: dict[str, list[tuple[str, os.stat_result]]] | None = None):
+        """`listed`: directories already listed in this build (fastpath.Probe.listing: relative
+        path -> its entries, name and lstat, sorted), walked without listing them again."""
         self.root = Path(root).resolve()
         self._root = str(self.root)
         if not self.root.is_dir():
             raise ContextError(f"build context {root} is not a directory")
         self.matcher = matcher or Matcher([])
         self.hashes = hashes or HashCache()
+        self._listed = listed or {}
 
     # -- visibility ------------------------------------------------------------
     def _abs(self, rel: str) -> Path:
@@ -346,27 +350,31 @@ class Context:
     def walk(self, rel: str) -> Iterator[Entry]:
         """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
         base = str(self._abs(rel))
+        listed = self._listed.get(rel)
+        if listed is not None:
+            yield from self._walk_in(rel, base, listed)
+            return
         try:
             fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise ContextError(f"cannot list {base}: {e.strerror}") from None
         try:
-            yield from self._walk_in(rel, base, fd)
+            try:
+                names = sorted(os.listdir(fd))
+            except OSError as e:
+                raise ContextError(f"cannot list {base}: {e.strerror}") from None
+            # looked up one component each, relative to the open directory
+            yield from self._walk_in(rel, base, ((n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names))
         finally:
             os.close(fd)
 
-    def _walk_in(self, rel: str, base: str, fd: int) -> Iterator[Entry]:
-        """`walk` of the directory open as `fd`: its entries looked up one component each."""
-        try:
-            names = sorted(os.listdir(fd))
-        except OSError as e:
-            raise ContextError(f"cannot list {base}: {e.strerror}") from None
+    def _walk_in(self, rel: str, base: str, entries: Iterable[tuple[str, os.stat_result]]) -> Iterator[Entry]:
+        """`walk` of directory `rel` given its entries (name and lstat, sorted by name)."""
         matcher = self.matcher if self.matcher else None
         prefix = base.rstrip("/") + "/"
-        for name in names:
+        for name, st in entries:
             child = f"{rel}/{name}" if rel else name
             path = prefix + name
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             excluded = matcher is not None and matcher.excluded(child)
             if stat.S_ISDIR(st.st_mode):
                 if excluded:
