@@ -216,11 +216,15 @@ def _sha256_of(path: Path | str, size: int, keep: bool = False) -> tuple[str, by
     h = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     pieces = []
+    total = 0
     try:
         want = min(size + 1, CHUNK)
         while chunk := os.read(fd, want):
             h.update(chunk)
             pieces.append(chunk)
+            total += len(chunk)
+            if total == size and len(chunk) < want:
+                break  # short of the extra byte asked for, at the size the lstat gave: the end
             want = CHUNK
     finally:
         os.close(fd)
