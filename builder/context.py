@@ -296,9 +296,9 @@ class Context:
     """A build context directory filtered by a .dockerignore matcher."""
 
     def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None,
-                 listed: dict[str, list[tuple[str, os.stat_result]]] | None = None):
+                 listed: dict[str, tuple[list[str], list[os.stat_result]]] | None = None):
         """`listed`: directories already listed in this build (fastpath.Probe.listing: relative
-        path -> its entries, name and lstat, sorted), walked without listing them again."""
+        path -> its names, sorted, and their lstats), walked without listing them again."""
         self.root = Path(root).resolve()
         self._root = str(self.root)
         if not self.root.is_dir():
@@ -356,7 +356,7 @@ class Context:
         base = str(self._abs(rel))
         listed = self._listed.get(rel)
         if listed is not None:
-            yield from self._walk_in(rel, base, listed)
+            yield from self._walk_in(rel, base, zip(*listed))
             return
         try:
             fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -70,9 +70,9 @@ class Probe:
     state: str
     racy: bool   # an entry changed too recently to vouch for: do not record
     root: str = ""  # the context directory walked (its real path)
-    # what the walk saw: directory (relative path) -> its entries, name and lstat, sorted by name;
-    # a build that runs after all walks them without listing them again (context.Context)
-    listing: dict[str, list[tuple[str, os.stat_result]]] = field(default_factory=dict, repr=False)
+    # what the walk saw: directory (relative path) -> its names, sorted, and their lstats; a build
+    # that runs after all walks them without listing them again (context.Context)
+    listing: dict[str, tuple[list[str], list[os.stat_result]]] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -122,7 +122,7 @@ def probe(opts: BuildOptions) -> Probe | None:
             lines.append(f"{what} {path} {_stat_line(st)}")
             fresh = fresh or racy(st.st_mtime_ns, started) or racy(st.st_ctime_ns, started)
         matcher = dockerignore.load(Path(opts.context), dockerfile)
-        listing: dict[str, list[tuple[str, os.stat_result]]] = {}
+        listing: dict[str, tuple[list[str], list[os.stat_result]]] = {}
         fresh = _walk(slot["context"], matcher, started, lines, listing) or fresh
     except (OSError, BuildError, _TooBig):
         return None
@@ -135,7 +135,7 @@ def _stat_line(st: os.stat_result) -> str:
 
 
 def _walk(root: str, matcher, started: int, lines: list[str],
-          listing: dict[str, list[tuple[str, os.stat_result]]] | None = None) -> bool:
+          listing: dict[str, tuple[list[str], list[os.stat_result]]] | None = None) -> bool:
     """Append a line per context entry (sorted, depth first); True when one is racy.
     Entries are looked up relative to their open directory (one path component per lstat);
     `listing` gets each directory's entries (Probe.listing)."""
@@ -148,12 +148,11 @@ def _walk(root: str, matcher, started: int, lines: list[str],
         fd = os.open(os.path.join(root, rel) if rel else root,
                      os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            entries: list[tuple[str, os.stat_result]] = []
+            names = sorted(os.listdir(fd))
+            stats = [os.stat(name, dir_fd=fd, follow_symlinks=False) for name in names]
             if listing is not None:
-                listing[rel] = entries
-            for name in sorted(os.listdir(fd)):
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                entries.append((name, st))
+                listing[rel] = (names, stats)
+            for name, st in zip(names, stats):
                 child = f"{rel}/{name}" if rel else name
                 lines.append(f"{child}\0{st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
                              f"{st.st_ino} {st.st_dev}")  # _stat_line, inline: thousands of entries
