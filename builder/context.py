@@ -26,6 +26,10 @@ from .racy import racy
 _WILDCARD = re.compile(r"(?<!\\)[*?\[]")
 CHUNK = 1 << 20
 READERS = 8  # files hashed at once (digest_all)
+BATCH = 64   # files per task of digest_all's threads
+KEEP_FILE = 256 << 10   # files up to this size read for their digest are kept for the COPY (content)
+KEEP_TOTAL = 64 << 20   # ... up to this much in all, per build
+SLOW_READ = 100e-6  # seconds per file above which a batch waited on the disk: read the rest side by side
 
 MIGRATIONS = [
     """
@@ -103,6 +107,8 @@ class HashCache:
         self._dirty: dict[str, tuple[_Stat, int, str]] = {}
         self._lock = threading.Lock()
         self.reads = 0  # files actually read (tests check rebuilds read nothing)
+        self._kept: dict[str, tuple[_Stat, bytes]] = {}  # small files read in this build (content)
+        self._kept_bytes = 0
         if db is not None:
             db.migrate("builder_context", MIGRATIONS)
 
@@ -133,32 +139,53 @@ class HashCache:
         if known is not None:
             return known
         checked = time.time_ns()  # before reading: a change while we read stays racy
-        h = hashlib.sha256()
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
+            hexdigest, data = _sha256_of(path, st.st_size, st.st_size <= KEEP_FILE)
         except OSError as e:
             raise ContextError(f"cannot read {path}: {e.strerror}") from None
-        digest = "sha256:" + h.hexdigest()
+        digest = "sha256:" + hexdigest
         with self._lock:
             self.reads += 1
             self._mem[key] = self._dirty[key] = (_stat_key(st), checked, digest)
+            if data is not None and self._kept_bytes + len(data) <= KEEP_TOTAL:
+                self._kept[key] = (_stat_key(st), data)
+                self._kept_bytes += len(data)
         return digest
+
+    def content(self, path: Path | str, st: os.stat_result) -> bytes | None:
+        """The bytes `digest` read from `path` in this build, while its lstat is still `st`: a
+        COPY writes them (and its layer takes them) instead of reading the file again."""
+        kept = self._kept.get(str(path))
+        return kept[1] if kept is not None and kept[0] == _stat_key(st) else None
 
     def digest_all(self, files: list[tuple[str, os.stat_result]], root: Path | str) -> None:
         """Make sure each file's digest is known, reading those that are not side by side: hashing
         thousands of small files not in the page cache waits on the disk, not on the CPU."""
         self._load(root)
         todo = [(p, st) for p, st in files if self._valid(p, st) is None]
-        if len(todo) < 2 * READERS:
-            for p, st in todo:
+        # one at a time while the files come from the page cache (threads only add CPU then);
+        # side by side from the first batch that waited on the disk
+        done = 0
+        while done < len(todo):
+            started = time.monotonic()
+            for p, st in todo[done:done + BATCH]:
                 self.digest(p, st, root)
+            done += BATCH
+            if time.monotonic() - started > BATCH * SLOW_READ:
+                break
+        todo = todo[done:]
+        if not todo:
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        def some(batch: list[tuple[str, os.stat_result]]) -> None:
+            for p, st in batch:
+                self.digest(p, st, root)
+
+        # a task per BATCH files, not per file: a task costs about what hashing a small cached file
+        # does, and thousands of them double the CPU time
         with ThreadPoolExecutor(READERS) as pool:
-            for _ in pool.map(lambda f: self.digest(f[0], f[1], root), todo):
+            for _ in pool.map(some, [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]):
                 pass
 
     def known(self, path: Path | str, st: os.stat_result, root: Path | str) -> str | None:
@@ -179,6 +206,32 @@ class HashCache:
                           "VALUES(?,?,?,?,?,?,?) ON CONFLICT(path) DO UPDATE SET size=excluded.size, "
                           "mtime_ns=excluded.mtime_ns, inode=excluded.inode, mode=excluded.mode, "
                           "checked_ns=excluded.checked_ns, digest=excluded.digest", rows)
+
+
+def _sha256_of(path: Path | str, size: int, keep: bool = False) -> tuple[str, bytes | None]:
+    """The hex sha256 of a file's content, and with `keep` the content itself when it was read
+    in one piece. Reads sized by its lstat (plus one byte, to see it grew): a context is mostly
+    small files, and asking for 1 MiB each time costs an allocation of 1 MiB (an mmap and
+    munmap) per file."""
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    pieces = []
+    total = 0
+    try:
+        want = min(size + 1, CHUNK)
+        while chunk := os.read(fd, want):
+            h.update(chunk)
+            pieces.append(chunk)
+            total += len(chunk)
+            if total == size and len(chunk) < want:
+                break  # short of the extra byte asked for, at the size the lstat gave: the end
+            want = CHUNK
+    finally:
+        os.close(fd)
+    data = None
+    if keep and len(pieces) <= 1:
+        data = pieces[0] if pieces else b""
+    return h.hexdigest(), data
 
 
 def clean_source(src: str) -> str:
@@ -242,13 +295,17 @@ def component_regex(pattern: str) -> re.Pattern:
 class Context:
     """A build context directory filtered by a .dockerignore matcher."""
 
-    def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None):
+    def __init__(self, root: str | Path, matcher: Matcher | None = None, hashes: HashCache | None = None,
+                 listed: dict[str, tuple[list[str], list[os.stat_result]]] | None = None):
+        """`listed`: directories already listed in this build (fastpath.Probe.listing: relative
+        path -> its names, sorted, and their lstats), walked without listing them again."""
         self.root = Path(root).resolve()
         self._root = str(self.root)
         if not self.root.is_dir():
             raise ContextError(f"build context {root} is not a directory")
         self.matcher = matcher or Matcher([])
         self.hashes = hashes or HashCache()
+        self._listed = listed or {}
 
     # -- visibility ------------------------------------------------------------
     def _abs(self, rel: str) -> Path:
@@ -297,27 +354,31 @@ class Context:
     def walk(self, rel: str) -> Iterator[Entry]:
         """Everything visible under directory `rel` (not `rel` itself), sorted, parents first."""
         base = str(self._abs(rel))
+        listed = self._listed.get(rel)
+        if listed is not None:
+            yield from self._walk_in(rel, base, zip(*listed))
+            return
         try:
             fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise ContextError(f"cannot list {base}: {e.strerror}") from None
         try:
-            yield from self._walk_in(rel, base, fd)
+            try:
+                names = sorted(os.listdir(fd))
+            except OSError as e:
+                raise ContextError(f"cannot list {base}: {e.strerror}") from None
+            # looked up one component each, relative to the open directory
+            yield from self._walk_in(rel, base, ((n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in names))
         finally:
             os.close(fd)
 
-    def _walk_in(self, rel: str, base: str, fd: int) -> Iterator[Entry]:
-        """`walk` of the directory open as `fd`: its entries looked up one component each."""
-        try:
-            names = sorted(os.listdir(fd))
-        except OSError as e:
-            raise ContextError(f"cannot list {base}: {e.strerror}") from None
+    def _walk_in(self, rel: str, base: str, entries: Iterable[tuple[str, os.stat_result]]) -> Iterator[Entry]:
+        """`walk` of directory `rel` given its entries (name and lstat, sorted by name)."""
         matcher = self.matcher if self.matcher else None
         prefix = base.rstrip("/") + "/"
-        for name in names:
+        for name, st in entries:
             child = f"{rel}/{name}" if rel else name
             path = prefix + name
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             excluded = matcher is not None and matcher.excluded(child)
             if stat.S_ISDIR(st.st_mode):
                 if excluded:

@@ -167,8 +167,10 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
                 _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
                 tree.finish()
+                # what was written from memory is taken from there (ADD's archives may write over it)
+                written = None if cmd.is_add else {os.fsencode(rel): v for rel, v in placer.data.items()}
                 layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
-                                          donor=reuse.donor_layer(), members=True)
+                                          donor=reuse.donor_layer(), members=True, written=written)
                 chain = [*diff_ids, layer.diff_id]
                 if layerio.adopt(ctx.store, chain, root):
                     reuse.remember(layerio.chain_id(chain), layer)
@@ -250,6 +252,7 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
             raise BuildError(f"cannot copy file to /{'/'.join(file_parts)}: it is a directory in the image")
         o_uid, o_gid = owner(item.st, item.keep_owner)
         if item.data is not None:
+            placer.data.pop(str(target)[len(placer.root) + 1:], None)
             _write_data(target, item.data, chmod.apply(0o644, False) if chmod else 0o644, o_uid, o_gid, item.mtime)
         else:
             placer.place(target, item.host, item.st, o_uid, o_gid, item.mtime, item.hash_root)  # type: ignore[arg-type]
@@ -282,7 +285,8 @@ def _write_data(path: Path, data: bytes, mode: int, uid: int, gid: int, mtime: i
         os.utime(path, (mtime, mtime))
 
 
-WRITERS = 4  # files written at once (_Placer.side_by_side): more contend on the journal
+WRITERS = 2  # files written at once (_Placer.side_by_side): creating a file is mostly kernel CPU
+BATCH = 32   # files per task of the writers
 
 
 class _Placer:
@@ -296,6 +300,8 @@ class _Placer:
         self.reuse = reuse
         self.chmod = chmod
         self._batch: list[tuple] | None = None
+        # files written from bytes in memory (HashCache.content): path in the tree -> (inode, bytes)
+        self.data: dict[str, tuple[int, bytes]] = {}
 
     @contextmanager
     def side_by_side(self):
@@ -309,16 +315,44 @@ class _Placer:
             batch = self._batch
         finally:
             self._batch = None
-        rest = [args for args in batch if not self._linked(*args)]  # a link is cheap: in order, here
+        rest = self._link_all(batch)
         if len(rest) < 2 * WRITERS:
             for args in rest:
                 self._copy(*args)
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        def some(batch: list[tuple]) -> None:
+            for args in batch:
+                self._copy(*args)
+
+        # a task per few files: a task per file costs as much CPU as writing a small one
+        step = max(1, min(BATCH, len(rest) // (4 * WRITERS)))
         with ThreadPoolExecutor(WRITERS) as pool:
-            for _ in pool.map(lambda args: self._copy(*args), rest):
+            for _ in pool.map(some, [rest[i:i + step] for i in range(0, len(rest), step)]):
                 pass
+
+    def _link_all(self, batch: list[tuple]) -> list[tuple]:
+        """Hard-link what the previous result holds already (reuse.py), a directory at a time;
+        returns the rest, to be written."""
+        if self.reuse.donor is None or not batch:
+            return batch
+        known = self.hashes.known
+        cut = len(self.root) + 1
+        groups: dict[str, list[tuple]] = {}
+        for args in batch:
+            groups.setdefault(os.path.dirname(str(args[0])), []).append(args)
+        rest = []
+        for target_dir, items in groups.items():
+            files = [(os.path.basename(str(path)), known(host, st, hash_root) if hash_root is not None else None,
+                      st.st_size, mode, uid, gid, mtime_ns)
+                     for path, host, st, mode, uid, gid, mtime_ns, hash_root in items]
+            done = self.reuse.link_dir(target_dir[cut:], target_dir, files)
+            rest.extend(args for args, ok in zip(items, done) if not ok)
+        if self.data:  # a path written from memory by an earlier source, linked over now
+            for args in batch:
+                self.data.pop(str(args[0])[cut:], None)
+        return rest
 
     def place(self, path: Path | str, host: Path | str, st: os.stat_result, uid: int, gid: int, mtime: int | None,
               hash_root: Path | None) -> None:
@@ -359,20 +393,31 @@ class _Placer:
                 mtime_ns: int, hash_root: Path | None) -> bool:
         """Whether the file could be hard-linked from the previous result (see reuse.py)."""
         digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
-        return digest is not None and self.reuse.link(str(path)[len(self.root) + 1:], path, digest, st.st_size,
-                                                      mode, uid, gid, mtime_ns)
+        rel = str(path)[len(self.root) + 1:]
+        if digest is None or not self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
+            return False
+        self.data.pop(rel, None)
+        return True
 
     def _copy(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
               mtime_ns: int, hash_root: Path | None) -> None:
+        rel = str(path)[len(self.root) + 1:]
+        data = self.hashes.content(host, st) if hash_root is not None else None
+        if data is not None and len(data) != st.st_size:
+            data = None
         try:
-            written = copy_file(host, path, mode, uid, gid, mtime_ns, st.st_size)
+            written = copy_file(host, path, mode, uid, gid, mtime_ns, st.st_size, data)
         except FileExistsError:  # a second source writing the same path: the last one wins
             remove(path)
             self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
             return
+        if data is not None:
+            self.data[rel] = (written.st_ino, data)  # the layer takes it too (write_dir)
+        else:
+            self.data.pop(rel, None)
         digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
         if digest is not None:
-            self.reuse.written(str(path)[len(self.root) + 1:], written, digest)
+            self.reuse.written(rel, written, digest)
 
 
 _O_SRC = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -380,16 +425,20 @@ _O_DST = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, mtime_ns: int,
-              size: int | None = None) -> os.stat_result:
-    """A new file `dst` with `src`'s bytes (`size` of them, when the caller has its lstat) and the
-    given metadata. Data in the kernel (copy_file_range), metadata through the open descriptor;
-    owner and mode are set only where creating the file did not already give them (thousands of
-    files: each syscall counts)."""
-    sfd = os.open(src, _O_SRC)
+              size: int | None = None, data: bytes | None = None) -> os.stat_result:
+    """A new file `dst` with `src`'s bytes (`size` of them, when the caller has its lstat; `data`
+    when the caller has read them already) and the given metadata. Data in the kernel
+    (copy_file_range), metadata through the open descriptor; owner and mode are set only where
+    creating the file did not already give them (thousands of files: each syscall counts)."""
+    sfd = os.open(src, _O_SRC) if data is None else -1
     try:
         dfd = os.open(dst, _O_DST, mode & 0o777)  # the tree is private: no one sees it before it is done
         try:
-            left = os.fstat(sfd).st_size if size is None else size
+            if data is not None:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(dfd, view):]
+            left = 0 if data is not None else os.fstat(sfd).st_size if size is None else size
             while left > 0:
                 try:
                     n = os.copy_file_range(sfd, dfd, left)
@@ -413,4 +462,5 @@ def copy_file(src: Path | str, dst: Path | str, mode: int, uid: int, gid: int, m
         finally:
             os.close(dfd)
     finally:
-        os.close(sfd)
+        if sfd >= 0:
+            os.close(sfd)

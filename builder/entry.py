@@ -69,6 +69,7 @@ def build(store, opts: BuildOptions, progress: Progress | None = None, probe=Non
     plan = make_plan(df)
     lexer = Lexer(df.escape)
     exe = Executor(store, opts, plan, lexer, emit, epoch)
+    exe.ctx.listed = probe  # the context is not listed twice
     exe.declare_globals()
     imports = None
     if opts.cache_from:

@@ -38,7 +38,7 @@ import json
 import os
 import stat
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .racy import RACY_COARSE_NS, racy
@@ -69,6 +69,10 @@ class Probe:
     slot: str
     state: str
     racy: bool   # an entry changed too recently to vouch for: do not record
+    root: str = ""  # the context directory walked (its real path)
+    # what the walk saw: directory (relative path) -> its names, sorted, and their lstats; a build
+    # that runs after all walks them without listing them again (context.Context)
+    listing: dict[str, tuple[list[str], list[os.stat_result]]] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -118,19 +122,23 @@ def probe(opts: BuildOptions) -> Probe | None:
             lines.append(f"{what} {path} {_stat_line(st)}")
             fresh = fresh or racy(st.st_mtime_ns, started) or racy(st.st_ctime_ns, started)
         matcher = dockerignore.load(Path(opts.context), dockerfile)
-        fresh = _walk(slot["context"], matcher, started, lines) or fresh
+        listing: dict[str, tuple[list[str], list[os.stat_result]]] = {}
+        fresh = _walk(slot["context"], matcher, started, lines, listing) or fresh
     except (OSError, BuildError, _TooBig):
         return None
-    return Probe(_digest(json.dumps(slot, sort_keys=True)), _digest("\n".join(lines)), fresh)
+    return Probe(_digest(json.dumps(slot, sort_keys=True)), _digest("\n".join(lines)), fresh, slot["context"],
+                 listing)
 
 
 def _stat_line(st: os.stat_result) -> str:
     return f"{st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino} {st.st_dev}"
 
 
-def _walk(root: str, matcher, started: int, lines: list[str]) -> bool:
+def _walk(root: str, matcher, started: int, lines: list[str],
+          listing: dict[str, tuple[list[str], list[os.stat_result]]] | None = None) -> bool:
     """Append a line per context entry (sorted, depth first); True when one is racy.
-    Entries are looked up relative to their open directory (one path component per lstat)."""
+    Entries are looked up relative to their open directory (one path component per lstat);
+    `listing` gets each directory's entries (Probe.listing)."""
     fresh = False
     old = started - RACY_COARSE_NS  # no time before this is racy: most entries need no closer look
     lines.append(f". {_stat_line(os.lstat(root))}")
@@ -140,8 +148,11 @@ def _walk(root: str, matcher, started: int, lines: list[str]) -> bool:
         fd = os.open(os.path.join(root, rel) if rel else root,
                      os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            for name in sorted(os.listdir(fd)):
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            names = sorted(os.listdir(fd))
+            stats = [os.stat(name, dir_fd=fd, follow_symlinks=False) for name in names]
+            if listing is not None:
+                listing[rel] = (names, stats)
+            for name, st in zip(names, stats):
                 child = f"{rel}/{name}" if rel else name
                 lines.append(f"{child}\0{st.st_mode:o} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
                              f"{st.st_ino} {st.st_dev}")  # _stat_line, inline: thousands of entries

@@ -29,13 +29,14 @@ def _record(store, info) -> NewLayer:
     return NewLayer(info.diff_id, Descriptor(info.media_type, info.digest, info.size), info.members)
 
 
-def write_dir(store, path: Path, compression: str, epoch: int | None, donor=None, members: bool = False) -> NewLayer:
+def write_dir(store, path: Path, compression: str, epoch: int | None, donor=None, members: bool = False,
+              written=None) -> NewLayer:
     """A fresh directory tree (COPY/ADD/WORKDIR output) as a stored layer; `donor`, `members`:
-    see storage.layers.Donor (reuse.py makes and keeps them)."""
+    see storage.layers.Donor (reuse.py makes and keeps them); `written`: see write_layer."""
     from storage.layers import write_layer
 
     return _record(store, write_layer(path, store.blobs, compression=compression, epoch=epoch, donor=donor,
-                                      members=members))
+                                      members=members, written=written))
 
 
 def uncompressed_path(store, diff_id: str) -> str | None:

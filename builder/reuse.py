@@ -56,30 +56,47 @@ class Reuse:
     def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:
         """Hard-link `target` from the donor when it holds exactly this file."""
-        known = self._files.get(rel)
-        if known is None or known[4] != digest:
-            return False
-        where, _, name = rel.rpartition("/")
-        target = str(target)
+        where = rel.rpartition("/")[0]
+        return self.link_dir(where, os.path.dirname(str(target)),
+                             [(os.path.basename(str(target)), digest, size, mode, uid, gid, mtime_ns)])[0]
+
+    def link_dir(self, where: str, target_dir: str, files: list[tuple]) -> list[bool]:
+        """`link` for files of one directory (`where` in the tree, `target_dir` on the host), each
+        (name, digest or None, size, mode, uid, gid, mtime_ns): whether each was linked. Thousands
+        of files: the directories are looked up once, the loop does what each file needs only."""
+        out = [False] * len(files)
+        if self.donor is None:
+            return out
         try:
-            donor_dir = self._dir(os.path.join(self.donor, where) if where else self.donor)  # type: ignore[arg-type]
-            st = os.stat(name, dir_fd=donor_dir, follow_symlinks=False)
+            donor_dir = self._dir(os.path.join(self.donor, where) if where else self.donor)
         except (FileNotFoundError, NotADirectoryError):
-            return False
-        if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode) != tuple(known[:4]) \
-                or racy(st.st_mtime_ns, self._checked):
-            return False  # changed since it was recorded (or may have, within a clock tick)
-        if not (stat.S_ISREG(st.st_mode) and st.st_size == size and stat.S_IMODE(st.st_mode) == mode
-                and st.st_uid == uid and st.st_gid == gid and st.st_mtime_ns == mtime_ns):
-            return False
-        try:
-            os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=self._dir(os.path.dirname(target)),
-                    follow_symlinks=False)
-        except OSError:
-            return False
-        self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
-        self.linked.add(rel)
-        return True
+            return out
+        into = self._dir(target_dir)
+        known_files, checked, placed, linked = self._files, self._checked, self.placed, self.linked
+        prefix = where + "/" if where else ""
+        for i, (name, digest, size, mode, uid, gid, mtime_ns) in enumerate(files):
+            rel = prefix + name
+            known = known_files.get(rel)
+            if known is None or digest is None or known[4] != digest:
+                continue
+            try:
+                st = os.stat(name, dir_fd=donor_dir, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode) != tuple(known[:4]) \
+                    or racy(st.st_mtime_ns, checked):
+                continue  # changed since it was recorded (or may have, within a clock tick)
+            if not (stat.S_ISREG(st.st_mode) and st.st_size == size and stat.S_IMODE(st.st_mode) == mode
+                    and st.st_uid == uid and st.st_gid == gid and st.st_mtime_ns == mtime_ns):
+                continue
+            try:
+                os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=into, follow_symlinks=False)
+            except OSError:
+                continue
+            placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
+            linked.add(rel)
+            out[i] = True
+        return out
 
     def _dir(self, path: str) -> int:
         fd = self._dirs.get(path)
@@ -122,3 +139,4 @@ class Reuse:
         self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id, record) VALUES(?,?,?) "
                               "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
                               (self.family, chain_id, record))
+

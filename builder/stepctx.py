@@ -83,6 +83,7 @@ class StepContext:
         # what the build read besides the Dockerfile and the context (fastpath.py records it):
         self.images: dict[tuple[str, str], str] = {}  # (ref, platform) -> the manifest digest it named
         self.remote = False            # a URL or git source: only a real build can tell whether it changed
+        self.listed = None             # fastpath.Probe of this build: the context as its walk saw it
 
     # -- other stages -------------------------------------------------------------
     def stage(self, ref: str, of: int) -> "tuple[Stage, StageState] | None":
@@ -201,7 +202,8 @@ class StepContext:
 
                 root = Path(self.opts.context)
                 matcher = dockerignore.load(root, self.opts.dockerfile_path())
-                self._context = Context(root, matcher, hashes)
+                listed = self.listed if self.listed is not None and self.listed.root == str(root.resolve()) else None
+                self._context = Context(root, matcher, hashes, listed.listing if listed is not None else None)
             return self._context
 
     def flush(self) -> None:

@@ -17,7 +17,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from . import compression as comp
 from . import layers_tar as tar
@@ -183,12 +183,13 @@ class _Emitter:
     """Turns filesystem objects into tar entries on a `_TarPipe`."""
 
     def __init__(self, pipe: _TarPipe, epoch: int | None, donor: "Donated | None" = None,
-                 members: Members | None = None):
+                 members: Members | None = None, written: Mapping[bytes, tuple[int, bytes]] | None = None):
         self.pipe = pipe
         self.epoch = epoch
         self.links: dict[tuple[int, int], bytes] = {}
         self._noatime = os.O_NOATIME if hasattr(os, "O_NOATIME") else 0
         self.donor = donor
+        self.written = written  # name -> (inode, content) the caller wrote there (write_layer)
         self.members = members  # filled with each regular file's place, when asked for
 
     def _mtime(self, st: os.stat_result) -> int:
@@ -238,6 +239,10 @@ class _Emitter:
             self.links[key] = arc
         if stat.S_ISREG(mode):
             data = self.donor.data(arc, st.st_size) if self.donor is not None else None
+            if data is None and self.written is not None:
+                known = self.written.get(arc)
+                if known is not None and known[0] == st.st_ino and len(known[1]) == st.st_size:
+                    data = known[1]
             if data is not None:
                 self.pipe.write(tar.encode_header(arc, size=st.st_size, typeflag=tar.REG,
                                                   xattrs=self.xattrs(path), **common))
@@ -417,7 +422,7 @@ def _walk_changes(emitter: _Emitter, root: bytes, top: _Node) -> None:
 def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: str,
            level: int | None, epoch: int | None, media_types: str,
            progress: Progress | None, threads: int | None, donor: Donor | None = None,
-           members: Members | None = None) -> LayerInfo:
+           members: Members | None = None, written: Mapping[bytes, tuple[int, bytes]] | None = None) -> LayerInfo:
     comp.check(compression)
     if media_types not in LAYER_BY_COMPRESSION:
         raise LayerError(f"unknown media type family {media_types!r} (use oci or docker)")
@@ -434,7 +439,7 @@ def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: st
     writer = comp.open_writer(out, compression, level, threads)
     try:
         pipe = _TarPipe(writer, progress)
-        source(_Emitter(pipe, epoch, donated, members))
+        source(_Emitter(pipe, epoch, donated, members, written))
         pipe.finish()
     except BaseException as e:
         writer.abort()
@@ -459,15 +464,18 @@ def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: st
 def write_layer(src: str | os.PathLike, store: BlobStore, *, compression: str = comp.GZIP,
                 level: int | None = None, epoch: int | None = None, media_types: str = "oci",
                 progress: Progress | None = None, threads: int | None = None,
-                donor: Donor | None = None, members: bool = False) -> LayerInfo:
+                donor: Donor | None = None, members: bool = False,
+                written: Mapping[bytes, tuple[int, bytes]] | None = None) -> LayerInfo:
     """The whole tree under `src` as one layer (`soko import`, COPY output). `donor`: an
     earlier layer to take file data from (see Donor); `members`: report where each regular
-    file's data is in the tar (LayerInfo.members), to make this layer a donor later."""
+    file's data is in the tar (LayerInfo.members), to make this layer a donor later;
+    `written`: name -> (inode, content) of files the caller has just written from memory,
+    taken as they are while the file there is still that inode, of that size (not read again)."""
     root = os.fsencode(src)
     if not os.path.isdir(root):
         raise LayerError(f"not a directory: {os.fsdecode(root)}")
     return _write(lambda em: _walk(em, root, overlay=False), store, compression, level, epoch,
-                  media_types, progress, threads, donor, {} if members else None)
+                  media_types, progress, threads, donor, {} if members else None, written)
 
 
 def write_layer_from_changes(root: str | os.PathLike, changes: Changes, store: BlobStore, *,

@@ -137,9 +137,15 @@ def _build(ctx: click.Context, opts, push: bool) -> None:
 
 
 def _full_build(store, opts, on_event, probe, show: bool) -> tuple[str, list[str]]:
+    import gc
+
     from builder import RunFailed, build
     from builder.errors import CacheExportError
 
+    # What exists by now (every module, the fingerprint's walk of the context) outlives the
+    # build: out of the collector's sight, the full collections a build sets off (a COPY of
+    # thousands of files allocates enough for several) do not go over it again; given back after.
+    gc.freeze()
     try:
         result = build(store, opts, on_event, probe=probe)
     except RunFailed as exc:
@@ -149,4 +155,6 @@ def _full_build(store, opts, on_event, probe, show: bool) -> tuple[str, list[str
     except CacheExportError as exc:  # the image is stored and tagged; the command still fails
         click.echo(exc.result.image_id)  # type: ignore[attr-defined]
         raise
+    finally:
+        gc.unfreeze()
     return result.image_id, result.tags

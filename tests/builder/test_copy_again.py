@@ -121,16 +121,31 @@ def test_old_records_and_snapshot_digests_go_with_the_migration(tmp_path):
     assert again.query("SELECT record FROM builder_copy_family")[0][0] is None
 
 
-def test_many_files_written_side_by_side_keep_content_mode_owner_and_mtime(store, ctx):
+def test_many_files_written_side_by_side_keep_content_mode_owner_and_mtime(store, ctx, monkeypatch):
     """A directory source of many files is written by several threads (copy.WRITERS) and hashed
-    by several (context.READERS): every file still lands whole, with its mode, owner and mtime."""
+    by several (context.READERS, once a batch of reads was slow: made so here): every file still
+    lands whole, with its mode, owner and mtime."""
+    import threading
+
+    from builder import context
     from builder.copy import WRITERS
 
+    monkeypatch.setattr(context, "BATCH", 4)
+    monkeypatch.setattr(context, "SLOW_READ", 0.0)  # every batch "waited on the disk"
+    hashed_on = set()
+    real_digest = context.HashCache.digest
+
+    def digest(self, *a, **kw):
+        hashed_on.add(threading.get_ident())
+        return real_digest(self, *a, **kw)
+
+    monkeypatch.setattr(context.HashCache, "digest", digest)
     files = sorted(p for p in (ctx / "src").rglob("*") if p.is_file())
     assert len(files) >= 4 * WRITERS
     for i, p in enumerate(files):
         os.chmod(p, 0o600 if i % 3 else 0o755)
     do_build(store, ctx, "FROM busybox\nCOPY --chown=7:8 src/ /a/\nCOPY --chmod=640 src/ /b/\n", tags=["m"])
+    assert len(hashed_on) > 1
     fs = ImageFS(store, "m")
     for p in files:
         rel = p.relative_to(ctx / "src")
@@ -161,3 +176,40 @@ def test_owner_and_mode_whatever_creating_the_file_gave(store, tmp_path):
             [((0, 0), 0o644), ((0, 0), 0o4755), ((0, 0), 0o666)], d
     assert (fs.owner("/owned"), fs.mode("/owned")) == ((7, 8), 0o4755)
     assert fs.owner("/shared") == (0, 50) and fs.mode("/shared") == 0o2775
+
+
+def test_files_written_from_memory_give_the_layer_that_reading_them_gives(store, tmp_path, busybox_rootfs,
+                                                                           monkeypatch):
+    """Small context files read for their digest are written from those bytes, and the layer takes
+    them from there instead of reading each file again (HashCache.content, write_layer(written=)).
+    A later source writing the same path (here a heredoc of the same size) wins in the layer too:
+    the layer is the one a build that keeps nothing in memory makes."""
+    import tarfile
+    import io
+
+    from builder import context, layerio
+
+    files = {f"src/d{i % 3}/f{i:02d}.txt": f"file {i}\n" for i in range(20)}
+    files["src/x.txt"] = "ABCD\n"
+    ctx = write_context(tmp_path / "ctx", files)
+    df = "FROM busybox\nCOPY src/ <<x.txt /dst/\nHELO\nx.txt\n"
+    passed = []
+    real = layerio.write_dir
+
+    def write_dir(*a, **kw):
+        passed.append(len(kw.get("written") or ()))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(layerio, "write_dir", write_dir)
+    epoch = 1_700_000_000
+    do_build(store, ctx, df, tags=["kept"], source_date_epoch=epoch)
+    assert passed[-1] == 20  # every file of src/ but x.txt, which the heredoc wrote over
+    monkeypatch.setattr(context, "KEEP_FILE", -1)  # nothing kept: every file read from the tree
+    fresh = ImageStore(tmp_path / "fresh")
+    import_busybox(fresh, busybox_rootfs)
+    do_build(fresh, ctx, df, tags=["read"], source_date_epoch=epoch)
+    assert passed[-1] == 0
+    assert copy_layer(store, "kept") == copy_layer(fresh, "read")
+    layer = store.blobs.read_bytes(store.resolve("kept").manifest.layers[-1].digest)
+    with tarfile.open(fileobj=io.BytesIO(layer)) as t:
+        assert t.extractfile("dst/x.txt").read() == b"HELO\n"

@@ -384,3 +384,36 @@ def test_a_record_this_soko_cannot_read_is_no_answer(store, run, ctx):
     store.db.execute("UPDATE builder_fastpath SET record='{\"images\": 5}'")
     assert run(ctx)[:2] == ("full", first)
     assert run(ctx)[:2] == ("fast", first)
+
+
+def test_a_build_after_the_fingerprint_does_not_list_the_context_again(store, run, ctx, monkeypatch, tmp_path):
+    """The fingerprint's walk lists every directory of the context; the full build that follows
+    walks that listing (Probe.listing) instead of listing them again, and builds what a build
+    without a fingerprint builds."""
+    (ctx / ".dockerignore").write_text("cache\nkept\n!kept/yes.txt\n")
+    for d in ("cache", "kept"):
+        (ctx / d).mkdir()
+        (ctx / d / "x.txt").write_text("x\n")
+    (ctx / "kept" / "yes.txt").write_text("yes\n")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY . /all/\n")
+    settle()
+    listed = []
+    real = os.listdir
+
+    def listdir(path="."):
+        where = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else os.path.abspath(path)
+        if where == str(ctx) or where.startswith(f"{ctx}/"):
+            listed.append(where)
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    epoch = 1_700_000_000
+    how, first, _ = run(ctx, tags=["app"], source_date_epoch=epoch)
+    assert how == "full"
+    assert sorted(listed) == sorted(f"{ctx}{d}" for d in ("", "/kept", "/src", "/src/b"))  # the fingerprint's walk only
+    listed.clear()
+    result = build(store, BuildOptions(context=ctx, tags=["plain"], source_date_epoch=epoch, no_cache=True))
+    assert listed  # without a fingerprint, the build lists what it walks
+    assert result.image_id == first
+    assert ImageFS(store, "app").read("/all/kept/yes.txt") == b"yes\n"
+    assert ImageFS(store, "app").read("/all/cache/x.txt") is None

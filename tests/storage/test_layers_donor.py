@@ -111,3 +111,25 @@ def test_a_missing_donor_tar_means_reading_every_file(tmp_path, store):
     gone = Donor(str(tmp_path / "no-such.tar"), donor.members, digests)
     assert write_layer(src, store, compression="none", donor=gone).diff_id == \
         write_layer(src, store, compression="none").diff_id
+
+
+def test_written_content_is_taken_only_from_the_inode_it_was_written_to(tmp_path, store, monkeypatch):
+    """write_layer(written=): bytes the caller has just written to a file stand in for reading it,
+    while the file there is that inode, of that size; any other file is read."""
+    src = tmp_path / "src"
+    tree(src)
+    plain = write_layer(src, store, compression="none")
+    names = [b"d/f00", b"d/e/f01", b"d/f03"]
+    written = {n: (os.lstat(src / os.fsdecode(n)).st_ino, (src / os.fsdecode(n)).read_bytes()) for n in names}
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **kw: (opened.append(p), real_open(p, *a, **kw))[1])
+    taken = write_layer(src, store, compression="none", written=written)
+    assert taken.diff_id == plain.diff_id
+    assert not {os.fsencode(src / os.fsdecode(n)) for n in names} & set(opened)  # not read
+    opened.clear()
+    # the same names, claimed for other inodes (or with another size): read from the tree
+    stale = {b"d/f00": (written[b"d/f00"][0] + 1, b"X" * len(written[b"d/f00"][1])),
+             b"d/e/f01": (written[b"d/e/f01"][0], written[b"d/e/f01"][1] + b"more")}
+    assert write_layer(src, store, compression="none", written=stale).diff_id == plain.diff_id
+    assert {os.fsencode(src / "d/f00"), os.fsencode(src / "d/e/f01")} <= set(opened)
