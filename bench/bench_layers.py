@@ -1,6 +1,6 @@
 """Layer write/apply throughput against the tar pipelines, on one machine.
 
-    python bench/bench_layers.py [--repeat N] [--files 10000] [--mb 500]
+    python bench/bench_layers.py [--repeat N] [--files 10000] [--mb 500] [--only zstd]
 
 Makes (once, cached under bench/out/) a deterministic tree of ~10,000 files
 totalling ~500 MiB: mostly small files, some medium, a few large ones; about
@@ -147,7 +147,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the best is shown")
+    ap.add_argument("--only", choices=("gzip", "zstd"), help="the rows of one compression only")
     args = ap.parse_args()
+    codecs = (args.only,) if args.only else ("gzip", "zstd")
 
     root = tree(args.files, args.mb)
     content = warm(root)
@@ -174,7 +176,7 @@ def main() -> None:
     infos = {}
     blobs = {"gzip": work / "t.tar.gz", "zstd": work / "t.tar.zst", "pigz": work / "t.pigz.gz"}
     tools = {"gzip": "gzip", "zstd": "zstd -q -T0", "pigz": "pigz"}
-    for c in ("gzip", "zstd"):
+    for c in codecs:
         def w(c=c):
             infos[c] = write_layer(root, store, compression=c)
 
@@ -192,8 +194,10 @@ def main() -> None:
         add(results, notes)
 
     # Applying: onto the disk the tree lives on (ext4 here) and onto tmpfs.
-    # Every run gets a fresh directory, deleted only after all runs, so no
-    # run pays for the previous one's deletion.
+    # Every run gets a fresh directory. On the disk nothing is deleted before
+    # the last run: on ext4 without a journal, creating files where thousands
+    # were just deleted costs ~0.5 ms of kernel CPU each (BRIEF, bench/README.md),
+    # which swamped the zstd rows when the gzip rows' output was cleared first.
     places = [("disk", work / "apply")]
     if Path("/dev/shm").is_dir():
         places.append(("tmpfs", Path("/dev/shm") / f"soko-bench-{os.getpid()}"))
@@ -202,7 +206,7 @@ def main() -> None:
 
         def fresh(base=base, runs=runs) -> Path:
             return base / f"run{next(runs)}"
-        for c in ("gzip", "zstd"):
+        for c in codecs:
             def a(c=c, fresh=fresh):
                 apply_blob(store, infos[c].digest, fresh(), diff_id=infos[c].diff_id)
 
@@ -212,7 +216,8 @@ def main() -> None:
                 sh(f"{c} -dc {blobs[c]} | tar -C {dest} -xf -")
             add(interleaved([(f"soko apply {c} ({place})", a),
                              (f"{c} -dc | tar -x ({place})", x)], args.repeat))
-            clear(base)
+            if place == "tmpfs":  # memory; tmpfs deletes cost the next files nothing
+                clear(base)
 
     raw = store.path(plain.digest)
 
@@ -231,7 +236,7 @@ def main() -> None:
     print(f"|{'-' * 30}|{'-' * 8}|{'-' * 8}|{'-' * 8}|-----------------|------|")
     ref = {"soko write gzip": "tar -cf - . | gzip", "soko write zstd": "tar -cf - . | zstd -T0"}
     for place, _ in places:
-        for c in ("gzip", "zstd"):
+        for c in codecs:
             ref[f"soko apply {c} ({place})"] = f"{c} -dc | tar -x ({place})"
     for name, seconds, cpu, note in rows:
         vs = f"{base[ref[name]] / seconds:.2f}x" if name in ref else ""

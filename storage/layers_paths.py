@@ -40,6 +40,7 @@ class Resolver:
         self.root_fd = root_fd
         self._resolved: dict[Parts, tuple[Parts, int]] = {}  # as named -> (real path, symlinks followed)
         self._fds: dict[Parts, int] = {(): root_fd}
+        self._gids: dict[Parts, int] = {}
         self._stale: list[int] = []
 
     def close(self) -> None:
@@ -52,6 +53,7 @@ class Resolver:
         self._stale.extend(fd for parts, fd in self._fds.items() if parts)
         self._fds = {(): self.root_fd}
         self._resolved = {}
+        self._gids = {}
 
     def _close_stale(self) -> None:
         for fd in self._stale:
@@ -94,6 +96,13 @@ class Resolver:
             return None
         self._resolved[parts] = (w.parts, w.links)
         return w.parts, w.links
+
+    def gid(self, real: Parts) -> int:
+        """The group of real directory `real` (which new files in it may inherit)."""
+        gid = self._gids.get(real)
+        if gid is None:
+            gid = self._gids[real] = os.fstat(self._fd(real)).st_gid
+        return gid
 
     def _fd(self, real: Parts) -> int:
         """An fd of real directory `real`, opened component by component without following."""

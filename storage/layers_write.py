@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from . import compression as comp
 from . import layers_tar as tar
-from .blobs import BlobStore
+from .blobs import WRITEBACK, BlobStore, start_writeback
 from .errors import LayerError
 from .layers_donor import Donor, Donated
 from .mediatypes import LAYER_BY_COMPRESSION
@@ -81,21 +81,27 @@ def resolve_epoch(epoch: int | None) -> int | None:
 
 
 class _Output:
-    """The compressed side: hashed and written to the temporary blob file."""
+    """The compressed side: hashed and written to the temporary blob file, whose
+    writeback starts every WRITEBACK bytes (the fsync at the end then waits for
+    the last few megabytes only, not the whole blob)."""
 
     def __init__(self, fd: int, hashing: bool):
         self.fd = fd
         self.hash = hashlib.sha256() if hashing else None
         self.size = 0
+        self._written_back = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.hash is not None:
             self.hash.update(data)
         view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
+        while view:  # (a flush may hand over tens of megabytes at once)
+            n = os.write(self.fd, view[:WRITEBACK])
             view = view[n:]
-        self.size += len(data)
+            self.size += n
+            if self.size - self._written_back >= WRITEBACK:
+                start_writeback(self.fd, self._written_back, self.size - self._written_back)
+                self._written_back = self.size
 
 
 class _TarPipe:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .. import digests
-from ..blobs import BlobStore
+from ..blobs import WRITEBACK, BlobStore, start_writeback
 from ..errors import DigestMismatch, SizeMismatch
 from .base import Info, Writer, check_ref
 
@@ -50,7 +50,6 @@ T = TypeVar("T")
 
 ALIGN = 4096
 BLOCK = 4 * 1024 * 1024  # bytes per direct write (a multiple of ALIGN)
-WRITEBACK = 32 * 1024 * 1024  # through the page cache: start writing back after this many bytes
 
 
 @dataclass
@@ -95,26 +94,6 @@ def unlink_unless_busy(path: Path, unlink: bool = True) -> bool:
 
 def ingest_path(blobs: BlobStore, ref: str) -> Path:
     return blobs.ingest_dir / f"upload-{check_ref(ref)}"
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-_sync_file_range: Callable[[int, int, int, int], int] | None = None
-
-
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing [offset, offset+length) of `fd` to disk without waiting
-    (a hint: errors come back from the fdatasync that follows)."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        try:
-            import ctypes  # only writers need it: not at import
-
-            fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            _sync_file_range = fn
-        except (OSError, AttributeError):  # not Linux: writeback starts when the kernel likes
-            _sync_file_range = lambda *args: 0  # noqa: E731
-    _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 class FileWriter(Writer):

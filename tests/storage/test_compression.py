@@ -167,3 +167,41 @@ def test_bzip2_and_xz_are_named_not_misread():
 def test_tar_starting_with_bzh_is_still_a_tar():
     data = b"BZh9-is-a-file-name" + bytes(100)
     assert read_all(data) == data
+
+
+def test_zstd_stream_ends_only_at_frame_boundaries():
+    """Every frame kind (checksum or not, empty, skippable, RLE) is followed to its end: a
+    stream cut anywhere else is truncated, one cut at a boundary is whole."""
+    frames = [zstandard.ZstdCompressor(write_checksum=True).compress(b"ab" * 300),
+              zstandard.ZstdCompressor(write_checksum=False).compress(b""),
+              (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"skip!",
+              zstandard.ZstdCompressor(write_checksum=False, write_content_size=False)
+              .compress(bytes(5000)),  # an RLE block
+              zstandard.ZstdCompressor(level=1).compress(sample(300_000))]
+    blob = b"".join(frames)
+    whole = b"ab" * 300 + bytes(5000) + sample(300_000)
+    assert read_all(blob) == whole
+    assert read_all(blob + bytes(3000)) == whole  # zero padding
+    ends = {sum(map(len, frames[:i])) for i in range(1, len(frames) + 1)}
+    for cut in range(4, len(blob)):  # (fewer bytes than the magic: not detected as zstd)
+        if cut in ends:
+            read_all(blob[:cut])
+        else:
+            with pytest.raises(LayerError, match="^truncated zstd stream$"):
+                read_all(blob[:cut])
+
+
+@pytest.mark.parametrize("tail", [b"\x01", b"garbage!", bytes(10) + b"x", bytes(2 << 20) + b"\x07"])
+def test_zstd_garbage_after_the_frames_is_named(tail):
+    z = zstandard.ZstdCompressor().compress(sample(100_000))
+    with pytest.raises(LayerError, match="^trailing garbage after zstd stream$"):
+        read_all(z + tail)
+
+
+def test_zstd_bad_block_header_is_corrupt():
+    z = bytearray(zstandard.ZstdCompressor(write_content_size=False).compress(sample(100_000)))
+    z[6] |= 0x06  # the first block header's type bits: 3, reserved
+    with pytest.raises(LayerError, match="^corrupt zstd stream"):
+        read_all(bytes(z))
+    with pytest.raises(LayerError, match="^corrupt zstd stream"):
+        read_all(bytes(8) + bytes(z), "zstd")  # zeros before any frame are no padding

@@ -135,6 +135,37 @@ def test_round_trip_preserves_everything(tmp_path, store):
     assert p1.st_ino == p2.st_ino and p1.st_nlink == 2
 
 
+@pytest.mark.parametrize("umask,setgid_parent", [(0o022, False), (0o077, True), (0o002, True)])
+def test_owners_and_modes_exact_whatever_the_umask_and_parent(tmp_path, store, umask, setgid_parent):
+    """Files get the tar's owner and mode exactly, whether they could be created with them
+    (root:root, no bits the umask takes away) or need fchown/fchmod: not the umask's mode,
+    not the group a setgid parent directory hands down."""
+    need_root()
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    kinds = [(0o644, 0, 0), (0o755, 0, 0), (0o600, 0, 0), (0o444, 0, 0), (0o666, 0, 0),
+             (0o777, 0, 0), (0o000, 0, 0), (0o2755, 0, 0), (0o4755, 0, 0), (0o1644, 0, 0),
+             (0o640, 0, 42), (0o644, 42, 0), (0o755, 1000, 1000)]
+    for i, (mode, uid, gid) in enumerate(kinds):
+        for where in (src, src / "d"):
+            f = where / f"f{i}"
+            f.write_bytes(b"x" * i)
+            os.chown(f, uid, gid)
+            os.chmod(f, mode)
+    info = write_layer(src, store, compression="zstd")
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    if setgid_parent:  # what is made in it gets group 4321 unless chowned
+        os.chown(parent, 0, 4321)
+        os.chmod(parent, 0o2775)
+    old = os.umask(umask)
+    try:
+        apply_blob(store, info.digest, parent / "out", diff_id=info.diff_id)
+    finally:
+        os.umask(old)
+    assert snapshot(parent / "out") == snapshot(src)
+
+
 def test_layers_written_by_gnu_tar_apply(tmp_path, store):
     src = tmp_path / "src"
     (src / ("long" * 40)).mkdir(parents=True)

@@ -5,6 +5,7 @@ import hashlib
 import io
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -336,3 +337,38 @@ def test_headers_are_what_python_tarfile_reads_back():
         assert info.linkname.encode() == link and (info.devmajor, info.devminor) == (major, minor)
         if kind == tar.REG:
             assert info.size == size
+
+
+def test_the_blob_is_written_back_while_the_layer_is_written(tmp_path, store, monkeypatch):
+    """Writeback of the compressed blob starts as it grows, so the fsync that makes it
+    durable has at most WRITEBACK bytes left to wait for instead of the whole blob."""
+    from storage import layers_write
+    from tests.pagecache import cachestat
+
+    writeback = 2 << 20
+    monkeypatch.setattr(layers_write, "WRITEBACK", writeback)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(16):
+        (src / f"f{i}").write_bytes(os.urandom(2 << 20))  # incompressible: a 32 MiB blob
+    for kind in ("zstd", "gzip", "none"):
+        dirty: list[int] = []
+        done = threading.Event()
+
+        def watch() -> None:  # the blob is written on the compressor's threads: look often
+            while not done.is_set():
+                for tmp in store.ingest_dir.glob("*.layer"):
+                    try:
+                        dirty.append(cachestat(tmp).dirty)
+                    except FileNotFoundError:
+                        pass
+                time.sleep(0.002)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            info = write_layer(src, store, compression=kind)
+        finally:
+            done.set()
+            watcher.join()
+        assert info.size > 30 << 20
+        assert len(dirty) > 5 and max(dirty) <= 2 * writeback + (2 << 20), (kind, max(dirty))
