@@ -38,8 +38,12 @@ def _timed(c, header: str) -> float:
 
 def test_an_unknown_user_takes_as_long_as_a_wrong_password(auth_server):
     c = auth_server.client()
-    wrong = statistics.median(_timed(c, basic("alice", f"wrong{i}")) for i in range(5))
-    unknown = statistics.median(_timed(c, basic(f"mallory{i}", "s3cret")) for i in range(5))
+    # taken in turns, and the fastest of each kept: load only ever adds time, to either
+    wrongs, unknowns = [], []
+    for i in range(7):
+        wrongs.append(_timed(c, basic("alice", f"wrong{i}")))
+        unknowns.append(_timed(c, basic(f"mallory{i}", "s3cret")))
+    wrong, unknown = min(wrongs), min(unknowns)
     assert wrong > 0.005, wrong  # a real bcrypt check
     assert unknown > wrong / 2, f"unknown user answered in {unknown * 1000:.1f} ms, wrong password in " \
                                 f"{wrong * 1000:.1f} ms"
