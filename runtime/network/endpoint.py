@@ -5,15 +5,20 @@
 `down`), makes the bridge if it is the network's first container, creates the
 container's namespace (netns.py) with a veth pair (eth0 inside, up with its
 address and default route; the host end on the bridge), turns ip_forward
-on, renders soko's NAT rules and starts the network's DNS responder (user
-networks). `down` undoes all of it in reverse, idempotently: the bridge,
+on, starts the network's DNS responder (user networks) and renders soko's
+NAT rules, which `nft` applies in the background while the caller makes the
+container's process (its mounts, in its namespaces): `Joining.done()` waits
+for them, before that process may run, and only then lets go of the lock
+(15-20 ms of each start that no longer add up). `down` undoes all of it in reverse, idempotently: the bridge,
 the rules, the responder and ip_forward's old value go with the last
 container. Either way, a failure half-way leaves nothing.
 """
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import ContainerError
 from . import bridge as bridgemod, firewall, netns, ports as portsmod
@@ -50,9 +55,39 @@ def veth_name() -> str:
     return "veth" + os.urandom(6).hex()[:11]
 
 
-def up(cid: str, plan: Plan) -> Lease:
-    """Connect container `cid` (not running) to its network; its lease."""
-    with locked() as table:
+class Joining:
+    """A container joining its network (`up`): its lease taken and its namespace plumbed, while
+    the host's NAT rules are still being applied, under the host's network lock; its process can
+    be made meanwhile. `done()` waits for the rules and lets go of the lock."""
+
+    def __init__(self, lease: Lease, table: Leases, rules: "Rules | None", unlock: Callable[[], None]):
+        self.lease = lease
+        self._table, self._rules, self._unlock = table, rules, unlock
+
+    def done(self) -> None:
+        """The rules in place, the lock released; idempotent. When the rules fail, the container
+        leaves its network again (nothing left, as a failure in `up`) and FirewallError says why."""
+        if self._unlock is None:
+            return
+        try:
+            if self._rules is not None:
+                try:
+                    self._rules.wait()
+                except BaseException:
+                    _teardown(self._table, self.lease.container, self.lease.bridge)
+                    raise
+        finally:
+            unlock, self._unlock = self._unlock, None
+            unlock()
+
+
+def up(cid: str, plan: Plan) -> Joining:
+    """Connect container `cid` (not running) to its network; `done()` it once its process is
+    made, before the process runs (see Joining)."""
+    stack = ExitStack()
+    table = stack.enter_context(locked())
+    rules = None
+    try:
         _sweep(table)
         old = table.get(cid)
         if old is not None or netns.exists(cid):
@@ -73,15 +108,18 @@ def up(cid: str, plan: Plan) -> Lease:
                 table.add(lease)
                 _plumb(nl, cid, index, lease)
                 bridgemod.forwarding_on(table.dir)
-                _apply_rules(table)
                 if lease.dns:
                     from . import dns
 
                     dns.ensure(table.dir, lease.bridge, lease.gateway)
+                rules = _begin_rules(table)
             except BaseException:
                 _teardown(table, cid, plan.bridge, nl)
                 raise
-        return lease
+    except BaseException:
+        stack.close()
+        raise
+    return Joining(lease, table, rules, stack.close)
 
 
 def _plumb(nl: Netlink, cid: str, bridge_index: int, lease: Lease) -> None:
@@ -156,21 +194,38 @@ def _teardown(table: Leases, cid: str, bridge: str | None, nl: Netlink | None = 
         bridgemod.forwarding_restore(table.dir)
 
 
-def _apply_rules(table: Leases) -> None:
-    """soko's NAT rules for the leases; not run again when they would not change."""
+class Rules:
+    """soko's NAT rules on their way in (firewall.Applying), remembered once they are in."""
+
+    def __init__(self, applying: firewall.Applying, stamp: str, text: str):
+        self.applying, self.stamp, self.text = applying, stamp, text
+
+    def wait(self) -> None:
+        self.applying.wait()
+        if self.text:
+            with open(self.stamp, "w") as f:
+                f.write(self.text)
+        else:
+            os.unlink(self.stamp)
+
+
+def _begin_rules(table: Leases) -> Rules | None:
+    """Start applying soko's NAT rules for the leases; None when they would not change."""
     leases = table.all()
     text = firewall.render_nft(leases) if leases else ""
     stamp = os.path.join(table.dir, "rules")
     try:
         with open(stamp) as f:
             if f.read() == text:
-                return
+                return None
     except FileNotFoundError:
         if not text:
-            return
-    firewall.apply(leases)
-    if text:
-        with open(stamp, "w") as f:
-            f.write(text)
-    else:
-        os.unlink(stamp)
+            return None
+    return Rules(firewall.begin(leases), stamp, text)
+
+
+def _apply_rules(table: Leases) -> None:
+    """soko's NAT rules for the leases; not run again when they would not change."""
+    rules = _begin_rules(table)
+    if rules is not None:
+        rules.wait()
