@@ -86,40 +86,62 @@ def up(cid: str, plan: Plan) -> Joining:
     made, before the process runs (see Joining)."""
     stack = ExitStack()
     table = stack.enter_context(locked())
-    rules = None
+    rules = lease = None
     try:
         _sweep(table)
         old = table.get(cid)
         if old is not None or netns.exists(cid):
             _teardown(table, cid, old.bridge if old else None)
         reqs = portsmod.requests(plan.publish, plan.exposed)
-        with Netlink() as nl:
-            index, subnet, gateway = bridgemod.ensure(nl, plan.bridge, plan.subnet, plan.gateway)
-            lease = None
-            try:
-                held = [p for l in table.all() for p in l.ports]
-                published, _reserved[cid] = portsmod.resolve(reqs, held)
-                address = table.next_address(plan.bridge, subnet, gateway)
-                if address is None:
-                    raise ContainerError(f"no available IPv4 addresses on network {plan.network}: {subnet}")
-                lease = Lease(cid, plan.network_id, plan.network, plan.bridge, subnet, gateway, address,
-                              mac_of(address), veth_name(), os.urandom(32).hex(), list(plan.names),
-                              published, plan.dns, plan.store)
-                table.add(lease)
-                _plumb(nl, cid, index, lease)
-                bridgemod.forwarding_on(table.dir)
-                if lease.dns:
-                    from . import dns
-
-                    dns.ensure(table.dir, lease.bridge, lease.gateway)
+        nl = None
+        try:
+            # On a bridge that exists (soko0 stays), the lease and the rules, which name addresses
+            # and ports, not links, go before pyroute2 is even loaded: nft works meanwhile.
+            known = bridgemod.address_of(plan.bridge)
+            if known is not None:
+                lease = _take_lease(table, cid, plan, reqs, *known)
                 rules = _begin_rules(table)
-            except BaseException:
-                _teardown(table, cid, plan.bridge, nl)
-                raise
+            nl = Netlink()
+            index, subnet, gateway = bridgemod.ensure(nl, plan.bridge, plan.subnet, plan.gateway)
+            if lease is None:
+                lease = _take_lease(table, cid, plan, reqs, subnet, gateway)
+                rules = _begin_rules(table)
+            elif (lease.subnet, lease.gateway) != (subnet, gateway):
+                raise ContainerError(f"bridge {plan.bridge} changed its address meanwhile")
+            _plumb(nl, cid, index, lease)
+            bridgemod.forwarding_on(table.dir)
+            if lease.dns:
+                from . import dns
+
+                dns.ensure(table.dir, lease.bridge, lease.gateway)
+        except BaseException:
+            if rules is not None:
+                try:
+                    rules.wait()  # before the teardown applies the rules again
+                except ContainerError:
+                    pass
+            _teardown(table, cid, plan.bridge, nl)
+            raise
+        finally:
+            if nl is not None:
+                nl.close()
     except BaseException:
         stack.close()
         raise
     return Joining(lease, table, rules, stack.close)
+
+
+def _take_lease(table: Leases, cid: str, plan: Plan, reqs: list, subnet: str, gateway: str) -> Lease:
+    """An address and the host ports for `cid` on the network's bridge, in the table."""
+    held = [p for l in table.all() for p in l.ports]
+    published, _reserved[cid] = portsmod.resolve(reqs, held)
+    address = table.next_address(plan.bridge, subnet, gateway)
+    if address is None:
+        raise ContainerError(f"no available IPv4 addresses on network {plan.network}: {subnet}")
+    lease = Lease(cid, plan.network_id, plan.network, plan.bridge, subnet, gateway, address, mac_of(address),
+                  veth_name(), os.urandom(32).hex(), list(plan.names), published, plan.dns, plan.store)
+    table.add(lease)
+    return lease
 
 
 def _plumb(nl: Netlink, cid: str, bridge_index: int, lease: Lease) -> None:
