@@ -56,79 +56,92 @@ def veth_name() -> str:
 
 
 class Joining:
-    """A container joining its network (`up`): its lease taken and its namespace plumbed, while
-    the host's NAT rules are still being applied, under the host's network lock; its process can
-    be made meanwhile. `done()` waits for the rules and lets go of the lock."""
+    """A container joining its network (`up`): its lease taken and its namespace made (empty)
+    under the host's network lock, the NAT rules on their way in; its process can be made in
+    that namespace meanwhile. `done()`, before the process runs, plumbs the namespace (veth
+    pair, address, route), waits for the rules and lets go of the lock."""
 
-    def __init__(self, lease: Lease, table: Leases, rules: "Rules | None", unlock: Callable[[], None]):
-        self.lease = lease
-        self._table, self._rules, self._unlock = table, rules, unlock
+    def __init__(self, lease: Lease, table: Leases, rules: "Rules | None", plan: Plan, nl: Netlink | None,
+                 unlock: Callable[[], None]):
+        self.lease, self.plan = lease, plan
+        self._table, self._rules, self._nl, self._unlock = table, rules, nl, unlock
 
     def done(self) -> None:
-        """The rules in place, the lock released; idempotent. When the rules fail, the container
-        leaves its network again (nothing left, as a failure in `up`) and FirewallError says why."""
+        """Idempotent. On a failure the container leaves its network again (nothing left, as a
+        failure in `up`) and the error says why."""
         if self._unlock is None:
             return
         try:
-            if self._rules is not None:
-                try:
-                    self._rules.wait()
-                except BaseException:
-                    _teardown(self._table, self.lease.container, self.lease.bridge)
-                    raise
+            try:
+                self._finish()
+            except BaseException:
+                _abandon(self._table, self.lease.container, self.plan.bridge, self._rules, self._nl)
+                raise
         finally:
+            if self._nl is not None:
+                self._nl.close()
             unlock, self._unlock = self._unlock, None
             unlock()
+
+    def _finish(self) -> None:
+        lease, plan = self.lease, self.plan
+        if self._nl is None:
+            self._nl = Netlink()
+        index, subnet, gateway = bridgemod.ensure(self._nl, plan.bridge, plan.subnet, plan.gateway)
+        if (subnet, gateway) != (lease.subnet, lease.gateway):
+            raise ContainerError(f"bridge {plan.bridge} changed its address meanwhile")
+        _plumb(self._nl, lease.container, index, lease)
+        bridgemod.forwarding_on(self._table.dir)
+        if lease.dns:
+            from . import dns
+
+            dns.ensure(self._table.dir, lease.bridge, lease.gateway)
+        rules, self._rules = self._rules, None
+        if rules is not None:
+            rules.wait()
 
 
 def up(cid: str, plan: Plan) -> Joining:
     """Connect container `cid` (not running) to its network; `done()` it once its process is
-    made, before the process runs (see Joining)."""
+    made, before the process runs (see Joining). On a bridge that exists (soko0 stays), the lease
+    and the rules (which name addresses and ports, not links) go first, before pyroute2 is even
+    loaded: nft, pyroute2's import, the plumbing and the container's own setup overlap."""
     stack = ExitStack()
     table = stack.enter_context(locked())
-    rules = lease = None
+    rules = nl = None
     try:
         _sweep(table)
         old = table.get(cid)
         if old is not None or netns.exists(cid):
             _teardown(table, cid, old.bridge if old else None)
         reqs = portsmod.requests(plan.publish, plan.exposed)
-        nl = None
         try:
-            # On a bridge that exists (soko0 stays), the lease and the rules, which name addresses
-            # and ports, not links, go before pyroute2 is even loaded: nft works meanwhile.
             known = bridgemod.address_of(plan.bridge)
-            if known is not None:
-                lease = _take_lease(table, cid, plan, reqs, *known)
-                rules = _begin_rules(table)
-            nl = Netlink()
-            index, subnet, gateway = bridgemod.ensure(nl, plan.bridge, plan.subnet, plan.gateway)
-            if lease is None:
-                lease = _take_lease(table, cid, plan, reqs, subnet, gateway)
-                rules = _begin_rules(table)
-            elif (lease.subnet, lease.gateway) != (subnet, gateway):
-                raise ContainerError(f"bridge {plan.bridge} changed its address meanwhile")
-            _plumb(nl, cid, index, lease)
-            bridgemod.forwarding_on(table.dir)
-            if lease.dns:
-                from . import dns
-
-                dns.ensure(table.dir, lease.bridge, lease.gateway)
+            if known is None:  # a new bridge: made first
+                nl = Netlink()
+                known = bridgemod.ensure(nl, plan.bridge, plan.subnet, plan.gateway)[1:]
+            lease = _take_lease(table, cid, plan, reqs, *known)
+            rules = _begin_rules(table)
+            netns.create(cid)
         except BaseException:
-            if rules is not None:
-                try:
-                    rules.wait()  # before the teardown applies the rules again
-                except ContainerError:
-                    pass
-            _teardown(table, cid, plan.bridge, nl)
-            raise
-        finally:
+            _abandon(table, cid, plan.bridge, rules, nl)
             if nl is not None:
                 nl.close()
+            raise
     except BaseException:
         stack.close()
         raise
-    return Joining(lease, table, rules, stack.close)
+    return Joining(lease, table, rules, plan, nl, stack.close)
+
+
+def _abandon(table: Leases, cid: str, bridge: str, rules: "Rules | None", nl: Netlink | None) -> None:
+    """A start that failed half-way: its rules' nft done first (the teardown applies them again)."""
+    if rules is not None:
+        try:
+            rules.applying.wait()
+        except ContainerError:
+            pass
+    _teardown(table, cid, bridge, nl)
 
 
 def _take_lease(table: Leases, cid: str, plan: Plan, reqs: list, subnet: str, gateway: str) -> Lease:
@@ -145,7 +158,7 @@ def _take_lease(table: Leases, cid: str, plan: Plan, reqs: list, subnet: str, ga
 
 
 def _plumb(nl: Netlink, cid: str, bridge_index: int, lease: Lease) -> None:
-    with netns.created(cid) as nsfd:
+    with netns.entered(cid) as nsfd:
         with Netlink() as inner:  # opened inside: it configures the container's namespace
             nl.add_veth(lease.veth, bridge_index, "eth0", nsfd, lease.mac)
             inner.set_up(1)  # lo
