@@ -2,14 +2,16 @@
 
 `up` takes the host's network lock, leases an address and the host ports
 (held by sockets of the calling process, the container's owner, until
-`down`), makes the bridge if it is the network's first container, creates the
-container's namespace (netns.py) with a veth pair (eth0 inside, up with its
-address and default route; the host end on the bridge), turns ip_forward
-on, starts the network's DNS responder (user networks) and renders soko's
-NAT rules, which `nft` applies in the background while the caller makes the
-container's process (its mounts, in its namespaces): `Joining.done()` waits
-for them, before that process may run, and only then lets go of the lock
-(15-20 ms of each start that no longer add up). `down` undoes all of it in reverse, idempotently: the bridge,
+`down`), makes the bridge if it is the network's first container, starts
+`nft` on soko's NAT rules in the background and creates the container's
+namespace (netns.py), still empty. The caller then makes the container's
+process in that namespace (its mounts; the built-in executor's child waits
+before it runs anything) and meanwhile `Joining.done()` adds the veth pair
+(eth0 inside, up with its address and default route; the host end on the
+bridge), turns ip_forward on, starts the network's DNS responder (user
+networks), waits for the rules and only then lets go of the lock: nft,
+pyroute2's import, the plumbing and the container's setup overlap instead
+of adding up. `down` undoes all of it in reverse, idempotently: the bridge,
 the rules, the responder and ip_forward's old value go with the last
 container. Either way, a failure half-way leaves nothing.
 """
