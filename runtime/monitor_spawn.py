@@ -97,7 +97,7 @@ def forked(main: Callable[[], int], keep: list[int], title: str) -> None:
             _as_if_exec(keep, title)
             code = main()
         finally:
-            os._exit(code)
+            os._exit(code if isinstance(code, int) else 125)  # never back into soko's own code
     os.waitpid(pid, 0)
 
 
