@@ -1,6 +1,6 @@
 """Containers on a bridge network: soko beside podman and Docker Engine, in one run.
 
-    python bench/bench_net.py [--runs 20] [--warmup 3]
+    python bench/bench_net.py [--runs 20] [--warmup 3] [--baseline REV] [--tools soko,podman,docker]
 
 Two measurements, each tool on its own bridge with NAT and published ports:
 
@@ -21,6 +21,12 @@ The tools, all on the busybox fixture image, serving one file from a bind mount:
           bridge the bench makes first (`--bridge`), iptables and its default
           userland proxy; its iptables chains are removed afterwards, as is
           the bridge.
+
+`--baseline REV` also runs soko as of git revision REV (its source tree
+extracted, run by the same interpreter and entry script, on a store of its
+own): a before/after in the same run. `--tools` picks which of soko, podman
+and docker run beside it (all by default; `--tools soko --baseline main` is
+a quick A/B).
 
 The commands run round-robin (a b c a b c ...), so load from elsewhere falls
 on all of them alike; medians, minimums and paired ratios are reported.
@@ -92,6 +98,26 @@ def prepare_soko(tar: Path, env: dict) -> Tool:
     subprocess.run([sys.executable, "-m", "compileall", "-q", "runtime", "storage", "soko"], cwd=REPO,
                    stdout=subprocess.DEVNULL, check=True)
     return Tool("soko", base, IMAGE, env)
+
+
+def prepare_baseline(rev: str, tar: Path, env: dict) -> Tool:
+    """soko at git revision `rev`, started as the installed entry script starts this one."""
+    tree = OUT / "baseline-src"
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    entry = tree / "soko-entry"
+    entry.write_text(Path(soko_binary()).read_text())
+    entry.chmod(0o755)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "runtime", "storage", "soko"], cwd=tree,
+                   stdout=subprocess.DEVNULL, check=True)
+    root = OUT / "baseline-store"
+    shutil.rmtree(root, ignore_errors=True)
+    env = {**env, "PYTHONPATH": str(tree)}
+    base = [str(entry), "--root", str(root)]
+    sh(*base, "import", "--change", 'CMD ["/bin/sh"]', str(tar), IMAGE, env=env)
+    return Tool(f"soko@{rev}", base, IMAGE, env)
 
 
 def prepare_podman(tar: Path, env: dict) -> Tool:
@@ -193,9 +219,17 @@ def _remove_rules(markers: tuple[str, ...], own_chain) -> None:
             sh("iptables", "-w", "-t", table, "-X", chain, check=False)
 
 
-def first_answer(tool: Tool, www: Path) -> float:
-    """Seconds from `run -d -p` to the first HTTP 200 on the published port."""
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children so far (the commands, not what they left
+    running: a monitor, conmon or dockerd)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def first_answer(tool: Tool, www: Path) -> tuple[float, float]:
+    """Seconds from `run -d -p` to the first HTTP 200 on the published port; the command's CPU."""
     port = free_port()
+    cpu = children_cpu()
     t = time.perf_counter()
     p = subprocess.run(tool.serve(www, port), env=tool.env, capture_output=True, text=True)
     if p.returncode != 0:
@@ -215,30 +249,37 @@ def first_answer(tool: Tool, www: Path) -> float:
             raise SystemExit(f"{tool.name}: no answer on port {port}")
         time.sleep(0.005)
     elapsed = time.perf_counter() - t
+    cpu = children_cpu() - cpu
     tool.rm(p.stdout.strip())
-    return elapsed
+    return elapsed, cpu
 
 
-def run_true(tool: Tool) -> float:
+def run_true(tool: Tool) -> tuple[float, float]:
+    cpu = children_cpu()
     t = time.perf_counter()
     subprocess.run(tool.true(), env=tool.env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, children_cpu() - cpu
 
 
-def report(title: str, times: dict[str, list[float]]) -> None:
+def report(title: str, times: dict[str, list[tuple[float, float]]]) -> None:
     print(f"{title}:")
-    print(f"  {'':8} {'median':>9} {'min':>9}   paired: other / soko")
+    print(f"  {'':14} {'median':>9} {'min':>9} {'cmd CPU':>9}   paired: other / soko")
+    soko = [w for w, _ in times["soko"]]
     for name, t in times.items():
-        ratio = "" if name == "soko" else \
-            f"{statistics.median(o / s for o, s in zip(t, times['soko'])):.2f}x"
-        print(f"  {name:8} {statistics.median(t) * 1000:6.0f} ms {min(t) * 1000:6.0f} ms   {ratio}")
+        wall = [w for w, _ in t]
+        ratio = "" if name == "soko" else f"{statistics.median(o / s for o, s in zip(wall, soko)):.2f}x"
+        print(f"  {name:14} {statistics.median(wall) * 1000:6.0f} ms {min(wall) * 1000:6.0f} ms "
+              f"{statistics.median(c for _, c in t) * 1000:6.0f} ms   {ratio}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--baseline", metavar="REV", help="also run soko at this git revision (before/after)")
+    ap.add_argument("--tools", default="soko,podman,docker", help="which tools run (soko always does)")
     args = ap.parse_args()
+    chosen = set(args.tools.split(","))
     if os.geteuid() != 0:
         print("bench_net.py needs root (bridges, namespaces, dockerd)", file=sys.stderr)
         return 2
@@ -253,13 +294,19 @@ def main() -> int:
     dockerd = Dockerd()
     podman = None
     try:
-        podman = prepare_podman(tar, env)
-        tools = [prepare_soko(tar, env), podman, dockerd.start(tar)]
+        tools = [prepare_soko(tar, env)]
+        if args.baseline:
+            tools.append(prepare_baseline(args.baseline, tar, env))
+        if "podman" in chosen:
+            podman = prepare_podman(tar, env)
+            tools.append(podman)
+        if "docker" in chosen:
+            tools.append(dockerd.start(tar))
         for tool in tools:  # each works (and soko unpacks its snapshot) before timing
             first_answer(tool, www)
             run_true(tool)
-        serve: dict[str, list[float]] = {t.name: [] for t in tools}
-        runs: dict[str, list[float]] = {t.name: [] for t in tools}
+        serve: dict[str, list[tuple[float, float]]] = {t.name: [] for t in tools}
+        runs: dict[str, list[tuple[float, float]]] = {t.name: [] for t in tools}
         for i in range(args.warmup + args.runs):
             for tool in tools:
                 a, b = first_answer(tool, www), run_true(tool)
@@ -267,8 +314,10 @@ def main() -> int:
                     serve[tool.name].append(a)
                     runs[tool.name].append(b)
     finally:
-        dockerd.stop()
-        cleanup_podman(podman)
+        if "docker" in chosen:
+            dockerd.stop()
+        if "podman" in chosen:
+            cleanup_podman(podman)
     print(f"{args.runs} rounds after {args.warmup} warm-up rounds (load average {os.getloadavg()[0]:.2f})")
     report("run -d -p ... httpd, to the first HTTP answer", serve)
     report("run --rm ... true, on the bridge network", runs)

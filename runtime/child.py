@@ -66,6 +66,10 @@ class ChildSetup:
     life_r: int
     console_sock: int | None  # -t: the pty master goes back to soko through this
     seccomp_filter: bytes | None = None  # compiled linux.seccomp (bpf.py), installed just before exec
+    gated: bool = False  # wait for soko's go before becoming the container's process (wait_for_go)
+
+
+GO = b"g"
 
 
 def fail(err_w: int, status: int, message: str) -> None:
@@ -145,6 +149,8 @@ def _setup_and_exec(s: ChildSetup) -> None:
     for rl in process.get("rlimits", []):
         if rl["type"] in RLIMITS:
             resource.setrlimit(RLIMITS[rl["type"]], (rl["soft"], rl["hard"]))
+    if s.gated:
+        wait_for_go(s.life_r)
     become(process)
     _die_with_soko(s.life_r)  # again: a change of user clears the parent-death signal
     os.close(s.life_r)
@@ -160,10 +166,24 @@ def _setup_and_exec(s: ChildSetup) -> None:
 
 
 def _die_with_soko(life_r: int) -> None:
-    """SIGKILL when soko dies; exit now if it already has (its end of the life pipe is closed)."""
+    """SIGKILL when soko dies; exit now if it already has (its end of the life pipe is closed:
+    readable, with nothing to read; soko's go, unread yet, is something to read)."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if select.select([life_r], [], [], 0)[0]:
+    if select.select([life_r], [], [], 0)[0] and not _unread(life_r):
         os._exit(137)  # soko died before we could notice: do not start an orphan
+
+
+def _unread(fd: int) -> int:
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def wait_for_go(life_r: int) -> None:
+    """Block until soko says go (a byte on the life pipe: the network's rules are in, say); the
+    pipe's end means soko died: then go nowhere."""
+    if os.read(life_r, 1) != GO:
+        os._exit(137)
 
 
 def mount_root(r: Rootfs, err_w: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 from . import child, syscalls as sc
 from .errors import StartError
@@ -51,10 +52,14 @@ def exit_status(wait_status: int) -> int:
     return os.waitstatus_to_exitcode(wait_status)
 
 
-def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int) -> Task:
+def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int,
+          ready: Callable[[], None] | None = None) -> Task:
     """Fork the container's first process and wait until it has exec'd its command.
 
-    Raises OverlayUnavailable or StartError (with Docker's 125/126/127) when it could not."""
+    With `ready`, the child sets up the container while ready() runs here, and waits for it to
+    return before it becomes the container's process (see child.wait_for_go); an exception from
+    ready() kills it. Raises OverlayUnavailable or StartError (with Docker's 125/126/127) when it
+    could not."""
     tty = bool(setup.spec["process"].get("terminal"))
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     life_r, life_w = os.pipe2(os.O_CLOEXEC)
@@ -71,6 +76,7 @@ def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int) 
         setup.console_sock = to_close[-1]
     setup.stdio = (stdin, stdout, stderr)
     setup.err_w, setup.life_r = err_w, life_r
+    setup.gated = ready is not None
     pid = 0
     own_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -89,6 +95,12 @@ def start(setup: child.ChildSetup, stdin: int | None, stdout: int, stderr: int) 
         for fd in to_close:
             os.close(fd)
     try:
+        if ready is not None:
+            ready()
+            try:
+                os.write(life_w, child.GO)
+            except BrokenPipeError:
+                pass  # the child is gone: why is on err_r
         msg = read_all(err_r)
         if msg:
             os.waitpid(pid, 0)

@@ -114,8 +114,20 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
     snapshotter, and `launch.snapshotter` says which one the container now uses."""
     root = Path(launch.base)
     etc = dict(launch.etc_files)
+    joining = None
     if launch.network:
-        etc = connect(launch, etc)
+        joining, etc = connect(launch, etc)
+    try:
+        return _start_on(launch, bundle, stdin, stdout, stderr, detached, on_event, etc,
+                         joining.done if joining else None)
+    finally:
+        if joining is not None:
+            joining.done()  # (it was, unless the process could not be made)
+
+
+def _start_on(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: int, detached: bool,
+              on_event: Event | None, etc: dict[str, str], ready: Callable[[], None] | None):
+    root = Path(launch.base)
     dev = os.stat(root).st_dev
     names = candidates(launch.snapshotter, dev)
     if launch.snapshotter == "auto" and names == ["copy"] and on_event:
@@ -125,7 +137,7 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
         rootfs = child.Rootfs(str(shared_dir(root, "rootfs")), snap.prepare(launch.active), base=str(root),
                               etc_dir=str(shared_dir(root, "etc")), etc_files=etc)
         try:
-            task = _start(launch, bundle, rootfs, stdin, stdout, stderr, detached)
+            task = _start(launch, bundle, rootfs, stdin, stdout, stderr, detached, ready)
         except OverlayUnavailable as e:
             if i + 1 == len(names):
                 raise StartError(f"cannot mount the container root: {e}") from None
@@ -138,9 +150,10 @@ def start(launch: Launch, bundle: Path, stdin: int | None, stdout: int, stderr: 
     raise StartError("cannot mount the container root")
 
 
-def connect(launch: Launch, etc: dict[str, str]) -> dict[str, str]:
+def connect(launch: Launch, etc: dict[str, str]):
     """Put the container on its bridge network (its namespace, address, ports; released by
-    containers.release_resources); the /etc files with its address."""
+    containers.release_resources): (the network.endpoint.Joining to finish before its process
+    runs, the /etc files with its address)."""
     from . import etc_files
     from .network.endpoint import Plan, up
 
@@ -151,14 +164,19 @@ def connect(launch: Launch, etc: dict[str, str]) -> dict[str, str]:
         from .network import networks
 
         networks.get(MetadataDB(Path(launch.base) / "metadata.db"), plan.network_id)
-    lease = up(launch.id, plan)
-    return etc_files.with_address(etc, lease.address, launch.spec.get("hostname", ""))
+    joining = up(launch.id, plan)
+    return joining, etc_files.with_address(etc, joining.lease.address, launch.spec.get("hostname", ""))
 
 
 def _start(launch: Launch, bundle: Path, rootfs: child.Rootfs, stdin: int | None, stdout: int, stderr: int,
-           detached: bool):
+           detached: bool, ready: Callable[[], None] | None):
+    """`ready()` must return before the container's process runs: the built-in executor calls it
+    while its child sets up the container, an OCI runtime gets the container after it."""
     if launch.runtime != "builtin":
         from . import executor_oci
+
+        if ready is not None:
+            ready()
 
         return executor_oci.start(launch.runtime, bundle, launch.oci_id or "", launch.spec, rootfs,
                                   list(launch.copy_up), stdin, stdout, stderr, detached=detached)
@@ -172,4 +190,4 @@ def _start(launch: Launch, bundle: Path, rootfs: child.Rootfs, stdin: int | None
             seccomp_filter = f.read()
     setup = child.ChildSetup(launch.spec, rootfs, cg.paths, _cgroup_mounts(sysinfo, cg.paths),
                              list(launch.copy_up), (0, 1, 2), -1, -1, None, seccomp_filter)
-    return executor_builtin.start(setup, stdin, stdout, stderr)
+    return executor_builtin.start(setup, stdin, stdout, stderr, ready)

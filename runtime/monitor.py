@@ -387,7 +387,13 @@ def _winsize(master: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    directory, lock_fd, report_fd = Path(argv[0]), int(argv[1]), int(argv[2])
+    """The monitor as a fresh interpreter runs it (monitor_spawn.BOOT): DIR LOCK_FD REPORT_FD."""
+    sys.exit(serve(Path(argv[0]), int(argv[1]), int(argv[2])))
+
+
+def serve(directory: Path, lock_fd: int, report_fd: int) -> int:
+    """Own the container in `directory` (locked on `lock_fd`) until it is over for good; report
+    on `report_fd` whether it started. The process's exit status."""
     os.set_inheritable(lock_fd, False)
     os.set_inheritable(report_fd, False)
     sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
@@ -403,7 +409,10 @@ def main(argv: list[str]) -> None:
     except BaseException as e:  # noqa: BLE001 - the monitor reports, records and goes
         text = f"{type(e).__name__}: {e}"
         try:
-            os.write(report_fd, f"error 125 monitor: {text}".encode())
+            if m is None:
+                os.write(report_fd, f"error 125 monitor: {text}".encode())
+            else:
+                m.report(f"error 125 monitor: {text}")  # nothing once it reported (closed, maybe reused)
         except OSError:
             pass
         if m is not None:
@@ -415,5 +424,5 @@ def main(argv: list[str]) -> None:
                 m.save()
             except BaseException:  # noqa: BLE001
                 pass
-        sys.exit(1)
-    sys.exit(0)
+        return 1
+    return 0

@@ -55,6 +55,10 @@ PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
+PR_SET_NAME = 15
+PR_SET_MM = 35
+PR_SET_MM_ARG_START = 8
+PR_SET_MM_ARG_END = 9
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
@@ -130,6 +134,43 @@ def sethostname(name: str) -> None:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), f"prctl({option})")
+
+
+_titles: list = []  # the buffers /proc/self/cmdline points into, kept for the process's life
+
+
+def set_process_title(title: str) -> None:
+    """What ps shows for this process: its name (comm) becomes the first word of `title`, its
+    command line `title`: in a buffer of its own where the kernel allows it (CAP_SYS_RESOURCE, as
+    systemd's rename_process), else written over the original arguments, cut to their length."""
+    import mmap
+
+    raw = title.encode() + b"\0"
+    name = ctypes.create_string_buffer(title.split()[0].encode()[:15])
+    try:
+        prctl(PR_SET_NAME, ctypes.addressof(name))
+    except SyscallError:
+        pass
+    buf = mmap.mmap(-1, len(raw))
+    buf.write(raw)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    try:  # the kernel wants start <= end after each step: which goes first depends on the old range
+        try:
+            prctl(PR_SET_MM, PR_SET_MM_ARG_START, start)
+            prctl(PR_SET_MM, PR_SET_MM_ARG_END, start + len(raw))
+        except SyscallError:
+            prctl(PR_SET_MM, PR_SET_MM_ARG_END, start + len(raw))
+            prctl(PR_SET_MM, PR_SET_MM_ARG_START, start)
+        _titles.append(buf)
+        return
+    except SyscallError:
+        pass
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # stat's fields 48 and 49 (from 3 on here)
+    size = arg_end - arg_start
+    if size > 1:  # the last byte stays NUL: the kernel then reads the area as plain arguments
+        ctypes.memmove(arg_start, raw[:size - 1].ljust(size, b"\0"), size)
 
 
 class _CapHeader(ctypes.Structure):

@@ -15,6 +15,7 @@ from ..errors import ContainerError
 from .nl import Netlink
 
 DEFAULT_BRIDGE = "soko0"
+SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
 # Docker's default address pools, in its order: 172.17-31.0.0/16, then 192.168.0.0/16 in /20s.
 POOLS = [f"172.{n}.0.0/16" for n in range(17, 32)] + [f"192.168.{n}.0/20" for n in range(0, 256, 16)]
 
@@ -65,6 +66,23 @@ def gateway_of(subnet: str) -> str:
 def _sysctl(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
+
+
+def address_of(name: str) -> tuple[str, str] | None:
+    """(subnet, address) of link `name`'s IPv4 address as `ensure` finds it, read with two ioctls
+    (no netlink, no pyroute2); None without such a link or address."""
+    import fcntl
+    import socket
+    import struct
+
+    req = struct.pack("16s24x", name.encode()[:15])  # struct ifreq
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        try:
+            addr = socket.inet_ntoa(fcntl.ioctl(s, SIOCGIFADDR, req)[20:24])  # ifr_addr's sin_addr
+            mask = socket.inet_ntoa(fcntl.ioctl(s, SIOCGIFNETMASK, req)[20:24])
+        except OSError:
+            return None
+    return str(ipaddress.ip_network(f"{addr}/{mask}", strict=False)), addr
 
 
 def ensure(nl: Netlink, name: str, subnet: str, gateway: str) -> tuple[int, str, str]:

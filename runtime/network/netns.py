@@ -41,23 +41,18 @@ def _prepare_dir() -> None:
         pass  # a private directory still works; only the propagation to copies is lost
 
 
-@contextmanager
-def created(cid: str) -> Iterator[int]:
-    """Make the container's namespace; inside the block the thread is in it (so sockets opened
-    there belong to it) and the value is a descriptor of it. The thread is back home afterwards."""
+def create(cid: str) -> None:
+    """Make the container's namespace (no links in it but lo)."""
     _prepare_dir()
     remove(cid)  # left by a start that was killed half-way
     target = path_of(cid)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    fd = -1
     try:
         fd_file = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         os.close(fd_file)
         sc.unshare(sc.CLONE_NEWNET)
         try:
-            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            sc.mount(f"/proc/self/fd/{fd}", target, None, sc.MS_BIND)
-            yield fd
+            sc.mount("/proc/thread-self/ns/net", target, None, sc.MS_BIND)
         finally:
             sc.setns(home, sc.CLONE_NEWNET)
     except BaseException:
@@ -65,8 +60,25 @@ def created(cid: str) -> Iterator[int]:
         raise
     finally:
         os.close(home)
-        if fd >= 0:
+
+
+@contextmanager
+def entered(cid: str) -> Iterator[int]:
+    """Inside the block the thread is in the container's namespace (so sockets opened there
+    belong to it) and the value is a descriptor of it. The thread is back home afterwards."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path_of(cid), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, sc.CLONE_NEWNET)
+            try:
+                yield fd
+            finally:
+                sc.setns(home, sc.CLONE_NEWNET)
+        finally:
             os.close(fd)
+    finally:
+        os.close(home)
 
 
 def exists(cid: str) -> bool:
