@@ -215,23 +215,22 @@ def _sha256_of(path: Path | str, size: int, keep: bool = False) -> tuple[str, by
     munmap) per file."""
     h = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    pieces = []
-    total = 0
+    first = b""  # only the first read is kept: a big file is hashed, never held whole
+    reads = total = 0
     try:
         want = min(size + 1, CHUNK)
         while chunk := os.read(fd, want):
             h.update(chunk)
-            pieces.append(chunk)
+            reads += 1
+            if reads == 1:
+                first = chunk
             total += len(chunk)
             if total == size and len(chunk) < want:
                 break  # short of the extra byte asked for, at the size the lstat gave: the end
             want = CHUNK
     finally:
         os.close(fd)
-    data = None
-    if keep and len(pieces) <= 1:
-        data = pieces[0] if pieces else b""
-    return h.hexdigest(), data
+    return h.hexdigest(), (first if keep and reads <= 1 else None)
 
 
 def clean_source(src: str) -> str:
