@@ -122,9 +122,7 @@ def _run(root: str | None, debug: bool, kw: dict) -> None:
 
     try:
         run(obj, kw.pop("detach"), kw)
-    except Exception as exc:
-        fail(exc, obj.debug)
-    except KeyboardInterrupt as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         fail(exc, obj.debug)
 
 
