@@ -38,10 +38,14 @@ def build(store, opts: BuildOptions, progress: Progress | None = None, probe=Non
     """Build the image `opts` describes; BuildError (one line) when anything fails,
     in which case nothing is tagged. `probe`: the fingerprint fastpath.probe took before
     the build began; the answer is recorded under it for the next no-change rebuild."""
-    shown: list[BuildEvent] = []
+    shown: list[BuildEvent] = []  # what the fast path records (not every output line of every RUN)
+    recorded: tuple[str, ...] = ()
+    if probe is not None:
+        from .fastpath import RECORDED_ACTIONS as recorded
 
     def emit(e: BuildEvent) -> None:
-        shown.append(e)
+        if e.action in recorded:
+            shown.append(e)
         if progress is not None:
             progress(e)
 

@@ -60,6 +60,10 @@ MIGRATIONS = [
 ]
 
 
+# the build events a recorded answer shows again (output lines come from steps that ran)
+RECORDED_ACTIONS = ("step", "done", "warning", "notice")
+
+
 class _TooBig(Exception):
     """More than MAX_ENTRIES in the context: no fingerprint."""
 
@@ -236,7 +240,7 @@ def record(store, found: Probe, *, image_id: str, manifest, seen: dict[str, str 
                 continue
             n = numbers.setdefault(e.step, len(numbers) + 1)
             e = BuildEvent(**{**asdict(e), "cached": True, "elapsed": 0.0, "step": n, "id": f"#{n}"})
-        elif e.action not in ("warning", "notice"):
+        elif e.action not in RECORDED_ACTIONS:
             continue  # output lines and runtime notes come from steps that ran
         shown.append(asdict(e))
     rec = {"image_id": image_id, "manifest": manifest.digest,
