@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import cache as cachemod
@@ -159,7 +159,7 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
             view = _Empty() if cmd.link else ctx.view(diff_ids)
             uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
             reuse = Reuse(ctx.store, family)
-            with ctx.staging() as root, ctx.staging() as scratch, closing(reuse):
+            with ctx.staging() as root, ctx.staging() as scratch:
                 for it in items():
                     if it.prepare is not None:
                         it.prepare(it, scratch)

@@ -43,7 +43,6 @@ class Reuse:
         self.linked: set[str] = set()
         self.started = time.time_ns()  # before anything is written: the new record's `checked`
         self.donor: str | None = None
-        self._dirs: dict[str, int] = {}  # open directories (donor's and tree's), for one-component lookups
         self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset or None]
         self._checked = 0
         self._diff_id: str | None = None
@@ -68,10 +67,22 @@ class Reuse:
         if self.donor is None:
             return out
         try:
-            donor_dir = self._dir(os.path.join(self.donor, where) if where else self.donor)
+            donor_dir = _open_dir(os.path.join(self.donor, where) if where else self.donor)
         except (FileNotFoundError, NotADirectoryError):
             return out
-        into = self._dir(target_dir)
+        try:
+            into = _open_dir(target_dir)
+            try:
+                self._link_in(donor_dir, into, where, files, out)
+            finally:
+                os.close(into)
+        finally:
+            os.close(donor_dir)
+        return out
+
+    def _link_in(self, donor_dir: int, into: int, where: str, files: list[tuple], out: list[bool]) -> None:
+        """link_dir's loop, both directories open (only while their files are linked: a tree may
+        have more directories than the process may hold descriptors)."""
         known_files, checked, placed, linked = self._files, self._checked, self.placed, self.linked
         prefix = where + "/" if where else ""
         for i, (name, digest, size, mode, uid, gid, mtime_ns) in enumerate(files):
@@ -96,21 +107,6 @@ class Reuse:
             placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
             linked.add(rel)
             out[i] = True
-        return out
-
-    def _dir(self, path: str) -> int:
-        fd = self._dirs.get(path)
-        if fd is None:
-            fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            if self._dirs.setdefault(path, fd) != fd:  # another thread opened it first
-                os.close(fd)
-                fd = self._dirs[path]
-        return fd
-
-    def close(self) -> None:
-        for fd in self._dirs.values():
-            os.close(fd)
-        self._dirs.clear()
 
     def written(self, rel: str, st: os.stat_result, digest: str) -> None:
         self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
@@ -140,3 +136,6 @@ class Reuse:
                               "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
                               (self.family, chain_id, record))
 
+
+def _open_dir(path: str) -> int:
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -213,3 +213,25 @@ def test_files_written_from_memory_give_the_layer_that_reading_them_gives(store,
     layer = store.blobs.read_bytes(store.resolve("kept").manifest.layers[-1].digest)
     with tarfile.open(fileobj=io.BytesIO(layer)) as t:
         assert t.extractfile("dst/x.txt").read() == b"HELO\n"
+
+
+def test_an_edit_in_a_context_of_more_directories_than_descriptors(store, tmp_path):
+    """The rebuild links unchanged files directory by directory: it must not hold a descriptor
+    per directory (a tree of more directories than the soft RLIMIT_NOFILE failed with EMFILE)."""
+    import resource
+
+    files = {f"src/d{i:03d}/f.txt": f"file {i}\n" for i in range(300)}
+    root = write_context(tmp_path / "many", files)
+    old = time.time() - 3600
+    for p in root.rglob("*"):
+        os.utime(p, (old, old))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    do_build(store, root, DF, tags=["v1"])
+    (root / "src/d007/f.txt").write_text("edited\n")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        do_build(store, root, DF, tags=["v2"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert ImageFS(store, "v2").read("/src/d007/f.txt") == b"edited\n"
+    assert ImageFS(store, "v2").read("/src/d123/f.txt") == b"file 123\n"
