@@ -27,6 +27,7 @@ import time
 
 TTL = 600
 TIMEOUT = 2.0
+MAX_PENDING = 256  # forwarded queries awaiting an answer, a socket each (select's limit is 1024)
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from runtime.network.dns import main; "
         "main(sys.argv[2:])")
 
@@ -166,17 +167,22 @@ class Responder:
         return reply(msg, end, found if qtype == 1 else [])
 
     def forward(self, msg: bytes, client: tuple, attempt: int = 0) -> None:
-        if attempt >= len(self.servers):
+        if attempt >= len(self.servers) or len(self.pending) >= MAX_PENDING:
             q = question(msg)
             if q is not None:
-                self.udp.sendto(reply(msg, q[2], [], 2), client)  # SERVFAIL
+                try:
+                    self.udp.sendto(reply(msg, q[2], [], 2), client)  # SERVFAIL
+                except OSError:
+                    pass  # the client's to retry
             return
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = None
         try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.connect(self.servers[attempt])
             s.send(msg)
         except OSError:
-            s.close()
+            if s is not None:
+                s.close()
             self.forward(msg, client, attempt + 1)
             return
         self.pending[s] = (msg, client, time.monotonic() + TIMEOUT, attempt)

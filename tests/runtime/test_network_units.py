@@ -5,6 +5,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -168,3 +169,47 @@ def test_addresses_roll_on_and_skip_the_gateway(tmp_path):
         table.close()
     assert mac_of("172.17.0.2") == "02:42:ac:11:00:02"
     assert os.path.exists(tmp_path / "leases.db")
+
+
+def test_dns_responder_outlives_a_flood_of_queries_it_must_forward(tmp_path):
+    """A container asking for names the upstream never answers: each forwarded query waits for
+    its answer on a socket of its own, and those are capped (beyond, SERVFAIL at once), so the
+    responder neither runs out of descriptors nor stops answering its own names."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # an upstream that never answers
+    silent.bind(("127.0.0.1", 0))
+    table = Leases(str(tmp_path))
+    table.add(Lease("c" * 64, "n" * 64, "appnet", "br-test", "10.9.0.0/24", "10.9.0.1", "10.9.0.7",
+                    mac_of("10.9.0.7"), "vethx", "e" * 64, ["web"]))
+    (tmp_path / "lock").touch()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(4)
+    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=[silent.getsockname()])
+    t = threading.Thread(target=r.run, daemon=True)
+    t.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(5)
+    try:
+        for i in range(1500):
+            client.sendto(query(f"n{i}.example.test", 1, i), udp.getsockname())
+        client.sendto(query("web", 1, 9999), udp.getsockname())
+        deadline = time.monotonic() + 10
+        found = None
+        while found is None and time.monotonic() < deadline:
+            qid, _flags, addrs = answers(client.recv(512))
+            if qid == 9999:
+                found = addrs
+        assert found == ["10.9.0.7"]
+        assert t.is_alive() and len(r.pending) <= dns.MAX_PENDING
+    finally:
+        table.drop("c" * 64)
+        t.join(10)
+        assert not t.is_alive()
+        table.close()
+        client.close()
+        udp.close()
+        tcp.close()
+        silent.close()
