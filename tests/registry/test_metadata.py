@@ -539,3 +539,40 @@ def test_gc_waits_for_pins_and_pins_for_nobody(meta, tmp_path, url):
         p3.release()
     finally:
         gc_side.close()
+
+
+def test_pins_arriving_while_gc_waits_wait_for_it_on_postgresql(tmp_path, pg_url):
+    """A process's pins share one connection's lock (a count), yet a collector
+    waiting for them is not starved by pins that keep arriving: a pin asked for
+    while it waits comes after it, as separate sessions queue in PostgreSQL."""
+    meta, gc_side = open_metadata(tmp_path, pg_url), open_metadata(tmp_path, pg_url)
+    order: list[str] = []
+    try:
+        p1 = meta.pin()
+        entered = threading.Event()
+
+        def collect() -> None:
+            with gc_side.gc_transaction():
+                order.append("gc")
+                entered.set()
+        t = threading.Thread(target=collect)
+        t.start()
+        assert not entered.wait(0.3)  # the collector waits for p1
+        late: list = []
+
+        def pin_late() -> None:
+            late.append(meta.pin())
+            order.append("late pin")
+        u = threading.Thread(target=pin_late)
+        u.start()
+        time.sleep(0.3)
+        assert order == []  # the late pin waits behind the collector; the collector for p1
+        p1.release()
+        assert entered.wait(10)
+        u.join(10)
+        t.join()
+        assert order == ["gc", "late pin"]
+        late[0].release()
+    finally:
+        meta.close()
+        gc_side.close()

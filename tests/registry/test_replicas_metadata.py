@@ -205,3 +205,51 @@ def test_a_quota_holds_across_replicas(replicas, pg_url):
         r = c.request("POST", f"/v2/{spaces[0]}/app/blobs/uploads/?digest={sha256(b'x' * 41)}", body=b"x" * 41)
         assert r.status == 403 and "uses 60 of its 100 bytes" in r.json()["errors"][0]["message"], r.body
         c.close()
+
+
+def test_many_concurrent_manifest_puts_under_a_small_connection_limit(tmp_path, pg_server):
+    """A role allowed 12 connections serves 48 manifest PUTs at once: a push's
+    pin (held from the commit of its bytes to their link) takes no connection
+    of its own, so the server's connections stay its worker threads' and one
+    pin holder's, however many pushes are pinned together."""
+    role = unique("pins").replace("-", "_")
+    url = pg_server.database()
+    db = url.rsplit("/", 1)[1]
+    pg_server.sql("postgres", f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 12")  # not a superuser: the limit holds
+    pg_server.sql("postgres", f"ALTER DATABASE {db} OWNER TO {role}")
+    server = RegistryProc(tmp_path / "root", metadata=url.replace("//soko@", f"//{role}@"))
+    try:
+        s = server.start()
+        c = s.client()
+        name = unique("many")
+        cfg = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        config_digest = c.push_blob(name, cfg)
+        c.close()
+        statuses: list[tuple[int, bytes]] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(48)
+
+        def pusher(k: int) -> None:
+            cl = s.client()
+            m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(cfg)},
+                            "annotations": {"n": str(k)}}).encode()
+            barrier.wait(timeout=30)
+            r = cl.put_manifest(name, f"t{k}", m)
+            with lock:
+                statuses.append((r.status, r.body[:200]))
+            cl.close()
+        threads = [threading.Thread(target=pusher, args=(k,)) for k in range(48)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [x for x in statuses if x[0] != 201] == [] and len(statuses) == 48
+        connections = rows(url, "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))[0][0]
+        assert connections <= 12, connections
+        s.stop()
+        assert "Traceback" not in s.errors(), s.errors()[-3000:]
+    finally:
+        server.stop()
+        pg_server.drop(url)
+        pg_server.sql("postgres", f"DROP ROLE IF EXISTS {role}")

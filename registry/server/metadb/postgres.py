@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import RegistryError
 from ..meta import GCTx, Pin, Visible
+from .pgpins import PinHolder
 from .schema import POSTGRES, render, statements
 from .sql import SQLMeta
 
@@ -40,7 +41,7 @@ LOCK_CLASS = 0x736F6B6F  # "soko": the first key of our two-key advisory locks
 GC_RUN = 1  # session lock: one collector at a time
 GC_EXCLUDE = 2  # transaction lock: shared by writers, exclusive by gc
 MIGRATE = 3  # transaction lock: one process migrates
-GC_PIN = 4  # session lock shared by pushes committing a blob; gc's transactions take it exclusively first
+GC_PIN = 4  # session lock: each process's pins, counted, hold it shared (pgpins.py); gc's transactions take it exclusively first
 
 
 @functools.lru_cache(maxsize=512)
@@ -89,7 +90,7 @@ class PostgresMeta(SQLMeta):
         self._local = threading.local()
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
-        self._pin_conns: list[Any] = []  # connections free for pins (each holds its pin's session lock)
+        self._pins = PinHolder(self._connect, (LOCK_CLASS, GC_PIN))
         self._migrate()
 
     def _conn(self) -> Any:
@@ -165,37 +166,13 @@ class PostgresMeta(SQLMeta):
             yield self._tx(_Conn(c))
 
     def pin(self) -> Pin:
-        with self._conns_lock:
-            c = self._pin_conns.pop() if self._pin_conns else None
-        if c is None or c.closed or c.broken:
-            c = self._connect()
-        c.execute("SELECT pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, GC_PIN))
-        return _SessionPin(self, c)
-
-    def _unpin(self, c: Any) -> None:
-        try:
-            c.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (LOCK_CLASS, GC_PIN))
-        except self._psycopg.Error:
-            c.close()  # the lock goes with the connection
-            return
-        with self._conns_lock:
-            self._pin_conns.append(c)
+        return self._pins.pin()
 
     def close(self) -> None:
+        self._pins.close()
         with self._conns_lock:
-            conns, self._conns, self._pin_conns = self._conns, [], []
+            conns, self._conns = self._conns, []
         for c in conns:
             c.close()
         self._local = threading.local()
 
-
-class _SessionPin:
-    """GC_PIN held shared by one connection until release (it dies with the connection)."""
-
-    def __init__(self, meta: PostgresMeta, c: Any):
-        self.meta, self.c = meta, c
-
-    def release(self) -> None:
-        if self.c is not None:
-            c, self.c = self.c, None
-            self.meta._unpin(c)
