@@ -24,10 +24,15 @@ import socket
 import struct
 import sys
 import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 TTL = 600
 TIMEOUT = 2.0
 MAX_PENDING = 256  # forwarded queries awaiting an answer, a socket each (select's limit is 1024)
+MAX_STREAMS = 64  # TCP clients at once; beyond, the oldest goes
+STREAM_QUERIES = 8  # a TCP client's queries in flight; more wait in its socket
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from runtime.network.dns import main; "
         "main(sys.argv[2:])")
 
@@ -137,16 +142,38 @@ def upstreams(resolv_conf: str = "/etc/resolv.conf", exclude: str = "") -> list[
     return out
 
 
+@dataclass
+class Stream:
+    """A TCP client: the bytes of its next query so far, the answers we owe it.
+    Served in the select loop like the rest, so a slow one stalls nobody; it is
+    dropped when it has been idle (no whole query, no answer taken) for TIMEOUT."""
+    conn: socket.socket
+    deadline: float
+    inbox: bytearray = field(default_factory=bytearray)
+    outbox: bytearray = field(default_factory=bytearray)
+    waiting: int = 0  # its queries forwarded upstream, not answered yet
+    eof: bool = False  # it sent all it will
+
+    def wants_input(self) -> bool:
+        return not self.eof and not self.outbox and self.waiting < STREAM_QUERIES
+
+    def finished(self, now: float) -> bool:
+        return not self.waiting and ((self.eof and not self.outbox) or now > self.deadline)
+
+
 class Responder:
     def __init__(self, state_dir: str, bridge: str, udp: socket.socket, tcp: socket.socket,
                  servers: list[tuple[str, int]] | None = None):
         import sqlite3
 
         self.state_dir, self.bridge, self.udp, self.tcp = state_dir, bridge, udp, tcp
+        self.tcp.setblocking(False)
         self.db = sqlite3.connect(f"file:{os.path.join(state_dir, 'leases.db')}?mode=ro", uri=True, timeout=5,
                                   check_same_thread=False)
         self.servers = upstreams(exclude=udp.getsockname()[0]) if servers is None else servers
-        self.pending: dict[socket.socket, tuple[bytes, tuple, float, int]] = {}  # upstream socket -> query
+        # upstream socket -> (query, where its answer goes, deadline, attempt)
+        self.pending: dict[socket.socket, tuple[bytes, Callable[[bytes], None], float, int]] = {}
+        self.streams: dict[socket.socket, Stream] = {}  # TCP clients, oldest first
 
     def lookup(self, name: str) -> list[str] | None:
         out = []
@@ -166,14 +193,12 @@ class Responder:
             return None
         return reply(msg, end, found if qtype == 1 else [])
 
-    def forward(self, msg: bytes, client: tuple, attempt: int = 0) -> None:
+    def forward(self, msg: bytes, send: Callable[[bytes], None], attempt: int = 0) -> None:
+        """Ask the upstreams in turn; `send(answer)` when one answers, a SERVFAIL
+        (or nothing, for what is no query) when none does."""
         if attempt >= len(self.servers) or len(self.pending) >= MAX_PENDING:
             q = question(msg)
-            if q is not None:
-                try:
-                    self.udp.sendto(reply(msg, q[2], [], 2), client)  # SERVFAIL
-                except OSError:
-                    pass  # the client's to retry
+            send(reply(msg, q[2], [], 2) if q is not None else b"")  # SERVFAIL
             return
         s = None
         try:
@@ -183,34 +208,75 @@ class Responder:
         except OSError:
             if s is not None:
                 s.close()
-            self.forward(msg, client, attempt + 1)
+            self.forward(msg, send, attempt + 1)
             return
-        self.pending[s] = (msg, client, time.monotonic() + TIMEOUT, attempt)
+        self.pending[s] = (msg, send, time.monotonic() + TIMEOUT, attempt)
 
-    def serve_tcp(self) -> None:
-        conn, _ = self.tcp.accept()
-        with conn:
-            conn.settimeout(TIMEOUT)
+    def _to_udp(self, client: tuple, out: bytes) -> None:
+        if out:
             try:
-                size = struct.unpack("!H", _recv_exact(conn, 2))[0]
-                msg = _recv_exact(conn, size)
-                out = self.answer(msg) or self._forward_blocking(msg)
-                if out:
-                    conn.sendall(struct.pack("!H", len(out)) + out)
-            except (OSError, struct.error):
-                pass
+                self.udp.sendto(out, client)
+            except OSError:
+                pass  # the client's to retry
 
-    def _forward_blocking(self, msg: bytes) -> bytes | None:
-        for server in self.servers:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(TIMEOUT)
-                try:
-                    s.connect(server)
-                    s.send(msg)
-                    return s.recv(65535)
-                except OSError:
-                    continue
-        return None
+    def _to_stream(self, conn: socket.socket, out: bytes) -> None:
+        st = self.streams.get(conn)
+        if st is None:
+            return  # gone meanwhile
+        st.waiting -= 1
+        if out:
+            st.outbox += struct.pack("!H", len(out)) + out
+        st.deadline = time.monotonic() + TIMEOUT
+
+    def accept(self) -> None:
+        try:
+            conn, _ = self.tcp.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        if len(self.streams) >= MAX_STREAMS:
+            self.drop(next(iter(self.streams)))
+        self.streams[conn] = Stream(conn, time.monotonic() + TIMEOUT)
+
+    def drop(self, conn: socket.socket) -> None:
+        del self.streams[conn]
+        conn.close()
+
+    def read(self, st: Stream) -> None:
+        try:
+            data = st.conn.recv(65537)
+        except BlockingIOError:
+            return
+        except OSError:
+            st.eof = True
+            st.outbox.clear()
+            return
+        if not data:
+            st.eof = True
+            return
+        st.inbox += data
+        while len(st.inbox) >= 2 and len(st.inbox) >= 2 + (size := struct.unpack_from("!H", st.inbox)[0]):
+            msg = bytes(st.inbox[2:2 + size])
+            del st.inbox[:2 + size]
+            st.deadline = time.monotonic() + TIMEOUT
+            st.waiting += 1
+            out = self.answer(msg)
+            if out is not None:
+                self._to_stream(st.conn, out)
+            else:
+                self.forward(msg, partial(self._to_stream, st.conn))
+
+    def write(self, st: Stream) -> None:
+        try:
+            sent = st.conn.send(st.outbox)
+        except BlockingIOError:
+            return
+        except OSError:
+            st.eof = True
+            st.outbox.clear()
+            return
+        del st.outbox[:sent]
+        st.deadline = time.monotonic() + TIMEOUT
 
     def alone(self) -> bool:
         """No container left on the network: checked under the host's network lock, so no
@@ -228,8 +294,13 @@ class Responder:
     def run(self) -> None:
         next_check = time.monotonic() + 1
         while True:
-            ready = select.select([self.udp, self.tcp, *self.pending], [], [], 0.5)[0]
-            for s in ready:
+            reading = [self.udp, self.tcp, *self.pending, *(c for c, st in self.streams.items() if st.wants_input())]
+            writing = [c for c, st in self.streams.items() if st.outbox]
+            readable, writable, _ = select.select(reading, writing, [], 0.5)
+            for s in writable:
+                if s in self.streams:
+                    self.write(self.streams[s])
+            for s in readable:
                 if s is self.udp:
                     try:
                         msg, client = self.udp.recvfrom(65535)
@@ -237,38 +308,36 @@ class Responder:
                         continue
                     out = self.answer(msg)
                     if out is not None:
-                        self.udp.sendto(out, client)
+                        self._to_udp(client, out)
                     else:
-                        self.forward(msg, client)
+                        self.forward(msg, partial(self._to_udp, client))
                 elif s is self.tcp:
-                    self.serve_tcp()
-                else:
-                    msg, client, _deadline, _attempt = self.pending.pop(s)
+                    self.accept()
+                elif s in self.streams:
+                    self.read(self.streams[s])
+                elif s in self.pending:
+                    msg, send, _deadline, attempt = self.pending.pop(s)
                     try:
-                        self.udp.sendto(s.recv(65535), client)
-                    except OSError:
-                        pass
+                        out = s.recv(65535)
+                    except OSError:  # refused: the next upstream
+                        out = b""
                     s.close()
+                    if out:
+                        send(out)
+                    else:
+                        self.forward(msg, send, attempt + 1)
             now = time.monotonic()
-            for s, (msg, client, deadline, attempt) in list(self.pending.items()):
+            for s, (msg, send, deadline, attempt) in list(self.pending.items()):
                 if now > deadline:
                     del self.pending[s]
                     s.close()
-                    self.forward(msg, client, attempt + 1)
+                    self.forward(msg, send, attempt + 1)
+            for conn in [c for c, st in self.streams.items() if st.finished(now)]:
+                self.drop(conn)
             if now > next_check:
                 if self.alone():
                     return
                 next_check = now + 1
-
-
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        if not chunk:
-            raise OSError("closed")
-        data += chunk
-    return data
 
 
 def main(argv: list[str]) -> None:

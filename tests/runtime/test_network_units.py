@@ -213,3 +213,87 @@ def test_dns_responder_outlives_a_flood_of_queries_it_must_forward(tmp_path):
         udp.close()
         tcp.close()
         silent.close()
+
+
+def test_dns_tcp_clients_stall_neither_udp_answers_nor_each_other(tmp_path, upstream):
+    """TCP clients are served in the responder's select loop: one sending a byte
+    every 1.5 s (each within the old per-recv timeout) delays no UDP answer and
+    no other TCP client, and is dropped TIMEOUT after its last whole query; idle
+    ones beyond MAX_STREAMS push the oldest out. A TCP client may send two
+    queries at once (glibc asks A and AAAA so), forwarded ones included."""
+    table = Leases(str(tmp_path))
+    table.add(Lease("c" * 64, "n" * 64, "appnet", "br-test", "10.9.0.0/24", "10.9.0.1", "10.9.0.7",
+                    mac_of("10.9.0.7"), "vethx", "e" * 64, ["web"]))
+    (tmp_path / "lock").touch()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(128)
+    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=[upstream])
+    t = threading.Thread(target=r.run, daemon=True)
+    t.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.settimeout(5)
+    stop = threading.Event()
+    slow = socket.create_connection(tcp.getsockname(), timeout=10)
+    idle: list[socket.socket] = []
+
+    def dribble() -> None:
+        q = query("web")
+        for b in struct.pack("!H", len(q)) + q:
+            try:
+                slow.send(bytes([b]))
+            except OSError:
+                return
+            if stop.wait(1.5):
+                return
+    d = threading.Thread(target=dribble, daemon=True)
+    try:
+        d.start()
+        time.sleep(0.2)  # the slow client has sent its first byte
+        for i in range(5):
+            began = time.monotonic()
+            client.sendto(query("web", 1, i), udp.getsockname())
+            assert answers(client.recv(512))[::2] == (i, ["10.9.0.7"])
+            assert time.monotonic() - began < 0.5, "a UDP answer waited for a TCP client"
+            began = time.monotonic()
+            with socket.create_connection(tcp.getsockname(), timeout=5) as c:
+                a, b = query("web", 1, 1), query("example.test", 1, 2)
+                c.sendall(struct.pack("!H", len(a)) + a + struct.pack("!H", len(b)) + b)
+                got = {}
+                for _ in range(2):
+                    size = struct.unpack("!H", _exact(c, 2))[0]
+                    qid, _flags, addrs = answers(_exact(c, size))
+                    got[qid] = addrs
+            assert got == {1: ["10.9.0.7"], 2: ["192.0.2.77"]}
+            assert time.monotonic() - began < 0.5, "a TCP client waited for another"
+            time.sleep(0.3)
+        # the slow client: dropped TIMEOUT after it connected, although it kept sending
+        began = time.monotonic()
+        assert slow.recv(1) == b""
+        assert time.monotonic() - began < dns.TIMEOUT + 1
+        idle = [socket.create_connection(tcp.getsockname(), timeout=5) for _ in range(dns.MAX_STREAMS + 8)]
+        time.sleep(0.3)
+        assert len(r.streams) <= dns.MAX_STREAMS
+        assert idle[0].recv(1) == b""  # the oldest went first
+    finally:
+        stop.set()
+        table.drop("c" * 64)
+        t.join(10)
+        assert not t.is_alive()
+        for c in [slow, *idle]:
+            c.close()
+        table.close()
+        client.close()
+        udp.close()
+        tcp.close()
+
+
+def _exact(c: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = c.recv(n - len(data))
+        assert chunk, "closed early"
+        data += chunk
+    return data
