@@ -17,7 +17,7 @@ import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from . import containers, records
 from .containers import LIVE, STOP_FILE, ContainerDir
@@ -216,12 +216,15 @@ class Container:
         finally:
             self.cdir.unlock()
 
-    def endpoint(self):
+    def endpoint(self, leases: Mapping[str, Any] | None = None):
         """The container's lease on its bridge network while it runs (network/leases.Lease:
-        address, MAC, published ports), else None."""
+        address, MAC, published ports), else None; looked up in `leases` (every container's,
+        network.leases.snapshot()) when given, else in the table."""
         st = self.state
         if not st.netns or st.status != containers.RUNNING:
             return None
+        if leases is not None:
+            return leases.get(self.id)
         from .network.leases import reader
 
         table = reader()

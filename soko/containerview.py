@@ -78,10 +78,9 @@ def _port_key(key: str) -> tuple:
     return (int(port) if port.isdigit() else 0, proto)
 
 
-def port_bindings(c: "Container", lease=None) -> dict[str, list[dict] | None]:
-    """Docker's NetworkSettings.Ports of a running container: exposed ports, published ones with
-    their host address and port."""
-    lease = lease if lease is not None else c.endpoint()
+def port_bindings(c: "Container", lease) -> dict[str, list[dict] | None]:
+    """Docker's NetworkSettings.Ports of a running container (its `lease`, c.endpoint()):
+    exposed ports, published ones with their host address and port."""
     if lease is None:
         return {}
     out: dict[str, list[dict] | None] = {k: None for k in exposed_ports(c)}
@@ -91,7 +90,7 @@ def port_bindings(c: "Container", lease=None) -> dict[str, list[dict] | None]:
     return dict(sorted(out.items(), key=lambda kv: _port_key(kv[0])))
 
 
-def ports_text(c: "Container", lease=None) -> str:
+def ports_text(c: "Container", lease) -> str:
     """ps's PORTS: `0.0.0.0:8080->80/tcp`, and `443/tcp` for an exposed port nobody published."""
     parts = []
     for key, binds in port_bindings(c, lease).items():
@@ -106,8 +105,9 @@ def labels(c: "Container") -> dict[str, str]:
     return dict(((c.record.config if c.record else {}).get("Config") or {}).get("Labels") or {})
 
 
-def ps_fields(c: "Container", trunc: bool = True, now: float | None = None) -> dict[str, Any]:
-    """The fields of a `ps` row (Docker's names, for --format)."""
+def ps_fields(c: "Container", trunc: bool = True, now: float | None = None, leases=None) -> dict[str, Any]:
+    """The fields of a `ps` row (Docker's names, for --format); `leases`: every
+    container's (leases.snapshot()), read once for all the rows."""
     now = time.time() if now is None else now
     rec = c.record
     mounts = (rec.config.get("Mounts") or []) if rec else []
@@ -121,7 +121,7 @@ def ps_fields(c: "Container", trunc: bool = True, now: float | None = None) -> d
         "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in mounts),
         "Names": c.name,
         "Networks": network_name(c),
-        "Ports": ports_text(c),
+        "Ports": ports_text(c, c.endpoint(leases)),
         "RunningFor": f"{human_duration(_ago(rec.created, now))} ago" if rec else "",
         "Size": "0B",
         "State": c.state.status,

@@ -197,6 +197,17 @@ def reader() -> Leases | None:
     return Leases(directory)
 
 
+def snapshot() -> dict[str, Lease]:
+    """Every lease by container, read once (ps, network prune: not once per container or network)."""
+    table = reader()
+    if table is None:
+        return {}
+    try:
+        return {lease.container: lease for lease in table.all()}
+    finally:
+        table.close()
+
+
 def mac_of(address: str) -> str:
     """Docker's rule: 02:42 and the four bytes of the IPv4 address."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.ip_address(address).packed)

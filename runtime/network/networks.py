@@ -19,7 +19,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ContainerError, InvalidOption
 
@@ -253,24 +253,20 @@ def _parse_address(text: str, what: str) -> ipaddress.IPv4Address:
         raise InvalidOption(f"invalid {what} address {text!r}") from None
 
 
-def active(network: Network) -> list:
-    """The leases on this network now (containers running on it)."""
-    from .leases import reader
+def active(network: Network, leases: Mapping[str, Any] | None = None) -> list:
+    """The leases on this network now (containers running on it), from `leases`
+    (every container's, leases.snapshot()) when given."""
+    from .leases import snapshot
 
-    table = reader()
-    if table is None:
-        return []
-    try:
-        return [l for l in table.all() if l.network_id == network.id]
-    finally:
-        table.close()
+    return [l for l in (snapshot() if leases is None else leases).values() if l.network_id == network.id]
 
 
-def remove(db: "MetadataDB", ref: str) -> Network:
+def remove(db: "MetadataDB", ref: str, leases: Mapping[str, Any] | None = None) -> Network:
+    """`leases`: as for `active` (a prune reads them once for every network)."""
     net = get(db, ref)
     if net.predefined:
         raise NetworkInUse(f"{net.name} is a pre-defined network and cannot be removed")
-    if active(net):
+    if active(net, leases):
         raise NetworkInUse(f"error while removing network: network {net.name} id {net.id} has active endpoints")
     from .leases import host_lock
     from .subnets import Claims

@@ -136,16 +136,11 @@ def resolve(reqs: list[Request], held: list[Port]) -> tuple[list[Port], list[soc
 def check(reqs: list[Request]) -> None:
     """Refuse now a fixed host port that is taken (before the container is made); `resolve`
     decides again at each start."""
-    from .leases import reader
+    from .leases import snapshot
 
     fixed = [r for r in reqs if r.host_ports != (0,)]
     if not fixed:
         return
-    table = reader()
-    try:
-        held = [p for l in table.all() for p in l.ports] if table is not None else []
-    finally:
-        if table is not None:
-            table.close()
+    held = [p for l in snapshot().values() for p in l.ports]
     for s in resolve(fixed, held)[1]:
         s.close()

@@ -97,7 +97,11 @@ def ps_cmd(ctx, show_all, quiet, no_trunc, filters, fmt, latest, last) -> None:
         for c in found:
             click.echo(c.id if no_trunc else c.id[:12])
         return
-    rows = [FormatRow(ps_fields(c, trunc=not no_trunc), "*formatter.ContainerContext") for c in found]
+    from runtime.network.leases import snapshot
+
+    leases = snapshot() if any(c.state.status == "running" for c in found) else {}
+    rows = [FormatRow(ps_fields(c, trunc=not no_trunc, leases=leases), "*formatter.ContainerContext")
+            for c in found]
     click.echo(render(fmt, rows, PS_HEADERS, PS_DEFAULT), nl=False)
 
 
@@ -242,7 +246,7 @@ def port_cmd(ctx, container, private) -> None:
     from ..containerview import port_bindings
 
     c = get(ctx, container)
-    bindings = port_bindings(c)
+    bindings = port_bindings(c, c.endpoint())
     if private:
         port, _, proto = private.partition("/")
         key = f"{port}/{proto or 'tcp'}"

@@ -161,6 +161,7 @@ def prune_networks(obj, all_: bool, filters: tuple[str, ...] = ()):
     """The pruner of `network prune` and `system prune`: user networks no container refers to."""
     from runtime import records
     from runtime.network import networks
+    from runtime.network.leases import snapshot
 
     from ..prune import PruneResult
 
@@ -169,11 +170,12 @@ def prune_networks(obj, all_: bool, filters: tuple[str, ...] = ()):
     for rec in records.all_records(db):
         used.add((rec.config.get("HostConfig") or {}).get("NetworkMode", ""))
     result = PruneResult("Deleted Networks")
+    leases = snapshot()
     for net in networks.all_networks(db):
-        if net.predefined or net.name in used or net.id in used or networks.active(net):
+        if net.predefined or net.name in used or net.id in used or networks.active(net, leases):
             continue
         if not _matches(net, [f for f in filters if f.startswith("label=")]):
             continue
-        networks.remove(db, net.id)
+        networks.remove(db, net.id, leases)
         result.lines.append(net.name)
     return result

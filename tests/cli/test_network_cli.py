@@ -283,3 +283,24 @@ def test_iptables_where_nft_is_missing(store_root, bb, www):
         soko("rm", "-f", a, env=env)
         for table in ("nat", "filter"):
             assert "SOKO" not in in_netns(ns, "iptables", "-t", table, "-S").stdout
+
+
+def test_ps_and_network_prune_read_the_leases_once(soko, bb, tmp_path):
+    """`soko ps` opens the leases table once however many containers run (it opened it,
+    a connection with its WAL pragma and schema, per running container), and `network
+    prune` once however many networks it looks at (it read the leases twice per network)."""
+    for i in range(3):
+        soko("run", "-d", "--name", f"ps{i}", "bb:c", "sleep", "120")
+    for i in range(3):
+        soko("network", "create", f"unused{i}")
+
+    def opens(*args: str) -> tuple[int, str]:
+        log = tmp_path / "trace"
+        p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log), *soko.argv(), *args],
+                           capture_output=True, text=True, env=soko.env, check=True)
+        return sum(1 for line in log.read_text().splitlines() if '/leases.db"' in line), p.stdout
+    n, out = opens("ps", "--format", "{{.Names}} {{.Ports}}")
+    assert sorted(out.split()) == ["ps0", "ps1", "ps2"] and n == 1, (n, out)
+    n, out = opens("network", "prune", "-f")
+    assert sorted(out.split()[2:]) == ["unused0", "unused1", "unused2"] and n == 1, (n, out)
+    assert soko("network", "ls", "--format", "{{.Name}}").stdout.split() == ["bridge", "host", "none"]
