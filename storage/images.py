@@ -129,8 +129,9 @@ class ImageStore:
                         (diff_id, blob_digest, compression, size))
 
     def layer_blobs(self, diff_id: str) -> list[tuple[str, str, int]]:
-        """Stored blobs holding the layer `diff_id`: (digest, compression, size)."""
-        rows = self.db.query("SELECT blob_digest, compression, size FROM layers WHERE diff_id=?", (diff_id,))
+        """Stored blobs holding the layer `diff_id`: (digest, compression, size), first recorded first."""
+        rows = self.db.query("SELECT blob_digest, compression, size FROM layers WHERE diff_id=? ORDER BY rowid",
+                             (diff_id,))
         return [(r[0], r[1], r[2]) for r in rows if self.blobs.has(r[0])]
 
     def layer_alternates(self, blob_digests: Iterable[str]) -> set[str]:

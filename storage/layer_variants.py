@@ -44,12 +44,7 @@ def needs_compressing(d: Descriptor, wanted: Wanted) -> bool:
 
 def remembered(store: ImageStore, diff_id: str, compression: str) -> tuple[str, int] | None:
     """The first stored blob of layer `diff_id` in `compression` (digest, size), if any."""
-    rows = store.db.query("SELECT blob_digest, size FROM layers WHERE diff_id=? AND compression=? "
-                          "ORDER BY rowid", (diff_id, compression))
-    for digest, size in rows:
-        if store.blobs.has(digest):
-            return digest, size
-    return None
+    return next(((digest, size) for digest, kind, size in store.layer_blobs(diff_id) if kind == compression), None)
 
 
 def compressed_layer(store: ImageStore, d: Descriptor, diff_id: str, wanted: Wanted,
