@@ -59,8 +59,9 @@ def _declared_manifest(store: ImageStore, digest: str) -> Manifest | Index | Non
         return None
 
 
-def mark(store: ImageStore) -> set[str]:
-    """Every blob reachable from the store's tags and holds."""
+def reachable(store: ImageStore) -> set[str]:
+    """Every blob reachable from the store's tags and holds (not yet the other
+    forms of their layers: ImageStore.layer_alternates)."""
     known = {m.digest: m for m in store.recorded()}
     referrers: dict[str, list[str]] = {}
     for m in known.values():
@@ -80,16 +81,17 @@ def mark(store: ImageStore) -> set[str]:
             continue  # a config or a layer
         todo.extend(_edges(m))
         todo.extend((r, None) for r in referrers.get(digest, []))
-    return store.layer_alternates(seen)
+    return seen
 
 
 def collect(store: ImageStore, dry_run: bool = False, grace: float = DEFAULT_GRACE,
             candidates: set[str] | None = None) -> GCReport:
     """Sweep what nothing reaches. With `candidates` (the blobs of images just removed), only
     those are swept, and without the grace period: they were recorded, so not in flight."""
-    live = mark(store)
-    if candidates is not None:
-        candidates = store.layer_alternates(candidates)
+    if candidates is None:
+        [live] = store.layer_alternates(reachable(store))
+    else:
+        live, candidates = store.layer_alternates(reachable(store), candidates)
     report = GCReport()
     cutoff = time.time() - grace
     with store.db.transaction():  # writers wait while we sweep; readers go on

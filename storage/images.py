@@ -134,13 +134,18 @@ class ImageStore:
                              (diff_id,))
         return [(r[0], r[1], r[2]) for r in rows if self.blobs.has(r[0])]
 
-    def layer_alternates(self, blob_digests: Iterable[str]) -> set[str]:
-        """Every recorded blob holding the same layer as one of `blob_digests` (its
-        uncompressed and compressed forms), those included."""
-        wanted = set(blob_digests)
-        rows = self.db.query("SELECT a.blob_digest, b.blob_digest FROM layers a "
-                             "JOIN layers b ON a.diff_id = b.diff_id AND a.blob_digest != b.blob_digest")
-        return wanted | {other for blob, other in rows if blob in wanted}
+    def layer_alternates(self, *blob_sets: Iterable[str]) -> list[set[str]]:
+        """Each of `blob_sets` with every recorded blob holding the same layer as one
+        of its blobs (its uncompressed and compressed forms): one read of the table."""
+        by_layer: dict[str, list[str]] = {}
+        for diff_id, blob in self.db.query("SELECT diff_id, blob_digest FROM layers"):
+            by_layer.setdefault(diff_id, []).append(blob)
+        forms = {blob: blobs for blobs in by_layer.values() if len(blobs) > 1 for blob in blobs}
+        out = []
+        for blobs in blob_sets:
+            wanted = set(blobs)
+            out.append(wanted.union(*(forms[b] for b in wanted if b in forms)))
+        return out
 
     def diff_id_of(self, blob_digest: str) -> str | None:
         row = self.db.one("SELECT diff_id FROM layers WHERE blob_digest=?", (blob_digest,))

@@ -205,3 +205,26 @@ def test_gc_follows_a_child_the_index_declares_but_the_metadata_does_not_record(
     assert {idx.digest, child_digest, config, layer} <= set(store.blobs)
     store.untag("multi:1")
     assert set(collect(store, grace=0).removed) == {idx.digest, child_digest, config, layer}
+
+
+def test_gc_keeps_every_form_of_a_live_layer_reading_the_layers_table_once(tmp_path):
+    """A layer stored in two forms (as imported, and the gzip blob a push made) lives
+    and goes as one, for the live set and for the candidates of a removal alike;
+    gc reads the layers table for that once (it joined the whole table with itself
+    for each)."""
+    store = ImageStore(tmp_path)
+    keep, drop = _image(store, b"keep"), _image(store, b"drop")
+    store.tag("keep:1", keep.digest)
+    forms = {}
+    for m in (keep, drop):
+        layer = m.layers[0].digest
+        forms[m.digest] = store.blobs.put_bytes(b"gzip of " + layer.encode())
+        store.record_layer(layer, layer, "none", m.layers[0].size)
+        store.record_layer(layer, forms[m.digest], "gzip", 20)
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    report = collect(store, grace=0, candidates={drop.digest, drop.config.digest, drop.layers[0].digest})
+    store.db.conn.set_trace_callback(None)
+    assert set(report.removed) == {drop.digest, drop.config.digest, drop.layers[0].digest, forms[drop.digest]}
+    assert store.blobs.has(forms[keep.digest]) and store.blobs.has(keep.layers[0].digest)
+    assert len([s for s in statements if s.startswith("SELECT") and "FROM layers" in s]) == 1, statements
