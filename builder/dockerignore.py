@@ -192,14 +192,16 @@ class Matcher:
         return any((p.text + "/").startswith(prefix) for p in self.exceptions)
 
 
+def candidates(context: Path, dockerfile: Path | None = None) -> list[Path]:
+    """The ignore files a build may read, the first present one wins:
+    `<Dockerfile>.dockerignore` next to the Dockerfile, then `<context>/.dockerignore`."""
+    own = [dockerfile.with_name(dockerfile.name + ".dockerignore")] if dockerfile is not None else []
+    return [*own, context / ".dockerignore"]
+
+
 def load(context: Path, dockerfile: Path | None = None) -> Matcher:
-    """The matcher for a build: `<Dockerfile>.dockerignore` next to the
-    Dockerfile wins over `<context>/.dockerignore`."""
-    candidates = []
-    if dockerfile is not None:
-        candidates.append(dockerfile.with_name(dockerfile.name + ".dockerignore"))
-    candidates.append(context / ".dockerignore")
-    for c in candidates:
+    """The matcher for a build (from the first of `candidates` present)."""
+    for c in candidates(context, dockerfile):
         try:
             text = c.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:

@@ -116,8 +116,8 @@ def probe(opts: BuildOptions) -> Probe | None:
     lines: list[str] = []
     fresh = False
     try:
-        ignores = [dockerfile.with_name(dockerfile.name + ".dockerignore"), Path(opts.context) / ".dockerignore"]
-        for what, path in (("dockerfile", dockerfile), ("ignore", ignores[0]), ("ignore", ignores[1])):
+        ignores = dockerignore.candidates(Path(opts.context), dockerfile)
+        for what, path in [("dockerfile", dockerfile), *(("ignore", p) for p in ignores)]:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
