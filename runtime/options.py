@@ -14,6 +14,7 @@ from .errors import InvalidOption
 
 RUNTIMES = ("builtin", "runc", "crun")
 PREDEFINED_NETWORKS = ("none", "host", "bridge", "default")
+NETWORK_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"  # --network's and `network create`'s (Docker's)
 # Patterns as strings: `re` compiles (and caches) only those a run needs.
 _VOLUME_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$"
 _CONTAINER_NAME = r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
@@ -86,7 +87,7 @@ class RunOptions:
             raise InvalidOption(f"unknown runtime {self.runtime!r} (builtin, runc or crun)")
         if self.network.startswith("container:"):
             raise InvalidOption("--network container:NAME is not supported (bridge, none, host or a network)")
-        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", self.network):
+        if not re.match(NETWORK_NAME, self.network):
             raise InvalidOption(f"invalid network name {self.network!r}")
         if self.network_aliases and self.network in PREDEFINED_NETWORKS:
             raise InvalidOption("network-scoped alias is supported only for containers in user defined networks")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ContainerError, InvalidOption
+from ..options import NETWORK_NAME
 
 if TYPE_CHECKING:
     from storage.metadata import MetadataDB
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from .subnets import Claims
 
 PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
-_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
 
 
 class NoSuchNetwork(ContainerError):
@@ -169,7 +169,7 @@ def create(db: "MetadataDB", name: str, subnet: str | None = None, gateway: str 
     """A new bridge network (`docker network create`), its subnet claimed on the host."""
     if driver != "bridge":
         raise InvalidOption(f"plugin \"{driver}\" not found (soko has the bridge driver)")
-    if not re.match(_NAME, name):
+    if not re.match(NETWORK_NAME, name):
         raise InvalidOption(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     net = _parse_subnet(subnet) if subnet else None
     gw = _parse_address(gateway, "gateway") if gateway else None

@@ -297,3 +297,18 @@ def _exact(c: socket.socket, n: int) -> bytes:
         assert chunk, "closed early"
         data += chunk
     return data
+
+
+@pytest.mark.parametrize("name", ["-lead", "a b", "x/y", "", "ümlaut"])
+def test_run_and_network_create_refuse_the_same_network_names(tmp_path, name):
+    """One rule (Docker's) for a network's name, whether `run --network` names one or
+    `network create` makes one."""
+    from runtime.network import networks
+    from runtime.options import RunOptions
+    from storage.metadata import MetadataDB
+
+    with pytest.raises(InvalidOption, match="invalid network name"):
+        RunOptions(network=name, command=["true"]).validate()
+    with pytest.raises(InvalidOption, match="invalid network name"):
+        networks.create(MetadataDB(tmp_path / "m.db"), name)
+    RunOptions(network="a.b_c-1", command=["true"]).validate()
