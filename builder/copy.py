@@ -337,16 +337,14 @@ class _Placer:
         returns the rest, to be written."""
         if self.reuse.donor is None or not batch:
             return batch
-        known = self.hashes.known
         cut = len(self.root) + 1
         groups: dict[str, list[tuple]] = {}
         for args in batch:
             groups.setdefault(os.path.dirname(str(args[0])), []).append(args)
         rest = []
         for target_dir, items in groups.items():
-            files = [(os.path.basename(str(path)), known(host, st, hash_root) if hash_root is not None else None,
-                      st.st_size, mode, uid, gid, mtime_ns)
-                     for path, host, st, mode, uid, gid, mtime_ns, hash_root in items]
+            files = [(os.path.basename(str(path)), digest, st.st_size, mode, uid, gid, mtime_ns)
+                     for path, host, st, mode, uid, gid, mtime_ns, _hash_root, digest in items]
             done = self.reuse.link_dir(target_dir[cut:], target_dir, files)
             rest.extend(args for args, ok in zip(items, done) if not ok)
         if self.data:  # a path written from memory by an earlier source, linked over now
@@ -365,10 +363,12 @@ class _Placer:
             self.tree.make_dir(path, mode, uid, gid, mtime_ns)
             return
         if kind == stat.S_IFREG:
+            # its digest, if this build hashed it: looked up once, for the link and the copy
+            digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
             if self._batch is not None:
-                self._batch.append((path, host, st, mode, uid, gid, mtime_ns, hash_root))
+                self._batch.append((path, host, st, mode, uid, gid, mtime_ns, hash_root, digest))
             else:
-                self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
+                self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root, digest)
             return
         if os.path.lexists(path):
             remove(path)
@@ -390,9 +390,8 @@ class _Placer:
             self._copy(*args)
 
     def _linked(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
-                mtime_ns: int, hash_root: Path | None) -> bool:
+                mtime_ns: int, hash_root: Path | None, digest: str | None) -> bool:
         """Whether the file could be hard-linked from the previous result (see reuse.py)."""
-        digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
         rel = str(path)[len(self.root) + 1:]
         if digest is None or not self.reuse.link(rel, path, digest, st.st_size, mode, uid, gid, mtime_ns):
             return False
@@ -400,7 +399,7 @@ class _Placer:
         return True
 
     def _copy(self, path: Path | str, host: Path | str, st: os.stat_result, mode: int, uid: int, gid: int,
-              mtime_ns: int, hash_root: Path | None) -> None:
+              mtime_ns: int, hash_root: Path | None, digest: str | None) -> None:
         rel = str(path)[len(self.root) + 1:]
         data = self.hashes.content(host, st) if hash_root is not None else None
         if data is not None and len(data) != st.st_size:
@@ -409,13 +408,12 @@ class _Placer:
             written = copy_file(host, path, mode, uid, gid, mtime_ns, st.st_size, data)
         except FileExistsError:  # a second source writing the same path: the last one wins
             remove(path)
-            self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root)
+            self._file(path, host, st, mode, uid, gid, mtime_ns, hash_root, digest)
             return
         if data is not None:
             self.data[rel] = (written.st_ino, data)  # the layer takes it too (write_dir)
         else:
             self.data.pop(rel, None)
-        digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None
         if digest is not None:
             self.reuse.written(rel, written, digest)
 

@@ -235,3 +235,30 @@ def test_an_edit_in_a_context_of_more_directories_than_descriptors(store, tmp_pa
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert ImageFS(store, "v2").read("/src/d007/f.txt") == b"edited\n"
     assert ImageFS(store, "v2").read("/src/d123/f.txt") == b"file 123\n"
+
+
+def test_a_copy_looks_each_files_digest_up_once(store, ctx, monkeypatch):
+    """Placing a file asks the hash cache for its digest once, for the hard link from
+    the previous result and for the copy alike (a file that could not be linked was
+    looked up again before it was written), in a directory COPY and a single file's."""
+    from collections import Counter
+
+    from builder import context
+
+    (ctx / "one.txt").write_text("one\n")
+    do_build(store, ctx, DF + "COPY one.txt /one\n", tags=["v1"])
+    (ctx / "src/d1/f005.txt").write_text("edited\n")
+    (ctx / "one.txt").write_text("edited too\n")
+    time.sleep(0.05)
+    asked: Counter = Counter()
+    real = context.HashCache.known
+
+    def known(self, path, st, root):
+        asked[str(path)] += 1
+        return real(self, path, st, root)
+
+    monkeypatch.setattr(context.HashCache, "known", known)
+    do_build(store, ctx, DF + "COPY one.txt /one\n", tags=["v2"])
+    assert ImageFS(store, "v2").read("/src/d1/f005.txt") == b"edited\n"
+    assert ImageFS(store, "v2").read("/one") == b"edited too\n"
+    assert len(asked) == 61 and max(asked.values()) == 1, asked.most_common(3)
