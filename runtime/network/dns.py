@@ -26,8 +26,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, TypeVar
 
+T = TypeVar("T")
 TTL = 600
 TIMEOUT = 2.0
 MAX_PENDING = 256  # forwarded queries awaiting an answer, a socket each (select's limit is 1024)
@@ -160,6 +161,17 @@ class Stream:
     def finished(self, now: float) -> bool:
         return not self.waiting and ((self.eof and not self.outbox) or now > self.deadline)
 
+    def io(self, call: Callable[[], T]) -> T | None:
+        """call() on the socket; None when it would block, or failed (then the stream is done)."""
+        try:
+            return call()
+        except BlockingIOError:
+            return None
+        except OSError:
+            self.eof = True
+            self.outbox.clear()
+            return None
+
 
 class Responder:
     def __init__(self, state_dir: str, bridge: str, udp: socket.socket, tcp: socket.socket,
@@ -243,16 +255,10 @@ class Responder:
         conn.close()
 
     def read(self, st: Stream) -> None:
-        try:
-            data = st.conn.recv(65537)
-        except BlockingIOError:
-            return
-        except OSError:
-            st.eof = True
-            st.outbox.clear()
-            return
+        data = st.io(lambda: st.conn.recv(65537))
+        if data == b"":
+            st.eof = True  # it sent all it will
         if not data:
-            st.eof = True
             return
         st.inbox += data
         while len(st.inbox) >= 2 and len(st.inbox) >= 2 + (size := struct.unpack_from("!H", st.inbox)[0]):
@@ -267,13 +273,8 @@ class Responder:
                 self.forward(msg, partial(self._to_stream, st.conn))
 
     def write(self, st: Stream) -> None:
-        try:
-            sent = st.conn.send(st.outbox)
-        except BlockingIOError:
-            return
-        except OSError:
-            st.eof = True
-            st.outbox.clear()
+        sent = st.io(lambda: st.conn.send(st.outbox))
+        if sent is None:
             return
         del st.outbox[:sent]
         st.deadline = time.monotonic() + TIMEOUT

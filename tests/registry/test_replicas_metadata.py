@@ -32,6 +32,24 @@ def rows(url: str, sql: str, params: tuple = ()) -> list[tuple]:
         return c.execute(sql, params).fetchall()
 
 
+def side_by_side(work, n: int) -> None:
+    """work(k) for k in range(n), each in a thread of its own; returns when all are done."""
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def config_manifest(config_digest: str, size: int, n: str | None = None) -> bytes:
+    """An image manifest of no layers (annotated `n`: a manifest of its own)."""
+    m = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+         "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": size}}
+    if n is not None:
+        m["annotations"] = {"n": n}
+    return json.dumps(m).encode()
+
+
 def test_what_one_replica_stores_the_other_serves(replicas):
     a, b = (p.start() for p in replicas)
     ca, cb = a.client(), b.client()
@@ -93,8 +111,7 @@ def test_gc_on_one_replica_never_deletes_what_the_other_links(replicas, pg_url):
     name = unique("race")
     cfg = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
     config_digest = c.push_blob(name, cfg)
-    keep = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
-                       "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(cfg)}}).encode()
+    keep = config_manifest(config_digest, len(cfg))
     assert c.put_manifest(name, "keep", keep).status == 201  # keeps the config linked
     c.close()
     a = replicas[0].configure({"gc": {"interval": "100ms", "grace": f"{int(grace * 1000)}ms"}}).start()
@@ -142,9 +159,7 @@ def test_gc_on_one_replica_never_deletes_what_the_other_links(replicas, pg_url):
             count(f"blob pushed {r.status}")
             check(ca, "blob", f"/v2/{name}/blobs/{sha256(blob)}", blob, since)
             cb.request("DELETE", f"/v2/{name}/blobs/{sha256(blob)}")  # garbage again, bytes still there
-            m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
-                            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(cfg)},
-                            "annotations": {"n": str(i % 32)}}).encode()
+            m = config_manifest(config_digest, len(cfg), str(i % 32))
             since = time.time()
             r = cb.put_manifest(name, sha256(m), m)
             count(f"manifest pushed {r.status}")
@@ -152,11 +167,7 @@ def test_gc_on_one_replica_never_deletes_what_the_other_links(replicas, pg_url):
             cb.request("DELETE", f"/v2/{name}/manifests/{sha256(m)}")
         cb.close()
         ca.close()
-    threads = [threading.Thread(target=pusher, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    side_by_side(pusher, 4)
     a.stop()
     b.stop()
     assert outcomes.get("blob pushed 201") and outcomes.get("manifest pushed 201"), outcomes
@@ -190,11 +201,7 @@ def test_a_quota_holds_across_replicas(replicas, pg_url):
             assert r.status == 201 or (r.status == 403 and r.codes == ["DENIED"]), (r.status, r.body)
             results[ns].append(r.status)
         c.close()
-    threads = [threading.Thread(target=pusher, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    side_by_side(pusher, 2)
     both = [ns for ns, got in results.items() if sorted(got) != [201, 403]]
     assert both == [], f"{len(both)} of {rounds} namespaces took both pushes (or neither): {results}"
     used = rows(pg_url, "SELECT repo, CAST(SUM(size) AS BIGINT) FROM reg_blob_links GROUP BY repo")
@@ -231,19 +238,13 @@ def test_many_concurrent_manifest_puts_under_a_small_connection_limit(tmp_path, 
 
         def pusher(k: int) -> None:
             cl = s.client()
-            m = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
-                            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(cfg)},
-                            "annotations": {"n": str(k)}}).encode()
+            m = config_manifest(config_digest, len(cfg), str(k))
             barrier.wait(timeout=30)
             r = cl.put_manifest(name, f"t{k}", m)
             with lock:
                 statuses.append((r.status, r.body[:200]))
             cl.close()
-        threads = [threading.Thread(target=pusher, args=(k,)) for k in range(48)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        side_by_side(pusher, 48)
         assert [x for x in statuses if x[0] != 201] == [] and len(statuses) == 48
         connections = rows(url, "SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))[0][0]
         assert connections <= 12, connections

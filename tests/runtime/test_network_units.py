@@ -6,6 +6,7 @@ import socket
 import struct
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -63,24 +64,43 @@ def upstream():
     s.close()
 
 
-def test_dns_responder_answers_names_and_forwards_the_rest(tmp_path, upstream):
+@contextmanager
+def responder(tmp_path, servers: list, names=("web",), backlog: int = 4, rcvbuf: int | None = None):
+    """A DNS responder of network br-test (one container, 10.9.0.7, called `names`) running
+    in a thread, with a UDP client; yields (responder, client). It must leave by itself
+    once the container's lease is gone (no container left on its network)."""
     table = Leases(str(tmp_path))
     table.add(Lease("c" * 64, "n" * 64, "appnet", "br-test", "10.9.0.0/24", "10.9.0.1", "10.9.0.7",
-                    mac_of("10.9.0.7"), "vethx", "e" * 64, ["web", "WWW", "cccccccccccc"]))
+                    mac_of("10.9.0.7"), "vethx", "e" * 64, list(names)))
     (tmp_path / "lock").touch()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
+    if rcvbuf:
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 0))
-    tcp.listen(4)
-    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=[upstream])
+    tcp.listen(backlog)
+    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=servers)
     t = threading.Thread(target=r.run, daemon=True)
     t.start()
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client.settimeout(5)
     try:
+        yield r, client
+    finally:
+        table.drop("c" * 64)
+        t.join(10)
+        assert not t.is_alive()
+        table.close()
+        client.close()
+        udp.close()
+        tcp.close()
+
+
+def test_dns_responder_answers_names_and_forwards_the_rest(tmp_path, upstream):
+    with responder(tmp_path, [upstream], ["web", "WWW", "cccccccccccc"]) as (r, client):
         def ask(name, qtype=1, qid=7):
-            client.sendto(query(name, qtype, qid), udp.getsockname())
+            client.sendto(query(name, qtype, qid), r.udp.getsockname())
             return answers(client.recv(512))
 
         qid, flags, addrs = ask("web")
@@ -90,22 +110,13 @@ def test_dns_responder_answers_names_and_forwards_the_rest(tmp_path, upstream):
         _id, flags, addrs = ask("web", qtype=28)  # AAAA: the name exists, no IPv6 address
         assert addrs == [] and flags & 0xF == 0
         assert ask("example.test", qid=99)[:3:2] == (99, ["192.0.2.77"])  # forwarded to the host's resolver
-        with socket.create_connection(tcp.getsockname(), timeout=5) as c:
+        with socket.create_connection(r.tcp.getsockname(), timeout=5) as c:
             q = query("web")
             c.sendall(struct.pack("!H", len(q)) + q)
-            size = struct.unpack("!H", c.recv(2))[0]
-            data = b""
-            while len(data) < size:
-                data += c.recv(size - len(data))
+            size = struct.unpack("!H", _exact(c, 2))[0]
+            data = _exact(c, size)
         assert answers(data)[2] == ["10.9.0.7"]
-    finally:
-        table.drop("c" * 64)
-        t.join(5)  # alone: no container left on its network, the responder leaves by itself
-        assert not t.is_alive()
-        table.close()
-        client.close()
-        udp.close()
-        tcp.close()
+
 
 
 def test_publish_requests():
@@ -177,25 +188,10 @@ def test_dns_responder_outlives_a_flood_of_queries_it_must_forward(tmp_path):
     responder neither runs out of descriptors nor stops answering its own names."""
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # an upstream that never answers
     silent.bind(("127.0.0.1", 0))
-    table = Leases(str(tmp_path))
-    table.add(Lease("c" * 64, "n" * 64, "appnet", "br-test", "10.9.0.0/24", "10.9.0.1", "10.9.0.7",
-                    mac_of("10.9.0.7"), "vethx", "e" * 64, ["web"]))
-    (tmp_path / "lock").touch()
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen(4)
-    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=[silent.getsockname()])
-    t = threading.Thread(target=r.run, daemon=True)
-    t.start()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(5)
-    try:
+    with silent, responder(tmp_path, [silent.getsockname()], rcvbuf=4 << 20) as (r, client):
         for i in range(1500):
-            client.sendto(query(f"n{i}.example.test", 1, i), udp.getsockname())
-        client.sendto(query("web", 1, 9999), udp.getsockname())
+            client.sendto(query(f"n{i}.example.test", 1, i), r.udp.getsockname())
+        client.sendto(query("web", 1, 9999), r.udp.getsockname())
         deadline = time.monotonic() + 10
         found = None
         while found is None and time.monotonic() < deadline:
@@ -203,16 +199,7 @@ def test_dns_responder_outlives_a_flood_of_queries_it_must_forward(tmp_path):
             if qid == 9999:
                 found = addrs
         assert found == ["10.9.0.7"]
-        assert t.is_alive() and len(r.pending) <= dns.MAX_PENDING
-    finally:
-        table.drop("c" * 64)
-        t.join(10)
-        assert not t.is_alive()
-        table.close()
-        client.close()
-        udp.close()
-        tcp.close()
-        silent.close()
+        assert len(r.pending) <= dns.MAX_PENDING
 
 
 def test_dns_tcp_clients_stall_neither_udp_answers_nor_each_other(tmp_path, upstream):
@@ -221,73 +208,55 @@ def test_dns_tcp_clients_stall_neither_udp_answers_nor_each_other(tmp_path, upst
     no other TCP client, and is dropped TIMEOUT after its last whole query; idle
     ones beyond MAX_STREAMS push the oldest out. A TCP client may send two
     queries at once (glibc asks A and AAAA so), forwarded ones included."""
-    table = Leases(str(tmp_path))
-    table.add(Lease("c" * 64, "n" * 64, "appnet", "br-test", "10.9.0.0/24", "10.9.0.1", "10.9.0.7",
-                    mac_of("10.9.0.7"), "vethx", "e" * 64, ["web"]))
-    (tmp_path / "lock").touch()
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    tcp = socket.socket()
-    tcp.bind(("127.0.0.1", 0))
-    tcp.listen(128)
-    r = dns.Responder(str(tmp_path), "br-test", udp, tcp, servers=[upstream])
-    t = threading.Thread(target=r.run, daemon=True)
-    t.start()
-    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    client.settimeout(5)
     stop = threading.Event()
-    slow = socket.create_connection(tcp.getsockname(), timeout=10)
     idle: list[socket.socket] = []
+    with responder(tmp_path, [upstream], backlog=128) as (r, client):
+        udp, tcp = r.udp, r.tcp
+        slow = socket.create_connection(tcp.getsockname(), timeout=10)
+        idle.append(slow)
 
-    def dribble() -> None:
-        q = query("web")
-        for b in struct.pack("!H", len(q)) + q:
-            try:
-                slow.send(bytes([b]))
-            except OSError:
-                return
-            if stop.wait(1.5):
-                return
-    d = threading.Thread(target=dribble, daemon=True)
-    try:
-        d.start()
-        time.sleep(0.2)  # the slow client has sent its first byte
-        for i in range(5):
+        def dribble() -> None:
+            q = query("web")
+            for b in struct.pack("!H", len(q)) + q:
+                try:
+                    slow.send(bytes([b]))
+                except OSError:
+                    return
+                if stop.wait(1.5):
+                    return
+        try:
+            threading.Thread(target=dribble, daemon=True).start()
+            time.sleep(0.2)  # the slow client has sent its first byte
+            for i in range(5):
+                began = time.monotonic()
+                client.sendto(query("web", 1, i), udp.getsockname())
+                assert answers(client.recv(512))[::2] == (i, ["10.9.0.7"])
+                assert time.monotonic() - began < 0.5, "a UDP answer waited for a TCP client"
+                began = time.monotonic()
+                with socket.create_connection(tcp.getsockname(), timeout=5) as c:
+                    a, b = query("web", 1, 1), query("example.test", 1, 2)
+                    c.sendall(struct.pack("!H", len(a)) + a + struct.pack("!H", len(b)) + b)
+                    got = {}
+                    for _ in range(2):
+                        size = struct.unpack("!H", _exact(c, 2))[0]
+                        qid, _flags, addrs = answers(_exact(c, size))
+                        got[qid] = addrs
+                assert got == {1: ["10.9.0.7"], 2: ["192.0.2.77"]}
+                assert time.monotonic() - began < 0.5, "a TCP client waited for another"
+                time.sleep(0.3)
+            # the slow client: dropped TIMEOUT after it connected, although it kept sending
             began = time.monotonic()
-            client.sendto(query("web", 1, i), udp.getsockname())
-            assert answers(client.recv(512))[::2] == (i, ["10.9.0.7"])
-            assert time.monotonic() - began < 0.5, "a UDP answer waited for a TCP client"
-            began = time.monotonic()
-            with socket.create_connection(tcp.getsockname(), timeout=5) as c:
-                a, b = query("web", 1, 1), query("example.test", 1, 2)
-                c.sendall(struct.pack("!H", len(a)) + a + struct.pack("!H", len(b)) + b)
-                got = {}
-                for _ in range(2):
-                    size = struct.unpack("!H", _exact(c, 2))[0]
-                    qid, _flags, addrs = answers(_exact(c, size))
-                    got[qid] = addrs
-            assert got == {1: ["10.9.0.7"], 2: ["192.0.2.77"]}
-            assert time.monotonic() - began < 0.5, "a TCP client waited for another"
+            assert slow.recv(1) == b""
+            assert time.monotonic() - began < dns.TIMEOUT + 1
+            old = [socket.create_connection(tcp.getsockname(), timeout=5) for _ in range(dns.MAX_STREAMS + 8)]
+            idle += old
             time.sleep(0.3)
-        # the slow client: dropped TIMEOUT after it connected, although it kept sending
-        began = time.monotonic()
-        assert slow.recv(1) == b""
-        assert time.monotonic() - began < dns.TIMEOUT + 1
-        idle = [socket.create_connection(tcp.getsockname(), timeout=5) for _ in range(dns.MAX_STREAMS + 8)]
-        time.sleep(0.3)
-        assert len(r.streams) <= dns.MAX_STREAMS
-        assert idle[0].recv(1) == b""  # the oldest went first
-    finally:
-        stop.set()
-        table.drop("c" * 64)
-        t.join(10)
-        assert not t.is_alive()
-        for c in [slow, *idle]:
-            c.close()
-        table.close()
-        client.close()
-        udp.close()
-        tcp.close()
+            assert len(r.streams) <= dns.MAX_STREAMS
+            assert old[0].recv(1) == b""  # the oldest went first
+        finally:
+            stop.set()
+            for c in idle:
+                c.close()
 
 
 def _exact(c: socket.socket, n: int) -> bytes:
