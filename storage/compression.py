@@ -266,7 +266,11 @@ class Sink(Protocol):
 
 
 class CompressWriter(Protocol):
-    """Takes ownership of each buffer passed to `write` (it must not change afterwards)."""
+    """Takes ownership of each buffer passed to `write` (it must not change afterwards)
+    when `keeps_buffers`; otherwise it is done with the buffer when `write` returns, as
+    far as the writer goes (a sink that copies then lets the caller refill the buffer)."""
+
+    keeps_buffers: bool
 
     def write(self, data: bytes | bytearray) -> None: ...
     def close(self) -> None: ...
@@ -274,6 +278,8 @@ class CompressWriter(Protocol):
 
 
 class PlainWriter:
+    keeps_buffers = False  # straight to the sink
+
     def __init__(self, out: Sink):
         self.out = out
 
@@ -305,6 +311,8 @@ def _deflate_block(data: bytes | bytearray, level: int, zdict: bytes) -> bytes:
 
 class GzipWriter:
     """One gzip member, deflated in parallel 1 MiB blocks (see module docstring)."""
+
+    keeps_buffers = True  # blocks wait in the deflate threads' queue
 
     def __init__(self, out: Sink, level: int = 6, threads: int | None = None):
         check_level(GZIP, level)
@@ -374,6 +382,8 @@ class ZstdWriter:
     into its next job and returns, blocking only while all its jobs are taken, when
     the workers have plenty queued. (A feeding thread of its own, as there once was,
     did not make writing faster and added a second thread wanting the GIL.)"""
+
+    keeps_buffers = False  # libzstd copies each piece into its job's buffer
 
     def __init__(self, out: Sink, level: int | None = None, threads: int | None = None):
         check_level(ZSTD, level)
