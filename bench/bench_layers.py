@@ -150,16 +150,6 @@ def write_in_child(src: Path, root: Path, store: Path, compression: str) -> tupl
     return (got["wall"], got["cpu"]), got
 
 
-def extract_revision(rev: str, dest: Path) -> Path:
-    """The source tree of `rev` of this repository, for a before/after run."""
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev], capture_output=True,
-                             check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest
-
-
 def interleaved(cases: list[tuple[str, object]], repeat: int) -> dict[str, tuple[float, float]]:
     """Best (wall, cpu) per case, the cases taking turns run by run, so a
     noisy moment on a shared machine does not land on one side only."""
@@ -215,7 +205,11 @@ def main() -> None:
     infos = {}
     blobs = {"gzip": work / "t.tar.gz", "zstd": work / "t.tar.zst", "pigz": work / "t.pigz.gz"}
     tools = {"gzip": "gzip", "zstd": "zstd -q -T0", "pigz": "pigz"}
-    baseline_src = extract_revision(args.baseline, work / "baseline-src") if args.baseline else None
+    baseline_src = None
+    if args.baseline:
+        sys.path.insert(0, str(HERE))
+        from bench_registry import extract_revision
+        baseline_src = extract_revision(args.baseline, work / "baseline-src")
     baseline_sizes: dict[str, int] = {}
     for c in codecs:
         def w(c=c):
