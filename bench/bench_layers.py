@@ -1,6 +1,6 @@
 """Layer write/apply throughput against the tar pipelines, on one machine.
 
-    python bench/bench_layers.py [--repeat N] [--files 10000] [--mb 500] [--only zstd]
+    python bench/bench_layers.py [--repeat N] [--files 10000] [--mb 500] [--only zstd] [--baseline REV]
 
 Makes (once, cached under bench/out/) a deterministic tree of ~10,000 files
 totalling ~500 MiB: mostly small files, some medium, a few large ones; about
@@ -13,6 +13,8 @@ about 0.65 of its size, zstd -3 about 0.5). Then measures, in MB/s of uncompress
 - tar -cf - . | gzip       and  tar -cf - . | zstd -T0  (and | pigz, if installed)
 - gzip -dc | tar -x        and  zstd -dc | tar -x   (apply counterparts)
 - sha256 of the uncompressed tar (the ceiling: one pass over the bytes)
+- with `--baseline REV`: soko's write at git revision REV too, in the same turns (a
+  before/after in one run); both soko writes then run in a child process each, timed inside it
 
 All inputs are in the page cache (the tree is read once before timing).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -113,14 +117,37 @@ def warm(root: Path) -> int:
 
 def measure(fn) -> tuple[float, float]:
     """Wall and CPU seconds (all threads and child processes) of one run,
-    after a sync, so that one run's dirty pages do not slow down the next."""
+    after a sync, so that one run's dirty pages do not slow down the next.
+    A `fn` that returns (wall, cpu) timed them itself (a child's start-up left out)."""
     os.sync()
     c0 = os.times()
     t = time.perf_counter()
-    fn()
+    own = fn()
     wall = time.perf_counter() - t
     c1 = os.times()
-    return wall, sum(c1[:4]) - sum(c0[:4])
+    return own if isinstance(own, tuple) else (wall, sum(c1[:4]) - sum(c0[:4]))
+
+
+# One write_layer of the soko source tree argv[1] (this one or a baseline's), timed in the child.
+WRITE_ONE = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from storage.blobs import BlobStore
+from storage.layers import write_layer
+store = BlobStore(sys.argv[3])
+c0 = os.times(); t = time.perf_counter()
+info = write_layer(sys.argv[2], store, compression=sys.argv[4])
+wall = time.perf_counter() - t; c1 = os.times()
+print(json.dumps({"wall": wall, "cpu": sum(c1[:4]) - sum(c0[:4]), "size": info.size,
+                  "digest": info.digest, "diff_id": info.diff_id}))
+"""
+
+
+def write_in_child(src: Path, root: Path, store: Path, compression: str) -> tuple[tuple[float, float], dict]:
+    out = subprocess.run([sys.executable, "-c", WRITE_ONE, str(src), str(root), str(store), compression],
+                         capture_output=True, text=True, check=True).stdout
+    got = json.loads(out)
+    return (got["wall"], got["cpu"]), got
 
 
 def interleaved(cases: list[tuple[str, object]], repeat: int) -> dict[str, tuple[float, float]]:
@@ -148,8 +175,10 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the best is shown")
     ap.add_argument("--only", choices=("gzip", "zstd"), help="the rows of one compression only")
+    ap.add_argument("--baseline", metavar="REV", help="also time soko's write at this git revision")
     args = ap.parse_args()
     codecs = (args.only,) if args.only else ("gzip", "zstd")
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     root = tree(args.files, args.mb)
     content = warm(root)
@@ -176,21 +205,40 @@ def main() -> None:
     infos = {}
     blobs = {"gzip": work / "t.tar.gz", "zstd": work / "t.tar.zst", "pigz": work / "t.pigz.gz"}
     tools = {"gzip": "gzip", "zstd": "zstd -q -T0", "pigz": "pigz"}
+    baseline_src = None
+    if args.baseline:
+        sys.path.insert(0, str(HERE))
+        from bench_registry import extract_revision
+        baseline_src = extract_revision(args.baseline, work / "baseline-src")
+    baseline_sizes: dict[str, int] = {}
     for c in codecs:
         def w(c=c):
-            infos[c] = write_layer(root, store, compression=c)
+            if baseline_src is None:
+                infos[c] = write_layer(root, store, compression=c)
+                return None
+            times, got = write_in_child(HERE.parent, root, store.root, c)
+            infos[c] = SimpleNamespace(**got)  # what the apply rows use: digest, diff_id, size
+            return times
+
+        def b(c=c):
+            times, got = write_in_child(baseline_src, root, work / "baseline-store", c)
+            baseline_sizes[c] = got["size"]
+            return times
 
         def t(c=c):
             sh(f"tar -C {root} -cf - . | {tools[c]} > {blobs[c]}")
         cases = [(f"soko write {c}", w), (f"tar -cf - . | {'zstd -T0' if c == 'zstd' else c}", t)]
+        if baseline_src is not None:
+            cases.append((f"soko@{args.baseline} write {c}", b))
         if c == "gzip" and shutil.which("pigz"):  # the parallel gzip, for reference
             cases.append(("tar -cf - . | pigz",
                           lambda: sh(f"tar -C {root} -cf - . | pigz > {blobs['pigz']}")))
         results = interleaved(cases, args.repeat)
         notes = {cases[0][0]: f"{infos[c].size / tar_bytes:.3f} of tar",
                  cases[1][0]: f"{blobs[c].stat().st_size / tar_bytes:.3f} of tar"}
-        if len(cases) > 2:
-            notes[cases[2][0]] = f"{blobs['pigz'].stat().st_size / tar_bytes:.3f} of tar"
+        for name, _ in cases[2:]:
+            size = blobs["pigz"].stat().st_size if "pigz" in name else baseline_sizes[c]
+            notes[name] = f"{size / tar_bytes:.3f} of tar"
         add(results, notes)
 
     # Applying: onto the disk the tree lives on (ext4 here) and onto tmpfs.
@@ -235,12 +283,19 @@ def main() -> None:
     print(f"| {'what':<28} | {'MB/s':>6} | {'wall s':>6} | {'CPU s':>6} | vs tar pipeline | note |")
     print(f"|{'-' * 30}|{'-' * 8}|{'-' * 8}|{'-' * 8}|-----------------|------|")
     ref = {"soko write gzip": "tar -cf - . | gzip", "soko write zstd": "tar -cf - . | zstd -T0"}
+    if args.baseline:
+        for c in codecs:
+            ref[f"soko@{args.baseline} write {c}"] = ref[f"soko write {c}"]
     for place, _ in places:
         for c in codecs:
             ref[f"soko apply {c} ({place})"] = f"{c} -dc | tar -x ({place})"
     for name, seconds, cpu, note in rows:
         vs = f"{base[ref[name]] / seconds:.2f}x" if name in ref else ""
         print(f"| {name:<28} | {mb / seconds:6.1f} | {seconds:6.2f} | {cpu:6.2f} | {vs:>15} | {note} |")
+    if args.baseline:
+        print(f"\nsoko / soko@{args.baseline}, writing: " + ", ".join(
+            f"{c} {base[f'soko@{args.baseline} write {c}'] / base[f'soko write {c}']:.2f}x" for c in codecs))
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -104,30 +104,42 @@ class _Output:
                 self._written_back = self.size
 
 
+_ZEROS = memoryview(bytes(CHUNK))
+
+
 class _TarPipe:
-    """The uncompressed side: fills 1 MiB buffers, hashes and hands them on."""
+    """The uncompressed side: fills 1 MiB buffers, hashes and hands them on.
+
+    One buffer serves the whole layer when the writer is done with it on return (zstd,
+    none: _Output copies what it gets); a fresh 1 MiB buffer per piece costs its page
+    faults, ~0.1 CPU-s per 500 MB on the thread that feeds the compressor."""
 
     def __init__(self, writer: comp.CompressWriter, progress: Progress | None):
         self._writer = writer
         self._progress = progress
+        self._reuse = not writer.keeps_buffers
         self.hash = hashlib.sha256()
         self.size = 0
         self._new()
 
     def _new(self) -> None:
-        self._buf = bytearray(CHUNK)  # zero-filled: padding is just a skip
+        self._buf = bytearray(CHUNK)
         self._view = memoryview(self._buf)
         self._pos = 0
 
     def _flush(self) -> None:
         data = self._buf if self._pos == CHUNK else bytes(self._view[:self._pos])
-        self._view.release()
+        if not self._reuse:
+            self._view.release()
         self.hash.update(data)
         self._writer.write(data)
         self.size += len(data)
         if self._progress is not None:
             self._progress(self.size)
-        self._new()
+        if self._reuse:
+            self._pos = 0
+        else:
+            self._new()
 
     def write(self, data: bytes) -> None:
         n = len(data)
@@ -145,10 +157,12 @@ class _TarPipe:
             view = view[take:]
 
     def skip(self, n: int) -> None:
+        """`n` zero bytes (padding)."""
         while n:
             if self._pos == CHUNK:
                 self._flush()
             take = min(n, CHUNK - self._pos)
+            self._view[self._pos:self._pos + take] = _ZEROS[:take]
             self._pos += take
             n -= take
 

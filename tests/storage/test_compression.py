@@ -87,6 +87,56 @@ def test_zstd_is_deterministic_and_readable_by_zstd():
     assert p.stdout == data
 
 
+def several_jobs(n: int = 40 << 20, seed: int = 2) -> bytes:
+    """Bytes like a layer's (text pieces repeated from afar, some random ones), more than
+    two of libzstd's jobs long (16 MiB each by default), quick to make."""
+    r = random.Random(seed)
+    text = sample(1 << 20, seed)
+    parts, size = [], 0
+    while size < n:
+        k = r.randint(1024, 65536)
+        if r.random() < 0.75:
+            off = r.randrange(len(text) - k)
+            parts.append(text[off:off + k])
+        else:
+            parts.append(r.randbytes(k))
+        size += k
+    return b"".join(parts)[:n]
+
+
+def test_default_zstd_is_the_same_bytes_whatever_the_thread_count():
+    data = several_jobs()
+    one = compressed(data, "zstd", threads=1)
+    assert compressed(data, "zstd", threads=2) == one
+    assert compressed(data, "zstd", threads=3) == one
+    p = subprocess.run(["zstd", "-t", "-q"], input=one, capture_output=True)
+    assert p.returncode == 0, p.stderr  # the frame checksum is there and right
+    assert zstandard.get_frame_parameters(one).has_checksum
+
+
+def test_zstd_default_is_level_3_with_a_4_mib_window_and_a_given_level_is_libzstds():
+    data = several_jobs(20 << 20)
+    default = compressed(data, "zstd")
+    level3 = compressed(data, "zstd", level=3)
+    assert zstandard.get_frame_parameters(default).window_size == 4 << 20
+    assert zstandard.get_frame_parameters(level3).window_size == 2 << 20
+    assert len(default) <= len(level3)
+    # --compression-level N is libzstd's level N, nothing changed
+    for level in (1, 3, 7):
+        c = zstandard.ZstdCompressor(level=level, threads=2, write_checksum=True).compressobj()
+        assert compressed(data, "zstd", level=level) == c.compress(data) + c.flush()
+
+
+def test_default_zstd_of_a_debian_rootfs_is_no_larger_than_tar_zstd(bookworm_rootfs):
+    """What issue 15 compares with: `tar | zstd -T0`, the zstd CLI's default level."""
+    data = bookworm_rootfs.read_bytes()
+    cli = subprocess.run(["zstd", "-q", "-T0", "-c"], input=data, capture_output=True, check=True)
+    ours = compressed(data, "zstd")
+    assert len(ours) <= len(cli.stdout)
+    assert len(ours) <= len(compressed(data, "zstd", level=3))
+    assert read_all(ours) == data
+
+
 @pytest.mark.parametrize("kind", ["gzip", "zstd"])
 def test_truncated_streams_raise_layer_error(kind):
     blob = compressed(sample(1 << 20), kind)

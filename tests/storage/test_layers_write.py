@@ -372,3 +372,29 @@ def test_the_blob_is_written_back_while_the_layer_is_written(tmp_path, store, mo
             watcher.join()
         assert info.size > 30 << 20
         assert len(dirty) > 5 and max(dirty) <= 2 * writeback + (2 << 20), (kind, max(dirty))
+
+
+def test_tar_padding_is_zeros_and_the_tar_the_same_for_every_compression(tmp_path, store):
+    """The zstd and plain writers refill one buffer for the whole layer: what a file's
+    padding skips over must be zeros, not the bytes of an earlier piece."""
+    import random
+    import tarfile
+
+    r = random.Random(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):  # ~5 MiB of bytes with no zeros, sizes no multiple of 512
+        (src / f"f{i:02d}").write_bytes(bytes(r.randrange(1, 256) for _ in range(r.randint(1, 250_000))))
+    tars = {}
+    for kind in ("gzip", "zstd", "none"):
+        info = write_layer(src, store, compression=kind)
+        tars[kind] = comp.DecompressingReader(io.BytesIO(store.read_bytes(info.digest))).read()
+        assert info.diff_id == "sha256:" + hashlib.sha256(tars[kind]).hexdigest()
+    assert tars["gzip"] == tars["zstd"] == tars["none"]
+    raw = tars["zstd"]
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = [m for m in tf.getmembers() if m.isreg()]
+    assert len(members) == 40
+    for m in members:
+        end = m.offset_data + m.size
+        assert raw[end:end + (-m.size % 512)].count(0) == -m.size % 512, m.name
