@@ -27,6 +27,7 @@ class ClientOptions:
     compression: str = "gzip"       # push: how uncompressed layers travel (gzip, zstd or none)
     compression_level: int | None = None  # push: that compressor's level (None: its default)
     user_agent: str = "soko/0.1"
+    transport: str = "stdlib"       # how the bytes travel: "stdlib" (http.client in threads) or "aiohttp"
 
 
 @dataclass
