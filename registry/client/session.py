@@ -31,7 +31,7 @@ from . import wire
 from .auth import Authenticator
 from .credentials import Credentials
 from .errors import (AccessDenied, AuthenticationRequired, ClientError, ConnectionDropped, HTTPStatusError,
-                     NotFound, ProtocolError, TLSFailure, Unreachable)
+                     NotFound, ProtocolError, TLSFailure, Unreachable, UsageError)
 from .options import ClientOptions
 
 DOCKER_HUB = "docker.io"
@@ -98,6 +98,8 @@ class RegistrySession:
     # -- lifecycle ------------------------------------------------------------
     async def __aenter__(self) -> "RegistrySession":
         if self._transport is None:
+            if self.options.transport not in ("stdlib", "aiohttp"):
+                raise UsageError(f"unknown transport {self.options.transport!r} (stdlib or aiohttp)")
             if self._http is not None or self.options.transport == "aiohttp":
                 from .wire_aio import AioTransport
                 self._transport = AioTransport(self.options, self._http)

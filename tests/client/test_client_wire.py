@@ -14,7 +14,7 @@ import pytest
 
 from registry.client import ClientOptions, copy, pull, push
 from registry.client.credentials import Credentials
-from registry.client.errors import ClientError, TLSFailure, VerificationError
+from registry.client.errors import ClientError, TLSFailure, UsageError, VerificationError
 from registry.client.remote import Repository
 from registry.client.session import RegistrySession
 from tests.client.client_helpers import (TokenServer, assert_same_image, local_ip, make_image, make_tls,
@@ -183,3 +183,12 @@ def test_the_clients_pull_and_push_import_no_aiohttp():
             "print('aiohttp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]
+
+
+def test_an_unknown_transport_is_a_usage_error():
+    async def enter() -> None:
+        async with RegistrySession("127.0.0.1:1", ClientOptions(transport="carrier-pigeon")):
+            pass
+
+    with pytest.raises(UsageError, match="carrier-pigeon"):
+        asyncio.run(enter())
