@@ -92,8 +92,8 @@ def collect_garbage() -> None:
     gc.enable()
 
 
-# Standard modules a `run` imports only through others that never use them on its way:
-# dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a docstring
+# Standard modules a `run`, `pull` or `push` imports only through others that never use them
+# on its way: dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a docstring
 # for a class without one (soko's have theirs); urllib.parse (for pathlib) imports ipaddress
 # for bracketed URL hosts; shutil imports bz2 and lzma to know which archives it could make.
 ON_FIRST_USE = ("inspect", "ipaddress", "bz2", "lzma")
@@ -146,6 +146,7 @@ def _run(root: str | None, debug: bool, kw: dict) -> None:
 
 def _transfer(name: str, root: str | None, debug: bool, kw: dict) -> None:
     collect_garbage()  # as click_main does: a pull or push makes its garbage after start-up
+    import_on_first_use()
     from pathlib import Path
 
     from .commands import transfer_core

@@ -32,6 +32,7 @@ _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\
 
 @dataclass
 class Challenge:
+    """One challenge of a WWW-Authenticate header."""
     scheme: str                      # "bearer" or "basic", lower case
     params: dict[str, str] = field(default_factory=dict)
 
@@ -83,6 +84,7 @@ def scope_for(repository: str, actions: Iterable[str]) -> str:
 
 @dataclass
 class _Token:
+    """A bearer token and when to fetch another."""
     value: str
     expires_at: float
     refresh_token: str = ""

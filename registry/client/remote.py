@@ -23,6 +23,7 @@ _RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(-?\d+)$")
 
 @dataclass
 class FetchedManifest:
+    """A manifest as the registry sent it: its exact bytes, its media type, its digest."""
     raw: bytes
     media_type: str
     digest: str

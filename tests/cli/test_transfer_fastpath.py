@@ -88,6 +88,9 @@ def test_plain_push_and_pull_need_neither_click_nor_aiohttp(tmp_path):
         assert p.stdout.splitlines()[-3:] == [f"Digest: {m.digest}", f"Status: Downloaded newer image for {ref}", ref]
         # nor the compressors and tarfile (~15 ms) for the repo digest it records at the end
         assert {"click", "aiohttp", "zstandard", "tarfile"} & _imported(p) == set()
+        at_start = _imported(subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
+                                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}))  # site's
+        assert ({"inspect", "ast", "bz2", "lzma"} - at_start) & _imported(p) == set()  # entry.ON_FIRST_USE
         assert ImageStore(tmp_path / "b").resolve(ref).digest == m.digest
         p = _soko(tmp_path / "b", "pull", "-q", f"{reg.host}/fast/none:1")  # an error: one line, status 1
         assert (p.returncode, p.stdout) == (1, "")
