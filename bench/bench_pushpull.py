@@ -145,6 +145,57 @@ def registry_blob_bytes(root: Path) -> int:
     return total
 
 
+def floor_scripts(store: ImageStore, digest: str, host: str, repo: str, work: Path) -> dict[str, str]:
+    """Shell scripts for what any client must do, with curl: "push" (POST+PUT of each blob, all
+    in parallel, then the manifest PUT), "pull" (GET the manifest, then GET each blob into a
+    file in parallel, SHA-256 it (openssl, SHA-NI) and fsync it) and "pull, no hash" (the same
+    without the SHA-256: less than any pull may do, so below every client's time)."""
+    m = store.manifest(digest)
+    blobs = [m.config, *m.layers]
+    base = f"http://{host}/v2/{repo}"
+    mfile = work / "floor-manifest.json"
+    mfile.write_bytes(m.raw)
+    up = []
+    for d in blobs:
+        up.append(f"( loc=$(curl -sSf -X POST -o /dev/null -w '%header{{location}}' {base}/blobs/uploads/) && "
+                  f"curl -sSf -o /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' "
+                  f"-T {store.blobs.path(d.digest)} \"$loc&digest={d.digest}\" ) || echo fail >> $FAIL &")
+    push = ("set -e; FAIL=$(mktemp); " + "\n".join(up) + "\nwait; test ! -s $FAIL; rm $FAIL\n"
+            f"curl -sSf -o /dev/null -X PUT -H 'Content-Type: {m.media_type}' --data-binary @{mfile} "
+            f"{base}/manifests/1\n")
+    dest = work / "floor-pulled"
+
+    def pull(hashed: bool) -> str:
+        down = []
+        for d in blobs:
+            f = dest / d.digest[7:]
+            check = f'test "$(openssl dgst -sha256 -r {f} | cut -c1-64)" = {d.digest[7:]} && ' if hashed else ""
+            down.append(f"( curl -sSf -o {f} {base}/blobs/{d.digest} && {check}sync {f} ) || echo fail >> $FAIL &")
+        return (f"set -e; mkdir {dest}; FAIL=$(mktemp)\n"
+                f"curl -sSf -o {dest}/manifest.json -H 'Accept: {m.media_type}' {base}/manifests/1\n"
+                + "\n".join(down) + f"\nwait; test ! -s $FAIL; rm $FAIL; sync {dest}\n")
+    return {"push": push, "pull": pull(True), "pull, no hash": pull(False)}
+
+
+def floor_round(kind: str, rnd: int, work: Path, store: ImageStore, digest: str, t: Timer, cold: bool) -> None:
+    """The floor's rows: a fresh distribution, curl's push into it, its pull right after, and
+    after drop_caches."""
+    reg = start_distribution(work / f"reg-{kind}-{rnd}-floor")
+    try:
+        scripts = floor_scripts(store, digest, reg.host, f"bench/{kind}", work)
+        t(f"{kind} floor push", ["bash", "-c", scripts["push"]])
+        for phase in ("pull", "cold pull") if cold else ("pull",):
+            for what in ("pull", "pull, no hash"):
+                shutil.rmtree(work / "floor-pulled", ignore_errors=True)
+                if phase == "cold pull":
+                    drop_caches()
+                t(f"{kind} floor {phase}" + what[4:], ["bash", "-c", scripts[what]])
+        shutil.rmtree(work / "floor-pulled", ignore_errors=True)
+    finally:
+        reg.stop()
+        shutil.rmtree(work / f"reg-{kind}-{rnd}-floor", ignore_errors=True)
+
+
 def one_round(kind: str, rnd: int, work: Path, soko: list[str], layout: Path, t: Timer, jobs: int,
               cold: bool, sizes: dict[str, int]) -> None:
     order = ("soko", "skopeo") if rnd % 2 == 0 else ("skopeo", "soko")
@@ -217,6 +268,8 @@ def main() -> None:
             sizes[kind] = {}
             for rnd in range(a.rounds):
                 one_round(kind, rnd, work, soko, layout, t, a.jobs, cold, sizes[kind])
+                if kind == "built":
+                    floor_round(kind, rnd, work, store, digest, t, cold)
         print(f"Image: {a.layers} layers, {tar_mb:.0f} MB of tar; {a.rounds} rounds; {os.cpu_count()} CPUs; "
               f"soko -j {a.jobs}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after\n")
         print("| image | operation | soko (median s) | skopeo (median s) | soko / skopeo (paired median; "
@@ -231,6 +284,14 @@ def main() -> None:
                 print(f"| {kind} | {op} | {statistics.median(s):.2f} | {statistics.median(k):.2f} | {paired:.2f}x | "
                       f"{statistics.median(t.cpu[f'{kind} soko {op}']):.2f} | "
                       f"{statistics.median(t.cpu[f'{kind} skopeo {op}']):.2f} |")
+                for floor in (f"{kind} floor {op}", f"{kind} floor {op}, no hash"):
+                    f = t.wall.get(floor)
+                    if f:
+                        paired = statistics.median(x / y for x, y in zip(f, k))
+                        print(f"| {kind} | {floor[len(kind) + 7:]}: floor (curl, parallel) | "
+                              f"{statistics.median(f):.2f} | {statistics.median(k):.2f} | {paired:.2f}x | "
+                              f"{statistics.median(t.cpu[floor]):.2f} | "
+                              f"{statistics.median(t.cpu[f'{kind} skopeo {op}']):.2f} |")
         for kind, secs in first_push.items():
             print(f"\n{kind}: soko's first push in this store (compresses and remembers): {secs:.2f} s")
         for kind, by_tool in sizes.items():

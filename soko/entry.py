@@ -1,10 +1,11 @@
 """The `soko` command's entry point, and how every command ends.
 
-click and soko's command tree cost ~15 ms of CPU, a fifth of a whole `soko run --rm`; a `run`
-with plain arguments (soko/commands/run_options.py decides which) is parsed from the same option
-table click's command is built from and run without importing click. Every other command line,
-and every unusual one (help, a bad value, completion), goes to click (soko/cli.py), so usage,
-help and errors stay click's. This module imports next to nothing before `main` runs (see there why).
+click and soko's command tree cost ~15 ms of CPU, a fifth of a whole `soko run --rm`; a `run`,
+`pull` or `push` with plain arguments (soko/commands/option_table.py decides which) is parsed
+from the same option table click's command is built from and run without importing click. Every
+other command line, and every unusual one (help, a bad value, completion), goes to click
+(soko/cli.py), so usage, help and errors stay click's. This module imports next to nothing
+before `main` runs (see there why).
 """
 from __future__ import annotations
 
@@ -53,18 +54,35 @@ def main() -> None:
     does its own work, enabled before click dispatches (cli.click_main) and, for a fast `run`,
     once the container is created (run_core.run)."""
     gc.disable()
-    plan = None
-    if "_SOKO_COMPLETE" not in os.environ:  # click's shell completion
-        from .commands.run_options import parse
-
-        plan = parse(sys.argv[1:])
-    if plan is None:
+    plain = None if "_SOKO_COMPLETE" in os.environ else _plain(sys.argv[1:])  # (click's shell completion)
+    if plain is None:
         from .cli import click_main
 
         ends(click_main)
         return
-    root, debug, kw = plan
-    ends(lambda: _run(root, debug, kw))
+    ends(plain)
+
+
+def _plain(argv: list[str]) -> Callable[[], object] | None:
+    """The command a plain `run`, `pull` or `push` command line asks for, ready to call; None
+    for click to parse `argv`."""
+    from .commands.option_table import split_globals
+
+    got = split_globals(argv)
+    if got is None:
+        return None
+    root, debug, (name, *args) = got
+    if name == "run":
+        from .commands.run_options import parse_run
+
+        kw = parse_run(args)
+        return None if kw is None else lambda: _run(root, debug, kw)
+    if name in ("pull", "push"):
+        from .commands.transfer_options import PARSERS
+
+        kw = PARSERS[name](args)
+        return None if kw is None else lambda: _transfer(name, root, debug, kw)
+    return None
 
 
 def collect_garbage() -> None:
@@ -74,8 +92,8 @@ def collect_garbage() -> None:
     gc.enable()
 
 
-# Standard modules a `run` imports only through others that never use them on its way:
-# dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a docstring
+# Standard modules a `run`, `pull` or `push` imports only through others that never use them
+# on its way: dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a docstring
 # for a class without one (soko's have theirs); urllib.parse (for pathlib) imports ipaddress
 # for bracketed URL hosts; shutil imports bz2 and lzma to know which archives it could make.
 ON_FIRST_USE = ("inspect", "ipaddress", "bz2", "lzma")
@@ -122,6 +140,21 @@ def _run(root: str | None, debug: bool, kw: dict) -> None:
 
     try:
         run(obj, kw.pop("detach"), kw)
+    except (Exception, KeyboardInterrupt) as exc:
+        fail(exc, obj.debug)
+
+
+def _transfer(name: str, root: str | None, debug: bool, kw: dict) -> None:
+    collect_garbage()  # as click_main does: a pull or push makes its garbage after start-up
+    import_on_first_use()
+    from pathlib import Path
+
+    from .commands import transfer_core
+    from .context import context
+
+    obj = context(Path(root) if root is not None else None, debug)
+    try:
+        transfer_core.run(obj, name, kw)
     except (Exception, KeyboardInterrupt) as exc:
         fail(exc, obj.debug)
 

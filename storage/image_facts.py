@@ -10,12 +10,10 @@
 """
 from __future__ import annotations
 
-import tarfile
 import time
 from typing import TYPE_CHECKING
 
 from . import references
-from .compression import open_reader
 from .errors import StorageError
 
 if TYPE_CHECKING:
@@ -46,6 +44,8 @@ def _db(store: "ImageStore"):
 
 def unpacked_size(stream) -> int:
     """Docker's size of a layer tar (uncompressed stream): file bytes, symlink targets, hard links once."""
+    import tarfile
+
     total = 0
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
@@ -66,6 +66,10 @@ def layer_size(store: "ImageStore", diff_id: str, blob_digest: str | None = None
     candidates += [d for d, _, _ in store.layer_blobs(diff_id)]
     if not candidates:
         raise StorageError(f"layer {diff_id} is not in the store")
+    import tarfile  # here, with the compressors: a pull or push records facts, never sizes
+
+    from .compression import open_reader
+
     with store.blobs.open(candidates[0]) as raw:
         try:
             size = unpacked_size(open_reader(raw))

@@ -25,7 +25,7 @@ from .options import ClientOptions, Progress, PushResult, no_progress
 from .pull import resolve_image
 from .push import push_blob
 from .remote import Repository
-from .session import RegistrySession, read_upto
+from .session import RegistrySession
 from .tasks import run_all, run_sync
 from .upload import FileSource, RemoteSource
 
@@ -57,7 +57,7 @@ async def _read_blob(repo: Repository, d: Descriptor, limit: int) -> bytes:
         raise ClientError(f"blob {d.digest} in {repo.describe()} is {d.size} bytes, more than {limit} allowed")
     resp = await repo.open_blob(d.digest)
     async with resp:
-        raw = await read_upto(resp, limit)
+        raw = await resp.read(limit)
     if digests.of_bytes(raw, digests.parse(d.digest).algorithm) != d.digest:
         raise VerificationError(f"blob {d.digest} from {repo.describe()} failed verification", d.digest)
     return raw

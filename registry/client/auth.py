@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterable
+from urllib.parse import urlencode
 
-from .aio import aiohttp
-
+from . import wire
 from .credentials import Credentials
 from .errors import AuthenticationRequired, ClientError, ProtocolError
 
 DEFAULT_EXPIRY = 60.0
+FORM = "application/x-www-form-urlencoded"
+MAX_ANSWER = 1 << 20  # a token answer longer than this is no token answer
 CLIENT_ID = "soko"
 
 _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
@@ -29,6 +32,7 @@ _PARAM_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\
 
 @dataclass
 class Challenge:
+    """One challenge of a WWW-Authenticate header."""
     scheme: str                      # "bearer" or "basic", lower case
     params: dict[str, str] = field(default_factory=dict)
 
@@ -80,6 +84,7 @@ def scope_for(repository: str, actions: Iterable[str]) -> str:
 
 @dataclass
 class _Token:
+    """A bearer token and when to fetch another."""
     value: str
     expires_at: float
     refresh_token: str = ""
@@ -109,7 +114,7 @@ class Authenticator:
     def forget(self, scopes: Iterable[str]) -> None:
         self._tokens.pop(frozenset(scopes), None)
 
-    async def header(self, http: aiohttp.ClientSession, scopes: Iterable[str], ssl,
+    async def header(self, transport: wire.Transport, scopes: Iterable[str], ssl,
                      extra_scope: str | None = None) -> str | None:
         """The Authorization value for a request needing `scopes`, or None (anonymous)."""
         c = self.challenge
@@ -125,11 +130,11 @@ class Authenticator:
         async with lock:  # concurrent layer tasks share one token request
             tok = self._tokens.get(key)
             if tok is None or tok.expires_at <= time.monotonic():
-                tok = await self.fetch_token(http, sorted(key), ssl)
+                tok = await self.fetch_token(transport, sorted(key), ssl)
                 self._tokens[key] = tok
         return f"Bearer {tok.value}"
 
-    async def fetch_token(self, http: aiohttp.ClientSession, scopes: list[str], ssl,
+    async def fetch_token(self, transport: wire.Transport, scopes: list[str], ssl,
                           offline: bool = False) -> _Token:
         c = self.challenge
         assert c is not None and c.scheme == "bearer"
@@ -146,7 +151,8 @@ class Authenticator:
                     form["service"] = service
                 if scopes:
                     form["scope"] = " ".join(scopes)
-                resp = await http.post(realm, data=form, ssl=ssl)
+                resp = await transport.request("POST", realm, {"Content-Type": FORM}, urlencode(form).encode(),
+                                               ssl)
             else:
                 params: list[tuple[str, str]] = []
                 if service:
@@ -158,7 +164,9 @@ class Authenticator:
                     params.append(("account", self.creds.username))
                 if offline:
                     params += [("offline_token", "true"), ("client_id", CLIENT_ID)]
-                resp = await http.get(realm, params=params, headers=headers, ssl=ssl)
+                sep = "&" if "?" in realm else "?"
+                resp = await transport.request("GET", realm + (sep + urlencode(params) if params else ""),
+                                               headers, None, ssl)
             async with resp:
                 if resp.status in (401, 403):
                     who = "no credentials" if self.creds.empty else "the credentials were refused"
@@ -168,10 +176,10 @@ class Authenticator:
                 if resp.status != 200:
                     raise ProtocolError(f"{self.registry}: token service {realm} answered {resp.status}")
                 try:
-                    body = await resp.json(content_type=None)
+                    body = json.loads(await resp.read(MAX_ANSWER))
                 except ValueError:
                     raise ProtocolError(f"{self.registry}: token service returned invalid JSON") from None
-        except aiohttp.ClientError as e:
+        except wire.TransportError as e:
             raise ClientError(f"{self.registry}: cannot reach token service {realm}: {e}") from None
         if not isinstance(body, dict):
             raise ProtocolError(f"{self.registry}: token service returned invalid JSON")

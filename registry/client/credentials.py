@@ -25,6 +25,7 @@ _HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.
 
 @dataclass(frozen=True)
 class Credentials:
+    """A user and password for one registry, or an identity token in place of the password."""
     username: str = ""
     password: str = ""
     identity_token: str = ""

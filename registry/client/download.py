@@ -20,9 +20,7 @@ import asyncio
 import fcntl
 import http.client
 import os
-import socket
 import ssl
-import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from .errors import ConnectionDropped, ProtocolError, VerificationError
 from .options import ClientOptions
 from .remote import Repository
 from .session import detail_of, retry_after, retryable_status
+from .wire_std import Cancel, settled
 
 BUFFER = 1 << 20
 MAX_REDIRECTS = 5
@@ -55,22 +54,6 @@ class _Outcome:
     bad_range: str = ""
 
 
-class _Cancel:
-    """Lets the event loop stop a worker thread blocked in recv()."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.sock: socket.socket | None = None
-
-    def __call__(self) -> None:
-        self.stop.set()
-        if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 def _ssl_context(ssl_setting) -> ssl.SSLContext | None:
     if isinstance(ssl_setting, ssl.SSLContext):
         return ssl_setting
@@ -80,7 +63,7 @@ def _ssl_context(ssl_setting) -> ssl.SSLContext | None:
 
 
 def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float, writer: FileWriter, size: int,
-                  start: int, cancel: _Cancel, progress: Callable[[int], None]) -> _Outcome:
+                  start: int, cancel: Cancel, progress: Callable[[int], None]) -> _Outcome:
     """GET `url` and append the body to `writer` (runs in a worker thread)."""
     headers = dict(headers)
     origin = urlsplit(url)[:2]
@@ -119,7 +102,7 @@ def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float
     return _Outcome(310, {}, b"too many redirects")
 
 
-def _stream(resp: http.client.HTTPResponse, writer: FileWriter, size: int, skip: int, cancel: _Cancel,
+def _stream(resp: http.client.HTTPResponse, writer: FileWriter, size: int, skip: int, cancel: Cancel,
             progress: Callable[[int], None], hdrs: dict[str, str]) -> _Outcome:
     buf = bytearray(BUFFER)
     view = memoryview(buf)
@@ -217,17 +200,17 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
             headers = {"User-Agent": options.user_agent}
             if start:
                 headers["Range"] = f"bytes={start}-"
-            authz = await sess.auth.header(sess.http, repo.scopes, sess.ssl)
+            authz = await sess.auth.header(sess.transport, repo.scopes, sess.ssl)
             if authz:
                 headers["Authorization"] = authz
-            cancel = _Cancel()
+            cancel = Cancel()
             fut = loop.run_in_executor(pool, _blocking_get, url, headers, sess.ssl, options.read_timeout,
                                        writer, size, start, cancel, progress)
             try:
                 out = await asyncio.shield(fut)
             except asyncio.CancelledError:
                 cancel()
-                await _settled(fut)  # the thread must let go of the writer before it is closed
+                await settled(fut)  # the thread must let go of the writer before it is closed
                 raise
             if out.too_long:
                 raise _too_long(repo, digest, size)
@@ -272,14 +255,3 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
     finally:
         if not writer.closed:
             writer.close_sync()
-
-
-async def _settled(fut: asyncio.Future) -> None:
-    """Wait until a worker thread's future is done, whatever else cancels us
-    meanwhile (awaiting `fut` itself would cancel it and leave the thread running)."""
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except BaseException:
-            pass
-

@@ -29,7 +29,7 @@ async def check_credentials(registry: str, creds: Credentials, options: ClientOp
         if challenge is None:
             return creds  # the registry asks for nothing; Docker stores the login anyway
         if challenge.scheme == "bearer":
-            await sess.auth.fetch_token(sess.http, [], sess.ssl, offline=True)
+            await sess.auth.fetch_token(sess.transport, [], sess.ssl, offline=True)
             if sess.auth.refresh_token:
                 return Credentials(creds.username, "", sess.auth.refresh_token)
         resp = await sess.request("GET", "/v2/")

@@ -27,6 +27,7 @@ class ClientOptions:
     compression: str = "gzip"       # push: how uncompressed layers travel (gzip, zstd or none)
     compression_level: int | None = None  # push: that compressor's level (None: its default)
     user_agent: str = "soko/0.1"
+    transport: str = "stdlib"       # how the bytes travel: "stdlib" (http.client in threads) or "aiohttp"
 
 
 @dataclass
@@ -59,6 +60,7 @@ def short_id(digest: str) -> str:
 
 @dataclass
 class PushResult:
+    """What a push did: where the image went and what became of each blob."""
     reference: str        # where it went, e.g. localhost:5000/team/app:1.2
     digest: str           # the manifest (or index) digest
     size: int             # manifest size in bytes (Docker prints it)
@@ -69,6 +71,7 @@ class PushResult:
 
 @dataclass
 class PullResult:
+    """What a pull did: the manifest (and index) it stored and which blobs it fetched."""
     reference: str        # the normalized reference pulled
     digest: str           # the image manifest digest stored and tagged
     index_digest: str | None  # the index the manifest was chosen from, if any
@@ -79,6 +82,7 @@ class PullResult:
 
 @dataclass
 class CopyResult:
+    """What a copy did: from where, to where, and the top manifest's digest."""
     source: str
     destination: str
     digest: str           # the top-level manifest (or index) digest

@@ -9,13 +9,12 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin
 
-from .aio import aiohttp
-
 from storage import digests, mediatypes as mt
 
+from . import wire
 from .auth import scope_for
 from .errors import ProtocolError, UploadError, VerificationError
-from .session import RegistrySession, read_upto
+from .session import RegistrySession
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST])
 MAX_MANIFEST = 4 * 1024 * 1024
@@ -24,6 +23,7 @@ _RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(-?\d+)$")
 
 @dataclass
 class FetchedManifest:
+    """A manifest as the registry sent it: its exact bytes, its media type, its digest."""
     raw: bytes
     media_type: str
     digest: str
@@ -59,7 +59,7 @@ class Repository:
             length = resp.content_length
             if length is not None and length > MAX_MANIFEST:
                 raise ProtocolError(f"manifest {what} is {length} bytes, more than the {MAX_MANIFEST} allowed")
-            raw = await read_upto(resp, MAX_MANIFEST)
+            raw = await resp.read(MAX_MANIFEST)
             if len(raw) > MAX_MANIFEST:
                 raise ProtocolError(f"manifest {what} is larger than the {MAX_MANIFEST} bytes allowed")
             media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
@@ -112,7 +112,7 @@ class Repository:
             await self.session.raise_for_status(resp, f"blob {digest} in {self.describe()}", self.describe())
             return resp.content_length if resp.content_length is not None else -1
 
-    async def open_blob(self, digest: str, offset: int = 0) -> aiohttp.ClientResponse:
+    async def open_blob(self, digest: str, offset: int = 0) -> wire.Response:
         """GET a blob from `offset`; the caller reads and releases the response.
         Status is 200 (whole blob) or 206 (from offset)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}

@@ -13,7 +13,7 @@ from storage.references import DEFAULT_DOMAIN
 from .credentials import CredentialStore
 from .errors import ProtocolError, UsageError
 from .options import ClientOptions
-from .session import RegistrySession, read_upto
+from .session import RegistrySession
 
 SEARCH_SCOPE = "registry:catalog:search"
 MAX_LIMIT = 100
@@ -50,7 +50,7 @@ async def search_async(term: str, limit: int = 25, options: ClientOptions | None
         resp = await sess.request("GET", "/v1/search", scopes=[SEARCH_SCOPE], params={"q": needle, "n": str(limit)})
         async with resp:
             await sess.raise_for_status(resp, f"search of {host}")
-            raw = await read_upto(resp, MAX_ANSWER)
+            raw = await resp.read(MAX_ANSWER)
     try:
         body = json.loads(raw)
         results = body["results"]

@@ -9,36 +9,34 @@ host; everything else is verified HTTPS, trusting the system CAs plus
 Requests are retried with exponential backoff on 408, 429 (honouring
 Retry-After), 5xx and dropped connections. Uploads, whose retries need the
 server's offset first, ask for `retries=0` and resume on their own.
+
+The bytes travel through a transport (wire.py): the standard library's
+http.client in worker threads unless the options ask for aiohttp (the
+registry server's proxy) or an aiohttp session is handed in.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import json
-import os
-import socket
 import random
 import ssl
 import time
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
+from urllib.parse import urlencode
 
-from .aio import aiohttp
-
+from . import wire
 from .auth import Authenticator
 from .credentials import Credentials
 from .errors import (AccessDenied, AuthenticationRequired, ClientError, ConnectionDropped, HTTPStatusError,
-                     NotFound, ProtocolError, TLSFailure, Unreachable)
+                     NotFound, ProtocolError, TLSFailure, Unreachable, UsageError)
 from .options import ClientOptions
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 CERTS_D = Path("/etc/docker/certs.d")
-
-# Connection trouble worth another attempt (the peer went away mid-exchange).
-RETRYABLE_EXC = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError,
-                 aiohttp.ServerTimeoutError, asyncio.TimeoutError, ConnectionResetError)
 
 
 def api_host(registry: str) -> str:
@@ -82,39 +80,43 @@ class RegistrySession:
     """Everything needed to talk to one registry; use as `async with`."""
 
     def __init__(self, registry: str, options: ClientOptions, creds: Credentials | None = None,
-                 http: aiohttp.ClientSession | None = None, scheme: str | None = None):
+                 http: Any = None, scheme: str | None = None):
+        """`http`: an aiohttp ClientSession to send through (the caller closes it)."""
         self.registry = registry          # as written in references: docker.io, localhost:5000
         self.scheme = scheme              # "http" or "https" when the caller knows (a configured URL)
         self.host = api_host(registry)
         self.options = options
         self.auth = Authenticator(registry, creds or Credentials())
         self._http = http
-        self._own_http = http is None
+        self._transport: wire.Transport | None = None
         self.base: str | None = None      # http://host or https://host once known
         self.ssl: ssl.SSLContext | bool = True
         self._ping_lock = asyncio.Lock()
+        self._ping_failed: ClientError | None = None
         self.retries_done = 0             # for tests and progress
 
     # -- lifecycle ------------------------------------------------------------
     async def __aenter__(self) -> "RegistrySession":
-        if self._http is None:
-            timeout = aiohttp.ClientTimeout(total=None, connect=self.options.connect_timeout,
-                                            sock_read=self.options.read_timeout)
-            conn = aiohttp.TCPConnector(limit=max(8, self.options.jobs * 2), enable_cleanup_closed=True)
-            self._http = aiohttp.ClientSession(connector=conn, timeout=timeout, auto_decompress=False,
-                                               read_bufsize=1 << 18,
-                                               headers={"User-Agent": self.options.user_agent})
+        if self._transport is None:
+            if self.options.transport not in ("stdlib", "aiohttp"):
+                raise UsageError(f"unknown transport {self.options.transport!r} (stdlib or aiohttp)")
+            if self._http is not None or self.options.transport == "aiohttp":
+                from .wire_aio import AioTransport
+                self._transport = AioTransport(self.options, self._http)
+            else:
+                from .wire_std import StdTransport
+                self._transport = StdTransport(self.options)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._own_http and self._http is not None:
-            await self._http.close()
-            self._http = None
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     @property
-    def http(self) -> aiohttp.ClientSession:
-        assert self._http is not None, "RegistrySession used outside `async with`"
-        return self._http
+    def transport(self) -> wire.Transport:
+        assert self._transport is not None, "RegistrySession used outside `async with`"
+        return self._transport
 
     # -- TLS and scheme ---------------------------------------------------------
     def _verified_context(self) -> ssl.SSLContext:
@@ -146,8 +148,14 @@ class RegistrySession:
         if self.base is not None:
             return
         async with self._ping_lock:
+            if self._ping_failed is not None:  # requests that waited on a ping that failed: as final
+                raise self._ping_failed
             if self.base is None:
-                await self._ping()
+                try:
+                    await self._ping()
+                except ClientError as e:
+                    self._ping_failed = e
+                    raise
 
     async def _ping(self) -> None:
         last: BaseException | None = None
@@ -161,21 +169,18 @@ class RegistrySession:
                 more = i + 1 < len(candidates)
                 url = f"{scheme}://{self.host}/v2/"
                 try:
-                    resp = await self._send("GET", url, ctx, {}, None, None, True)
-                except aiohttp.ClientConnectorCertificateError as e:
-                    raise self._tls_error(e) from None
-                except aiohttp.ClientSSLError as e:
-                    if ctx is not False:
+                    resp = await self.transport.request("GET", url, {}, None, ctx)
+                except wire.TLSFailed as e:
+                    if e.certificate or ctx is not False:
                         raise self._tls_error(e) from None
                     last = e
                     continue
-                except aiohttp.ClientConnectorError as e:
+                except wire.ConnectFailed as e:
                     if attempt >= min(self.options.retries, 2):
-                        raise Unreachable(f"cannot connect to registry {self.registry}: "
-                                          f"{os_reason(e)}") from None
+                        raise Unreachable(f"cannot connect to registry {self.registry}: {e.reason()}") from None
                     last = e
                     break
-                except RETRYABLE_EXC as e:
+                except wire.TransportError as e:
                     last = e  # e.g. plain HTTP to a TLS port: the next candidate may work
                     continue
                 async with resp:
@@ -212,20 +217,16 @@ class RegistrySession:
         return path if path.startswith(("http://", "https://")) else self.base + path
 
     # -- requests ---------------------------------------------------------------
-    async def _send(self, method: str, url: str, ctx, headers: dict, data, params,
-                    allow_redirects: bool) -> aiohttp.ClientResponse:
-        return await self.http.request(method, url, headers=headers, data=data, params=params, ssl=ctx,
-                                       allow_redirects=allow_redirects)
-
     async def request(self, method: str, path: str, *, scopes: Iterable[str] = (),
                       headers: dict[str, str] | None = None,
                       data: bytes | Callable[[], Any] | None = None,
                       params: dict[str, str] | None = None, allow_redirects: bool = True,
-                      retries: int | None = None) -> aiohttp.ClientResponse:
+                      retries: int | None = None) -> wire.Response:
         """Send with auth; retry what may be retried. Returns the final response
         (any status): the caller checks it, e.g. with `raise_for_status`. A
         callable `data` is called per attempt (streams cannot be replayed)."""
         await self.ping()
+        url = with_params(self.url(path), params)
         scopes = tuple(scopes)
         max_retries = self.options.retries if retries is None else retries
         attempt = 0
@@ -233,28 +234,29 @@ class RegistrySession:
         extra_scope: str | None = None
         while True:
             h = dict(headers or {})
-            authz = await self.auth.header(self.http, scopes, self.ssl, extra_scope)
+            authz = await self.auth.header(self.transport, scopes, self.ssl, extra_scope)
             if authz:
                 h["Authorization"] = authz
             body = data() if callable(data) else data
             try:
-                resp = await self._send(method, self.url(path), self.ssl, h, body, params, allow_redirects)
-            except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as e:
+                resp = await self.transport.request(method, url, h, body, self.ssl, allow_redirects)
+            except wire.TLSFailed as e:
                 raise self._tls_error(e) from None
-            except aiohttp.ClientConnectorError as e:
+            except wire.ConnectFailed as e:
                 if attempt >= min(max_retries, 2):
-                    raise Unreachable(f"cannot connect to registry {self.registry}: "
-                                      f"{os_reason(e)}") from None
+                    raise Unreachable(f"cannot connect to registry {self.registry}: {e.reason()}") from None
                 attempt += 1
                 await self.backoff(attempt, None)
                 continue
-            except RETRYABLE_EXC as e:
+            except wire.Dropped as e:
                 if attempt >= max_retries:
                     raise ConnectionDropped(f"{self.registry}: {method} {path_of(path)} failed after "
                                             f"{attempt + 1} attempt{'s' if attempt else ''}: {describe(e)}") from e
                 attempt += 1
                 await self.backoff(attempt, None)
                 continue
+            except wire.TransportError as e:
+                raise ProtocolError(f"{self.registry}: {method} {path_of(path)}: {describe(e)}") from None
             if resp.status == 401 and not auth_retried:
                 c = self.auth.on_challenge(resp.headers.get("WWW-Authenticate"))
                 if c is not None and (c.scheme == "bearer" or not self.auth.creds.empty):
@@ -278,7 +280,7 @@ class RegistrySession:
             suggested = self.options.backoff * (2 ** (attempt - 1)) * (0.8 + 0.4 * random.random())
         await asyncio.sleep(min(suggested, self.options.max_backoff))
 
-    async def raise_for_status(self, resp: aiohttp.ClientResponse, what: str, who: str | None = None) -> None:
+    async def raise_for_status(self, resp: wire.Response, what: str, who: str | None = None) -> None:
         """Turn an error response into the matching one-line ClientError; `who`
         (the repository) replaces `what` in messages about access."""
         if resp.status < 400:
@@ -303,22 +305,17 @@ class RegistrySession:
         return HTTPStatusError(f"{what}: {self.registry} answered {status}{': ' + detail if detail else ''}", status)
 
 
-async def read_upto(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body to its end, or its first `limit + 1` bytes when it is longer
-    (StreamReader.read(n) returns whatever has arrived, often one chunk)."""
-    buf = bytearray()
-    async for piece in resp.content.iter_any():
-        buf += piece
-        if len(buf) > limit:
-            break
-    return bytes(buf[:limit + 1])
+def with_params(url: str, params: dict[str, str] | None) -> str:
+    if not params:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
-async def error_detail(resp: aiohttp.ClientResponse) -> str:
+async def error_detail(resp: wire.Response) -> str:
     """The first error of an OCI error body (`{"errors":[{code,message}]}`), if any."""
     try:
-        raw = await read_upto(resp, 65536)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raw = await resp.read(65536)
+    except wire.TransportError:
         return ""
     return detail_of(raw)
 
@@ -337,16 +334,6 @@ def detail_of(raw: bytes) -> str:
     return text[0][:200] if text else ""
 
 
-def os_reason(e: aiohttp.ClientConnectorError) -> str:
-    """`connection refused` rather than asyncio's "Connect call failed ('127.0.0.1', 5000)"."""
-    err = e.os_error
-    if isinstance(err, socket.gaierror):  # errno -2 and friends: not errno values, strerror has no words for them
-        return f"the host {e.host} could not be resolved ({err.strerror or err})"
-    if getattr(err, "errno", None):
-        return os.strerror(err.errno).lower()
-    return str(err) or type(err).__name__
-
-
 def path_of(url: str) -> str:
     if url.startswith(("http://", "https://")):
         return "/" + url.split("/", 3)[-1]
@@ -357,6 +344,4 @@ def describe(e: BaseException | None) -> str:
     if e is None:
         return "no answer"
     text = str(e) or type(e).__name__
-    if isinstance(e, aiohttp.ClientSSLError) and getattr(e, "os_error", None) is not None:
-        text = str(e.os_error) or text
     return text.splitlines()[0][:300]

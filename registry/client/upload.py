@@ -3,7 +3,7 @@
 Small blobs go in one PUT, large ones as PATCH chunks; after a drop the
 registry is asked for its offset (GET upload status -> Range) and the upload
 continues from there, starting over only when the registry has lost or
-refused the session. Local files are sent with sendfile(2).
+refused the session. Local files are sent with sendfile(2) (wire.FileBody).
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import asyncio
 import os
 from typing import AsyncIterator, Callable, Protocol
 
-from .aio import aiohttp
-
 from storage import digests
 
+from . import wire
 from .errors import ClientError, ConnectionDropped, Unreachable, UploadError, VerificationError
 from .options import ClientOptions
 from .remote import Repository, with_digest
@@ -51,8 +50,8 @@ class FileSource:
         self.path = path
         self.size = size
 
-    def body(self, start: int, end: int, report: Report) -> "SendfilePayload":
-        return SendfilePayload(self.path, start, end, report)
+    def body(self, start: int, end: int, report: Report) -> wire.FileBody:
+        return wire.FileBody(str(self.path), start, end, report)
 
     async def chunks(self, start: int, end: int) -> AsyncIterator[bytes]:
         f = open(self.path, "rb")
@@ -70,45 +69,6 @@ class FileSource:
 
     def check(self) -> None:
         pass
-
-
-class SendfilePayload(aiohttp.payload.Payload):
-    """Bytes [start, end) of a file as a request body, handed to the kernel with
-    loop.sendfile (os.sendfile on plain TCP, read/write under TLS)."""
-
-    SLICE = 8 * CHUNK  # progress is reported between slices
-
-    def __init__(self, path: os.PathLike | str, start: int, end: int, report: Report):
-        super().__init__(str(path), content_type="application/octet-stream")
-        self._path = path
-        self._start = start
-        self._end = end
-        self._report = report
-        self._size = end - start
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a blob body is not text")
-
-    async def write(self, writer) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(self, writer, content_length: int | None) -> None:
-        end = self._end if content_length is None else min(self._end, self._start + content_length)
-        writer.send_headers()
-        await writer.drain()
-        transport = writer.transport
-        if transport is None or transport.is_closing():
-            raise aiohttp.ClientConnectionResetError("connection closed before the body was sent")
-        loop = asyncio.get_running_loop()
-        with open(self._path, "rb") as f:
-            pos = self._start
-            while pos < end:
-                n = min(self.SLICE, end - pos)
-                sent = await loop.sendfile(transport, f, pos, n)
-                if not sent:
-                    raise UploadError(f"{self._path} is shorter than expected")
-                pos += sent
-                self._report(pos)
 
 
 class RemoteSource:
@@ -131,7 +91,7 @@ class RemoteSource:
         try:
             skip = start if resp.status == 200 else 0
             pos = start
-            async for piece in resp.content.iter_any():
+            async for piece in resp.chunks():
                 if skip:
                     cut = min(skip, len(piece))
                     piece, skip = piece[cut:], skip - cut
@@ -248,12 +208,12 @@ async def _status(repo: Repository, location: str) -> tuple[int, str] | None:
         raise _Retry(str(e)) from None
 
 
-async def _send(repo: Repository, method: str, url: str, headers: dict, data) -> aiohttp.ClientResponse:
+async def _send(repo: Repository, method: str, url: str, headers: dict, data) -> wire.Response:
     try:
         resp = await repo.session.request(method, url, scopes=repo.scopes, headers=headers, data=data, retries=0)
     except (ConnectionDropped, Unreachable) as e:
         raise _Retry(str(e)) from None
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+    except (wire.TransportError, OSError, asyncio.TimeoutError) as e:
         raise _Retry(f"{e.__class__.__name__}: {e}") from None
     if retryable_status(resp.status):
         wait = retry_after(resp.headers)
@@ -291,7 +251,7 @@ async def _put(repo: Repository, location: str, digest: str, source: BlobSource,
     report(size)
 
 
-async def _upload_failed(repo: Repository, resp: aiohttp.ClientResponse, digest: str) -> None:
+async def _upload_failed(repo: Repository, resp: wire.Response, digest: str) -> None:
     if resp.status in (401, 403):
         await repo.session.raise_for_status(resp, f"blob {digest} to {repo.describe()}", repo.describe())
     detail = await error_detail(resp)

@@ -20,9 +20,9 @@ import os
 import secrets
 from typing import Awaitable, Callable
 
-import aiohttp
 from aiohttp import web
 
+from registry.client.wire import Response
 from storage import digests
 from storage.content import Writer
 from storage.errors import DigestMismatch, SizeMismatch
@@ -34,7 +34,7 @@ from .respond import API_VERSION
 
 log = logging.getLogger("soko.registry")
 READ = 1 << 20
-Opener = Callable[[], Awaitable[aiohttp.ClientResponse]]
+Opener = Callable[[], Awaitable[Response]]
 
 
 class BlobFetch:
@@ -68,7 +68,7 @@ class BlobFetch:
                 fd = await reg.run(_open_spool, self.tmp)
                 w = await reg.store.writer(algorithm=digests.parse(self.digest).algorithm)
                 self.ready.set_result(size)
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.chunks():
                     await reg.run(_write, fd, w, chunk)
                     await w.drain()
                     self.written += len(chunk)

@@ -33,6 +33,7 @@ from registry.client.errors import ClientError, NotFound
 from registry.client.options import ClientOptions
 from registry.client.remote import Repository
 from registry.client.session import RegistrySession
+from registry.client.wire import TransportError
 
 from ..errors import APIError
 from . import manifests
@@ -47,7 +48,7 @@ log = logging.getLogger("soko.registry")
 T = TypeVar("T")
 # Fail over to the cache quickly: one retry, short waits.
 UPSTREAM_OPTIONS = dict(retries=1, backoff=0.2, max_backoff=1.0, connect_timeout=10.0, read_timeout=60.0, jobs=16,
-                        user_agent="soko-registry-proxy")
+                        user_agent="soko-registry-proxy", transport="aiohttp")  # the server's own loop
 
 
 @dataclass
@@ -226,7 +227,7 @@ class Proxy:
             raise
         except NotFound:
             raise APIError("BLOB_UNKNOWN", f"{digest} is not in {self.describe(name)}", {"digest": digest}) from None
-        except (ClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (ClientError, TransportError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             self.served.labels("blob", "failed").inc()
             raise upstream_error(self.describe(name), digest, e) from None
 

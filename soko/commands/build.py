@@ -129,7 +129,7 @@ def _build(ctx: click.Context, opts, push: bool) -> None:
     else:
         image_id, tags = _full_build(store, opts, on_event, probe, show)
     if push:
-        from .transfer import push_image
+        from .transfer_core import push_image
 
         for t in tags:
             push_image(store, t, None, insecure=False, jobs=None, quiet=quiet)

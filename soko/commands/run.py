@@ -5,27 +5,8 @@ from __future__ import annotations
 import click
 
 from . import run_core
-from .run_options import DETACH, FLAG, MULTIPLE, OPTIONS, Opt
-
-
-def _click_option(o: Opt):
-    kwargs: dict = {"help": o.help}
-    if o.kind == FLAG:
-        kwargs["is_flag"] = True
-    else:
-        if o.kind == MULTIPLE:
-            kwargs["multiple"] = True
-        if o.type == "file":
-            kwargs["type"] = click.Path(dir_okay=False)
-        elif isinstance(o.type, tuple):
-            kwargs["type"] = click.Choice(list(o.type))
-        elif o.type is not str:
-            kwargs["type"] = o.type
-        if o.kind != MULTIPLE:
-            kwargs["default"] = o.default
-        if o.metavar:
-            kwargs["metavar"] = o.metavar
-    return click.option(*o.decls, **kwargs)
+from .option_table import click_option as _click_option
+from .run_options import DETACH, OPTIONS
 
 
 def _options(f):

@@ -5,52 +5,10 @@ import sys
 
 import click
 
-
-def _options(insecure: bool = False, jobs: int | None = None):
-    from registry.client import ClientOptions
-
-    opts = ClientOptions(insecure=insecure)
-    if jobs:
-        opts.jobs = jobs
-    return opts
-
-
-def _run_with_progress(quiet: bool, fn):
-    from ..progress import make_progress
-
-    progress = make_progress(quiet)
-    try:
-        return fn(progress)
-    finally:
-        close = getattr(progress, "close", None)
-        if close:
-            close()
-
-
-def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | None, quiet: bool,
-               compression: str = "gzip", level: int | None = None):
-    from registry.client import push
-
-    opts = _options(insecure, jobs)
-    opts.compression, opts.compression_level = compression, level
-    result = _run_with_progress(quiet, lambda p: push(store, image, dest, opts, p))
-    _record_repo_digest(store, result.reference, result.digest)
-    if not quiet:
-        from storage import references
-
-        tag = references.parse(result.reference).tag or "latest"
-        click.echo(f"{tag}: digest: {result.digest} size: {result.size}")
-    return result
-
-
-def _record_repo_digest(store, reference: str, digest: str) -> None:
-    """`name@digest` becomes one of the image's RepoDigests, as Docker records pushes and pulls."""
-    from storage import image_facts
-
-    image_id = store.image(digest).id  # an index: the image this machine runs from it
-    image_facts.record_repo_digest(store, reference, digest, image_id)
-    if image_facts.image_id_of(store, digest) != image_id:
-        image_facts.record_repo_digest(store, reference, digest, digest)
+from . import transfer_core
+from .option_table import click_option
+from .transfer_core import client_options, with_progress
+from .transfer_options import PULL_OPTIONS, PUSH_OPTIONS
 
 
 def _check_level(ctx, param, level):
@@ -63,58 +21,34 @@ def _check_level(ctx, param, level):
         raise click.BadParameter(str(e), ctx, param) from None
 
 
+def _table(options):
+    def wrap(f):
+        for o in reversed(options):
+            f = click_option(o)(f)
+        return f
+    return wrap
+
+
 @click.command("push")
-@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs at once.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress; only the digest line.")
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]), default="gzip", is_eager=True,
-              help="How uncompressed layers travel (default gzip); compressed ones go as they are.")
+@_table(PUSH_OPTIONS)
 @click.option("--compression-level", type=int, default=None, callback=_check_level,
               help="gzip 0-9 (default 6), zstd 1-22 (default: level 3 with a 4 MiB window); "
                    "used when a layer is first compressed.")
 @click.argument("image")
 @click.argument("dest", required=False)
 @click.pass_context
-def push_cmd(ctx, insecure, jobs, quiet, compression, compression_level, image, dest) -> None:
+def push_cmd(ctx, **kw) -> None:
     """Upload an image to a registry (DEST defaults to IMAGE's own reference)."""
-    push_image(ctx.obj.image_store(), image, dest, insecure, jobs, quiet, compression, compression_level)
+    transfer_core.run(ctx.obj, "push", kw)
 
 
 @click.command("pull")
-@click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")
-@click.option("--platform", default=None, help="os/arch[/variant] (default: this machine).")
-@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs at once.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress; only the image's full reference.")
+@_table(PULL_OPTIONS)
 @click.argument("ref")
 @click.pass_context
-def pull_cmd(ctx, insecure, platform, jobs, quiet, ref) -> None:
+def pull_cmd(ctx, **kw) -> None:
     """Download an image into the local store."""
-    from registry.client import pull
-    from storage import references
-    from storage.errors import StorageError
-    from storage.model import Platform
-
-    plat = Platform.parse(platform) if platform else None
-    parsed = references.parse(ref)
-    store = ctx.obj.image_store()
-    try:
-        before = store.resolve(str(parsed), plat).id
-    except StorageError:
-        before = None
-    if not quiet:
-        if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
-            click.echo("Using default tag: latest")
-        click.echo(f"{parsed.digest or parsed.tag}: Pulling from {parsed.path}")
-    result = _run_with_progress(quiet, lambda p: pull(store, ref, plat, _options(insecure, jobs), p))
-    top = result.index_digest or result.digest
-    _record_repo_digest(store, str(parsed), top)
-    if quiet:
-        click.echo(str(parsed))
-        return
-    status = "Image is up to date" if before == result.image_id else "Downloaded newer image"
-    click.echo(f"Digest: {top}")
-    click.echo(f"Status: {status} for {parsed.familiar()}")
-    click.echo(str(parsed))
+    transfer_core.run(ctx.obj, "pull", kw)
 
 
 @click.command("copy")
@@ -128,7 +62,7 @@ def copy_cmd(ctx, insecure, quiet, src, dst) -> None:
     from registry.client import copy
 
     store = ctx.obj.image_store() if (src.startswith("soko:") or dst.startswith("soko:")) else None
-    result = _run_with_progress(quiet, lambda p: copy(src, dst, _options(insecure), p, store))
+    result = with_progress(quiet, lambda p: copy(src, dst, client_options(insecure), p, store))
     if not quiet:
         click.echo(f"Copied {result.source} to {result.destination} ({result.digest})")
 
@@ -152,7 +86,7 @@ def login_cmd(ctx, username, password, password_stdin, insecure, registry) -> No
         username = click.prompt("Username")
     if password is None:
         password = click.prompt("Password", hide_input=True)
-    login(registry, username, password, _options(insecure))
+    login(registry, username, password, client_options(insecure))
     click.echo("Login Succeeded")
 
 

@@ -296,7 +296,11 @@ class Proxy:
                         self._count("up", len(piece))
                 if answer is not None:
                     cw.write(answer)
-                    await cw.drain()
+                    cw.close()  # after what is still buffered has gone (kill() would throw it away)
+                    try:
+                        await cw.wait_closed()
+                    except (ConnectionError, OSError):
+                        pass
                     kill()
                     return
                 await sw.drain()

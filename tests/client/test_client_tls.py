@@ -111,7 +111,7 @@ def test_importing_the_client_parses_no_ca_bundle():
 
     from tests.conftest import REPO
 
-    code = ("import registry.client.session, aiohttp.connector as c, ssl; "
+    code = ("import registry.client.wire_aio, aiohttp.connector as c, ssl; "
             "v, u = c._SSL_CONTEXT_VERIFIED, c._SSL_CONTEXT_UNVERIFIED; "
             "print(v.cert_store_stats()['x509_ca'], v.verify_mode == ssl.CERT_REQUIRED, v.check_hostname, "
             "u.cert_store_stats()['x509_ca'], u.verify_mode == ssl.CERT_NONE, "
