@@ -17,6 +17,7 @@ from tests.tarballs import make_tar
 
 from .conftest import Client, sha256, unique
 from .layouts import write_image
+from .test_resilience import _offset_settles_at
 
 BIG = 12 * 1024 * 1024  # above sockbody.MIN_BODY
 TAKEN = "soko_registry_socket_bodies_total"
@@ -64,19 +65,11 @@ def _read_answer(s: socket.socket, buf: bytearray, timeout: float = 30) -> tuple
     return int(lines[0].split()[1]), headers, rest[:size]
 
 
-def _offset(c: Client, loc: str) -> int:
-    r = c.request("GET", loc)
-    assert r.status == 204, r.body
-    return int(r.header("Range").split("-")[1]) + 1
-
-
-def _offset_settles_at(c: Client, loc: str, expected: int, timeout: float = 15) -> int:
-    deadline = time.time() + timeout
-    offset = _offset(c, loc)
-    while offset != expected and time.time() < deadline:
-        time.sleep(0.05)
-        offset = _offset(c, loc)
-    return offset
+def _done(srv, c: Client) -> None:
+    """Stop the server: nothing it logged may be a traceback."""
+    c.close()
+    srv.stop()
+    assert "Traceback" not in srv.errors(), srv.errors()
 
 
 def test_a_big_put_is_read_from_the_socket_and_the_connection_goes_on(fresh_server):
@@ -106,13 +99,11 @@ def test_a_big_put_is_read_from_the_socket_and_the_connection_goes_on(fresh_serv
     s.close()
     assert _taken(c) == 2
     assert c.request("GET", f"/v2/{name}/blobs/{sha256(other)}").body == other
-    c.close()
-    srv.stop()
-    assert "Traceback" not in srv.errors(), srv.errors()
+    _done(srv, c)
 
 
 def test_a_big_patch_then_an_empty_put_keep_one_connection(fresh_server):
-    """skopeo's way: PATCH with a Content-Length, then the closing PUT, then the next blob."""
+    """skopeo's way: PATCH with a Content-Length, then the closing PUT on the same connection."""
     srv = _server(fresh_server)
     c = srv.client()
     name = unique()
@@ -155,9 +146,7 @@ def test_a_cut_big_put_leaves_no_blob_and_a_session_that_resumes(fresh_server):
         assert r.status == 201, r.body
         assert c.request("GET", f"/v2/{name}/blobs/{sha256(data)}").body == data
     assert _taken(c) >= 3  # the two cut PUTs and the resuming PATCH
-    c.close()
-    srv.stop()
-    assert "Traceback" not in srv.errors(), srv.errors()
+    _done(srv, c)
 
 
 def test_a_big_put_with_the_wrong_digest_is_refused_and_the_connection_goes_on(fresh_server):
@@ -304,6 +293,4 @@ def test_skopeo_pushes_and_pulls_a_big_layer(fresh_server, tmp_path):
     run("skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", f"docker://{host}/{name}:v1",
         f"dir:{tmp_path / 'out'}")
     assert (tmp_path / "out" / image["layer"].split(":")[1]).read_bytes() == image["layer_bytes"]
-    c.close()
-    srv.stop()
-    assert "Traceback" not in srv.errors(), srv.errors()
+    _done(srv, c)
