@@ -51,10 +51,12 @@ class SocketBodies:
         self.readers = ThreadPoolExecutor(slots, thread_name_prefix="soko-registry-body")
         self.hashers = ThreadPoolExecutor(slots, thread_name_prefix="soko-registry-body-hash")
         self._active: set[tuple[threading.Event, socket.socket]] = set()
+        self._stopping = False
 
     def _takes(self, request: web.Request, writer: Writer, limit: int | None) -> bool:
         n = request.content_length
-        if n is None or n < MIN_BODY or not self.free or not writer.stores_at_once or request.content.is_eof():
+        if n is None or n < MIN_BODY or not self.free or self._stopping or not writer.stores_at_once \
+                or request.content.is_eof():
             return False
         if limit is not None and writer.offset + n > limit:  # aiohttp's path answers 413 at the limit
             return False
@@ -170,7 +172,9 @@ class SocketBodies:
 
     def stop_all(self) -> None:
         """Wake every thread receiving a body (the server is stopping): each
-        ends with what arrived stored, and its request answers at once."""
+        ends with what arrived stored, and its request answers at once. Bodies
+        that start later stay on aiohttp's path."""
+        self._stopping = True
         for stop, sock in list(self._active):
             _wake(stop, sock)
 
