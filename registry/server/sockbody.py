@@ -76,12 +76,16 @@ class SocketBodies:
             return None
         content, transport = request.content, request.transport
         assert transport is not None
+        try:
+            sock = transport.get_extra_info("socket").dup()  # its own descriptor, non-blocking as aiohttp's
+        except OSError:  # out of descriptors: aiohttp's path needs none
+            return None
         first: list[bytes] = []
         while chunk := content.read_nowait():  # may let the parser feed what it held back: drain it all
             first.append(chunk)
         transport.pause_reading()
         owed = request.content_length - content.total_bytes
-        sock = transport.get_extra_info("socket").dup()  # its own descriptor, non-blocking as aiohttp's
+        from_socket = writer.offset + sum(map(len, first))  # where the thread's bytes start
         stop = threading.Event()
         self.free -= 1
         self._active.add((stop, sock))
@@ -101,7 +105,7 @@ class SocketBodies:
             self._active.discard((stop, sock))
             self.free += 1
             sock.close()
-            content.total_bytes += owed if ok else 0  # the metrics count received bytes from here
+            content.total_bytes += writer.offset - from_socket  # the metrics count received bytes from here
             if not (ok and (owed == 0 or _fresh_parser(request.protocol))):
                 request.protocol.close()  # after the answer: the parser is still inside this body
             if not content.is_eof():

@@ -23,15 +23,17 @@ BIG = 12 * 1024 * 1024  # above sockbody.MIN_BODY
 TAKEN = "soko_registry_socket_bodies_total"
 
 
-def _taken(c: Client) -> float:
-    """Bodies the server read from the socket so far (its /metrics)."""
+def _metric(c: Client, name: str) -> float:
+    """The sum of a metric's samples on the server's /metrics."""
     r = c.request("GET", "/metrics")
     assert r.status == 200, r.body
-    for family in text_string_to_metric_families(r.body.decode()):
-        for s in family.samples:
-            if s.name == TAKEN:
-                return s.value
-    return 0.0
+    return sum(s.value for family in text_string_to_metric_families(r.body.decode())
+               for s in family.samples if s.name == name)
+
+
+def _taken(c: Client) -> float:
+    """Bodies the server read from the socket so far."""
+    return _metric(c, TAKEN)
 
 
 def _server(fresh_server, limits: dict | None = None):
@@ -98,6 +100,7 @@ def test_a_big_put_is_read_from_the_socket_and_the_connection_goes_on(fresh_serv
     assert _read_answer(s, buf)[0] == 200
     s.close()
     assert _taken(c) == 2
+    assert _metric(c, "soko_registry_http_received_bytes_total") == len(data) + len(other)
     assert c.request("GET", f"/v2/{name}/blobs/{sha256(other)}").body == other
     _done(srv, c)
 
