@@ -155,6 +155,8 @@ class SocketBodies:
                         except OSError as e:  # the client's connection, never the store's fault
                             raise ConnectionResetError(f"receiving the body: {e}") from e
                         if not n:
+                            if stop.is_set():  # _wake() shut the socket down
+                                raise ConnectionAbortedError("the server is stopping")
                             raise ConnectionResetError(f"the client closed the connection {owed - fill} bytes "
                                                        "short of the body")
                         fill += n
