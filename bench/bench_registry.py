@@ -258,8 +258,10 @@ def seed_manifest(base: str, repo: str) -> None:
 def bench_all(servers: list[Server], blob: Path, digest: str, size: int, rounds: int,
               requests: int) -> dict[str, dict[str, list[float]]]:
     """Each measurement alternates between the servers, round after round,
-    after a sync(), so neither pays for the other's dirty pages. Returns
-    every sample; the report shows the best and the median round."""
+    after a sync(), so neither pays for the other's dirty pages; the order
+    reverses every round, so no server always runs right after another one's
+    work (writeback, freed files). Returns every sample; the report shows the
+    best and the median round."""
     samples: dict[str, dict[str, list[float]]] = {s.label: {} for s in servers}
 
     def record(server: Server, key: str, value: float) -> None:
@@ -269,20 +271,21 @@ def bench_all(servers: list[Server], blob: Path, digest: str, size: int, rounds:
     for server in servers:
         seed_manifest(server.base, "bench/small")
         manifest_rps(server.base, "bench/small", 2000)  # warm up
-    for _ in range(rounds):
-        for server in servers:
+    for r in range(rounds):
+        order = servers if r % 2 == 0 else servers[::-1]
+        for server in order:
             os.sync()
             cpu = server.cpu_seconds()
             record(server, "push_MBps", mb / push_blob_curl(server.base, "bench/big", blob, digest))
             # noise-robust: what one push costs the server, whatever else runs on the machine
             record(server, "push_MB_per_cpu_s", mb / max(server.cpu_seconds() - cpu, 0.01))
-        for server in servers:
+        for server in order:
             os.sync()
             pull_blob_curl(server.base, "bench/big", digest, size)  # warm: the page cache serves pulls
             record(server, "pull_MBps", mb / pull_blob_curl(server.base, "bench/big", digest, size))
-        for server in servers:
+        for server in order:
             record(server, "manifest_rps", manifest_rps(server.base, "bench/small", requests))
-        for server in servers:
+        for server in order:
             os.sync()
             record(server, "small_pushes_per_s", 100 / small_pushes(server.base, 100))
     return samples
@@ -318,6 +321,8 @@ def main() -> None:
         for label, r in results.items():
             print(f"{label:13s} " + "  ".join(f"{k}={max(v):,.1f} (median {statistics.median(v):,.1f})"
                                              for k, v in r.items()), flush=True)
+    load = os.getloadavg()
+    print(f"\n{args.rounds} rounds, {args.size_mb} MiB blob, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     # Each round measures the servers back to back, so the ratio within a
     # round cancels out load that drifts over the run (other processes on
     # the machine); the median of those paired ratios is the headline.

@@ -107,7 +107,8 @@ class Server:
             self.audit = AuditLog(config.audit_log)
             self.events.subscribe(self.audit)
         self.reg = Registry(config)
-        self.uploads = Uploads(self.reg)
+        self.uploads = Uploads(self.reg, self.metrics.counter(
+            "socket_bodies", "Request bodies read straight from the socket (big uploads over plain HTTP)", []).inc)
         self.proxy = None
         if config.proxy is not None:
             from .proxy import Proxy
@@ -241,6 +242,11 @@ class Server:
         if self.notifier is not None:
             await self.notifier.start({e.name for e in self.config.notifications.endpoints})
 
+    async def stopping(self, app: web.Application) -> None:
+        """Before aiohttp waits for the requests in progress: bodies read by
+        threads end now (what arrived is kept), not when their clients finish."""
+        self.uploads.socket_bodies.stop_all()
+
     async def stop(self, app: web.Application) -> None:
         for t in self._tasks:
             t.cancel()
@@ -272,5 +278,6 @@ def make_app(config: ServerConfig) -> web.Application:
         setup_ui(app, srv)
     app.router.add_route("*", "/{tail:(?s:.*)}", srv.dispatch)
     app.on_startup.append(srv.start)
+    app.on_shutdown.append(srv.stopping)
     app.on_cleanup.append(srv.stop)
     return app

@@ -10,8 +10,11 @@ without reading anything back.
 Request bodies are read on the event loop, at a minimum pace (bodies.py), and
 handed in batches to two worker threads, one hashing and one writing, while
 the loop already receives the next batch; at most one batch is in flight per
-upload. A blob becomes visible only when the closing PUT's digest matches:
-the writer's commit verifies and publishes it (with a fresh modification
+upload. Big bodies with a Content-Length skip that: a thread of their own
+reads them from the socket, hashes and writes them (sockbody.py).
+
+A blob becomes visible only when the closing PUT's digest matches: the
+writer's commit verifies and publishes it (with a fresh modification
 time, so garbage collection's grace covers it), then one metadata
 transaction checks it is still there and links it into the repository.
 
@@ -29,7 +32,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from aiohttp import StreamReader
+from aiohttp import web
 
 from storage.content import Writer
 from storage.errors import DigestMismatch, StorageError
@@ -39,6 +42,7 @@ from .admission import Caps
 from .bodies import PacedReader
 from .core import Registry
 from .meta import Guard
+from .sockbody import SocketBodies
 
 GuardFor = Callable[[int], "Guard | None"]  # the upload's size -> a check before it is linked (quotas)
 
@@ -77,9 +81,10 @@ async def _release(w: Writer) -> None:
 
 
 class Uploads:
-    def __init__(self, reg: Registry):
+    def __init__(self, reg: Registry, on_socket_body: Callable[[], None] | None = None):
         self.reg = reg
         lim = reg.config.limits
+        self.socket_bodies = SocketBodies(lim, on_socket_body)
         self.sessions: dict[str, Session] = {}
         self.caps = Caps("upload sessions", lim.max_upload_sessions, lim.max_client_sessions)
         self.bodies = Caps("uploads", lim.max_concurrent_uploads, lim.max_client_uploads)
@@ -148,6 +153,7 @@ class Uploads:
                 self._drop(s)
 
     def close_all(self) -> None:
+        self.socket_bodies.close()
         for s in list(self.sessions.values()):
             self._drop(s, closed=False)
 
@@ -193,14 +199,18 @@ class Uploads:
         process's parked state, which another replica may have overtaken."""
         return await self.reg.store.ingest_offset(s.id, s.parked)
 
-    async def receive(self, writer: Writer, content: StreamReader) -> int:
+    async def receive(self, writer: Writer, request: web.Request) -> int:
         """Stream a request body into `writer`; returns the bytes received.
 
         What arrived before a disconnect is kept: the upload resumes at the
-        offset a status GET reports."""
-        run = self.reg.run
+        offset a status GET reports. Big bodies are read from the socket by a
+        thread of their own (sockbody.py), the others here."""
         limit = self.reg.config.limits.max_blob_bytes
-        reader = PacedReader(content, self.reg.config.limits)
+        taken = await self.socket_bodies.receive(request, writer, limit)
+        if taken is not None:
+            return taken
+        run = self.reg.run
+        reader = PacedReader(request.content, self.reg.config.limits)
         start = writer.offset
         received = 0
         chunks: list[bytes] = []

@@ -86,7 +86,7 @@ async def _single_post(srv: "Server", request: web.Request, name: str, digest: s
     with srv.uploads.bodies.hold(request[CLIENT]):
         w = await reg.store.writer()
         try:
-            received = await srv.uploads.receive(w, request.content)
+            received = await srv.uploads.receive(w, request)
             if request.content_length is not None and received != request.content_length:
                 raise APIError("SIZE_INVALID", detail={"expected": request.content_length, "received": received})
             await finish(reg, w, name, digest, None, _quota(srv, name, digest))
@@ -117,7 +117,7 @@ async def patch_upload(srv: "Server", request: web.Request, name: str, upload_id
     with srv.uploads.bodies.hold(request[CLIENT]):
         async with s.lock, srv.uploads.writing(s) as w:
             await _check_range(srv, request, name, s, w.offset)
-            await srv.uploads.receive(w, request.content)
+            await srv.uploads.receive(w, request)
             offset = w.offset
             await srv.reg.run(srv.reg.meta.touch_upload, s.id)
     return empty(202, _session_headers(name, s.id, offset))
@@ -133,7 +133,7 @@ async def put_upload(srv: "Server", request: web.Request, name: str, upload_id: 
         async with s.lock, srv.uploads.writing(s) as w:
             if request.body_exists:
                 await _check_range(srv, request, name, s, w.offset)
-                await srv.uploads.receive(w, request.content)
+                await srv.uploads.receive(w, request)
             size = await srv.uploads.complete(s, w, digest, _quota(srv, name, digest))
     srv.event(request, PUSH, repository=name, target=BLOB, digest=digest, size=size)
     return _created(name, digest)

@@ -62,6 +62,9 @@ class Writer(ABC):
     ref: str
     algorithm: str
     offset: int  # bytes accepted so far
+    # store() does all the work at once and keeps no reference to `data`: a caller may
+    # reuse its buffer and need not drain() (the registry's socket-to-disk path takes only these)
+    stores_at_once: bool = False
 
     @property
     @abstractmethod

@@ -101,6 +101,8 @@ class FileWriter(Writer):
     dropped unless committed. The plain methods block (call them in a worker
     thread); the async ones run them in `executor`."""
 
+    stores_at_once = True
+
     def __init__(self, store: BlobStore, ref: str | None = None, algorithm: str = "sha256", direct: bool = False,
                  resume: Parked | None = None, executor: Executor | None = None):
         self.anonymous = ref is None
