@@ -13,9 +13,10 @@ layer's diff_id, the time the record was begun, and per file the lstat it
 had (size, mtime, inode, mode), the digest of its content and where its data
 is in the layer's tar. A snapshot file is linked only while its lstat is the
 recorded one and not racy (racy.py), and its digest is the source's. The new
-layer's tar then takes the data of linked files from the previous tar
-(storage.layers.Donor: checked against the digest) instead of reading each
-file again, when that tar is stored uncompressed.
+layer's tar then takes the linked files' whole members, header and data,
+from the previous tar (storage.layers.Donor `same`: the data checked against
+the digest) instead of looking at each file again, when that tar is stored
+uncompressed.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from . import layerio
 from .racy import racy
 
 _File = tuple[int, int, int, int, str]  # size, mtime_ns, inode, st_mode, digest
+# a family record's file: [*_File, offset of its data in the layer tar, offset of its member] (None, None:
+# not in the tar as a member of its own); records made before the member's offset have 6 fields
 
 
 class Reuse:
@@ -122,15 +125,21 @@ class Reuse:
         path = layerio.uncompressed_path(self.store, self._diff_id) if self._diff_id else None
         if self.donor is None or path is None:
             return None
-        members = {os.fsencode(rel): (f[5], f[0], f[4]) for rel, f in self._files.items() if f[5] is not None}
-        return Donor(path, members, {os.fsencode(rel): self.placed[rel][4] for rel in self.linked})
+        members = {os.fsencode(rel): (f[5], f[0], f[4], f[6] if len(f) > 6 else None)
+                   for rel, f in self._files.items() if f[5] is not None}
+        linked = {os.fsencode(rel): self.placed[rel][4] for rel in self.linked}
+        # a linked file is the very inode the donor's member was written from, its lstat as
+        # recorded and its owner the step's (link_dir): its member is taken whole
+        return Donor(path, members, linked, frozenset(linked))
 
     def remember(self, chain_id: str, layer: "layerio.NewLayer") -> None:
         """After the tree became snapshot `chain_id` with `layer`: the family's next donor."""
         if not os.path.isdir(self.snaps.path(chain_id)):
             return
         where = layer.members or {}
-        files = {rel: [*p, where.get(os.fsencode(rel), (None,))[0]] for rel, p in self.placed.items()}
+        nowhere = (None, None, None)
+        files = {rel: [*p, m[0], m[2]] for rel, p in self.placed.items()
+                 for m in (where.get(os.fsencode(rel), nowhere),)}
         record = json.dumps({"diff_id": layer.diff_id, "checked": self.started, "files": files})
         self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id, record) VALUES(?,?,?) "
                               "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
