@@ -38,6 +38,13 @@ def build(store, opts: BuildOptions, progress: Progress | None = None, probe=Non
     """Build the image `opts` describes; BuildError (one line) when anything fails,
     in which case nothing is tagged. `probe`: the fingerprint fastpath.probe took before
     the build began; the answer is recorded under it for the next no-change rebuild."""
+    from runtime.snapshots import holding
+
+    with holding():  # the snapshots the build uses are not taken by its COPY steps (reuse.py)
+        return _build(store, opts, progress, probe)
+
+
+def _build(store, opts: BuildOptions, progress: Progress | None, probe) -> BuildResult:
     shown: list[BuildEvent] = []  # what the fast path records (not every output line of every RUN)
     recorded: tuple[str, ...] = ()
     if probe is not None:

@@ -17,6 +17,16 @@ layer's tar then takes the linked files' whole members, header and data,
 from the previous tar (storage.layers.Donor `same`: the data checked against
 the digest) instead of looking at each file again, when that tar is stored
 uncompressed.
+
+A COPY (not ADD) first tries to take the previous result's snapshot whole
+(`take`: runtime.snapshots.Snapshots.take moves it into the COPY's staging
+directory; refused while a build in this process or a container uses it). The tree then
+starts as the previous result: a file that passes the same checks is kept
+where it is, without even a link; anything else at a path the COPY writes is
+removed first, and what the COPY did not place is swept away at the end
+(tree.Tree, `placed`). The old chain loses its snapshot (unpacked again from its
+layer if ever needed); files are never changed in place, since their inodes
+may be shared with older snapshots.
 """
 from __future__ import annotations
 
@@ -46,14 +56,25 @@ class Reuse:
         self.linked: set[str] = set()
         self.started = time.time_ns()  # before anything is written: the new record's `checked`
         self.donor: str | None = None
-        self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset or None]
+        self.taken = False  # the donor is the tree itself (take)
+        self._chain: str | None = None
+        self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset, member offset]
         self._checked = 0
         self._diff_id: str | None = None
         row = store.db.one("SELECT chain_id, record FROM builder_copy_family WHERE family=?", (family,))
         if row is not None and row[1] and self.snaps.has(row[0]):
             rec = json.loads(row[1])
             self.donor = str(self.snaps.path(row[0]))
+            self._chain = row[0]
             self._files, self._checked, self._diff_id = rec["files"], rec["checked"], rec["diff_id"]
+
+    def take(self, root: Path) -> bool:
+        """Move the previous result's snapshot onto `root` (the COPY's empty staging directory)
+        to be changed into this result; True when done (`root` then holds that tree)."""
+        if self.donor is None or self._chain is None or not self.snaps.take(self._chain, root):
+            return False
+        self.donor, self.taken = str(root), True
+        return True
 
     def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:
@@ -74,6 +95,12 @@ class Reuse:
         except (FileNotFoundError, NotADirectoryError):
             return out
         try:
+            if self.taken:  # the tree is the donor: what is kept stays, the rest is cleared
+                self._link_in(donor_dir, None, where, files, out)
+                for (name, *_), ok in zip(files, out):
+                    if not ok:
+                        _clear(os.path.join(target_dir, name))
+                return out
             into = _open_dir(target_dir)
             try:
                 self._link_in(donor_dir, into, where, files, out)
@@ -83,9 +110,10 @@ class Reuse:
             os.close(donor_dir)
         return out
 
-    def _link_in(self, donor_dir: int, into: int, where: str, files: list[tuple], out: list[bool]) -> None:
+    def _link_in(self, donor_dir: int, into: int | None, where: str, files: list[tuple], out: list[bool]) -> None:
         """link_dir's loop, both directories open (only while their files are linked: a tree may
-        have more directories than the process may hold descriptors)."""
+        have more directories than the process may hold descriptors); `into` None: the file is
+        kept where it is (take)."""
         known_files, checked, placed, linked = self._files, self._checked, self.placed, self.linked
         prefix = where + "/" if where else ""
         for i, (name, digest, size, mode, uid, gid, mtime_ns) in enumerate(files):
@@ -103,10 +131,11 @@ class Reuse:
             if not (stat.S_ISREG(st.st_mode) and st.st_size == size and stat.S_IMODE(st.st_mode) == mode
                     and st.st_uid == uid and st.st_gid == gid and st.st_mtime_ns == mtime_ns):
                 continue
-            try:
-                os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=into, follow_symlinks=False)
-            except OSError:
-                continue
+            if into is not None:
+                try:
+                    os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=into, follow_symlinks=False)
+                except OSError:
+                    continue
             placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
             linked.add(rel)
             out[i] = True
@@ -128,7 +157,7 @@ class Reuse:
         members = {os.fsencode(rel): (f[5], f[0], f[4], f[6] if len(f) > 6 else None)
                    for rel, f in self._files.items() if f[5] is not None}
         linked = {os.fsencode(rel): self.placed[rel][4] for rel in self.linked}
-        # a linked file is the very inode the donor's member was written from, its lstat as
+        # a linked or kept file is the very inode the donor's member was written from, its lstat as
         # recorded and its owner the step's (link_dir): its member is taken whole
         return Donor(path, members, linked, frozenset(linked))
 
@@ -144,6 +173,19 @@ class Reuse:
         self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id, record) VALUES(?,?,?) "
                               "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
                               (self.family, chain_id, record))
+
+
+def _clear(path: str) -> None:
+    """Whatever is at `path` in a taken tree, gone (a file is never rewritten in place: its inode
+    may be another snapshot's too)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        import shutil
+
+        shutil.rmtree(path)
 
 
 def _open_dir(path: str) -> int:

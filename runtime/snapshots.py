@@ -18,6 +18,7 @@ import errno
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -31,6 +32,27 @@ if TYPE_CHECKING:
     from storage.images import Image, ImageStore
 
 Event = Callable[[str, str], None]
+
+# (snapshots directory, chain ID) -> how many holders this process has for it (prepare): never
+# taken (Snapshots.take) while this process may have it mounted or open
+_held: dict[tuple[str, str], int] = {}
+_holding: list[list[tuple[str, str]]] = []  # what each open `holding()` has prepared
+
+
+@contextmanager
+def holding():
+    """What `prepare` hands out within is held until the block ends (a build: its views and its
+    RUN steps' lower directories are done with then); outside any block, for the process's life."""
+    mine: list[tuple[str, str]] = []
+    _holding.append(mine)
+    try:
+        yield
+    finally:
+        _holding.remove(mine)
+        for key in mine:
+            _held[key] -= 1
+            if not _held[key]:
+                del _held[key]
 
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:
@@ -73,6 +95,7 @@ class Snapshots:
         `blobs` names the stored blob of each layer when known (an image's
         manifest); otherwise the store's diff_id -> blob facts are used."""
         cids = chain_ids(diff_ids)
+        _hold([(str(self.root), c) for c in cids])
         out: list[Path] = []
         for i, (diff_id, cid) in enumerate(zip(diff_ids, cids)):
             p = self.path(cid)
@@ -155,6 +178,27 @@ class Snapshots:
         self._db().execute("INSERT OR IGNORE INTO snapshots(chain_id, diff_id, parent, created) "
                            "VALUES(?,?,?,?)", (chain_id, diff_id, parent, time.time()))
 
+    def take(self, chain_id: str, into: Path) -> bool:
+        """Move snapshot `chain_id` onto `into` (an empty directory on the store's filesystem) for
+        a caller that will change it into another layer's tree (builder/reuse.py: a COPY run again
+        after one file of thousands changed). The chain loses its snapshot, unpacked again from
+        its layer if ever asked for. Refused (False) when this process has handed it out
+        (`prepare`), a container records it as one of its layers, or it is gone. As with `remove`
+        (`soko gc`), another process's build using it meanwhile is not seen."""
+        from . import containers
+
+        if (str(self.root), chain_id) in _held:
+            return False
+        for _d, st in containers.states(self.store.root):
+            if st is not None and chain_id in (getattr(st, "layers", None) or ()):
+                return False
+        try:
+            os.rename(self.path(chain_id), into)  # replaces the empty `into`; never half a tree
+        except OSError:
+            return False
+        self._db().execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
+        return True
+
     def list(self) -> list[str]:
         try:
             return ["sha256:" + n for n in os.listdir(self.root) if not n.startswith(".")]
@@ -191,6 +235,13 @@ class Snapshots:
                 except FileNotFoundError:
                     pass
         return n
+
+
+def _hold(keys: list[tuple[str, str]]) -> None:
+    for key in keys:
+        _held[key] = _held.get(key, 0) + 1
+    if _holding:
+        _holding[-1].extend(keys)
 
 
 def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None,

@@ -1,0 +1,212 @@
+"""A COPY run again takes its previous result's snapshot whole and changes it into the new result
+(reuse.py, `take`): the tree and the layer must be exactly what a store that never saw the earlier
+results makes of the same context, whatever changed in between, and the earlier images must still
+read, run and be collected as before."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime.snapshots import Snapshots, chain_ids
+from storage.images import ImageStore
+from tests.builder.helpers import ImageFS, do_build, import_busybox, write_context
+
+DF = "FROM busybox\nCOPY src/ /app/src/\nCOPY one.txt /app/\n"
+EPOCH = 1_700_000_000  # /app/src is made at build time: clamped, so two builds' layers can be compared
+
+
+OLD = int(time.time()) - 3600
+
+
+def _old(root: Path) -> None:
+    """What was just written, made older than the racy window (the files' digests are trusted,
+    their snapshot copies reusable); what was there before keeps its mtime."""
+    for p in [root, *root.rglob("*")]:
+        if p.lstat().st_mtime > OLD + 60:
+            os.utime(p, (OLD, OLD), follow_symlinks=False)
+
+
+def _edit(ctx: Path) -> None:
+    (ctx / "src/d1/f005.txt").write_text("edited\n")
+
+
+def _delete_file(ctx: Path) -> None:
+    (ctx / "src/d2/f006.txt").unlink()
+
+
+def _delete_dir(ctx: Path) -> None:
+    shutil.rmtree(ctx / "src/d3")
+
+
+def _chmod(ctx: Path) -> None:
+    os.chmod(ctx / "src/d0/f004.txt", 0o600)
+
+
+def _file_to_dir(ctx: Path) -> None:
+    (ctx / "src/d0/f008.txt").unlink()
+    (ctx / "src/d0/f008.txt").mkdir()
+    (ctx / "src/d0/f008.txt/inside").write_text("in a directory now\n")
+
+
+def _dir_to_file(ctx: Path) -> None:
+    shutil.rmtree(ctx / "src/d2")
+    (ctx / "src/d2").write_text("a file now\n")
+
+
+def _symlink(ctx: Path) -> None:
+    os.symlink("d1/f001.txt", ctx / "src/link")
+
+
+def _symlink_to_file(ctx: Path) -> None:
+    (ctx / "src/link").unlink()
+    (ctx / "src/link").write_text("no longer a link\n")
+
+
+def _added(ctx: Path) -> None:
+    (ctx / "src/new/deeper").mkdir(parents=True)
+    (ctx / "src/new/deeper/file").write_text("new\n")
+    (ctx / "src/empty").mkdir()
+
+
+CHANGES = [_edit, _delete_file, _delete_dir, _chmod, _file_to_dir, _dir_to_file, _symlink, _symlink_to_file,
+           _added]
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Everything a layer says of a tree: kind, mode, owner, content or target, and file mtimes."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = str(p.relative_to(root))
+        if stat.S_ISREG(st.st_mode):
+            what = (p.read_bytes(), st.st_mtime_ns)
+        elif stat.S_ISLNK(st.st_mode):
+            what = (os.readlink(p),)
+        else:
+            what = ()
+        out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, *what)
+    return out
+
+
+def _snapshot(store: ImageStore, ref: str, layer: int = -1) -> Path:
+    return Snapshots(store).path(chain_ids(store.resolve(ref).config.diff_ids)[layer])
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    files = {f"src/d{i % 4}/f{i:03d}.txt": f"file {i}\n" * (i % 7 + 1) for i in range(40)}
+    files["one.txt"] = "one\n"
+    root = write_context(tmp_path / "ctx", files)
+    _old(root)
+    return root
+
+
+@pytest.fixture
+def took(monkeypatch):
+    """The chain IDs whose snapshots a build took."""
+    taken: list[str] = []
+    real = Snapshots.take
+
+    def take(self, chain_id, into):
+        ok = real(self, chain_id, into)
+        if ok:
+            taken.append(chain_id)
+        return ok
+
+    monkeypatch.setattr(Snapshots, "take", take)
+    return taken
+
+
+def test_each_change_gives_what_a_fresh_store_gives(store, ctx, took, tmp_path, busybox_rootfs):
+    do_build(store, ctx, DF, tags=["v0"], source_date_epoch=EPOCH)
+    for n, change in enumerate(CHANGES, 1):
+        before = _snapshot(store, f"v{n - 1}", -2)  # the `COPY src/` result
+        change(ctx)
+        _old(ctx)
+        do_build(store, ctx, DF, tags=[f"v{n}"], source_date_epoch=EPOCH)
+        assert took[-1:] == [chain_ids(store.resolve(f"v{n - 1}").config.diff_ids)[-2]], change.__name__
+        assert not before.exists()
+        fresh = ImageStore(tmp_path / f"fresh{n}")
+        import_busybox(fresh, busybox_rootfs)
+        do_build(fresh, ctx, DF, tags=["f"], source_date_epoch=EPOCH)
+        assert store.resolve(f"v{n}").config.diff_ids == fresh.resolve("f").config.diff_ids, change.__name__
+        assert _tree(_snapshot(store, f"v{n}", -2)) == _tree(_snapshot(fresh, "f", -2)), change.__name__
+    # every earlier image still holds its own files (its taken snapshot unpacked again from its layer)
+    assert ImageFS(store, "v0").read("/app/src/d1/f005.txt") == b"file 5\n" * 6
+    assert ImageFS(store, "v1").read("/app/src/d1/f005.txt") == b"edited\n"
+    assert ImageFS(store, "v1").read("/app/src/d2/f006.txt") == b"file 6\n" * 7
+    assert ImageFS(store, "v3").mode("/app/src/d0/f004.txt") == 0o644
+    assert ImageFS(store, "v4").mode("/app/src/d0/f004.txt") == 0o600
+    assert ImageFS(store, "v5").read("/app/src/d0/f008.txt/inside") == b"in a directory now\n"
+    assert ImageFS(store, "v7").readlink("/app/src/link") == "d1/f001.txt"
+    assert ImageFS(store, "v8").read("/app/src/link") == b"no longer a link\n"
+
+
+def test_the_old_and_new_images_run_and_gc_keeps_what_they_use(store, ctx, took, soko):
+    do_build(store, ctx, DF, tags=["old"])
+    _edit(ctx)
+    _delete_file(ctx)
+    _old(ctx)
+    do_build(store, ctx, DF, tags=["new"])
+    assert len(took) == 1
+    store.db.close()
+    soko("gc")
+    cat = "cat /app/src/d1/f005.txt; ls /app/src/d2 | wc -l"
+    assert soko("run", "--rm", "--network", "none", "old", "sh", "-c", cat).stdout.split() == \
+        ["file", "5"] * 6 + ["10"]
+    assert soko("run", "--rm", "--network", "none", "new", "sh", "-c", cat).stdout.split() == ["edited", "9"]
+    # and the build cache still knows both: reverting the edit is a cache hit
+    (ctx / "src/d1/f005.txt").write_text("file 5\n" * 6)
+    (ctx / "src/d2/f006.txt").write_text("file 6\n" * 7)
+    _old(ctx)
+    again = do_build(ImageStore(store.root), ctx, DF, tags=["again"])
+    assert [e.cached for e in again.steps] == [True] * len(again.steps)
+    assert ImageStore(store.root).resolve("again").config.diff_ids == \
+        ImageStore(store.root).resolve("old").config.diff_ids
+
+
+def test_a_snapshot_in_use_is_not_taken(store, ctx, took, soko):
+    """Not while this process has it (a view, a RUN's lower) or a container records it: the files
+    are linked from it instead, and it stays as it was."""
+    do_build(store, ctx, DF, tags=["v1"])
+    ImageFS(store, "v1")  # this process now holds v1's snapshots
+    _edit(ctx)
+    _old(ctx)
+    do_build(store, ctx, DF, tags=["v2"])
+    assert took == []
+    assert (_snapshot(store, "v1", -2) / "app/src/d1/f005.txt").read_bytes() == b"file 5\n" * 6
+    assert (_snapshot(store, "v2", -2) / "app/src/d1/f005.txt").read_bytes() == b"edited\n"
+    store.db.close()
+    soko("create", "--name", "holder", "v2")  # another process: v2's layers are a container's
+    (ctx / "src/d1/f005.txt").write_text("edited again\n")
+    _old(ctx)
+    store = ImageStore(store.root)
+    do_build(store, ctx, DF, tags=["v3"])
+    assert took == []
+    assert (_snapshot(store, "v2", -2) / "app/src/d1/f005.txt").read_bytes() == b"edited\n"
+    assert ImageFS(store, "v3").read("/app/src/d1/f005.txt") == b"edited again\n"
+
+
+def test_a_source_that_was_a_directory_and_is_now_a_file(store, ctx, took, tmp_path, busybox_rootfs):
+    """The previous result has a directory where the single file now goes: it is the previous
+    result's, not the image's, so the file replaces it."""
+    df = "FROM busybox\nCOPY item /app/item\n"
+    (ctx / "item").mkdir()
+    (ctx / "item/a").write_text("a\n")
+    _old(ctx)
+    do_build(store, ctx, df, tags=["v1"], source_date_epoch=EPOCH)
+    shutil.rmtree(ctx / "item")
+    (ctx / "item").write_text("a file\n")
+    _old(ctx)
+    do_build(store, ctx, df, tags=["v2"], source_date_epoch=EPOCH)
+    assert len(took) == 1
+    assert ImageFS(store, "v2").read("/app/item") == b"a file\n"
+    fresh = ImageStore(tmp_path / "fresh")
+    import_busybox(fresh, busybox_rootfs)
+    do_build(fresh, ctx, df, tags=["f"], source_date_epoch=EPOCH)
+    assert store.resolve("v2").config.diff_ids == fresh.resolve("f").config.diff_ids
