@@ -35,8 +35,10 @@ class Tree:
             self.placed.add(str(path))
 
     def claim(self, path: Path | str) -> None:
-        """About to write `path`: a taken tree's leftover there is removed first."""
-        if self.placed is not None and str(path) not in self.placed and os.path.lexists(path):
+        """About to write a file at `path`: a taken tree's directory there (not this step's) is
+        removed first. (A leftover file is kept or replaced as any file is: reuse.py.)"""
+        if self.placed is not None and str(path) not in self.placed and os.path.isdir(path) \
+                and not os.path.islink(path):
             remove(path)
 
     def host(self, parts: list[str]) -> Path:

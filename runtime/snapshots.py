@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ Event = Callable[[str, str], None]
 # taken (Snapshots.take) while this process may have it mounted or open
 _held: dict[tuple[str, str], int] = {}
 _holding: list[list[tuple[str, str]]] = []  # what each open `holding()` has prepared
+_held_lock = threading.Lock()  # a build's stages prepare side by side
 
 
 @contextmanager
@@ -48,11 +50,12 @@ def holding():
     try:
         yield
     finally:
-        _holding.remove(mine)
-        for key in mine:
-            _held[key] -= 1
-            if not _held[key]:
-                del _held[key]
+        with _held_lock:
+            _holding.remove(mine)
+            for key in mine:
+                _held[key] -= 1
+                if not _held[key]:
+                    del _held[key]
 
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:
@@ -182,20 +185,22 @@ class Snapshots:
         """Move snapshot `chain_id` onto `into` (an empty directory on the store's filesystem) for
         a caller that will change it into another layer's tree (builder/reuse.py: a COPY run again
         after one file of thousands changed). The chain loses its snapshot, unpacked again from
-        its layer if ever asked for. Refused (False) when this process has handed it out
-        (`prepare`), a container records it as one of its layers, or it is gone. As with `remove`
+        its layer if ever asked for. Refused (False) while this process holds it (`prepare` within
+        a `holding()` block, or for good outside any), a container records it as one of its
+        layers, or when it is gone. As with `remove`
         (`soko gc`), another process's build using it meanwhile is not seen."""
         from . import containers
 
-        if (str(self.root), chain_id) in _held:
-            return False
         for _d, st in containers.states(self.store.root):
             if st is not None and chain_id in (getattr(st, "layers", None) or ()):
                 return False
-        try:
-            os.rename(self.path(chain_id), into)  # replaces the empty `into`; never half a tree
-        except OSError:
-            return False
+        with _held_lock:  # a thread of this process preparing it meanwhile waits, then unpacks it again
+            if (str(self.root), chain_id) in _held:
+                return False
+            try:
+                os.rename(self.path(chain_id), into)  # replaces the empty `into`; never half a tree
+            except OSError:
+                return False
         self._db().execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
         return True
 
@@ -238,10 +243,11 @@ class Snapshots:
 
 
 def _hold(keys: list[tuple[str, str]]) -> None:
-    for key in keys:
-        _held[key] = _held.get(key, 0) + 1
-    if _holding:
-        _holding[-1].extend(keys)
+    with _held_lock:
+        for key in keys:
+            _held[key] = _held.get(key, 0) + 1
+        if _holding:
+            _holding[-1].extend(keys)
 
 
 def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None,

@@ -210,3 +210,35 @@ def test_a_source_that_was_a_directory_and_is_now_a_file(store, ctx, took, tmp_p
     import_busybox(fresh, busybox_rootfs)
     do_build(fresh, ctx, df, tags=["f"], source_date_epoch=EPOCH)
     assert store.resolve("v2").config.diff_ids == fresh.resolve("f").config.diff_ids
+
+
+FLAVOURS = {
+    "parents": "FROM busybox\nCOPY --parents src/./d1/f001.txt src/./d0/ /p/\n",
+    "files": "FROM busybox\nCOPY one.txt src/d1/f001.txt src/d0/f000.txt /f/\n",
+    "chown-chmod": "FROM busybox\nCOPY --chown=7:8 --chmod=0750 src/ /c/\n",
+    "exclude": "FROM busybox\nCOPY --exclude=*5.txt src/ /x/\n",
+    "heredoc": "FROM busybox\nCOPY <<EOF src/ /h/\nhello\nEOF\n",
+    "from-stage": "FROM busybox AS b\nCOPY src/ /s/\nFROM busybox\nCOPY --from=b /s/ /t/\n",
+}
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_each_kind_of_copy_taken_gives_what_a_fresh_store_gives(flavour, store, ctx, took, tmp_path,
+                                                                   busybox_rootfs):
+    df = FLAVOURS[flavour]
+    os.chmod(ctx / "src/d1", 0o750)  # a directory's own mode, not the one a directory made for a path gets
+    do_build(store, ctx, df, tags=["v0"], source_date_epoch=EPOCH)
+    for n, change in enumerate((_edit, _file_to_dir, _dir_to_file), 1):
+        change(ctx)
+        if change is _file_to_dir:
+            (ctx / "src/d1/f001.txt").unlink()  # a single source of "files" becomes a directory
+            (ctx / "src/d1/f001.txt").mkdir()
+            (ctx / "src/d1/f001.txt/in").write_text("in\n")
+        _old(ctx)
+        do_build(store, ctx, df, tags=[f"v{n}"], source_date_epoch=EPOCH)
+        fresh = ImageStore(tmp_path / f"fresh{n}")
+        import_busybox(fresh, busybox_rootfs)
+        do_build(fresh, ctx, df, tags=["f"], source_date_epoch=EPOCH)
+        assert store.resolve(f"v{n}").config.diff_ids == fresh.resolve("f").config.diff_ids, change.__name__
+        assert _tree(_snapshot(store, f"v{n}")) == _tree(_snapshot(fresh, "f")), change.__name__
+    assert took  # the previous results were taken (not built afresh)
