@@ -242,3 +242,15 @@ def test_each_kind_of_copy_taken_gives_what_a_fresh_store_gives(flavour, store, 
         assert store.resolve(f"v{n}").config.diff_ids == fresh.resolve("f").config.diff_ids, change.__name__
         assert _tree(_snapshot(store, f"v{n}")) == _tree(_snapshot(fresh, "f")), change.__name__
     assert took  # the previous results were taken (not built afresh)
+
+
+def test_an_unchanged_file_named_as_a_source_is_kept_where_it_is(store, ctx, took):
+    df = "FROM busybox\nCOPY one.txt src/d1/f001.txt /f/\n"
+    do_build(store, ctx, df, tags=["v0"])
+    ino = os.stat(_snapshot(store, "v0") / "f/f001.txt").st_ino
+    (ctx / "one.txt").write_text("changed\n")
+    _old(ctx)
+    do_build(store, ctx, df, tags=["v1"])
+    assert len(took) == 1
+    assert os.stat(_snapshot(store, "v1") / "f/f001.txt").st_ino == ino  # not written again
+    assert (_snapshot(store, "v1") / "f/one.txt").read_bytes() == b"changed\n"
