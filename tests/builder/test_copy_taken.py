@@ -219,6 +219,7 @@ FLAVOURS = {
     "exclude": "FROM busybox\nCOPY --exclude=*5.txt src/ /x/\n",
     "heredoc": "FROM busybox\nCOPY <<EOF src/ /h/\nhello\nEOF\n",
     "from-stage": "FROM busybox AS b\nCOPY src/ /s/\nFROM busybox\nCOPY --from=b /s/ /t/\n",
+    "link": "FROM busybox\nCOPY --link src/ /l/\n",
 }
 
 
