@@ -165,7 +165,7 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                         it.prepare(it, scratch)
                 # the previous result, taken whole and changed into this one (reuse.py); not for
                 # ADD, whose archives are unpacked by a writer that knows nothing of a taken tree
-                taken = not cmd.is_add and reuse.take(root)
+                taken = reuse.start(root, may_take=not cmd.is_add)
                 tree = Tree(root, view, uid, gid, taken=taken)
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
                 _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)

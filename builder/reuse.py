@@ -19,8 +19,9 @@ the digest) instead of looking at each file again, when that tar is stored
 uncompressed.
 
 A COPY (not ADD) first tries to take the previous result's snapshot whole
-(`take`: runtime.snapshots.Snapshots.take moves it into the COPY's staging
-directory; refused while a build in this process or a container uses it). The tree then
+(`start`: runtime.snapshots.Snapshots.take moves it into the COPY's staging
+directory; refused while any process holds it, runtime/snapholds.py, or a
+container records it: then it is held while files are linked from it). The tree then
 starts as the previous result: a file that passes the same checks is kept
 where it is, without even a link; anything else at a path the COPY writes is
 removed first, and what the COPY did not place is swept away at the end
@@ -68,13 +69,19 @@ class Reuse:
             self._chain = row[0]
             self._files, self._checked, self._diff_id = rec["files"], rec["checked"], rec["diff_id"]
 
-    def take(self, root: Path) -> bool:
-        """Move the previous result's snapshot onto `root` (the COPY's empty staging directory)
-        to be changed into this result; True when done (`root` then holds that tree)."""
-        if self.donor is None or self._chain is None or not self.snaps.take(self._chain, root):
+    def start(self, root: Path, may_take: bool) -> bool:
+        """Before anything is placed: move the previous result's snapshot onto `root` (the COPY's
+        empty staging directory) to be changed into this result, when `may_take` and no process
+        uses it; True when done (`root` then holds that tree). Otherwise the snapshot is held
+        (shared, until the build ends: runtime.snapholds) while files are linked from it."""
+        if self._chain is None:
             return False
-        self.donor, self.taken = str(root), True
-        return True
+        if may_take and self.snaps.take(self._chain, root):
+            self.donor, self.taken = str(root), True
+            return True
+        if not self.snaps.hold(self._chain):  # taken or removed meanwhile, by another process
+            self.donor = None
+        return False
 
     def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:

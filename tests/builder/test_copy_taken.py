@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import select
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -255,3 +258,99 @@ def test_an_unchanged_file_named_as_a_source_is_kept_where_it_is(store, ctx, too
     assert len(took) == 1
     assert os.stat(_snapshot(store, "v1") / "f/f001.txt").st_ino == ino  # not written again
     assert (_snapshot(store, "v1") / "f/one.txt").read_bytes() == b"changed\n"
+
+
+# a stage that is DF, and a RUN with its result mounted (an overlay with the COPY's snapshot as a lower
+# directory, which no container records) that stops until the test lets it go (the context's sync/go)
+PAUSED_RUN = DF.replace("FROM busybox", "FROM busybox AS b") + (
+    "FROM busybox\n"
+    "RUN --mount=type=bind,from=b,source=/app,target=/m --mount=type=bind,source=sync,target=/sync "
+    "sh -c 'echo paused-$((6*7)); while [ ! -e /sync/go ]; do sleep 0.05; done; cat /m/src/d1/f005.txt > /seen'\n")
+
+
+def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 120) -> list[str]:
+    """The lines `proc` wrote up to the one holding `marker`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            lines.append(line)
+            if marker in line:
+                return lines
+    proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: where it stands, in the message
+    lines.append(proc.communicate(timeout=30)[0].decode(errors="replace"))
+    raise AssertionError(f"no {marker!r} from the build: {''.join(lines)}")
+
+
+def test_a_snapshot_another_process_uses_is_not_taken(store, ctx, took, soko, tmp_path, busybox_rootfs):
+    """A build in another process paused inside a RUN that has the COPY's previous result mounted
+    (an overlay lower directory): an edit rebuild meanwhile links from that snapshot instead of
+    taking it (runtime/snapholds.py), the tree under the paused RUN stays as it was, and both
+    builds give what they should. Without the lock the edit takes the snapshot and changes it
+    under the mount."""
+    (ctx / "sync").mkdir()
+    _old(ctx)
+    do_build(store, ctx, DF, tags=["v1"], source_date_epoch=EPOCH)
+    held = _snapshot(store, "v1", -2)
+    fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)  # the very directory, wherever it is moved
+    try:
+        before = _tree(Path(f"/proc/self/fd/{fd}"))
+        store.db.close()
+        (tmp_path / "Dockerfile.run").write_text(PAUSED_RUN)
+        proc = subprocess.Popen([*soko.argv(), "build", "--progress", "plain", "-f", str(tmp_path / "Dockerfile.run"),
+                                 "-t", "paused", str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**soko.env, "SOURCE_DATE_EPOCH": str(EPOCH), "PYTHONFAULTHANDLER": "1"})
+        try:
+            out = _wait_for(proc, "paused-42")  # the RUN prints it (its line in the log shows the sum)
+            _edit(ctx)
+            _old(ctx)
+            store = ImageStore(store.root)
+            do_build(store, ctx, DF, tags=["v2"], source_date_epoch=EPOCH)
+            assert took == []  # the snapshot under the paused RUN was not taken
+            assert _tree(Path(f"/proc/self/fd/{fd}")) == before
+            (ctx / "sync/go").touch()
+            rest, _ = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert proc.returncode == 0, "".join(out) + rest.decode(errors="replace")
+        assert _tree(Path(f"/proc/self/fd/{fd}")) == before
+        # still v1's snapshot: stage b was v1 (a cache hit; a miss would have taken it itself)
+        assert os.stat(held).st_ino == os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    store = ImageStore(store.root)
+    assert ImageFS(store, "paused").read("/seen") == b"file 5\n" * 6
+    assert ImageFS(store, "v1").read("/app/src/d1/f005.txt") == b"file 5\n" * 6
+    fresh = ImageStore(tmp_path / "fresh")
+    import_busybox(fresh, busybox_rootfs)
+    do_build(fresh, ctx, DF, tags=["f"], source_date_epoch=EPOCH)
+    assert store.resolve("v2").config.diff_ids == fresh.resolve("f").config.diff_ids
+    assert _tree(_snapshot(store, "v2", -2)) == _tree(_snapshot(fresh, "f", -2))
+
+
+def test_two_edit_rebuilds_at_once_in_two_processes(store, ctx, soko, tmp_path, busybox_rootfs):
+    """Two CI jobs on one store rebuild the same edit at the same moment: at most one takes the
+    previous result, the other links from it or copies afresh; both images are the fresh store's."""
+    do_build(store, ctx, DF, tags=["v1"], source_date_epoch=EPOCH)
+    _edit(ctx)
+    _old(ctx)
+    store.db.close()
+    env = {**soko.env, "SOURCE_DATE_EPOCH": str(EPOCH)}
+    procs = [subprocess.Popen([*soko.argv(), "build", "-q", "-t", tag, str(ctx)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, env=env) for tag in ("a", "b")]
+    outs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    store = ImageStore(store.root)
+    fresh = ImageStore(tmp_path / "fresh")
+    import_busybox(fresh, busybox_rootfs)
+    do_build(fresh, ctx, DF, tags=["f"], source_date_epoch=EPOCH)
+    want = fresh.resolve("f").config.diff_ids
+    assert store.resolve("a").config.diff_ids == want and store.resolve("b").config.diff_ids == want
+    assert _tree(_snapshot(store, "a", -2)) == _tree(_snapshot(fresh, "f", -2))
+    assert ImageFS(store, "v1").read("/app/src/d1/f005.txt") == b"file 5\n" * 6
+    assert ImageFS(store, "a").read("/app/src/d1/f005.txt") == b"edited\n"
