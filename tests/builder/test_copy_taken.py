@@ -269,18 +269,20 @@ PAUSED_RUN = DF.replace("FROM busybox", "FROM busybox AS b") + (
 
 
 def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 120) -> list[str]:
-    """The lines `proc` wrote up to the one holding `marker`."""
-    lines: list[str] = []
+    """What `proc` wrote up to `marker` (read from the descriptor: a buffered reader may hold the
+    marker already while select waits for more)."""
+    got = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 0.5)
         if ready:
-            line = proc.stdout.readline().decode(errors="replace")
-            if not line:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
                 break
-            lines.append(line)
-            if marker in line:
-                return lines
+            got += chunk
+            if marker.encode() in got:
+                return [got.decode(errors="replace")]
+    lines = [got.decode(errors="replace")]
     proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: where it stands, in the message
     lines.append(proc.communicate(timeout=30)[0].decode(errors="replace"))
     raise AssertionError(f"no {marker!r} from the build: {''.join(lines)}")
