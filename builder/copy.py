@@ -163,9 +163,13 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 for it in items():
                     if it.prepare is not None:
                         it.prepare(it, scratch)
-                tree = Tree(root, view, uid, gid)
+                # the previous result, taken whole and changed into this one (reuse.py); not for
+                # ADD, whose archives are unpacked by a writer that knows nothing of a taken tree
+                taken = reuse.start(root, may_take=not cmd.is_add)
+                tree = Tree(root, view, uid, gid, taken=taken)
                 placer = _Placer(tree, ctx.hashes, reuse, chmod)
                 _place_all(placer, view, items(), dest_abs, dest_is_dir, chown_spec is not None, uid, gid, cmd.parents)
+                tree.sweep()
                 tree.finish()
                 # what was written from memory is taken from there (ADD's archives may write over it)
                 written = None if cmd.is_add else {os.fsencode(rel): v for rel, v in placer.data.items()}
@@ -245,6 +249,7 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
             raise BuildError(f"cannot copy a file to {dest}")
         tree.ensure_dir(file_parts[:-1])
         target = tree.host(file_parts)
+        tree.claim(target)
         if target.is_dir() and not target.is_symlink():
             raise BuildError(f"cannot copy file to /{'/'.join(file_parts)}: it is a directory")
         below = view.lstat("/" + "/".join(file_parts))
@@ -254,6 +259,7 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
         if item.data is not None:
             placer.data.pop(str(target)[len(placer.root) + 1:], None)
             _write_data(target, item.data, chmod.apply(0o644, False) if chmod else 0o644, o_uid, o_gid, item.mtime)
+            tree.place(target)
         else:
             placer.place(target, item.host, item.st, o_uid, o_gid, item.mtime, item.hash_root)  # type: ignore[arg-type]
 
@@ -266,7 +272,7 @@ def _parent_dirs(placer: "_Placer", parts: list[str], item: Item, owner) -> list
     for name, st in item.parents:
         cur.append(name)
         host = tree.host(cur)
-        if not host.is_dir() or host.is_symlink():
+        if not host.is_dir() or host.is_symlink() or (tree.placed is not None and str(host) not in tree.placed):
             o_uid, o_gid = owner(st, item.keep_owner)
             mode = stat.S_IMODE(st.st_mode)
             if placer.chmod is not None:
@@ -362,6 +368,7 @@ class _Placer:
         if kind == stat.S_IFDIR:
             self.tree.make_dir(path, mode, uid, gid, mtime_ns)
             return
+        self.tree.place(path)
         if kind == stat.S_IFREG:
             # its digest, if this build hashed it: looked up once, for the link and the copy
             digest = self.hashes.known(host, st, hash_root) if hash_root is not None else None

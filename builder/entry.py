@@ -38,6 +38,15 @@ def build(store, opts: BuildOptions, progress: Progress | None = None, probe=Non
     """Build the image `opts` describes; BuildError (one line) when anything fails,
     in which case nothing is tagged. `probe`: the fingerprint fastpath.probe took before
     the build began; the answer is recorded under it for the next no-change rebuild."""
+    from runtime.snapholds import holding
+
+    # the snapshots the build uses stay held (shared flocks) until it ends: no COPY step taking
+    # its previous result (reuse.py), of this build or another process's, nor `soko gc`, changes them
+    with holding():
+        return _build(store, opts, progress, probe)
+
+
+def _build(store, opts: BuildOptions, progress: Progress | None, probe) -> BuildResult:
     shown: list[BuildEvent] = []  # what the fast path records (not every output line of every RUN)
     recorded: tuple[str, ...] = ()
     if probe is not None:

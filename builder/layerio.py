@@ -21,7 +21,7 @@ from .errors import BuildError
 class NewLayer:
     diff_id: str
     descriptor: Descriptor
-    members: dict[bytes, tuple[int, int]] | None = None  # write_dir(members=True): each file's data in the tar
+    members: dict[bytes, tuple[int, int, int]] | None = None  # write_dir(members=True): storage.layers Members
 
 
 def _record(store, info) -> NewLayer:

@@ -13,9 +13,21 @@ layer's diff_id, the time the record was begun, and per file the lstat it
 had (size, mtime, inode, mode), the digest of its content and where its data
 is in the layer's tar. A snapshot file is linked only while its lstat is the
 recorded one and not racy (racy.py), and its digest is the source's. The new
-layer's tar then takes the data of linked files from the previous tar
-(storage.layers.Donor: checked against the digest) instead of reading each
-file again, when that tar is stored uncompressed.
+layer's tar then takes the linked files' whole members, header and data,
+from the previous tar (storage.layers.Donor `same`: the data checked against
+the digest) instead of looking at each file again, when that tar is stored
+uncompressed.
+
+A COPY (not ADD) first tries to take the previous result's snapshot whole
+(`start`: runtime.snapshots.Snapshots.take moves it into the COPY's staging
+directory; refused while any process holds it, runtime/snapholds.py, or a
+container records it: then it is held while files are linked from it). The tree then
+starts as the previous result: a file that passes the same checks is kept
+where it is, without even a link; anything else at a path the COPY writes is
+removed first, and what the COPY did not place is swept away at the end
+(tree.Tree, `placed`). The old chain loses its snapshot (unpacked again from its
+layer if ever needed); files are never changed in place, since their inodes
+may be shared with older snapshots.
 """
 from __future__ import annotations
 
@@ -29,6 +41,8 @@ from . import layerio
 from .racy import racy
 
 _File = tuple[int, int, int, int, str]  # size, mtime_ns, inode, st_mode, digest
+# a family record's file: [*_File, offset of its data in the layer tar, offset of its member] (None, None:
+# not in the tar as a member of its own); records made before the member's offset have 6 fields
 
 
 class Reuse:
@@ -43,14 +57,31 @@ class Reuse:
         self.linked: set[str] = set()
         self.started = time.time_ns()  # before anything is written: the new record's `checked`
         self.donor: str | None = None
-        self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset or None]
+        self.taken = False  # the donor is the tree itself (take)
+        self._chain: str | None = None
+        self._files: dict[str, list] = {}  # the donor's record: path -> [*_File, data offset, member offset]
         self._checked = 0
         self._diff_id: str | None = None
         row = store.db.one("SELECT chain_id, record FROM builder_copy_family WHERE family=?", (family,))
         if row is not None and row[1] and self.snaps.has(row[0]):
             rec = json.loads(row[1])
             self.donor = str(self.snaps.path(row[0]))
+            self._chain = row[0]
             self._files, self._checked, self._diff_id = rec["files"], rec["checked"], rec["diff_id"]
+
+    def start(self, root: Path, may_take: bool) -> bool:
+        """Before anything is placed: move the previous result's snapshot onto `root` (the COPY's
+        empty staging directory) to be changed into this result, when `may_take` and no process
+        uses it; True when done (`root` then holds that tree). Otherwise the snapshot is held
+        (shared, until the build ends: runtime.snapholds) while files are linked from it."""
+        if self._chain is None:
+            return False
+        if may_take and self.snaps.take(self._chain, root):
+            self.donor, self.taken = str(root), True
+            return True
+        if not self.snaps.hold(self._chain):  # taken or removed meanwhile, by another process
+            self.donor = None
+        return False
 
     def link(self, rel: str, target: Path | str, digest: str, size: int, mode: int, uid: int, gid: int,
              mtime_ns: int) -> bool:
@@ -71,6 +102,12 @@ class Reuse:
         except (FileNotFoundError, NotADirectoryError):
             return out
         try:
+            if self.taken:  # the tree is the donor: what is kept stays, the rest is cleared
+                self._link_in(donor_dir, None, where, files, out)
+                for (name, *_), ok in zip(files, out):
+                    if not ok:
+                        _clear(os.path.join(target_dir, name))
+                return out
             into = _open_dir(target_dir)
             try:
                 self._link_in(donor_dir, into, where, files, out)
@@ -80,9 +117,10 @@ class Reuse:
             os.close(donor_dir)
         return out
 
-    def _link_in(self, donor_dir: int, into: int, where: str, files: list[tuple], out: list[bool]) -> None:
+    def _link_in(self, donor_dir: int, into: int | None, where: str, files: list[tuple], out: list[bool]) -> None:
         """link_dir's loop, both directories open (only while their files are linked: a tree may
-        have more directories than the process may hold descriptors)."""
+        have more directories than the process may hold descriptors); `into` None: the file is
+        kept where it is (take)."""
         known_files, checked, placed, linked = self._files, self._checked, self.placed, self.linked
         prefix = where + "/" if where else ""
         for i, (name, digest, size, mode, uid, gid, mtime_ns) in enumerate(files):
@@ -100,10 +138,11 @@ class Reuse:
             if not (stat.S_ISREG(st.st_mode) and st.st_size == size and stat.S_IMODE(st.st_mode) == mode
                     and st.st_uid == uid and st.st_gid == gid and st.st_mtime_ns == mtime_ns):
                 continue
-            try:
-                os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=into, follow_symlinks=False)
-            except OSError:
-                continue
+            if into is not None:
+                try:
+                    os.link(name, name, src_dir_fd=donor_dir, dst_dir_fd=into, follow_symlinks=False)
+                except OSError:
+                    continue
             placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
             linked.add(rel)
             out[i] = True
@@ -122,19 +161,38 @@ class Reuse:
         path = layerio.uncompressed_path(self.store, self._diff_id) if self._diff_id else None
         if self.donor is None or path is None:
             return None
-        members = {os.fsencode(rel): (f[5], f[0], f[4]) for rel, f in self._files.items() if f[5] is not None}
-        return Donor(path, members, {os.fsencode(rel): self.placed[rel][4] for rel in self.linked})
+        members = {os.fsencode(rel): (f[5], f[0], f[4], f[6] if len(f) > 6 else None)
+                   for rel, f in self._files.items() if f[5] is not None}
+        linked = {os.fsencode(rel): self.placed[rel][4] for rel in self.linked}
+        # a linked or kept file is the very inode the donor's member was written from, its lstat as
+        # recorded and its owner the step's (link_dir): its member is taken whole
+        return Donor(path, members, linked, frozenset(linked))
 
     def remember(self, chain_id: str, layer: "layerio.NewLayer") -> None:
         """After the tree became snapshot `chain_id` with `layer`: the family's next donor."""
         if not os.path.isdir(self.snaps.path(chain_id)):
             return
         where = layer.members or {}
-        files = {rel: [*p, where.get(os.fsencode(rel), (None,))[0]] for rel, p in self.placed.items()}
+        nowhere = (None, None, None)
+        files = {rel: [*p, m[0], m[2]] for rel, p in self.placed.items()
+                 for m in (where.get(os.fsencode(rel), nowhere),)}
         record = json.dumps({"diff_id": layer.diff_id, "checked": self.started, "files": files})
         self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id, record) VALUES(?,?,?) "
                               "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
                               (self.family, chain_id, record))
+
+
+def _clear(path: str) -> None:
+    """Whatever is at `path` in a taken tree, gone (a file is never rewritten in place: its inode
+    may be another snapshot's too)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        import shutil
+
+        shutil.rmtree(path)
 
 
 def _open_dir(path: str) -> int:

@@ -4,6 +4,11 @@ Parent directories that exist in the image are mirrored with the image's
 own mode, owner and mtime (so `/tmp` stays 1777); missing ones are created
 0755 with the step's owner. Directory mtimes are set last, deepest first,
 because creating their contents would move them.
+
+A tree may start as a previous result taken whole (reuse.py, `take`): then
+`placed` is the set of paths this step has put there, an existing directory
+is given its metadata again the first time the step reaches it, and `sweep`
+removes everything else.
 """
 from __future__ import annotations
 
@@ -16,12 +21,25 @@ from .errors import BuildError
 
 
 class Tree:
-    def __init__(self, root: Path, view, uid: int = 0, gid: int = 0):
+    def __init__(self, root: Path, view, uid: int = 0, gid: int = 0, taken: bool = False):
         self.root = root
         self.view = view        # layerio.RootView of the image being added to
         self.uid = uid          # owner of directories this step creates
         self.gid = gid
         self._times: dict[str, tuple[int, int]] = {}
+        self.placed: set[str] | None = set() if taken else None  # host paths, when the tree was taken
+
+    def place(self, path: Path | str) -> None:
+        """`path` is this step's (not a leftover of the taken tree)."""
+        if self.placed is not None:
+            self.placed.add(str(path))
+
+    def claim(self, path: Path | str) -> None:
+        """About to write a file at `path`: a taken tree's directory there (not this step's) is
+        removed first. (A leftover file is kept or replaced as any file is: reuse.py.)"""
+        if self.placed is not None and str(path) not in self.placed and os.path.isdir(path) \
+                and not os.path.islink(path):
+            remove(path)
 
     def host(self, parts: list[str]) -> Path:
         return self.root.joinpath(*parts) if parts else self.root
@@ -35,6 +53,12 @@ class Tree:
                 st = os.lstat(cur)
             except FileNotFoundError:
                 st = None
+            if st is not None and self.placed is not None and str(cur) not in self.placed:
+                if not stat.S_ISDIR(st.st_mode):  # the previous result's, not this step's
+                    remove(cur)
+                    st = None
+                else:
+                    st = None  # this step's now, with the metadata it gives a new directory
             if st is not None:
                 if not stat.S_ISDIR(st.st_mode):
                     raise BuildError(f"/{'/'.join(parts[:i + 1])} is not a directory")
@@ -62,6 +86,24 @@ class Tree:
             self._times[str(path)] = (mtime_ns, mtime_ns)
         else:
             self._times.pop(str(path), None)
+            if self.placed is not None and str(path) not in self.placed:
+                os.utime(path)  # as if made now, as a fresh tree's would be
+        self.place(path)
+
+    def sweep(self) -> None:
+        """Remove what a taken tree holds that this step did not place (before `finish`)."""
+        if self.placed is None:
+            return
+        placed = self.placed
+        stack = [str(self.root)]
+        while stack:
+            top = stack.pop()
+            with os.scandir(top) as it:
+                for e in it:
+                    if e.path not in placed:
+                        remove(e.path)
+                    elif e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
 
     def set_times(self, path: Path | str, mtime_ns: int) -> None:
         """Remember a directory's mtime, applied by `finish` after its contents exist."""

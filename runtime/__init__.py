@@ -73,6 +73,8 @@ Housekeeping::
     runtime.container.sweep(store, on_event=None) -> int
     runtime.snapshots.prune(store, keep=(), on_event=None, dry_run=False) -> list[str]  (for `soko gc`)
     runtime.snapshots.chain_ids(diff_ids) -> list[str]
+    runtime.snapholds.holding()  (a block: the snapshots prepared within stay held, across
+        processes, from takes and gc until it ends; a build runs in one)
 
 Tests and benchmarks use the same functions through `python -m runtime run
 --root STORE [docker run options] IMAGE [COMMAND...]`.

@@ -21,6 +21,7 @@ from .errors import InvalidOption
 from .launch import Launch, resources, shared_dir
 from .layerview import LayerView
 from .options import RunOptions, parse_env_entry, parse_env_file
+from .snapholds import holding
 from .snapshots import Snapshots, chain_ids
 from .snapshotter import Active
 
@@ -115,6 +116,12 @@ def snapshotter_choice(name: str | None) -> str:
 def create(store: "ImageStore", image: "str | Image", options: RunOptions, *, on_event: Event | None = None,
            snapshotter: str | None = None) -> Container:
     """A new container from `image` (`docker create`), locked by this process."""
+    with holding():  # its snapshots, until its state records them (snapholds; Snapshots.take)
+        return _create(store, image, options, on_event, snapshotter)
+
+
+def _create(store: "ImageStore", image: "str | Image", options: RunOptions, on_event: Event | None,
+            snapshotter: str | None) -> Container:
     from .service import RestartPolicy, healthcheck, parse_signal
 
     options.validate()

@@ -10,7 +10,8 @@ image and build that shares the stack up to it.
 
 Two processes may unpack (or adopt) the same layer at once: each unpacks into
 its own temporary directory and renames it into place without replacing; the
-loser deletes its copy.
+loser deletes its copy. Who uses a snapshot holds it (snapholds.py); it is
+taken (`take`) or removed (`soko gc`) only when nobody does.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import errno
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -25,13 +27,13 @@ from storage import digests
 from storage.private import private_dir
 
 from . import syscalls as sc
+from .snapholds import exclusive, hold
 from .errors import SnapshotError, SyscallError
 
 if TYPE_CHECKING:
     from storage.images import Image, ImageStore
 
 Event = Callable[[str, str], None]
-
 
 def chain_ids(diff_ids: Iterable[str]) -> list[str]:
     out: list[str] = []
@@ -76,11 +78,16 @@ class Snapshots:
         out: list[Path] = []
         for i, (diff_id, cid) in enumerate(zip(diff_ids, cids)):
             p = self.path(cid)
-            if not p.is_dir():
+            while not hold(str(p)):  # held (snapholds) until the caller's `holding()` block ends
                 blob = blobs[i] if blobs and blobs[i] else None
                 self._unpack(diff_id, cid, cids[i - 1] if i else None, blob, on_event)
             out.append(p)
         return out
+
+    def hold(self, chain_id: str) -> bool:
+        """Hold snapshot `chain_id` as `prepare` does, without unpacking it: False when it is gone
+        (a COPY's previous result, hard-linked from: builder/reuse.py)."""
+        return hold(str(self.path(chain_id)))
 
     def prepare_image(self, image: "Image", on_event: Event | None = None) -> list[Path]:
         from storage import mediatypes as mt
@@ -155,6 +162,25 @@ class Snapshots:
         self._db().execute("INSERT OR IGNORE INTO snapshots(chain_id, diff_id, parent, created) "
                            "VALUES(?,?,?,?)", (chain_id, diff_id, parent, time.time()))
 
+    def take(self, chain_id: str, into: Path) -> bool:
+        """Move snapshot `chain_id` onto `into` (an empty directory on the store's filesystem) for
+        a caller that will change it into another layer's tree (builder/reuse.py: a COPY run again
+        after one file of thousands changed). The chain loses its snapshot, unpacked again from
+        its layer if ever asked for. Refused (False) while any process holds it (snapholds: a
+        build's RUN, view or COPY, this one's too), a container records it as one of its layers,
+        or when it is gone."""
+        p = self.path(chain_id)
+        with exclusive(str(p)) as free:
+            # the containers after the lock: `soko create` holds its layers until its state is saved
+            if not free or chain_id in _container_layers(self.store):
+                return False
+            try:
+                os.rename(p, into)  # replaces the empty `into`; never half a tree
+            except OSError:
+                return False
+        self._db().execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
+        return True
+
     def list(self) -> list[str]:
         try:
             return ["sha256:" + n for n in os.listdir(self.root) if not n.startswith(".")]
@@ -162,16 +188,31 @@ class Snapshots:
             return []
 
     def remove(self, chain_id: str) -> bool:
-        """Delete one snapshot (rename first, so no half-deleted directory is ever used)."""
-        p = self.path(chain_id)
-        trash = self.root / f".remove-{os.urandom(8).hex()}"
-        try:
-            os.rename(p, trash)
-        except FileNotFoundError:
-            return False
-        shutil.rmtree(trash, ignore_errors=True)
-        self._db().execute("DELETE FROM snapshots WHERE chain_id=?", (chain_id,))
-        return True
+        """Delete one snapshot unless a process holds it (snapholds); rename first, so no
+        half-deleted directory is ever used."""
+        return bool(self.remove_unused([chain_id], set))
+
+    def remove_unused(self, chain_ids: list[str], used: Callable[[], set[str]]) -> list[str]:
+        """Delete those of `chain_ids` that no process holds and that are not in `used()`, asked
+        once their locks are had (a container made meanwhile held its layers until its state
+        was saved); returns the deleted ones."""
+        trash: list[tuple[str, Path]] = []
+        for i in range(0, len(chain_ids), 256):  # a bounded number of descriptors at once
+            with ExitStack() as locks:
+                free = [c for c in chain_ids[i:i + 256] if locks.enter_context(exclusive(str(self.path(c))))]
+                busy = used() if free else set()
+                for c in free:
+                    if c not in busy:
+                        t = self.root / f".remove-{os.urandom(8).hex()}"
+                        try:
+                            os.rename(self.path(c), t)
+                        except OSError:
+                            continue
+                        trash.append((c, t))
+        for c, t in trash:
+            shutil.rmtree(t, ignore_errors=True)
+            self._db().execute("DELETE FROM snapshots WHERE chain_id=?", (c,))
+        return [c for c, _t in trash]
 
     def clean_temporaries(self, older_than: float = 3600.0) -> int:
         """Remove unpack/remove leftovers of killed processes."""
@@ -193,32 +234,36 @@ class Snapshots:
         return n
 
 
-def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None,
-          dry_run: bool = False) -> list[str]:
-    """Remove snapshots that no image in the store, no container and nothing in `keep` uses.
-
-    For `soko gc`; returns the removed (with dry_run: removable) chain IDs."""
+def _container_layers(store: "ImageStore") -> set[str]:
+    """The chain IDs containers (of any state) record as their layers."""
     from . import containers
 
+    out: set[str] = set()
+    for _d, st in containers.states(store.root):
+        if st is not None:
+            out.update(getattr(st, "layers", None) or ())
+    return out
+
+
+def prune(store: "ImageStore", keep: Iterable[str] = (), on_event: Event | None = None,
+          dry_run: bool = False) -> list[str]:
+    """Remove snapshots that no image in the store, no container, nothing in `keep` and no
+    process (snapholds: a build in another process) uses.
+
+    For `soko gc`; returns the removed (with dry_run: removable) chain IDs."""
     snaps = Snapshots(store)
-    used = set(keep)
+    used = set(keep) | _container_layers(store)
     for summary in store.list():
         try:
             img = store.image(summary.manifest_digest)
         except Exception:  # noqa: BLE001 - an unreadable image keeps nothing alive
             continue
         used.update(chain_ids(img.config.diff_ids))
-    for _d, st in containers.states(store.root):
-        if st is not None:
-            used.update(getattr(st, "layers", []) or [])
-    removed = []
-    for cid in snaps.list():
-        if cid not in used:
-            if not dry_run:
-                snaps.remove(cid)
-            removed.append(cid)
-            if on_event:
-                on_event("removed", f"snapshot {cid}")
+    removed = [cid for cid in snaps.list() if cid not in used]
     if not dry_run:
+        removed = snaps.remove_unused(removed, lambda: _container_layers(store))
         snaps.clean_temporaries()
+    if on_event:
+        for cid in removed:
+            on_event("removed", f"snapshot {cid}")
     return removed

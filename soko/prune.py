@@ -103,9 +103,8 @@ def prune_images(obj, all_: bool) -> PruneResult:
     if victims:
         report_ = gc.collect(store, candidates=blobs)
         result.reclaimed += report_.freed
-        gone = snapshots.prune(store, dry_run=True)
-        result.reclaimed += sum(_tree_size(snapshots.Snapshots(store).path(c)) for c in gone)
-        snapshots.prune(store)
+        sizes = {c: _tree_size(snapshots.Snapshots(store).path(c)) for c in snapshots.prune(store, dry_run=True)}
+        result.reclaimed += sum(sizes.get(c, 0) for c in snapshots.prune(store))  # a held one stays
     return result
 
 

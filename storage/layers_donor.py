@@ -11,7 +11,7 @@ import hashlib
 import mmap
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Collection, Mapping
 
 
 @dataclass(frozen=True)
@@ -19,14 +19,18 @@ class Donor:
     """An earlier uncompressed layer tar whose file data a new layer takes instead of
     reading the files again (a COPY run again after one file of thousands changed).
 
-    `members`: name -> (offset of its data in `path`, size, digest of the data), as the
-    caller recorded them; `vouched`: the digest the caller knows the content of each file
-    of the new tree to have. A file's data comes from the donor only when both name the
-    same digest and the donor's bytes hash to it; otherwise the file is read. The header
-    is always made from the file as it is now."""
+    `members`: name -> (offset of its data in `path`, size, digest of the data[, offset of the
+    member, its header]), as the caller recorded them; `vouched`: the digest the caller knows
+    the content of each file of the new tree to have. A file's data comes from the donor only
+    when both name the same digest and the donor's bytes hash to it; otherwise the file is
+    read. The header is made from the file as it is now, except for the names in `same`:
+    files the caller knows to be the very inodes the donor's members were written from,
+    unchanged since (same name, size, mode, owner, mtime), whose whole member, header and data,
+    is taken without looking at the file (`Donated.member`)."""
     path: str
-    members: Mapping[bytes, tuple[int, int, str]]
+    members: Mapping[bytes, tuple]
     vouched: Mapping[bytes, str]
+    same: Collection[bytes] = frozenset()
 
 
 class Donated:
@@ -52,6 +56,22 @@ class Donated:
             return None
         self.taken += 1
         return view
+
+    def member(self, arc: bytes) -> tuple[memoryview, int, int] | None:
+        """A `same` file's whole member (header, data, padding), where its data starts in it and
+        its size; None: the file is then looked at and written as any other."""
+        if arc not in self.donor.same:
+            return None
+        found = self.donor.members.get(arc)
+        if found is None or len(found) < 4 or found[3] is None:
+            return None
+        data = self.data(arc, found[1])
+        if data is None:
+            return None
+        start, end = found[3], found[0] + found[1] + (-found[1] % 512)
+        if not 0 <= start <= found[0] or end > len(self._view):
+            return None
+        return self._view[start:end], found[0] - start, found[1]
 
     def close(self) -> None:
         self._view.release()

@@ -36,7 +36,8 @@ _SKIP_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
 Progress = Callable[[int], None]
 
 
-Members = dict[bytes, tuple[int, int]]  # a regular file's name -> (offset of its data in the tar, size)
+Members = dict[bytes, tuple[int, int, int]]  # a regular file's name -> (offset of its data in the tar, size,
+#                                              offset of its member: its header, a PAX one first if any)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ class _Emitter:
                 return
             self.links[key] = arc
         if stat.S_ISREG(mode):
+            start = self.pipe.offset
             data = self.donor.data(arc, st.st_size) if self.donor is not None else None
             if data is None and self.written is not None:
                 known = self.written.get(arc)
@@ -266,7 +268,7 @@ class _Emitter:
             if data is not None:
                 self.pipe.write(tar.encode_header(arc, size=st.st_size, typeflag=tar.REG,
                                                   xattrs=self.xattrs(path), **common))
-                self._member(arc, st.st_size)
+                self._member(arc, st.st_size, start)
                 self.pipe.write(data)
                 self.pipe.skip(-st.st_size % tar.BLOCK)
                 return
@@ -280,7 +282,7 @@ class _Emitter:
             try:
                 self.pipe.write(tar.encode_header(arc, size=st.st_size, typeflag=tar.REG,
                                                   xattrs=self.xattrs(path), **common))
-                self._member(arc, st.st_size)
+                self._member(arc, st.st_size, start)
                 self.pipe.copy_file(fd, st.st_size, path)
             finally:
                 os.close(fd)
@@ -298,14 +300,30 @@ class _Emitter:
         # sockets cannot be archived; tar skips them too
 
 
-    def _member(self, arc: bytes, size: int) -> None:
+    def _member(self, arc: bytes, size: int, start: int) -> None:
         if self.members is not None:
-            self.members[arc] = (self.pipe.offset, size)
+            self.members[arc] = (self.pipe.offset, size, start)
+
+    def spliced(self, arc: bytes) -> bool:
+        """Whether `arc`'s whole member came from the donor (Donor.same): the file is not looked at."""
+        if self.donor is None:
+            return False
+        found = self.donor.member(arc)
+        if found is None:
+            return False
+        member, data_at, size = found
+        start = self.pipe.offset
+        self.pipe.write(member)
+        if self.members is not None:
+            self.members[arc] = (start + data_at, size, start)
+        return True
 
 
-def _sorted_dir(path: bytes) -> list[tuple[bytes, os.stat_result]]:
+def _sorted_dir(path: bytes) -> list[tuple[bytes, os.DirEntry]]:
+    """Names and entries, sorted; an entry's lstat is made when asked for (a member taken whole
+    from a donor needs none)."""
     with os.scandir(path) as it:
-        found = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+        found = [(e.name, e) for e in it]
     found.sort(key=lambda t: t[0])
     return found
 
@@ -327,20 +345,20 @@ def _walk(emitter: _Emitter, root: bytes, overlay: bool) -> None:
     """Depth first, children sorted by name, whiteouts before their siblings."""
     stack: list[Iterator[tuple[bytes, bytes, os.stat_result]]] = []
 
-    def listing(path: bytes, arc: bytes) -> Iterator[tuple[bytes, bytes, os.stat_result]]:
+    def listing(path: bytes, arc: bytes) -> Iterator[tuple[bytes, bytes, os.DirEntry]]:
         children = _sorted_dir(path)
         if overlay:
             if arc and any(_overlay_xattr(path, x) == b"y" for x in OVERLAY_OPAQUE_XATTRS):
                 emitter.whiteout(arc + OPAQUE)
             rest = []
-            for name, st in children:
-                if _is_overlay_whiteout(st):
+            for name, e in children:
+                if _is_overlay_whiteout(e.stat(follow_symlinks=False)):
                     emitter.whiteout(arc + WHITEOUT_PREFIX + name)
                 else:
-                    rest.append((name, st))
+                    rest.append((name, e))
             children = rest
-        for name, st in children:
-            yield path + b"/" + name, arc + name, st
+        for name, e in children:
+            yield path + b"/" + name, arc + name, e
 
     if overlay and any(_overlay_xattr(root, x) == b"y" for x in OVERLAY_OPAQUE_XATTRS):
         emitter.whiteout(OPAQUE)
@@ -350,8 +368,11 @@ def _walk(emitter: _Emitter, root: bytes, overlay: bool) -> None:
         if item is None:
             stack.pop()
             continue
-        path, arc, st = item
+        path, arc, e = item
         _check_name(os.path.basename(arc), path)
+        if emitter.donor is not None and emitter.spliced(arc):
+            continue
+        st = e.stat(follow_symlinks=False)
         if overlay:
             _check_overlay_features(path, st)
         emitter.entry(arc, path, st)

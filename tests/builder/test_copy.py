@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import stat
 import threading
 
 import pytest
@@ -324,14 +325,16 @@ def test_copy_again_links_unchanged_files_from_its_previous_result(store, ctx):
         os.utime(p, ns=(p.lstat().st_mtime_ns - 10**9,) * 2, follow_symlinks=False)
     do_build(store, ctx, text, tags=["v1"])
     old = snapshot_of("v1")
+    hidden = os.stat(old / "d/.hidden").st_ino
     (ctx / "dir/one").write_text("changed")
     os.chmod(ctx / "dir/sub/two", 0o600)
     do_build(store, ctx, text, tags=["v2"])
     new = snapshot_of("v2")
     assert new != old
-    assert os.stat(new / "d/.hidden").st_ino == os.stat(old / "d/.hidden").st_ino  # unchanged: linked
-    assert os.stat(new / "d/one").st_ino != os.stat(old / "d/one").st_ino          # content changed
-    assert os.stat(new / "d/sub/two").st_ino != os.stat(old / "d/sub/two").st_ino  # mode changed
+    assert not old.exists()  # taken whole and changed into the new result (reuse.py)
+    assert os.stat(new / "d/.hidden").st_ino == hidden  # unchanged: kept
+    assert (new / "d/one").read_bytes() == b"changed"             # content changed: written again
+    assert stat.S_IMODE(os.stat(new / "d/sub/two").st_mode) == 0o600  # mode changed: written again
     fs = ImageFS(store, "v2")
     assert fs.read("/d/one") == b"changed" and fs.read("/d/.hidden") == b"h" and fs.mode("/d/sub/two") == 0o600
     old_fs = ImageFS(store, "v1")

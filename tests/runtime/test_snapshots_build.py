@@ -12,6 +12,7 @@ import pytest
 
 from runtime import RunOptions, build, run
 from runtime.layerview import LayerView, is_opaque, is_whiteout
+from runtime.snapholds import holding
 from runtime.snapshots import Snapshots, chain_ids, prune
 
 from .conftest import run_cli
@@ -95,9 +96,11 @@ def test_prune_keeps_what_images_use(store, layered):
     snaps = Snapshots(store)
     snaps.prepare_image(layered)
     stray = chain_ids([layered.config.diff_ids[1]])[0]  # a chain no image has
-    snaps.prepare([layered.config.diff_ids[1]])
-    assert snaps.has(stray)
-    assert prune(store, dry_run=True) == [stray] and snaps.has(stray)
+    with holding():
+        snaps.prepare([layered.config.diff_ids[1]])
+        assert snaps.has(stray)
+        assert prune(store, dry_run=True) == [stray] and snaps.has(stray)
+        assert prune(store) == [] and snaps.has(stray)  # held (a build using it): not removed
     assert prune(store) == [stray]
     assert not snaps.has(stray)
     assert all(snaps.has(c) for c in chain_ids(layered.config.diff_ids))
@@ -395,3 +398,48 @@ def test_run_step_keeps_what_the_command_changed_around_mount_points(store, snap
     status, upper = _step(store, "etc", "chmod 700 /etc", snapshotter)
     assert status == 0 and _listing(upper) == ["etc"]
     assert stat.S_IMODE(os.lstat(upper / "etc").st_mode) == 0o700
+
+
+_HOLDER = """
+import sys
+from runtime.snapholds import holding
+from runtime.snapshots import Snapshots
+from storage.images import ImageStore
+with holding():
+    print(Snapshots(ImageStore(sys.argv[1])).hold(sys.argv[2]), flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_snapshot_another_process_holds_is_neither_taken_nor_removed(store, layered, tmp_path):
+    """A process holding a snapshot (a build's RUN lower, view or COPY donor: runtime/snapholds.py)
+    keeps it from a take and from gc in another process until it lets go; a holder that comes
+    after a take finds the snapshot gone (to be unpacked again), never the taken tree."""
+    import sys
+
+    snaps = Snapshots(store)
+    top = chain_ids(layered.config.diff_ids)[-1]
+    with holding():
+        snaps.prepare_image(layered)
+    inode = snaps.path(top).stat().st_ino
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(store.root), top], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+    try:
+        assert holder.stdout.readline() == b"True\n"
+        into = store.root / "taken"
+        into.mkdir()
+        assert not snaps.take(top, into)
+        assert snaps.path(top).stat().st_ino == inode and not os.listdir(into)
+        assert snaps.remove_unused([top], set) == [] and snaps.has(top)
+    finally:
+        holder.communicate(b"", timeout=30)
+    assert holder.returncode == 0
+    assert snaps.take(top, into)
+    assert os.lstat(into).st_ino == inode and not snaps.has(top)
+    # now nothing is there: a holder says so (prepare unpacks it again)
+    again = subprocess.run([sys.executable, "-c", _HOLDER, str(store.root), top], input=b"", capture_output=True,
+                           cwd=Path(__file__).parents[2], timeout=30)
+    assert again.stdout == b"False\n"
+    with holding():
+        assert snaps.prepare_image(layered)[-1] == snaps.path(top)
+    assert snaps.path(top).stat().st_ino != inode and (snaps.path(top) / "added").read_text() == "added-by-layer-2\n"

@@ -39,7 +39,7 @@ def tree(root: Path, n: int = 30) -> dict[bytes, str]:
 
 def donor_of(store: BlobStore, src: Path, vouched: dict[bytes, str]) -> tuple[Donor, dict]:
     first = write_layer(src, store, compression="none", members=True)
-    members = {k: (off, size, vouched[k]) for k, (off, size) in first.members.items()}
+    members = {k: (off, size, vouched[k], start) for k, (off, size, start) in first.members.items()}
     return Donor(str(store.path(first.diff_id)), members, vouched), first.members
 
 
@@ -49,8 +49,9 @@ def test_members_say_where_each_file_is(tmp_path, store):
     info = write_layer(src, store, compression="none", members=True)
     blob = store.read_bytes(info.digest)
     assert set(info.members) == set(digests)
-    for name, (offset, size) in info.members.items():
+    for name, (offset, size, start) in info.members.items():
         assert digest(blob[offset:offset + size]) == digests[name]
+        assert blob[start:start + 100].rstrip(b"\0") == name  # the member's header (names < 100 bytes)
     assert write_layer(src, store, compression="none").members is None  # only when asked
 
 
@@ -77,12 +78,16 @@ def test_donor_bytes_that_do_not_hash_to_the_digest_are_not_taken(tmp_path, stor
     first = write_layer(src, store, compression="none", members=True)
     bad = tmp_path / "corrupt.tar"
     shutil.copyfile(store.path(first.diff_id), bad)
-    offset, size = first.members[b"d/e/f05"]
+    offset, size, _start = first.members[b"d/e/f05"]
     with open(bad, "r+b") as f:
         f.seek(offset)
         f.write(b"\xff" * size)
-    members = {k: (off, sz, digests[k]) for k, (off, sz) in first.members.items()}
+    members = {k: (off, sz, digests[k], start) for k, (off, sz, start) in first.members.items()}
     again = write_layer(src, store, compression="none", donor=Donor(str(bad), members, digests))
+    assert again.diff_id == first.diff_id  # f05 read from the file instead
+    # taken whole (header and data), the bytes are checked all the same
+    whole = write_layer(src, store, compression="none", donor=Donor(str(bad), members, digests, frozenset(digests)))
+    assert whole.diff_id == first.diff_id
     assert again.diff_id == first.diff_id  # f05 read from the file instead
     by = {m.name: m for m in tar_members(store.read_bytes(again.digest))}
     assert by["d/e/f05"].size == size
@@ -133,3 +138,30 @@ def test_written_content_is_taken_only_from_the_inode_it_was_written_to(tmp_path
              b"d/e/f01": (written[b"d/e/f01"][0], written[b"d/e/f01"][1] + b"more")}
     assert write_layer(src, store, compression="none", written=stale).diff_id == plain.diff_id
     assert {os.fsencode(src / "d/f00"), os.fsencode(src / "d/e/f01")} <= set(opened)
+
+
+def test_members_taken_whole_give_the_layer_read_from_the_files(tmp_path, store, monkeypatch):
+    """`Donor.same`: files the caller knows to be the very inodes the donor was written from have
+    their whole member copied, header included, without being looked at; the others (a changed
+    file, one with no member offset recorded, a symlink) are read as ever."""
+    src = tmp_path / "src"
+    digests = tree(src, n=300)
+    first = write_layer(src, store, compression="none", members=True)
+    (src / "d/e/f04").write_bytes(b"changed")
+    digests[b"d/e/f04"] = digest(b"changed")
+    (src / "d/e/f05").unlink()
+    del digests[b"d/e/f05"]
+    os.chmod(src / "d/f06", 0o600)  # not vouched as the same: its header is made again
+    members = {k: (off, size, digests.get(k, ""), None if k == b"d/e/f07" else start)
+               for k, (off, size, start) in first.members.items()}
+    same = frozenset(set(digests) - {b"d/e/f04", b"d/f06"})
+    looked = []  # listxattr: once for each file whose header is made
+    monkeypatch.setattr(os, "listxattr", lambda p, *a, **kw: (looked.append(p), [])[1])
+    taken = write_layer(src, store, compression="none", members=True,
+                        donor=Donor(str(store.path(first.diff_id)), members, digests, same))
+    monkeypatch.undo()
+    read = write_layer(src, store, compression="none", members=True)
+    assert taken.diff_id == read.diff_id
+    assert taken.members == read.members  # a donor in turn: the same offsets
+    files = sorted(p for p in looked if b"/f" in p)
+    assert files == sorted(os.fsencode(src / n) for n in ("d/e/f04", "d/f06", "d/e/f07"))
