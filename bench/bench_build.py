@@ -268,9 +268,20 @@ def main() -> None:
         if "buildkit" in tools:
             tools["buildkit"].engine.stop()
         if args.journaled_fs:
-            subprocess.run(["umount", str(work)], check=False)
+            _unmount(work)
             image.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _unmount(path: Path) -> None:
+    """Unmount the journaled fs: dockerd may still be letting go of it right after its stop
+    ("target is busy"), so try for a few seconds, then detach it lazily rather than leave it
+    mounted (and its loop device and deleted image file held) after the run."""
+    for _ in range(20):
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.25)
+    subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 if __name__ == "__main__":
