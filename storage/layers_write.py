@@ -27,6 +27,11 @@ from .layers_donor import Donor, Donated
 from .mediatypes import LAYER_BY_COMPRESSION
 
 CHUNK = 1 << 20
+# The one buffer a zstd (or plain) layer is built in, small enough to stay in the
+# feeding core's L2 between the read into it, the diff_id hash and libzstd's copy:
+# a 1 MiB one (what gzip's blocks still get) made the 532 MB bench write 0.2-0.3
+# CPU-s dearer and half its runs ~0.25 s slower (bench/README.md "Layers").
+REUSED_CHUNK = 128 << 10
 WHITEOUT_PREFIX = b".wh."
 OPAQUE = b".wh..wh..opq"
 OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -109,27 +114,29 @@ _ZEROS = memoryview(bytes(CHUNK))
 
 
 class _TarPipe:
-    """The uncompressed side: fills 1 MiB buffers, hashes and hands them on.
+    """The uncompressed side: fills buffers, hashes and hands them on.
 
-    One buffer serves the whole layer when the writer is done with it on return (zstd,
-    none: _Output copies what it gets); a fresh 1 MiB buffer per piece costs its page
-    faults, ~0.1 CPU-s per 500 MB on the thread that feeds the compressor."""
+    One REUSED_CHUNK buffer serves the whole layer when the writer is done with it on
+    return (zstd, none: _Output copies what it gets); else (gzip) a fresh 1 MiB buffer
+    per piece, which costs its page faults, ~0.1 CPU-s per 500 MB on the thread that
+    feeds the compressor."""
 
     def __init__(self, writer: comp.CompressWriter, progress: Progress | None):
         self._writer = writer
         self._progress = progress
         self._reuse = not writer.keeps_buffers
+        self._chunk = REUSED_CHUNK if self._reuse else CHUNK
         self.hash = hashlib.sha256()
         self.size = 0
         self._new()
 
     def _new(self) -> None:
-        self._buf = bytearray(CHUNK)
+        self._buf = bytearray(self._chunk)
         self._view = memoryview(self._buf)
         self._pos = 0
 
     def _flush(self) -> None:
-        data = self._buf if self._pos == CHUNK else bytes(self._view[:self._pos])
+        data = self._buf if self._pos == self._chunk else bytes(self._view[:self._pos])
         if not self._reuse:
             self._view.release()
         self.hash.update(data)
@@ -144,15 +151,15 @@ class _TarPipe:
 
     def write(self, data: bytes) -> None:
         n = len(data)
-        if self._pos + n < CHUNK:
+        if self._pos + n < self._chunk:
             self._view[self._pos:self._pos + n] = data
             self._pos += n
             return
         view = memoryview(data)
         while view:
-            if self._pos == CHUNK:
+            if self._pos == self._chunk:
                 self._flush()
-            take = min(len(view), CHUNK - self._pos)
+            take = min(len(view), self._chunk - self._pos)
             self._view[self._pos:self._pos + take] = view[:take]
             self._pos += take
             view = view[take:]
@@ -160,9 +167,9 @@ class _TarPipe:
     def skip(self, n: int) -> None:
         """`n` zero bytes (padding)."""
         while n:
-            if self._pos == CHUNK:
+            if self._pos == self._chunk:
                 self._flush()
-            take = min(n, CHUNK - self._pos)
+            take = min(n, self._chunk - self._pos)
             self._view[self._pos:self._pos + take] = _ZEROS[:take]
             self._pos += take
             n -= take
@@ -175,9 +182,9 @@ class _TarPipe:
     def copy_file(self, fd: int, size: int, path: bytes) -> None:
         remaining = size
         while remaining:
-            if self._pos == CHUNK:
+            if self._pos == self._chunk:
                 self._flush()
-            want = min(remaining, CHUNK - self._pos)
+            want = min(remaining, self._chunk - self._pos)
             got = os.readv(fd, [self._view[self._pos:self._pos + want]])
             if not got:
                 raise LayerError(f"{os.fsdecode(path)} shrank while the layer was written")

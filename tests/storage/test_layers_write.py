@@ -398,3 +398,35 @@ def test_tar_padding_is_zeros_and_the_tar_the_same_for_every_compression(tmp_pat
     for m in members:
         end = m.offset_data + m.size
         assert raw[end:end + (-m.size % 512)].count(0) == -m.size % 512, m.name
+
+
+def test_zstd_layer_is_the_same_bytes_whatever_the_buffer_and_thread_count(tmp_path, store, monkeypatch):
+    """The tar is fed to libzstd in REUSED_CHUNK pieces (once 1 MiB ones): the blob must be
+    libzstd's one frame of the whole tar, the same whatever the pieces and worker count."""
+    import random
+
+    from storage import layers_write
+    from tests.storage.test_compression import several_jobs
+
+    data = several_jobs(20 << 20)  # more than two of libzstd's 8 MiB jobs
+    r = random.Random(3)
+    src = tmp_path / "src"
+    src.mkdir()
+    at = 0
+    for i in range(60):  # sizes crossing the buffers' edges
+        n = r.randint(1, 700_000) if i % 10 else r.randint(1 << 20, 3 << 20)
+        (src / f"f{i:02d}").write_bytes(data[at:at + n])
+        at += n
+    tar = store.read_bytes(write_layer(src, store, compression="none").digest)
+    whole = comp.open_writer(out := io.BytesIO(), "zstd", threads=1)
+    whole.write(tar)  # one piece
+    whole.close()
+    want = "sha256:" + hashlib.sha256(out.getvalue()).hexdigest()
+    digests = set()
+    for chunk in (layers_write.REUSED_CHUNK, 1 << 20, 4096 * 3):
+        monkeypatch.setattr(layers_write, "REUSED_CHUNK", chunk)
+        for threads in (1, 2):
+            info = write_layer(src, store, compression="zstd", threads=threads)
+            assert info.digest == want, (chunk, threads)  # (not the bytes: pytest's diff of them is slow)
+            digests.add(info.digest)
+    assert len(digests) == 1 and len(tar) > 16 << 20
