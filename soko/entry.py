@@ -17,14 +17,21 @@ from collections.abc import Callable
 from types import ModuleType
 
 
-def echo_err(text: str) -> None:
-    """A line on stderr as click.echo(err=True) writes it (no colour codes where it is no terminal)."""
-    if "\033" in text and not sys.stderr.isatty():
+def echo(text: str, err: bool = False) -> None:
+    """A line on stdout (stderr with `err`) as click.echo writes it: no colour codes where it is
+    no terminal, flushed at once."""
+    stream = sys.stderr if err else sys.stdout
+    if "\033" in text and not stream.isatty():
         import re
 
         text = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", text)
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def echo_err(text: str) -> None:
+    """A line on stderr as click.echo(err=True) writes it."""
+    echo(text, err=True)
 
 
 def fail(exc: BaseException, debug: bool) -> None:
