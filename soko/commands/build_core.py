@@ -1,4 +1,5 @@
-"""What `soko build` does, without click (build.py is its click command). One line per step (`#N [stage k/n]
+"""What `soko build` does, without click: reached through click (build.py) or straight from a
+plain command line (soko/entry.py, build_options.py). One line per step (`#N [stage k/n]
 INSTRUCTION`, CACHED on a hit), RUN output indented under its step, the image ID last."""
 from __future__ import annotations
 

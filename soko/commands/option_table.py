@@ -82,6 +82,18 @@ def at_least(n: int) -> range:
     return range(n, sys.maxsize)
 
 
+def parse_interspersed(args: list[str], options: tuple[Opt, ...], kw: dict) -> list[str] | None:
+    """Read `args` into `kw` as a command that takes options among its arguments does (click's
+    default); the arguments that are not options, or None (see the module's docstring)."""
+    rest: list[str] = []
+    while True:
+        i = parse_options(args, options, kw)
+        if i is None or i == len(args):
+            return None if i is None else rest
+        rest.append(args[i])
+        args = args[i + 1:]
+
+
 def parse_options(args: list[str], options: tuple[Opt, ...], kw: dict) -> int | None:
     """Read the options at the head of `args` into `kw`; the index of the first argument that is
     not one, or None (see the module's docstring)."""
