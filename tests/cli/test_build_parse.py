@@ -94,7 +94,7 @@ def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_root
     assert "click" not in imported(cold) and "builder.executor" in imported(cold)
     fast, slow = soko_importtime(soko.root, "build", *plain), soko_importtime(soko.root, "build", *clicks)
     assert "click" not in imported(fast) and "click" in imported(slow)
-    unused = {"ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - imported_at_start()  # entry.ON_FIRST_USE
+    unused = {"inspect", "ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - imported_at_start()
     assert unused & imported(fast) == set()
     assert (fast.returncode, fast.stdout, messages(fast)) == (slow.returncode, slow.stdout, messages(slow))
     assert fast.stdout.splitlines()[-1] == cold.stdout.splitlines()[-1]
