@@ -67,6 +67,9 @@ def digest_of(records: list[str]) -> str:
 
 @dataclass
 class Entry:
+    """A build-cache hit: the step's key, the image config after it, and the diff_id of the layer it
+    added (None: a step that adds no layer)."""
+
     key: str
     config: dict
     diff_id: str | None

@@ -18,6 +18,8 @@ MODES = ("min", "max")
 
 @dataclass(frozen=True)
 class CacheSpec:
+    """One --cache-from or --cache-to, read."""
+
     type: str                  # registry | local | image (a plain image ref) | inline
     ref: str | None = None     # registry, image
     path: str | None = None    # local: src= or dest=

@@ -74,6 +74,8 @@ def _clean(path: str) -> str:
 
 @dataclass
 class Pattern:
+    """One .dockerignore line, compiled."""
+
     text: str
     exclusion: bool
     kind: int

@@ -70,6 +70,8 @@ class _TooBig(Exception):
 
 @dataclass
 class Probe:
+    """A build's fingerprint (see the module's docstring)."""
+
     slot: str
     state: str
     racy: bool   # an entry changed too recently to vouch for: do not record

@@ -131,6 +131,8 @@ class BuildEvent(ProgressEvent):
 
 @dataclass
 class BuildResult:
+    """What a finished build made."""
+
     image_id: str                 # config digest, as Docker's image ID
     manifest_digest: str
     tags: list[str]

@@ -16,6 +16,8 @@ from .errors import BuildError
 
 @dataclass
 class SecretSource:
+    """Where a --secret's value comes from (a file or a variable), never the value."""
+
     id: str
     file: str | None = None
     env: str | None = None
@@ -65,6 +67,8 @@ class SecretSource:
 
 @dataclass
 class SshSource:
+    """An --ssh agent: its id and the socket it answers on."""
+
     id: str
     socket: str
 

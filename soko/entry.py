@@ -1,9 +1,9 @@
 """The `soko` command's entry point, and how every command ends.
 
 click and soko's command tree cost ~15 ms of CPU, a fifth of a whole `soko run --rm`; a `run`,
-`pull` or `push` with plain arguments (soko/commands/option_table.py decides which) is parsed
-from the same option table click's command is built from and run without importing click. Every
-other command line, and every unusual one (help, a bad value, completion), goes to click
+`pull`, `push` or `build` with plain arguments (soko/commands/option_table.py decides which) is
+parsed from the same option table click's command is built from and run without importing click.
+Every other command line, and every unusual one (help, a bad value, completion), goes to click
 (soko/cli.py), so usage, help and errors stay click's. This module imports next to nothing
 before `main` runs (see there why).
 """
@@ -17,14 +17,21 @@ from collections.abc import Callable
 from types import ModuleType
 
 
-def echo_err(text: str) -> None:
-    """A line on stderr as click.echo(err=True) writes it (no colour codes where it is no terminal)."""
-    if "\033" in text and not sys.stderr.isatty():
+def echo(text: str, err: bool = False) -> None:
+    """A line on stdout (stderr with `err`) as click.echo writes it: no colour codes where it is
+    no terminal, flushed at once."""
+    stream = sys.stderr if err else sys.stdout
+    if "\033" in text and not stream.isatty():
         import re
 
         text = re.sub(r"\033\[[;?0-9]*[a-zA-Z]", "", text)
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def echo_err(text: str) -> None:
+    """A line on stderr as click.echo(err=True) writes it."""
+    echo(text, err=True)
 
 
 def fail(exc: BaseException, debug: bool) -> None:
@@ -64,8 +71,8 @@ def main() -> None:
 
 
 def _plain(argv: list[str]) -> Callable[[], object] | None:
-    """The command a plain `run`, `pull` or `push` command line asks for, ready to call; None
-    for click to parse `argv`."""
+    """The command a plain `run`, `pull`, `push` or `build` command line asks for, ready to call;
+    None for click to parse `argv`."""
     from .commands.option_table import split_globals
 
     got = split_globals(argv)
@@ -82,6 +89,11 @@ def _plain(argv: list[str]) -> Callable[[], object] | None:
 
         kw = PARSERS[name](args)
         return None if kw is None else lambda: _transfer(name, root, debug, kw)
+    if name == "build":
+        from .commands.build_options import parse_build
+
+        kw = parse_build(args)
+        return None if kw is None else lambda: _build(root, debug, kw)
     return None
 
 
@@ -92,10 +104,11 @@ def collect_garbage() -> None:
     gc.enable()
 
 
-# Standard modules a `run`, `pull` or `push` imports only through others that never use them
-# on its way: dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a docstring
-# for a class without one (soko's have theirs); urllib.parse (for pathlib) imports ipaddress
-# for bracketed URL hosts; shutil imports bz2 and lzma to know which archives it could make.
+# Standard modules a `run`, `pull`, `push` or `build` imports only through others that never use
+# them on its way: dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a
+# docstring for a class without one (soko's have theirs); urllib.parse (for pathlib) imports
+# ipaddress for bracketed URL hosts; shutil imports bz2 and lzma to know which archives it could
+# make.
 ON_FIRST_USE = ("inspect", "ipaddress", "bz2", "lzma")
 
 
@@ -131,30 +144,37 @@ def import_on_first_use(names: tuple[str, ...] = ON_FIRST_USE) -> None:
 
 def _run(root: str | None, debug: bool, kw: dict) -> None:
     import_on_first_use()
-    from pathlib import Path
-
     from .commands.run_core import run
-    from .context import context
 
-    obj = context(Path(root) if root is not None else None, debug)
-
-    try:
-        run(obj, kw.pop("detach"), kw)
-    except (Exception, KeyboardInterrupt) as exc:
-        fail(exc, obj.debug)
+    _in_context(root, debug, lambda obj: run(obj, kw.pop("detach"), kw))
 
 
 def _transfer(name: str, root: str | None, debug: bool, kw: dict) -> None:
     collect_garbage()  # as click_main does: a pull or push makes its garbage after start-up
     import_on_first_use()
+    from .commands import transfer_core
+
+    _in_context(root, debug, lambda obj: transfer_core.run(obj, name, kw))
+
+
+def _build(root: str | None, debug: bool, kw: dict) -> None:
+    collect_garbage()  # as click_main does
+    import_on_first_use()
+    from .commands import build_core
+
+    _in_context(root, debug, lambda obj: build_core.run(obj, kw))
+
+
+def _in_context(root: str | None, debug: bool, command: Callable[[object], object]) -> None:
+    """`command(obj)` for the context the global options make (soko/context.py), its errors
+    ended as click's command tree ends them (`fail`)."""
     from pathlib import Path
 
-    from .commands import transfer_core
     from .context import context
 
     obj = context(Path(root) if root is not None else None, debug)
     try:
-        transfer_core.run(obj, name, kw)
+        command(obj)
     except (Exception, KeyboardInterrupt) as exc:
         fail(exc, obj.debug)
 

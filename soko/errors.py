@@ -14,6 +14,12 @@ class SokoError(Exception):
     """An error of the command line itself (bad combination of options, ...)."""
 
 
+class UsageError(SokoError):
+    """A command line a click-free command core refuses as click's usage errors do: its click
+    command shows it as click.UsageError (usage, then the message, status 2); a plain command line
+    that would meet one is left to click (soko/entry.py)."""
+
+
 def is_known(exc: BaseException) -> bool:
     return any(cls.__module__ in ERROR_MODULES for cls in type(exc).__mro__)
 

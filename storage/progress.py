@@ -16,6 +16,8 @@ from typing import Callable
 
 @dataclass
 class ProgressEvent:
+    """One thing a component reports while it works (see the module's docstring)."""
+
     id: str = ""                # what it is about: a blob's short digest, a container, a build step
     action: str = ""            # what happened ("Downloading", "Pull complete", "step", "output", "unpack"...)
     current: int = 0            # how far (bytes, or the step's place in its stage)

@@ -1,17 +1,19 @@
 """Command options as data, parsed without click where a command line is plain.
 
-A few commands (`run`, `pull`, `push`) keep their options in a table; click's command is built
-from it (`click_option`) and a plain command line is read from the same table by `parse_options`,
-which understands the subset of click's syntax that a script or a user types (`--opt VALUE`,
+A few commands (`run`, `pull`, `push`, `build`) keep their options in a table; click's command
+is built from it (`click_option`) and a plain command line is read from the same table by
+`parse_options`, which understands the subset of click's syntax that a script or a user types (`--opt VALUE`,
 `--opt=VALUE`, `-o VALUE`, `-it`) and gives the command the keyword arguments click would. For
 anything else (help, an unknown option, a value click would reject or convert, `--`, completion)
 the parsers return None and click parses the command line, so usage, help and errors stay
-exactly click's. soko/entry.py decides; tests/cli/test_run_fastpath.py and
-tests/cli/test_transfer_fastpath.py hold the parsers beside click.
+exactly click's. soko/entry.py decides; tests/cli/test_run_fastpath.py,
+tests/cli/test_transfer_fastpath.py and tests/cli/test_build_parse.py hold the parsers beside
+click.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 FLAG, VALUE, MULTIPLE = "flag", "value", "multiple"
 
@@ -73,6 +75,23 @@ def _plain_dir(path: str) -> bool:
 
 def defaults(options: tuple[Opt, ...]) -> dict:
     return {o.dest: (False if o.kind == FLAG else () if o.kind == MULTIPLE else o.default) for o in options}
+
+
+def at_least(n: int) -> range:
+    """An Opt type: an int of at least `n`, with no upper bound (click's IntRange(min=n))."""
+    return range(n, sys.maxsize)
+
+
+def parse_interspersed(args: list[str], options: tuple[Opt, ...], kw: dict) -> list[str] | None:
+    """Read `args` into `kw` as a command that takes options among its arguments does (click's
+    default); the arguments that are not options, or None (see the module's docstring)."""
+    rest: list[str] = []
+    while True:
+        i = parse_options(args, options, kw)
+        if i is None or i == len(args):
+            return None if i is None else rest
+        rest.append(args[i])
+        args = args[i + 1:]
 
 
 def parse_options(args: list[str], options: tuple[Opt, ...], kw: dict) -> int | None:
@@ -153,7 +172,7 @@ def click_option(o: Opt):
         elif isinstance(o.type, tuple):
             kwargs["type"] = click.Choice(list(o.type))
         elif isinstance(o.type, range):
-            kwargs["type"] = click.IntRange(o.type.start, o.type.stop - 1)
+            kwargs["type"] = click.IntRange(o.type.start, None if o.type.stop == sys.maxsize else o.type.stop - 1)
         elif o.type is not str:
             kwargs["type"] = o.type
         if o.kind != MULTIPLE:

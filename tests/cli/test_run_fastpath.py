@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from soko.commands.run_options import parse, parse_run
+from tests.cli.importtime_helpers import imported, imported_at_start, messages, soko_importtime
 from tests.conftest import REPO, need_root
 
 ACCEPTED = [
@@ -84,45 +85,30 @@ def bb(soko, busybox_rootfs):
     return "bb:fast"
 
 
-def _soko(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "soko", "--root", str(root), *args],
-                          capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
-
-
-def _imported(p: subprocess.CompletedProcess) -> set[str]:
-    return {line.split("|")[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
-
-
-def _messages(p: subprocess.CompletedProcess) -> str:
-    return "\n".join(line for line in p.stderr.splitlines() if not line.startswith("import time:"))
-
-
 def test_plain_run_needs_no_click_and_ends_as_before(soko, bb):
     soko("run", "--rm", "--network", "none", bb, "true")  # the first run unpacks the image's snapshot
-    p = _soko(soko.root, "run", "--rm", "--network", "none", bb, "sh", "-c", "echo out; echo err >&2; exit 3")
-    assert (p.returncode, p.stdout, _messages(p)) == (3, "out\n", "err")
-    assert "click" not in _imported(p)
-    assert "_hashlib" not in _imported(p)  # OpenSSL: a manifest, a config and a cache key are small data
-    at_start = _imported(subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
-                                        text=True, env={**os.environ, "PYTHONPATH": str(REPO)}))  # site's
-    unused = {"ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - at_start  # entry.ON_FIRST_USE
-    assert unused & _imported(p) == set()
-    p = _soko(soko.root, "run", "--rm", "--network", "none", bb, "no-such-command")
-    assert (p.returncode, _messages(p)) == (127, 'soko: exec: "no-such-command": executable file not found in $PATH')
-    assert "click" not in _imported(p)
-    p = _soko(soko.root, "run", "--rm", "--pull", "never", "no/such:image")
-    assert (p.returncode, _messages(p)) == (125, "soko: no such image: no/such:image")
+    p = soko_importtime(soko.root, "run", "--rm", "--network", "none", bb, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (p.returncode, p.stdout, messages(p)) == (3, "out\n", "err")
+    assert "click" not in imported(p)
+    assert "_hashlib" not in imported(p)  # OpenSSL: a manifest, a config and a cache key are small data
+    unused = {"ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - imported_at_start()  # entry.ON_FIRST_USE
+    assert unused & imported(p) == set()
+    p = soko_importtime(soko.root, "run", "--rm", "--network", "none", bb, "no-such-command")
+    assert (p.returncode, messages(p)) == (127, 'soko: exec: "no-such-command": executable file not found in $PATH')
+    assert "click" not in imported(p)
+    p = soko_importtime(soko.root, "run", "--rm", "--pull", "never", "no/such:image")
+    assert (p.returncode, messages(p)) == (125, "soko: no such image: no/such:image")
     assert soko("ps", "-a", "-q").stdout == ""  # --rm left nothing
 
 
 def test_unusual_command_lines_get_clicks_words(soko, bb):
-    p = _soko(soko.root, "run", "--pids-limit", "x", bb)
+    p = soko_importtime(soko.root, "run", "--pids-limit", "x", bb)
     assert p.returncode == 2
-    assert "Error: Invalid value for '--pids-limit': 'x' is not a valid integer." in _messages(p)
-    assert "click" in _imported(p)
-    p = _soko(soko.root, "run", "--rm", "--network", "none", bb, "true", env={"_SOKO_COMPLETE": "bash_source"})
-    assert "click" in _imported(p) and "complete" in p.stdout  # click's shell completion script
+    assert "Error: Invalid value for '--pids-limit': 'x' is not a valid integer." in messages(p)
+    assert "click" in imported(p)
+    p = soko_importtime(soko.root, "run", "--rm", "--network", "none", bb, "true",
+                        env={"_SOKO_COMPLETE": "bash_source"})
+    assert "click" in imported(p) and "complete" in p.stdout  # click's shell completion script
 
 
 def _gc_state_at_the_end(*argv: str) -> str:

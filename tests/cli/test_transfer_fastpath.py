@@ -3,16 +3,12 @@ must read every command line they accept exactly as click does, leave every othe
 and the commands must then print and fail as through click, without importing click."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from soko.commands.transfer_options import parse_pull, parse_push
 from storage.images import ImageStore
 from tests.client.client_helpers import make_image, random_layer, start_distribution
-from tests.conftest import REPO
+from tests.cli.importtime_helpers import imported, imported_at_start, messages, soko_importtime
 
 PULL_ACCEPTED = [
     ["r/x:1"], ["-q", "r/x:1"], ["--quiet", "--insecure", "r/x"], ["-j", "3", "r/x"], ["--jobs=64", "r/x"],
@@ -60,43 +56,28 @@ def test_unusual_push_lines_are_left_to_click(args):
     assert parse_push(args) is None
 
 
-def _soko(root, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "soko", "--root", str(root), *args],
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def _imported(p: subprocess.CompletedProcess) -> set[str]:
-    return {line.split("|")[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
-
-
-def _messages(p: subprocess.CompletedProcess) -> str:
-    return "\n".join(line for line in p.stderr.splitlines() if not line.startswith("import time:"))
-
-
 def test_plain_push_and_pull_need_neither_click_nor_aiohttp(tmp_path):
     reg = start_distribution(tmp_path / "reg")
     try:
         store = ImageStore(tmp_path / "a")
         ref = f"{reg.host}/fast/path:1"
         m = make_image(store, ref, [random_layer(store, 50_000, 71)])
-        p = _soko(tmp_path / "a", "push", ref)
-        assert p.returncode == 0, _messages(p)
+        p = soko_importtime(tmp_path / "a", "push", ref)
+        assert p.returncode == 0, messages(p)
         assert p.stdout.splitlines()[-1] == f"1: digest: {m.digest} size: {len(m.raw)}"
-        p = _soko(tmp_path / "b", "pull", ref)
-        assert p.returncode == 0, _messages(p)
+        p = soko_importtime(tmp_path / "b", "pull", ref)
+        assert p.returncode == 0, messages(p)
         assert p.stdout.splitlines()[0] == "1: Pulling from fast/path"
         assert p.stdout.splitlines()[-3:] == [f"Digest: {m.digest}", f"Status: Downloaded newer image for {ref}", ref]
         # nor the compressors and tarfile (~15 ms) for the repo digest it records at the end
-        assert {"click", "aiohttp", "zstandard", "tarfile"} & _imported(p) == set()
-        at_start = _imported(subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True,
-                                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}))  # site's
-        assert ({"inspect", "ast", "bz2", "lzma"} - at_start) & _imported(p) == set()  # entry.ON_FIRST_USE
+        assert {"click", "aiohttp", "zstandard", "tarfile"} & imported(p) == set()
+        assert ({"inspect", "ast", "bz2", "lzma"} - imported_at_start()) & imported(p) == set()  # entry.ON_FIRST_USE
         assert ImageStore(tmp_path / "b").resolve(ref).digest == m.digest
-        p = _soko(tmp_path / "b", "pull", "-q", f"{reg.host}/fast/none:1")  # an error: one line, status 1
+        p = soko_importtime(tmp_path / "b", "pull", "-q", f"{reg.host}/fast/none:1")  # an error: one line, status 1
         assert (p.returncode, p.stdout) == (1, "")
-        assert _messages(p).startswith("soko: ") and "not found" in _messages(p) and "\n" not in _messages(p)
-        assert {"click", "aiohttp"} & _imported(p) == set()
-        p = _soko(tmp_path / "b", "pull", "-j", "0", ref)  # click's words for what click must judge
-        assert p.returncode == 2 and "0 is not in the range 1<=x<=64" in _messages(p)
+        assert messages(p).startswith("soko: ") and "not found" in messages(p) and "\n" not in messages(p)
+        assert {"click", "aiohttp"} & imported(p) == set()
+        p = soko_importtime(tmp_path / "b", "pull", "-j", "0", ref)  # click's words for what click must judge
+        assert p.returncode == 2 and "0 is not in the range 1<=x<=64" in messages(p)
     finally:
         reg.stop()
