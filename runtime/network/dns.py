@@ -31,7 +31,7 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 TTL = 600
 TIMEOUT = 2.0
-MAX_PENDING = 256  # forwarded queries awaiting an answer, a socket each (select's limit is 1024)
+MAX_PENDING = 256  # forwarded queries awaiting an answer, a socket each
 MAX_STREAMS = 64  # TCP clients at once; beyond, the oldest goes
 STREAM_QUERIES = 8  # a TCP client's queries in flight; more wait in its socket
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); from runtime.network.dns import main; "
@@ -297,7 +297,7 @@ class Responder:
         while True:
             reading = [self.udp, self.tcp, *self.pending, *(c for c, st in self.streams.items() if st.wants_input())]
             writing = [c for c, st in self.streams.items() if st.outbox]
-            readable, writable, _ = select.select(reading, writing, [], 0.5)
+            readable, writable = _ready(reading, writing, 0.5)
             for s in writable:
                 if s in self.streams:
                     self.write(self.streams[s])
@@ -352,3 +352,29 @@ def main(argv: list[str]) -> None:
     udp = socket.socket(fileno=udp_fd)
     tcp = socket.socket(fileno=tcp_fd)
     Responder(state_dir, bridge, udp, tcp).run()
+
+
+def _ready(reading: list[socket.socket], writing: list[socket.socket],
+           timeout: float) -> tuple[list[socket.socket], list[socket.socket]]:
+    """The sockets of `reading` that can be read and of `writing` that can be written, waiting
+    up to `timeout` seconds. poll, not select: select refuses descriptors past 1024, which the
+    responder's sockets reach when it starts with many descriptors open (it answered nothing)."""
+    poller = select.poll()
+    by_fd: dict[int, socket.socket] = {}
+    masks: dict[int, int] = {}
+    for socks, mask in ((reading, select.POLLIN), (writing, select.POLLOUT)):
+        for sock in socks:
+            fd = sock.fileno()
+            by_fd[fd] = sock
+            masks[fd] = masks.get(fd, 0) | mask
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    readable: list[socket.socket] = []
+    writable: list[socket.socket] = []
+    for fd, got in poller.poll(timeout * 1000):
+        sock = by_fd[fd]
+        if got & (select.POLLIN | select.POLLHUP | select.POLLERR) and masks[fd] & select.POLLIN:
+            readable.append(sock)
+        if got & (select.POLLOUT | select.POLLHUP | select.POLLERR) and masks[fd] & select.POLLOUT:
+            writable.append(sock)
+    return readable, writable

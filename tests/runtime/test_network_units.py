@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import struct
 import threading
@@ -281,3 +282,27 @@ def test_run_and_network_create_refuse_the_same_network_names(tmp_path, name):
     with pytest.raises(InvalidOption, match="invalid network name"):
         networks.create(MetadataDB(tmp_path / "m.db"), name)
     RunOptions(network="a.b_c-1", command=["true"]).validate()
+
+
+def test_dns_responder_answers_on_descriptors_past_1024(tmp_path, upstream):
+    """The responder waits with poll: select refused its sockets once their descriptors were
+    past 1024 (a process with many open, as a test worker holding snapshots is), and the
+    responder died without answering."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    filler = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        with responder(tmp_path, [upstream]) as (r, client):
+            assert r.udp.fileno() > 1024
+            client.sendto(query("web", 1, 9), r.udp.getsockname())
+            assert answers(client.recv(512))[::2] == (9, ["10.9.0.7"])
+            with socket.create_connection(r.tcp.getsockname(), timeout=5) as c:
+                q = query("web", 1, 10)
+                c.sendall(struct.pack("!H", len(q)) + q)
+                size = struct.unpack("!H", _exact(c, 2))[0]
+                assert answers(_exact(c, size))[::2] == (10, ["10.9.0.7"])
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
