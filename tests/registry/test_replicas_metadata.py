@@ -5,6 +5,7 @@ other is linking, and a namespace's quota holds across both."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 
@@ -165,6 +166,10 @@ def test_gc_on_one_replica_never_deletes_what_the_other_links(replicas, pg_url):
             count(f"manifest pushed {r.status}")
             check(ca, "manifest", f"/v2/{name}/manifests/{sha256(m)}", m, since)  # gc removes no manifest here
             cb.request("DELETE", f"/v2/{name}/manifests/{sha256(m)}")
+            # paced: on an idle machine the 4 pushers came back to each of the 32 blobs well within
+            # the grace, so no blob's bytes ever grew old enough to collect (0-6 removed in 90 s);
+            # a random pause keeps some coming back sooner than the grace, most later
+            time.sleep(random.uniform(0, 0.06))
         cb.close()
         ca.close()
     side_by_side(pusher, 4)
