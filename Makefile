@@ -25,7 +25,7 @@ JOBS ?= 4
 APT_PACKAGES := busybox-static skopeo umoci podman buildah runc crun docker-registry \
 	debootstrap apache2-utils curl pigz zstd hey wrk hyperfine python3-venv docker.io \
 	gcc libc6-dev linux-libc-dev git openssh-client openssl chromium chromium-driver \
-	ceph-mon ceph-osd radosgw ceph-common postgresql haproxy
+	ceph-mon ceph-osd radosgw ceph-common postgresql haproxy nftables
 
 DEMO_DIR := $(CURDIR)/.demo-store
 
