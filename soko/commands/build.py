@@ -7,17 +7,11 @@ import click
 from ..errors import UsageError
 from . import build_core
 from .build_options import OPTIONS
-from .option_table import click_option
-
-
-def _options(f):
-    for o in reversed(OPTIONS):
-        f = click_option(o)(f)
-    return f
+from .option_table import click_options
 
 
 @click.command("build")
-@_options
+@click_options(OPTIONS)
 @click.argument("context", type=click.Path(exists=True, allow_dash=True))  # a file: the builder says why not
 @click.pass_context
 def build_cmd(ctx: click.Context, **kw) -> None:

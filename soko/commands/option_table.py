@@ -180,3 +180,12 @@ def click_option(o: Opt):
         if o.metavar:
             kwargs["metavar"] = o.metavar
     return click.option(*o.decls, **kwargs)
+
+
+def click_options(options):
+    """A decorator giving a click command every option of the table `options`, in its order."""
+    def wrap(f):
+        for o in reversed(options):
+            f = click_option(o)(f)
+        return f
+    return wrap

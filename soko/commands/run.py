@@ -5,15 +5,13 @@ from __future__ import annotations
 import click
 
 from . import run_core
-from .option_table import click_option as _click_option
+from .option_table import click_option as _click_option, click_options
 from .run_options import DETACH, OPTIONS
 
 
 def _options(f):
     f = click.argument("image")(click.argument("command", nargs=-1, type=click.UNPROCESSED)(f))
-    for o in reversed(OPTIONS):
-        f = _click_option(o)(f)
-    return f
+    return click_options(OPTIONS)(f)
 
 
 @click.command("run", context_settings={"allow_interspersed_args": False})

@@ -6,7 +6,7 @@ import sys
 import click
 
 from . import transfer_core
-from .option_table import click_option
+from .option_table import click_options
 from .transfer_core import client_options, with_progress
 from .transfer_options import PULL_OPTIONS, PUSH_OPTIONS
 
@@ -21,16 +21,9 @@ def _check_level(ctx, param, level):
         raise click.BadParameter(str(e), ctx, param) from None
 
 
-def _table(options):
-    def wrap(f):
-        for o in reversed(options):
-            f = click_option(o)(f)
-        return f
-    return wrap
-
 
 @click.command("push")
-@_table(PUSH_OPTIONS)
+@click_options(PUSH_OPTIONS)
 @click.option("--compression-level", type=int, default=None, callback=_check_level,
               help="gzip 0-9 (default 6), zstd 1-22 (default: level 3 with a 4 MiB window); "
                    "used when a layer is first compressed.")
@@ -43,7 +36,7 @@ def push_cmd(ctx, **kw) -> None:
 
 
 @click.command("pull")
-@_table(PULL_OPTIONS)
+@click_options(PULL_OPTIONS)
 @click.argument("ref")
 @click.pass_context
 def pull_cmd(ctx, **kw) -> None:

@@ -2,6 +2,8 @@
 straight from a plain command line (soko/entry.py, transfer_options.py)."""
 from __future__ import annotations
 
+from ..entry import echo
+
 
 def client_options(insecure: bool = False, jobs: int | None = None):
     from registry.client import ClientOptions
@@ -36,7 +38,7 @@ def push_image(store, image: str, dest: str | None, insecure: bool, jobs: int | 
         from storage import references
 
         tag = references.parse(result.reference).tag or "latest"
-        print(f"{tag}: digest: {result.digest} size: {result.size}")
+        echo(f"{tag}: digest: {result.digest} size: {result.size}")
     return result
 
 
@@ -65,18 +67,18 @@ def pull_image(store, ref: str, insecure: bool, platform: str | None, jobs: int 
         before = None
     if not quiet:
         if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
-            print("Using default tag: latest")
-        print(f"{parsed.digest or parsed.tag}: Pulling from {parsed.path}")
+            echo("Using default tag: latest")
+        echo(f"{parsed.digest or parsed.tag}: Pulling from {parsed.path}")
     result = with_progress(quiet, lambda p: pull(store, ref, plat, client_options(insecure, jobs), p))
     top = result.index_digest or result.digest
     _record_repo_digest(store, str(parsed), top)
     if quiet:
-        print(str(parsed))
+        echo(str(parsed))
         return result
     status = "Image is up to date" if before == result.image_id else "Downloaded newer image"
-    print(f"Digest: {top}")
-    print(f"Status: {status} for {parsed.familiar()}")
-    print(str(parsed))
+    echo(f"Digest: {top}")
+    echo(f"Status: {status} for {parsed.familiar()}")
+    echo(str(parsed))
     return result
 
 
