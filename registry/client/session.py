@@ -147,8 +147,9 @@ class RegistrySession:
         """GET /v2/ once: settles the scheme and learns the auth challenge."""
         if self.base is not None:
             return
+        seen = self._ping_failed
         async with self._ping_lock:
-            if self._ping_failed is not None:  # requests that waited on a ping that failed: as final
+            if self._ping_failed is not seen:  # waited on a ping that failed: its failure, not another try
                 raise self._ping_failed
             if self.base is None:
                 try:
