@@ -258,6 +258,7 @@ def _place_all(placer: "_Placer", view, items: list[Item], dest: str, dest_is_di
         o_uid, o_gid = owner(item.st, item.keep_owner)
         if item.data is not None:
             placer.data.pop(str(target)[len(placer.root) + 1:], None)
+            placer.reuse.replaced(str(target)[len(placer.root) + 1:])
             _write_data(target, item.data, chmod.apply(0o644, False) if chmod else 0o644, o_uid, o_gid, item.mtime)
             tree.place(target)
         else:
@@ -365,6 +366,8 @@ class _Placer:
         if self.chmod is not None:
             mode = self.chmod.apply(mode, kind == stat.S_IFDIR)
         mtime_ns = mtime * 1_000_000_000 if mtime is not None else st.st_mtime_ns
+        if kind != stat.S_IFREG:
+            self.reuse.replaced(str(path)[len(self.root) + 1:])
         if kind == stat.S_IFDIR:
             self.tree.make_dir(path, mode, uid, gid, mtime_ns)
             return

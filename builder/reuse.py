@@ -151,6 +151,11 @@ class Reuse:
         self.placed[rel] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, digest)
         self.linked.discard(rel)
 
+    def replaced(self, rel: str) -> None:
+        """Something else (a directory, a symlink, bytes from memory) now stands at `rel`: a file
+        linked there earlier in this COPY no longer is, and its member must not be taken whole."""
+        self.linked.discard(rel)
+
     def donor_layer(self):
         """The previous layer's tar as a storage.layers.Donor for the files linked from its
         snapshot (the very inodes it was written from; a file written again is read, so the

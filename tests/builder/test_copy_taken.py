@@ -356,3 +356,28 @@ def test_two_edit_rebuilds_at_once_in_two_processes(store, ctx, soko, tmp_path, 
     assert _tree(_snapshot(store, "a", -2)) == _tree(_snapshot(fresh, "f", -2))
     assert ImageFS(store, "v1").read("/app/src/d1/f005.txt") == b"file 5\n" * 6
     assert ImageFS(store, "a").read("/app/src/d1/f005.txt") == b"edited\n"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_a_linked_file_replaced_by_a_later_source_is_not_taken_whole(store, tmp_path, busybox_rootfs, kind):
+    """One COPY, two sources: the first's file is linked from the previous result, then the
+    second source puts a symlink (or a directory) at the same path. The layer must hold what
+    the tree holds, as a fresh store's does, not the previous tar's member for that path."""
+    files = {f"a/f{i:02d}.txt": f"a {i}\n" * (i + 1) for i in range(12)}
+    files["b/keep.txt"] = "b\n"
+    ctx = write_context(tmp_path / "ctx", files)
+    _old(ctx)
+    df = "FROM busybox\nCOPY a/ b/ /dest/\n"
+    do_build(store, ctx, df, tags=["v1"], source_date_epoch=EPOCH)
+    if kind == "symlink":
+        os.symlink("keep.txt", ctx / "b/f03.txt")
+    else:
+        (ctx / "b/f03.txt").mkdir()
+        (ctx / "b/f03.txt/inside").write_text("in\n")
+    _old(ctx)
+    do_build(store, ctx, df, tags=["v2"], source_date_epoch=EPOCH)
+    fresh = ImageStore(tmp_path / "fresh")
+    import_busybox(fresh, busybox_rootfs)
+    do_build(fresh, ctx, df, tags=["f"], source_date_epoch=EPOCH)
+    assert _tree(_snapshot(store, "v2")) == _tree(_snapshot(fresh, "f"))
+    assert store.resolve("v2").config.diff_ids == fresh.resolve("f").config.diff_ids
