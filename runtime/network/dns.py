@@ -159,7 +159,7 @@ class Stream:
         return not self.eof and not self.outbox and self.waiting < STREAM_QUERIES
 
     def finished(self, now: float) -> bool:
-        return not self.waiting and ((self.eof and not self.outbox) or now > self.deadline)
+        return not self.waiting and ((self.eof and not self.outbox and not self.inbox) or now > self.deadline)
 
     def io(self, call: Callable[[], T]) -> T | None:
         """call() on the socket; None when it would block, or failed (then the stream is done)."""
@@ -261,7 +261,14 @@ class Responder:
         if not data:
             return
         st.inbox += data
-        while len(st.inbox) >= 2 and len(st.inbox) >= 2 + (size := struct.unpack_from("!H", st.inbox)[0]):
+        self.parse(st)
+
+    def parse(self, st: Stream) -> None:
+        """Serve the whole queries in `st`'s inbox, at most STREAM_QUERIES of them in flight: one
+        recv may hold thousands, and forwarding them all would take every upstream slot
+        (MAX_PENDING) from every other client; the rest wait until answers come back."""
+        while (st.waiting < STREAM_QUERIES and len(st.inbox) >= 2
+               and len(st.inbox) >= 2 + (size := struct.unpack_from("!H", st.inbox)[0])):
             msg = bytes(st.inbox[2:2 + size])
             del st.inbox[:2 + size]
             st.deadline = time.monotonic() + TIMEOUT
@@ -301,6 +308,9 @@ class Responder:
             for s in writable:
                 if s in self.streams:
                     self.write(self.streams[s])
+            for st in list(self.streams.values()):  # queries held back while others were in flight
+                if st.inbox and st.waiting < STREAM_QUERIES:
+                    self.parse(st)
             for s in readable:
                 if s is self.udp:
                     try:

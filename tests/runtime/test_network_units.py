@@ -306,3 +306,22 @@ def test_dns_responder_answers_on_descriptors_past_1024(tmp_path, upstream):
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_one_tcp_client_cannot_take_every_upstream_slot(tmp_path):
+    """Hundreds of forwarded queries in one TCP send: at most STREAM_QUERIES of them wait
+    upstream at once (they took all MAX_PENDING sockets, and every other client got SERVFAIL)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # an upstream that never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        with responder(tmp_path, [silent.getsockname()]) as (r, client):
+            with socket.create_connection(r.tcp.getsockname(), timeout=5) as c:
+                burst = b"".join(struct.pack("!H", len(q)) + q
+                                 for q in (query(f"n{i}.example.test", 1, i) for i in range(300)))
+                c.sendall(burst)
+                time.sleep(0.5)
+                assert 0 < len(r.pending) <= dns.STREAM_QUERIES
+                client.sendto(query("web", 1, 5), r.udp.getsockname())  # names of the network still answered
+                assert answers(client.recv(512))[::2] == (5, ["10.9.0.7"])
+    finally:
+        silent.close()
