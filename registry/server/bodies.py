@@ -24,13 +24,17 @@ class SlowClient(APIError):
         super().__init__(code, f"request body too slow (less than {need} bytes in {window:g} s)", status=408)
 
 
+def pace(limits: Limits) -> tuple[float, int]:
+    """The minimum-rate rule: (window in seconds, bytes a body must bring in each window)."""
+    return limits.body_timeout, max(1, int(limits.body_timeout * limits.body_min_rate))
+
+
 class PacedReader:
     """`read()` is StreamReader.readany() with the minimum-rate rule."""
 
     def __init__(self, content: StreamReader, limits: Limits, code: str = "BLOB_UPLOAD_INVALID"):
         self.content = content
-        self.window = limits.body_timeout
-        self.need = max(1, int(limits.body_timeout * limits.body_min_rate))
+        self.window, self.need = pace(limits)
         self.code = code
         self._loop = asyncio.get_running_loop()
         self._deadline = self._loop.time() + self.window

@@ -35,7 +35,7 @@ from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, HttpRequestParser, RequestP
 
 from storage.content import Writer
 
-from .bodies import SlowClient
+from .bodies import SlowClient, pace
 from .config import Limits
 
 MIN_BODY = 8 * 1024 * 1024  # smaller bodies: aiohttp's path costs little, and a thread is not worth it
@@ -124,8 +124,7 @@ class SocketBodies:
             hashing = self.hashers.submit(writer.hash, piece)
             writer.store(piece)
 
-        window = self.limits.body_timeout
-        need = max(1, int(window * self.limits.body_min_rate))
+        window, need = pace(self.limits)
         try:
             for chunk in first:
                 hand(chunk)
