@@ -39,6 +39,7 @@ from pathlib import Path
 
 from . import layerio
 from .racy import racy
+from .tree import remove
 
 _File = tuple[int, int, int, int, str]  # size, mtime_ns, inode, st_mode, digest
 # a family record's file: [*_File, offset of its data in the layer tar, offset of its member] (None, None:
@@ -191,13 +192,9 @@ def _clear(path: str) -> None:
     """Whatever is at `path` in a taken tree, gone (a file is never rewritten in place: its inode
     may be another snapshot's too)."""
     try:
-        os.unlink(path)
+        remove(path)
     except FileNotFoundError:
         pass
-    except IsADirectoryError:
-        import shutil
-
-        shutil.rmtree(path)
 
 
 def _open_dir(path: str) -> int:
