@@ -12,7 +12,9 @@ import pytest
 
 from soko.commands.run_options import parse, parse_run
 from tests.cli.importtime_helpers import imported, imported_at_start, messages, soko_importtime
-from tests.conftest import REPO, need_root
+from tests.conftest import REPO
+
+from .containers_helpers import bb  # noqa: F401 - bb is a fixture
 
 ACCEPTED = [
     ["--rm", "img", "true"],
@@ -76,13 +78,6 @@ def test_global_options(tmp_path):
                  ["--debug", "--debug", "run", "img"], ["--root"], ["run", "--help"], ["--help", "run", "img"],
                  ["--root", "a", "--root", "b", "run", "img"], ["create", "img"]):
         assert parse(argv) is None, argv
-
-
-@pytest.fixture
-def bb(soko, busybox_rootfs):
-    need_root()
-    soko("import", "--change", 'CMD ["/bin/sh"]', busybox_rootfs, "bb:fast")
-    return "bb:fast"
 
 
 def test_plain_run_needs_no_click_and_ends_as_before(soko, bb):
