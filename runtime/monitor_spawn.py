@@ -13,9 +13,11 @@ no second interpreter to start, no second round of imports (50-150 ms of a
 `run -d`). What an exec would have dropped goes first: its stdio is
 /dev/null, every close-on-exec descriptor is /dev/null too (no lock, pipe or
 socket of soko's outlives it in the monitor), signal handlers are back to
-their defaults, and its command line names the container. soko's SQLite
-connections are closed before the fork: SQLite keeps per-process state about
-every open database file, which a child must not inherit and then use.
+their defaults, and its command line names the container. Every metadata
+database's SQLite connection in the process is closed before the fork
+(storage.metadata.close_all; each reopens when next used): SQLite keeps
+per-process state about every open database file, which a child must not
+inherit and then use.
 A soko with other threads running cannot fork safely (a lock held by one of
 them stays held in the child forever): it execs a fresh lean interpreter
 (`python -S`) running monitor.main instead, as does the DNS responder.
@@ -137,7 +139,9 @@ def spawn(c: "Container") -> int:
     rep_r, rep_w = os.pipe2(os.O_CLOEXEC)
     try:
         if can_fork():
-            _close_databases(c)
+            from storage.metadata import close_all
+
+            close_all()
             directory = c.dir
 
             def serve() -> int:
@@ -163,14 +167,3 @@ def spawn(c: "Container") -> int:
         code, _, text = rest.partition(" ")
         raise StartError(text.strip(), int(code) if code.isdigit() else 125)
     raise StartError(f"the container's monitor did not start ({msg.strip() or 'no report'})")
-
-
-def _close_databases(c: "Container") -> None:
-    """Every SQLite connection of this process closed (the store's reopens when next used)."""
-    import gc
-    import sqlite3
-
-    c.store.db.close()
-    for obj in gc.get_objects():
-        if type(obj) is sqlite3.Connection:
-            obj.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Union
@@ -125,11 +126,21 @@ def _libsqlite3():
     return _LIB[0]
 
 
+def close_all() -> None:
+    """Close this thread's connection of every MetadataDB in the process; each opens a new one
+    when next used. For a process about to fork a child that lives on (runtime's monitor): SQLite
+    keeps per-process state about every open database file, which a child must not inherit and
+    then use. Called with no other thread running, this leaves no connection open."""
+    for db in list(_OPEN):
+        db.close()
+
+
 class MetadataDB:
     """A thread-safe handle: one SQLite connection per thread, WAL journal."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        _OPEN.add(self)
         private_dir(self.path.parent)
         self._local = threading.local()
         self._migrated: set[str] = set()
@@ -204,7 +215,11 @@ class MetadataDB:
             return c.execute(sql, params).rowcount
 
     def close(self) -> None:
+        """This thread's connection closed; the next use opens another."""
         c = getattr(self._local, "conn", None)
         if c is not None:
             c.close()
             self._local.conn = None
+
+
+_OPEN: "weakref.WeakSet[MetadataDB]" = weakref.WeakSet()  # every MetadataDB alive, for close_all

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 
 from .containers_helpers import assert_nothing_left, bb, marker, processes_mentioning, state, wait_until  # noqa: F401
@@ -103,4 +105,65 @@ def test_monitor_is_execd_when_soko_has_another_thread(soko, bb):
     soko("stop", "-t", "0", cid)
     assert state(soko, cid)["ExitCode"] == 137
     soko("rm", cid)
+    assert_nothing_left(soko, [cid], [f"sleep {mark}"])
+
+
+# A `soko run -d` inside a program that holds a metadata database of its own (through soko's
+# command, or the runtime's API as a program embedding it calls it): its connection is closed
+# before the monitor's fork and reopened when next used; no database file is open at the fork.
+_CALLER = """
+import json, os, sys
+from storage.metadata import MetadataDB
+
+mine = MetadataDB(sys.argv[2])
+mine.execute("CREATE TABLE IF NOT EXISTS notes (n INTEGER)")
+mine.execute("INSERT INTO notes VALUES (1)")
+open_at_fork = []
+
+def databases_open():
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith((".db", ".db-wal", ".db-shm")):
+            open_at_fork.append(target)
+
+os.register_at_fork(before=databases_open)
+if sys.argv[1] == "cli":
+    from soko.entry import _plain
+    try:
+        _plain(sys.argv[3:])()  # what `soko ARGS` runs, without soko's way of leaving at its end
+    except SystemExit as e:
+        assert e.code == 0, e.code
+else:
+    import runtime
+    from storage.images import ImageStore
+    root, image, *command = sys.argv[sys.argv.index("--root") + 1:]
+    image, command = command[command.index("--network") + 2], command[command.index("--network") + 3:]
+    opts = runtime.RunOptions(command=command, network="none", detach=True)
+    runtime.run(ImageStore(root), image, opts, on_event=lambda kind, msg: kind == "created" and print(msg))
+os.register_at_fork(before=lambda: None)
+mine.execute("INSERT INTO notes VALUES (2)")
+print(json.dumps({"open_at_fork": open_at_fork, "notes": [r[0] for r in mine.query("SELECT n FROM notes ORDER BY n")]}),
+      file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("way", ["cli", "api"])
+def test_a_callers_database_works_after_run_d_and_none_crosses_the_fork(soko, bb, tmp_path, way):
+    mark = marker()
+    argv = [sys.executable, "-c", _CALLER, way, str(tmp_path / "mine.db"), "--root", str(soko.root), "run", "-d",
+            "--network", "none", bb, "sleep", mark]
+    r, _, _ = _run_d(argv, {**soko.env, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert state(soko, cid)["Running"] is True
+    pid = _monitor_of(soko, cid)
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().startswith(f"runtime.monitor {cid}".encode())  # forked, not exec'd
+    report = json.loads(r.stderr.strip().splitlines()[-1])
+    assert report["notes"] == [1, 2], report  # the caller's own database still works
+    assert report["open_at_fork"] == [], report  # not one database open as the monitor was forked
+    soko("rm", "-f", cid)
     assert_nothing_left(soko, [cid], [f"sleep {mark}"])
