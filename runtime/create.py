@@ -217,7 +217,7 @@ def make(store: "ImageStore", *, cid: str, options: RunOptions, cfg: dict, args:
     def fill(tmp: Path) -> None:
         initlayer.make(tmp / "init", LayerView(lowers), initlayer.targets(user_mounts if stub_user_mounts else []))
         if record is not None:
-            records.insert(store.db, record)
+            records.insert(store.db, record, layers)
         if hold:
             store.hold(hold_owner(cid), hold)
         if save_launch:

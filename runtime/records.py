@@ -52,11 +52,15 @@ class Record:
                    json.loads(row["config"]))
 
 
-def insert(db: "MetadataDB", rec: Record) -> None:
+def insert(db: "MetadataDB", rec: Record, layers: list[str]) -> None:
+    """`rec`, and its `layers` (chain IDs) in the index of what containers use (db.py)."""
     try:
-        migrated(db).execute(
-            "INSERT INTO containers(id, name, image, image_ref, created, layers, config) VALUES(?,?,?,?,?,?,?)",
-            (rec.id, rec.name, rec.image, rec.image_ref, rec.created, "[]", json.dumps(rec.config)))
+        with migrated(db).transaction() as c:
+            c.execute("INSERT INTO containers(id, name, image, image_ref, created, layers, config) "
+                      "VALUES(?,?,?,?,?,?,?)",
+                      (rec.id, rec.name, rec.image, rec.image_ref, rec.created, "[]", json.dumps(rec.config)))
+            c.executemany("INSERT OR IGNORE INTO container_layers(chain_id, container) VALUES(?,?)",
+                          [(chain, rec.id) for chain in layers])
     except sqlite3.IntegrityError:
         other = get_by_name(db, rec.name)
         raise NameConflict(f'Conflict. The container name "/{rec.name}" is already in use by container '
@@ -65,7 +69,14 @@ def insert(db: "MetadataDB", rec: Record) -> None:
 
 
 def delete(db: "MetadataDB", cid: str) -> None:
-    migrated(db).execute("DELETE FROM containers WHERE id=?", (cid,))
+    with migrated(db).transaction() as c:
+        c.execute("DELETE FROM container_layers WHERE container=?", (cid,))
+        c.execute("DELETE FROM containers WHERE id=?", (cid,))
+
+
+def layer_in_use(db: "MetadataDB", chain_id: str) -> bool:
+    """Whether a recorded container has the snapshot `chain_id` as one of its layers."""
+    return migrated(db).one("SELECT 1 FROM container_layers WHERE chain_id=? LIMIT 1", (chain_id,)) is not None
 
 
 def get(db: "MetadataDB", cid: str) -> Record | None:

@@ -169,10 +169,12 @@ class Snapshots:
         its layer if ever asked for. Refused (False) while any process holds it (snapholds: a
         build's RUN, view or COPY, this one's too), a container records it as one of its layers,
         or when it is gone."""
+        from .records import layer_in_use
+
         p = self.path(chain_id)
         with exclusive(str(p)) as free:
-            # the containers after the lock: `soko create` holds its layers until its state is saved
-            if not free or chain_id in _container_layers(self.store):
+            # the containers after the lock: `soko create` holds its layers until its record is written
+            if not free or layer_in_use(self.store.db, chain_id):
                 return False
             try:
                 os.rename(p, into)  # replaces the empty `into`; never half a tree
@@ -235,7 +237,8 @@ class Snapshots:
 
 
 def _container_layers(store: "ImageStore") -> set[str]:
-    """The chain IDs containers (of any state) record as their layers."""
+    """The chain IDs containers (of any state) record as their layers: every state read, for gc,
+    which must keep a build step's too (no record; records.layer_in_use answers for one snapshot)."""
     from . import containers
 
     out: set[str] = set()

@@ -443,3 +443,49 @@ def test_a_snapshot_another_process_holds_is_neither_taken_nor_removed(store, la
     with holding():
         assert snaps.prepare_image(layered)[-1] == snaps.path(top)
     assert snaps.path(top).stat().st_ino != inode and (snaps.path(top) / "added").read_text() == "added-by-layer-2\n"
+
+
+def _index_as_before_it_existed(store) -> None:
+    """The store as a soko without the container_layers index left it (runtime schema 2)."""
+    with store.db.transaction() as c:
+        c.execute("DROP TABLE container_layers")
+        c.execute("UPDATE schema_versions SET version=2 WHERE component='runtime'")
+    store.db.close()
+
+
+@pytest.mark.parametrize("made", ["now", "before the index"])
+def test_a_snapshot_a_container_records_is_not_taken_until_it_is_removed(store, layered, made, monkeypatch):
+    """A container (created, never started: no process holds anything) keeps its layers' snapshots
+    from a take, found through the store's index of container layers, not by reading every
+    container's state; a container made by a soko before that index is found too."""
+    from runtime import containers
+    from runtime.container import Container
+    from runtime.create import create
+    from runtime.db import migrated
+    from storage.images import ImageStore
+
+    snaps = Snapshots(store)
+    top = chain_ids(layered.config.diff_ids)[-1]
+    c = create(store, "layered", RunOptions(command=["true"], network="none"))
+    c.cdir.unlock()
+    other = create(store, "busybox", RunOptions(command=["true"], network="none"))  # shares the bottom layer
+    other.cdir.unlock()
+    if made != "now":
+        _index_as_before_it_existed(store)
+        store = ImageStore(store.root)
+        snaps = Snapshots(store)
+        migrated(store.db)  # the index made and filled from the states
+    monkeypatch.setattr(containers, "states", None)  # a take reads no container's state
+    inode = snaps.path(top).stat().st_ino
+    into = store.root / "taken"
+    into.mkdir()
+    assert not snaps.take(top, into)
+    assert snaps.path(top).stat().st_ino == inode and not os.listdir(into)
+    Container.get(store, c.id).delete()
+    assert snaps.take(top, into)  # no container records it now
+    assert os.lstat(into).st_ino == inode and not snaps.has(top)
+    bottom = chain_ids(layered.config.diff_ids)[0]
+    (store.root / "empty").mkdir()
+    assert not snaps.take(bottom, store.root / "empty")  # still the other container's
+    monkeypatch.undo()
+    Container.get(store, other.id).delete()
