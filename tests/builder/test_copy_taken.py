@@ -11,6 +11,7 @@ import select
 import stat
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -96,8 +97,12 @@ def _tree(root: Path) -> dict[str, tuple]:
     return out
 
 
+def _chain(store: ImageStore, ref: str, layer: int = -1) -> str:
+    return chain_ids(store.resolve(ref).config.diff_ids)[layer]
+
+
 def _snapshot(store: ImageStore, ref: str, layer: int = -1) -> Path:
-    return Snapshots(store).path(chain_ids(store.resolve(ref).config.diff_ids)[layer])
+    return Snapshots(store).path(_chain(store, ref, layer))
 
 
 @pytest.fixture
@@ -109,20 +114,29 @@ def ctx(tmp_path):
     return root
 
 
+@dataclass
+class Takes:
+    """Every take a build tried, in order, with its answer."""
+    tried: list[tuple[str, bool]] = field(default_factory=list)  # (chain ID, taken)
+
+    @property
+    def taken(self) -> list[str]:
+        return [chain for chain, ok in self.tried if ok]
+
+
 @pytest.fixture
-def took(monkeypatch):
-    """The chain IDs whose snapshots a build took."""
-    taken: list[str] = []
+def took(monkeypatch) -> Takes:
+    """The takes a build tried (a refusal is recorded too: a test of one proves it was asked)."""
+    takes = Takes()
     real = Snapshots.take
 
     def take(self, chain_id, into):
         ok = real(self, chain_id, into)
-        if ok:
-            taken.append(chain_id)
+        takes.tried.append((chain_id, ok))
         return ok
 
     monkeypatch.setattr(Snapshots, "take", take)
-    return taken
+    return takes
 
 
 def test_each_change_gives_what_a_fresh_store_gives(store, ctx, took, tmp_path, busybox_rootfs):
@@ -132,7 +146,7 @@ def test_each_change_gives_what_a_fresh_store_gives(store, ctx, took, tmp_path, 
         change(ctx)
         _old(ctx)
         do_build(store, ctx, DF, tags=[f"v{n}"], source_date_epoch=EPOCH)
-        assert took[-1:] == [chain_ids(store.resolve(f"v{n - 1}").config.diff_ids)[-2]], change.__name__
+        assert took.tried[-1:] == [(_chain(store, f"v{n - 1}", -2), True)], change.__name__
         assert not before.exists()
         fresh = ImageStore(tmp_path / f"fresh{n}")
         import_busybox(fresh, busybox_rootfs)
@@ -156,7 +170,7 @@ def test_the_old_and_new_images_run_and_gc_keeps_what_they_use(store, ctx, took,
     _delete_file(ctx)
     _old(ctx)
     do_build(store, ctx, DF, tags=["new"])
-    assert len(took) == 1
+    assert len(took.taken) == 1
     store.db.close()
     soko("gc")
     cat = "cat /app/src/d1/f005.txt; ls /app/src/d2 | wc -l"
@@ -181,7 +195,7 @@ def test_a_snapshot_in_use_is_not_taken(store, ctx, took, soko):
     _edit(ctx)
     _old(ctx)
     do_build(store, ctx, DF, tags=["v2"])
-    assert took == []
+    assert took.tried == [(_chain(store, "v1", -2), False)]  # asked, and refused
     assert (_snapshot(store, "v1", -2) / "app/src/d1/f005.txt").read_bytes() == b"file 5\n" * 6
     assert (_snapshot(store, "v2", -2) / "app/src/d1/f005.txt").read_bytes() == b"edited\n"
     store.db.close()
@@ -190,7 +204,7 @@ def test_a_snapshot_in_use_is_not_taken(store, ctx, took, soko):
     _old(ctx)
     store = ImageStore(store.root)
     do_build(store, ctx, DF, tags=["v3"])
-    assert took == []
+    assert took.tried[1:] == [(_chain(store, "v2", -2), False)]
     assert (_snapshot(store, "v2", -2) / "app/src/d1/f005.txt").read_bytes() == b"edited\n"
     assert ImageFS(store, "v3").read("/app/src/d1/f005.txt") == b"edited again\n"
 
@@ -207,7 +221,7 @@ def test_a_source_that_was_a_directory_and_is_now_a_file(store, ctx, took, tmp_p
     (ctx / "item").write_text("a file\n")
     _old(ctx)
     do_build(store, ctx, df, tags=["v2"], source_date_epoch=EPOCH)
-    assert len(took) == 1
+    assert len(took.taken) == 1
     assert ImageFS(store, "v2").read("/app/item") == b"a file\n"
     fresh = ImageStore(tmp_path / "fresh")
     import_busybox(fresh, busybox_rootfs)
@@ -245,7 +259,7 @@ def test_each_kind_of_copy_taken_gives_what_a_fresh_store_gives(flavour, store, 
         do_build(fresh, ctx, df, tags=["f"], source_date_epoch=EPOCH)
         assert store.resolve(f"v{n}").config.diff_ids == fresh.resolve("f").config.diff_ids, change.__name__
         assert _tree(_snapshot(store, f"v{n}")) == _tree(_snapshot(fresh, "f")), change.__name__
-    assert took  # the previous results were taken (not built afresh)
+    assert took.taken  # the previous results were taken (not built afresh)
 
 
 def test_an_unchanged_file_named_as_a_source_is_kept_where_it_is(store, ctx, took):
@@ -255,7 +269,7 @@ def test_an_unchanged_file_named_as_a_source_is_kept_where_it_is(store, ctx, too
     (ctx / "one.txt").write_text("changed\n")
     _old(ctx)
     do_build(store, ctx, df, tags=["v1"])
-    assert len(took) == 1
+    assert len(took.taken) == 1
     assert os.stat(_snapshot(store, "v1") / "f/f001.txt").st_ino == ino  # not written again
     assert (_snapshot(store, "v1") / "f/one.txt").read_bytes() == b"changed\n"
 
@@ -312,7 +326,7 @@ def test_a_snapshot_another_process_uses_is_not_taken(store, ctx, took, soko, tm
             _old(ctx)
             store = ImageStore(store.root)
             do_build(store, ctx, DF, tags=["v2"], source_date_epoch=EPOCH)
-            assert took == []  # the snapshot under the paused RUN was not taken
+            assert took.tried == [(_chain(store, "v1", -2), False)]  # the one under the paused RUN: refused
             assert _tree(Path(f"/proc/self/fd/{fd}")) == before
             (ctx / "sync/go").touch()
             rest, _ = proc.communicate(timeout=120)
