@@ -576,3 +576,50 @@ def test_pins_arriving_while_gc_waits_wait_for_it_on_postgresql(tmp_path, pg_url
     finally:
         meta.close()
         gc_side.close()
+
+
+def _pin_holder_backend(pg_url: str) -> tuple[int, object]:
+    """(pid, the query start of its last statement) of the session holding pins shared (GC_PIN)."""
+    import psycopg
+
+    from registry.server.metadb.postgres import GC_PIN, LOCK_CLASS
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        return c.execute("SELECT a.pid, a.query_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                         "WHERE l.locktype = 'advisory' AND l.granted AND l.classid::bigint = %s "
+                         "AND l.objid::bigint = %s AND l.objsubid = 2", (LOCK_CLASS, GC_PIN)).fetchone()
+
+
+def test_a_held_pin_asks_postgresql_nothing_until_a_collector_comes(tmp_path, pg_url):
+    """While a pin is held and no collector comes, the holder's session sends no statement (it
+    once looked for waiting collectors 40 times a second); a collector that comes is heard at
+    once: pins asked for after it wait for it."""
+    meta, gc_side = open_metadata(tmp_path, pg_url), open_metadata(tmp_path, pg_url)
+    try:
+        p1 = meta.pin()
+        time.sleep(0.2)
+        pid, started = _pin_holder_backend(pg_url)
+        time.sleep(1.0)
+        assert _pin_holder_backend(pg_url) == (pid, started)  # the same session, no statement since
+        entered = threading.Event()
+
+        def collect() -> None:
+            with gc_side.gc_transaction():
+                entered.set()
+        t = threading.Thread(target=collect)
+        t.start()
+        time.sleep(0.3)
+        late: list = []
+        u = threading.Thread(target=lambda: late.append(meta.pin()))
+        u.start()
+        u.join(0.5)
+        assert late == [] and not entered.is_set()  # behind the collector, which waits for p1
+        p1.release()
+        assert entered.wait(10)
+        t.join(10)
+        u.join(10)
+        assert len(late) == 1
+        late[0].release()
+    finally:
+        meta.close()
+        gc_side.close()

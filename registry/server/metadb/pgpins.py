@@ -10,23 +10,37 @@ collector waits for runs here.
 
 PostgreSQL queues a shared request behind a waiting exclusive one, so pushes
 arriving while gc waits used to wait for it; one session's count would instead
-grow for ever and starve the collector. So while the holder holds the lock it
-looks every POLL seconds whether anyone waits for it (pg_locks); if so it
+grow for ever and starve the collector. So a collector announces itself
+(`announce`: a NOTIFY on CHANNEL, before it asks for the lock); a holder hears
+it on its connection (LISTEN) and, for ANNOUNCED seconds, looks every POLL
+seconds whether anyone waits for the lock (pg_locks: the announcement comes
+just before the collector's request is queued). Once it sees one waiting it
 admits no more pins, lets go when the last one is released, and asks again,
-behind the collector.
+behind the collector. Otherwise a hold sends nothing: the holder sleeps on its
+connection's socket and on a pipe the last release writes to.
 """
 from __future__ import annotations
 
+import os
+import select
 import threading
+import time
 from typing import Any, Callable
 
 from ...errors import RegistryError
 
-POLL = 0.025  # how often a hold looks for a collector waiting (what a collector may wait more than before)
+CHANNEL = "soko_registry_gc"  # collectors NOTIFY on it before they ask for the pin lock
+ANNOUNCED = 1.0  # seconds after an announcement during which a hold also looks in pg_locks
+POLL = 0.025  # how often it looks then
 
 _WAITERS = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
             "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2 "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+
+
+def announce(conn: Any) -> None:
+    """(a collector, autocommit, before it asks for the pin lock) Holders stop admitting pins."""
+    conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
 
 class PinHolder:
@@ -45,6 +59,9 @@ class PinHolder:
         self._stop = False
         self._conn: Any = None
         self._thread: threading.Thread | None = None
+        self._heard = -ANNOUNCED  # when a collector last announced itself (monotonic)
+        self._sleeping = False  # the holder waits on its socket and the wake pipe
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def pin(self) -> "CountedPin":
         """(worker thread) Waits while the lock is not held: the holder takes it."""
@@ -74,6 +91,16 @@ class PinHolder:
             self._count -= 1
             if self._count == 0:
                 self._cond.notify_all()
+                self._wake()
+
+    def _wake(self) -> None:
+        """(under the condition) The holder, if asleep on its socket, looks again."""
+        if self._sleeping:
+            self._sleeping = False
+            try:
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:
+                pass  # woken already
 
     def _run(self) -> None:
         with self._cond:
@@ -90,18 +117,57 @@ class PinHolder:
                     continue
                 self._held = self._open = True
                 self._cond.notify_all()
-                # hold while pins are held (new ones join while open); let go at the last release
-                while not self._cond.wait_for(self._done, timeout=POLL):
-                    if self._open:
-                        waits: list[bool] = []
-                        if self._outside(lambda: waits.append(self._collector_waits())):
-                            self._held = self._open = False  # the connection broke: so did its lock
-                            break
-                        if waits[0]:
-                            self._open = False  # pins arriving now wait for the collector
+                self._hold()
                 if self._held:
                     self._held = self._open = False
                     self._outside(self._unlock)
+
+    def _hold(self) -> None:
+        """While pins are held (new ones join while open); returns at the last release, or with
+        _held False when the connection broke (its lock went with it)."""
+        while not self._done():
+            if self._outside(self._listen):
+                self._held = self._open = False
+                return
+            if self._open and time.monotonic() - self._heard < ANNOUNCED:
+                waits: list[bool] = []
+                if self._outside(lambda: waits.append(self._collector_waits())):
+                    self._held = self._open = False
+                    return
+                if waits[0]:
+                    self._open = False  # pins arriving now wait for the collector
+                else:
+                    self._cond.wait_for(self._done, timeout=POLL)
+                continue
+            if self._done():
+                return
+            self._sleeping = True
+            self._cond.release()
+            try:
+                self._sleep()
+            except Exception:  # noqa: BLE001 - the connection closed under it: the next _listen says so
+                pass
+            finally:
+                self._cond.acquire()
+                self._sleeping = False
+
+    def _listen(self) -> None:
+        """(outside the condition) The announcements the connection has received, heard."""
+        if any(True for _n in self._conn.notifies(timeout=0)):
+            with self._cond:
+                self._heard = time.monotonic()
+
+    def _sleep(self) -> None:
+        """(outside the condition) Until the connection has something to read (an announcement)
+        or the wake pipe is written to (the last release, close)."""
+        poller = select.poll()
+        poller.register(self._conn.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        poller.poll()
+        try:
+            os.read(self._wake_r, 64)
+        except BlockingIOError:
+            pass
 
     def _done(self) -> bool:
         """The hold may end: no pin held and none about to join it."""
@@ -128,6 +194,7 @@ class PinHolder:
         c = self._conn
         if c is None or c.closed or c.broken:
             c = self._conn = self._connect()
+            c.execute(f"LISTEN {CHANNEL}")
         c.execute("SELECT pg_advisory_lock_shared(%s, %s)", self._key)
 
     def _unlock(self) -> None:
@@ -141,6 +208,7 @@ class PinHolder:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+            self._wake()
             t = self._thread
         if t is not None:
             t.join(2)
@@ -149,6 +217,9 @@ class PinHolder:
                 t.join(10)
         if self._conn is not None:
             self._conn.close()
+        if t is None or not t.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
 
 class CountedPin:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import RegistryError
 from ..meta import GCTx, Pin, Visible
-from .pgpins import PinHolder
+from .pgpins import PinHolder, announce
 from .schema import POSTGRES, render, statements
 from .sql import SQLMeta
 
@@ -159,6 +159,7 @@ class PostgresMeta(SQLMeta):
     @contextmanager
     def gc_transaction(self, commit: bool = True) -> Iterator[GCTx]:
         c = self._conn()
+        announce(c)  # at once (autocommit): pin holders look for this collector waiting
         with c.transaction(force_rollback=not commit):
             # pins first: a pinned push may still need GC_EXCLUDE (shared) to link what it committed
             c.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, GC_PIN))
