@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import os
 import resource
-import select
 import signal
 import stat
 import struct
@@ -26,6 +25,7 @@ from .copy import copy_tree
 from .etc_files import write_into
 from .paths import ensure_target, mkdir_in_root, open_inside, secure_join
 from .snapshotter import RootMount
+from .waiting import readable
 
 OVERLAY_FAILED = 200  # tells soko to fall back to the copy snapshotter
 
@@ -169,7 +169,7 @@ def _die_with_soko(life_r: int) -> None:
     """SIGKILL when soko dies; exit now if it already has (its end of the life pipe is closed:
     readable, with nothing to read; soko's go, unread yet, is something to read)."""
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if select.select([life_r], [], [], 0)[0] and not _unread(life_r):
+    if readable([life_r], 0) and not _unread(life_r):
         os._exit(137)  # soko died before we could notice: do not start an orphan
 
 

@@ -335,9 +335,9 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _wait_fd(pidfd: int, timeout: float) -> bool:
-    import select
+    from .waiting import readable
 
-    return bool(select.select([pidfd], [], [], timeout)[0])
+    return bool(readable([pidfd], timeout))
 
 
 __all__ = ["Container", "StartError", "sweep"]

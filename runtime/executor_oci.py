@@ -209,13 +209,14 @@ def _netns_path(spec: dict) -> str:
 
 def _console_master(listener, helper: int) -> int | None:
     """The pty master runc sends over --console-socket (None if runc ended without sending it)."""
-    import select
     import socket
+
+    from .waiting import readable
 
     pidfd = os.pidfd_open(helper)
     try:
         while True:
-            ready = select.select([listener, pidfd], [], [])[0]
+            ready = readable([listener, pidfd])
             if listener in ready:
                 conn, _ = listener.accept()
                 with conn:

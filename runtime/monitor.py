@@ -15,7 +15,6 @@ stops the container as `soko stop` would.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 import time
@@ -27,6 +26,7 @@ from .errors import ContainerError
 from .launch import Launch
 from .logfile import LogWriter
 from .service import BACKOFF_MAX, BACKOFF_RESET_AFTER, BACKOFF_START, RestartPolicy, probe
+from .waiting import readable
 
 ATTACH = "attach"  # the socket `start -i` / `run -i` write the container's stdin to
 
@@ -106,7 +106,7 @@ class Monitor:
         while time.monotonic() < deadline:
             if self.stop_requested() or self.term_at is not None:
                 return True
-            select.select([self.wake_r], [], [], min(0.05, max(0.0, deadline - time.monotonic())))
+            readable([self.wake_r], min(0.05, max(0.0, deadline - time.monotonic())))
         return self.stop_requested()
 
     def run_once(self, first: bool) -> int | None:
@@ -204,7 +204,7 @@ class Monitor:
                     timeout = max(0.0, due - time.monotonic())
                 if self.term_at is not None:
                     timeout = max(0.0, min(timeout if timeout is not None else 1e9, self.term_at - time.monotonic()))
-                ready = select.select(watch, [], [], timeout)[0]
+                ready = readable(watch, timeout)
                 if self.wake_r in ready:
                     _drain(self.wake_r)
                 self.reap()

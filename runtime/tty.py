@@ -9,10 +9,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import select
 import signal
 import termios
 from typing import TYPE_CHECKING, Callable
+
+from .waiting import readable
 
 if TYPE_CHECKING:
     from .waiting import Forwarder
@@ -79,7 +80,7 @@ class Terminal:
         try:
             while True:
                 fds = [self.master, pidfd] + ([stdin] if stdin is not None else []) + wake
-                ready = select.select(fds, [], [])[0]
+                ready = readable(fds)
                 if wake and wake[0] in ready:
                     fwd.drain()
                 if self.master in ready:

@@ -3,7 +3,7 @@
 A Python signal handler runs between byte codes, so a signal that lands just
 before soko blocks in waitpid() would wait with it until the container ends
 (and a SIGTERM meant for the container would never reach it). Instead soko
-blocks in select() on a pidfd plus the signal wakeup fd, which the C-level
+blocks in poll() on a pidfd plus the signal wakeup fd, which the C-level
 handler writes to: every signal wakes the wait, the Python handler forwards
 it, and the wait resumes.
 """
@@ -13,7 +13,40 @@ import os
 import select
 import signal
 import threading
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
+
+W = TypeVar("W")  # a descriptor (int), or an object with fileno() (a socket)
+
+
+def ready(reading: Sequence[W], writing: Sequence[W] = (), timeout: float | None = None) -> tuple[list[W], list[W]]:
+    """What select.select(reading, writing, [], timeout) answers (an end of file or an error
+    counts as ready), by poll: select refuses a descriptor past 1024, which every descriptor
+    of a process with many open is (a test worker holding snapshots, a busy server)."""
+    poller = select.poll()
+    by_fd: dict[int, W] = {}
+    masks: dict[int, int] = {}
+    for objs, mask in ((reading, select.POLLIN), (writing, select.POLLOUT)):
+        for obj in objs:
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            by_fd[fd] = obj
+            masks[fd] = masks.get(fd, 0) | mask
+    for fd, mask in masks.items():
+        poller.register(fd, mask)
+    done = select.POLLHUP | select.POLLERR | select.POLLNVAL
+    readable: list[W] = []
+    writable: list[W] = []
+    for fd, got in poller.poll(None if timeout is None else max(0.0, timeout) * 1000):
+        if got & (select.POLLIN | done) and masks[fd] & select.POLLIN:
+            readable.append(by_fd[fd])
+        if got & (select.POLLOUT | done) and masks[fd] & select.POLLOUT:
+            writable.append(by_fd[fd])
+    return readable, writable
+
+
+def readable(fds: Sequence[W], timeout: float | None = None) -> list[W]:
+    """Those of `fds` that can be read (or are at their end) within `timeout` seconds (None: wait)."""
+    return ready(fds, (), timeout)[0]
+
 
 FORWARDED = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
              signal.SIGUSR2, signal.SIGCONT, signal.SIGALRM]
@@ -83,10 +116,10 @@ def wait(pid: int, fwd: Forwarder, outs: Sequence[tuple[int, Callable[[bytes], N
         watch = [pidfd] + fwd.fds + list(sinks)
         exited = False
         while not exited or sinks:
-            ready = select.select(watch, [], [])[0]
-            if fwd.fds and fwd.fds[0] in ready:
+            got = readable(watch)
+            if fwd.fds and fwd.fds[0] in got:
                 fwd.drain()
-            for fd in ready:
+            for fd in got:
                 if fd in sinks:
                     data = os.read(fd, 65536)
                     if data:
@@ -94,7 +127,7 @@ def wait(pid: int, fwd: Forwarder, outs: Sequence[tuple[int, Callable[[bytes], N
                     else:
                         watch.remove(fd)
                         del sinks[fd]
-            if pidfd in ready:
+            if pidfd in got:
                 exited = True
                 watch.remove(pidfd)
     finally:

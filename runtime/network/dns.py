@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import struct
@@ -27,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, TypeVar
+
+from ..waiting import ready
 
 T = TypeVar("T")
 TTL = 600
@@ -146,7 +147,7 @@ def upstreams(resolv_conf: str = "/etc/resolv.conf", exclude: str = "") -> list[
 @dataclass
 class Stream:
     """A TCP client: the bytes of its next query so far, the answers we owe it.
-    Served in the select loop like the rest, so a slow one stalls nobody; it is
+    Served in the poll loop like the rest, so a slow one stalls nobody; it is
     dropped when it has been idle (no whole query, no answer taken) for TIMEOUT."""
     conn: socket.socket
     deadline: float
@@ -304,7 +305,7 @@ class Responder:
         while True:
             reading = [self.udp, self.tcp, *self.pending, *(c for c, st in self.streams.items() if st.wants_input())]
             writing = [c for c, st in self.streams.items() if st.outbox]
-            readable, writable = _ready(reading, writing, 0.5)
+            readable, writable = ready(reading, writing, 0.5)  # poll: its descriptors may be past 1024
             for s in writable:
                 if s in self.streams:
                     self.write(self.streams[s])
@@ -362,29 +363,3 @@ def main(argv: list[str]) -> None:
     udp = socket.socket(fileno=udp_fd)
     tcp = socket.socket(fileno=tcp_fd)
     Responder(state_dir, bridge, udp, tcp).run()
-
-
-def _ready(reading: list[socket.socket], writing: list[socket.socket],
-           timeout: float) -> tuple[list[socket.socket], list[socket.socket]]:
-    """The sockets of `reading` that can be read and of `writing` that can be written, waiting
-    up to `timeout` seconds. poll, not select: select refuses descriptors past 1024, which the
-    responder's sockets reach when it starts with many descriptors open (it answered nothing)."""
-    poller = select.poll()
-    by_fd: dict[int, socket.socket] = {}
-    masks: dict[int, int] = {}
-    for socks, mask in ((reading, select.POLLIN), (writing, select.POLLOUT)):
-        for sock in socks:
-            fd = sock.fileno()
-            by_fd[fd] = sock
-            masks[fd] = masks.get(fd, 0) | mask
-    for fd, mask in masks.items():
-        poller.register(fd, mask)
-    readable: list[socket.socket] = []
-    writable: list[socket.socket] = []
-    for fd, got in poller.poll(timeout * 1000):
-        sock = by_fd[fd]
-        if got & (select.POLLIN | select.POLLHUP | select.POLLERR) and masks[fd] & select.POLLIN:
-            readable.append(sock)
-        if got & (select.POLLOUT | select.POLLHUP | select.POLLERR) and masks[fd] & select.POLLOUT:
-            writable.append(sock)
-    return readable, writable
