@@ -514,6 +514,20 @@ def test_a_database_that_does_not_answer_is_one_clear_error(tmp_path):
         open_metadata(tmp_path, "mysql://x/y")
 
 
+def _collecting(meta: RegistryMeta, inside=lambda: None) -> tuple[threading.Thread, threading.Event]:
+    """A collector's transaction on `meta`, started in a thread: the thread, and an event set
+    (after `inside()`) once the transaction has begun."""
+    entered = threading.Event()
+
+    def collect() -> None:
+        with meta.gc_transaction():
+            inside()
+            entered.set()
+    t = threading.Thread(target=collect)
+    t.start()
+    return t, entered
+
+
 def test_gc_waits_for_pins_and_pins_for_nobody(meta, tmp_path, url):
     """A pin (a push between its blob's commit and its link) holds off gc's
     transactions in any process; pins and links never wait for pins."""
@@ -522,13 +536,7 @@ def test_gc_waits_for_pins_and_pins_for_nobody(meta, tmp_path, url):
         p1 = meta.pin()
         p2 = gc_side.pin()  # another process pins too, at once
         link(meta, "r", "linked while pinned")  # a pinned push links
-        entered = threading.Event()
-
-        def collect() -> None:
-            with gc_side.gc_transaction():
-                entered.set()
-        t = threading.Thread(target=collect)
-        t.start()
+        t, entered = _collecting(gc_side)
         assert not entered.wait(0.5)
         p1.release()
         assert not entered.wait(0.3)  # the other pin still holds
@@ -549,14 +557,7 @@ def test_pins_arriving_while_gc_waits_wait_for_it_on_postgresql(tmp_path, pg_url
     order: list[str] = []
     try:
         p1 = meta.pin()
-        entered = threading.Event()
-
-        def collect() -> None:
-            with gc_side.gc_transaction():
-                order.append("gc")
-                entered.set()
-        t = threading.Thread(target=collect)
-        t.start()
+        t, entered = _collecting(gc_side, lambda: order.append("gc"))
         assert not entered.wait(0.3)  # the collector waits for p1
         late: list = []
 
@@ -601,13 +602,7 @@ def test_a_held_pin_asks_postgresql_nothing_until_a_collector_comes(tmp_path, pg
         pid, started = _pin_holder_backend(pg_url)
         time.sleep(1.0)
         assert _pin_holder_backend(pg_url) == (pid, started)  # the same session, no statement since
-        entered = threading.Event()
-
-        def collect() -> None:
-            with gc_side.gc_transaction():
-                entered.set()
-        t = threading.Thread(target=collect)
-        t.start()
+        t, entered = _collecting(gc_side)
         time.sleep(0.3)
         late: list = []
         u = threading.Thread(target=lambda: late.append(meta.pin()))
