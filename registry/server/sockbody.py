@@ -139,7 +139,8 @@ class SocketBodies:
         while owed:
             if i >= RING:
                 hashing.wait_one()  # the oldest piece, in the buffer about to be refilled, is hashed
-            view = ring[i % RING][:min(PIECE, owed)]
+            # pieces end on PIECE boundaries of the file: whole pages (and large folios) for the page cache
+            view = ring[i % RING][:min(PIECE - writer.offset % PIECE, owed)]
             i += 1
             fill = 0
             try:

@@ -44,6 +44,29 @@ def _pump(bodies: SocketBodies, writer: FileWriter, first: bytes, rest: bytes) -
         theirs.close()
 
 
+def test_pieces_after_the_first_are_stored_on_piece_boundaries(tmp_path: Path):
+    """aiohttp hands over an odd number of bytes read with the headers; the
+    pieces read from the socket after them must start on PIECE boundaries of
+    the file (whole pages for the page cache), and the data stays whole."""
+    bodies = SocketBodies(Limits())
+    writer = RecordingWriter(BlobStore(tmp_path), "up")
+    first = os.urandom(65536 - 333)
+    rest = os.urandom(3 * PIECE + 4321)
+    head = len(first)
+    try:
+        _pump(bodies, writer, first, rest)
+        assert writer.stores[0] == (0, head)
+        assert writer.stores[1][0] == head and head + writer.stores[1][1] <= PIECE, writer.stores
+        unaligned = [(at, n) for at, n in writer.stores[2:] if at % PIECE]
+        assert not unaligned, writer.stores
+        assert writer.digest == "sha256:" + hashlib.sha256(first + rest).hexdigest()
+        writer.flush_sync()
+        assert writer.tmp.read_bytes() == first + rest
+    finally:
+        writer.close_sync()
+        bodies.close()
+
+
 class GatedWriter(RecordingWriter):
     """Its first hash() waits until `gate` opens: hashing as slow as we like."""
 
