@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .. import digests
-from ..blobs import WRITEBACK, BlobStore, start_writeback
+from ..blobs import BlobStore, start_writeback
 from ..errors import DigestMismatch, SizeMismatch
 from .base import Info, Writer, check_ref
 
@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 ALIGN = 4096
 BLOCK = 4 * 1024 * 1024  # bytes per direct write (a multiple of ALIGN)
+# Writeback starts every WRITEBACK bytes. Smaller than blobs.WRITEBACK: an upload's commit waits for the last
+# range to reach the disk before the blob is linked (a push of 256 MiB: 8 MiB ~10 % faster than 32; 4 the same as 8).
+WRITEBACK = 8 * 1024 * 1024
 
 
 @dataclass

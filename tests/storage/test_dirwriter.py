@@ -120,3 +120,15 @@ def test_writeback_starts_as_data_arrives(tmp_path, writeback):
         w.write(piece)
     assert cachestat(w.tmp).dirty <= writeback
     w.abort_sync()
+
+
+def test_at_most_the_writeback_range_is_dirty_at_commit(tmp_path):
+    """With the real range: a 30 MiB upload leaves at most 8 MiB for the
+    fdatasync before its blob is linked to wait for."""
+    store = BlobStore(tmp_path / "store")
+    w = FileWriter(store, "u8")
+    piece = os.urandom(1 << 20)
+    for _ in range(30):
+        w.write(piece)
+    assert cachestat(w.tmp).dirty <= 8 << 20
+    w.abort_sync()
