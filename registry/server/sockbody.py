@@ -7,11 +7,13 @@ that hash and write. For a blob of hundreds of MB that costs more than the
 hashing itself (bench/README.md, "Blobs"). So a body of at least MIN_BODY
 bytes with a Content-Length, over plain TCP, without a Content-Encoding, is
 taken over: the transport stops reading, what aiohttp already buffered is
-taken from it, and a thread receives the rest with `recv_into` into two
-reused buffers, storing each piece while a second thread hashes it (both
-release the GIL). It reads exactly the bytes the body still owes; aiohttp
-then gets the connection back with a fresh HTTP parser (its own still waits
-for the body) and keep-alive goes on.
+taken from it, and a thread receives the rest with `recv_into` into a ring of
+reused buffers, storing each piece while a second thread hashes the pieces in
+order (both release the GIL). Hashing is the slowest stage; receiving runs up
+to RING - 1 pieces ahead of it instead of waiting for each hash in turn. It
+reads exactly the bytes the body still owes; aiohttp then gets the connection
+back with a fresh HTTP parser (its own still waits for the body) and
+keep-alive goes on.
 
 A body cut short, too slow (the minimum rate of bodies.py), or that failed to
 store ends with the connection closed after the answer; what arrived stays
@@ -22,12 +24,12 @@ path. Stopping the server wakes every thread (`stop_all`).
 from __future__ import annotations
 
 import asyncio
+import queue
 import select
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from aiohttp import hdrs, web
@@ -39,7 +41,8 @@ from .bodies import SlowClient, pace
 from .config import Limits
 
 MIN_BODY = 8 * 1024 * 1024  # smaller bodies: aiohttp's path costs little, and a thread is not worth it
-PIECE = 1024 * 1024  # bytes received before they are stored and hashed (two such buffers per body)
+PIECE = 1024 * 1024  # bytes received before they are stored and hashed
+RING = 4  # buffers per body: receiving runs up to RING - 1 pieces ahead of hashing
 SLOTS = 4  # bodies read this way at once; more wait on aiohttp's path, not for a thread
 
 
@@ -115,65 +118,62 @@ class SocketBodies:
 
     def _pump(self, sock: socket.socket, first: list[bytes], owed: int, writer: Writer, stop: threading.Event) -> None:
         """(worker thread) Store and hash `first`, then `owed` bytes from `sock`."""
-        hashing: Future | None = None
-
-        def hand(piece: bytes | memoryview) -> None:
-            nonlocal hashing
-            if hashing is not None:  # in order, and the buffer it hashed is free again
-                hashing.result()
-            hashing = self.hashers.submit(writer.hash, piece)
-            writer.store(piece)
-
-        window, need = pace(self.limits)
+        for chunk in first:  # what aiohttp had read already: little, hashed here
+            writer.hash(chunk)
+            writer.store(chunk)
+        hashing = _Hashing(self.hashers, writer.hash)
         try:
-            for chunk in first:
-                hand(chunk)
-            bufs = (memoryview(bytearray(PIECE)), memoryview(bytearray(PIECE)))
-            poll = select.poll()
-            poll.register(sock, select.POLLIN)
-            deadline = time.monotonic() + window
-            got = 0  # in this window
-            i = 0
-            while owed:
-                view = bufs[i][:min(PIECE, owed)]
-                fill = 0
-                try:
-                    while fill < len(view):
-                        try:
-                            n = sock.recv_into(view[fill:])
-                        except BlockingIOError:
-                            wait = deadline - time.monotonic()
-                            if wait <= 0:
-                                raise SlowClient("BLOB_UPLOAD_INVALID", window, need) from None
-                            if stop.is_set():
-                                raise ConnectionAbortedError("the server is stopping") from None
-                            poll.poll(min(wait, 1.0) * 1000)
-                            continue
-                        except ConnectionError:
-                            raise
-                        except OSError as e:  # the client's connection, never the store's fault
-                            raise ConnectionResetError(f"receiving the body: {e}") from e
-                        if not n:
-                            if stop.is_set():  # _wake() shut the socket down
-                                raise ConnectionAbortedError("the server is stopping")
-                            raise ConnectionResetError(f"the client closed the connection {owed - fill} bytes "
-                                                       "short of the body")
-                        fill += n
-                        got += n
-                        if got >= need:
-                            got = 0
-                            deadline = time.monotonic() + window
-                finally:  # what arrived is the writer's, also when the rest does not come
-                    if fill:
-                        hand(view[:fill])
-                owed -= fill
-                i ^= 1
-        except BaseException:
-            if hashing is not None:  # the writer is the caller's again only when no thread uses it
-                wait_futures([hashing])
-            raise
-        if hashing is not None:
-            hashing.result()
+            self._receive(sock, owed, writer, stop, hashing)
+        finally:  # the writer is the caller's again only when no thread uses it
+            hashing.finish()
+
+    def _receive(self, sock: socket.socket, owed: int, writer: Writer, stop: threading.Event,
+                 hashing: "_Hashing") -> None:
+        window, need = pace(self.limits)
+        ring = [memoryview(bytearray(PIECE)) for _ in range(RING)]
+        poll = select.poll()
+        poll.register(sock, select.POLLIN)
+        deadline = time.monotonic() + window
+        got = 0  # in this window
+        i = 0
+        while owed:
+            if i >= RING:
+                hashing.wait_one()  # the oldest piece, in the buffer about to be refilled, is hashed
+            # pieces end on PIECE boundaries of the file: whole pages (and large folios) for the page cache
+            view = ring[i % RING][:min(PIECE - writer.offset % PIECE, owed)]
+            i += 1
+            fill = 0
+            try:
+                while fill < len(view):
+                    try:
+                        n = sock.recv_into(view[fill:])
+                    except BlockingIOError:
+                        wait = deadline - time.monotonic()
+                        if wait <= 0:
+                            raise SlowClient("BLOB_UPLOAD_INVALID", window, need) from None
+                        if stop.is_set():
+                            raise ConnectionAbortedError("the server is stopping") from None
+                        poll.poll(min(wait, 1.0) * 1000)
+                        continue
+                    except ConnectionError:
+                        raise
+                    except OSError as e:  # the client's connection, never the store's fault
+                        raise ConnectionResetError(f"receiving the body: {e}") from e
+                    if not n:
+                        if stop.is_set():  # _wake() shut the socket down
+                            raise ConnectionAbortedError("the server is stopping")
+                        raise ConnectionResetError(f"the client closed the connection {owed - fill} bytes "
+                                                   "short of the body")
+                    fill += n
+                    got += n
+                    if got >= need:
+                        got = 0
+                        deadline = time.monotonic() + window
+            finally:  # what arrived is the writer's, also when the rest does not come
+                if fill:
+                    hashing.put(view[:fill])
+                    writer.store(view[:fill])
+            owed -= fill
 
     def stop_all(self) -> None:
         """Wake every thread receiving a body (the server is stopping): each
@@ -187,6 +187,40 @@ class SocketBodies:
         self.stop_all()
         self.readers.shutdown(wait=False)
         self.hashers.shutdown(wait=False)
+
+
+class _Hashing:
+    """Hashes pieces in order in one pool thread while the receiving thread
+    goes on; `wait_one` returns when the oldest piece not yet waited for is
+    hashed (its buffer is free again)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, hash_piece: Callable[[memoryview], None]):
+        self._todo: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._job = pool.submit(self._run, hash_piece)
+
+    def _run(self, hash_piece: Callable[[memoryview], None]) -> None:
+        while (piece := self._todo.get()) is not None:
+            if self._error is None:
+                try:
+                    hash_piece(piece)
+                except BaseException as e:  # raised to the receiving thread by finish()
+                    self._error = e
+            self._done.put(None)
+
+    def put(self, piece: memoryview) -> None:
+        self._todo.put(piece)
+
+    def wait_one(self) -> None:
+        self._done.get()
+
+    def finish(self) -> None:
+        """Wait until every piece is hashed; raise what hashing raised."""
+        self._todo.put(None)
+        self._job.result()
+        if self._error is not None:
+            raise self._error
 
 
 def _wake(stop: threading.Event, sock: socket.socket) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .. import digests
-from ..blobs import WRITEBACK, BlobStore, start_writeback
+from ..blobs import BlobStore, preallocate, start_writeback
 from ..errors import DigestMismatch, SizeMismatch
 from .base import Info, Writer, check_ref
 
@@ -50,6 +50,13 @@ T = TypeVar("T")
 
 ALIGN = 4096
 BLOCK = 4 * 1024 * 1024  # bytes per direct write (a multiple of ALIGN)
+# Writeback starts every WRITEBACK bytes. Smaller than blobs.WRITEBACK: an upload's commit waits for the last
+# range to reach the disk before the blob is linked (a push of 256 MiB: 8 MiB ~10 % faster than 32; 4 the same as 8).
+WRITEBACK = 8 * 1024 * 1024
+# Disk blocks are reserved (fallocate) up to this far ahead of the data, and never further ahead than the data this
+# writer has stored (a client cannot make the store hold more than twice what it sent); released when the writer
+# commits, parks or closes. A push of 256 MiB: ~10 % less server CPU.
+PREALLOCATE = 32 * 1024 * 1024
 
 
 @dataclass
@@ -134,6 +141,7 @@ class FileWriter(Writer):
             if self._fill:
                 self._buf[:self._fill] = os.pread(self._fd, self._fill, self._base)
         self._written_back = self.offset  # through the page cache: writeback started up to here
+        self._opened_at = self._allocated = self.offset  # through the page cache: blocks reserved up to here
         self._dirty = False  # tail not yet in the file
         self._unsynced = False  # file data not yet fdatasync'ed
 
@@ -173,6 +181,10 @@ class FileWriter(Writer):
     def _store_cached(self, data: bytes) -> int:
         view = memoryview(data)
         offset = self.offset
+        end = offset + len(data)
+        if end > self._allocated:
+            self._allocated = end + min(PREALLOCATE, end - self._opened_at)
+            preallocate(self._fd, offset, self._allocated - offset)
         while view:
             n = os.pwrite(self._fd, view, offset)
             offset += n
@@ -202,6 +214,13 @@ class FileWriter(Writer):
         self._base += BLOCK
         self._fill = 0
         self._unsynced = True
+
+    def _release(self) -> None:
+        """Free the blocks reserved past the data (truncating to the file's size,
+        which also keeps whatever another writer may have added)."""
+        if self._allocated > self.offset:
+            os.ftruncate(self._fd, max(self.offset, os.fstat(self._fd).st_size))
+            self._allocated = self.offset
 
     def flush_sync(self, sync: bool = True) -> None:
         """Put the unaligned tail in the file (page cache: survives the
@@ -239,6 +258,7 @@ class FileWriter(Writer):
             self.abort_sync()
         elif self._fd >= 0:
             try:
+                self._release()
                 self.flush_sync(sync=True)
             finally:
                 self._close_fds()
@@ -246,6 +266,7 @@ class FileWriter(Writer):
     def park_sync(self) -> Parked:
         """Release file and buffer, keep the running hash (the data stays in the
         page cache: it survives the process dying); resume with `resume=`."""
+        self._release()
         self.flush_sync(sync=False)
         self._close_fds()
         return Parked(self._hash, self.offset)
@@ -272,6 +293,7 @@ class FileWriter(Writer):
         """Durable, verified, then renamed into place (an existing blob gets a
         fresh mtime instead). The shared lock is held until then: a collector
         never takes the file."""
+        self._release()
         self.flush_sync(sync=True)
         self.verify(size, expected)
         try:

@@ -120,3 +120,53 @@ def test_writeback_starts_as_data_arrives(tmp_path, writeback):
         w.write(piece)
     assert cachestat(w.tmp).dirty <= writeback
     w.abort_sync()
+
+
+def test_at_most_the_writeback_range_is_dirty_at_commit(tmp_path):
+    """With the real range: a 30 MiB upload leaves at most 8 MiB for the
+    fdatasync before its blob is linked to wait for."""
+    store = BlobStore(tmp_path / "store")
+    w = FileWriter(store, "u8")
+    piece = os.urandom(1 << 20)
+    for _ in range(30):
+        w.write(piece)
+    assert cachestat(w.tmp).dirty <= 8 << 20
+    w.abort_sync()
+
+
+def _reserved(path) -> int:
+    """Bytes of disk blocks `path` holds past its size (rounded to pages; the
+    filesystem's own extent blocks count too: a few KiB, see SLACK)."""
+    st = os.stat(path)
+    return st.st_blocks * 512 - -(-st.st_size // 4096) * 4096
+
+
+SLACK = 64 * 1024
+
+
+def test_blocks_are_reserved_ahead_of_the_data_then_released(tmp_path):
+    """Through the page cache the writer reserves disk blocks ahead of the data
+    (no per-page delayed allocation), never more than it has stored; what is
+    left past the end is freed when it parks, closes or commits."""
+    store = BlobStore(tmp_path / "store")
+    piece = os.urandom(1 << 20)
+    w = FileWriter(store, "u9")
+    w.write(piece)
+    assert SLACK < _reserved(w.tmp) <= len(piece) + SLACK
+    for _ in range(7):
+        w.write(piece)
+    assert 4 * len(piece) <= _reserved(w.tmp) <= dirwriter.PREALLOCATE + SLACK
+    parked = w.park_sync()
+    assert _reserved(w.tmp) < SLACK
+    w = FileWriter(store, "u9", resume=parked)
+    w.write(piece)
+    assert _reserved(w.tmp) > SLACK
+    w.close_sync()
+    assert _reserved(w.tmp) < SLACK
+    w = FileWriter(store, "u9")
+    w.write(piece)
+    data = 10 * piece
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    w.commit_sync(len(data), digest)
+    assert _reserved(store.path(digest)) < SLACK
+    assert store.read_bytes(digest) == data
