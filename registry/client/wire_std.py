@@ -23,6 +23,7 @@ from urllib.parse import urljoin, urlsplit
 
 from . import wire
 from .options import ClientOptions
+from .wire import settled
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
@@ -45,16 +46,6 @@ class Cancel:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-async def settled(fut: asyncio.Future) -> None:
-    """Wait until a worker thread's future is done, whatever else cancels us
-    meanwhile (awaiting `fut` itself would cancel it and leave the thread running)."""
-    while not fut.done():
-        try:
-            await asyncio.shield(fut)
-        except BaseException:
-            pass
 
 
 class _BodyFailed(Exception):
@@ -117,6 +108,28 @@ class StdResponse:
         if not data:
             self._check_end()
         return data
+
+    async def read_into(self, sink: Callable[[memoryview], None]) -> None:
+        if self._body is not None:
+            if self._body:
+                await self._t.call(lambda cancel: sink(memoryview(self._body)))
+            return
+        await self._t.call(self._blocking_read_into, sink)
+
+    def _blocking_read_into(self, sink: Callable[[memoryview], None], cancel: Cancel) -> None:
+        cancel.sock = self._conn.sock
+        view = memoryview(bytearray(READ))
+        while True:
+            if cancel.stop.is_set():
+                raise wire.Dropped("cancelled")
+            try:
+                n = self._resp.readinto(view)
+            except (OSError, http.client.HTTPException) as e:
+                raise wire.Dropped(f"the connection dropped while the answer was read ({_text(e)})") from e
+            if not n:
+                self._check_end()
+                return
+            sink(view[:n])
 
     def _check_end(self) -> None:
         """At the end of what arrived: http.client takes a body that stops short of its
