@@ -81,3 +81,38 @@ def test_plain_push_and_pull_need_neither_click_nor_aiohttp(tmp_path):
         assert p.returncode == 2 and "0 is not in the range 1<=x<=64" in messages(p)
     finally:
         reg.stop()
+
+
+def test_the_store_opens_while_the_client_is_imported(tmp_path):
+    """A fresh store's SQLite fsyncs overlap the client's imports (transfer_core.store_while_importing):
+    a store that takes 0.3 s to open finds the client already imported when it is done."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys, time\n"
+            "from soko.commands.transfer_core import store_while_importing\n"
+            "class Ctx:\n"
+            "    def image_store(self):\n"
+            "        time.sleep(0.3)\n"
+            "        return sorted(m for m in ('registry.client.download', 'registry.client.upload',\n"
+            "                                  'registry.client.wire_std') if m in sys.modules)\n"
+            "print(*store_while_importing(Ctx(), sys.argv[1]))\n")
+    for name, want in (("pull", "registry.client.download registry.client.wire_std"),
+                       ("push", "registry.client.upload registry.client.wire_std")):
+        out = subprocess.run([sys.executable, "-c", code, name], cwd=REPO, capture_output=True, text=True)
+        assert (out.returncode, out.stdout.strip()) == (0, want), out.stderr
+
+
+@pytest.mark.parametrize("command", [["pull", "-q", "127.0.0.1:1/x:1"], ["push", "-q", "x:1", "127.0.0.1:1/x:1"]])
+def test_a_store_that_cannot_open_fails_pull_and_push_in_one_line(tmp_path, command):
+    """The store opens in another thread than the command's (store_while_importing): its
+    error still ends the command as itself, one line, status 1, the store untouched."""
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "metadata.db").write_bytes(b"garbage, not a database" * 100)
+    p = soko_importtime(root, *command)
+    assert p.returncode == 1 and p.stdout == ""
+    assert messages(p) == f"soko: metadata database {root / 'metadata.db'}: file is not a database"
+    assert (root / "metadata.db").read_bytes() == b"garbage, not a database" * 100
