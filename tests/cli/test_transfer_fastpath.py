@@ -67,12 +67,13 @@ def test_plain_push_and_pull_need_neither_click_nor_aiohttp(tmp_path):
         assert p.stdout.splitlines()[-1] == f"1: digest: {m.digest} size: {len(m.raw)}"
         # its layers are gzip already: nothing to compress, so no compressor either (~4-8 ms)
         assert {"zstandard", "isal", "isal.isal_zlib"} & imported(p) == set()
+        assert "encodings.idna" not in imported(p)  # plain HTTP: no host name to encode (~2-4 ms)
         p = soko_importtime(tmp_path / "b", "pull", ref)
         assert p.returncode == 0, messages(p)
         assert p.stdout.splitlines()[0] == "1: Pulling from fast/path"
         assert p.stdout.splitlines()[-3:] == [f"Digest: {m.digest}", f"Status: Downloaded newer image for {ref}", ref]
         # nor the compressors and tarfile (~15 ms) for the repo digest it records at the end
-        assert {"click", "aiohttp", "zstandard", "tarfile"} & imported(p) == set()
+        assert {"click", "aiohttp", "zstandard", "tarfile", "encodings.idna"} & imported(p) == set()
         assert ({"inspect", "ast", "bz2", "lzma"} - imported_at_start()) & imported(p) == set()  # entry.ON_FIRST_USE
         assert ImageStore(tmp_path / "b").resolve(ref).digest == m.digest
         p = soko_importtime(tmp_path / "b", "pull", "-q", f"{reg.host}/fast/none:1")  # an error: one line, status 1
