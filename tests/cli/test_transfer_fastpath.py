@@ -68,6 +68,7 @@ def test_plain_push_and_pull_need_neither_click_nor_aiohttp(tmp_path):
         # its layers are gzip already: nothing to compress, so no compressor either (~4-8 ms)
         assert {"zstandard", "isal", "isal.isal_zlib"} & imported(p) == set()
         assert "encodings.idna" not in imported(p)  # plain HTTP: no host name to encode (~2-4 ms)
+        assert "tempfile" not in imported(p)  # only writing credentials needs it
         p = soko_importtime(tmp_path / "b", "pull", ref)
         assert p.returncode == 0, messages(p)
         assert p.stdout.splitlines()[0] == "1: Pulling from fast/path"
