@@ -129,14 +129,14 @@ class Timer:
         self.wall: dict[str, list[float]] = {}
         self.cpu: dict[str, list[float]] = {}
 
-    def __call__(self, key: str, cmd: list[str]) -> None:
+    def __call__(self, key: str, cmd: list[str], status: int = 0) -> None:
         os.sync()  # no dirty pages from the step before
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, env=self.env)
         dt = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if p.returncode != 0:
+        if p.returncode != status:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr.decode()}")
         self.wall.setdefault(key, []).append(dt)
         self.cpu.setdefault(key, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)

@@ -8,7 +8,9 @@ python -m venv /tmp/main-venv && /tmp/main-venv/bin/pip install /tmp/main`). The
 bench_pushpull.py's built one (gzip layers). Each round, each command (alternating which goes
 first): a fresh registry (CNCF distribution, or with `--registry soko` this tree's installed
 `soko serve`, the same for both commands), `soko push` into it from the same store, then
-`soko pull` into an empty store. Prints medians, the paired median ratio (this tree / other) and CPU time.
+`soko pull` into an empty store; then, for start-up and the small requests alone, the same push
+again (the registry has every blob: HEADs and the manifest PUT) and a pull of a tag that is not
+there into an empty store (the ping and one manifest GET, exit status 1). Prints medians, the paired median ratio (this tree / other) and CPU time.
 """
 from __future__ import annotations
 
@@ -56,13 +58,17 @@ def main() -> None:
                     t(f"{name} push", [tools[name], "--root", str(store), "push", "-q", "bench/image:1", ref])
                     t(f"{name} pull", [tools[name], "--root", str(work / "pulled"), "pull", "-q", ref])
                     shutil.rmtree(work / "pulled", ignore_errors=True)
+                    t(f"{name} push again", [tools[name], "--root", str(store), "push", "-q", "bench/image:1", ref])
+                    t(f"{name} pull of a missing tag", [tools[name], "--root", str(work / "pulled"), "pull", "-q",
+                                                        f"{reg.host}/bench/ab:missing"], status=1)
+                    shutil.rmtree(work / "pulled", ignore_errors=True)
                 finally:
                     reg.stop()
                     shutil.rmtree(work / f"reg-{rnd}-{name}", ignore_errors=True)
         print(f"{a.rounds} rounds against {a.registry}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after\n")
         print("| operation | other (median s) | this (median s) | this / other (paired median) | other CPU s | this CPU s |")
         print("|---|---:|---:|---:|---:|---:|")
-        for op in ("push", "pull"):
+        for op in ("push", "pull", "push again", "pull of a missing tag"):
             o, s = t.wall[f"other {op}"], t.wall[f"this {op}"]
             print(f"| {op} | {statistics.median(o):.2f} | {statistics.median(s):.2f} | "
                   f"{statistics.median(x / y for x, y in zip(s, o)):.2f}x | "
