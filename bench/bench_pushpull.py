@@ -56,8 +56,7 @@ sys.path.insert(0, str(HERE))
 from storage import compression as comp, mediatypes as mt  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 from storage.model import Descriptor, ImageConfig  # noqa: E402
-from tests.client.client_helpers import (Registry, free_port, start_distribution,  # noqa: E402
-                                         wait_http)
+from tests.client.client_helpers import Registry, start_distribution, start_soko_server  # noqa: E402
 
 from _install import installed_soko  # noqa: E402
 
@@ -150,18 +149,7 @@ def start_registry(which: str, root: Path, soko: list[str]) -> Registry:
     `soko serve` on its defaults (as a user would run it; its own store under `root`)."""
     if which == "distribution":
         return start_distribution(root)
-    root.mkdir(parents=True)
-    port = free_port()
-    log = open(root / "serve.log", "wb")
-    proc = subprocess.Popen(soko + ["--root", str(root / "store"), "serve", "--addr", f"127.0.0.1:{port}",
-                                    "--root", str(root / "data")], stdout=log, stderr=log)
-    reg = Registry("soko", f"127.0.0.1:{port}", root, proc)
-    try:
-        wait_http(f"http://{reg.host}/v2/")
-    except Exception:
-        reg.stop()
-        raise
-    return reg
+    return start_soko_server(root, command=soko + ["--root", str(root / "store"), "serve"])
 
 
 def registry_blob_bytes(reg: Registry) -> int:

@@ -78,12 +78,16 @@ class StdResponse:
             return self._body[:limit + 1]
         return await self._t.call(self._blocking_read, limit + 1)
 
-    def _blocking_read(self, n: int, cancel: Cancel) -> bytes:
+    def _read(self, read: Callable[[Any], Any], arg: Any, cancel: Cancel) -> Any:
+        """`read(arg)` of the response in this worker thread, a broken connection as wire.Dropped."""
         cancel.sock = self._conn.sock
         try:
-            data = self._resp.read(n)
+            return read(arg)
         except (OSError, http.client.HTTPException) as e:
             raise wire.Dropped(f"the connection dropped while the answer was read ({_text(e)})") from e
+
+    def _blocking_read(self, n: int, cancel: Cancel) -> bytes:
+        data = self._read(self._resp.read, n, cancel)
         if len(data) < n:
             self._check_end()
         return data
@@ -100,11 +104,7 @@ class StdResponse:
             yield piece
 
     def _blocking_read1(self, cancel: Cancel) -> bytes:
-        cancel.sock = self._conn.sock
-        try:
-            data = self._resp.read1(READ)
-        except (OSError, http.client.HTTPException) as e:
-            raise wire.Dropped(f"the connection dropped while the answer was read ({_text(e)})") from e
+        data = self._read(self._resp.read1, READ, cancel)
         if not data:
             self._check_end()
         return data
@@ -117,15 +117,11 @@ class StdResponse:
         await self._t.call(self._blocking_read_into, sink)
 
     def _blocking_read_into(self, sink: Callable[[memoryview], None], cancel: Cancel) -> None:
-        cancel.sock = self._conn.sock
         view = memoryview(bytearray(READ))
         while True:
             if cancel.stop.is_set():
                 raise wire.Dropped("cancelled")
-            try:
-                n = self._resp.readinto(view)
-            except (OSError, http.client.HTTPException) as e:
-                raise wire.Dropped(f"the connection dropped while the answer was read ({_text(e)})") from e
+            n = self._read(self._resp.readinto, view, cancel)
             if not n:
                 self._check_end()
                 return

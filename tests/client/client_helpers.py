@@ -215,15 +215,17 @@ def have_soko_server() -> bool:
 
 
 def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, config: dict | None = None,
-                      tls: tuple[Path, Path] | None = None) -> Registry:
-    """The soko registry (`python -m registry.server`) on a free loopback port (with a `config`, written as TOML;
-    serving HTTPS with `tls` = (certificate, key))."""
+                      tls: tuple[Path, Path] | None = None, command: list[str] | None = None) -> Registry:
+    """The soko registry (`python -m registry.server` from this tree, or `command`, e.g. an installed
+    `soko serve`) on a free loopback port (with a `config`, written as TOML; serving HTTPS with
+    `tls` = (certificate, key))."""
     import sys
 
     from tests.registry.tomlw import dumps
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}", "--root", str(root / "data")]
+    cmd = (command or [sys.executable, "-m", "registry.server"]) + ["--addr", f"127.0.0.1:{port}",
+                                                                    "--root", str(root / "data")]
     if config:
         (root / "config.toml").write_text(dumps(config))
         cmd += ["--config", str(root / "config.toml")]
@@ -236,7 +238,7 @@ def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, confi
     log = open(root / "registry.log", "wb")
     repo_root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=repo_root,
-                            env={**os.environ, "PYTHONPATH": str(repo_root)})
+                            env=None if command else {**os.environ, "PYTHONPATH": str(repo_root)})
     reg = Registry("soko", f"127.0.0.1:{port}", root, proc,
                    htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
     try:
