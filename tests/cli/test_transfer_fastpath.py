@@ -89,7 +89,8 @@ def test_plain_push_and_pull_need_neither_click_nor_aiohttp(tmp_path):
 
 def test_the_store_opens_while_the_client_is_imported(tmp_path):
     """A fresh store's SQLite fsyncs overlap the client's imports (transfer_core.store_while_importing):
-    a store that takes 0.3 s to open finds the client already imported when it is done."""
+    a store still opening sees the client's modules arrive (it waits up to 60 s for them, so
+    a heavily loaded machine cannot fail it; opened first and imported after, they never come)."""
     import subprocess
     import sys
 
@@ -97,15 +98,19 @@ def test_the_store_opens_while_the_client_is_imported(tmp_path):
 
     code = ("import sys, time\n"
             "from soko.commands.transfer_core import store_while_importing\n"
+            "want = {'pull': 'registry.client.download', 'push': 'registry.client.upload'}[sys.argv[1]]\n"
             "class Ctx:\n"
             "    def image_store(self):\n"
-            "        time.sleep(0.3)\n"
+            "        deadline = time.monotonic() + 60\n"
+            "        while not {want, 'registry.client.wire_std'} <= set(sys.modules) and time.monotonic() < deadline:\n"
+            "            time.sleep(0.01)\n"
             "        return sorted(m for m in ('registry.client.download', 'registry.client.upload',\n"
             "                                  'registry.client.wire_std') if m in sys.modules)\n"
             "print(*store_while_importing(Ctx(), sys.argv[1]))\n")
     for name, want in (("pull", "registry.client.download registry.client.wire_std"),
                        ("push", "registry.client.upload registry.client.wire_std")):
-        out = subprocess.run([sys.executable, "-c", code, name], cwd=REPO, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", code, name], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
         assert (out.returncode, out.stdout.strip()) == (0, want), out.stderr
 
 
