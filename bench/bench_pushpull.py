@@ -1,7 +1,8 @@
 """soko push/pull beside skopeo copy, same image, fresh registries, one run.
 
     python bench/bench_pushpull.py [--rounds 5] [--layers 3] [--layer-mb 67] [--jobs 4]
-                                   [--image built|imported|both] [--no-drop-caches]
+                                   [--image built|imported|both] [--registry distribution|soko|both]
+                                   [--no-drop-caches]
 
 Two images of `--layers` layers (~200 MB of tar by default), made in a soko store:
 
@@ -16,10 +17,12 @@ Two images of `--layers` layers (~200 MB of tar by default), made in a soko stor
 The layers are hex words with a quarter of random bytes: gzip takes them to 60-65 % of
 their size (a Debian root filesystem goes to about 40 %).
 
-Each round, for each tool: a fresh CNCF distribution registry (`docker-registry serve`),
-a push into it, a first pull right after the push (what was just written is in the page
+Each round, for each tool: a fresh registry, a push into it, a first pull right after the push (what was just written is in the page
 cache, as on a registry host), then `echo 3 > /proc/sys/vm/drop_caches` and a second pull
-(cold: everything from disk). Pulls go into an empty store (soko) or an empty OCI layout
+(cold: everything from disk). The registry is CNCF distribution (`docker-registry serve`)
+by default; `--registry soko` runs the installed `soko serve` instead (on its defaults: a
+user hosting a private registry with soko), for both tools and for the floors alike, and
+`both` runs every round against each, one after the other. Pulls go into an empty store (soko) or an empty OCI layout
 (skopeo). soko is the installed command (bench/_install.py); skopeo reads an OCI layout
 whose blobs are hard links to the soko store's files. Both tools run as commands, so
 process start-up counts for both, and both fsync what they store. The tools alternate
@@ -53,7 +56,7 @@ sys.path.insert(0, str(HERE))
 from storage import compression as comp, mediatypes as mt  # noqa: E402
 from storage.images import ImageStore  # noqa: E402
 from storage.model import Descriptor, ImageConfig  # noqa: E402
-from tests.client.client_helpers import start_distribution  # noqa: E402
+from tests.client.client_helpers import Registry, start_distribution, start_soko_server  # noqa: E402
 
 from _install import installed_soko  # noqa: E402
 
@@ -125,23 +128,38 @@ class Timer:
         self.wall: dict[str, list[float]] = {}
         self.cpu: dict[str, list[float]] = {}
 
-    def __call__(self, key: str, cmd: list[str]) -> None:
+    def __call__(self, key: str, cmd: list[str], status: int = 0) -> None:
         os.sync()  # no dirty pages from the step before
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, env=self.env)
         dt = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if p.returncode != 0:
+        if p.returncode != status:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr.decode()}")
         self.wall.setdefault(key, []).append(dt)
         self.cpu.setdefault(key, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
 
-def registry_blob_bytes(root: Path) -> int:
+REGISTRIES = ("distribution", "soko")
+
+
+def start_registry(which: str, root: Path, soko: list[str]) -> Registry:
+    """A fresh registry of kind `which` on a free loopback port: distribution, or the installed
+    `soko serve` on its defaults (as a user would run it; its own store under `root`)."""
+    if which == "distribution":
+        return start_distribution(root)
+    return start_soko_server(root, command=soko + ["--root", str(root / "store"), "serve"])
+
+
+def registry_blob_bytes(reg: Registry) -> int:
+    if reg.kind == "distribution":
+        top, name = reg.root / "data" / "docker" / "registry" / "v2" / "blobs", "data"
+    else:
+        top, name = reg.root / "data" / "blobs", None
     total = 0
-    for dirpath, _, files in os.walk(root / "data" / "docker" / "registry" / "v2" / "blobs"):
-        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files if f == "data")
+    for dirpath, _, files in os.walk(top):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files if name is None or f == name)
     return total
 
 
@@ -157,9 +175,11 @@ def floor_scripts(store: ImageStore, digest: str, host: str, repo: str, work: Pa
     mfile.write_bytes(m.raw)
     up = []
     for d in blobs:
+        # (distribution answers with an absolute Location and a query, soko serve with a path)
         up.append(f"( loc=$(curl -sSf -X POST -o /dev/null -w '%header{{location}}' {base}/blobs/uploads/) && "
-                  f"curl -sSf -o /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' "
-                  f"-T {store.blobs.path(d.digest)} \"$loc&digest={d.digest}\" ) || echo fail >> $FAIL &")
+                  f"case $loc in /*) loc=http://{host}$loc;; esac && case $loc in *\\?*) sep='&';; *) sep='?';; "
+                  f"esac && curl -sSf -o /dev/null -H 'Expect:' -H 'Content-Type: application/octet-stream' "
+                  f"-T {store.blobs.path(d.digest)} \"$loc${{sep}}digest={d.digest}\" ) || echo fail >> $FAIL &")
     push = ("set -e; FAIL=$(mktemp); " + "\n".join(up) + "\nwait; test ! -s $FAIL; rm $FAIL\n"
             f"curl -sSf -o /dev/null -X PUT -H 'Content-Type: {m.media_type}' --data-binary @{mfile} "
             f"{base}/manifests/1\n")
@@ -177,49 +197,52 @@ def floor_scripts(store: ImageStore, digest: str, host: str, repo: str, work: Pa
     return {"push": push, "pull": pull(True), "pull, no hash": pull(False)}
 
 
-def floor_round(kind: str, rnd: int, work: Path, store: ImageStore, digest: str, t: Timer, cold: bool) -> None:
-    """The floor's rows: a fresh distribution, curl's push into it, its pull right after, and
+def floor_round(which: str, kind: str, rnd: int, work: Path, soko: list[str], store: ImageStore, digest: str,
+                t: Timer, cold: bool) -> None:
+    """The floor's rows: a fresh registry, curl's push into it, its pull right after, and
     after drop_caches."""
-    reg = start_distribution(work / f"reg-{kind}-{rnd}-floor")
+    reg = start_registry(which, work / f"reg-{kind}-{rnd}-floor", soko)
+    key = f"{which} {kind}"
     try:
         scripts = floor_scripts(store, digest, reg.host, f"bench/{kind}", work)
-        t(f"{kind} floor push", ["bash", "-c", scripts["push"]])
+        t(f"{key} floor push", ["bash", "-c", scripts["push"]])
         for phase in ("pull", "cold pull") if cold else ("pull",):
             for what in ("pull", "pull, no hash"):
                 shutil.rmtree(work / "floor-pulled", ignore_errors=True)
                 if phase == "cold pull":
                     drop_caches()
-                t(f"{kind} floor {phase}" + what[4:], ["bash", "-c", scripts[what]])
+                t(f"{key} floor {phase}" + what[4:], ["bash", "-c", scripts[what]])
         shutil.rmtree(work / "floor-pulled", ignore_errors=True)
     finally:
         reg.stop()
         shutil.rmtree(work / f"reg-{kind}-{rnd}-floor", ignore_errors=True)
 
 
-def one_round(kind: str, rnd: int, work: Path, soko: list[str], layout: Path, t: Timer, jobs: int,
+def one_round(which: str, kind: str, rnd: int, work: Path, soko: list[str], layout: Path, t: Timer, jobs: int,
               cold: bool, sizes: dict[str, int]) -> None:
     order = ("soko", "skopeo") if rnd % 2 == 0 else ("skopeo", "soko")
+    key = f"{which} {kind}"
     for tool in order:
-        reg = start_distribution(work / f"reg-{kind}-{rnd}-{tool}")
+        reg = start_registry(which, work / f"reg-{kind}-{rnd}-{tool}", soko)
         try:
             ref = f"{reg.host}/bench/{kind}:1"
             if tool == "soko":
-                t(f"{kind} soko push", soko + ["--root", str(work / f"store-{kind}"), "push", "-q", "-j", str(jobs),
-                                            "bench/image:1", ref])
+                t(f"{key} soko push", soko + ["--root", str(work / f"store-{kind}"), "push", "-q", "-j", str(jobs),
+                                           "bench/image:1", ref])
             else:
-                t(f"{kind} skopeo push", ["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                                          f"oci:{layout}:1", f"docker://{ref}"])
-            sizes[tool] = registry_blob_bytes(reg.root)
+                t(f"{key} skopeo push", ["skopeo", "copy", "-q", "--dest-tls-verify=false",
+                                         f"oci:{layout}:1", f"docker://{ref}"])
+            sizes[tool] = registry_blob_bytes(reg)
             for phase in ("pull", "cold pull") if cold else ("pull",):
                 if phase == "cold pull":
                     drop_caches()
                 dest = work / f"pulled-{tool}"
                 shutil.rmtree(dest, ignore_errors=True)
                 if tool == "soko":
-                    t(f"{kind} soko {phase}", soko + ["--root", str(dest), "pull", "-q", "-j", str(jobs), ref])
+                    t(f"{key} soko {phase}", soko + ["--root", str(dest), "pull", "-q", "-j", str(jobs), ref])
                 else:
-                    t(f"{kind} skopeo {phase}", ["skopeo", "copy", "-q", "--src-tls-verify=false",
-                                                 f"docker://{ref}", f"oci:{dest}:1"])
+                    t(f"{key} skopeo {phase}", ["skopeo", "copy", "-q", "--src-tls-verify=false",
+                                                f"docker://{ref}", f"oci:{dest}:1"])
                 shutil.rmtree(dest, ignore_errors=True)
         finally:
             reg.stop()
@@ -233,6 +256,8 @@ def main() -> None:
     ap.add_argument("--layer-mb", type=int, default=67)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--image", choices=["built", "imported", "both"], default="both")
+    ap.add_argument("--registry", choices=[*REGISTRIES, "both"], default="distribution",
+                    help="what both tools push to and pull from: distribution, the installed soko serve, or each")
     ap.add_argument("--no-drop-caches", action="store_true")
     a = ap.parse_args()
     cold = not a.no_drop_caches and os.geteuid() == 0
@@ -243,8 +268,9 @@ def main() -> None:
     env.pop("PYTHONPATH", None)
     t = Timer(env)
     kinds = ["built", "imported"] if a.image == "both" else [a.image]
+    regs = list(REGISTRIES) if a.registry == "both" else [a.registry]
     first_push: dict[str, float] = {}
-    sizes: dict[str, dict[str, int]] = {}
+    sizes: dict[tuple[str, str], dict[str, int]] = {}
     tar_mb = 0.0
     try:
         for kind in kinds:
@@ -265,37 +291,36 @@ def main() -> None:
                 finally:
                     reg.stop()
                     shutil.rmtree(work / "reg-first", ignore_errors=True)
-            sizes[kind] = {}
             for rnd in range(a.rounds):
-                one_round(kind, rnd, work, soko, layout, t, a.jobs, cold, sizes[kind])
-                if kind == "built":
-                    floor_round(kind, rnd, work, store, digest, t, cold)
+                for which in regs:
+                    one_round(which, kind, rnd, work, soko, layout, t, a.jobs, cold, sizes.setdefault((which, kind), {}))
+                    if kind == "built":
+                        floor_round(which, kind, rnd, work, soko, store, digest, t, cold)
         print(f"Image: {a.layers} layers, {tar_mb:.0f} MB of tar; {a.rounds} rounds; {os.cpu_count()} CPUs; "
               f"soko -j {a.jobs}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after\n")
-        print("| image | operation | soko (median s) | skopeo (median s) | soko / skopeo (paired median; "
+        print("| registry | image | operation | soko (median s) | skopeo (median s) | soko / skopeo (paired median; "
               "target <= 0.5) | soko CPU s | skopeo CPU s |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for kind in kinds:
-            for op in ("push", "pull", "cold pull"):
-                s, k = t.wall.get(f"{kind} soko {op}"), t.wall.get(f"{kind} skopeo {op}")
-                if not s or not k:
-                    continue
-                paired = statistics.median(x / y for x, y in zip(s, k))
-                print(f"| {kind} | {op} | {statistics.median(s):.2f} | {statistics.median(k):.2f} | {paired:.2f}x | "
-                      f"{statistics.median(t.cpu[f'{kind} soko {op}']):.2f} | "
-                      f"{statistics.median(t.cpu[f'{kind} skopeo {op}']):.2f} |")
-                for floor in (f"{kind} floor {op}", f"{kind} floor {op}, no hash"):
-                    f = t.wall.get(floor)
-                    if f:
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        for which in regs:
+            for kind in kinds:
+                key = f"{which} {kind}"
+                for op in ("push", "pull", "cold pull"):
+                    s, k = t.wall.get(f"{key} soko {op}"), t.wall.get(f"{key} skopeo {op}")
+                    if not s or not k:
+                        continue
+                    for what, row in ((op, f"{key} soko {op}"), (f"{op}: floor (curl, parallel)", f"{key} floor {op}"),
+                                      (f"{op}, no hash: floor (curl, parallel)", f"{key} floor {op}, no hash")):
+                        f = t.wall.get(row)
+                        if not f:
+                            continue
                         paired = statistics.median(x / y for x, y in zip(f, k))
-                        print(f"| {kind} | {floor[len(kind) + 7:]}: floor (curl, parallel) | "
-                              f"{statistics.median(f):.2f} | {statistics.median(k):.2f} | {paired:.2f}x | "
-                              f"{statistics.median(t.cpu[floor]):.2f} | "
-                              f"{statistics.median(t.cpu[f'{kind} skopeo {op}']):.2f} |")
+                        print(f"| {which} | {kind} | {what} | {statistics.median(f):.2f} | {statistics.median(k):.2f} | "
+                              f"{paired:.2f}x | {statistics.median(t.cpu[row]):.2f} | "
+                              f"{statistics.median(t.cpu[f'{key} skopeo {op}']):.2f} |")
         for kind, secs in first_push.items():
             print(f"\n{kind}: soko's first push in this store (compresses and remembers): {secs:.2f} s")
-        for kind, by_tool in sizes.items():
-            print(f"{kind}: bytes in the registry after a push: "
+        for (which, kind), by_tool in sizes.items():
+            print(f"{which}, {kind}: bytes in the registry after a push: "
                   + ", ".join(f"{tool} {n / 1e6:.1f} MB" for tool, n in by_tool.items()))
         print("\nAll runs (s): " + "; ".join(f"{k}: {', '.join(f'{x:.2f}' for x in v)}" for k, v in t.wall.items()))
     finally:

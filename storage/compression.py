@@ -27,9 +27,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Protocol
 
-import zstandard
-from isal import isal_zlib
-
 from .errors import LayerError
 from .zstd_frames import ZSTD_MAGIC, FrameSource
 
@@ -59,6 +56,19 @@ DEFAULT_LEVEL = {GZIP: 6, ZSTD: 3, NONE: 0}
 # for ~8 % less CPU. Decoding needs a 4 MiB window (level 5 and up need more;
 # decoders accept 128 MiB).
 ZSTD_DEFAULT = {"window_log": 22, "chain_log": 15, "job_size": 8 << 20}
+
+
+def _isal():
+    """python-isal's zlib, imported on first use: with zstandard, ~4-8 ms that a push of
+    layers already compressed (and everything else that only names a compression) need not pay."""
+    from isal import isal_zlib
+    return isal_zlib
+
+
+def _zstd():
+    """zstandard, imported on first use (see _isal)."""
+    import zstandard
+    return zstandard
 
 
 def detect(head: bytes) -> str:
@@ -155,6 +165,7 @@ def _trailing_zeros(data: bytes, what: str) -> None:
 
 
 def _iter_gzip(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
+    isal_zlib = _isal()
     d = isal_zlib.decompressobj(31)  # None between members
     padding = False  # after zero padding only zeros may follow
     while True:
@@ -198,6 +209,7 @@ def _zmsg(e: Exception) -> str:
 def _iter_zstd(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
     """libzstd decompresses into `chunk`-sized outputs in C (few GIL round trips, no joins);
     zstd_frames follows the frame boundaries it cannot report: truncation, padding, garbage."""
+    zstandard = _zstd()
     source = FrameSource(raw, READ_SIZE)
     reader = zstandard.ZstdDecompressor().stream_reader(
         source, read_size=READ_SIZE, read_across_frames=True, closefd=False)
@@ -299,7 +311,7 @@ class PlainWriter:
 def _engine(level: int):
     """(deflate module, its own level) for gzip level `level` (see the module docstring)."""
     if 1 <= level <= 6:
-        return isal_zlib, (level + 2) // 3   # 1-3 -> ISA-L 1, 4-6 -> ISA-L 2
+        return _isal(), (level + 2) // 3   # 1-3 -> ISA-L 1, 4-6 -> ISA-L 2
     return zlib, level
 
 
@@ -344,7 +356,7 @@ class GzipWriter:
             self._submit(block)
 
     def _submit(self, block: bytes | bytearray) -> None:
-        self._crc = isal_zlib.crc32(block, self._crc)
+        self._crc = _isal().crc32(block, self._crc)
         self._size += len(block)
         zdict = self._tail
         tail = block[-GZIP_WINDOW:]
@@ -392,6 +404,7 @@ class ZstdWriter:
         check_level(ZSTD, level)
         self.out = out
         # threads=-1: one worker per CPU; output is identical for any count >= 1.
+        zstandard = _zstd()
         if level is None:
             params = zstandard.ZstdCompressionParameters.from_level(
                 DEFAULT_LEVEL[ZSTD], threads=threads or -1, write_checksum=True, **ZSTD_DEFAULT)

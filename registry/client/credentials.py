@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +81,8 @@ class CredentialStore:
         return data
 
     def _save(self, data: dict) -> None:
+        import tempfile  # only login and logout write: a pull or push need not import it (~1-2 ms)
+
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".config.json.")
         try:

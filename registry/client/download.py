@@ -5,137 +5,106 @@ dropped connection (or a killed process) continues with `Range:` from what
 is already on disk; the writer hashes as it writes and the blob only enters
 the store when the writer's commit finds digest and size right.
 
-The request is made by the async session's rules (scheme, TLS context,
-credentials, token) but the body is read in a worker thread with a blocking
-socket and one reused buffer: socket reads, hashing and file writes all
-release the GIL there, so several blobs use both cores, where reading through
-the event loop cost about half again as much CPU per byte. Blobs are written
-with the directory content store's writer (O_DIRECT where the filesystem allows it): fresh
-page-cache pages are slow to fill on the machines this runs on, and the fsync
-that makes each blob durable then has little left to do.
+The GET goes through the session like every other request (its scheme, TLS
+context, kept connections, credentials and token; a redirect to another origin
+gets no credentials), and the body is handed to the writer piece by piece in the
+transport's worker thread (wire.Response.read_into): socket reads, hashing and
+file writes all release the GIL there, so several blobs use both cores. Blobs are
+written with the directory content store's writer (O_DIRECT where the filesystem
+allows it): fresh page-cache pages are slow to fill on the machines this runs on,
+and the fsync that makes each blob durable then has little left to do.
 """
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import http.client
 import os
-import ssl
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Callable
 
 from storage import digests
 from storage.blobs import BlobStore
 from storage.content.directory import DirectoryStore
 from storage.content.dirwriter import FileWriter
 
-from .errors import ConnectionDropped, ProtocolError, VerificationError
+from . import wire
+from .errors import ConnectionDropped, ProtocolError, Unreachable, VerificationError
 from .options import ClientOptions
 from .remote import Repository
-from .session import detail_of, retry_after, retryable_status
-from .wire_std import Cancel, settled
+from .session import describe, detail_of, retry_after, retryable_status
 
-BUFFER = 1 << 20
-MAX_REDIRECTS = 5
+PROGRESS_EVERY = 4 << 20   # bytes between progress reports
 Report = Callable[[int], None]
 
 
 @dataclass
 class _Outcome:
-    """What one GET attempt in the worker thread came to."""
+    """What one GET attempt came to."""
     status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: Any = None
     body: bytes = b""            # error bodies only
     dropped: BaseException | None = None   # the connection broke (resume from writer.offset)
-    too_long: bool = False
-    bad_range: str = ""
 
 
-def _ssl_context(ssl_setting) -> ssl.SSLContext | None:
-    if isinstance(ssl_setting, ssl.SSLContext):
-        return ssl_setting
-    if ssl_setting is False:
-        return ssl._create_unverified_context()  # the session already decided: --insecure or loopback
-    return ssl.create_default_context()
+class _TooLong(Exception):
+    """The body goes past the size the descriptor announces."""
 
 
-def _blocking_get(url: str, headers: dict[str, str], ssl_setting, timeout: float, writer: FileWriter, size: int,
-                  start: int, cancel: Cancel, progress: Callable[[int], None]) -> _Outcome:
-    """GET `url` and append the body to `writer` (runs in a worker thread)."""
-    headers = dict(headers)
-    origin = urlsplit(url)[:2]
-    for _ in range(MAX_REDIRECTS + 1):
-        u = urlsplit(url)
-        if u.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                u.hostname, u.port, timeout=timeout, context=_ssl_context(ssl_setting))
-        else:
-            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-        try:
-            conn.connect()
-            cancel.sock = conn.sock
-            if cancel.stop.is_set():
-                return _Outcome(dropped=ConnectionAbortedError("cancelled"))
-            conn.request("GET", (u.path or "/") + (f"?{u.query}" if u.query else ""), headers=headers)
-            resp = conn.getresponse()
-            hdrs = {k.lower(): v for k, v in resp.getheaders()}
-            if resp.status in (301, 302, 303, 307, 308) and "location" in hdrs:
-                url = urljoin(url, hdrs["location"])  # (its body is not read: the connection closes below)
-                if urlsplit(url)[:2] != origin:
-                    headers.pop("Authorization", None)  # never hand credentials to another origin
-                continue
-            if resp.status not in (200, 206):
-                return _Outcome(resp.status, hdrs, resp.read(65536))
-            skip = start if (start and resp.status == 200) else 0  # the registry ignored Range
-            got = hdrs.get("content-range", "")
-            if resp.status == 206 and not got.startswith(f"bytes {start}-"):
-                return _Outcome(resp.status, hdrs, bad_range=f"asked for bytes from {start}, got range {got!r}")
-            return _stream(resp, writer, size, skip, cancel, progress, hdrs)
-        except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-            return _Outcome(dropped=e)
-        finally:
-            cancel.sock = None
-            conn.close()
-    return _Outcome(310, {}, b"too many redirects")
+class _Sink:
+    """Appends a body to the writer, in the transport's worker thread: skips what a registry
+    that ignored Range sends again, refuses bytes past the announced size, reports progress."""
+
+    def __init__(self, writer: FileWriter, size: int, skip: int, progress: Report):
+        self.writer, self.size, self.skip, self.progress = writer, size, skip, progress
+        self.reported = writer.offset
+
+    def __call__(self, chunk: memoryview) -> None:
+        if self.skip:
+            cut = min(self.skip, len(chunk))
+            self.skip -= cut
+            chunk = chunk[cut:]
+            if not len(chunk):
+                return
+        w = self.writer
+        if w.offset + len(chunk) > self.size:
+            raise _TooLong()
+        w.write(chunk)
+        if w.offset - self.reported >= PROGRESS_EVERY:
+            self.reported = w.offset
+            self.progress(w.offset)
 
 
-def _stream(resp: http.client.HTTPResponse, writer: FileWriter, size: int, skip: int, cancel: Cancel,
-            progress: Callable[[int], None], hdrs: dict[str, str]) -> _Outcome:
-    buf = bytearray(BUFFER)
-    view = memoryview(buf)
-    reported = writer.offset
+async def _get(repo: Repository, digest: str, start: int, writer: FileWriter, size: int,
+               progress: Report) -> _Outcome:
+    """One GET of the blob from `start`, its body appended to `writer`; the caller retries."""
+    headers = {"Range": f"bytes={start}-"} if start else {}
     try:
-        while True:
-            if cancel.stop.is_set():
-                return _Outcome(resp.status, hdrs, dropped=ConnectionAbortedError("cancelled"))
-            n = resp.readinto(view)
-            if not n:
-                break
-            chunk = view[:n]
-            if skip:
-                cut = min(skip, n)
-                skip -= cut
-                chunk = chunk[cut:]
-                if not len(chunk):
-                    continue
-            if writer.offset + len(chunk) > size:
-                return _Outcome(resp.status, hdrs, too_long=True)
-            writer.write(chunk)
-            if writer.offset - reported >= 4 * BUFFER:
-                reported = writer.offset
-                progress(reported)
-    except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-        return _Outcome(resp.status, hdrs, dropped=e)
-    return _Outcome(resp.status, hdrs)
+        resp = await repo.session.request("GET", f"/v2/{repo.path}/blobs/{digest}", scopes=repo.scopes,
+                                          headers=headers, retries=0)
+    except (ConnectionDropped, Unreachable) as e:
+        return _Outcome(dropped=e)
+    async with resp:
+        status, hdrs = resp.status, resp.headers
+        try:
+            if status not in (200, 206):
+                return _Outcome(status, hdrs, await resp.read(65536))
+            got = hdrs.get("Content-Range") or ""
+            if status == 206 and not got.startswith(f"bytes {start}-"):
+                raise ProtocolError(f"blob {digest} from {repo.describe()}: asked for bytes from {start}, "
+                                    f"got range {got!r}")
+            skip = start if status == 200 else 0  # the registry ignored Range
+            await resp.read_into(_Sink(writer, size, skip, progress))
+        except wire.TransportError as e:
+            return _Outcome(status, hdrs, dropped=e)
+    return _Outcome(status, hdrs)
 
 
 async def download_blob(repo: Repository, digest: str, size: int, blobs: BlobStore,
                         options: ClientOptions, report: Report, pool: Executor | None = None) -> bool:
     """Fetch `digest` into `blobs`, verified. False when it was already there.
-    `pool` runs the blocking body reads (one thread per blob in flight)."""
+    `pool` runs the writer's blocking work (its commit: the fsync and the rename)."""
     if blobs.has(digest):
         return False
     d = digests.parse(digest)
@@ -185,9 +154,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         writer.abort_sync()
         writer = content.writer_sync(ingest_id, algorithm)
     loop = asyncio.get_running_loop()
-    url = sess.url(f"/v2/{repo.path}/blobs/{digest}")
     failures = 0
-    auth_retried = False
 
     def progress(done: int) -> None:
         loop.call_soon_threadsafe(report, done)
@@ -196,32 +163,10 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
         # (a killed pull may have left it all on disk already; a drop may come right at the end)
         while writer.offset < size or size == 0:
             report(writer.offset)
-            start = writer.offset
-            headers = {"User-Agent": options.user_agent}
-            if start:
-                headers["Range"] = f"bytes={start}-"
-            authz = await sess.auth.header(sess.transport, repo.scopes, sess.ssl)
-            if authz:
-                headers["Authorization"] = authz
-            cancel = Cancel()
-            fut = loop.run_in_executor(pool, _blocking_get, url, headers, sess.ssl, options.read_timeout,
-                                       writer, size, start, cancel, progress)
             try:
-                out = await asyncio.shield(fut)
-            except asyncio.CancelledError:
-                cancel()
-                await settled(fut)  # the thread must let go of the writer before it is closed
-                raise
-            if out.too_long:
-                raise _too_long(repo, digest, size)
-            if out.bad_range:
-                raise ProtocolError(f"blob {digest} from {repo.describe()}: {out.bad_range}")
-            if out.status == 401 and not auth_retried:
-                c = sess.auth.on_challenge(out.headers.get("www-authenticate"))
-                if c is not None and (c.scheme == "bearer" or not sess.auth.creds.empty):
-                    auth_retried = True
-                    sess.auth.forget(repo.scopes)
-                    continue
+                out = await _get(repo, digest, writer.offset, writer, size, progress)
+            except _TooLong:
+                raise _too_long(repo, digest, size) from None
             wait = None
             if out.dropped is None and out.status not in (200, 206):
                 if not retryable_status(out.status):
@@ -236,7 +181,7 @@ async def _download_locked(repo: Repository, digest: str, size: int, blobs: Blob
             if failures > options.retries:
                 if out.dropped is not None:
                     raise ConnectionDropped(f"blob {digest} from {repo.describe()}: the connection kept dropping "
-                                            f"({out.dropped.__class__.__name__}: {out.dropped})")
+                                            f"({describe(out.dropped)})")
                 if out.status not in (200, 206):
                     raise sess.status_error(out.status, detail_of(out.body), f"blob {digest} in {repo.describe()}")
                 break

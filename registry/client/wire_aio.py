@@ -3,7 +3,7 @@ which runs in aiohttp's event loop; the CLI's client uses wire_std."""
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from .aio import aiohttp
 
@@ -57,6 +57,16 @@ class AioResponse:
                 yield piece
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise translate(e) from e
+
+    async def read_into(self, sink: Callable[[memoryview], None]) -> None:
+        loop = asyncio.get_running_loop()
+        async for piece in self.chunks():
+            fut = loop.run_in_executor(None, sink, memoryview(piece))
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                await wire.settled(fut)  # the sink must be done with its writer before anyone closes it
+                raise
 
     def release(self) -> None:
         self._resp.release()

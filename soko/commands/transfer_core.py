@@ -84,8 +84,32 @@ def pull_image(store, ref: str, insecure: bool, platform: str | None, jobs: int 
 
 def run(obj, name: str, kw: dict) -> None:
     """`pull` or `push` with click's keyword arguments, for the context `obj`."""
+    store = store_while_importing(obj, name)
     if name == "pull":
-        pull_image(obj.image_store(), kw["ref"], kw["insecure"], kw["platform"], kw["jobs"], kw["quiet"])
+        pull_image(store, kw["ref"], kw["insecure"], kw["platform"], kw["jobs"], kw["quiet"])
     else:
-        push_image(obj.image_store(), kw["image"], kw["dest"], kw["insecure"], kw["jobs"], kw["quiet"],
+        push_image(store, kw["image"], kw["dest"], kw["insecure"], kw["jobs"], kw["quiet"],
                    kw["compression"], kw["compression_level"])
+
+
+def store_while_importing(obj, name: str):
+    """The store, opened in a thread while this one imports the client for `name`: creating a
+    fresh store is mostly SQLite's fsyncs (6-28 ms here, the first pull on a machine), which
+    the client's imports (asyncio, ssl, http.client: ~30 ms of CPU) hide. Its failure is
+    raised here, as itself."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import storage.images  # noqa: F401 - imported here, not in the thread, which then only opens the store
+
+    with ThreadPoolExecutor(1, thread_name_prefix="soko-store") as pool:
+        opened = pool.submit(obj.image_store)
+        # (what registry.client.pull and .push import, not those modules themselves: importing one
+        # makes registry.client.pull the module where pull_image wants the function)
+        import registry.client.credentials  # noqa: F401
+        import registry.client.wire_std  # noqa: F401
+        if name == "pull":
+            import registry.client.download  # noqa: F401
+        else:
+            import registry.client.upload  # noqa: F401
+            import storage.layer_variants  # noqa: F401
+        return opened.result()

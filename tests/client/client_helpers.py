@@ -214,14 +214,18 @@ def have_soko_server() -> bool:
         return False
 
 
-def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, config: dict | None = None) -> Registry:
-    """The soko registry (`python -m registry.server`) on a free loopback port (with a `config`, written as TOML)."""
+def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, config: dict | None = None,
+                      tls: tuple[Path, Path] | None = None, command: list[str] | None = None) -> Registry:
+    """The soko registry (`python -m registry.server` from this tree, or `command`, e.g. an installed
+    `soko serve`) on a free loopback port (with a `config`, written as TOML; serving HTTPS with
+    `tls` = (certificate, key))."""
     import sys
 
     from tests.registry.tomlw import dumps
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cmd = [sys.executable, "-m", "registry.server", "--addr", f"127.0.0.1:{port}", "--root", str(root / "data")]
+    cmd = (command or [sys.executable, "-m", "registry.server"]) + ["--addr", f"127.0.0.1:{port}",
+                                                                    "--root", str(root / "data")]
     if config:
         (root / "config.toml").write_text(dumps(config))
         cmd += ["--config", str(root / "config.toml")]
@@ -229,14 +233,19 @@ def start_soko_server(root: Path, htpasswd: tuple[str, str] | None = None, confi
         line = subprocess.run(["htpasswd", "-Bbn", *htpasswd], check=True, capture_output=True).stdout
         (root / "htpasswd").write_bytes(line)
         cmd += ["--htpasswd", str(root / "htpasswd")]
+    if tls:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     log = open(root / "registry.log", "wb")
     repo_root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=repo_root,
-                            env={**os.environ, "PYTHONPATH": str(repo_root)})
+                            env=None if command else {**os.environ, "PYTHONPATH": str(repo_root)})
     reg = Registry("soko", f"127.0.0.1:{port}", root, proc,
                    htpasswd[0] if htpasswd else None, htpasswd[1] if htpasswd else None)
     try:
-        wait_http(f"http://{reg.host}/v2/")
+        if tls:
+            wait_port("127.0.0.1", port)
+        else:
+            wait_http(f"http://{reg.host}/v2/")
     except Exception:
         reg.stop()
         raise

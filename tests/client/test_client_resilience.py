@@ -181,7 +181,7 @@ async def test_a_cancelled_download_waits_for_its_reader_thread():
     import threading
     import time as _time
 
-    from registry.client.wire_std import settled as _settled
+    from registry.client.wire import settled as _settled
 
     done = threading.Event()
 

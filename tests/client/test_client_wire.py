@@ -18,7 +18,7 @@ from registry.client.errors import ClientError, TLSFailure, UsageError, Verifica
 from registry.client.remote import Repository
 from registry.client.session import RegistrySession
 from tests.client.client_helpers import (TokenServer, assert_same_image, local_ip, make_image, make_tls,
-                                         random_layer, start_distribution)
+                                         random_layer, start_distribution, start_soko_server)
 from tests.client.proxy import BlobOrigin, Proxy, redirect_blobs
 from tests.conftest import REPO
 
@@ -174,6 +174,27 @@ def test_the_stdlib_transport_keeps_its_connection(distribution, store, repo_nam
     with Proxy(distribution.host) as px:
         asyncio.run(look(px.host))
     assert px.connections == 1
+
+
+def test_a_pull_over_tls_fetches_every_blob_over_the_sessions_connection(tmp_path, store, store2):
+    """Against a real `soko serve` speaking TLS on loopback, a pull of a config and three layers,
+    one blob at a time, makes one TLS connection: the blob GETs take the session's kept
+    connection and its TLS context, where each blob used to open (and handshake) its own."""
+    ca, cert, key = make_tls(tmp_path / "pki", ["127.0.0.1"])
+    reg = start_soko_server(tmp_path / "reg", tls=(cert, key))
+    try:
+        ref = f"{reg.host}/team/reuse:1"
+        m = make_image(store, ref, [random_layer(store, 300_000, 71), random_layer(store, 200_000, 72),
+                                    random_layer(store, 100_000, 73)])
+        push(store, ref, None, _opts("stdlib"))
+        with Proxy(reg.host) as px:
+            got = pull(store2, f"{px.host}/team/reuse:1", None, _opts("stdlib", jobs=1))
+        assert got.digest == m.digest and len(got.downloaded) == 4
+        assert_same_image(store, ref, store2, f"{px.host}/team/reuse:1")
+        # loopback tries plain HTTP first (one connection, refused by the TLS port), then one for all the rest
+        assert px.connections == 2
+    finally:
+        reg.stop()
 
 
 def test_the_clients_pull_and_push_import_no_aiohttp():
