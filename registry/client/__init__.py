@@ -20,14 +20,14 @@ __all__ = ["push", "pull", "copy", "login", "logout", "search", "ClientOptions",
 def push(store: ImageStore, src_ref: str, dest_ref: str | None = None, options: ClientOptions | None = None,
          progress: Progress = no_progress) -> PushResult:
     """Upload the local image `src_ref` as `dest_ref` (default: `src_ref` itself)."""
-    from .push import push_async
+    from .pushing import push_async
     return run_sync(push_async(store, src_ref, dest_ref, options, progress))
 
 
 def pull(store: ImageStore, ref: str, platform: Platform | None = None, options: ClientOptions | None = None,
          progress: Progress = no_progress) -> PullResult:
     """Download `ref` (for `platform`, default this machine's) into the store and tag it."""
-    from .pull import pull_async
+    from .pulling import pull_async
     return run_sync(pull_async(store, ref, platform, options, progress))
 
 
@@ -35,23 +35,23 @@ def copy(src: str, dst: str, options: ClientOptions | None = None, progress: Pro
          store: ImageStore | None = None, platform: Platform | None = None) -> CopyResult:
     """Copy between docker://REF, oci-archive:FILE[:REF], docker-archive:FILE[:REF] and soko:REF
     (`store` is the local store, needed for soko:)."""
-    from .copy import copy_async
+    from .copying import copy_async
     return run_sync(copy_async(src, dst, options, progress, store, platform))
 
 
 def login(registry: str, user: str, password: str, options: ClientOptions | None = None) -> str:
     """Check the credentials against the registry, then store them; returns where they went."""
-    from .login import login_async
+    from .logins import login_async
     return run_sync(login_async(registry, user, password, options))
 
 
 def logout(registry: str, options: ClientOptions | None = None) -> bool:
     """Forget the registry's credentials; False when there were none."""
-    from .login import logout_sync
+    from .logins import logout_sync
     return logout_sync(registry, options)
 
 
 def search(term: str, limit: int = 25, options: ClientOptions | None = None) -> list:
     """Search HOST/TERM (a registry's /v1/search); returns SearchResults."""
-    from .search import search_async
+    from .searching import search_async
     return run_sync(search_async(term, limit, options))

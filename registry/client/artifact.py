@@ -22,8 +22,8 @@ from .credentials import CredentialStore
 from .download import download_blob
 from .errors import ClientError, VerificationError
 from .options import ClientOptions, Progress, PushResult, no_progress
-from .pull import resolve_image
-from .push import push_blob
+from .pulling import resolve_image
+from .pushing import push_blob
 from .remote import Repository
 from .session import RegistrySession
 from .tasks import run_all, run_sync

@@ -103,13 +103,9 @@ def store_while_importing(obj, name: str):
 
     with ThreadPoolExecutor(1, thread_name_prefix="soko-store") as pool:
         opened = pool.submit(obj.image_store)
-        # (what registry.client.pull and .push import, not those modules themselves: importing one
-        # makes registry.client.pull the module where pull_image wants the function)
-        import registry.client.credentials  # noqa: F401
-        import registry.client.wire_std  # noqa: F401
+        import registry.client.wire_std  # noqa: F401 - the session's transport, chosen when it opens
         if name == "pull":
-            import registry.client.download  # noqa: F401
+            import registry.client.pulling  # noqa: F401
         else:
-            import registry.client.upload  # noqa: F401
-            import storage.layer_variants  # noqa: F401
+            import registry.client.pushing  # noqa: F401
         return opened.result()

@@ -158,7 +158,7 @@ def test_a_failed_export_fails_after_the_image_is_stored(store, ctx, tmp_path):
 def test_a_plain_image_is_followed_by_its_history(store, ctx, registry, tmp_path):
     """A pushed image without any cache export: RUN steps are reused when the base, every
     instruction and every layer below match; COPY is redone and must give the same layer."""
-    from registry.client.push import push_async
+    from registry.client.pushing import push_async
     from registry.client.tasks import run_sync
 
     (ctx / "Dockerfile").write_text("FROM busybox\nENV A=1\nCOPY src/ /src/\nRUN cat /src/* > /all\n"

@@ -145,8 +145,8 @@ async def test_a_cancelled_pull_keeps_what_arrived_for_the_next(registry, store,
     ingest/, and the next pull asks only for the rest."""
     import asyncio
 
-    from registry.client.pull import pull_async
-    from registry.client.push import push_async
+    from registry.client.pulling import pull_async
+    from registry.client.pushing import push_async
     ref = f"{registry.host}/{repo_name}:x"
     m, big = _one_big_layer(store, ref, size=8_000_000, seed=16)
     await push_async(store, ref)

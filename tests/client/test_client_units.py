@@ -6,7 +6,7 @@ from email.utils import formatdate
 
 from registry.client.auth import parse_challenges, pick_challenge, scope_for
 from registry.client.credentials import normalize_host, server_key
-from registry.client.login import registry_host
+from registry.client.logins import registry_host
 from registry.client.session import api_host, is_loopback, retry_after, retryable_status
 
 
@@ -49,3 +49,17 @@ def test_credential_keys():
     assert normalize_host("https://Registry.Example.com:5000/v1/") == "registry.example.com:5000"
     assert registry_host("https://index.docker.io/v1/") == "docker.io"
     assert registry_host("localhost:5000") == "localhost:5000"
+
+
+def test_the_client_functions_stay_functions_once_their_modules_are_imported():
+    """An embedder calling registry.client.pull twice, or importing it after a push, gets the
+    function: the modules behind push, pull, copy, login and search have names of their own
+    (importing a submodule named `pull` made registry.client.pull that module)."""
+    import importlib
+
+    import registry.client as client
+
+    for module in ("pushing", "pulling", "copying", "logins", "searching"):
+        importlib.import_module(f"registry.client.{module}")
+    for name in ("push", "pull", "copy", "login", "logout", "search"):
+        assert callable(getattr(client, name)) and getattr(client, name).__module__ == "registry.client", name

@@ -200,7 +200,7 @@ def test_a_pull_over_tls_fetches_every_blob_over_the_sessions_connection(tmp_pat
 def test_the_clients_pull_and_push_import_no_aiohttp():
     """aiohttp costs a pull or push ~0.13-0.16 s before its first byte; the CLI's client never
     needs it (the registry server's proxy imports wire_aio itself)."""
-    code = ("import sys, registry.client, registry.client.pull, registry.client.push, registry.client.copy; "
+    code = ("import sys, registry.client, registry.client.pulling, registry.client.pushing, registry.client.copying; "
             "print('aiohttp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]

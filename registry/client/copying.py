@@ -23,8 +23,8 @@ from .credentials import CredentialStore
 from .errors import ClientError, ProtocolError, UsageError
 from .local import transfer
 from .options import ClientOptions, CopyResult, Progress, PushResult, no_progress
-from .pull import parse_fetched, pull_async
-from .push import push_async, push_blob, unique_blobs
+from .pulling import parse_fetched, pull_async
+from .pushing import push_async, push_blob, unique_blobs
 from .remote import FetchedManifest, Repository
 from .session import RegistrySession
 from .tasks import run_all
