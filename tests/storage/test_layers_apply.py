@@ -378,3 +378,12 @@ def test_a_noted_blob_with_a_damaged_checksum_is_refused(tmp_path, store, compre
     with pytest.raises(LayerError, match="corrupt"):
         apply_blob(store, info.digest, tmp_path / "out", diff_id=info.diff_id)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_entry_the_filesystem_refuses_is_one_line_and_applies_nothing(tmp_path):
+    long = "n" * 300  # over NAME_MAX: ENAMETOOLONG from the open
+    tar = make_tar([("file", "ok", b"ok"), ("file", long, b"x")])
+    with pytest.raises(LayerError) as e:
+        apply_layer(io.BytesIO(tar), tmp_path / "out")
+    assert str(e.value) == f"cannot apply layer entry {long!r}: File name too long"
+    assert not (tmp_path / "out").exists() and os.listdir(tmp_path) == []
