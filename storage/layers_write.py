@@ -15,9 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import queue
 import stat
-import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -34,7 +32,6 @@ CHUNK = 1 << 20
 # a 1 MiB one (what gzip's blocks still get) made the 532 MB bench write 0.2-0.3
 # CPU-s dearer and half its runs ~0.25 s slower (bench/README.md "Layers").
 REUSED_CHUNK = 128 << 10
-_OUTPUT_QUEUE = 256  # compressed pieces (zstd's are ~128 KiB) waiting to be written
 WHITEOUT_PREFIX = b".wh."
 OPAQUE = b".wh..wh..opq"
 OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
@@ -92,60 +89,15 @@ def resolve_epoch(epoch: int | None) -> int | None:
 class _Output:
     """The compressed side: hashed and written to the temporary blob file, whose
     writeback starts every WRITEBACK bytes (the fsync at the end then waits for
-    the last few megabytes only, not the whole blob).
+    the last few megabytes only, not the whole blob)."""
 
-    `threaded`: hashing and writing happen on a thread of their own, in order, as the zstd
-    CLI writes on its own thread: the thread that builds the tar and feeds the compressor
-    (the one serial stage of a write) is spared both (~0.2 CPU-s of a 532 MB zstd layer).
-    Only for pieces nobody changes afterwards (a compressor's output)."""
-
-    def __init__(self, fd: int, hashing: bool, threaded: bool = False):
+    def __init__(self, fd: int, hashing: bool):
         self.fd = fd
         self.hash = hashlib.sha256() if hashing else None
         self.size = 0
         self._written_back = 0
-        self._error: BaseException | None = None
-        self._q: queue.SimpleQueue | None = None
-        if threaded:
-            self._q = queue.SimpleQueue()
-            self._room = threading.BoundedSemaphore(_OUTPUT_QUEUE)
-            self._thread = threading.Thread(target=self._run, name="soko-layer-out", daemon=True)
-            self._thread.start()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._q is None:
-            self._write(data)
-            return
-        if self._error is not None:
-            raise self._error
-        self._room.acquire()
-        self._q.put(data)
-
-    def _run(self) -> None:
-        assert self._q is not None
-        while (data := self._q.get()) is not None:
-            self._room.release()
-            if self._error is None:
-                try:
-                    self._write(data)
-                except BaseException as e:  # disk full, ...: raised on the caller's thread
-                    self._error = e
-
-    def finish(self) -> None:
-        """Wait until everything is written (raising what went wrong, if anything)."""
-        if self._q is not None and self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def abort(self) -> None:
-        if self._q is not None and self._thread.is_alive():
-            self._error = self._error or LayerError("layer write aborted")
-            self._q.put(None)
-            self._thread.join()
-
-    def _write(self, data: bytes | bytearray | memoryview) -> None:
         if self.hash is not None:
             self.hash.update(data)
         view = memoryview(data)
@@ -531,17 +483,14 @@ def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: st
             donated = None  # gone: every file is read
     tmp = store.new_temp(".layer")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    # Uncompressed, the tar buffer itself is written (and refilled when write returns).
-    out = _Output(fd, hashing=compression != comp.NONE, threaded=compression != comp.NONE)
+    out = _Output(fd, hashing=compression != comp.NONE)
     writer = comp.open_writer(out, compression, level, threads)
     try:
         pipe = _TarPipe(writer, progress)
         source(_Emitter(pipe, epoch, donated, members, written))
         pipe.finish()
-        out.finish()
     except BaseException as e:
         writer.abort()
-        out.abort()
         os.close(fd)
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError):  # a file vanished, disk full, ...: one line
