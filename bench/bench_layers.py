@@ -13,10 +13,12 @@ about 0.65 of its size, zstd -3 about 0.5). Then measures, in MB/s of uncompress
 - tar -cf - . | gzip       and  tar -cf - . | zstd -T0  (and | pigz, if installed)
 - gzip -dc | tar -x        and  zstd -dc | tar -x   (apply counterparts)
 - sha256 of the uncompressed tar (the ceiling: one pass over the bytes)
-- with `--baseline REV`: soko's write at git revision REV too, in the same turns (a
-  before/after in one run); both soko writes then run in a child process each, timed inside it
+- with `--baseline REV`: soko's write and apply at git revision REV too, in the same turns (a
+  before/after in one run); every soko write and apply then runs in a child process of its
+  own, timed inside it (REV applies the blob this tree wrote)
 
-All inputs are in the page cache (the tree is read once before timing).
+All inputs are in the page cache (the tree, or the blobs to apply, are read again before
+every run, untimed: other sessions on a shared machine drop caches).
 """
 from __future__ import annotations
 
@@ -150,12 +152,46 @@ def write_in_child(src: Path, root: Path, store: Path, compression: str) -> tupl
     return (got["wall"], got["cpu"]), got
 
 
-def interleaved(cases: list[tuple[str, object]], repeat: int) -> dict[str, tuple[float, float]]:
+# One apply_blob with the soko source tree argv[1], timed in the child.
+APPLY_ONE = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from storage.blobs import BlobStore
+from storage.layers import apply_blob
+store = BlobStore(sys.argv[2])
+c0 = os.times(); t = time.perf_counter()
+apply_blob(store, sys.argv[3], sys.argv[5], diff_id=sys.argv[4])
+wall = time.perf_counter() - t; c1 = os.times()
+print(json.dumps({"wall": wall, "cpu": sum(c1[:4]) - sum(c0[:4])}))
+"""
+
+
+def apply_in_child(src: Path, store: Path, digest: str, diff_id: str, dest: Path) -> tuple[float, float]:
+    out = subprocess.run([sys.executable, "-c", APPLY_ONE, str(src), str(store), digest, diff_id, str(dest)],
+                         capture_output=True, text=True, check=True).stdout
+    got = json.loads(out)
+    return got["wall"], got["cpu"]
+
+
+def read_through(*paths: Path) -> None:
+    """Read files into the page cache again, untimed: on a shared machine another session's
+    `echo 3 > /proc/sys/vm/drop_caches` would otherwise make a run read the disk."""
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.read(1 << 20):
+                pass
+
+
+def interleaved(cases: list[tuple[str, object]], repeat: int,
+                before=None) -> dict[str, tuple[float, float]]:
     """Best (wall, cpu) per case, the cases taking turns run by run, so a
-    noisy moment on a shared machine does not land on one side only."""
+    noisy moment on a shared machine does not land on one side only.
+    `before`: called (untimed) before every run, to put the inputs back in the page cache."""
     best: dict[str, tuple[float, float]] = {}
     for _ in range(repeat):
         for name, fn in cases:
+            if before is not None:
+                before()
             got = measure(fn)
             best[name] = min(best.get(name, got), got)
     return best
@@ -175,7 +211,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the best is shown")
     ap.add_argument("--only", choices=("gzip", "zstd"), help="the rows of one compression only")
-    ap.add_argument("--baseline", metavar="REV", help="also time soko's write at this git revision")
+    ap.add_argument("--baseline", metavar="REV", help="also time soko's write and apply at this git revision")
     args = ap.parse_args()
     codecs = (args.only,) if args.only else ("gzip", "zstd")
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -233,7 +269,7 @@ def main() -> None:
         if c == "gzip" and shutil.which("pigz"):  # the parallel gzip, for reference
             cases.append(("tar -cf - . | pigz",
                           lambda: sh(f"tar -C {root} -cf - . | pigz > {blobs['pigz']}")))
-        results = interleaved(cases, args.repeat)
+        results = interleaved(cases, args.repeat, before=lambda: warm(root))
         notes = {cases[0][0]: f"{infos[c].size / tar_bytes:.3f} of tar",
                  cases[1][0]: f"{blobs[c].stat().st_size / tar_bytes:.3f} of tar"}
         for name, _ in cases[2:]:
@@ -255,15 +291,22 @@ def main() -> None:
         def fresh(base=base, runs=runs) -> Path:
             return base / f"run{next(runs)}"
         for c in codecs:
-            def a(c=c, fresh=fresh):
-                apply_blob(store, infos[c].digest, fresh(), diff_id=infos[c].diff_id)
+            def a(c=c, fresh=fresh, src=HERE.parent):
+                if baseline_src is None:
+                    apply_blob(store, infos[c].digest, fresh(), diff_id=infos[c].diff_id)
+                    return None
+                return apply_in_child(src, store.root, infos[c].digest, infos[c].diff_id, fresh())
 
             def x(c=c, fresh=fresh):
                 dest = fresh()
                 dest.mkdir(parents=True)
                 sh(f"{c} -dc {blobs[c]} | tar -C {dest} -xf -")
-            add(interleaved([(f"soko apply {c} ({place})", a),
-                             (f"{c} -dc | tar -x ({place})", x)], args.repeat))
+            cases = [(f"soko apply {c} ({place})", a), (f"{c} -dc | tar -x ({place})", x)]
+            if baseline_src is not None:  # the same blob (soko's, as written above), applied by REV
+                cases.append((f"soko@{args.baseline} apply {c} ({place})",
+                              lambda a=a, src=baseline_src: a(src=src)))
+            add(interleaved(cases, args.repeat,
+                            before=lambda c=c: read_through(store.path(infos[c].digest), blobs[c])))
             if place == "tmpfs":  # memory; tmpfs deletes cost the next files nothing
                 clear(base)
 
@@ -276,7 +319,8 @@ def main() -> None:
         with open(raw, "rb", buffering=0) as f:
             while n := f.readinto(buf):
                 h.update(view[:n])
-    add(interleaved([("sha256 of the tar (ceiling)", hash_only)], args.repeat))
+    add(interleaved([("sha256 of the tar (ceiling)", hash_only)], args.repeat,
+                    before=lambda: read_through(raw)))
 
     base = {r[0]: r[1] for r in rows}
     print()
@@ -289,12 +333,18 @@ def main() -> None:
     for place, _ in places:
         for c in codecs:
             ref[f"soko apply {c} ({place})"] = f"{c} -dc | tar -x ({place})"
+            if args.baseline:
+                ref[f"soko@{args.baseline} apply {c} ({place})"] = ref[f"soko apply {c} ({place})"]
     for name, seconds, cpu, note in rows:
         vs = f"{base[ref[name]] / seconds:.2f}x" if name in ref else ""
         print(f"| {name:<28} | {mb / seconds:6.1f} | {seconds:6.2f} | {cpu:6.2f} | {vs:>15} | {note} |")
     if args.baseline:
         print(f"\nsoko / soko@{args.baseline}, writing: " + ", ".join(
             f"{c} {base[f'soko@{args.baseline} write {c}'] / base[f'soko write {c}']:.2f}x" for c in codecs))
+        for place, _ in places:
+            print(f"soko / soko@{args.baseline}, applying ({place}): " + ", ".join(
+                f"{c} {base[f'soko@{args.baseline} apply {c} ({place})'] / base[f'soko apply {c} ({place})']:.2f}x"
+                for c in codecs))
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(work, ignore_errors=True)
 

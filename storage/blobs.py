@@ -29,6 +29,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# On a compressed layer blob that soko wrote itself: the diff_id its writer computed from the
+# very bytes it compressed (see BlobStore.note_diff_id).
+DIFF_ID_XATTR = "user.soko.diff_id"
+
 WRITEBACK = 32 * 1024 * 1024  # writers start writing back after this many bytes
 _SYNC_FILE_RANGE_WRITE = 2
 _sync_file_range: Callable[[int, int, int, int], int] | None = None
@@ -117,6 +121,24 @@ class BlobStore:
             return open(self.path(digest), "rb")
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
+
+    def note_diff_id(self, digest: str, diff_id: str) -> None:
+        """Note on compressed layer blob `digest`, just written by soko, that it decompresses to
+        `diff_id` (the writer hashed the tar it compressed): applying it with that diff_id then
+        need not hash the tar again, the codec's own checksum (gzip's CRC-32, zstd's content
+        checksum) still checking every byte. Only for blobs whose codec checksums their content;
+        where the filesystem keeps no user xattrs nothing is noted."""
+        try:
+            os.setxattr(self.path(digest), DIFF_ID_XATTR, diff_id.encode())
+        except OSError:
+            pass
+
+    def noted_diff_id(self, digest: str) -> str | None:
+        """What `note_diff_id` noted on blob `digest`, if anything."""
+        try:
+            return os.getxattr(self.path(digest), DIFF_ID_XATTR).decode()
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def read_bytes(self, digest: str) -> bytes:
         with self.open(digest) as f:

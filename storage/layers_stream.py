@@ -66,16 +66,21 @@ class LayerStream:
     and decompresses; another hashes the output (`diff`). `close` stops both,
     also when the consumer gave up half way."""
 
-    def __init__(self, raw: BinaryIO, stored_as: str | None = None):
+    def __init__(self, raw: BinaryIO, stored_as: str | None = None, known_diff_id: str | None = None):
         """`stored_as`: the digest a blob store that verified the blob names it by. A compressed
         blob is then not hashed again (its diff_id still is, and that checks every byte of what
-        it decompresses to); an uncompressed one is, its digest being its diff_id."""
+        it decompresses to); an uncompressed one is, its digest being its diff_id.
+        `known_diff_id`: what a compressed blob is known to decompress to (a blob store's note,
+        BlobStore.note_diff_id): its tar is then not hashed at all, the codec's checksum
+        checking the bytes; `diff_id` is that."""
         self.compression, src = comp.sniff(raw)
         self.raw: DigestingReader | _Counted = (_Counted(src, stored_as) if stored_as and self.compression != comp.NONE
                                                 else DigestingReader(src))
         src = self.raw
         # Uncompressed: the blob is the tar, one digest serves as both.
-        self.diff = _Hasher() if self.compression != comp.NONE else None
+        self._known = known_diff_id if self.compression != comp.NONE else None
+        self.diff = _Hasher() if self.compression != comp.NONE and self._known is None else None
+        self._size = 0  # of the tar, when nothing hashes it
         self._q: queue.Queue = queue.Queue(maxsize=8)
         self._stop = False
         self._thread = threading.Thread(target=self._run, args=(src,), name="soko-unpack",
@@ -87,6 +92,8 @@ class LayerStream:
             for chunk in comp.iter_decompressed(src, self.compression):
                 if self.diff is not None:
                     self.diff.put(chunk)
+                else:
+                    self._size += len(chunk)
                 if not self._put(chunk):
                     return
             self._put(_END)
@@ -120,10 +127,14 @@ class LayerStream:
 
     @property
     def diff_id(self) -> str:
+        if self._known is not None:
+            return self._known
         return self.raw.digest if self.diff is None else "sha256:" + self.diff.hash.hexdigest()
 
     @property
     def uncompressed_size(self) -> int:
+        if self._known is not None:
+            return self._size
         return self.raw.size if self.diff is None else self.diff.size
 
 

@@ -504,6 +504,8 @@ def _write(source: Callable[[_Emitter], None], store: BlobStore, compression: st
     diff_id = "sha256:" + pipe.hash.hexdigest()
     digest = diff_id if out.hash is None else "sha256:" + out.hash.hexdigest()
     store.adopt(tmp, digest)
+    if compression != comp.NONE:  # both codecs are written with their content checksum
+        store.note_diff_id(digest, diff_id)
     return LayerInfo(diff_id=diff_id, digest=digest, size=out.size, compression=compression,
                      media_type=LAYER_BY_COMPRESSION[media_types][compression],
                      uncompressed_size=pipe.size, members=members)

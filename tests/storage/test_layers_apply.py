@@ -323,3 +323,67 @@ def test_a_stored_blob_damaged_on_disk_is_refused_when_applied(tmp_path, store, 
     with pytest.raises((DigestMismatch, LayerError)):
         apply_blob(store, info.digest, tmp_path / "bad", diff_id=info.diff_id)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_layer_soko_compressed_is_applied_without_hashing_its_tar_again(tmp_path, store, compression):
+    """write_layer notes on its compressed blob the diff_id it hashed; apply_blob asked for that
+    diff_id takes the note instead of hashing the tar again (the codec's checksum still checks the
+    bytes); any other diff_id asked for is hashed and checked as before."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(300_000))
+    (src / "g").write_text("g")
+    info = write_layer(src, store, compression=compression)
+    assert store.noted_diff_id(info.digest) == info.diff_id
+    got = apply_blob(store, info.digest, tmp_path / "a", diff_id=info.diff_id)
+    assert (got.diff_id, got.uncompressed_size) == (info.diff_id, info.uncompressed_size)
+    assert snapshot(tmp_path / "a") == snapshot(src)
+    # The note is what is believed, not a hash: one changed on purpose is taken as it is.
+    other = "sha256:" + "1" * 64
+    store.note_diff_id(info.digest, other)
+    assert apply_blob(store, info.digest, tmp_path / "b", diff_id=other).diff_id == other
+    # Asked for anything but the note, the tar is hashed: the true diff_id passes, a wrong one not.
+    assert apply_blob(store, info.digest, tmp_path / "c", diff_id=info.diff_id).diff_id == info.diff_id
+    with pytest.raises(DigestMismatch, match="diff_id"):
+        apply_blob(store, info.digest, tmp_path / "d", diff_id="sha256:" + "2" * 64)
+    assert not (tmp_path / "d").exists()
+
+
+def test_only_compressed_layers_soko_wrote_carry_a_diff_id_note(tmp_path, store):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("f")
+    plain = write_layer(src, store, compression="none")  # its digest is its diff_id
+    assert store.noted_diff_id(plain.digest) is None
+    pushed = store.put_bytes(store.read_bytes(write_layer(src, store, compression="zstd").digest)[:-4])
+    assert store.noted_diff_id(pushed) is None  # stored by someone else: nothing known
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_noted_blob_with_a_damaged_checksum_is_refused(tmp_path, store, compression):
+    """With the tar not hashed, the codec's own checksum (gzip's CRC-32 and size, zstd's content
+    checksum: the last 4 bytes of the frame) is what finds damage to a noted blob."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(200_000))
+    info = write_layer(src, store, compression=compression)
+    assert store.noted_diff_id(info.digest) == info.diff_id
+    path = store.path(info.digest)
+    data = bytearray(path.read_bytes())
+    data[-8 if compression == "gzip" else -4] ^= 0x01
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))  # the same file: the note stays
+    assert store.noted_diff_id(info.digest) == info.diff_id
+    with pytest.raises(LayerError, match="corrupt"):
+        apply_blob(store, info.digest, tmp_path / "out", diff_id=info.diff_id)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_entry_the_filesystem_refuses_is_one_line_and_applies_nothing(tmp_path):
+    long = "n" * 300  # over NAME_MAX: ENAMETOOLONG from the open
+    tar = make_tar([("file", "ok", b"ok"), ("file", long, b"x")])
+    with pytest.raises(LayerError) as e:
+        apply_layer(io.BytesIO(tar), tmp_path / "out")
+    assert str(e.value) == f"cannot apply layer entry {long!r}: File name too long"
+    assert not (tmp_path / "out").exists() and os.listdir(tmp_path) == []

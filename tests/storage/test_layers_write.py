@@ -430,3 +430,26 @@ def test_zstd_layer_is_the_same_bytes_whatever_the_buffer_and_thread_count(tmp_p
             assert info.digest == want, (chunk, threads)  # (not the bytes: pytest's diff of them is slow)
             digests.add(info.digest)
     assert len(digests) == 1 and len(tar) > 16 << 20
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_full_disk_under_the_compressed_output_is_one_line_and_leaves_nothing(tmp_path, compression):
+    """A failure to write the compressed output (here ENOSPC on a 1 MiB tmpfs) reaches the
+    caller as one LayerError line, stops the write, and leaves neither a blob nor anything in
+    ingest/."""
+    need_root()
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "soko-test-small", str(small)], check=True)
+    try:
+        store = BlobStore(small / "store")
+        src = tmp_path / "src"
+        src.mkdir()
+        for i in range(6):  # random: it does not compress
+            (src / f"f{i}").write_bytes(os.urandom(1 << 20))
+        with pytest.raises(LayerError, match="^cannot write layer: No space left on device$"):
+            write_layer(src, store, compression=compression)
+        assert os.listdir(store.ingest_dir) == []
+        assert list(store) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
