@@ -186,7 +186,6 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 tree.finish()
                 # what was written from memory is taken from there (ADD's archives may write over it)
                 written = None if cmd.is_add else {os.fsencode(rel): v for rel, v in placer.data.items()}
-                donor = reuse.donor_layer()
         except BaseException:
             staged.close()
             raise
@@ -194,9 +193,9 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
         record: list[str] = []
 
         def write() -> layerio.NewLayer:
-            with as_step_error():
+            with as_step_error():  # (the tree and `reuse` no longer change: read here, off the step's path)
                 layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
-                                          donor=donor, members=True, written=written)
+                                          donor=reuse.donor_layer(), members=True, written=written)
                 record.append(reuse.record(layer))
                 return layer
 
