@@ -22,6 +22,7 @@ from .stepctx import Job
 
 @dataclass
 class Hit:
+    """A step's earlier result, local or imported, as the executor applies it."""
     key: str                            # the step key the stage continues from
     config: dict | None = None          # local: the whole config after the step
     history: dict | None = None         # imported: the history entry the step added
