@@ -27,9 +27,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Iterator, Protocol
 
-import zstandard
-from isal import isal_zlib
-
 from .errors import LayerError
 from .zstd_frames import ZSTD_MAGIC, FrameSource
 
@@ -155,6 +152,8 @@ def _trailing_zeros(data: bytes, what: str) -> None:
 
 
 def _iter_gzip(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
+    from isal import isal_zlib  # the codecs are imported when used: most commands use neither
+
     d = isal_zlib.decompressobj(31)  # None between members
     padding = False  # after zero padding only zeros may follow
     while True:
@@ -198,6 +197,8 @@ def _zmsg(e: Exception) -> str:
 def _iter_zstd(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
     """libzstd decompresses into `chunk`-sized outputs in C (few GIL round trips, no joins);
     zstd_frames follows the frame boundaries it cannot report: truncation, padding, garbage."""
+    import zstandard
+
     source = FrameSource(raw, READ_SIZE)
     reader = zstandard.ZstdDecompressor().stream_reader(
         source, read_size=READ_SIZE, read_across_frames=True, closefd=False)
@@ -296,9 +297,17 @@ class PlainWriter:
         pass
 
 
+def _crc32(data: bytes | bytearray, crc: int) -> int:
+    from isal import isal_zlib
+
+    return isal_zlib.crc32(data, crc)
+
+
 def _engine(level: int):
     """(deflate module, its own level) for gzip level `level` (see the module docstring)."""
     if 1 <= level <= 6:
+        from isal import isal_zlib
+
         return isal_zlib, (level + 2) // 3   # 1-3 -> ISA-L 1, 4-6 -> ISA-L 2
     return zlib, level
 
@@ -344,7 +353,7 @@ class GzipWriter:
             self._submit(block)
 
     def _submit(self, block: bytes | bytearray) -> None:
-        self._crc = isal_zlib.crc32(block, self._crc)
+        self._crc = _crc32(block, self._crc)
         self._size += len(block)
         zdict = self._tail
         tail = block[-GZIP_WINDOW:]
@@ -389,6 +398,8 @@ class ZstdWriter:
     keeps_buffers = False  # libzstd copies each piece into its job's buffer
 
     def __init__(self, out: Sink, level: int | None = None, threads: int | None = None):
+        import zstandard
+
         check_level(ZSTD, level)
         self.out = out
         # threads=-1: one worker per CPU; output is identical for any count >= 1.

@@ -95,6 +95,8 @@ def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_root
     # nor does a build that runs its steps (every dataclass on its way has a docstring): inspect
     # with ast and dis cost ~4 ms, and inspect.signature per class more (tokenize comes with logging)
     assert {"inspect", "ast", "dis"} & (imported(cold) - imported_at_start()) == set()
+    # its layers are stored uncompressed: no codec is loaded (zstandard brings platform along)
+    assert {"zstandard", "isal", "platform"} & (imported(cold) - imported_at_start()) == set()
     fast, slow = soko_importtime(soko.root, "build", *plain), soko_importtime(soko.root, "build", *clicks)
     assert "click" not in imported(fast) and "click" in imported(slow)
     unused = {"inspect", "ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - imported_at_start()
