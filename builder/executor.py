@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from storage import mediatypes as mt
 from storage.errors import ImageNotFound, StorageError
@@ -33,10 +33,12 @@ from .options import BuildEvent, BuildOptions
 from .parse import parse_line
 from .schedule import StageRunner
 from .stages import Plan, Stage
-from .cacheimport import Imports
 from .hits import Finder
 from .stepctx import Incomplete, Job, StepContext
 from .steps import LAYER_STEPS, ON_PENDING
+
+if TYPE_CHECKING:  # --cache-from's machinery: loaded by the builds that use it
+    from .cacheimport import Imports
 
 Emit = Callable[[BuildEvent], None]
 
@@ -383,6 +385,8 @@ class Executor:
         n = len(state.config.diff_ids) - 1 if made else None
         self.trail.setdefault(stage.index, []).append(Trail(key, parent, h, n, job.link_key, job.fast_key))
         if state.follow and entry:
+            from .cacheimport import Imports
+
             state.follow = Imports.advance(state.follow, state.config.history[-1],
                                            state.config.diff_ids[-1] if made else None)
 

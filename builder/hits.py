@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from storage.model import Descriptor, ImageConfig
 
 from . import layerio
 from .cache import BuildCache, Entry
-from .cacheimport import Found, Imports
 from .dispatch import StageState
 from .stepctx import Job
+
+if TYPE_CHECKING:  # --cache-from's machinery: loaded by the builds that use it
+    from .cacheimport import Found, Imports
 
 
 @dataclass

@@ -97,6 +97,8 @@ def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_root
     assert {"inspect", "ast", "dis"} & (imported(cold) - imported_at_start()) == set()
     # its layers are stored uncompressed: no codec is loaded (zstandard brings platform along)
     assert {"zstandard", "isal", "platform"} & (imported(cold) - imported_at_start()) == set()
+    # nor --cache-from/--cache-to's machinery, which it does not use
+    assert {"builder.cacheimport", "builder.cacheexport", "builder.cacheformat"} & imported(cold) == set()
     fast, slow = soko_importtime(soko.root, "build", *plain), soko_importtime(soko.root, "build", *clicks)
     assert "click" not in imported(fast) and "click" in imported(slow)
     unused = {"inspect", "ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - imported_at_start()
