@@ -118,3 +118,24 @@ def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_root
     assert messages(p).splitlines()[-1] == "Error: --label 'x': expected KEY=VALUE"
     p = soko_importtime(soko.root, "build", str(tmp_path / "none"))
     assert p.returncode == 2 and f"Path '{tmp_path / 'none'}' does not exist." in messages(p)
+
+
+def test_a_one_file_edit_rebuild_imports_only_what_it_uses(soko, busybox_rootfs, tmp_path):
+    """The bench's edit scenario in small: the base is unpacked already, one COPY and the RUN after
+    it run again. Neither unpacking nor reading layer blobs is needed (storage.layers loads them on
+    first use), nor a codec, nor --cache-from's machinery."""
+    need_root()
+    soko("import", busybox_rootfs, "busybox:latest")
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "src" / "a.txt").write_text("a\n")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY src/ /src/\nRUN cat /src/a.txt > /out\n")
+    first = soko_importtime(soko.root, "build", "-q", str(ctx))
+    assert first.returncode == 0, messages(first)
+    (ctx / "src" / "a.txt").write_text("edited\n")
+    edit = soko_importtime(soko.root, "build", "-q", str(ctx))
+    assert edit.returncode == 0, messages(edit)
+    assert edit.stdout != first.stdout and "runtime.build" in imported(edit)
+    unused = {"storage.layers_apply", "storage.layers_stream", "zstandard", "isal", "inspect", "ast", "dis",
+              "builder.cacheimport", "builder.cacheexport", "click"} - imported_at_start()
+    assert unused & imported(edit) == set()
