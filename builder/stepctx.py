@@ -8,8 +8,8 @@ progress callback, and other stages (`stage(ref)`, built on demand).
 """
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -165,7 +165,7 @@ class StepContext:
         class _Tmp:
             def __enter__(self) -> Path:
                 ctx.sweep_tmp()
-                self.path = Path(tempfile.mkdtemp(prefix="layer-", dir=ctx.tmp_root))
+                self.path = _private_dir_in(ctx.tmp_root, "layer-")
                 return self.path
 
             def __exit__(self, *exc) -> None:
@@ -217,3 +217,15 @@ class StepContext:
     def flush(self) -> None:
         if self._hashes is not None:
             self._hashes.flush()
+
+
+def _private_dir_in(parent: Path, prefix: str) -> Path:
+    """A new directory (mode 0700) with a random name in `parent`, as tempfile.mkdtemp makes, without
+    importing tempfile (and random, with its hashes, for its names) on every build's way."""
+    while True:
+        path = parent / f"{prefix}{os.urandom(6).hex()}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
