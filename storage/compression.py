@@ -24,11 +24,13 @@ import os
 import struct
 import zlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Protocol
 
 from .errors import LayerError
 from .zstd_frames import ZSTD_MAGIC, FrameSource
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -331,8 +333,11 @@ class GzipWriter:
         self.out = out
         self.level = level
         self.threads = max(1, threads if threads else (os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="soko-gzip") \
-            if self.threads > 1 else None
+        self._pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor  # imported by the commands that compress
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="soko-gzip")
         self._pending: deque[Future | bytes] = deque()
         self._buf = bytearray()
         self._tail = b""
@@ -367,7 +372,7 @@ class GzipWriter:
 
     def _emit(self) -> None:
         job = self._pending.popleft()
-        self.out.write(job.result() if isinstance(job, Future) else job)
+        self.out.write(job if isinstance(job, bytes) else job.result())
 
     def close(self) -> None:
         if self._buf:
