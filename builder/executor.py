@@ -211,13 +211,14 @@ class Executor:
         total = 1 + len(stage.commands)
         state, triggers = self._from(stage, total)
         k = 1
-        for text in triggers:
-            inst = parse_line(text, stage.from_.line, self.lexer.escape, self.plan.filename)
-            cmd = convert(inst, self.plan.filename)
-            if isinstance(cmd, Onbuild) or cmd.cmd in ("FROM", "MAINTAINER"):
-                raise DockerfileError(f"{cmd.cmd} isn't allowed as an ONBUILD trigger", cmd.line, self.plan.filename)
-            self.step(state, stage, cmd, k, total, label=f"ONBUILD {text}")
         try:
+            for text in triggers:
+                inst = parse_line(text, stage.from_.line, self.lexer.escape, self.plan.filename)
+                cmd = convert(inst, self.plan.filename)
+                if isinstance(cmd, Onbuild) or cmd.cmd in ("FROM", "MAINTAINER"):
+                    raise DockerfileError(f"{cmd.cmd} isn't allowed as an ONBUILD trigger", cmd.line,
+                                          self.plan.filename)
+                self.step(state, stage, cmd, k, total, label=f"ONBUILD {text}")
             for cmd in stage.commands:
                 k += 1
                 self.step(state, stage, cmd, k, total)

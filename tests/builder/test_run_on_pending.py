@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import runtime.build
-from builder import RunFailed, StepError, layerio
+from builder import DockerfileError, RunFailed, StepError, layerio
 from runtime.snapshots import Snapshots, chain_ids
 from storage.errors import ImageNotFound, LayerError
 from storage.images import ImageStore
@@ -111,3 +111,20 @@ def test_a_failing_run_on_a_pending_copy_still_records_the_copy(store, ctx):
     fixed = do_build(store, ctx, DF, tags=["app"])
     assert [s.cached for s in fixed.steps] == [True, True, False]  # FROM, the COPY (recorded), the new RUN
     assert ImageFS(store, "app").read("/out") == b"a\nb\n"
+
+
+def test_a_trigger_that_fails_after_a_copy_trigger_leaves_no_layer_being_written(store, ctx):
+    """An image's ONBUILD list may hold a trigger that only fails once parsed (made by another
+    tool): the COPY trigger before it is recorded, its writer finished, its staging removed."""
+    from storage import mediatypes as mt
+
+    base = store.resolve("busybox")
+    config = base.config.changed()
+    config.config["OnBuild"] = ["COPY src/ /app/src/", "FROM busybox"]
+    store.tag("parent:1", store.commit(config, list(base.manifest.layers), mt.OCI_MANIFEST).digest)
+    threads = threading.active_count()
+    with pytest.raises(DockerfileError, match="FROM isn't allowed as an ONBUILD trigger"):
+        do_build(store, ctx, "FROM parent:1\nRUN true\n")
+    assert _staged(store) == [] and threading.active_count() == threads
+    # the COPY trigger ran and was recorded, as it is when nothing is written in a thread
+    assert len(_cache_rows(store)) == 1
