@@ -79,13 +79,19 @@ def test_the_command_line_a_usage_error_is_for_is_left_to_click(ctx):
     assert usage_error(click_params(["-f", "-", "-"])) == "the Dockerfile and the context cannot both come from stdin"
 
 
-def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_rootfs, tmp_path):
+def _context(soko, busybox_rootfs, tmp_path: Path, dockerfile: str) -> Path:
+    """A store holding busybox, and a context of one file (src/a.txt) built by `dockerfile`."""
     need_root()
     soko("import", busybox_rootfs, "busybox:latest")
     ctx = tmp_path / "ctx"
     (ctx / "src").mkdir(parents=True)
     (ctx / "src" / "a.txt").write_text("a\n")
-    (ctx / "Dockerfile").write_text("FROM busybox\nARG UNUSED\nCOPY src/ /src/\nENV A=1\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_rootfs, tmp_path):
+    ctx = _context(soko, busybox_rootfs, tmp_path, "FROM busybox\nARG UNUSED\nCOPY src/ /src/\nENV A=1\n")
     time.sleep(0.05)  # past the racy window: the first build records its answer
     plain = ("-t", "app:1", "--build-arg", "EXTRA=2", str(ctx))
     clicks = ("-t", "app:1", "--build-arg", "EXTRA=2", "--", str(ctx))  # `--`: click's to parse
@@ -124,12 +130,7 @@ def test_a_one_file_edit_rebuild_imports_only_what_it_uses(soko, busybox_rootfs,
     """The bench's edit scenario in small: the base is unpacked already, one COPY and the RUN after
     it run again. Neither unpacking nor reading layer blobs is needed (storage.layers loads them on
     first use), nor a codec, nor --cache-from's machinery."""
-    need_root()
-    soko("import", busybox_rootfs, "busybox:latest")
-    ctx = tmp_path / "ctx"
-    (ctx / "src").mkdir(parents=True)
-    (ctx / "src" / "a.txt").write_text("a\n")
-    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY src/ /src/\nRUN cat /src/a.txt > /out\n")
+    ctx = _context(soko, busybox_rootfs, tmp_path, "FROM busybox\nCOPY src/ /src/\nRUN cat /src/a.txt > /out\n")
     first = soko_importtime(soko.root, "build", "-q", str(ctx))
     assert first.returncode == 0, messages(first)
     (ctx / "src" / "a.txt").write_text("edited\n")
