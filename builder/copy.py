@@ -193,11 +193,14 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
         record: list[str] = []
 
         def write() -> layerio.NewLayer:
-            with as_step_error():  # (the tree and `reuse` no longer change: read here, off the step's path)
-                layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
-                                          donor=reuse.donor_layer(), members=True, written=written)
-                record.append(reuse.record(layer))
-                return layer
+            try:
+                with as_step_error():  # (the tree and `reuse` no longer change: read here, off the step's path)
+                    layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
+                                              donor=reuse.donor_layer(), members=True, written=written)
+                    record.append(reuse.record(layer))
+                    return layer
+            finally:
+                ctx.store.db.close()  # this thread's connection: closed now, not whenever a collection finds it
 
         def finish(layer: layerio.NewLayer) -> None:
             with as_step_error():

@@ -128,3 +128,22 @@ def test_a_trigger_that_fails_after_a_copy_trigger_leaves_no_layer_being_written
     assert _staged(store) == [] and threading.active_count() == threads
     # the COPY trigger ran and was recorded, as it is when nothing is written in a thread
     assert len(_cache_rows(store)) == 1
+
+
+def test_the_layer_writer_leaves_no_database_connection_open(store, ctx):
+    """The writer thread's SQLite connection (one per thread) is closed when it is done: left to the
+    cyclic collector it closed its descriptors at some later moment, in whatever the process (a
+    long-lived test worker, say) was doing then."""
+    import gc
+    import os
+
+    do_build(store, ctx, DF)
+    (ctx / "src" / "a.txt").write_text("edited\n")
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        do_build(store, ctx, DF)
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()
