@@ -1,6 +1,7 @@
 """`soko build` beside Docker Engine's BuildKit, same Dockerfiles, one run.
 
-    python bench/bench_build.py [--repeat N] [--files 5000] [--only NAME] [--settle 61] [--journaled-fs]   (as root)
+    python bench/bench_build.py [--repeat N] [--files 5000] [--only NAME] [--settle 61] [--journaled-fs]
+                                [--baseline REV]   (as root)
 
 soko is the installed `soko` command (the one next to this interpreter, as
 `pip install` puts it: bytecode compiled first, PYTHONDONTWRITEBYTECODE
@@ -28,7 +29,9 @@ the median of the paired ratios (soko time / BuildKit time; lower is
 better for soko) and their range over the rounds as a markdown table, with
 the targets; and the median ratio of CPU time (soko's command against
 BuildKit's client plus dockerd and the processes under it, a lower bound
-for BuildKit: what a loaded machine's wall times follow).
+for BuildKit: what a loaded machine's wall times follow). `--baseline REV`
+also runs soko at git revision REV (its tree extracted and compiled, on its
+own store) in the same rounds, and prints this soko against it, paired.
 """
 from __future__ import annotations
 
@@ -83,12 +86,23 @@ def make_ctx5000(root: Path, files: int, seed: int = 5) -> Path:
 
 
 class Soko:
-    def __init__(self, base: Path, busybox: Path):
+    def __init__(self, base: Path, busybox: Path, rev: str | None = None):
+        """This tree's soko, or (`rev`) the one at that git revision, extracted under `base`."""
         self.root = base / "store"
         self.busybox = busybox
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.command = [str(SOKO)]
+        tree = REPO
+        if rev is not None:
+            from bench_registry import extract_revision
+
+            tree = extract_revision(rev, base / "src")
+            script = base / "soko"
+            script.write_text(f"import sys\nsys.path.insert(0, {str(tree)!r})\nfrom soko.entry import main\n"
+                              "sys.exit(main())\n")
+            self.command = [sys.executable, str(script)]
         # what `pip install` does: every module compiled, so start-up reads bytecode
-        subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(REPO / p) for p in
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(tree / p) for p in
                         ("builder", "storage", "runtime", "registry", "soko"))], check=True, env=self.env,
                        stdout=subprocess.DEVNULL)
 
@@ -97,6 +111,7 @@ class Soko:
         from storage.images import ImageStore
         from storage.rootfs_import import import_rootfs
 
+        # (made by this tree's code for a baseline too: the store format is the same)
         shutil.rmtree(self.root, ignore_errors=True)
         store = ImageStore(self.root)
         store.tag("busybox:latest", import_rootfs(store, self.busybox, {"Cmd": ["sh"]}).digest)
@@ -107,7 +122,7 @@ class Soko:
         return 0.0  # no daemon: all of soko's work is in the command
 
     def build(self, ctx: Path, tag: str) -> None:
-        p = subprocess.run([str(SOKO), "--root", str(self.root), "build", "-q", "-t", tag, str(ctx)],
+        p = subprocess.run([*self.command, "--root", str(self.root), "build", "-q", "-t", tag, str(ctx)],
                            capture_output=True, text=True, env=self.env)
         if p.returncode != 0:
             raise SystemExit(f"soko build failed: {p.stderr[-2000:]}")
@@ -202,6 +217,7 @@ def main() -> None:
                     help="run both tools on a fresh loop-mounted ext4 with a journal (see journaled_fs)")
     ap.add_argument("--settle", type=float, default=61.0,
                     help="seconds to wait after the fresh stores' deletions before the cold builds")
+    ap.add_argument("--baseline", metavar="REV", help="also run soko at this git revision, paired with this one")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (dockerd, overlayfs, chown)")
@@ -222,6 +238,8 @@ def main() -> None:
         if args.only:
             contexts = {k: v for k, v in contexts.items() if k == args.only}
         tools = {"soko": Soko(work / "soko", busybox), "buildkit": BuildKit(work / "docker", busybox)}
+        if args.baseline:
+            tools[f"soko@{args.baseline}"] = Soko(work / "baseline", busybox, args.baseline)
         results: dict[tuple[str, str, str], list[float]] = {}
         cpu: dict[tuple[str, str, str], list[float]] = {}
         victim = contexts.get("ctx5000", Path()) / "src" / "mod017" / "file01742.py"
@@ -264,6 +282,8 @@ def main() -> None:
                                                                  cpu[(name, scenario, "buildkit")]))
             print(f"| {name} | {scenario} | {statistics.median(ours):.3f} | {statistics.median(theirs):.3f} "
                   f"| {paired:.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x | {mark} | {cpu_ratio:.2f}x |")
+        if args.baseline:
+            _print_baseline(results, cpu, f"soko@{args.baseline}")
     finally:
         if "buildkit" in tools:
             tools["buildkit"].engine.stop()
@@ -271,6 +291,25 @@ def main() -> None:
             _unmount(work)
             image.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _print_baseline(results: dict, cpu: dict, baseline: str) -> None:
+    """This soko against the baseline's, paired by round (both ran back to back with BuildKit)."""
+    print(f"\n| Dockerfile | scenario | soko | {baseline} | soko / {baseline}, paired median | rounds' range "
+          f"| CPU: soko / {baseline} | soko / BuildKit, {baseline} / BuildKit |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for (name, scenario, tool_name) in results:
+        if tool_name != "soko":
+            continue
+        ours, base, kit = (results[(name, scenario, t)] for t in ("soko", baseline, "buildkit"))
+        ratios = [s / b for s, b in zip(ours, base)]
+        cpu_ratio = statistics.median(s / b for s, b in zip(cpu[(name, scenario, "soko")],
+                                                             cpu[(name, scenario, baseline)]))
+        vs_kit = statistics.median(s / k for s, k in zip(ours, kit))
+        base_kit = statistics.median(b / k for b, k in zip(base, kit))
+        print(f"| {name} | {scenario} | {statistics.median(ours):.3f} | {statistics.median(base):.3f} "
+              f"| {statistics.median(ratios):.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x | {cpu_ratio:.2f}x "
+              f"| {vs_kit:.2f}x, {base_kit:.2f}x |")
 
 
 def _unmount(path: Path) -> None:

@@ -33,12 +33,14 @@ KINDS = ("step", "link", "alias")
 
 @dataclass
 class Layer:
+    """A layer of an exported cache: its diff ID and where its blob is."""
     diff_id: str
     descriptor: Descriptor   # the blob, as stored where the cache is
 
 
 @dataclass
 class Record:
+    """One step of an exported cache: how it is found and what it added."""
     kind: str                      # step | link | alias
     key: str
     parent: str | None = None      # step: the key before it (the graph)
@@ -49,6 +51,7 @@ class Record:
 
 @dataclass
 class CacheDoc:
+    """An exported cache's step graph (builder/CACHE.md)."""
     records: dict[str, Record] = field(default_factory=dict)
     mode: str = "min"
 

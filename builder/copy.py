@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from . import cache as cachemod
@@ -154,12 +154,25 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
     created_by = f"{what} {' '.join(shown)} {dest}"
     diff_ids = list(state.config.diff_ids)
 
-    def produce():
+    @contextmanager
+    def as_step_error():
         try:
-            view = _Empty() if cmd.link else ctx.view(diff_ids)
-            uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
-            reuse = Reuse(ctx.store, family)
-            with ctx.staging() as root, ctx.staging() as scratch:
+            yield
+        except BuildError as e:
+            if isinstance(e, (StepError, DockerfileError)):
+                raise
+            raise err(str(e)) from None
+
+    def produce() -> layerio.Pending:
+        """The tree placed here; its layer written in a thread (layerio.Pending): the next RUN
+        may run on the tree meanwhile. Staging is removed once the layer is settled."""
+        staged = ExitStack()
+        try:
+            with as_step_error():
+                view = _Empty() if cmd.link else ctx.view(diff_ids)
+                uid, gid = resolve_owner(view, chown_spec, cmd, fname) if chown_spec else (0, 0)
+                reuse = Reuse(ctx.store, family)
+                root, scratch = staged.enter_context(ctx.staging()), staged.enter_context(ctx.staging())
                 for it in items():
                     if it.prepare is not None:
                         it.prepare(it, scratch)
@@ -173,16 +186,29 @@ def job(ctx: StepContext, state, stage, cmd: Copy) -> Job:
                 tree.finish()
                 # what was written from memory is taken from there (ADD's archives may write over it)
                 written = None if cmd.is_add else {os.fsencode(rel): v for rel, v in placer.data.items()}
-                layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
-                                          donor=reuse.donor_layer(), members=True, written=written)
+        except BaseException:
+            staged.close()
+            raise
+
+        record: list[str] = []
+
+        def write() -> layerio.NewLayer:
+            try:
+                with as_step_error():  # (the tree and `reuse` no longer change: read here, off the step's path)
+                    layer = layerio.write_dir(ctx.store, root, ctx.opts.storage_compression, ctx.epoch,
+                                              donor=reuse.donor_layer(), members=True, written=written)
+                    record.append(reuse.record(layer))
+                    return layer
+            finally:
+                ctx.store.db.close()  # this thread's connection: closed now, not whenever a collection finds it
+
+        def finish(layer: layerio.NewLayer) -> None:
+            with as_step_error():
                 chain = [*diff_ids, layer.diff_id]
                 if layerio.adopt(ctx.store, chain, root):
-                    reuse.remember(layerio.chain_id(chain), layer)
-                return layer
-        except BuildError as e:
-            if isinstance(e, (StepError, DockerfileError)):
-                raise
-            raise err(str(e)) from None
+                    reuse.remember(layerio.chain_id(chain), record[0])
+
+        return layerio.Pending(root, write, finish, staged.close)
 
     if origin.view is not None and not heredocs:
         # another stage or an image: found by what it is first (when no step of the stage ran in

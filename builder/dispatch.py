@@ -11,6 +11,7 @@ import posixpath
 import re
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from storage.model import Descriptor, ImageConfig
 
@@ -20,6 +21,9 @@ from .errors import DockerfileError, ExpansionError
 from .expand import Lexer
 from .instructions import (Arg, Cmd, CmdLike, Command, Entrypoint, Env, Expose, Healthcheck, Label,
                            Maintainer, Onbuild, Shell, StopSignal, User, Volume, Workdir)
+
+if TYPE_CHECKING:
+    from . import layerio
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -39,6 +43,9 @@ class StageState:
     ran: bool = False                 # a step of this stage (or of the one it is FROM) ran in this build
     partial: bool = False             # the dry pass past a miss: only `key` (and the config's metadata) hold
     follow: list = field(default_factory=list)  # cacheimport.Cursor: plain --cache-from images matched so far
+    # the latest step's layer while it is still being written (layerio.Pending): not yet in `config`
+    # nor `layers`; the executor records it before anything reads them, or a RUN starts on its tree
+    pending: layerio.Pending | None = None
 
     @property
     def cfg(self) -> dict:
@@ -63,6 +70,7 @@ class StageState:
             raise DockerfileError(str(e), cmd.line, self.filename) from None
 
     def copy(self) -> "StageState":
+        assert self.pending is None, "a stage is copied once its layers are settled"
         return StageState(self.config.changed(), list(self.layers), self.key, self.args.copy(),
                           self.cmd_set, self.filename, self.lexer, self.ran, self.partial, list(self.follow))
 

@@ -134,11 +134,11 @@ def _export_cache(store, opts: BuildOptions, exe: Executor, target: int, imports
                   result: BuildResult) -> None:
     """--cache-to, after the image is stored: a failure fails the build (CacheExportError, which
     carries `result`), unless ignore-error=true made it a warning."""
-    from .cacheexport import collect, export
-
     for spec in opts.cache_to:
         if spec.type == "inline":
             continue  # every image soko builds is a usable plain --cache-from already
+        from .cacheexport import collect, export
+
         try:
             export(store, spec, collect(exe, target, spec.mode), imports)
         except CacheExportError as e:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from storage import mediatypes as mt
 from storage.errors import ImageNotFound, StorageError
@@ -32,10 +33,12 @@ from .options import BuildEvent, BuildOptions
 from .parse import parse_line
 from .schedule import StageRunner
 from .stages import Plan, Stage
-from .cacheimport import Imports
 from .hits import Finder
 from .stepctx import Incomplete, Job, StepContext
-from .steps import LAYER_STEPS
+from .steps import LAYER_STEPS, ON_PENDING
+
+if TYPE_CHECKING:  # --cache-from's machinery: loaded by the builds that use it
+    from .cacheimport import Imports
 
 Emit = Callable[[BuildEvent], None]
 
@@ -83,7 +86,9 @@ class Executor:
         self.dockerfile_dir = dockerfile_dir
         self.multi_stage = len(plan.stages) > 1
         self.ctx = StepContext(store, opts, epoch, self.platform, plan.filename, lexer, emit, self._stage_of,
-                               self._output, lambda i, of: self._content(i, of).config.diff_ids)
+                               self._output, lambda i, of: self._content(i, of).config.diff_ids, self._settle)
+        # a step whose layer is still being written (StageState.pending): what recording it needs
+        self._unsettled: dict[int, tuple[Command, Job, str, Stage, str, int]] = {}
 
     # -- stages ------------------------------------------------------------------
     def declare_globals(self) -> None:
@@ -206,15 +211,20 @@ class Executor:
         total = 1 + len(stage.commands)
         state, triggers = self._from(stage, total)
         k = 1
-        for text in triggers:
-            inst = parse_line(text, stage.from_.line, self.lexer.escape, self.plan.filename)
-            cmd = convert(inst, self.plan.filename)
-            if isinstance(cmd, Onbuild) or cmd.cmd in ("FROM", "MAINTAINER"):
-                raise DockerfileError(f"{cmd.cmd} isn't allowed as an ONBUILD trigger", cmd.line, self.plan.filename)
-            self.step(state, stage, cmd, k, total, label=f"ONBUILD {text}")
-        for cmd in stage.commands:
-            k += 1
-            self.step(state, stage, cmd, k, total)
+        try:
+            for text in triggers:
+                inst = parse_line(text, stage.from_.line, self.lexer.escape, self.plan.filename)
+                cmd = convert(inst, self.plan.filename)
+                if isinstance(cmd, Onbuild) or cmd.cmd in ("FROM", "MAINTAINER"):
+                    raise DockerfileError(f"{cmd.cmd} isn't allowed as an ONBUILD trigger", cmd.line,
+                                          self.plan.filename)
+                self.step(state, stage, cmd, k, total, label=f"ONBUILD {text}")
+            for cmd in stage.commands:
+                k += 1
+                self.step(state, stage, cmd, k, total)
+        finally:
+            if state.pending is not None:  # the stage's last step (or a failure after it)
+                self._settle(state)
         return state
 
     def _from(self, stage: Stage, total: int) -> tuple[StageState, list[str]]:
@@ -323,6 +333,8 @@ class Executor:
             with self._lock:
                 self.steps += 1
         make_job = LAYER_STEPS.get(type(cmd))
+        if state.pending is not None and (type(cmd) not in ON_PENDING or state.follow):
+            self._settle(state)  # this step reads the stage's config: the layer below must be in it
         parent, layers_before, entries_before = state.key, len(state.config.diff_ids), len(state.config.history)
         if make_job is not None:
             job = make_job(self.ctx, state, stage, cmd)
@@ -342,6 +354,8 @@ class Executor:
             state.partial = True
             state.key = job.resolve()
             return
+        if state.pending is not None and hit is not None:
+            self._settle(state)
         self._emit("step", stage, index, total, text, cached=hit is not None, metadata=make_job is None)
         if hit is not None and hit.link:
             self._record(state, job.key, job, layerio.NewLayer(hit.diff_id, hit.descriptor))  # type: ignore[arg-type]
@@ -352,30 +366,69 @@ class Executor:
             self._record(state, job.key, job, None)  # type: ignore[arg-type]
             state.key = job.key  # type: ignore[assignment]
         else:
-            self._run_job(state, cmd, job)
+            self._run_job(state, cmd, job, stage, parent)
             state.ran = True
         if job.fast_key is not None and (hit is None or hit.key != job.fast_key):
             self.finder.alias(job.fast_key, state.key)
-        made = len(state.config.diff_ids) > layers_before
-        self._trail(stage, state, parent, job, made, len(state.config.history) > entries_before)
+        if state.pending is None:  # else the step's layer is still being written: trailed by _settle
+            made = len(state.config.diff_ids) > layers_before
+            self._trail(stage, state, state.key, parent, job, made, len(state.config.history) > entries_before)
         if hit is not None and not self._dry_mode:
             with self._lock:
                 self.cached += 1
         self._emit("done", stage, index, total, text, cached=hit is not None, metadata=make_job is None,
                    elapsed=time.monotonic() - started)
 
-    def _trail(self, stage: Stage, state: StageState, parent: str, job: Job, made: bool, entry: bool) -> None:
+    def _trail(self, stage: Stage, state: StageState, key: str, parent: str, job: Job, made: bool,
+               entry: bool) -> None:
         """Remember the step for --cache-to, and move plain --cache-from images along."""
         h = len(state.config.history) - 1 if entry else None
         n = len(state.config.diff_ids) - 1 if made else None
-        self.trail.setdefault(stage.index, []).append(Trail(state.key, parent, h, n, job.link_key, job.fast_key))
+        self.trail.setdefault(stage.index, []).append(Trail(key, parent, h, n, job.link_key, job.fast_key))
         if state.follow and entry:
+            from .cacheimport import Imports
+
             state.follow = Imports.advance(state.follow, state.config.history[-1],
                                            state.config.diff_ids[-1] if made else None)
 
-    def _run_job(self, state: StageState, cmd: Command, job: Job) -> None:
-        try:
+    def _run_job(self, state: StageState, cmd: Command, job: Job, stage: Stage, parent: str) -> None:
+        below = state.pending  # a RUN starting on the tree of a layer still being written
+        with self._step_errors(cmd):
             layer = job.produce()  # type: ignore[misc]
+        if below is not None and state.pending is below:
+            self._settle(state)  # (the step settles it itself, as soon as it no longer runs)
+        key = job.resolve()
+        if isinstance(layer, layerio.Pending):
+            # recorded once written: by the next step first (a RUN starts on its tree meanwhile)
+            state.pending = layer
+            self._unsettled[id(layer)] = (cmd, job, key, stage, parent, len(state.config.history))
+            state.key = key
+            return
+        self._recorded(state, key, job, layer)
+        state.key = key
+
+    def _settle(self, state: StageState) -> None:
+        """The stage's pending layer (StageState.pending) waited for and recorded as its step
+        would have been at once: its history entry, config, cache entries and --cache-to trail."""
+        pending, state.pending = state.pending, None
+        if pending is None:
+            return
+        cmd, job, key, stage, parent, entries_before = self._unsettled.pop(id(pending))
+        with self._step_errors(cmd):
+            layer = pending.result()
+        self._recorded(state, key, job, layer)
+        self._trail(stage, state, key, parent, job, True, len(state.config.history) > entries_before)
+
+    def _recorded(self, state: StageState, key: str, job: Job, layer: "layerio.NewLayer | None") -> None:
+        self._record(state, key, job, layer)
+        if layer is not None and job.link_key is not None:
+            self.cache.put(job.link_key, {"link": True}, layer.diff_id, [layer.descriptor.digest])
+
+    @contextmanager
+    def _step_errors(self, cmd: Command) -> Iterator[None]:
+        """A step's storage and OS errors as one line naming its instruction."""
+        try:
+            yield
         except (BuildError, DockerfileError):
             raise
         except StorageError as e:
@@ -383,12 +436,6 @@ class Executor:
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
             raise StepError(f"{cmd.cmd}: {e.strerror or e}{where}", cmd.line, self.plan.filename) from None
-        key = job.resolve()
-        self._record(state, key, job, layer)
-        if layer is not None:
-            if job.link_key is not None:
-                self.cache.put(job.link_key, {"link": True}, layer.diff_id, [layer.descriptor.digest])
-        state.key = key
 
     def _record(self, state: StageState, key: str, job: Job, layer: "layerio.NewLayer | None") -> None:
         now = self.ctx.now()

@@ -23,6 +23,7 @@ _SPECIAL = set("@*#?-$!0")
 
 @dataclass
 class Expansion:
+    """A word after variable expansion, and which variables it read (for unused-ARG warnings)."""
     value: str
     used: set[str] = field(default_factory=set)  # variable names looked up (set or not)
 

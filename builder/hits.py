@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from storage.model import Descriptor, ImageConfig
 
 from . import layerio
 from .cache import BuildCache, Entry
-from .cacheimport import Found, Imports
 from .dispatch import StageState
 from .stepctx import Job
+
+if TYPE_CHECKING:  # --cache-from's machinery: loaded by the builds that use it
+    from .cacheimport import Found, Imports
 
 
 @dataclass
 class Hit:
+    """A step's earlier result, local or imported, as the executor applies it."""
     key: str                            # the step key the stage continues from
     config: dict | None = None          # local: the whole config after the step
     history: dict | None = None         # imported: the history entry the step added

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from .errors import BuildError
 
 @dataclass
 class NewLayer:
+    """A layer a step has just stored: what the image's config and manifest list for it."""
     diff_id: str
     descriptor: Descriptor
     members: dict[bytes, tuple[int, int, int]] | None = None  # write_dir(members=True): storage.layers Members
@@ -27,6 +29,48 @@ class NewLayer:
 def _record(store, info) -> NewLayer:
     store.record_layer(info.diff_id, info.digest, info.compression, info.size)
     return NewLayer(info.diff_id, Descriptor(info.media_type, info.digest, info.size), info.members)
+
+
+class Pending:
+    """A step's layer whose tree is finished but whose tar, digest and blob are still being
+    written, in a thread of its own: a "layer whose digest arrives later". Meanwhile the next
+    RUN step may already run on the tree (runtime.build.run_step's `top`), since the tree no
+    longer changes; the executor records the layer once `result` has it. `finish(layer)` (the
+    tree made a snapshot, say) runs in the thread that asks for the result, after the writer
+    ended and before `result` returns; `close()` runs after it whatever happened, once."""
+
+    def __init__(self, tree: Path, write: Callable[[], NewLayer], finish: Callable[[NewLayer], None],
+                 close: Callable[[], None]):
+        self.tree = tree
+        self._write, self._finish, self._close = write, finish, close
+        self._layer: NewLayer | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="layer-writer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._layer = self._write()
+        except BaseException as e:  # noqa: BLE001 - handed to whoever asks for the result
+            self._error = e
+
+    def result(self) -> NewLayer:
+        """The layer, once written and finished; the writer's or `finish`'s error otherwise."""
+        self._thread.join()
+        if not self._closed:
+            self._closed = True
+            try:
+                if self._error is None:
+                    assert self._layer is not None
+                    self._finish(self._layer)
+            except BaseException as e:  # noqa: BLE001 - raised below, after close
+                self._error = e
+            finally:
+                self._close()
+        if self._error is not None:
+            raise self._error
+        return self._layer  # type: ignore[return-value]
 
 
 def write_dir(store, path: Path, compression: str, epoch: int | None, donor=None, members: bool = False,

@@ -55,6 +55,7 @@ class MountSpec:
 
 @dataclass
 class Mount:
+    """One --mount resolved for a step: its options expanded and checked."""
     type: str
     target: str | None             # absolute; None for a secret given only as env
     source: str = ""               # bind/cache: the path in `from` ("" = its root)

@@ -36,6 +36,7 @@ _HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 
 @dataclass
 class Heredoc:
+    """One `<<NAME` body of an instruction, as written."""
     name: str
     content: str      # body lines, each ending in "\n"
     expand: bool      # the delimiter was not quoted: expand variables in the body
@@ -50,12 +51,14 @@ class Heredoc:
 
 @dataclass
 class Flag:
+    """One `--name[=value]` before an instruction's arguments."""
     name: str
     value: str | None  # None for a bare boolean flag (`--link`)
 
 
 @dataclass
 class Instruction:
+    """One Dockerfile instruction as parsed: keyword, flags, arguments, where it is."""
     cmd: str                     # upper-case keyword
     args: str                    # the arguments after any flags, continuations joined
     line: int                    # first line, 1-based
@@ -88,6 +91,7 @@ class Instruction:
 
 @dataclass
 class Dockerfile:
+    """A parsed Dockerfile: its instructions and the parser directives that apply."""
     instructions: list[Instruction]
     escape: str = "\\"
     syntax: str | None = None

@@ -174,15 +174,19 @@ class Reuse:
         # recorded and its owner the step's (link_dir): its member is taken whole
         return Donor(path, members, linked, frozenset(linked))
 
-    def remember(self, chain_id: str, layer: "layerio.NewLayer") -> None:
-        """After the tree became snapshot `chain_id` with `layer`: the family's next donor."""
-        if not os.path.isdir(self.snaps.path(chain_id)):
-            return
+    def record(self, layer: "layerio.NewLayer") -> str:
+        """The family's record for the tree just written as `layer` (what `remember` keeps)."""
         where = layer.members or {}
         nowhere = (None, None, None)
         files = {rel: [*p, m[0], m[2]] for rel, p in self.placed.items()
                  for m in (where.get(os.fsencode(rel), nowhere),)}
-        record = json.dumps({"diff_id": layer.diff_id, "checked": self.started, "files": files})
+        return json.dumps({"diff_id": layer.diff_id, "checked": self.started, "files": files})
+
+    def remember(self, chain_id: str, record: str) -> None:
+        """After the tree became snapshot `chain_id` (`record`: made by `record` for its layer):
+        the family's next donor."""
+        if not os.path.isdir(self.snaps.path(chain_id)):
+            return
         self.store.db.execute("INSERT INTO builder_copy_family(family, chain_id, record) VALUES(?,?,?) "
                               "ON CONFLICT(family) DO UPDATE SET chain_id=excluded.chain_id, record=excluded.record",
                               (self.family, chain_id, record))

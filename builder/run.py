@@ -78,6 +78,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
                        files={k: v.decode(errors="replace") for k, v in files.items()}, **extra, **ctx.key_extra())
     created_by = history.run_text(argv, run_args)
     diff_ids = list(state.config.diff_ids)
+    below = state.pending  # a layer still being written (a COPY's): the step runs on its tree meanwhile
     user = state.cfg.get("User") or ""
     workdir = state.workdir()
 
@@ -117,10 +118,14 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
             ctx.need(diff_ids)
             try:
                 code = run_step(ctx.store, diff_ids, upper, work, argv, run_env + secret_env, user, workdir,
-                                network, step_mounts, on_output, on_event=on_event, hostname=HOSTNAME)
+                                network, step_mounts, on_output, on_event=on_event, hostname=HOSTNAME,
+                                top=below.tree if below is not None else None)
             except ContainerError as e:
                 raise StepError(f"process \"{' '.join(argv)}\" could not run: {e}", cmd.line,
                                 ctx.filename) from None
+            finally:
+                if below is not None:  # recorded now, whatever this step does next (its error first)
+                    ctx.settle(state)
             if pending[0]:
                 on_output(b"\n")
             if code != 0:
@@ -129,7 +134,7 @@ def job(ctx: StepContext, state, stage, cmd: Run) -> Job:
                                 cmd.line, ctx.filename, list(tail), code)
             # a RUN that changed nothing still makes a layer (an empty one), as BuildKit does
             layer = layerio.write_upper(ctx.store, upper, ctx.opts.storage_compression, ctx.epoch)
-            layerio.adopt(ctx.store, [*diff_ids, layer.diff_id], upper)
+            layerio.adopt(ctx.store, [*state.config.diff_ids, layer.diff_id], upper)
             return layer
 
     return Job(key, created_by, produce, plain=not cmd.mounts and not files)

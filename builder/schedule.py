@@ -12,10 +12,12 @@ function of its inputs (its cache keys say so), never of its neighbours'.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Callable, Generic, TypeVar
 
 from .errors import BuildError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 
@@ -90,6 +92,8 @@ class StageRunner(Generic[T]):
             for i in graph:
                 self.result(i)
             return
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait  # several stages only
+
         pending = dict(graph)
         futures: dict[Future, int] = {}
         first: BaseException | None = None

@@ -21,6 +21,7 @@ from .parse import Dockerfile
 
 @dataclass
 class Stage:
+    """One FROM and the instructions up to the next."""
     index: int
     from_: From
     commands: list[Command] = field(default_factory=list)
@@ -37,6 +38,7 @@ class Stage:
 
 @dataclass
 class Plan:
+    """A Dockerfile as stages, with the ARGs declared before the first FROM."""
     global_args: list[Arg]
     stages: list[Stage]
     filename: str = "Dockerfile"

@@ -8,8 +8,8 @@ progress callback, and other stages (`stage(ref)`, built on demand).
 """
 from __future__ import annotations
 
+import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -43,7 +43,7 @@ class Job:
     from a plain image (--cache-from)."""
     key: str | None
     created_by: str
-    produce: Callable[[], "layerio.NewLayer | None"] | None
+    produce: Callable[[], "layerio.NewLayer | layerio.Pending | None"] | None
     link_key: str | None = None
     fast_key: str | None = None
     fast_lookup: bool = True      # False: the stage it names ran in this build; its files decide
@@ -62,7 +62,8 @@ class Job:
 class StepContext:
     def __init__(self, store, opts: BuildOptions, epoch: int | None, platform, filename: str, lexer,
                  emit: Callable[[BuildEvent], None], stage_of: Callable[[str, int], "tuple[Stage, StageState] | None"],
-                 output: Callable[["Stage", str], None], content_of: Callable[[int, int], list[str]]):
+                 output: Callable[["Stage", str], None], content_of: Callable[[int, int], list[str]],
+                 settle: Callable[["StageState"], None]):
         self.store = store
         self.opts = opts
         self.epoch = epoch
@@ -73,6 +74,7 @@ class StepContext:
         self._stage_of = stage_of
         self._output = output
         self._content_of = content_of
+        self._settle = settle
         self.tmp_root = Path(store.root) / "builder" / "tmp"
         self._hashes = None
         self._context = None
@@ -101,6 +103,12 @@ class StepContext:
         with self._lock:
             self.images[(ref, str(platform))] = image.manifest.digest
         return image
+
+    def settle(self, state: "StageState") -> None:
+        """The stage's pending layer (StageState.pending: the step below a RUN that started on its
+        tree) waited for and recorded, as if its step had just ended; its step's error, if the
+        layer could not be written, is raised here."""
+        self._settle(state)
 
     def need(self, diff_ids: list[str]) -> None:
         """Layers a step is about to read: fetch those a --cache-from hit left remote."""
@@ -157,7 +165,7 @@ class StepContext:
         class _Tmp:
             def __enter__(self) -> Path:
                 ctx.sweep_tmp()
-                self.path = Path(tempfile.mkdtemp(prefix="layer-", dir=ctx.tmp_root))
+                self.path = _private_dir_in(ctx.tmp_root, "layer-")
                 return self.path
 
             def __exit__(self, *exc) -> None:
@@ -209,3 +217,15 @@ class StepContext:
     def flush(self) -> None:
         if self._hashes is not None:
             self._hashes.flush()
+
+
+def _private_dir_in(parent: Path, prefix: str) -> Path:
+    """A new directory (mode 0700) with a random name in `parent`, as tempfile.mkdtemp makes, without
+    importing tempfile (and random, with its hashes, for its names) on every build's way."""
+    while True:
+        path = parent / f"{prefix}{os.urandom(6).hex()}"
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path

@@ -43,8 +43,13 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
              env: list[str], user: str | None, workdir: str, network: str = "host",
              mounts: Iterable = (), on_output: Callable[[bytes], None] | None = None, *,
              on_event: Callable[[str, str], None] | None = None, hostname: str | None = None,
-             snapshotter: str | None = None) -> int:
-    """Run `argv` on layers `diff_ids` (bottom first) + `upper`; returns the exit status.
+             snapshotter: str | None = None, top: Path | None = None) -> int:
+    """Run `argv` on layers `diff_ids` (bottom first) + `top` + `upper`; returns the exit status.
+
+    `top`, when given, is one more layer's finished tree (in overlay form) above `diff_ids`
+    that is not a snapshot yet: the builder starts a RUN on a COPY's tree while that COPY's
+    layer is still being written (builder/layerio.Pending); it must not change while the
+    step runs, and stays the caller's.
 
     `upper` and `work` are empty directories on the same filesystem as the
     store (work is overlayfs scratch space; both stay the caller's). `env`
@@ -63,6 +68,8 @@ def run_step(store: "ImageStore", diff_ids: list[str], upper: Path, work: Path, 
     snap = snapshotter_choice(snapshotter)
     sweep(store, on_event)
     lowers = [str(p) for p in reversed(Snapshots(store).prepare(list(diff_ids), on_event=on_event))]
+    if top is not None:
+        lowers.insert(0, str(top))
     view = LayerView([str(upper)] + lowers)
     exec_user = users.resolve(user, view.read_file)
     options = RunOptions(command=list(argv), user=user, workdir=workdir or "/", network=network, rm=True)

@@ -108,8 +108,9 @@ def collect_garbage() -> None:
 # them on its way: dataclasses imports inspect (with ast, dis and tokenize: ~4 ms) just to write a
 # docstring for a class without one (soko's have theirs); urllib.parse (for pathlib) imports
 # ipaddress for bracketed URL hosts; shutil imports bz2 and lzma to know which archives it could
-# make.
-ON_FIRST_USE = ("inspect", "ipaddress", "bz2", "lzma")
+# make; logging (for dockerfile_parse, when a build parses its Dockerfile) imports traceback, with
+# linecache, tokenize and textwrap (~2 ms), to format exceptions it is given.
+ON_FIRST_USE = ("inspect", "ipaddress", "bz2", "lzma", "traceback")
 
 
 class _OnFirstUse(ModuleType):

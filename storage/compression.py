@@ -24,11 +24,13 @@ import os
 import struct
 import zlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO, Iterator, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Protocol
 
 from .errors import LayerError
 from .zstd_frames import ZSTD_MAGIC, FrameSource
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -56,19 +58,6 @@ DEFAULT_LEVEL = {GZIP: 6, ZSTD: 3, NONE: 0}
 # for ~8 % less CPU. Decoding needs a 4 MiB window (level 5 and up need more;
 # decoders accept 128 MiB).
 ZSTD_DEFAULT = {"window_log": 22, "chain_log": 15, "job_size": 8 << 20}
-
-
-def _isal():
-    """python-isal's zlib, imported on first use: with zstandard, ~4-8 ms that a push of
-    layers already compressed (and everything else that only names a compression) need not pay."""
-    from isal import isal_zlib
-    return isal_zlib
-
-
-def _zstd():
-    """zstandard, imported on first use (see _isal)."""
-    import zstandard
-    return zstandard
 
 
 def detect(head: bytes) -> str:
@@ -165,7 +154,8 @@ def _trailing_zeros(data: bytes, what: str) -> None:
 
 
 def _iter_gzip(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
-    isal_zlib = _isal()
+    from isal import isal_zlib  # the codecs are imported when used: most commands use neither
+
     d = isal_zlib.decompressobj(31)  # None between members
     padding = False  # after zero padding only zeros may follow
     while True:
@@ -209,7 +199,8 @@ def _zmsg(e: Exception) -> str:
 def _iter_zstd(raw: BinaryIO, chunk: int) -> Iterator[bytes]:
     """libzstd decompresses into `chunk`-sized outputs in C (few GIL round trips, no joins);
     zstd_frames follows the frame boundaries it cannot report: truncation, padding, garbage."""
-    zstandard = _zstd()
+    import zstandard
+
     source = FrameSource(raw, READ_SIZE)
     reader = zstandard.ZstdDecompressor().stream_reader(
         source, read_size=READ_SIZE, read_across_frames=True, closefd=False)
@@ -308,10 +299,18 @@ class PlainWriter:
         pass
 
 
+def _crc32(data: bytes | bytearray, crc: int) -> int:
+    from isal import isal_zlib
+
+    return isal_zlib.crc32(data, crc)
+
+
 def _engine(level: int):
     """(deflate module, its own level) for gzip level `level` (see the module docstring)."""
     if 1 <= level <= 6:
-        return _isal(), (level + 2) // 3   # 1-3 -> ISA-L 1, 4-6 -> ISA-L 2
+        from isal import isal_zlib
+
+        return isal_zlib, (level + 2) // 3   # 1-3 -> ISA-L 1, 4-6 -> ISA-L 2
     return zlib, level
 
 
@@ -334,8 +333,11 @@ class GzipWriter:
         self.out = out
         self.level = level
         self.threads = max(1, threads if threads else (os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="soko-gzip") \
-            if self.threads > 1 else None
+        self._pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor  # imported by the commands that compress
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="soko-gzip")
         self._pending: deque[Future | bytes] = deque()
         self._buf = bytearray()
         self._tail = b""
@@ -356,7 +358,7 @@ class GzipWriter:
             self._submit(block)
 
     def _submit(self, block: bytes | bytearray) -> None:
-        self._crc = _isal().crc32(block, self._crc)
+        self._crc = _crc32(block, self._crc)
         self._size += len(block)
         zdict = self._tail
         tail = block[-GZIP_WINDOW:]
@@ -370,7 +372,7 @@ class GzipWriter:
 
     def _emit(self) -> None:
         job = self._pending.popleft()
-        self.out.write(job.result() if isinstance(job, Future) else job)
+        self.out.write(job if isinstance(job, bytes) else job.result())
 
     def close(self) -> None:
         if self._buf:
@@ -401,10 +403,11 @@ class ZstdWriter:
     keeps_buffers = False  # libzstd copies each piece into its job's buffer
 
     def __init__(self, out: Sink, level: int | None = None, threads: int | None = None):
+        import zstandard
+
         check_level(ZSTD, level)
         self.out = out
         # threads=-1: one worker per CPU; output is identical for any count >= 1.
-        zstandard = _zstd()
         if level is None:
             params = zstandard.ZstdCompressionParameters.from_level(
                 DEFAULT_LEVEL[ZSTD], threads=threads or -1, write_checksum=True, **ZSTD_DEFAULT)

@@ -50,6 +50,7 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ApplyResult:
+    """What unpacking a layer found: its digests and sizes, checked by the caller."""
     diff_id: str             # sha256 of the uncompressed tar
     digest: str              # sha256 of the bytes read (the blob as stored)
     compression: str         # detected from the magic bytes

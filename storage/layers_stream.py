@@ -140,6 +140,7 @@ class LayerStream:
 
 @dataclass(frozen=True)
 class LayerDigests:
+    """What reading a layer blob through found: its diff ID, its blob digest and sizes."""
     diff_id: str
     digest: str
     size: int

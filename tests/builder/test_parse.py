@@ -160,3 +160,19 @@ def test_stages_and_targets():
     from builder.expand import Lexer
     assert [s.index for s in p.needed(p.target("two"), {}, Lexer())] == [0, 1]
     assert [s.index for s in p.needed(p.target(None), {}, Lexer())] == [2]
+
+
+def test_instruction_kinds_without_fields_of_their_own_are_plain_subclasses():
+    """Equal, shown and copied as dataclasses are, without being made again at every start-up."""
+    import dataclasses
+
+    from builder.instructions import Arg, Cmd, Entrypoint, Env, Expose, Label, Maintainer, StopSignal, User, \
+        Volume, Workdir, convert
+
+    kinds = [Env, Label, Arg, Expose, Volume, Workdir, User, StopSignal, Maintainer, Cmd, Entrypoint]
+    assert [k for k in kinds if "__init__" in vars(k) or "__eq__" in vars(k)] == []
+    env = convert(parse("FROM x\nENV A=1\n").instructions[1])
+    label = convert(parse("FROM x\nLABEL A=1\n").instructions[1])
+    assert type(env) is Env and dataclasses.is_dataclass(env) and env.pairs == label.pairs == [("A", "1")]
+    assert env != label and env == convert(parse("FROM x\nENV A=1\n").instructions[1])
+    assert repr(env).startswith("Env(inst=") and dataclasses.replace(env, pairs=[]).pairs == []

@@ -79,19 +79,32 @@ def test_the_command_line_a_usage_error_is_for_is_left_to_click(ctx):
     assert usage_error(click_params(["-f", "-", "-"])) == "the Dockerfile and the context cannot both come from stdin"
 
 
-def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_rootfs, tmp_path):
+def _context(soko, busybox_rootfs, tmp_path: Path, dockerfile: str) -> Path:
+    """A store holding busybox, and a context of one file (src/a.txt) built by `dockerfile`."""
     need_root()
     soko("import", busybox_rootfs, "busybox:latest")
     ctx = tmp_path / "ctx"
     (ctx / "src").mkdir(parents=True)
     (ctx / "src" / "a.txt").write_text("a\n")
-    (ctx / "Dockerfile").write_text("FROM busybox\nARG UNUSED\nCOPY src/ /src/\nENV A=1\n")
+    (ctx / "Dockerfile").write_text(dockerfile)
+    return ctx
+
+
+def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_rootfs, tmp_path):
+    ctx = _context(soko, busybox_rootfs, tmp_path, "FROM busybox\nARG UNUSED\nCOPY src/ /src/\nENV A=1\n")
     time.sleep(0.05)  # past the racy window: the first build records its answer
     plain = ("-t", "app:1", "--build-arg", "EXTRA=2", str(ctx))
     clicks = ("-t", "app:1", "--build-arg", "EXTRA=2", "--", str(ctx))  # `--`: click's to parse
     cold = soko_importtime(soko.root, "build", *plain)
     assert cold.returncode == 0, messages(cold)
     assert "click" not in imported(cold) and "builder.executor" in imported(cold)
+    # nor does a build that runs its steps (every dataclass on its way has a docstring): inspect
+    # with ast and dis cost ~4 ms, and inspect.signature per class more (tokenize comes with logging)
+    assert {"inspect", "ast", "dis"} & (imported(cold) - imported_at_start()) == set()
+    # its layers are stored uncompressed: no codec is loaded (zstandard brings platform along)
+    assert {"zstandard", "isal", "platform"} & (imported(cold) - imported_at_start()) == set()
+    # nor --cache-from/--cache-to's machinery, which it does not use
+    assert {"builder.cacheimport", "builder.cacheexport", "builder.cacheformat"} & imported(cold) == set()
     fast, slow = soko_importtime(soko.root, "build", *plain), soko_importtime(soko.root, "build", *clicks)
     assert "click" not in imported(fast) and "click" in imported(slow)
     unused = {"inspect", "ast", "dis", "tokenize", "ipaddress", "_bz2", "_lzma"} - imported_at_start()
@@ -111,3 +124,20 @@ def test_plain_build_needs_no_click_and_ends_as_through_click(soko, busybox_root
     assert messages(p).splitlines()[-1] == "Error: --label 'x': expected KEY=VALUE"
     p = soko_importtime(soko.root, "build", str(tmp_path / "none"))
     assert p.returncode == 2 and f"Path '{tmp_path / 'none'}' does not exist." in messages(p)
+
+
+def test_a_one_file_edit_rebuild_imports_only_what_it_uses(soko, busybox_rootfs, tmp_path):
+    """The bench's edit scenario in small: the base is unpacked already, one COPY and the RUN after
+    it run again. Neither unpacking nor reading layer blobs is needed (storage.layers loads them on
+    first use), nor a codec, nor --cache-from's machinery."""
+    ctx = _context(soko, busybox_rootfs, tmp_path, "FROM busybox\nCOPY src/ /src/\nRUN cat /src/a.txt > /out\n")
+    first = soko_importtime(soko.root, "build", "-q", str(ctx))
+    assert first.returncode == 0, messages(first)
+    (ctx / "src" / "a.txt").write_text("edited\n")
+    edit = soko_importtime(soko.root, "build", "-q", str(ctx))
+    assert edit.returncode == 0, messages(edit)
+    assert edit.stdout != first.stdout and "runtime.build" in imported(edit)
+    unused = {"storage.layers_apply", "storage.layers_stream", "zstandard", "isal", "inspect", "ast", "dis",
+              "traceback", "tokenize", "tempfile", "random", "concurrent.futures", "builder.cacheimport",
+              "builder.cacheexport", "click"} - imported_at_start()
+    assert unused & imported(edit) == set()
