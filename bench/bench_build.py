@@ -85,6 +85,20 @@ def make_ctx5000(root: Path, files: int, seed: int = 5) -> Path:
     return root
 
 
+_FRESH_STORE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from runtime.snapshots import Snapshots
+from storage.images import ImageStore
+from storage.rootfs_import import import_rootfs
+from pathlib import Path
+store = ImageStore(sys.argv[2])
+store.tag("busybox:latest", import_rootfs(store, Path(sys.argv[3]), {"Cmd": ["sh"]}).digest)
+Snapshots(store).prepare_image(store.resolve("busybox"))
+store.db.close()
+"""
+
+
 class Soko:
     def __init__(self, base: Path, busybox: Path, rev: str | None = None):
         """This tree's soko, or (`rev`) the one at that git revision, extracted under `base`."""
@@ -93,10 +107,11 @@ class Soko:
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.command = [str(SOKO)]
         tree = REPO
+        self.tree = tree
         if rev is not None:
             from bench_registry import extract_revision
 
-            tree = extract_revision(rev, base / "src")
+            tree = self.tree = extract_revision(rev, base / "src")
             script = base / "soko"
             script.write_text(f"import sys\nsys.path.insert(0, {str(tree)!r})\nfrom soko.entry import main\n"
                               "sys.exit(main())\n")
@@ -107,16 +122,11 @@ class Soko:
                        stdout=subprocess.DEVNULL)
 
     def fresh(self) -> None:
-        from runtime.snapshots import Snapshots
-        from storage.images import ImageStore
-        from storage.rootfs_import import import_rootfs
-
-        # (made by this tree's code for a baseline too: the store format is the same)
+        """An empty store with busybox imported and unpacked (as Docker's base is), made by this
+        soko's own code: a baseline's store format may be older than this tree's."""
         shutil.rmtree(self.root, ignore_errors=True)
-        store = ImageStore(self.root)
-        store.tag("busybox:latest", import_rootfs(store, self.busybox, {"Cmd": ["sh"]}).digest)
-        Snapshots(store).prepare_image(store.resolve("busybox"))  # unpacked, as Docker's base is
-        store.db.close()
+        subprocess.run([sys.executable, "-c", _FRESH_STORE, str(self.tree), str(self.root), str(self.busybox)],
+                       check=True, env=self.env)
 
     def daemon_cpu(self) -> float:
         return 0.0  # no daemon: all of soko's work is in the command
