@@ -618,3 +618,44 @@ def test_a_held_pin_asks_postgresql_nothing_until_a_collector_comes(tmp_path, pg
     finally:
         meta.close()
         gc_side.close()
+
+
+def test_a_collector_that_asks_seconds_after_its_announcement_is_still_seen(tmp_path, pg_url):
+    """On a loaded machine a collector's lock request can come seconds after its NOTIFY: the
+    holder keeps looking until it sees it (it once looked for a second, then slept, and pins
+    kept joining the count in front of the collector)."""
+    import psycopg
+
+    from registry.server.metadb.pgpins import announce
+    from registry.server.metadb.postgres import GC_PIN, LOCK_CLASS
+
+    meta = open_metadata(tmp_path, pg_url)
+    collector = psycopg.connect(pg_url, autocommit=True)
+    try:
+        p1 = meta.pin()
+        time.sleep(0.2)
+        announce(collector)
+        time.sleep(1.5)  # a slow collector
+        got = threading.Event()
+
+        def collect() -> None:
+            with collector.transaction():
+                collector.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, GC_PIN))
+                got.set()
+        t = threading.Thread(target=collect)
+        t.start()
+        time.sleep(0.3)
+        late: list = []
+        u = threading.Thread(target=lambda: late.append(meta.pin()))
+        u.start()
+        u.join(0.5)
+        assert late == [] and not got.is_set()  # the late pin waits behind the collector, which waits for p1
+        p1.release()
+        assert got.wait(10)
+        t.join(10)
+        u.join(10)
+        assert len(late) == 1
+        late[0].release()
+    finally:
+        meta.close()
+        collector.close()

@@ -12,9 +12,11 @@ PostgreSQL queues a shared request behind a waiting exclusive one, so pushes
 arriving while gc waits used to wait for it; one session's count would instead
 grow for ever and starve the collector. So a collector announces itself
 (`announce`: a NOTIFY on CHANNEL, before it asks for the lock); a holder hears
-it on its connection (LISTEN) and, for ANNOUNCED seconds, looks every POLL
-seconds whether anyone waits for the lock (pg_locks: the announcement comes
-just before the collector's request is queued). Once it sees one waiting it
+it on its connection (LISTEN) and then looks every POLL seconds whether anyone
+waits for the lock (pg_locks: the announcement comes just before the
+collector's request is queued, but on a loaded machine that "just" can be
+seconds), until it sees one or ANNOUNCED seconds have passed (a collector that
+announced and never asked is gone). Once it sees one waiting it
 admits no more pins, lets go when the last one is released, and asks again,
 behind the collector. Otherwise a hold sends nothing: the holder sleeps on its
 connection's socket and on a pipe the last release writes to.
@@ -30,7 +32,7 @@ from typing import Any, Callable
 from ...errors import RegistryError
 
 CHANNEL = "soko_registry_gc"  # collectors NOTIFY on it before they ask for the pin lock
-ANNOUNCED = 1.0  # seconds after an announcement during which a hold also looks in pg_locks
+ANNOUNCED = 30.0  # seconds after an announcement during which a hold looks in pg_locks, until it sees the collector
 POLL = 0.025  # how often it looks then
 
 _WAITERS = ("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
@@ -136,6 +138,7 @@ class PinHolder:
                     return
                 if waits[0]:
                     self._open = False  # pins arriving now wait for the collector
+                    self._heard = -ANNOUNCED  # seen: the next hold need not look for it
                 else:
                     self._cond.wait_for(self._done, timeout=POLL)
                 continue
