@@ -127,18 +127,26 @@ class BlobStore:
         `diff_id` (the writer hashed the tar it compressed): applying it with that diff_id then
         need not hash the tar again, the codec's own checksum (gzip's CRC-32, zstd's content
         checksum) still checking every byte. Only for blobs whose codec checksums their content;
-        where the filesystem keeps no user xattrs nothing is noted."""
+        where the filesystem keeps no user xattrs nothing is noted. The note names the file's
+        size and mtime too: an xattr belongs to the inode, and a blob hard-linked out (a local
+        cache export) and written in place there is no longer what was noted."""
+        path = self.path(digest)
         try:
-            os.setxattr(self.path(digest), DIFF_ID_XATTR, diff_id.encode())
+            st = os.stat(path)
+            os.setxattr(path, DIFF_ID_XATTR, f"{diff_id} {st.st_size} {st.st_mtime_ns}".encode())
         except OSError:
             pass
 
     def noted_diff_id(self, digest: str) -> str | None:
-        """What `note_diff_id` noted on blob `digest`, if anything."""
+        """What `note_diff_id` noted on blob `digest`, if anything, while the file is still the
+        size and mtime it had then."""
+        path = self.path(digest)
         try:
-            return os.getxattr(self.path(digest), DIFF_ID_XATTR).decode()
-        except (OSError, UnicodeDecodeError):
+            diff_id, size, mtime_ns = os.getxattr(path, DIFF_ID_XATTR).decode().split(" ")
+            st = os.stat(path)
+        except (OSError, UnicodeDecodeError, ValueError):
             return None
+        return diff_id if (str(st.st_size), str(st.st_mtime_ns)) == (size, mtime_ns) else None
 
     def read_bytes(self, digest: str) -> bytes:
         with self.open(digest) as f:

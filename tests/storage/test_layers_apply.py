@@ -372,10 +372,35 @@ def test_a_noted_blob_with_a_damaged_checksum_is_refused(tmp_path, store, compre
     path = store.path(info.digest)
     data = bytearray(path.read_bytes())
     data[-8 if compression == "gzip" else -4] ^= 0x01
+    st = path.stat()
     path.chmod(0o644)
-    path.write_bytes(bytes(data))  # the same file: the note stays
+    path.write_bytes(bytes(data))  # the same file, size and mtime: the note stays
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert store.noted_diff_id(info.digest) == info.diff_id
     with pytest.raises(LayerError, match="corrupt"):
+        apply_blob(store, info.digest, tmp_path / "out", diff_id=info.diff_id)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_noted_blob_written_in_place_through_a_link_is_hashed_again(tmp_path, store, compression):
+    """The note belongs to the inode: a blob hard-linked out of the store (a local cache export)
+    and overwritten in place there with another valid stream is not believed on its note (its
+    size or mtime changed), so the tar is hashed and the wrong layer refused."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, n in ((a, 1), (b, 2)):
+        d.mkdir()
+        (d / "f").write_bytes(os.urandom(100_000 * n))
+    info = write_layer(a, store, compression=compression)
+    other = store.read_bytes(write_layer(b, store, compression=compression).digest)
+    outside = tmp_path / "exported-blob"
+    os.link(store.path(info.digest), outside)
+    outside.chmod(0o644)
+    with open(outside, "r+b") as f:  # in place, as `cp` over an existing file or rsync --inplace do
+        f.write(other)
+        f.truncate()
+    assert store.noted_diff_id(info.digest) is None
+    with pytest.raises(DigestMismatch, match="diff_id"):
         apply_blob(store, info.digest, tmp_path / "out", diff_id=info.diff_id)
     assert not (tmp_path / "out").exists()
 
