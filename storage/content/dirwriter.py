@@ -141,7 +141,10 @@ class FileWriter(Writer):
             if self._fill:
                 self._buf[:self._fill] = os.pread(self._fd, self._fill, self._base)
         self._written_back = self.offset  # through the page cache: writeback started up to here
-        self._opened_at = self._allocated = self.offset  # through the page cache: blocks reserved up to here
+        self._opened_at = self.offset
+        # through the page cache: blocks reserved up to here. A file that holds data may also hold
+        # blocks a killed writer reserved past its end: one past the data makes the first release free them.
+        self._allocated = self.offset + 1 if self.offset else 0
         self._dirty = False  # tail not yet in the file
         self._unsynced = False  # file data not yet fdatasync'ed
 
@@ -216,10 +219,10 @@ class FileWriter(Writer):
         self._unsynced = True
 
     def _release(self) -> None:
-        """Free the blocks reserved past the data (truncating to the file's size,
-        which also keeps whatever another writer may have added)."""
+        """Free the blocks reserved past the data (truncating to the file's own size: never
+        longer, as an O_DIRECT writer's tail still in its buffer would make it with zeros)."""
         if self._allocated > self.offset:
-            os.ftruncate(self._fd, max(self.offset, os.fstat(self._fd).st_size))
+            os.ftruncate(self._fd, os.fstat(self._fd).st_size)
             self._allocated = self.offset
 
     def flush_sync(self, sync: bool = True) -> None:

@@ -170,3 +170,22 @@ def test_blocks_are_reserved_ahead_of_the_data_then_released(tmp_path):
     w.commit_sync(len(data), digest)
     assert _reserved(store.path(digest)) < SLACK
     assert store.read_bytes(digest) == data
+
+
+def test_a_writer_reopened_after_a_kill_frees_what_the_dead_one_reserved(tmp_path):
+    """A writer killed after its last write leaves blocks reserved past the end of its file
+    (fallocate KEEP_SIZE); the next writer of that upload commits at once (everything is there)
+    and must not keep them: the blob would hold up to PREALLOCATE unseen for its whole life."""
+    store = BlobStore(tmp_path / "store")
+    data = os.urandom(8 << 20)
+    w = FileWriter(store, "u10")
+    w.write(data)
+    assert _reserved(w.tmp) > SLACK
+    os.close(w._fd)  # killed: no park, close or commit ran
+    if w._dfd is not None:
+        os.close(w._dfd)
+    again = FileWriter(store, "u10")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    again.commit_sync(len(data), digest)
+    assert _reserved(store.path(digest)) < SLACK
+    assert store.read_bytes(digest) == data
