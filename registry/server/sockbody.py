@@ -37,6 +37,7 @@ from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, HttpRequestParser, RequestP
 
 from storage.content import Writer
 
+from ..client.wire import settled
 from .bodies import SlowClient, pace
 from .config import Limits
 
@@ -101,8 +102,8 @@ class SocketBodies:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
                 _wake(stop, sock)
-                await asyncio.wait([job])  # the thread lets go of the writer before anyone else uses it
-                raise
+                await settled(job)  # the thread lets go of the writer and the socket before anyone
+                raise  # else uses them, however often we are cancelled meanwhile
             ok = True
         finally:
             self._active.discard((stop, sock))
