@@ -49,15 +49,16 @@ GZIP_BLOCK = 1 << 20      # uncompressed bytes per parallel deflate job
 GZIP_WINDOW = 32768
 
 DEFAULT_LEVEL = {GZIP: 6, ZSTD: 3, NONE: 0}
-# zstd without a level: level 3's search (the zstd CLI's default) with a 4 MiB window
-# instead of 2 MiB and a short-match table half the size (chainLog 15, not 16), in level
-# 3's 8 MiB jobs (a 4 MiB window alone would make them 16 MiB: less parallel for small
-# layers, longer to fill and drain). On the layers measured (bench/README.md "Layers": the
-# bench tree, a Debian rootfs, /usr) the output was 0.514 / 0.325 / 0.321 of the tar
-# against level 3's 0.515 / 0.334 / 0.320 and the zstd 1.5.4 CLI's 0.522 / 0.339 / 0.324,
-# for ~8 % less CPU. Decoding needs a 4 MiB window (level 5 and up need more;
-# decoders accept 128 MiB).
-ZSTD_DEFAULT = {"window_log": 22, "chain_log": 15, "job_size": 8 << 20}
+# zstd without a level: level 2's search (the "fast" strategy, minMatch 6) with a 4 MiB
+# window and level 3's hashLog 17, in 8 MiB jobs. Against the earlier default (level 3's
+# "dfast" search, same window) it takes 13-22 % less compressing CPU, which is what keeps
+# up with `tar | zstd -T0` on 2 cores (bench/README.md "Layers"); the output is 0.515 /
+# 0.336 / 0.327 of the tar (bench tree, a Debian rootfs, /usr) against the zstd 1.5.4
+# CLI's 0.522 / 0.339 / 0.321 and the earlier default's 0.514 / 0.325 / 0.318.
+# Decoding needs a 4 MiB window (level 5 and up need more; decoders accept 128 MiB) and
+# costs what it did (a window of 8 MiB would cost 14 % more).
+ZSTD_DEFAULT_BASE = 2
+ZSTD_DEFAULT = {"window_log": 22, "hash_log": 17, "job_size": 8 << 20}
 
 
 def detect(head: bytes) -> str:
@@ -410,7 +411,7 @@ class ZstdWriter:
         # threads=-1: one worker per CPU; output is identical for any count >= 1.
         if level is None:
             params = zstandard.ZstdCompressionParameters.from_level(
-                DEFAULT_LEVEL[ZSTD], threads=threads or -1, write_checksum=True, **ZSTD_DEFAULT)
+                ZSTD_DEFAULT_BASE, threads=threads or -1, write_checksum=True, **ZSTD_DEFAULT)
             cctx = zstandard.ZstdCompressor(compression_params=params)
         else:
             cctx = zstandard.ZstdCompressor(level=level, threads=threads or -1, write_checksum=True)
