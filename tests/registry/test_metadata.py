@@ -591,6 +591,23 @@ def _pin_holder_backend(pg_url: str) -> tuple[int, object]:
                          "AND l.objid::bigint = %s AND l.objsubid = 2", (LOCK_CLASS, GC_PIN)).fetchone()
 
 
+def _a_late_pin_waits_behind_the_collector(meta, held, collector: threading.Thread,
+                                          collected: threading.Event) -> None:
+    """A pin asked for now waits behind the collector, which waits for `held`; once `held` is
+    released the collector runs, then the late pin is granted."""
+    late: list = []
+    u = threading.Thread(target=lambda: late.append(meta.pin()))
+    u.start()
+    u.join(0.5)
+    assert late == [] and not collected.is_set()
+    held.release()
+    assert collected.wait(10)
+    collector.join(10)
+    u.join(10)
+    assert len(late) == 1
+    late[0].release()
+
+
 def test_a_held_pin_asks_postgresql_nothing_until_a_collector_comes(tmp_path, pg_url):
     """While a pin is held and no collector comes, the holder's session sends no statement (it
     once looked for waiting collectors 40 times a second); a collector that comes is heard at
@@ -604,17 +621,7 @@ def test_a_held_pin_asks_postgresql_nothing_until_a_collector_comes(tmp_path, pg
         assert _pin_holder_backend(pg_url) == (pid, started)  # the same session, no statement since
         t, entered = _collecting(gc_side)
         time.sleep(0.3)
-        late: list = []
-        u = threading.Thread(target=lambda: late.append(meta.pin()))
-        u.start()
-        u.join(0.5)
-        assert late == [] and not entered.is_set()  # behind the collector, which waits for p1
-        p1.release()
-        assert entered.wait(10)
-        t.join(10)
-        u.join(10)
-        assert len(late) == 1
-        late[0].release()
+        _a_late_pin_waits_behind_the_collector(meta, p1, t, entered)
     finally:
         meta.close()
         gc_side.close()
@@ -645,17 +652,7 @@ def test_a_collector_that_asks_seconds_after_its_announcement_is_still_seen(tmp_
         t = threading.Thread(target=collect)
         t.start()
         time.sleep(0.3)
-        late: list = []
-        u = threading.Thread(target=lambda: late.append(meta.pin()))
-        u.start()
-        u.join(0.5)
-        assert late == [] and not got.is_set()  # the late pin waits behind the collector, which waits for p1
-        p1.release()
-        assert got.wait(10)
-        t.join(10)
-        u.join(10)
-        assert len(late) == 1
-        late[0].release()
+        _a_late_pin_waits_behind_the_collector(meta, p1, t, got)
     finally:
         meta.close()
         collector.close()
