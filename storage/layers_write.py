@@ -311,13 +311,16 @@ class _Emitter:
         if self.members is not None:
             self.members[arc] = (self.pipe.offset, size, start)
 
-    def spliced(self, arc: bytes) -> bool:
-        """Whether `arc`'s whole member came from the donor (Donor.same): the file is not looked at."""
+    def spliced(self, arc: bytes, e: os.DirEntry, dev: int) -> bool:
+        """Whether `arc`'s whole member came from the donor (Donor.same): the file is not
+        looked at, but its inode (readdir's, no stat) is remembered, as entry() does for a
+        first name, so a later name of it is a link member whichever way the first was written."""
         if self.donor is None:
             return False
         found = self.donor.member(arc)
         if found is None:
             return False
+        self.links.setdefault((dev, e.inode()), arc)
         member, data_at, size = found
         start = self.pipe.offset
         self.pipe.write(member)
@@ -350,7 +353,7 @@ def _overlay_xattr(path: bytes, name: str) -> bytes | None:
 
 def _walk(emitter: _Emitter, root: bytes, overlay: bool) -> None:
     """Depth first, children sorted by name, whiteouts before their siblings."""
-    stack: list[Iterator[tuple[bytes, bytes, os.stat_result]]] = []
+    stack: list[Iterator[tuple[bytes, bytes, os.DirEntry]]] = []
 
     def listing(path: bytes, arc: bytes) -> Iterator[tuple[bytes, bytes, os.DirEntry]]:
         children = _sorted_dir(path)
@@ -369,6 +372,7 @@ def _walk(emitter: _Emitter, root: bytes, overlay: bool) -> None:
 
     if overlay and any(_overlay_xattr(root, x) == b"y" for x in OVERLAY_OPAQUE_XATTRS):
         emitter.whiteout(OPAQUE)
+    dev = os.stat(root).st_dev  # the tree's: a spliced member's inode is remembered with it
     stack.append(listing(root, b""))
     while stack:
         item = next(stack[-1], None)
@@ -377,7 +381,7 @@ def _walk(emitter: _Emitter, root: bytes, overlay: bool) -> None:
             continue
         path, arc, e = item
         _check_name(os.path.basename(arc), path)
-        if emitter.donor is not None and emitter.spliced(arc):
+        if emitter.spliced(arc, e, dev):
             continue
         st = e.stat(follow_symlinks=False)
         if overlay:

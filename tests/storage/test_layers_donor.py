@@ -165,3 +165,18 @@ def test_members_taken_whole_give_the_layer_read_from_the_files(tmp_path, store,
     assert taken.members == read.members  # a donor in turn: the same offsets
     files = sorted(p for p in looked if b"/f" in p)
     assert files == sorted(os.fsencode(src / n) for n in ("d/e/f04", "d/f06", "d/e/f07"))
+
+
+def test_a_hard_link_to_a_file_taken_whole_is_still_a_link(tmp_path, store):
+    """A file whose whole member comes from the donor is the first name of its inode all the
+    same: a second name of it further on is a link member, as when the files are read (it was
+    written again as a whole file: another diff_id, a bigger layer)."""
+    src = tmp_path / "src"
+    digests = tree(src)
+    os.link(src / "d/e/f01", src / "d/e/z-second-name")
+    digests[b"d/e/z-second-name"] = digests[b"d/e/f01"]
+    donor, _ = donor_of(store, src, digests)
+    whole = Donor(donor.path, donor.members, digests, frozenset(donor.members))
+    spliced = write_layer(src, store, compression="none", donor=whole)
+    read = write_layer(src, store, compression="none")
+    assert (spliced.diff_id, spliced.digest) == (read.diff_id, read.digest)
