@@ -56,9 +56,7 @@ class Tree:
             if st is not None and self.placed is not None and str(cur) not in self.placed:
                 if not stat.S_ISDIR(st.st_mode):  # the previous result's, not this step's
                     remove(cur)
-                    st = None
-                else:
-                    st = None  # this step's now, with the metadata it gives a new directory
+                st = None  # a directory is this step's now, with the metadata it gives a new one
             if st is not None:
                 if not stat.S_ISDIR(st.st_mode):
                     raise BuildError(f"/{'/'.join(parts[:i + 1])} is not a directory")
