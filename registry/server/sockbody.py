@@ -35,9 +35,9 @@ from typing import Callable
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, HttpRequestParser, RequestPayloadError
 
+from registry.client.wire import settled
 from storage.content import Writer
 
-from ..client.wire import settled
 from .bodies import SlowClient, pace
 from .config import Limits
 
