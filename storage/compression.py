@@ -48,7 +48,7 @@ READ_SIZE = 1 << 20       # reads from the compressed source
 GZIP_BLOCK = 1 << 20      # uncompressed bytes per parallel deflate job
 GZIP_WINDOW = 32768
 
-DEFAULT_LEVEL = {GZIP: 6, ZSTD: 3, NONE: 0}
+GZIP_DEFAULT_LEVEL = 6  # zstd without a level: ZSTD_DEFAULT below
 # zstd without a level: level 2's search (the "fast" strategy, minMatch 6) with a 4 MiB
 # window and level 3's hashLog 17, in 8 MiB jobs. Against the earlier default (level 3's
 # "dfast" search, same window) it takes 13-22 % less compressing CPU, which is what keeps
@@ -436,7 +436,7 @@ def open_writer(out: Sink, compression: str, level: int | None = None,
     """A compressing writer for `compression` that writes its output to `out`."""
     check(compression)
     if compression == GZIP:
-        return GzipWriter(out, DEFAULT_LEVEL[GZIP] if level is None else level, threads)
+        return GzipWriter(out, GZIP_DEFAULT_LEVEL if level is None else level, threads)
     if compression == ZSTD:
         return ZstdWriter(out, level, threads)
     return PlainWriter(out)

@@ -25,7 +25,7 @@ def _check_level(ctx, param, level):
 @click.command("push")
 @click_options(PUSH_OPTIONS)
 @click.option("--compression-level", type=int, default=None, callback=_check_level,
-              help="gzip 0-9 (default 6), zstd 1-22 (default: level 3 with a 4 MiB window); "
+              help="gzip 0-9 (default 6), zstd 1-22 (default: level 2's search with a 4 MiB window); "
                    "used when a layer is first compressed.")
 @click.argument("image")
 @click.argument("dest", required=False)
