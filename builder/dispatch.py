@@ -46,6 +46,7 @@ class StageState:
     # the latest step's layer while it is still being written (layerio.Pending): not yet in `config`
     # nor `layers`; the executor records it before anything reads them, or a RUN starts on its tree
     pending: layerio.Pending | None = None
+    pending_step: tuple | None = None  # and what recording it needs (the executor's: its step, job, key...)
 
     @property
     def cfg(self) -> dict:

@@ -87,8 +87,6 @@ class Executor:
         self.multi_stage = len(plan.stages) > 1
         self.ctx = StepContext(store, opts, epoch, self.platform, plan.filename, lexer, emit, self._stage_of,
                                self._output, lambda i, of: self._content(i, of).config.diff_ids, self._settle)
-        # a step whose layer is still being written (StageState.pending): what recording it needs
-        self._unsettled: dict[int, tuple[Command, Job, str, Stage, str, int]] = {}
 
     # -- stages ------------------------------------------------------------------
     def declare_globals(self) -> None:
@@ -401,7 +399,7 @@ class Executor:
         if isinstance(layer, layerio.Pending):
             # recorded once written: by the next step first (a RUN starts on its tree meanwhile)
             state.pending = layer
-            self._unsettled[id(layer)] = (cmd, job, key, stage, parent, len(state.config.history))
+            state.pending_step = (cmd, job, key, stage, parent, len(state.config.history))
             state.key = key
             return
         self._recorded(state, key, job, layer)
@@ -413,7 +411,7 @@ class Executor:
         pending, state.pending = state.pending, None
         if pending is None:
             return
-        cmd, job, key, stage, parent, entries_before = self._unsettled.pop(id(pending))
+        (cmd, job, key, stage, parent, entries_before), state.pending_step = state.pending_step, None
         with self._step_errors(cmd):
             layer = pending.result()
         self._recorded(state, key, job, layer)
